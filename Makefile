@@ -1,0 +1,42 @@
+# Front door. `make run` and `make test` work on a fresh Debian machine.
+BUILD   ?= build
+PREFIX  ?= /usr/local
+JOBS    ?= $(shell nproc)
+DEB_PACKAGES := g++ cmake make pkg-config libcli11-dev libboost-dev libsqlite3-dev libfmt-dev doctest-dev groff-base
+
+.PHONY: all deps build test run clean install format bench crash-test
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else \
+	  echo "missing packages; run as root:"; \
+	  echo "  apt-get install -y $$missing"; exit 1; \
+	fi
+
+$(BUILD)/Makefile: CMakeLists.txt
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: $(BUILD)/Makefile
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: deps build
+	cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 600
+
+run: deps build
+	$(BUILD)/tpc cluster --participants 2 --port 5000 --data-dir ./tpc-data
+
+install: build
+	install -D -m 755 $(BUILD)/tpc $(DESTDIR)$(PREFIX)/bin/tpc
+	install -D -m 644 man/tpc.1 $(DESTDIR)$(PREFIX)/share/man/man1/tpc.1
+
+format:
+	clang-format -i $$(find src tests -name '*.cpp' -o -name '*.h')
+
+clean:
+	rm -rf $(BUILD)
