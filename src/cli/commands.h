@@ -1,0 +1,14 @@
+// Subcommands of the tpc executable. Each is set up on a CLI11 app and run after parsing;
+// main only composes them (CLI11's subcom_in_files layout).
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace tpc::cli {
+// Each returns the function that runs the subcommand once parsing succeeded; it returns the
+// process exit code.
+std::function<int()> setup_participant(CLI::App& app);
+std::function<int()> setup_leader(CLI::App& app);
+std::function<int()> setup_client(CLI::App& app);
+// Runs an io_context until SIGINT or SIGTERM; returns 0.
+}  // namespace tpc::cli

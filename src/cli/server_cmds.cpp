@@ -1,0 +1,123 @@
+#include <utility>  // before asio: boost 1.74 needs it
+#include <boost/asio.hpp>
+#include <regex>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "common/failpoint.h"
+#include "common/logging.h"
+#include "leader/server.h"
+#include "participant/server.h"
+
+namespace tpc::cli {
+namespace asio = boost::asio;
+
+namespace {
+struct Common {
+  std::string log_level = "info";
+  size_t max_line = protocol::k_default_max_line;
+};
+
+void add_common(CLI::App* sub, Common& c) {
+  sub->add_option("--log-level", c.log_level, "debug, info, warn, error or off")
+      ->capture_default_str();
+  sub->add_option("--max-line", c.max_line, "longest accepted request line, in bytes")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{64}, size_t{1} << 30));
+}
+
+void apply_common(const Common& c, const std::string& role) {
+  log::Level l;
+  if (!log::parse_level(c.log_level, &l))
+    throw Error("--log-level must be debug, info, warn, error or off", 2);
+  log::set_level(l);
+  log::set_role(role);
+  failpoint::configure_from_env();
+}
+
+template <typename Srv>
+int serve(asio::io_context& io, Srv& server) {
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    log::info("signal {}: stopping", sig);
+    server.stop();
+    io.stop();
+  });
+  io.run();
+  return 0;
+}
+
+const std::regex k_id_re("[A-Za-z0-9_-]{1,64}");
+}  // namespace
+
+std::function<int()> setup_participant(CLI::App& app) {
+  auto* sub = app.add_subcommand("participant", "run a participant: holds data, votes, applies");
+  auto cfg = std::make_shared<participant::Config>();
+  auto common = std::make_shared<Common>();
+  sub->add_option("--port", cfg->port, "TCP port to listen on")->required();
+  sub->add_option("--id", cfg->id, "participant id (letters, digits, - and _)")->required();
+  sub->add_option("--data-dir", cfg->data_dir, "data directory [./tpc-data/participant-ID]");
+  sub->add_option("--bind", cfg->bind, "address to listen on")->capture_default_str();
+  sub->add_option("--read-timeout", cfg->read_timeout_ms,
+                  "ms a read of an in-doubt key waits before failing")
+      ->capture_default_str();
+  sub->add_option("--resolve-after", cfg->resolve_after_ms,
+                  "ms after which a prepared transaction asks its leader for the outcome")
+      ->capture_default_str();
+  add_common(sub, *common);
+  return [sub, cfg, common]() -> int {
+    if (!sub->parsed()) return -1;
+    if (!std::regex_match(cfg->id, k_id_re)) throw Error("--id: letters, digits, - and _ only", 2);
+    if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/participant-" + cfg->id;
+    cfg->max_line = common->max_line;
+    apply_common(*common, "participant-" + cfg->id);
+    asio::io_context io(1);
+    participant::Server server(io, *cfg);
+    return serve(io, server);
+  };
+}
+
+std::function<int()> setup_leader(CLI::App& app) {
+  auto* sub = app.add_subcommand("leader", "run the leader: the two-phase commit coordinator");
+  auto cfg = std::make_shared<leader::Config>();
+  auto common = std::make_shared<Common>();
+  auto peers = std::make_shared<std::string>();
+  sub->add_option("--peers", *peers, "participants, HOST:PORT[,HOST:PORT...]")->required();
+  sub->add_option("--port", cfg->port, "TCP port to listen on")->capture_default_str();
+  sub->add_option("--id", cfg->id, "leader id (letters, digits, - and _)")->capture_default_str();
+  sub->add_option("--data-dir", cfg->data_dir, "data directory [./tpc-data/leader-ID]");
+  sub->add_option("--bind", cfg->bind, "address to listen on")->capture_default_str();
+  sub->add_option("--advertise", cfg->advertise,
+                  "HOST:PORT participants use to reach this leader [BIND:PORT]");
+  sub->add_option("--replicas", cfg->replicas,
+                  "participants that hold each key (0: all, the default)")
+      ->capture_default_str();
+  sub->add_option("--prepare-timeout", cfg->prepare_timeout_ms,
+                  "ms to wait for all votes before aborting")
+      ->capture_default_str();
+  sub->add_option("--read-timeout", cfg->read_timeout_ms, "ms a read may take")
+      ->capture_default_str();
+  add_common(sub, *common);
+  return [sub, cfg, common, peers]() -> int {
+    if (!sub->parsed()) return -1;
+    if (!std::regex_match(cfg->id, k_id_re)) throw Error("--id: letters, digits, - and _ only", 2);
+    size_t pos = 0;
+    while (pos <= peers->size()) {
+      size_t end = peers->find(',', pos);
+      if (end == std::string::npos) end = peers->size();
+      if (end > pos) cfg->peers.push_back(peers->substr(pos, end - pos));
+      pos = end + 1;
+    }
+    if (cfg->peers.empty()) throw Error("--peers: at least one participant", 2);
+    if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/leader-" + cfg->id;
+    cfg->max_line = common->max_line;
+    apply_common(*common, "leader-" + cfg->id);
+    asio::io_context io(1);
+    leader::Server server(io, *cfg);
+    return serve(io, server);
+  };
+}
+
+}  // namespace tpc::cli

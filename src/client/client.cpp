@@ -1,0 +1,158 @@
+#include "client/client.h"
+
+#include <chrono>
+#include <iostream>
+#include <random>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "client/connection.h"
+#include "common/util.h"
+#include "protocol/codec.h"
+
+namespace tpc::client {
+
+namespace {
+std::mt19937_64& rng() {
+  static thread_local std::mt19937_64 r{std::random_device{}() ^
+                                        static_cast<uint64_t>(now_us())};
+  return r;
+}
+
+// "WORD CODE rest" -> rest
+std::string after_two(const std::string& line) {
+  auto s1 = line.find(' ');
+  if (s1 == std::string::npos) return {};
+  auto s2 = line.find(' ', s1 + 1);
+  return s2 == std::string::npos ? std::string() : line.substr(s2 + 1);
+}
+std::string word(const std::string& line, int n) {
+  auto t = protocol::split(line);
+  return n < static_cast<int>(t.size()) ? std::string(t[n]) : std::string();
+}
+
+// The connection was lost after the request was sent: ask the leader what became of `rid`
+// (bounded), never run it again under a new id.
+int resolve_lost(const Options& o, const std::string& rid, const std::string& why,
+                 std::ostream& out, std::ostream& err) {
+  int64_t deadline = now_ms() + o.resolve_ms;
+  std::string last = why;
+  while (now_ms() < deadline) {
+    auto c = Connection::open(o.leader, 1000);
+    if (c) {
+      auto r = c->call("RESULT " + rid, 2000);
+      if (r) {
+        auto w = word(*r, 0);
+        if (w == "COMMITTED") {
+          out << "OK\n";
+          return k_ok;
+        }
+        if (w == "ABORTED") {
+          err << "aborted: connection lost and the leader has no commit decision for the "
+                 "request (not applied)\n";
+          return k_aborted;
+        }
+        last = "still pending at the leader";
+      } else {
+        last = r.status().message();
+      }
+    } else {
+      last = c.status().message();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  err << "outcome unknown: " << why << "; could not learn the outcome of request " << rid
+      << " (" << last << ")\n";
+  return k_unknown;
+}
+}  // namespace
+
+std::string new_request_id() { return fmt::format("{:016x}", rng()()); }
+
+int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream& out,
+            std::ostream& err) {
+  protocol::LineBuilder base("TXN");
+  for (int attempt = 0;; ++attempt) {
+    std::string rid = new_request_id();
+    protocol::LineBuilder line("TXN");
+    line.raw(rid);
+    protocol::append_ops(line, ops);
+    auto c = Connection::open(o.leader, std::min(o.timeout_ms, 3000));
+    if (!c) {
+      err << "unavailable: " << c.status().message() << "\n";
+      return c.status().code() == "USAGE" ? k_usage : k_unknown;
+    }
+    auto r = c->call(line.str(), o.timeout_ms);
+    if (!r) return resolve_lost(o, rid, r.status().message(), out, err);
+    std::string w = word(*r, 0);
+    if (w == "COMMITTED") {
+      out << "OK\n";
+      return k_ok;
+    }
+    if (w == "ABORTED") {
+      std::string code = word(*r, 1);
+      if (code == "CONFLICT" && attempt < o.retries) {
+        // A definite abort: safe to run again. Jittered exponential backoff.
+        int base_ms = 5 << std::min(attempt, 6);
+        std::this_thread::sleep_for(
+            std::chrono::milliseconds(base_ms + static_cast<int>(rng()() % (base_ms + 1))));
+        continue;
+      }
+      if (code == "CONFLICT")
+        err << "aborted: conflict: " << after_two(*r) << " (gave up after " << attempt + 1
+            << " attempts)\n";
+      else if (code == "CHECK")
+        err << "aborted: condition failed: " << after_two(*r) << "\n";
+      else
+        err << "aborted: " << code << ": " << after_two(*r) << "\n";
+      return k_aborted;
+    }
+    if (w == "ERR" && word(*r, 1) == "PROTO") {
+      err << "bad request: " << after_two(*r) << "\n";
+      return k_usage;
+    }
+    if (w == "ERR" && word(*r, 1) == "PENDING") return resolve_lost(o, rid, *r, out, err);
+    err << "error: " << *r << "\n";
+    return k_unknown;
+  }
+}
+
+int run_get(const Options& o, const std::string& key, std::ostream& out, std::ostream& err) {
+  auto c = Connection::open(o.leader, std::min(o.timeout_ms, 3000));
+  if (!c) {
+    err << "unavailable: " << c.status().message() << "\n";
+    return c.status().code() == "USAGE" ? k_usage : k_unknown;
+  }
+  auto r = c->call(protocol::LineBuilder("GET").arg(key).str(), o.timeout_ms);
+  if (!r) {
+    err << "unavailable: " << r.status().message() << "\n";
+    return k_unknown;
+  }
+  std::string w = word(*r, 0);
+  if (w == "VALUE") {
+    auto v = protocol::unescape(word(*r, 1));
+    if (!v) {
+      err << "bad reply from leader: " << *r << "\n";
+      return k_unknown;
+    }
+    out << *v << "\n";
+    return k_ok;
+  }
+  if (w == "NOTFOUND") {
+    err << "not found\n";
+    return k_not_found;
+  }
+  std::string code = word(*r, 1);
+  if (code == "PROTO") {
+    err << "bad request: " << after_two(*r) << "\n";
+    return k_usage;
+  }
+  if (code == "INDOUBT")
+    err << "in doubt: " << after_two(*r) << "\n";
+  else
+    err << "unavailable: " << after_two(*r) << "\n";
+  return k_unknown;
+}
+
+}  // namespace tpc::client

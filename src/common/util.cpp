@@ -1,0 +1,48 @@
+#include "common/util.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "common/status.h"
+
+namespace tpc {
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+bool parse_host_port(const std::string& text, std::string* host, uint16_t* port) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 >= text.size()) return false;
+  std::string p = text.substr(colon + 1);
+  if (p.size() > 5) return false;
+  for (char c : p)
+    if (c < '0' || c > '9') return false;
+  long v = std::stol(p);
+  if (v <= 0 || v > 65535) return false;
+  *host = text.substr(0, colon);
+  if (host->size() > 2 && host->front() == '[' && host->back() == ']')
+    *host = host->substr(1, host->size() - 2);
+  *port = static_cast<uint16_t>(v);
+  return true;
+}
+void lock_data_dir(const std::string& dir) {
+  std::string path = dir + "/LOCK";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error(fmt::format("cannot open {}: {}", path, std::strerror(errno)));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0)
+    throw Error(fmt::format("data directory {} is in use by another tpc process", dir));
+  // The descriptor stays open (and locked) until the process exits.
+}
+}  // namespace tpc

@@ -1,0 +1,16 @@
+// Small helpers shared by every role.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace tpc {
+// Milliseconds of a monotonic clock.
+int64_t now_ms();
+// Microseconds of a monotonic clock.
+int64_t now_us();
+// Splits "HOST:PORT"; returns false when malformed.
+bool parse_host_port(const std::string& text, std::string* host, uint16_t* port);
+// Takes an exclusive flock on DIR/LOCK for the life of the process; throws tpc::Error when
+// another process holds it.
+void lock_data_dir(const std::string& dir);
+}  // namespace tpc

@@ -1,0 +1,269 @@
+#include "participant/server.h"
+
+#include <fmt/format.h>
+
+#include "common/failpoint.h"
+#include "common/logging.h"
+#include "common/util.h"
+#include "txlog/file.h"
+
+namespace tpc::participant {
+
+namespace asio = boost::asio;
+using protocol::escape;
+using protocol::LineBuilder;
+using protocol::Reply;
+
+Server::Server(asio::io_context& io, Config cfg)
+    : m_io(io), m_cfg(std::move(cfg)), m_started_ms(now_ms()), m_tick(io) {
+  txlog::make_dirs(m_cfg.data_dir);
+  lock_data_dir(m_cfg.data_dir);
+  m_store = std::make_unique<store::SqliteStore>(m_cfg.data_dir + "/data.db");
+  m_core = std::make_unique<Core>(*m_store);
+  std::vector<txlog::Record> recovered;
+  m_log = txlog::Log::open(txlog::open_posix_file(m_cfg.data_dir + "/txlog"),
+                           m_cfg.data_dir + "/txlog", &recovered);
+  for (auto& r : recovered) m_core->recover(r);
+  auto in_doubt = m_core->finish_recovery(now_ms());
+  for (auto& txid : in_doubt) m_queries[txid] = Query{};  // ask at once
+  log::info("recovered {} log records; {} transactions in doubt", recovered.size(),
+            in_doubt.size());
+  protocol::SessionConfig sc{"participant", m_cfg.id, m_cfg.max_line};
+  m_server = std::make_unique<protocol::Server>(
+      io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
+  log::info("participant {} listening on {}:{}, data in {}", m_cfg.id, m_cfg.bind, port(),
+            m_cfg.data_dir);
+  resolve_tick();
+}
+
+Server::~Server() { stop(); }
+
+void Server::stop() {
+  if (m_stopped) return;
+  m_stopped = true;
+  m_tick.cancel();
+  m_server->stop();
+  for (auto& [a, l] : m_leaders) l->stop();
+}
+
+void Server::handle(const std::string& line, Reply reply) {
+  auto t = protocol::split(line);
+  auto verb = t[0];
+  auto need = [&](size_t n) {
+    if (t.size() >= n) return true;
+    reply.send(fmt::format("ERR PROTO {} needs {} arguments", verb, n - 1));
+    return false;
+  };
+  if (verb == "PREPARE") {
+    if (need(5)) on_prepare(t, reply);
+  } else if (verb == "COMMIT" || verb == "ABORT") {
+    if (!need(2)) return;
+    std::string txid(t[1]);
+    if (verb == "COMMIT") on_commit(txid, reply);
+    else on_abort(txid, reply);
+  } else if (verb == "READ") {
+    if (!need(2)) return;
+    auto key = protocol::unescape(t[1]);
+    if (!key) return reply.send("ERR PROTO " + key.status().message());
+    on_read(*key, reply, now_ms() + m_cfg.read_timeout_ms);
+  } else if (verb == "STATS") {
+    on_stats(reply);
+  } else {
+    reply.send(LineBuilder("ERR").raw("PROTO").text("unknown command " + escape(verb) +
+                                                    " (participant)").str());
+  }
+}
+
+void Server::on_prepare(const std::vector<std::string_view>& t, Reply reply) {
+  std::string txid(t[1]), leader(t[2]), leader_addr(t[3]);
+  auto ops = protocol::parse_ops(t, 4);
+  if (!ops) return reply.send("ERR PROTO " + ops.status().message());
+  auto r = m_core->prepare(txid, leader, leader_addr, std::move(*ops), now_ms());
+  switch (r.kind) {
+    case Core::PrepareResult::vote_no:
+      log::debug("vote NO {}: {} {}", txid, r.code, r.detail);
+      reply.send(LineBuilder("NO").raw(r.code).text(r.detail).str());
+      return;
+    case Core::PrepareResult::vote_yes:
+      reply.send("YES");
+      return;
+    case Core::PrepareResult::wait_durable:
+      m_vote_waiters[txid].push_back(reply);
+      return;
+    case Core::PrepareResult::log_then_vote:
+      break;
+  }
+  m_vote_waiters[txid].push_back(reply);
+  if (int e = failpoint::hit("participant/beforePrepareFsync", txid))
+    fatal(fmt::format("prepare of {} failed: {}", txid, std::strerror(e)));
+  int64_t forced_at = now_us();
+  m_log->append(k_rec_prepared, std::move(r.record), true, [this, txid, forced_at] {
+    asio::post(m_io, [this, txid, forced_at] {
+      if (int e = failpoint::hit("participant/afterPrepareFsync", txid))
+        fatal(fmt::format("after prepare of {}: {}", txid, std::strerror(e)));
+      (void)forced_at;
+      on_prepare_durable(txid);
+    });
+  });
+}
+
+void Server::on_prepare_durable(const std::string& txid) {
+  bool yes = m_core->prepare_durable(txid);
+  auto it = m_vote_waiters.find(txid);
+  if (it == m_vote_waiters.end()) return;
+  auto waiters = std::move(it->second);
+  m_vote_waiters.erase(it);
+  for (auto& w : waiters) w.send(yes ? "YES" : "NO ABORTED transaction was aborted meanwhile");
+  if (yes && failpoint::detail::g_any)
+    asio::post(m_io, [txid] { failpoint::hit("participant/afterVoteSend", txid); });
+}
+
+void Server::on_commit(const std::string& txid, Reply reply) {
+  auto* p = m_core->find(txid);
+  if (p && !p->durable) {
+    // Cannot happen with a correct leader: it commits only after our YES, sent after the force.
+    log::error("COMMIT {} before its prepare is durable; refusing", txid);
+    return reply.send("ERR STATE prepare not yet durable");
+  }
+  if (p) failpoint::hit("participant/beforeApplyCommit", txid);
+  auto f = m_core->commit(txid);
+  if (!f.status) fatal("cannot apply commit of " + txid + ": " + f.status.to_string());
+  if (f.known) {
+    failpoint::hit("participant/afterApplyCommit", txid);
+    m_log->append(k_rec_committed, txlog::Encoder().str(txid).data(), false);
+    m_queries.erase(txid);
+    log::debug("committed {}", txid);
+    wake_readers(f.released);
+  }
+  reply.send("ACK");
+}
+
+void Server::on_abort(const std::string& txid, Reply reply) {
+  auto f = m_core->abort(txid);
+  if (f.known) {
+    m_log->append(k_rec_aborted, txlog::Encoder().str(txid).data(), false);
+    m_queries.erase(txid);
+    log::debug("aborted {}", txid);
+    wake_readers(f.released);
+  }
+  // A vote still waiting for its force will answer NO (the core no longer knows the txid).
+  reply.send("ACK");
+}
+
+void Server::on_read(const std::string& key, Reply reply, int64_t deadline_ms) {
+  auto r = m_core->read(key);
+  switch (r.kind) {
+    case Core::ReadResult::found:
+      return reply.send(LineBuilder("VALUE").arg(r.value).str());
+    case Core::ReadResult::absent:
+      return reply.send("NOTFOUND");
+    case Core::ReadResult::error:
+      return reply.send(LineBuilder("ERR").raw("STORAGE").text(r.status.message()).str());
+    case Core::ReadResult::blocked:
+      break;
+  }
+  if (now_ms() >= deadline_ms) {
+    return reply.send(LineBuilder("ERR")
+                          .raw("INDOUBT")
+                          .text(fmt::format("key {} has a prepared write of {} whose outcome is "
+                                            "not known yet",
+                                            escape(key), r.blocker))
+                          .str());
+  }
+  m_readers.emplace(key, Reader{reply, deadline_ms});
+  // Wake at the deadline to answer INDOUBT if nothing released the key.
+  auto timer = std::make_shared<asio::steady_timer>(m_io);
+  timer->expires_after(std::chrono::milliseconds(deadline_ms - now_ms() + 1));
+  timer->async_wait([this, timer, key](boost::system::error_code) {
+    if (m_stopped) return;
+    wake_readers({key});
+  });
+}
+
+void Server::wake_readers(const std::vector<std::string>& keys) {
+  for (auto& key : keys) {
+    auto range = m_readers.equal_range(key);
+    std::vector<Reader> ready;
+    for (auto it = range.first; it != range.second;) {
+      ready.push_back(it->second);
+      it = m_readers.erase(it);
+    }
+    for (auto& r : ready)
+      if (r.reply.connected()) on_read(key, r.reply, r.deadline_ms);
+  }
+}
+
+void Server::on_stats(Reply reply) {
+  auto ls = m_log->stats();
+  reply.send(fmt::format("STATS id={} keys={} committed={} aborted={} in_doubt={} log_bytes={} "
+                         "log_syncs={} uptime_ms={}",
+                         m_cfg.id, m_store->key_count(), m_core->committed_count(),
+                         m_core->aborted_count(), m_core->prepared().size(), ls.bytes, ls.syncs,
+                         now_ms() - m_started_ms));
+}
+
+// --- in-doubt resolution: a prepared participant never decides alone; it asks the leader.
+
+void Server::resolve_tick() {
+  if (m_stopped) return;
+  int64_t now = now_ms();
+  for (auto& [txid, p] : m_core->prepared()) {
+    if (!p.durable) continue;
+    if (!p.recovered && now - p.prepared_at_ms < m_cfg.resolve_after_ms) continue;
+    auto& q = m_queries[txid];
+    if (!q.in_flight && now >= q.next_ms) ask_leader(txid);
+  }
+  m_tick.expires_after(std::chrono::milliseconds(100));
+  m_tick.async_wait([this](boost::system::error_code ec) {
+    if (!ec) resolve_tick();
+  });
+}
+
+std::shared_ptr<protocol::Link> Server::leader_link(const std::string& addr) {
+  auto it = m_leaders.find(addr);
+  if (it != m_leaders.end()) return it->second;
+  std::string host;
+  uint16_t port;
+  if (!parse_host_port(addr, &host, &port)) return nullptr;
+  auto link = std::make_shared<protocol::Link>(
+      m_io, host, port, fmt::format("HELLO {} participant {}", protocol::k_version, m_cfg.id),
+      m_cfg.max_line);
+  link->start();
+  m_leaders[addr] = link;
+  return link;
+}
+
+void Server::ask_leader(const std::string& txid) {
+  auto* p = m_core->find(txid);
+  if (!p) return;
+  auto& q = m_queries[txid];
+  auto link = leader_link(p->leader_addr);
+  q.next_ms = now_ms() + q.backoff_ms;
+  q.backoff_ms = std::min(q.backoff_ms * 2, m_cfg.resolve_max_backoff_ms);
+  if (!link) {
+    log::error("in-doubt {}: bad leader address {}", txid, p->leader_addr);
+    return;
+  }
+  if (!link->up()) return;  // retried on a later tick, once the leader is back
+  q.in_flight = true;
+  link->request("OUTCOME " + txid, [this, txid](Result<std::string> r) {
+    auto it = m_queries.find(txid);
+    if (it != m_queries.end()) it->second.in_flight = false;
+    if (!r) return;
+    auto t = protocol::split(*r);
+    if (t.empty()) return;
+    if (t[0] == "COMMITTED") finish_outcome(txid, true);
+    else if (t[0] == "ABORTED") finish_outcome(txid, false);
+    // PENDING: the leader is still collecting votes; ask again later.
+  });
+}
+
+void Server::finish_outcome(const std::string& txid, bool commit) {
+  if (!m_core->find(txid)) return;
+  log::info("in-doubt {} resolved by its leader: {}", txid, commit ? "commit" : "abort");
+  Reply none;
+  if (commit) on_commit(txid, none);
+  else on_abort(txid, none);
+}
+
+}  // namespace tpc::participant

@@ -1,0 +1,128 @@
+#include "protocol/codec.h"
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace tpc::protocol {
+namespace {
+constexpr char k_hex[] = "0123456789ABCDEF";
+bool needs_escape(unsigned char c) { return c <= 0x20 || c == 0x7f || c == '%' || c == '"'; }
+int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+}  // namespace
+
+void escape_to(std::string& out, std::string_view bytes) {
+  if (bytes.empty()) {
+    out += "\"\"";
+    return;
+  }
+  for (unsigned char c : bytes) {
+    if (needs_escape(c)) {
+      out += '%';
+      out += k_hex[c >> 4];
+      out += k_hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+}
+
+std::string escape(std::string_view bytes) {
+  std::string out;
+  out.reserve(bytes.size() + 2);
+  escape_to(out, bytes);
+  return out;
+}
+
+Result<std::string> unescape(std::string_view token) {
+  if (token == "\"\"") return std::string();
+  std::string out;
+  out.reserve(token.size());
+  for (size_t i = 0; i < token.size(); ++i) {
+    char c = token[i];
+    if (c != '%') {
+      out += c;
+      continue;
+    }
+    if (i + 2 >= token.size())
+      return Status::error("PROTO", "truncated %-escape");
+    int hi = hexval(token[i + 1]), lo = hexval(token[i + 2]);
+    if (hi < 0 || lo < 0) return Status::error("PROTO", "bad %-escape, expected %XX");
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+std::vector<std::string_view> split(std::string_view line) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
+    size_t start = i;
+    while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
+    if (i > start) out.push_back(line.substr(start, i - start));
+  }
+  return out;
+}
+
+LineBuilder& LineBuilder::raw(std::string_view token) {
+  m_line += ' ';
+  m_line += token;
+  return *this;
+}
+LineBuilder& LineBuilder::arg(std::string_view bytes) {
+  m_line += ' ';
+  escape_to(m_line, bytes);
+  return *this;
+}
+LineBuilder& LineBuilder::num(long long v) { return raw(fmt::format("{}", v)); }
+LineBuilder& LineBuilder::text(std::string_view text) {
+  m_line += ' ';
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f || c == '%') {
+      m_line += '%';
+      m_line += k_hex[c >> 4];
+      m_line += k_hex[c & 15];
+    } else {
+      m_line += static_cast<char>(c);
+    }
+  }
+  return *this;
+}
+
+LineBuffer::Next LineBuffer::next(std::string* out) {
+  const char* base = m_buf.data() + m_pos;
+  size_t avail = m_buf.size() - m_pos;
+  const void* nl = std::memchr(base + m_scanned, '\n', avail - m_scanned);
+  if (!nl) {
+    m_scanned = avail;
+    if (avail > m_max) return Next::too_long;
+    // Compact once the consumed prefix dominates, so the buffer does not grow forever.
+    if (m_pos > 0 && m_pos >= m_buf.size() / 2) {
+      m_buf.erase(0, m_pos);
+      m_pos = 0;
+    }
+    return Next::need_more;
+  }
+  size_t len = static_cast<const char*>(nl) - base;
+  if (len > m_max) return Next::too_long;
+  size_t take = len;
+  if (take > 0 && base[take - 1] == '\r') --take;
+  out->assign(base, take);
+  m_pos += len + 1;
+  m_scanned = 0;
+  if (m_pos == m_buf.size()) {
+    m_buf.clear();
+    m_pos = 0;
+  }
+  return Next::line;
+}
+
+}  // namespace tpc::protocol

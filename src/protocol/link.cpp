@@ -1,0 +1,187 @@
+#include "protocol/link.h"
+
+#include <fmt/format.h>
+
+#include "common/logging.h"
+
+namespace tpc::protocol {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+Link::Link(asio::io_context& io, std::string host, uint16_t port, std::string hello,
+           size_t max_line)
+    : m_io(io),
+      m_host(std::move(host)),
+      m_port(port),
+      m_hello(std::move(hello)),
+      m_socket(io),
+      m_timer(io),
+      m_max_line(max_line),
+      m_in(max_line) {}
+
+void Link::start() { connect(); }
+
+void Link::stop() {
+  m_stopped = true;
+  m_timer.cancel();
+  boost::system::error_code ec;
+  m_socket.close(ec);
+  m_up = false;
+  fail_all();
+}
+
+void Link::connect() {
+  if (m_stopped) return;
+  auto self = shared_from_this();
+  uint64_t gen = ++m_generation;
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(m_host, ec);
+  if (ec) {
+    // Resolve names synchronously: only at (re)connect, never on the request path.
+    tcp::resolver r(m_io);
+    auto res = r.resolve(m_host, std::to_string(m_port), ec);
+    if (ec || res.empty()) {
+      if (!m_warned) log::warn("cannot resolve {}: {}", m_host, ec.message());
+      m_warned = true;
+      schedule_reconnect();
+      return;
+    }
+    addr = res.begin()->endpoint().address();
+  }
+  m_socket = tcp::socket(m_io);
+  m_socket.async_connect(tcp::endpoint(addr, m_port), [this, self, gen](boost::system::error_code ec) {
+    if (gen != m_generation || m_stopped) return;
+    if (ec) {
+      if (!m_warned) log::warn("peer {} unreachable: {}; retrying", address(), ec.message());
+      m_warned = true;
+      schedule_reconnect();
+      return;
+    }
+    boost::system::error_code ig;
+    m_socket.set_option(tcp::no_delay(true), ig);
+    m_in = LineBuffer(m_max_line);
+    m_handshaken = false;
+    m_out = m_hello + "\n";
+    m_write_in_flight = false;
+    flush();
+    read_more();
+  });
+}
+
+void Link::schedule_reconnect() {
+  if (m_stopped) return;
+  m_timer.expires_after(std::chrono::milliseconds(m_backoff_ms));
+  m_backoff_ms = std::min(m_backoff_ms * 2, 1000);
+  auto self = shared_from_this();
+  m_timer.async_wait([this, self](boost::system::error_code ec) {
+    if (!ec) connect();
+  });
+}
+
+void Link::fail_all() {
+  auto pending = std::move(m_pending);
+  m_pending.clear();
+  for (auto& [tag, cb] : pending)
+    asio::post(m_io, [cb = std::move(cb), a = address()] {
+      cb(Status::error("UNAVAILABLE", "connection to " + a + " lost"));
+    });
+}
+
+void Link::read_more() {
+  auto self = shared_from_this();
+  uint64_t gen = m_generation;
+  m_socket.async_read_some(asio::buffer(m_read_buf), [this, self, gen](
+                                                         boost::system::error_code ec, size_t n) {
+    if (gen != m_generation || m_stopped) return;
+    if (ec) {
+      if (m_up) log::warn("connection to {} lost: {}", address(), ec.message());
+      m_up = false;
+      boost::system::error_code ig;
+      m_socket.close(ig);
+      fail_all();
+      schedule_reconnect();
+      return;
+    }
+    m_in.append(m_read_buf, n);
+    std::string line;
+    while (true) {
+      auto r = m_in.next(&line);
+      if (r != LineBuffer::Next::line) break;
+      on_line(line);
+      if (gen != m_generation) return;
+    }
+    read_more();
+  });
+}
+
+void Link::on_line(const std::string& line) {
+  if (!m_handshaken) {
+    auto t = split(line);
+    if (t.size() >= 4 && t[0] == "HELLO" && t[1] == k_version) {
+      m_handshaken = true;
+      m_up = true;
+      m_remote_id = std::string(t[3]);
+      m_backoff_ms = 20;
+      if (m_warned) log::info("peer {} is up", address());
+      m_warned = false;
+      if (m_on_up) m_on_up();
+      return;
+    }
+    log::error("peer {} refused the handshake: {}", address(), line);
+    m_warned = true;
+    boost::system::error_code ig;
+    m_socket.close(ig);
+    ++m_generation;
+    m_backoff_ms = 1000;
+    schedule_reconnect();
+    return;
+  }
+  if (line.empty() || line[0] != '@') {
+    log::warn("peer {} sent an untagged line: {}", address(), line.substr(0, 200));
+    return;
+  }
+  auto sp = line.find(' ');
+  uint64_t tag = std::strtoull(line.c_str() + 1, nullptr, 10);
+  auto it = m_pending.find(tag);
+  if (it == m_pending.end()) return;
+  auto cb = std::move(it->second);
+  m_pending.erase(it);
+  cb(sp == std::string::npos ? std::string() : line.substr(sp + 1));
+}
+
+void Link::request(const std::string& line, Callback cb) {
+  if (!m_up) {
+    asio::post(m_io, [cb = std::move(cb), a = address()] {
+      cb(Status::error("UNAVAILABLE", "peer " + a + " is down"));
+    });
+    return;
+  }
+  uint64_t tag = m_next_tag++;
+  m_pending.emplace(tag, std::move(cb));
+  m_out += '@';
+  m_out += std::to_string(tag);
+  m_out += ' ';
+  m_out += line;
+  m_out += '\n';
+  flush();
+}
+
+void Link::flush() {
+  if (m_write_in_flight || m_out.empty()) return;
+  m_writing.swap(m_out);
+  m_out.clear();
+  m_write_in_flight = true;
+  auto self = shared_from_this();
+  uint64_t gen = m_generation;
+  asio::async_write(m_socket, asio::buffer(m_writing),
+                    [this, self, gen](boost::system::error_code ec, size_t) {
+                      if (gen != m_generation) return;
+                      m_write_in_flight = false;
+                      m_writing.clear();
+                      if (ec) return;  // the read side notices and reconnects
+                      flush();
+                    });
+}
+
+}  // namespace tpc::protocol

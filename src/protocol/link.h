@@ -1,0 +1,70 @@
+// Client side of a persistent line connection to a peer (leader -> participant, participant ->
+// leader). Reconnects with backoff, performs the HELLO handshake, tags every request "@N" and
+// matches replies by tag, so many requests are in flight at once. Requests issued while a write
+// is in flight go out together in one write (wire batching).
+//
+// Single-threaded: call everything on the io_context's thread. Callbacks run there too.
+#pragma once
+#include <utility>  // before asio: boost 1.74 needs it
+#include <boost/asio.hpp>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "protocol/codec.h"
+
+namespace tpc::protocol {
+
+class Link : public std::enable_shared_from_this<Link> {
+ public:
+  // Reply line without the tag, or error UNAVAILABLE when the connection is down or was lost
+  // before the reply came (the request may or may not have been processed).
+  using Callback = std::function<void(Result<std::string>)>;
+
+  Link(boost::asio::io_context& io, std::string host, uint16_t port, std::string hello,
+       size_t max_line = k_default_max_line);
+  void start();
+  void stop();
+  // Sends `line` now if the link is up; otherwise calls `cb` with UNAVAILABLE at once
+  // (from the io_context, never inline).
+  void request(const std::string& line, Callback cb);
+  bool up() const { return m_up; }
+  std::string address() const { return m_host + ":" + std::to_string(m_port); }
+  // Called each time the link becomes up (after the handshake).
+  void on_up(std::function<void()> f) { m_on_up = std::move(f); }
+  // Remote id learned from its HELLO reply.
+  const std::string& remote_id() const { return m_remote_id; }
+
+ private:
+  void connect();
+  void schedule_reconnect();
+  void read_more();
+  void on_line(const std::string& line);
+  void fail_all();
+  void flush();
+  boost::asio::io_context& m_io;
+  std::string m_host;
+  uint16_t m_port;
+  std::string m_hello;
+  boost::asio::ip::tcp::socket m_socket;
+  boost::asio::steady_timer m_timer;
+  size_t m_max_line;
+  LineBuffer m_in;
+  char m_read_buf[16384];
+  std::map<uint64_t, Callback> m_pending;
+  uint64_t m_next_tag = 1;
+  std::string m_out, m_writing;
+  bool m_write_in_flight = false;
+  bool m_up = false;
+  bool m_handshaken = false;
+  bool m_stopped = false;
+  int m_backoff_ms = 20;
+  uint64_t m_generation = 0;  // bumps on every (re)connect, so stale handlers do nothing
+  std::function<void()> m_on_up;
+  std::string m_remote_id;
+  bool m_warned = false;
+};
+
+}  // namespace tpc::protocol

@@ -1,0 +1,181 @@
+#include "protocol/session.h"
+
+#include <fmt/format.h>
+
+#include "common/logging.h"
+
+namespace tpc::protocol {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+void Reply::send(std::string line) const {
+  if (auto s = m_session.lock()) s->deliver(m_slot, m_tag, std::move(line));
+}
+bool Reply::connected() const {
+  auto s = m_session.lock();
+  return s && s->is_open();
+}
+const void* Reply::session_key() const { return m_session.lock().get(); }
+
+Session::Session(tcp::socket socket, const SessionConfig& cfg, Handler handler)
+    : m_socket(std::move(socket)), m_cfg(cfg), m_handler(std::move(handler)), m_in(cfg.max_line) {
+  boost::system::error_code ec;
+  m_socket.set_option(tcp::no_delay(true), ec);
+  auto ep = m_socket.remote_endpoint(ec);
+  m_peer = ec ? "?" : fmt::format("{}:{}", ep.address().to_string(), ep.port());
+}
+
+void Session::start() { read_more(); }
+
+void Session::close() {
+  if (!m_open) return;
+  m_open = false;
+  boost::system::error_code ec;
+  m_socket.shutdown(tcp::socket::shutdown_both, ec);
+  m_socket.close(ec);
+}
+
+void Session::read_more() {
+  auto self = shared_from_this();
+  m_socket.async_read_some(asio::buffer(m_read_buf), [this, self](boost::system::error_code ec,
+                                                                  size_t n) {
+    if (ec || !m_open) {
+      close();
+      return;
+    }
+    m_in.append(m_read_buf, n);
+    std::string line;
+    while (m_open && !m_close_after_write) {
+      auto r = m_in.next(&line);
+      if (r == LineBuffer::Next::need_more) break;
+      if (r == LineBuffer::Next::too_long) {
+        log::warn("connection {}: line longer than {} bytes; closing it", m_peer, m_cfg.max_line);
+        write(fmt::format("ERR TOOLONG line longer than {} bytes; closing connection",
+                          m_cfg.max_line));
+        m_close_after_write = true;
+        flush();
+        return;
+      }
+      on_line(std::move(line));
+    }
+    if (m_open && !m_close_after_write) read_more();
+  });
+}
+
+void Session::on_line(std::string line) {
+  std::string tag;
+  std::string_view body = line;
+  if (!body.empty() && body[0] == '@') {
+    auto sp = body.find(' ');
+    tag = std::string(body.substr(0, sp));
+    body = sp == std::string_view::npos ? std::string_view() : body.substr(sp + 1);
+  }
+  uint64_t slot = m_next_slot++;
+  if (tag.empty()) m_ordered.emplace_back(slot, std::nullopt);
+  Reply reply(weak_from_this(), slot, tag);
+  auto tokens = split(body);
+  if (tokens.empty()) {
+    reply.send("ERR PROTO empty request");
+    return;
+  }
+  if (tokens[0] == "HELLO") {
+    if (tokens.size() < 2 || tokens[1] != k_version) {
+      reply.send(fmt::format("ERR VERSION this server speaks {}, peer sent {}; upgrade the older "
+                             "binary",
+                             k_version, tokens.size() < 2 ? "nothing" : std::string(tokens[1])));
+      m_close_after_write = true;
+      return;
+    }
+    reply.send(fmt::format("HELLO {} {} {}", k_version, m_cfg.role, m_cfg.id));
+    return;
+  }
+  if (tokens[0] == "PING") {
+    reply.send("PONG");
+    return;
+  }
+  m_handler(std::string(body), reply);
+}
+
+void Session::deliver(uint64_t slot, const std::string& tag, std::string line) {
+  if (!m_open) return;
+  if (!tag.empty()) {
+    write(tag + " " + line);
+  } else {
+    for (auto& [s, text] : m_ordered)
+      if (s == slot) text = std::move(line);
+    while (!m_ordered.empty() && m_ordered.front().second) {
+      write(*m_ordered.front().second);
+      m_ordered.pop_front();
+    }
+  }
+  flush();
+}
+
+void Session::write(const std::string& line) {
+  m_out += line;
+  m_out += '\n';
+}
+
+void Session::flush() {
+  if (m_write_in_flight || !m_open) return;
+  if (m_out.empty()) {
+    if (m_close_after_write) close();
+    return;
+  }
+  m_writing.swap(m_out);
+  m_out.clear();
+  m_write_in_flight = true;
+  auto self = shared_from_this();
+  asio::async_write(m_socket, asio::buffer(m_writing),
+                    [this, self](boost::system::error_code ec, size_t) {
+                      m_write_in_flight = false;
+                      m_writing.clear();
+                      if (ec) {
+                        close();
+                        return;
+                      }
+                      flush();
+                    });
+}
+
+Server::Server(asio::io_context& io, const std::string& bind, uint16_t port, SessionConfig cfg,
+               Handler handler)
+    : m_acceptor(io), m_cfg(std::move(cfg)), m_handler(std::move(handler)) {
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(bind, ec);
+  if (ec) throw Error(fmt::format("bad bind address '{}': {}", bind, ec.message()), 2);
+  tcp::endpoint ep(addr, port);
+  m_acceptor.open(ep.protocol(), ec);
+  if (!ec) m_acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) m_acceptor.bind(ep, ec);
+  if (!ec) m_acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw Error(fmt::format("cannot listen on {}:{}: {}", bind, port, ec.message()));
+  accept();
+}
+
+uint16_t Server::port() const { return m_acceptor.local_endpoint().port(); }
+
+void Server::stop() {
+  boost::system::error_code ec;
+  m_acceptor.close(ec);
+  for (auto& w : m_sessions)
+    if (auto s = w.lock()) s->close();
+}
+
+void Server::accept() {
+  m_acceptor.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      auto s = std::make_shared<Session>(std::move(socket), m_cfg, m_handler);
+      std::erase_if(m_sessions, [](auto& w) { return w.expired(); });
+      m_sessions.push_back(s);
+      s->start();
+    } else {
+      log::warn("accept failed: {}", ec.message());
+    }
+    accept();
+  });
+}
+
+}  // namespace tpc::protocol

@@ -1,0 +1,98 @@
+// Server side of a line connection (Boost.Asio, single-threaded io_context).
+//
+// Framing (docs/protocol.md): one request per line. A request may start with a tag "@N"; its
+// reply carries the same tag and may be sent as soon as it is ready (out of order). Untagged
+// requests are answered in the order they arrived, so a person typing into `nc` sees replies
+// in order. Writes are batched: replies produced while a write is in flight go out together.
+//
+// The session answers HELLO itself (version handshake), PING, and oversized lines
+// (ERR TOOLONG, then close). Everything else goes to the handler.
+#pragma once
+#include <utility>  // before asio: boost 1.74 needs it
+#include <boost/asio.hpp>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "protocol/codec.h"
+
+namespace tpc::protocol {
+
+class Session;
+
+// Where to send the one reply of a request. Copyable; outlives its session harmlessly
+// (a reply to a closed session is dropped).
+class Reply {
+ public:
+  Reply() = default;
+  Reply(std::weak_ptr<Session> s, uint64_t slot, std::string tag)
+      : m_session(std::move(s)), m_slot(slot), m_tag(std::move(tag)) {}
+  void send(std::string line) const;
+  bool connected() const;
+  // Key identifying the peer's connection, for tracking per-connection state.
+  const void* session_key() const;
+
+ private:
+  std::weak_ptr<Session> m_session;
+  uint64_t m_slot = 0;
+  std::string m_tag;
+};
+
+struct SessionConfig {
+  std::string role;  // "leader" or "participant": sent in the HELLO reply
+  std::string id;
+  size_t max_line = k_default_max_line;
+};
+
+using Handler = std::function<void(const std::string& line, Reply reply)>;
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(boost::asio::ip::tcp::socket socket, const SessionConfig& cfg, Handler handler);
+  void start();
+  void close();
+  bool is_open() const { return m_open; }
+  std::string peer() const { return m_peer; }
+
+ private:
+  friend class Reply;
+  void read_more();
+  void on_line(std::string line);
+  void deliver(uint64_t slot, const std::string& tag, std::string line);
+  void write(const std::string& line);
+  void flush();
+  boost::asio::ip::tcp::socket m_socket;
+  const SessionConfig& m_cfg;
+  Handler m_handler;
+  LineBuffer m_in;
+  char m_read_buf[16384];
+  std::deque<std::pair<uint64_t, std::optional<std::string>>> m_ordered;  // untagged slots
+  uint64_t m_next_slot = 1;
+  std::string m_out;
+  std::string m_writing;
+  bool m_write_in_flight = false;
+  bool m_close_after_write = false;
+  bool m_open = true;
+  std::string m_peer;
+};
+
+// Accepts connections on addr:port and runs a Session for each.
+class Server {
+ public:
+  // Throws tpc::Error when the address cannot be bound.
+  Server(boost::asio::io_context& io, const std::string& bind, uint16_t port, SessionConfig cfg,
+         Handler handler);
+  uint16_t port() const;
+  void stop();
+
+ private:
+  void accept();
+  boost::asio::ip::tcp::acceptor m_acceptor;
+  SessionConfig m_cfg;
+  Handler m_handler;
+  std::vector<std::weak_ptr<Session>> m_sessions;
+};
+
+}  // namespace tpc::protocol

@@ -1,0 +1,72 @@
+// Committed data of a participant.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "protocol/ops.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace tpc::store {
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  // Committed value of `key`, or nullopt when absent. Error STORAGE on a read failure.
+  virtual Result<std::optional<std::string>> get(const std::string& key) = 0;
+  virtual bool is_applied(const std::string& txid) = 0;
+  // Applies the write ops of `txid` and records "txid applied" in one durable transaction.
+  // A txid already applied is a no-op (a re-delivered COMMIT never applies twice).
+  // Error STORAGE when the store cannot commit; the caller must stop.
+  virtual Status apply(const std::string& txid, const std::vector<protocol::Op>& ops) = 0;
+  virtual uint64_t key_count() = 0;
+};
+
+// In-memory store for tests of the participant core.
+class MemStore : public Store {
+ public:
+  Result<std::optional<std::string>> get(const std::string& key) override;
+  bool is_applied(const std::string& txid) override { return m_applied.count(txid) > 0; }
+  Status apply(const std::string& txid, const std::vector<protocol::Op>& ops) override;
+  uint64_t key_count() override { return m_data.size(); }
+  std::map<std::string, std::string> m_data;
+  std::set<std::string> m_applied;
+  int m_apply_calls = 0;
+};
+
+// SQLite in WAL mode with synchronous=FULL: a returned apply() survives power loss.
+// Not thread-safe: one thread uses it.
+class SqliteStore : public Store {
+ public:
+  // Opens or creates `path`; throws tpc::Error when the database cannot be opened.
+  explicit SqliteStore(const std::string& path);
+  ~SqliteStore() override;
+  Result<std::optional<std::string>> get(const std::string& key) override;
+  bool is_applied(const std::string& txid) override;
+  Status apply(const std::string& txid, const std::vector<protocol::Op>& ops) override;
+  uint64_t key_count() override;
+
+ private:
+  void exec(const char* sql);
+  sqlite3_stmt* prepare(const char* sql);
+  Status fail(const char* what);
+  std::string m_path;
+  sqlite3* m_db = nullptr;
+  sqlite3_stmt* m_get = nullptr;
+  sqlite3_stmt* m_put = nullptr;
+  sqlite3_stmt* m_del = nullptr;
+  sqlite3_stmt* m_is_applied = nullptr;
+  sqlite3_stmt* m_mark = nullptr;
+  sqlite3_stmt* m_begin = nullptr;
+  sqlite3_stmt* m_commit = nullptr;
+  sqlite3_stmt* m_rollback = nullptr;
+  sqlite3_stmt* m_count = nullptr;
+};
+
+}  // namespace tpc::store

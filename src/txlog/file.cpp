@@ -1,0 +1,128 @@
+#include "txlog/file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+namespace tpc::txlog {
+namespace {
+
+std::string dir_of(const std::string& path) {
+  auto p = std::filesystem::path(path).parent_path().string();
+  return p.empty() ? "." : p;
+}
+
+class PosixFile : public File {
+ public:
+  PosixFile(int fd, size_t size) : m_fd(fd), m_size(size) {}
+  ~PosixFile() override { ::close(m_fd); }
+  int append(const char* data, size_t n) override {
+    while (n > 0) {
+      ssize_t w = ::write(m_fd, data, n);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return errno;
+      }
+      data += w;
+      n -= static_cast<size_t>(w);
+      m_size += static_cast<size_t>(w);
+    }
+    return 0;
+  }
+  int sync() override { return ::fdatasync(m_fd) == 0 ? 0 : errno; }
+  int read_all(std::string* out) override {
+    out->clear();
+    char buf[1 << 16];
+    off_t off = 0;
+    while (true) {
+      ssize_t r = ::pread(m_fd, buf, sizeof buf, off);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        return errno;
+      }
+      if (r == 0) return 0;
+      out->append(buf, static_cast<size_t>(r));
+      off += r;
+    }
+  }
+  int truncate(size_t size) override {
+    if (::ftruncate(m_fd, static_cast<off_t>(size)) != 0) return errno;
+    m_size = size;
+    return sync();
+  }
+  size_t size() const override { return m_size; }
+
+ private:
+  int m_fd;
+  size_t m_size;
+};
+
+}  // namespace
+
+std::unique_ptr<File> open_posix_file(const std::string& path) {
+  bool existed = ::access(path.c_str(), F_OK) == 0;
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error(fmt::format("cannot open {}: {}", path, std::strerror(errno)));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    throw Error(fmt::format("cannot stat {}: {}", path, std::strerror(e)));
+  }
+  if (!existed) {
+    if (::fsync(fd) != 0 || sync_dir(dir_of(path)) != 0) {
+      ::close(fd);
+      throw Error(fmt::format("cannot make {} durable: {}", path, std::strerror(errno)));
+    }
+  }
+  return std::make_unique<PosixFile>(fd, static_cast<size_t>(st.st_size));
+}
+
+int sync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  int rc = ::fsync(fd) == 0 ? 0 : errno;
+  ::close(fd);
+  return rc;
+}
+
+void write_file_atomic(const std::string& path, const std::string& content) {
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error(fmt::format("cannot create {}: {}", tmp, std::strerror(errno)));
+  size_t off = 0;
+  while (off < content.size()) {
+    ssize_t w = ::write(fd, content.data() + off, content.size() - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) {
+      int e = errno;
+      ::close(fd);
+      throw Error(fmt::format("cannot write {}: {}", tmp, std::strerror(e)));
+    }
+    off += static_cast<size_t>(w);
+  }
+  if (::fsync(fd) != 0) {
+    int e = errno;
+    ::close(fd);
+    throw Error(fmt::format("cannot fsync {}: {}", tmp, std::strerror(e)));
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0)
+    throw Error(fmt::format("cannot rename {}: {}", tmp, std::strerror(errno)));
+  if (int e = sync_dir(dir_of(path)))
+    throw Error(fmt::format("cannot fsync directory of {}: {}", path, std::strerror(e)));
+}
+
+void make_dirs(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw Error(fmt::format("cannot create directory {}: {}", dir, ec.message()));
+}
+
+}  // namespace tpc::txlog

@@ -1,0 +1,151 @@
+#include "txlog/log.h"
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "common/failpoint.h"
+#include "common/logging.h"
+
+namespace tpc::txlog {
+
+std::unique_ptr<Log> Log::open(std::unique_ptr<File> file, const std::string& name,
+                               std::vector<Record>* recovered) {
+  std::string image;
+  if (int e = file->read_all(&image))
+    throw Error(fmt::format("cannot read log {}: {}", name, std::strerror(e)));
+  ScanResult r = scan(image);
+  if (r.corrupt)
+    throw Error(fmt::format(
+        "log {} is corrupt at byte offset {} (valid records follow the damage); refusing to "
+        "start: restore the file or move it aside knowingly",
+        name, r.corrupt_offset));
+  if (r.torn_tail) {
+    log::warn("log {}: dropping torn tail of {} bytes at offset {} (a write was cut short)", name,
+              image.size() - r.valid_end, r.valid_end);
+    if (int e = file->truncate(r.valid_end))
+      throw Error(fmt::format("cannot truncate log {}: {}", name, std::strerror(e)));
+  }
+  *recovered = std::move(r.records);
+  std::unique_ptr<Log> log(new Log(std::move(file), name));
+  log->m_stats.records = recovered->size();
+  return log;
+}
+
+Log::Log(std::unique_ptr<File> file, std::string name)
+    : m_file(std::move(file)), m_name(std::move(name)) {
+  m_stats.bytes = m_file->size();
+  m_thread = std::thread([this] { run(); });
+}
+
+Log::~Log() {
+  {
+    std::lock_guard<std::mutex> g(m_mutex);
+    m_stopping = true;
+  }
+  m_cv.notify_all();
+  m_thread.join();
+}
+
+void Log::append(uint8_t type, std::string payload, bool force, Done done) {
+  Item it;
+  it.bytes = frame(type, payload);
+  it.force = force;
+  it.done = std::move(done);
+  {
+    std::lock_guard<std::mutex> g(m_mutex);
+    m_queue.push_back(std::move(it));
+  }
+  m_cv.notify_one();
+}
+
+void Log::rewrite(std::vector<Record> live, Replace replace, Done done) {
+  Item it;
+  it.is_rewrite = true;
+  it.live = std::move(live);
+  it.replace = std::move(replace);
+  it.done = std::move(done);
+  {
+    std::lock_guard<std::mutex> g(m_mutex);
+    m_queue.push_back(std::move(it));
+  }
+  m_cv.notify_one();
+}
+
+Log::Stats Log::stats() const {
+  std::lock_guard<std::mutex> g(m_mutex);
+  return m_stats;
+}
+
+void Log::fail(const char* what, int err) {
+  fatal(fmt::format("log {}: {} failed: {}; the log's durable state is unknown", m_name, what,
+                    std::strerror(err)));
+}
+
+void Log::run() {
+  std::deque<Item> batch;
+  std::string buf;
+  std::vector<Done> dones;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lk(m_mutex);
+      m_cv.wait(lk, [&] { return m_stopping || !m_queue.empty(); });
+      if (m_queue.empty() && m_stopping) return;
+      batch.swap(m_queue);
+    }
+    // Appends up to the next rewrite go out in one write and at most one fdatasync.
+    while (!batch.empty()) {
+      buf.clear();
+      dones.clear();
+      bool force = false;
+      uint64_t n = 0;
+      while (!batch.empty() && !batch.front().is_rewrite) {
+        Item& it = batch.front();
+        buf += it.bytes;
+        force |= it.force;
+        if (it.done) dones.push_back(std::move(it.done));
+        ++n;
+        batch.pop_front();
+      }
+      if (!buf.empty()) {
+        int e = failpoint::hit("txlog/write");
+        if (!e) e = m_file->append(buf.data(), buf.size());
+        if (e) fail("write", e);
+        if (force) {
+          e = failpoint::hit("txlog/sync");
+          if (!e) e = m_file->sync();
+          if (e) fail("fdatasync", e);
+        }
+        {
+          std::lock_guard<std::mutex> g(m_mutex);
+          m_stats.records += n;
+          m_stats.syncs += force ? 1 : 0;
+          m_stats.bytes = m_file->size();
+        }
+        for (auto& d : dones) d();
+      }
+      if (!batch.empty() && batch.front().is_rewrite) {
+        Item it = std::move(batch.front());
+        batch.pop_front();
+        std::string content;
+        for (auto& r : it.live) content += frame(r.type, r.payload);
+        std::unique_ptr<File> next;
+        try {
+          next = it.replace(content);
+        } catch (const std::exception& ex) {
+          fatal(fmt::format("log {}: rewrite failed: {}", m_name, ex.what()));
+        }
+        m_file = std::move(next);
+        {
+          std::lock_guard<std::mutex> g(m_mutex);
+          m_stats.records = it.live.size();
+          m_stats.bytes = m_file->size();
+          ++m_stats.rewrites;
+        }
+        if (it.done) it.done();
+      }
+    }
+  }
+}
+
+}  // namespace tpc::txlog

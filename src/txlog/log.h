@@ -1,0 +1,78 @@
+// The transaction log of one node: an append-only file of framed records with group commit.
+//
+// Durability contract: `done` of an append with force=true runs only after an fdatasync that
+// covers the record returned successfully. Appends queued while a write or sync is in progress
+// are written together and share the next fdatasync (group commit). Records are written in
+// the order append() was called.
+//
+// Failure: a failed write or fdatasync (EIO, ENOSPC, ...) stops the process via tpc::fatal():
+// after a failed fsync the file's durable content is unknown and retrying cannot fix that
+// (the rule LevelDB and PostgreSQL follow). On restart, open() recovers what is durable.
+//
+// Threads: append(), rewrite() and stats() may be called from any thread. `done` callbacks run
+// on the log's writer thread and must be short (post to an executor).
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "txlog/file.h"
+#include "txlog/record.h"
+
+namespace tpc::txlog {
+
+class Log {
+ public:
+  using Done = std::function<void()>;
+  // Writes `content` as the new whole log durably and returns the new file (see rewrite()).
+  using Replace = std::function<std::unique_ptr<File>(const std::string& content)>;
+
+  // Reads and scans `file`. A torn tail is truncated with a warning. Corruption in the middle
+  // throws tpc::Error naming `name` and the offset. Recovered records go to *recovered.
+  static std::unique_ptr<Log> open(std::unique_ptr<File> file, const std::string& name,
+                                   std::vector<Record>* recovered);
+  ~Log();  // drains queued appends, then joins the writer thread
+
+  void append(uint8_t type, std::string payload, bool force, Done done = {});
+  // Compaction: after every append queued before this call, replaces the whole log with
+  // `live` through `replace` (temp file + fsync + rename + directory fsync), then continues
+  // on the new file. `done` runs once the new file is in place.
+  void rewrite(std::vector<Record> live, Replace replace, Done done = {});
+
+  struct Stats {
+    uint64_t records = 0;
+    uint64_t syncs = 0;
+    uint64_t bytes = 0;  // current file size
+    uint64_t rewrites = 0;
+  };
+  Stats stats() const;
+
+ private:
+  Log(std::unique_ptr<File> file, std::string name);
+  void run();
+  void fail(const char* what, int err);
+  struct Item {
+    std::string bytes;
+    bool force = false;
+    Done done;
+    bool is_rewrite = false;
+    std::vector<Record> live;
+    Replace replace;
+  };
+  std::unique_ptr<File> m_file;  // used by the writer thread only after construction
+  std::string m_name;
+  mutable std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::deque<Item> m_queue;
+  bool m_stopping = false;
+  Stats m_stats;
+  std::thread m_thread;
+};
+
+}  // namespace tpc::txlog

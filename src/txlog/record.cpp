@@ -1,0 +1,101 @@
+#include "txlog/record.h"
+
+#include <cstring>
+
+#include "common/crc32c.h"
+
+namespace tpc::txlog {
+namespace {
+void put32(std::string& out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out += static_cast<char>((v >> (8 * i)) & 0xff);
+}
+uint32_t get32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+// Checks the record at `off`. Returns its total size, or 0 when it is not a whole valid record.
+size_t valid_at(std::string_view img, size_t off) {
+  if (img.size() - off < k_header) return 0;
+  const char* p = img.data() + off;
+  uint32_t len = get32(p + 4);
+  if (len > k_max_payload || img.size() - off - k_header < len) return 0;
+  if (crc32c(0, p + 4, 5 + len) != get32(p)) return 0;
+  return k_header + len;
+}
+}  // namespace
+
+std::string frame(uint8_t type, std::string_view payload) {
+  std::string out;
+  out.reserve(k_header + payload.size());
+  put32(out, 0);
+  put32(out, static_cast<uint32_t>(payload.size()));
+  out += static_cast<char>(type);
+  out += payload;
+  uint32_t crc = crc32c(0, out.data() + 4, 5 + payload.size());
+  for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((crc >> (8 * i)) & 0xff);
+  return out;
+}
+
+ScanResult scan(std::string_view img) {
+  ScanResult r;
+  size_t off = 0;
+  while (off < img.size()) {
+    size_t n = valid_at(img, off);
+    if (n == 0) break;
+    r.records.push_back(Record{static_cast<uint8_t>(img[off + 8]),
+                               std::string(img.substr(off + k_header, n - k_header))});
+    off += n;
+  }
+  r.valid_end = off;
+  if (off == img.size()) return r;
+  // Something damaged at `off`. If any whole valid record starts later, it is corruption in
+  // the middle; otherwise a torn tail.
+  for (size_t probe = off + 1; probe + k_header <= img.size(); ++probe) {
+    if (valid_at(img, probe) != 0) {
+      r.corrupt = true;
+      r.corrupt_offset = off;
+      return r;
+    }
+  }
+  r.torn_tail = true;
+  return r;
+}
+
+Encoder& Encoder::u8(uint8_t v) {
+  m_out += static_cast<char>(v);
+  return *this;
+}
+Encoder& Encoder::u64(uint64_t v) {
+  for (int i = 0; i < 8; ++i) m_out += static_cast<char>((v >> (8 * i)) & 0xff);
+  return *this;
+}
+Encoder& Encoder::str(std::string_view s) {
+  put32(m_out, static_cast<uint32_t>(s.size()));
+  m_out += s;
+  return *this;
+}
+
+bool Decoder::u8(uint8_t* v) {
+  if (m_in.empty()) return false;
+  *v = static_cast<uint8_t>(m_in[0]);
+  m_in.remove_prefix(1);
+  return true;
+}
+bool Decoder::u64(uint64_t* v) {
+  if (m_in.size() < 8) return false;
+  *v = 0;
+  for (int i = 7; i >= 0; --i) *v = (*v << 8) | static_cast<unsigned char>(m_in[i]);
+  m_in.remove_prefix(8);
+  return true;
+}
+bool Decoder::str(std::string* s) {
+  if (m_in.size() < 4) return false;
+  uint32_t n = get32(m_in.data());
+  if (m_in.size() - 4 < n) return false;
+  s->assign(m_in.data() + 4, n);
+  m_in.remove_prefix(4 + n);
+  return true;
+}
+
+}  // namespace tpc::txlog

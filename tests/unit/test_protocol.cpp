@@ -1,0 +1,100 @@
+#include <doctest/doctest.h>
+
+#include <random>
+
+#include "protocol/codec.h"
+#include "protocol/ops.h"
+
+using namespace tpc::protocol;
+
+TEST_SUITE("protocol") {
+  TEST_CASE("escape keeps ordinary words readable") {
+    CHECK(escape("hello") == "hello");
+    CHECK(escape("acct:a/1") == "acct:a/1");
+    CHECK(escape("a b") == "a%20b");
+    CHECK(escape("") == "\"\"");
+    CHECK(escape("100%") == "100%25");
+    CHECK(escape("line\nnext") == "line%0Anext");
+    CHECK(escape("\xc3\xa9t\xc3\xa9") == "\xc3\xa9t\xc3\xa9");  // UTF-8 passes through
+  }
+
+  TEST_CASE("arbitrary bytes round-trip through a line") {
+    std::mt19937 rng(42);
+    for (int i = 0; i < 2000; ++i) {
+      std::string a(rng() % 40, '\0'), b(rng() % 40, '\0');
+      for (auto& c : a) c = static_cast<char>(rng());
+      for (auto& c : b) c = static_cast<char>(rng());
+      std::string line = LineBuilder("PUT").arg(a).arg(b).str();
+      CHECK(line.find('\n') == std::string::npos);
+      auto t = split(line);
+      REQUIRE(t.size() == 3);
+      CHECK(*unescape(t[1]) == a);
+      CHECK(*unescape(t[2]) == b);
+    }
+  }
+
+  TEST_CASE("bad escapes are errors") {
+    CHECK_FALSE(unescape("abc%").is_ok());
+    CHECK_FALSE(unescape("abc%4").is_ok());
+    CHECK_FALSE(unescape("%zz").is_ok());
+    CHECK(unescape("%zz").status().code() == "PROTO");
+    CHECK(*unescape("%41%62") == "Ab");
+  }
+
+  TEST_CASE("split accepts CRLF and runs of blanks") {
+    auto t = split("GET  key\t x\r");
+    REQUIRE(t.size() == 3);
+    CHECK(t[0] == "GET");
+    CHECK(t[2] == "x");
+    CHECK(split("   ").empty());
+  }
+
+  TEST_CASE("line buffer cuts lines and enforces the limit") {
+    LineBuffer lb(16);
+    std::string line;
+    lb.append("PING\r\nGET a\nPA", 14);
+    CHECK(lb.next(&line) == LineBuffer::Next::line);
+    CHECK(line == "PING");
+    CHECK(lb.next(&line) == LineBuffer::Next::line);
+    CHECK(line == "GET a");
+    CHECK(lb.next(&line) == LineBuffer::Next::need_more);
+    lb.append("RT\n", 3);
+    CHECK(lb.next(&line) == LineBuffer::Next::line);
+    CHECK(line == "PART");
+    std::string big(17, 'x');
+    lb.append(big.data(), big.size());
+    CHECK(lb.next(&line) == LineBuffer::Next::too_long);
+  }
+
+  TEST_CASE("a line of exactly the limit is accepted") {
+    LineBuffer lb(8);
+    std::string line;
+    lb.append("12345678\n", 9);
+    CHECK(lb.next(&line) == LineBuffer::Next::line);
+    CHECK(line == "12345678");
+  }
+
+  TEST_CASE("ops parse and print") {
+    std::vector<Op> ops = {{OpKind::put, "k 1", "v\n"}, {OpKind::del, "k2", ""},
+                           {OpKind::check, "c", ""}, {OpKind::absent, "z", ""}};
+    LineBuilder b("TXN");
+    b.raw("-");
+    append_ops(b, ops);
+    std::string line = b.str();
+    auto t = split(line);
+    auto parsed = parse_ops(t, 2);
+    INFO(b.str());
+    INFO((parsed.is_ok() ? "" : parsed.status().message()));
+    REQUIRE(parsed.is_ok());
+    CHECK(*parsed == ops);
+  }
+
+  TEST_CASE("malformed ops are rejected with a reason") {
+    CHECK(parse_ops(split("TXN - put k"), 2).status().message().find("KEY VALUE") !=
+          std::string::npos);
+    CHECK(parse_ops(split("TXN - frob k"), 2).status().message().find("unknown op") !=
+          std::string::npos);
+    CHECK_FALSE(parse_ops(split("TXN -"), 2).is_ok());
+    CHECK_FALSE(parse_ops(split("TXN - put \"\" v"), 2).is_ok());
+  }
+}
