@@ -1,0 +1,285 @@
+#include "harness.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "common/util.h"
+#include "protocol/codec.h"
+
+extern char** environ;
+
+namespace tpc::it {
+
+Scratch::Scratch() {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "tpc-it-XXXXXX").string();
+  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  m_path = tmpl;
+}
+Scratch::~Scratch() {
+  if (!std::getenv("TPC_KEEP_SCRATCH")) {
+    std::error_code ec;
+    std::filesystem::remove_all(m_path, ec);
+  }
+}
+
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+bool wait_for(const std::function<bool()>& cond, int timeout_ms) {
+  int64_t deadline = now_ms() + timeout_ms;
+  while (true) {
+    if (cond()) return true;
+    if (now_ms() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+namespace {
+std::vector<char*> make_env(const std::map<std::string, std::string>& extra,
+                            std::vector<std::string>& storage) {
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    auto eq = kv.find('=');
+    if (eq != std::string::npos && extra.count(kv.substr(0, eq))) continue;
+    if (kv.rfind("TPC_", 0) == 0) continue;  // tests control tpc's environment fully
+    storage.push_back(kv);
+  }
+  for (auto& [k, v] : extra) storage.push_back(k + "=" + v);
+  std::vector<char*> out;
+  for (auto& s : storage) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+pid_t spawn(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+            int in_fd, int out_fd, int err_fd) {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  if (in_fd >= 0) posix_spawn_file_actions_adddup2(&fa, in_fd, 0);
+  if (out_fd >= 0) posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+  if (err_fd >= 0) posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
+  std::vector<std::string> argv_s = args;
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_storage;
+  auto envp = make_env(env, env_storage);
+  pid_t pid;
+  int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) throw std::runtime_error(std::string("posix_spawn: ") + std::strerror(rc));
+  return pid;
+}
+
+int decode_status(int st) {
+  if (WIFEXITED(st)) return WEXITSTATUS(st);
+  if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+  return -1;
+}
+}  // namespace
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Process::Process(std::vector<std::string> args, std::string log_path,
+                 std::map<std::string, std::string> env) {
+  int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  m_pid = spawn(args, env, devnull, fd, fd);
+  ::close(fd);
+  ::close(devnull);
+}
+
+Process::~Process() {
+  if (m_pid > 0 && m_status < 0) {
+    ::kill(m_pid, SIGKILL);
+    int st;
+    ::waitpid(m_pid, &st, 0);
+  }
+}
+
+bool Process::alive() {
+  if (m_status >= 0) return false;
+  int st;
+  pid_t r = ::waitpid(m_pid, &st, WNOHANG);
+  if (r == m_pid) {
+    m_status = decode_status(st);
+    return false;
+  }
+  return true;
+}
+
+void Process::kill9() {
+  if (!alive()) return;
+  ::kill(m_pid, SIGKILL);
+  wait_exit(10000);
+}
+
+int Process::wait_exit(int timeout_ms) {
+  wait_for([&] { return !alive(); }, timeout_ms);
+  return m_status;
+}
+
+int Process::terminate(int timeout_ms) {
+  if (!alive()) return m_status;
+  ::kill(m_pid, SIGTERM);
+  int rc = wait_exit(timeout_ms);
+  if (rc < 0) kill9();
+  return rc;
+}
+
+RunResult run_tpc(const std::vector<std::string>& args, int timeout_ms,
+                  const std::string& stdin_data, std::map<std::string, std::string> env) {
+  Scratch s;
+  std::string in_path = s.path() + "/in", out_path = s.path() + "/out",
+              err_path = s.path() + "/err";
+  {
+    std::ofstream(in_path, std::ios::binary) << stdin_data;
+  }
+  int in = ::open(in_path.c_str(), O_RDONLY | O_CLOEXEC);
+  int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  std::vector<std::string> argv = {TPC_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  pid_t pid = spawn(argv, env, in, out, err);
+  ::close(in);
+  ::close(out);
+  ::close(err);
+  RunResult r;
+  int st = 0;
+  bool done = wait_for([&] { return ::waitpid(pid, &st, WNOHANG) == pid; }, timeout_ms);
+  if (!done) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &st, 0);
+    r.code = -1;
+  } else {
+    r.code = decode_status(st);
+  }
+  r.out = read_file(out_path);
+  r.err = read_file(err_path);
+  return r;
+}
+
+Cluster::Cluster(Options o) : m_opt(std::move(o)) {
+  m_leader_port = free_port();
+  for (int i = 0; i < m_opt.participants; ++i) m_part_ports.push_back(free_port());
+  m_parts.resize(m_opt.participants);
+  m_part_starts.resize(m_opt.participants);
+  for (int i = 0; i < m_opt.participants; ++i) start_participant(i);
+  start_leader();
+}
+
+Cluster::~Cluster() {
+  m_leader.reset();
+  m_parts.clear();
+}
+
+void Cluster::start_participant(int i, std::map<std::string, std::string> env) {
+  if (env.empty() && m_part_starts[i] == 0 && m_opt.participant_env.count(i))
+    env = m_opt.participant_env[i];
+  ++m_part_starts[i];
+  std::vector<std::string> args = {TPC_BINARY,
+                                   "participant",
+                                   "--port",
+                                   std::to_string(m_part_ports[i]),
+                                   "--id",
+                                   std::to_string(i + 1),
+                                   "--data-dir",
+                                   dir() + "/p" + std::to_string(i + 1),
+                                   "--log-level",
+                                   "debug"};
+  args.insert(args.end(), m_opt.participant_args.begin(), m_opt.participant_args.end());
+  m_parts[i] = std::make_unique<Process>(args, dir() + "/p" + std::to_string(i + 1) + ".log", env);
+}
+
+void Cluster::start_leader(std::map<std::string, std::string> env) {
+  if (env.empty() && m_leader_starts == 0) env = m_opt.leader_env;
+  ++m_leader_starts;
+  std::string peers;
+  for (int i = 0; i < size(); ++i) peers += (i ? "," : "") + participant_addr(i);
+  std::vector<std::string> args = {TPC_BINARY, "leader", "--port", std::to_string(m_leader_port),
+                                   "--peers", peers, "--data-dir", dir() + "/leader",
+                                   "--log-level", "debug"};
+  if (m_opt.replicas) {
+    args.push_back("--replicas");
+    args.push_back(std::to_string(m_opt.replicas));
+  }
+  args.insert(args.end(), m_opt.leader_args.begin(), m_opt.leader_args.end());
+  m_leader = std::make_unique<Process>(args, dir() + "/leader.log", env);
+}
+
+bool Cluster::wait_ready(int timeout_ms) {
+  std::string want = fmt::format("peers_up={}/{}", size(), size());
+  return wait_for(
+      [&] {
+        auto c = client::Connection::open(leader_addr(), 500);
+        if (!c) return false;
+        auto r = c->call("STATS", 1000);
+        return r && r->find(want) != std::string::npos;
+      },
+      timeout_ms);
+}
+
+RunResult Cluster::client(const std::vector<std::string>& args, int timeout_ms) {
+  std::vector<std::string> a = {"client", "--leader", leader_addr()};
+  a.insert(a.end(), args.begin(), args.end());
+  return run_tpc(a, timeout_ms);
+}
+
+std::optional<std::string> Cluster::read_at(int i, const std::string& key) {
+  auto c = client::Connection::open(participant_addr(i), 2000);
+  if (!c) throw std::runtime_error("participant down: " + c.status().message());
+  auto r = c->call(protocol::LineBuilder("READ").arg(key).str(), 5000);
+  if (!r) throw std::runtime_error("read failed: " + r.status().message());
+  if (*r == "NOTFOUND") return std::nullopt;
+  auto t = protocol::split(*r);
+  if (t.size() == 2 && t[0] == "VALUE") return *protocol::unescape(t[1]);
+  throw std::runtime_error("read failed: " + *r);
+}
+
+long Cluster::stat(int i, const std::string& field) {
+  auto c = client::Connection::open(i < 0 ? leader_addr() : participant_addr(i), 2000);
+  if (!c) return -1;
+  auto r = c->call("STATS", 2000);
+  if (!r) return -1;
+  for (auto t : protocol::split(*r))
+    if (t.substr(0, field.size() + 1) == field + "=")
+      return std::stol(std::string(t.substr(field.size() + 1)));
+  return -1;
+}
+
+std::string Cluster::log_of_leader() const { return read_file(dir() + "/leader.log"); }
+std::string Cluster::log_of_participant(int i) const {
+  return read_file(dir() + "/p" + std::to_string(i + 1) + ".log");
+}
+
+}  // namespace tpc::it

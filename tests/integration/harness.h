@@ -1,0 +1,112 @@
+// Test harness: real tpc processes on 127.0.0.1 and free ports, always stopped (kill -9 in
+// destructors, also when a test fails). Waiting is by deadline-bounded polling, never sleep.
+#pragma once
+#include <signal.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "client/connection.h"
+
+namespace tpc::it {
+
+// A scratch directory, removed at destruction unless TPC_KEEP_SCRATCH is set.
+class Scratch {
+ public:
+  Scratch();
+  ~Scratch();
+  const std::string& path() const { return m_path; }
+
+ private:
+  std::string m_path;
+};
+
+uint16_t free_port();
+
+// Polls `cond` every few milliseconds until it holds or `timeout_ms` passes.
+bool wait_for(const std::function<bool()>& cond, int timeout_ms);
+
+class Process {
+ public:
+  Process(std::vector<std::string> args, std::string log_path,
+          std::map<std::string, std::string> env = {});
+  ~Process();  // SIGKILL if still running
+  bool alive();
+  void kill9();
+  // SIGTERM, then waits; returns the exit status or -1 on timeout (then SIGKILL).
+  int terminate(int timeout_ms = 5000);
+  // Waits for exit; returns the wait status code (exit code, or 128+signal), -1 on timeout.
+  int wait_exit(int timeout_ms);
+  pid_t pid() const { return m_pid; }
+
+ private:
+  pid_t m_pid = -1;
+  int m_status = -1;
+};
+
+struct RunResult {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+// Runs the tpc binary with `args` to completion (bounded by timeout_ms, then killed).
+RunResult run_tpc(const std::vector<std::string>& args, int timeout_ms = 30000,
+                  const std::string& stdin_data = "",
+                  std::map<std::string, std::string> env = {});
+
+class Cluster {
+ public:
+  struct Options {
+    int participants = 2;
+    int replicas = 0;
+    std::map<std::string, std::string> leader_env;
+    std::map<int, std::map<std::string, std::string>> participant_env;
+    std::vector<std::string> leader_args;
+    std::vector<std::string> participant_args;
+  };
+  explicit Cluster(Options o);
+  Cluster() : Cluster(Options{}) {}
+  ~Cluster();
+
+  void start_participant(int i, std::map<std::string, std::string> env = {});
+  void start_leader(std::map<std::string, std::string> env = {});
+  void kill_participant(int i) { m_parts[i].reset(); }
+  void kill_leader() { m_leader.reset(); }
+  Process* participant(int i) { return m_parts[i].get(); }
+  Process* leader() { return m_leader.get(); }
+  // True once the leader answers and sees every participant.
+  bool wait_ready(int timeout_ms = 10000);
+  std::string leader_addr() const { return "127.0.0.1:" + std::to_string(m_leader_port); }
+  std::string participant_addr(int i) const {
+    return "127.0.0.1:" + std::to_string(m_part_ports[i]);
+  }
+  // tpc client against this cluster.
+  RunResult client(const std::vector<std::string>& args, int timeout_ms = 30000);
+  // Reads a key straight from participant i (READ), nullopt when absent; throws on error.
+  std::optional<std::string> read_at(int i, const std::string& key);
+  // STATS line field of participant i (-1 on failure).
+  long stat(int i, const std::string& field);
+  const std::string& dir() const { return m_scratch.path(); }
+  int size() const { return static_cast<int>(m_part_ports.size()); }
+  std::string log_of_leader() const;
+  std::string log_of_participant(int i) const;
+
+ private:
+  Options m_opt;
+  Scratch m_scratch;
+  uint16_t m_leader_port;
+  std::vector<uint16_t> m_part_ports;
+  std::vector<std::unique_ptr<Process>> m_parts;
+  std::unique_ptr<Process> m_leader;
+  int m_leader_starts = 0;
+  std::vector<int> m_part_starts;
+};
+
+std::string read_file(const std::string& path);
+
+}  // namespace tpc::it

@@ -1,0 +1,170 @@
+// Issue: a working cluster. Real processes on free ports.
+#include <doctest/doctest.h>
+
+#include "harness.h"
+
+using namespace tpc;
+using namespace tpc::it;
+
+TEST_SUITE("cluster") {
+  TEST_CASE("put, get and del through the client, with its exit codes") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    auto r = c.client({"put", "greeting", "hello world"});
+    CHECK(r.code == 0);
+    r = c.client({"get", "greeting"});
+    CHECK(r.code == 0);
+    CHECK(r.out == "hello world\n");
+    // Replicated to every participant.
+    CHECK(c.read_at(0, "greeting") == "hello world");
+    CHECK(c.read_at(1, "greeting") == "hello world");
+    CHECK(c.client({"del", "greeting"}).code == 0);
+    r = c.client({"get", "greeting"});
+    CHECK(r.code == 1);
+    CHECK_FALSE(c.read_at(0, "greeting").has_value());
+    CHECK(c.client({"del", "never-there"}).code == 0);
+    CHECK(c.client({"put", "only-key"}).code == 2);
+    CHECK(c.client({"frobnicate"}).code == 2);
+    CHECK(c.client({"get", ""}).code == 2);
+  }
+
+  TEST_CASE("any byte string is a key or a value") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    std::vector<std::pair<std::string, std::string>> kv = {
+        {"with space", "two words"},
+        {"newline\nkey", "line1\nline2\r\n"},
+        {"percent%22", "%41\"quoted\""},
+        {"utf8-\xc3\xa9\xe2\x82\xac", "\xf0\x9f\x98\x80"},
+        {"empty-value", ""},
+        {"-dash", "--looks-like-an-option"},
+    };
+    for (auto& [k, v] : kv) {
+      INFO(k);
+      REQUIRE(c.client({"put", k, v}).code == 0);
+      auto r = c.client({"get", k});
+      CHECK(r.code == 0);
+      CHECK(r.out == v + "\n");
+    }
+    // NUL cannot pass through argv; it goes over the wire directly.
+    auto conn = client::Connection::open(c.leader_addr(), 2000);
+    REQUIRE(conn.is_ok());
+    std::string nul_key("a\0b", 3), nul_val("\0\0x", 3);
+    auto put = conn->call(protocol::LineBuilder("PUT").arg(nul_key).arg(nul_val).str(), 5000);
+    REQUIRE(put.is_ok());
+    CHECK(put->rfind("COMMITTED", 0) == 0);
+    CHECK(c.read_at(1, nul_key) == nul_val);
+  }
+
+  TEST_CASE("every value survives a restart of all processes") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    for (int i = 0; i < 20; ++i)
+      REQUIRE(c.client({"put", "k" + std::to_string(i), "v" + std::to_string(i)}).code == 0);
+    REQUIRE(c.client({"del", "k3"}).code == 0);
+    c.kill_leader();
+    c.kill_participant(0);
+    c.kill_participant(1);
+    c.start_participant(0);
+    c.start_participant(1);
+    c.start_leader();
+    REQUIRE(c.wait_ready());
+    for (int i = 0; i < 20; ++i) {
+      auto r = c.client({"get", "k" + std::to_string(i)});
+      if (i == 3) {
+        CHECK(r.code == 1);
+      } else {
+        CHECK(r.code == 0);
+        CHECK(r.out == "v" + std::to_string(i) + "\n");
+      }
+    }
+    // New transaction ids after a restart do not collide with old ones.
+    CHECK(c.client({"put", "k0", "again"}).code == 0);
+    CHECK(c.client({"get", "k0"}).out == "again\n");
+  }
+
+  TEST_CASE("garbage gets ERR, the connection stays usable, the cluster keeps working") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    auto conn = client::Connection::open(c.leader_addr(), 2000);
+    REQUIRE(conn.is_ok());
+    for (std::string bad : std::vector<std::string>{"FROB x", "PUT onlykey", "GET", "PUT k %zz", "TXN - jump k",
+                            std::string("\x01\x02\xff\xfe garbage", 13), "   "}) {
+      auto r = conn->call(bad, 5000);
+      REQUIRE(r.is_ok());
+      CHECK(r->rfind("ERR ", 0) == 0);
+    }
+    auto ok = conn->call("PUT k fine", 5000);
+    REQUIRE(ok.is_ok());
+    CHECK(ok->rfind("COMMITTED", 0) == 0);
+    CHECK(conn->call("GET k", 5000).value() == "VALUE fine");
+    // Pipelined untagged requests are answered in order.
+    REQUIRE(conn->send_raw("PUT p 1\nGET p\nBAD\nGET p\n").is_ok());
+    CHECK(conn->read_line(5000).value().rfind("COMMITTED", 0) == 0);
+    CHECK(conn->read_line(5000).value() == "VALUE 1");
+    CHECK(conn->read_line(5000).value().rfind("ERR PROTO", 0) == 0);
+    CHECK(conn->read_line(5000).value() == "VALUE 1");
+  }
+
+  TEST_CASE("an oversize line is refused and closes only that connection") {
+    Cluster::Options o;
+    o.leader_args = {"--max-line", "4096"};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    auto other = client::Connection::open(c.leader_addr(), 2000);
+    REQUIRE(other.is_ok());
+    auto conn = client::Connection::open(c.leader_addr(), 2000);
+    REQUIRE(conn.is_ok());
+    auto r = conn->call("PUT k " + std::string(10000, 'x'), 5000);
+    REQUIRE(r.is_ok());
+    CHECK(r->rfind("ERR TOOLONG", 0) == 0);
+    CHECK_FALSE(conn->read_line(2000).is_ok());  // closed
+    auto ok = other->call("PUT k small", 5000);
+    REQUIRE(ok.is_ok());
+    CHECK(ok->rfind("COMMITTED", 0) == 0);
+    CHECK(c.client({"get", "k"}).out == "small\n");
+  }
+
+  TEST_CASE("a mismatched protocol version fails clearly") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    auto conn = client::Connection::open(c.leader_addr(), 2000);
+    REQUIRE(conn.is_ok());
+    auto r = conn->call("HELLO tpc/99 client", 2000);
+    REQUIRE(r.is_ok());
+    CHECK(r->rfind("ERR VERSION", 0) == 0);
+    CHECK(r->find("tpc/1") != std::string::npos);
+  }
+
+  TEST_CASE("an unreachable leader is exit 4") {
+    auto r = run_tpc({"client", "--leader", "127.0.0.1:" + std::to_string(free_port()), "get", "k"});
+    CHECK(r.code == 4);
+    CHECK(r.err.find("unavailable") != std::string::npos);
+    r = run_tpc({"client", "put", "k", "v"}, 30000, "", {{"TPC_LEADER", "127.0.0.1:" + std::to_string(free_port())}});
+    CHECK(r.code == 4);
+  }
+
+  TEST_CASE("a get after a put returned sees it, even with phase 2 delayed") {
+    // The leader pauses between COMMIT sends: the second participant still holds the prepared
+    // write when the client already has its answer. A read there must wait, not go stale.
+    Cluster::Options o;
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/betweenCommitSends=sleep(300)"}};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    for (int i = 0; i < 5; ++i) {
+      std::string v = "v" + std::to_string(i);
+      REQUIRE(c.client({"put", "hot", v}).code == 0);
+      CHECK(c.read_at(0, "hot") == v);
+      CHECK(c.read_at(1, "hot") == v);
+    }
+  }
+
+  TEST_CASE("a second process on the same data dir is refused") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    auto r = run_tpc({"participant", "--port", std::to_string(free_port()), "--id", "1",
+                      "--data-dir", c.dir() + "/p1"});
+    CHECK(r.code != 0);
+    CHECK(r.err.find("in use") != std::string::npos);
+  }
+}
