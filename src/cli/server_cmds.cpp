@@ -66,6 +66,9 @@ std::function<int()> setup_participant(CLI::App& app) {
   sub->add_option("--resolve-after", cfg->resolve_after_ms,
                   "ms after which a prepared transaction asks its leader for the outcome")
       ->capture_default_str();
+  sub->add_option("--log-compact-bytes", cfg->log_compact_bytes,
+                  "rewrite the log with only live records once it is this large")
+      ->capture_default_str();
   add_common(sub, *common);
   return [sub, cfg, common]() -> int {
     if (!sub->parsed()) return -1;
@@ -98,6 +101,9 @@ std::function<int()> setup_leader(CLI::App& app) {
                   "ms to wait for all votes before aborting")
       ->capture_default_str();
   sub->add_option("--read-timeout", cfg->read_timeout_ms, "ms a read may take")
+      ->capture_default_str();
+  sub->add_option("--log-compact-bytes", cfg->log_compact_bytes,
+                  "rewrite the log with only live records once it is this large")
       ->capture_default_str();
   add_common(sub, *common);
   return [sub, cfg, common, peers]() -> int {

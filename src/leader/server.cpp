@@ -243,8 +243,34 @@ void Server::send_commit(const std::string& txid, size_t p) {
       failpoint::hit("leader/beforeEndRecord", txid);
       m_log->append(k_rec_end, txlog::Encoder().str(txid).data(), false);
       m_core->on_end(txid);
+      maybe_compact();
     }
   });
+}
+
+void Server::maybe_compact() {
+  if (m_compacting || m_log->stats().bytes < m_cfg.log_compact_bytes) return;
+  // Keep the COMMIT record of every transaction not yet END-ed, including decisions whose
+  // force is still queued (the rewrite is ordered after them and must not drop them).
+  std::vector<txlog::Record> live;
+  for (auto& [txid, t] : m_core->active())
+    if (t.phase == Txn::committed || t.phase == Txn::deciding)
+      live.push_back({k_rec_commit, encode_commit(t.txid, t.rid, t.parts)});
+  m_compacting = true;
+  std::string path = m_cfg.data_dir + "/txlog";
+  size_t n = live.size();
+  m_log->rewrite(
+      std::move(live),
+      [path](const std::string& content) {
+        txlog::write_file_atomic(path, content);
+        return txlog::open_posix_file(path);
+      },
+      [this, n] {
+        asio::post(m_io, [this, n] {
+          m_compacting = false;
+          log::info("log compacted: {} live records kept, {} bytes", n, m_log->stats().bytes);
+        });
+      });
 }
 
 void Server::resend_tick() {

@@ -28,6 +28,7 @@ struct Config {
   int prepare_timeout_ms = 2000;
   int read_timeout_ms = 5000;
   int resend_interval_ms = 200;
+  uint64_t log_compact_bytes = 64ull << 20;  // rewrite the log past this size
 };
 
 class Server {
@@ -49,6 +50,7 @@ class Server {
   void on_outcome(const std::string& txid, protocol::Reply reply);
   void on_stats(protocol::Reply reply);
   void resend_tick();
+  void maybe_compact();
   void check_peers_file();
 
   boost::asio::io_context& m_io;
@@ -65,6 +67,7 @@ class Server {
   size_t m_read_rr = 0;
   boost::asio::steady_timer m_resend;
   bool m_stopped = false;
+  bool m_compacting = false;
 };
 
 }  // namespace tpc::leader

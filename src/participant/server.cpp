@@ -132,6 +132,7 @@ void Server::on_commit(const std::string& txid, Reply reply) {
     failpoint::hit("participant/afterApplyCommit", txid);
     m_log->append(k_rec_committed, txlog::Encoder().str(txid).data(), false);
     m_queries.erase(txid);
+    maybe_compact();
     log::debug("committed {}", txid);
     wake_readers(f.released);
   }
@@ -143,6 +144,7 @@ void Server::on_abort(const std::string& txid, Reply reply) {
   if (f.known) {
     m_log->append(k_rec_aborted, txlog::Encoder().str(txid).data(), false);
     m_queries.erase(txid);
+    maybe_compact();
     log::debug("aborted {}", txid);
     wake_readers(f.released);
   }
@@ -200,6 +202,29 @@ void Server::on_stats(Reply reply) {
                          m_cfg.id, m_store->key_count(), m_core->committed_count(),
                          m_core->aborted_count(), m_core->prepared().size(), ls.bytes, ls.syncs,
                          now_ms() - m_started_ms));
+}
+
+void Server::maybe_compact() {
+  if (m_compacting || m_log->stats().bytes < m_cfg.log_compact_bytes) return;
+  // Keep the PREPARED record of every transaction not finished yet (also those whose force
+  // is still queued: the rewrite is ordered after it, and must not lose it).
+  std::vector<txlog::Record> live;
+  for (auto& [txid, p] : m_core->prepared()) live.push_back({k_rec_prepared, encode_prepared(p)});
+  m_compacting = true;
+  std::string path = m_cfg.data_dir + "/txlog";
+  size_t n = live.size();
+  m_log->rewrite(
+      std::move(live),
+      [path](const std::string& content) {
+        txlog::write_file_atomic(path, content);
+        return txlog::open_posix_file(path);
+      },
+      [this, n] {
+        asio::post(m_io, [this, n] {
+          m_compacting = false;
+          log::info("log compacted: {} live records kept, {} bytes", n, m_log->stats().bytes);
+        });
+      });
 }
 
 // --- in-doubt resolution: a prepared participant never decides alone; it asks the leader.

@@ -27,6 +27,7 @@ struct Config {
   int read_timeout_ms = 2000;     // a read of an in-doubt key waits this long, then ERR INDOUBT
   int resolve_after_ms = 1000;    // a prepared txn older than this asks its leader
   int resolve_max_backoff_ms = 5000;
+  uint64_t log_compact_bytes = 64ull << 20;  // rewrite the log past this size
 };
 
 class Server {
@@ -48,6 +49,7 @@ class Server {
   void wake_readers(const std::vector<std::string>& keys);
   void finish_outcome(const std::string& txid, bool commit);
   void resolve_tick();
+  void maybe_compact();
   void ask_leader(const std::string& txid);
   std::shared_ptr<protocol::Link> leader_link(const std::string& addr);
 
@@ -73,6 +75,7 @@ class Server {
   std::map<std::string, std::shared_ptr<protocol::Link>> m_leaders;  // address -> link
   boost::asio::steady_timer m_tick;
   bool m_stopped = false;
+  bool m_compacting = false;
 };
 
 }  // namespace tpc::participant

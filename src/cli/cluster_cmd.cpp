@@ -1,0 +1,180 @@
+// tpc cluster: a leader and N participants on this machine as child processes.
+// Children get PR_SET_PDEATHSIG so none outlives the cluster process, even after kill -9.
+// A child that exits is reported, never restarted silently.
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "client/connection.h"
+#include "common/logging.h"
+#include "common/status.h"
+#include "common/util.h"
+
+namespace tpc::cli {
+
+namespace {
+volatile sig_atomic_t g_stop = 0;
+void on_signal(int) { g_stop = 1; }
+
+struct Child {
+  std::string name;
+  pid_t pid = -1;
+  bool running = false;
+};
+
+std::string self_exe() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) throw Error("cannot find the tpc executable (/proc/self/exe)");
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+pid_t start_child(const std::vector<std::string>& args) {
+  pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid < 0) throw Error(fmt::format("fork failed: {}", std::strerror(errno)));
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(1);
+    signal(SIGINT, SIG_IGN);  // Ctrl-C reaches the whole group; the cluster stops us in order
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+}  // namespace
+
+std::function<int()> setup_cluster(CLI::App& app) {
+  auto* sub = app.add_subcommand(
+      "cluster", "start a local cluster (leader + participants) as child processes");
+  struct Opts {
+    int participants = 2;
+    uint16_t port = 5000;
+    std::string data_dir = "./tpc-data";
+    int replicas = 0;
+    std::string log_level = "info";
+  };
+  auto o = std::make_shared<Opts>();
+  sub->add_option("--participants", o->participants, "number of participants")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  sub->add_option("--port", o->port,
+                  "leader port; participants use the following ports")
+      ->capture_default_str();
+  sub->add_option("--data-dir", o->data_dir, "parent of every node's data directory")
+      ->capture_default_str();
+  sub->add_option("--replicas", o->replicas, "participants that hold each key (0: all)")
+      ->capture_default_str();
+  sub->add_option("--log-level", o->log_level, "log level of every node")->capture_default_str();
+  return [sub, o]() -> int {
+    if (!sub->parsed()) return -1;
+    log::set_role("cluster");
+    std::string exe = self_exe();
+    std::vector<Child> children;
+    std::string peers;
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    for (int i = 1; i <= o->participants; ++i) {
+      uint16_t port = static_cast<uint16_t>(o->port + i);
+      peers += (i > 1 ? "," : "") + fmt::format("127.0.0.1:{}", port);
+      children.push_back({fmt::format("participant {}", i),
+                          start_child({exe, "participant", "--port", std::to_string(port), "--id",
+                                       std::to_string(i), "--data-dir",
+                                       fmt::format("{}/participant-{}", o->data_dir, i),
+                                       "--log-level", o->log_level}),
+                          true});
+    }
+    std::vector<std::string> largs = {exe,          "leader",      "--port",
+                                      std::to_string(o->port), "--peers", peers,
+                                      "--data-dir", o->data_dir + "/leader-1", "--log-level",
+                                      o->log_level};
+    if (o->replicas) {
+      largs.push_back("--replicas");
+      largs.push_back(std::to_string(o->replicas));
+    }
+    children.push_back({"leader", start_child(largs), true});
+
+    // Ready when the leader sees every participant.
+    std::string leader = fmt::format("127.0.0.1:{}", o->port);
+    std::string want = fmt::format("peers_up={}/{}", o->participants, o->participants);
+    bool ready = false;
+    int64_t deadline = now_ms() + 15000;
+    while (!g_stop && now_ms() < deadline && !ready) {
+      auto c = client::Connection::open(leader, 300);
+      if (c) {
+        auto r = c->call("STATS", 1000);
+        ready = r && r->find(want) != std::string::npos;
+      }
+      if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (ready) {
+      std::cout << fmt::format("tpc cluster is up: leader on {}, {} participants\n", leader,
+                               o->participants);
+      for (int i = 1; i <= o->participants; ++i)
+        std::cout << fmt::format("  participant {} on 127.0.0.1:{}  data {}/participant-{}\n", i,
+                                 o->port + i, o->data_dir, i);
+      std::cout << fmt::format("  leader        on {}  data {}/leader-1\n", leader, o->data_dir);
+      std::cout << fmt::format("try:  tpc client --leader {} put hello world\n", leader)
+                << "Ctrl-C stops the cluster.\n"
+                << std::flush;
+    } else if (!g_stop) {
+      std::cerr << "cluster did not become ready within 15 s; see the log lines above\n";
+    }
+    int rc = ready ? 0 : 1;
+    while (!g_stop && ready) {
+      int st;
+      pid_t pid = ::waitpid(-1, &st, WNOHANG);
+      if (pid > 0) {
+        for (auto& ch : children)
+          if (ch.pid == pid && ch.running) {
+            ch.running = false;
+            std::cerr << fmt::format("{} (pid {}) exited ({}); not restarting it\n", ch.name, pid,
+                                     WIFEXITED(st) ? fmt::format("status {}", WEXITSTATUS(st))
+                                                   : fmt::format("signal {}", WTERMSIG(st)));
+          }
+        continue;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    // Stop in order: leader first, then participants; SIGKILL what does not stop in 5 s.
+    for (auto it = children.rbegin(); it != children.rend(); ++it)
+      if (it->running) ::kill(it->pid, SIGTERM);
+    int64_t stop_deadline = now_ms() + 5000;
+    for (auto& ch : children) {
+      while (ch.running) {
+        int st;
+        pid_t r = ::waitpid(ch.pid, &st, WNOHANG);
+        if (r == ch.pid || r < 0) {
+          ch.running = false;
+          break;
+        }
+        if (now_ms() > stop_deadline) {
+          ::kill(ch.pid, SIGKILL);
+          ::waitpid(ch.pid, &st, 0);
+          ch.running = false;
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+    std::cerr << "cluster stopped\n";
+    return rc;
+  };
+}
+
+}  // namespace tpc::cli
