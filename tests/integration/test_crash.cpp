@@ -1,0 +1,191 @@
+// Randomized crash test: concurrent client load while processes are killed with -9 at random
+// moments and at random failpoints, then healed and checked for anomalies.
+// TPC_CRASH_RUNS (default 4) and TPC_CRASH_SECONDS (default 2.5) bound it; `make crash-test`
+// runs a longer one.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <iostream>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "client/client.h"
+#include "common/util.h"
+#include "harness.h"
+
+using namespace tpc;
+using namespace tpc::it;
+
+namespace {
+int env_int(const char* name, int dflt) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : dflt;
+}
+
+const char* k_failpoints[] = {
+    "participant/beforePrepareFsync", "participant/afterPrepareFsync",
+    "participant/afterVoteSend",      "participant/beforeApplyCommit",
+    "participant/afterApplyCommit",   "leader/afterVotes",
+    "leader/beforeDecisionFsync",     "leader/afterDecisionFsync",
+    "leader/betweenCommitSends",      "leader/beforeEndRecord"};
+
+struct Totals {
+  int runs = 0, kills = 0, txns = 0, anomalies = 0;
+  int committed = 0, aborted = 0, unknown = 0;
+};
+
+void one_run(int run, std::mt19937& rng, Totals& tot, double seconds) {
+  Cluster::Options o;
+  o.participants = 2 + static_cast<int>(rng() % 2);
+  o.leader_args = {"--log-compact-bytes", "16384", "--prepare-timeout", "1000"};
+  o.participant_args = {"--log-compact-bytes", "16384", "--resolve-after", "300"};
+  // One process starts with a failpoint that crashes it at a random step, some of the time.
+  std::string fp = k_failpoints[rng() % std::size(k_failpoints)];
+  std::string spec = fmt::format("{}=5%crash", fp);
+  bool on_leader = fp.rfind("leader/", 0) == 0;
+  int fp_part = static_cast<int>(rng() % o.participants);
+  if (on_leader) o.leader_env = {{"TPC_FAILPOINTS", spec}};
+  else o.participant_env[fp_part] = {{"TPC_FAILPOINTS", spec}};
+  Cluster c(o);
+  REQUIRE(c.wait_ready());
+
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::vector<std::pair<std::string, int>> results;  // id -> exit code
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t)
+    clients.emplace_back([&, t] {
+      client::Options co;
+      co.leader = c.leader_addr();
+      co.timeout_ms = 5000;
+      co.resolve_ms = 8000;
+      for (int n = 0; n < 100000 && !stop; ++n) {
+        std::string id = fmt::format("r{}t{}n{}", run, t, n);
+        std::ostringstream out, err;
+        int code = client::run_txn(co,
+                                   {{protocol::OpKind::put, "a-" + id, "va-" + id},
+                                    {protocol::OpKind::put, "b-" + id, "vb-" + id}},
+                                   out, err);
+        {
+          std::lock_guard<std::mutex> g(mu);
+          results.emplace_back(id, code);
+        }
+        // Back off while the cluster is partly down instead of spinning on quick failures.
+        if (code != 0) std::this_thread::sleep_for(std::chrono::milliseconds(20 + t * 5));
+      }
+    });
+
+  int kills = 0;
+  int64_t end = now_ms() + static_cast<int64_t>(seconds * 1000);
+  while (now_ms() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200 + rng() % 500));
+    int victim = static_cast<int>(rng() % (c.size() + 1));  // c.size() is the leader
+    if (victim == c.size()) c.kill_leader();
+    else c.kill_participant(victim);
+    ++kills;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20 + rng() % 300));
+    // Restart the victim and anything a failpoint crashed, without failpoints.
+    if (!c.leader() || !c.leader()->alive()) {
+      if (c.leader() && !c.leader()->alive()) ++kills;
+      c.start_leader({{"TPC_NONE", "1"}});
+    }
+    for (int i = 0; i < c.size(); ++i)
+      if (!c.participant(i) || !c.participant(i)->alive()) {
+        if (c.participant(i) && !c.participant(i)->alive()) ++kills;
+        c.start_participant(i, {{"TPC_NONE", "1"}});
+      }
+  }
+  stop = true;
+  for (auto& t : clients) t.join();
+  // Heal: everything up, nothing in doubt.
+  if (!c.leader()->alive()) c.start_leader({{"TPC_NONE", "1"}});
+  for (int i = 0; i < c.size(); ++i)
+    if (!c.participant(i)->alive()) c.start_participant(i, {{"TPC_NONE", "1"}});
+  REQUIRE(c.wait_ready(15000));
+  bool healed = wait_for(
+      [&] {
+        for (int i = 0; i < c.size(); ++i)
+          if (c.stat(i, "in_doubt") != 0) return false;
+        return c.stat(-1, "active") == 0;
+      },
+      20000);
+  int anomalies = 0;
+  if (!healed) {
+    ++anomalies;
+    MESSAGE("run " << run << ": transactions still in doubt after healing");
+  }
+  std::vector<client::Connection> readers;
+  for (int i = 0; i < c.size(); ++i) {
+    auto conn = client::Connection::open(c.participant_addr(i), 2000);
+    REQUIRE(conn.is_ok());
+    readers.push_back(std::move(*conn));
+  }
+  auto read = [&](int i, const std::string& key) -> std::optional<std::string> {
+    auto r = readers[i].call(protocol::LineBuilder("READ").arg(key).str(), 5000);
+    REQUIRE(r.is_ok());
+    if (*r == "NOTFOUND") return std::nullopt;
+    auto t = protocol::split(*r);
+    REQUIRE(t.size() == 2);
+    REQUIRE(t[0] == "VALUE");
+    return *protocol::unescape(t[1]);
+  };
+  for (auto& [id, code] : results) {
+    int present = 0, absent = 0, wrong = 0;
+    for (int i = 0; i < c.size(); ++i)
+      for (std::string k : {"a-", "b-"}) {
+        auto v = read(i, k + id);
+        if (!v) ++absent;
+        else if (*v == "v" + k.substr(0, 1) + "-" + id) ++present;
+        else ++wrong;
+      }
+    bool all = present == 2 * c.size(), none = absent == 2 * c.size();
+    bool ok = wrong == 0 && (code == 0 ? all : code == 3 ? none : (code == 4 && (all || none)));
+    if (!ok) {
+      ++anomalies;
+      MESSAGE("run " << run << " " << id << ": exit " << code << ", present " << present
+                     << ", absent " << absent << ", wrong " << wrong);
+    }
+    tot.committed += code == 0;
+    tot.aborted += code == 3;
+    tot.unknown += code == 4;
+  }
+  for (int i = 0; i < c.size(); ++i) {
+    auto conn = client::Connection::open(c.participant_addr(i), 2000);
+    if (!conn) {
+      ++anomalies;
+      continue;
+    }
+    auto pong = conn->call("PING", 2000);
+    if (!pong || *pong != "PONG") ++anomalies;
+  }
+  tot.runs++;
+  tot.kills += kills;
+  tot.txns += static_cast<int>(results.size());
+  tot.anomalies += anomalies;
+}
+}  // namespace
+
+TEST_SUITE("crash") {
+  TEST_CASE("randomized crash test") {
+    int runs = env_int("TPC_CRASH_RUNS", 4);
+    double seconds = env_int("TPC_CRASH_MS", 2500) / 1000.0;
+    unsigned seed = static_cast<unsigned>(env_int("TPC_CRASH_SEED", static_cast<int>(now_us() & 0x7fffffff)));
+    MESSAGE("seed " << seed << " (TPC_CRASH_SEED reproduces the schedule)");
+    std::mt19937 rng(seed);
+    Totals tot;
+    for (int r = 0; r < runs; ++r) one_run(r, rng, tot, seconds);
+    std::cout << fmt::format(
+                     "crash test: {} runs, {} kills, {} txns ({} committed, {} aborted, {} "
+                     "unknown), {} anomalies",
+                     tot.runs, tot.kills, tot.txns, tot.committed, tot.aborted, tot.unknown,
+                     tot.anomalies)
+              << std::endl;
+    CHECK(tot.anomalies == 0);
+    CHECK(tot.committed > 0);
+  }
+}
