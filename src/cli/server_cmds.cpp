@@ -100,8 +100,6 @@ std::function<int()> setup_leader(CLI::App& app) {
   sub->add_option("--prepare-timeout", cfg->prepare_timeout_ms,
                   "ms to wait for all votes before aborting")
       ->capture_default_str();
-  sub->add_option("--read-timeout", cfg->read_timeout_ms, "ms a read may take")
-      ->capture_default_str();
   sub->add_option("--log-compact-bytes", cfg->log_compact_bytes,
                   "rewrite the log with only live records once it is this large")
       ->capture_default_str();

@@ -26,7 +26,6 @@ struct Config {
   std::string data_dir;
   size_t max_line = protocol::k_default_max_line;
   int prepare_timeout_ms = 2000;
-  int read_timeout_ms = 5000;
   int resend_interval_ms = 200;
   uint64_t log_compact_bytes = 64ull << 20;  // rewrite the log past this size
 };
