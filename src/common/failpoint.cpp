@@ -23,6 +23,7 @@ const char* const k_names[] = {
     "participant/afterApplyCommit",   "leader/afterVotes",
     "leader/beforeDecisionFsync",     "leader/afterDecisionFsync",
     "leader/betweenCommitSends",      "leader/beforeEndRecord",
+    "leader/sendCommit",              "participant/askOutcome",
     "txlog/write",                    "txlog/sync",
     nullptr};
 

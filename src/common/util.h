@@ -6,6 +6,8 @@
 namespace tpc {
 // Milliseconds of a monotonic clock.
 int64_t now_ms();
+// Milliseconds since the Unix epoch (wall clock): for ages that must survive a restart.
+int64_t wall_ms();
 // Microseconds of a monotonic clock.
 int64_t now_us();
 // Splits "HOST:PORT"; returns false when malformed.

@@ -120,13 +120,21 @@ void Server::handle(const std::string& line, Reply reply) {
     for (size_t i = 1; i < t.size(); ++i) ops_tokens.push_back(t[i]);
     auto ops = protocol::parse_ops(ops_tokens, 0);
     if (!ops) return fail(ops.status());
-    start_txn("", std::move(*ops), reply);
+    start_txn("", std::move(*ops), false, reply);
   } else if (verb == "TXN") {
-    if (t.size() < 3) return fail(Status::error("PROTO", "usage: TXN RID|- OP [OP...]"));
+    if (t.size() < 3) return fail(Status::error("PROTO", "usage: TXN RID|- [trace] OP [OP...]"));
     std::string rid = t[1] == "-" ? "" : std::string(t[1]);
-    auto ops = protocol::parse_ops(t, 2);
+    bool want_trace = t[2] == "trace";
+    auto ops = protocol::parse_ops(t, want_trace ? 3 : 2);
     if (!ops) return fail(ops.status());
-    start_txn(rid, std::move(*ops), reply);
+    start_txn(rid, std::move(*ops), want_trace, reply);
+  } else if (verb == "TRACE") {
+    if (t.size() != 2) return fail(Status::error("PROTO", "usage: TRACE TXID"));
+    on_trace(std::string(t[1]), reply, now_ms() + 3000);
+  } else if (verb == "PEERS") {
+    LineBuilder b("PEERS");
+    for (auto& l : m_links) b.raw(l->address()).raw(l->up() ? "up" : "down");
+    reply.send(b.str());
   } else if (verb == "GET") {
     if (t.size() != 2) return fail(Status::error("PROTO", "usage: GET KEY"));
     auto key = arg(1);
@@ -146,7 +154,35 @@ void Server::handle(const std::string& line, Reply reply) {
   }
 }
 
-void Server::start_txn(const std::string& rid, std::vector<Op> ops, Reply reply) {
+void Server::trace(const std::string& txid, const std::string& event) {
+  auto it = m_traces.find(txid);
+  if (it == m_traces.end()) return;
+  it->second.events.push_back(fmt::format("{} {}", now_us() - it->second.start_us, event));
+}
+
+void Server::on_trace(const std::string& txid, Reply reply, int64_t deadline_ms) {
+  auto it = m_traces.find(txid);
+  if (it == m_traces.end()) return reply.send("ERR NOTFOUND no trace for " + txid);
+  // Wait (bounded) until phase 2 finished, so the timeline shows every acknowledgement.
+  if (!it->second.finished && now_ms() < deadline_ms) {
+    auto timer = std::make_shared<asio::steady_timer>(m_io, std::chrono::milliseconds(5));
+    timer->async_wait([this, timer, txid, reply, deadline_ms](boost::system::error_code) {
+      if (!m_stopped) on_trace(txid, reply, deadline_ms);
+    });
+    return;
+  }
+  LineBuilder b("TRACE");
+  b.num(static_cast<long long>(it->second.events.size()));
+  for (auto& e : it->second.events) b.arg(e);
+  m_traces.erase(it);
+  reply.send(b.str());
+}
+
+void Server::start_txn(const std::string& rid, std::vector<Op> ops, bool want_trace,
+                       Reply reply) {
+  // Forget traces nobody fetched.
+  for (auto it = m_traces.begin(); it != m_traces.end();)
+    it = now_ms() - it->second.created_ms > 10000 ? m_traces.erase(it) : std::next(it);
   auto b = m_core->begin(rid, ops, now_ms(), m_cfg.prepare_timeout_ms);
   if (b.kind == Core::Begin::known) {
     // The same request again (a client retrying after a lost connection): never run twice.
@@ -157,13 +193,20 @@ void Server::start_txn(const std::string& rid, std::vector<Op> ops, Reply reply)
   }
   const std::string txid = b.txid;
   m_clients[txid] = reply;
+  if (want_trace) {
+    m_traces[txid] = Trace{now_us(), now_ms(), {}, false};
+    trace(txid, fmt::format("begin {} at leader {} (incarnation {})", txid, m_cfg.id,
+                            m_incarnation));
+  }
   LineBuilder prepare("PREPARE");
   prepare.raw(txid).raw(m_cfg.id).raw(m_cfg.advertise);
   protocol::append_ops(prepare, m_core->find(txid)->ops);
   std::string line = prepare.str();
   for (size_t p : b.targets) {
+    trace(txid, "PREPARE sent to participant " + m_links[p]->address());
     m_links[p]->request(line, [this, txid, p](Result<std::string> r) {
       if (!r) {
+        trace(txid, "no vote from " + m_links[p]->address() + ": " + r.status().message());
         apply_step(txid, m_core->on_vote(txid, p, false, "UNAVAILABLE", r.status().message()));
         return;
       }
@@ -176,6 +219,10 @@ void Server::start_txn(const std::string& rid, std::vector<Op> ops, Reply reply)
         size_t s2 = s1 == std::string::npos ? s1 : r->find(' ', s1 + 1);
         detail = s2 == std::string::npos ? std::string() : r->substr(s2 + 1);
         if (t.empty() || t[0] != "NO") code = "ERROR", detail = *r;
+        trace(txid, "vote NO from " + m_links[p]->address() + ": " + code + " " + detail);
+      } else {
+        trace(txid, "vote YES from " + m_links[p]->address() +
+                        (t.size() > 1 ? " (log force " + std::string(t[1]) + " us)" : ""));
       }
       apply_step(txid, m_core->on_vote(txid, p, yes, code, detail));
     });
@@ -198,7 +245,14 @@ void Server::apply_step(const std::string& txid, Core::Step s) {
     m_timers.erase(timer);
   }
   if (s.kind == Core::Step::abort) {
-    for (auto p : s.send_abort) m_links[p]->request("ABORT " + txid, [](Result<std::string>) {});
+    trace(txid, "decision ABORT (" + s.code + "; not logged: presumed abort)");
+    for (auto p : s.send_abort) {
+      trace(txid, "ABORT sent to participant " + m_links[p]->address());
+      m_links[p]->request("ABORT " + txid, [this, txid, p](Result<std::string> r) {
+        if (r) trace(txid, "ABORT acknowledged by " + m_links[p]->address());
+      });
+    }
+    if (auto tr = m_traces.find(txid); tr != m_traces.end()) tr->second.finished = true;
     auto c = m_clients.find(txid);
     if (c != m_clients.end()) {
       c->second.send(LineBuilder("ABORTED").raw(s.code).text(s.detail).str());
@@ -211,8 +265,14 @@ void Server::apply_step(const std::string& txid, Core::Step s) {
   failpoint::hit("leader/afterVotes", txid);
   if (int e = failpoint::hit("leader/beforeDecisionFsync", txid))
     fatal(fmt::format("decision of {}: {}", txid, std::strerror(e)));
-  m_log->append(k_rec_commit, std::move(s.record), true, [this, txid] {
-    asio::post(m_io, [this, txid] { on_decision_durable(txid); });
+  trace(txid, "all votes YES; forcing the COMMIT record");
+  int64_t forced_at = now_us();
+  m_log->append(k_rec_commit, std::move(s.record), true, [this, txid, forced_at] {
+    int64_t took = now_us() - forced_at;
+    asio::post(m_io, [this, txid, took] {
+      trace(txid, fmt::format("COMMIT record durable (log force {} us): the commit point", took));
+      on_decision_durable(txid);
+    });
   });
 }
 
@@ -224,6 +284,7 @@ void Server::on_decision_durable(const std::string& txid) {
   if (c != m_clients.end()) {
     c->second.send("COMMITTED " + txid);
     m_clients.erase(c);
+    trace(txid, "client told COMMITTED");
   }
   bool first = true;
   for (auto p : parts) {
@@ -235,14 +296,19 @@ void Server::on_decision_durable(const std::string& txid) {
 
 void Server::send_commit(const std::string& txid, size_t p) {
   if (!m_links[p]->up() || m_commit_in_flight.count({txid, p})) return;
+  if (failpoint::hit("leader/sendCommit", txid)) return;  // message lost; re-sent later
   m_commit_in_flight.insert({txid, p});
+  trace(txid, "COMMIT sent to participant " + m_links[p]->address());
   m_links[p]->request("COMMIT " + txid, [this, txid, p](Result<std::string> r) {
     m_commit_in_flight.erase({txid, p});
     if (!r || r->rfind("ACK", 0) != 0) return;  // re-sent by resend_tick
+    trace(txid, "COMMIT acknowledged by " + m_links[p]->address() + " (applied)");
     if (m_core->on_ack(txid, p)) {
       failpoint::hit("leader/beforeEndRecord", txid);
       m_log->append(k_rec_end, txlog::Encoder().str(txid).data(), false);
       m_core->on_end(txid);
+      trace(txid, "END record written; transaction finished");
+      if (auto tr = m_traces.find(txid); tr != m_traces.end()) tr->second.finished = true;
       maybe_compact();
     }
   });

@@ -40,7 +40,9 @@ class Server {
 
  private:
   void handle(const std::string& line, protocol::Reply reply);
-  void start_txn(const std::string& rid, std::vector<Op> ops, protocol::Reply reply);
+  void start_txn(const std::string& rid, std::vector<Op> ops, bool trace, protocol::Reply reply);
+  void trace(const std::string& txid, const std::string& event);
+  void on_trace(const std::string& txid, protocol::Reply reply, int64_t deadline_ms);
   void apply_step(const std::string& txid, Core::Step step);
   void on_decision_durable(const std::string& txid);
   void send_commit(const std::string& txid, size_t part);
@@ -63,6 +65,13 @@ class Server {
   std::map<std::string, protocol::Reply> m_clients;  // txid -> client waiting for the outcome
   std::map<std::string, std::unique_ptr<boost::asio::steady_timer>> m_timers;  // prepare timeouts
   std::set<std::pair<std::string, size_t>> m_commit_in_flight;
+  struct Trace {
+    int64_t start_us = 0;
+    int64_t created_ms = 0;
+    std::vector<std::string> events;  // "MICROS text"
+    bool finished = false;
+  };
+  std::map<std::string, Trace> m_traces;  // txid -> timeline, for TXN ... trace
   size_t m_read_rr = 0;
   boost::asio::steady_timer m_resend;
   bool m_stopped = false;

@@ -45,6 +45,12 @@ void Core::recover(const txlog::Record& rec) {
     p.durable = true;
     p.recovered = true;
     m_prepared[p.txid] = std::move(p);
+  } else if (rec.type == k_rec_heuristic) {
+    txlog::Decoder d(rec.payload);
+    std::string txid;
+    uint8_t commit;
+    TPC_CHECK(d.str(&txid) && d.u8(&commit), "undecodable HEURISTIC record");
+    m_heuristic[txid] = commit != 0;
   } else if (rec.type == k_rec_committed || rec.type == k_rec_aborted) {
     txlog::Decoder d(rec.payload);
     std::string txid;
@@ -129,6 +135,14 @@ bool Core::prepare_durable(const std::string& txid) {
   if (!p) return false;
   p->durable = true;
   return true;
+}
+
+void Core::record_heuristic(const std::string& txid, bool commit) { m_heuristic[txid] = commit; }
+
+std::optional<bool> Core::heuristic(const std::string& txid) const {
+  auto it = m_heuristic.find(txid);
+  if (it == m_heuristic.end()) return std::nullopt;
+  return it->second;
 }
 
 Prepared* Core::find(const std::string& txid) {

@@ -26,6 +26,8 @@ enum RecordType : uint8_t {
   k_rec_prepared = 1,   // txid, leader id, leader address, ops: forced before voting YES
   k_rec_committed = 2,  // txid: written after the store applied it (not forced)
   k_rec_aborted = 3,    // txid (not forced: presumed abort covers its loss)
+  k_rec_heuristic = 4,  // txid, decision (u8: 1 commit, 0 abort): an operator's forced
+                        // resolution without the leader (forced)
 };
 
 struct Prepared {
@@ -85,6 +87,12 @@ class Core {
   };
   ReadResult read(const std::string& key);
 
+  // --- heuristic decisions (tpc client resolve --force).
+  void record_heuristic(const std::string& txid, bool commit);
+  // nullopt: no heuristic decision for txid; else the decision taken (true = commit).
+  std::optional<bool> heuristic(const std::string& txid) const;
+  const std::map<std::string, bool>& heuristics() const { return m_heuristic; }
+
   const std::map<std::string, Prepared>& prepared() const { return m_prepared; }
   Prepared* find(const std::string& txid);
   uint64_t committed_count() const { return m_committed; }
@@ -100,6 +108,7 @@ class Core {
   store::Store& m_store;
   std::map<std::string, Prepared> m_prepared;
   std::map<std::string, std::string> m_locks;  // key -> txid
+  std::map<std::string, bool> m_heuristic;
   std::set<std::string> m_recent_aborted;
   std::deque<std::string> m_recent_aborted_order;
   uint64_t m_committed = 0;

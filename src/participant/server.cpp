@@ -1,5 +1,7 @@
 #include "participant/server.h"
 
+#include <set>
+
 #include <fmt/format.h>
 
 #include "common/failpoint.h"
@@ -68,6 +70,13 @@ void Server::handle(const std::string& line, Reply reply) {
     on_read(*key, reply, now_ms() + m_cfg.read_timeout_ms);
   } else if (verb == "STATS") {
     on_stats(reply);
+  } else if (verb == "INDOUBT") {
+    on_indoubt(reply);
+  } else if (verb == "RESOLVE") {
+    if (!need(3)) return;
+    if (t[2] != "commit" && t[2] != "abort")
+      return reply.send("ERR PROTO usage: RESOLVE TXID commit|abort");
+    on_resolve(std::string(t[1]), t[2] == "commit", reply);
   } else {
     reply.send(LineBuilder("ERR").raw("PROTO").text("unknown command " + escape(verb) +
                                                     " (participant)").str());
@@ -78,7 +87,7 @@ void Server::on_prepare(const std::vector<std::string_view>& t, Reply reply) {
   std::string txid(t[1]), leader(t[2]), leader_addr(t[3]);
   auto ops = protocol::parse_ops(t, 4);
   if (!ops) return reply.send("ERR PROTO " + ops.status().message());
-  auto r = m_core->prepare(txid, leader, leader_addr, std::move(*ops), now_ms());
+  auto r = m_core->prepare(txid, leader, leader_addr, std::move(*ops), wall_ms());
   switch (r.kind) {
     case Core::PrepareResult::vote_no:
       log::debug("vote NO {}: {} {}", txid, r.code, r.detail);
@@ -101,19 +110,20 @@ void Server::on_prepare(const std::vector<std::string_view>& t, Reply reply) {
     asio::post(m_io, [this, txid, forced_at] {
       if (int e = failpoint::hit("participant/afterPrepareFsync", txid))
         fatal(fmt::format("after prepare of {}: {}", txid, std::strerror(e)));
-      (void)forced_at;
-      on_prepare_durable(txid);
+      on_prepare_durable(txid, now_us() - forced_at);
     });
   });
 }
 
-void Server::on_prepare_durable(const std::string& txid) {
+void Server::on_prepare_durable(const std::string& txid, int64_t force_us) {
   bool yes = m_core->prepare_durable(txid);
   auto it = m_vote_waiters.find(txid);
   if (it == m_vote_waiters.end()) return;
   auto waiters = std::move(it->second);
   m_vote_waiters.erase(it);
-  for (auto& w : waiters) w.send(yes ? "YES" : "NO ABORTED transaction was aborted meanwhile");
+  // YES carries how long the log force took, for `tpc client --trace`.
+  for (auto& w : waiters)
+    w.send(yes ? fmt::format("YES {}", force_us) : "NO ABORTED transaction was aborted meanwhile");
   if (yes && failpoint::detail::g_any)
     asio::post(m_io, [txid] { failpoint::hit("participant/afterVoteSend", txid); });
 }
@@ -124,6 +134,12 @@ void Server::on_commit(const std::string& txid, Reply reply) {
     // Cannot happen with a correct leader: it commits only after our YES, sent after the force.
     log::error("COMMIT {} before its prepare is durable; refusing", txid);
     return reply.send("ERR STATE prepare not yet durable");
+  }
+  if (!p) {
+    if (auto h = m_core->heuristic(txid); h && !*h)
+      log::error("HEURISTIC MISMATCH: {} was aborted by hand (resolve --force) but its leader "
+                 "decided commit; the other participants committed it",
+                 txid);
   }
   if (p) failpoint::hit("participant/beforeApplyCommit", txid);
   auto f = m_core->commit(txid);
@@ -140,6 +156,11 @@ void Server::on_commit(const std::string& txid, Reply reply) {
 }
 
 void Server::on_abort(const std::string& txid, Reply reply) {
+  if (!m_core->find(txid))
+    if (auto h = m_core->heuristic(txid); h && *h)
+      log::error("HEURISTIC MISMATCH: {} was committed by hand (resolve --force) but its leader "
+                 "decided abort",
+                 txid);
   auto f = m_core->abort(txid);
   if (f.known) {
     m_log->append(k_rec_aborted, txlog::Encoder().str(txid).data(), false);
@@ -197,11 +218,49 @@ void Server::wake_readers(const std::vector<std::string>& keys) {
 
 void Server::on_stats(Reply reply) {
   auto ls = m_log->stats();
-  reply.send(fmt::format("STATS id={} keys={} committed={} aborted={} in_doubt={} log_bytes={} "
-                         "log_syncs={} uptime_ms={}",
+  reply.send(fmt::format("STATS id={} keys={} committed={} aborted={} in_doubt={} heuristic={} "
+                         "log_bytes={} log_syncs={} uptime_ms={}",
                          m_cfg.id, m_store->key_count(), m_core->committed_count(),
-                         m_core->aborted_count(), m_core->prepared().size(), ls.bytes, ls.syncs,
+                         m_core->aborted_count(), m_core->prepared().size(),
+                         m_core->heuristics().size(), ls.bytes, ls.syncs,
                          now_ms() - m_started_ms));
+}
+
+void Server::on_indoubt(Reply reply) {
+  // INDOUBT COUNT { TXID LEADER-ID LEADER-ADDR AGE-MS NKEYS KEY... }
+  LineBuilder b("INDOUBT");
+  size_t n = 0;
+  for (auto& [txid, p] : m_core->prepared()) n += p.durable;
+  b.num(static_cast<long long>(n));
+  int64_t now = wall_ms();
+  for (auto& [txid, p] : m_core->prepared()) {
+    if (!p.durable) continue;
+    std::set<std::string> keys;
+    for (auto& op : p.ops) keys.insert(op.key);
+    b.raw(txid).raw(p.leader).raw(p.leader_addr);
+    b.num(p.prepared_at_ms <= now ? now - p.prepared_at_ms : 0);
+    b.num(static_cast<long long>(keys.size()));
+    for (auto& k : keys) b.arg(k);
+  }
+  reply.send(b.str());
+}
+
+void Server::on_resolve(const std::string& txid, bool commit, Reply reply) {
+  auto* p = m_core->find(txid);
+  if (!p || !p->durable) return reply.send("ERR NOTFOUND " + txid + " is not in doubt here");
+  log::warn("HEURISTIC decision by an operator: {} {} without its leader", commit ? "commit" : "abort",
+            txid);
+  std::string rec = txlog::Encoder().str(txid).u8(commit ? 1 : 0).data();
+  m_log->append(k_rec_heuristic, std::move(rec), true, [this, txid, commit, reply] {
+    asio::post(m_io, [this, txid, commit, reply] {
+      m_core->record_heuristic(txid, commit);
+      if (!m_core->find(txid)) return reply.send("ACK");  // resolved meanwhile
+      Reply none;
+      if (commit) on_commit(txid, none);
+      else on_abort(txid, none);
+      reply.send("ACK");
+    });
+  });
 }
 
 void Server::maybe_compact() {
@@ -210,6 +269,9 @@ void Server::maybe_compact() {
   // is still queued: the rewrite is ordered after it, and must not lose it).
   std::vector<txlog::Record> live;
   for (auto& [txid, p] : m_core->prepared()) live.push_back({k_rec_prepared, encode_prepared(p)});
+  // Heuristic decisions stay visible for good (they are few, and an operator must see them).
+  for (auto& [txid, commit] : m_core->heuristics())
+    live.push_back({k_rec_heuristic, txlog::Encoder().str(txid).u8(commit ? 1 : 0).data()});
   m_compacting = true;
   std::string path = m_cfg.data_dir + "/txlog";
   size_t n = live.size();
@@ -231,10 +293,12 @@ void Server::maybe_compact() {
 
 void Server::resolve_tick() {
   if (m_stopped) return;
-  int64_t now = now_ms();
+  int64_t now = now_ms(), wall = wall_ms();
   for (auto& [txid, p] : m_core->prepared()) {
     if (!p.durable) continue;
-    if (!p.recovered && now - p.prepared_at_ms < m_cfg.resolve_after_ms) continue;
+    if (!p.recovered && wall - p.prepared_at_ms < m_cfg.resolve_after_ms &&
+        wall >= p.prepared_at_ms)
+      continue;
     auto& q = m_queries[txid];
     if (!q.in_flight && now >= q.next_ms) ask_leader(txid);
   }
@@ -270,6 +334,7 @@ void Server::ask_leader(const std::string& txid) {
     return;
   }
   if (!link->up()) return;  // retried on a later tick, once the leader is back
+  if (failpoint::hit("participant/askOutcome", txid)) return;  // query lost
   q.in_flight = true;
   link->request("OUTCOME " + txid, [this, txid](Result<std::string> r) {
     auto it = m_queries.find(txid);

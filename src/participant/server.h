@@ -41,11 +41,13 @@ class Server {
  private:
   void handle(const std::string& line, protocol::Reply reply);
   void on_prepare(const std::vector<std::string_view>& t, protocol::Reply reply);
-  void on_prepare_durable(const std::string& txid);
+  void on_prepare_durable(const std::string& txid, int64_t force_us);
   void on_commit(const std::string& txid, protocol::Reply reply);
   void on_abort(const std::string& txid, protocol::Reply reply);
   void on_read(const std::string& key, protocol::Reply reply, int64_t deadline_ms);
   void on_stats(protocol::Reply reply);
+  void on_indoubt(protocol::Reply reply);
+  void on_resolve(const std::string& txid, bool commit, protocol::Reply reply);
   void wake_readers(const std::vector<std::string>& keys);
   void finish_outcome(const std::string& txid, bool commit);
   void resolve_tick();
