@@ -99,6 +99,13 @@ std::function<int()> setup_cluster(CLI::App& app) {
                                        "--log-level", o->log_level}),
                           true});
     }
+    // Start the leader once the participants listen, so it finds them at once.
+    for (int i = 1; i <= o->participants && !g_stop; ++i) {
+      std::string addr = fmt::format("127.0.0.1:{}", o->port + i);
+      int64_t until = now_ms() + 10000;
+      while (!g_stop && now_ms() < until && !client::Connection::open(addr, 200))
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
     std::vector<std::string> largs = {exe,          "leader",      "--port",
                                       std::to_string(o->port), "--peers", peers,
                                       "--data-dir", o->data_dir + "/leader-1", "--log-level",

@@ -70,13 +70,38 @@ int resolve_lost(const Options& o, const std::string& rid, const std::string& wh
 
 std::string new_request_id() { return fmt::format("{:016x}", rng()()); }
 
+namespace {
+void print_trace(Connection& c, const std::string& rid, std::ostream& out) {
+  auto r = c.call("TRACE " + rid, 5000);
+  if (!r) return;
+  auto t = protocol::split(*r);
+  if (t.size() < 2 || t[0] != "TRACE") {
+    out << "(no trace: " << *r << ")\n";
+    return;
+  }
+  out << "     time  event\n";
+  for (size_t i = 2; i < t.size(); ++i) {
+    auto ev = protocol::unescape(t[i]);
+    if (!ev) continue;
+    auto sp = ev->find(' ');
+    out << fmt::format("{:>7} us  {}\n", ev->substr(0, sp), ev->substr(sp + 1));
+  }
+}
+}  // namespace
+
+std::string printable(const std::string& v) {
+  for (unsigned char c : v)
+    if (c < 0x20 || c == 0x7f) return protocol::escape(v);
+  return v;
+}
+
 int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream& out,
             std::ostream& err) {
-  protocol::LineBuilder base("TXN");
   for (int attempt = 0;; ++attempt) {
     std::string rid = new_request_id();
     protocol::LineBuilder line("TXN");
     line.raw(rid);
+    if (o.trace) line.raw("trace");
     protocol::append_ops(line, ops);
     auto c = Connection::open(o.leader, std::min(o.timeout_ms, 3000));
     if (!c) {
@@ -86,6 +111,7 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
     auto r = c->call(line.str(), o.timeout_ms);
     if (!r) return resolve_lost(o, rid, r.status().message(), out, err);
     std::string w = word(*r, 0);
+    if (o.trace && (w == "COMMITTED" || w == "ABORTED")) print_trace(*c, rid, out);
     if (w == "COMMITTED") {
       out << "OK\n";
       return k_ok;
@@ -136,7 +162,7 @@ int run_get(const Options& o, const std::string& key, std::ostream& out, std::os
       err << "bad reply from leader: " << *r << "\n";
       return k_unknown;
     }
-    out << *v << "\n";
+    out << (o.shell ? printable(*v) : *v) << "\n";
     return k_ok;
   }
   if (w == "NOTFOUND") {

@@ -18,6 +18,9 @@ struct Options {
   int timeout_ms = 10000;  // one request
   int resolve_ms = 5000;   // after a lost connection: how long to ask for the outcome
   int retries = 3;         // definite aborts for conflict are retried this often
+  bool trace = false;      // print the transaction's timeline across nodes
+  bool shell = false;      // one result per line: values escaped when not printable
+  std::string peers;       // participants, when the leader is unreachable (in-doubt, resolve)
 };
 
 // Runs ops as one transaction. Writes "OK" to out on commit, reasons to err.
@@ -25,6 +28,22 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
             std::ostream& err);
 // Prints the value's bytes exactly, then one newline.
 int run_get(const Options& o, const std::string& key, std::ostream& out, std::ostream& err);
+
+// Cluster overview: one row per node. `json`: one machine-readable line.
+int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err);
+// Transactions prepared somewhere but not finished.
+int run_in_doubt(const Options& o, bool json, std::ostream& out, std::ostream& err);
+// Finishes an in-doubt transaction by hand. Follows the leader's durable decision and refuses
+// to contradict it (exit 3); without a reachable leader needs `force` (a heuristic decision,
+// logged by the participants). Exit 1: not in doubt anywhere; 4: cannot reach what it needs.
+int run_resolve(const Options& o, const std::string& txid, bool commit, bool force,
+                std::ostream& out, std::ostream& err);
+
+// tpc client bench ARGS...: load generator; prints throughput and latency percentiles.
+int run_bench_cli(const Options& o, const std::vector<std::string>& args);
+
+// Prints a value for a terminal or a script: as is when printable, else in the wire escaping.
+std::string printable(const std::string& value);
 
 // A fresh request id: 16 hex digits.
 std::string new_request_id();

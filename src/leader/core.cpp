@@ -9,7 +9,8 @@
 
 namespace tpc::leader {
 namespace {
-constexpr size_t k_rid_memory = 200000;
+// Enough for the client's resolve window (a few seconds) at tens of thousands of txn/s.
+constexpr size_t k_rid_memory = 65536;
 
 uint64_t mix(uint64_t x) {  // splitmix64 finalizer
   x += 0x9e3779b97f4a7c15ULL;

@@ -160,14 +160,17 @@ void Server::trace(const std::string& txid, const std::string& event) {
   it->second.events.push_back(fmt::format("{} {}", now_us() - it->second.start_us, event));
 }
 
-void Server::on_trace(const std::string& txid, Reply reply, int64_t deadline_ms) {
+void Server::on_trace(const std::string& id, Reply reply, int64_t deadline_ms) {
+  // Accepts a txid or the client's request id.
+  std::string txid = id;
+  if (auto r = m_trace_rids.find(id); r != m_trace_rids.end()) txid = r->second;
   auto it = m_traces.find(txid);
   if (it == m_traces.end()) return reply.send("ERR NOTFOUND no trace for " + txid);
   // Wait (bounded) until phase 2 finished, so the timeline shows every acknowledgement.
   if (!it->second.finished && now_ms() < deadline_ms) {
     auto timer = std::make_shared<asio::steady_timer>(m_io, std::chrono::milliseconds(5));
-    timer->async_wait([this, timer, txid, reply, deadline_ms](boost::system::error_code) {
-      if (!m_stopped) on_trace(txid, reply, deadline_ms);
+    timer->async_wait([this, timer, id, reply, deadline_ms](boost::system::error_code) {
+      if (!m_stopped) on_trace(id, reply, deadline_ms);
     });
     return;
   }
@@ -175,6 +178,7 @@ void Server::on_trace(const std::string& txid, Reply reply, int64_t deadline_ms)
   b.num(static_cast<long long>(it->second.events.size()));
   for (auto& e : it->second.events) b.arg(e);
   m_traces.erase(it);
+  std::erase_if(m_trace_rids, [&](auto& kv) { return kv.second == txid; });
   reply.send(b.str());
 }
 
@@ -183,6 +187,7 @@ void Server::start_txn(const std::string& rid, std::vector<Op> ops, bool want_tr
   // Forget traces nobody fetched.
   for (auto it = m_traces.begin(); it != m_traces.end();)
     it = now_ms() - it->second.created_ms > 10000 ? m_traces.erase(it) : std::next(it);
+  std::erase_if(m_trace_rids, [&](auto& kv) { return !m_traces.count(kv.second); });
   auto b = m_core->begin(rid, ops, now_ms(), m_cfg.prepare_timeout_ms);
   if (b.kind == Core::Begin::known) {
     // The same request again (a client retrying after a lost connection): never run twice.
@@ -195,6 +200,7 @@ void Server::start_txn(const std::string& rid, std::vector<Op> ops, bool want_tr
   m_clients[txid] = reply;
   if (want_trace) {
     m_traces[txid] = Trace{now_us(), now_ms(), {}, false};
+    if (!rid.empty()) m_trace_rids[rid] = txid;
     trace(txid, fmt::format("begin {} at leader {} (incarnation {})", txid, m_cfg.id,
                             m_incarnation));
   }

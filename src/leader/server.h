@@ -72,6 +72,7 @@ class Server {
     bool finished = false;
   };
   std::map<std::string, Trace> m_traces;  // txid -> timeline, for TXN ... trace
+  std::map<std::string, std::string> m_trace_rids;  // client request id -> txid
   size_t m_read_rr = 0;
   boost::asio::steady_timer m_resend;
   bool m_stopped = false;

@@ -1,0 +1,290 @@
+// tpc client status, in-doubt and resolve: operator tools that talk to the leader and, where
+// needed, to the participants directly.
+#include <iostream>
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "client/client.h"
+#include "client/connection.h"
+#include "protocol/codec.h"
+
+namespace tpc::client {
+
+namespace {
+using Fields = std::map<std::string, std::string>;
+
+// "STATS a=1 b=2" -> {a:1, b:2}
+Fields parse_fields(const std::string& line) {
+  Fields f;
+  for (auto t : protocol::split(line)) {
+    auto eq = t.find('=');
+    if (eq != std::string_view::npos) f[std::string(t.substr(0, eq))] = std::string(t.substr(eq + 1));
+  }
+  return f;
+}
+
+std::optional<std::string> ask(const std::string& addr, const std::string& line, int timeout_ms = 2000) {
+  auto c = Connection::open(addr, timeout_ms);
+  if (!c) return std::nullopt;
+  auto r = c->call(line, timeout_ms);
+  if (!r) return std::nullopt;
+  return *r;
+}
+
+std::string human_bytes(const std::string& s) {
+  if (s.empty()) return "-";
+  double b = std::stod(s);
+  const char* units[] = {"B", "KiB", "MiB", "GiB"};
+  int u = 0;
+  while (b >= 1024 && u < 3) b /= 1024, ++u;
+  return u == 0 ? fmt::format("{:.0f} B", b) : fmt::format("{:.1f} {}", b, units[u]);
+}
+std::string human_ms(const std::string& s) {
+  if (s.empty()) return "-";
+  long long ms = std::stoll(s);
+  if (ms < 1000) return fmt::format("{}ms", ms);
+  long long sec = ms / 1000;
+  if (sec < 60) return fmt::format("{:.1f}s", ms / 1000.0);
+  if (sec < 3600) return fmt::format("{}m{:02}s", sec / 60, sec % 60);
+  return fmt::format("{}h{:02}m", sec / 3600, (sec / 60) % 60);
+}
+std::string json_str(const std::string& s) {
+  std::string o = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') o += '\\', o += static_cast<char>(c);
+    else if (c < 0x20) o += fmt::format("\\u{:04x}", c);
+    else o += static_cast<char>(c);
+  }
+  return o + "\"";
+}
+std::string num_or_null(const Fields& f, const char* k) {
+  auto it = f.find(k);
+  return it == f.end() ? "null" : it->second;
+}
+
+// Participant addresses: from the leader, else from --peers.
+std::vector<std::string> participants(const Options& o, bool* leader_up, std::ostream& err) {
+  std::vector<std::string> out;
+  auto r = ask(o.leader, "PEERS");
+  *leader_up = r.has_value();
+  if (r) {
+    auto t = protocol::split(*r);
+    for (size_t i = 1; i + 1 < t.size(); i += 2) out.emplace_back(t[i]);
+    return out;
+  }
+  if (o.peers.empty()) {
+    err << "leader " << o.leader
+        << " is unreachable; name the participants with --peers HOST:PORT[,HOST:PORT...]\n";
+    return out;
+  }
+  size_t pos = 0;
+  while (pos <= o.peers.size()) {
+    size_t end = o.peers.find(',', pos);
+    if (end == std::string::npos) end = o.peers.size();
+    if (end > pos) out.push_back(o.peers.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  return out;
+}
+
+struct InDoubt {
+  std::string txid, leader, leader_addr;
+  long long age_ms = 0;
+  std::set<std::string> keys;
+  std::vector<std::string> holders;
+};
+
+// Collects INDOUBT from every participant; `down` gets the unreachable ones.
+std::map<std::string, InDoubt> collect(const std::vector<std::string>& parts,
+                                       std::vector<std::string>* down) {
+  std::map<std::string, InDoubt> all;
+  for (auto& p : parts) {
+    auto r = ask(p, "INDOUBT");
+    if (!r) {
+      down->push_back(p);
+      continue;
+    }
+    std::string line = *r;
+    auto t = protocol::split(line);
+    size_t i = 2;
+    while (i + 4 < t.size()) {
+      InDoubt d;
+      d.txid = std::string(t[i]);
+      d.leader = std::string(t[i + 1]);
+      d.leader_addr = std::string(t[i + 2]);
+      d.age_ms = std::stoll(std::string(t[i + 3]));
+      size_t nk = std::stoul(std::string(t[i + 4]));
+      i += 5;
+      auto& e = all[d.txid];
+      if (e.txid.empty()) e = d;
+      e.age_ms = std::max(e.age_ms, d.age_ms);
+      for (size_t k = 0; k < nk && i < t.size(); ++k, ++i) {
+        auto key = protocol::unescape(t[i]);
+        if (key) e.keys.insert(*key);
+      }
+      e.holders.push_back(p);
+    }
+  }
+  return all;
+}
+}  // namespace
+
+int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err) {
+  auto ls = ask(o.leader, "STATS");
+  auto peers = ask(o.leader, "PEERS");
+  if (!ls || !peers) {
+    err << "leader " << o.leader << " is unreachable\n";
+    if (!json) return k_unknown;
+  }
+  std::vector<std::string> parts;
+  if (peers) {
+    auto t = protocol::split(*peers);
+    for (size_t i = 1; i + 1 < t.size(); i += 2) parts.emplace_back(t[i]);
+  }
+  struct Row {
+    std::string role, addr;
+    bool up;
+    Fields f;
+  };
+  std::vector<Row> rows;
+  rows.push_back({"leader", o.leader, ls.has_value(), ls ? parse_fields(*ls) : Fields{}});
+  int down = ls ? 0 : 1;
+  for (auto& p : parts) {
+    auto r = ask(p, "STATS");
+    rows.push_back({"participant", p, r.has_value(), r ? parse_fields(*r) : Fields{}});
+    down += !r;
+  }
+  auto get = [](const Fields& f, const char* k) {
+    auto it = f.find(k);
+    return it == f.end() ? std::string("-") : it->second;
+  };
+  if (json) {
+    std::string s = "{\"nodes\":[";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      auto& r = rows[i];
+      s += fmt::format(
+          "{}{{\"role\":\"{}\",\"id\":{},\"address\":{},\"up\":{},\"keys\":{},\"committed\":{},"
+          "\"aborted\":{},\"in_doubt\":{},\"log_bytes\":{},\"uptime_ms\":{}}}",
+          i ? "," : "", r.role, r.f.count("id") ? json_str(r.f.at("id")) : "null",
+          json_str(r.addr), r.up ? "true" : "false", num_or_null(r.f, "keys"),
+          num_or_null(r.f, "committed"), num_or_null(r.f, "aborted"),
+          r.role == "leader" ? num_or_null(r.f, "active") : num_or_null(r.f, "in_doubt"),
+          num_or_null(r.f, "log_bytes"), num_or_null(r.f, "uptime_ms"));
+    }
+    s += "]}";
+    out << s << "\n";
+    return down ? k_unknown : k_ok;
+  }
+  out << fmt::format("{:<12} {:<4} {:<22} {:<5} {:>8} {:>10} {:>8} {:>8} {:>10} {:>8}\n", "ROLE",
+                     "ID", "ADDRESS", "STATE", "KEYS", "COMMITTED", "ABORTED", "IN-DOUBT", "LOG",
+                     "UPTIME");
+  for (auto& r : rows) {
+    std::string doubt = r.role == "leader" ? get(r.f, "active") : get(r.f, "in_doubt");
+    out << fmt::format("{:<12} {:<4} {:<22} {:<5} {:>8} {:>10} {:>8} {:>8} {:>10} {:>8}\n",
+                       r.role, get(r.f, "id"), r.addr, r.up ? "up" : "DOWN",
+                       r.role == "leader" ? "-" : get(r.f, "keys"), get(r.f, "committed"),
+                       get(r.f, "aborted"), doubt,
+                       r.up ? human_bytes(get(r.f, "log_bytes")) : "-",
+                       r.up ? human_ms(get(r.f, "uptime_ms")) : "-");
+  }
+  if (rows[0].up) out << "(leader IN-DOUBT counts transactions it is still deciding or finishing)\n";
+  return down ? k_unknown : k_ok;
+}
+
+int run_in_doubt(const Options& o, bool json, std::ostream& out, std::ostream& err) {
+  bool leader_up;
+  auto parts = participants(o, &leader_up, err);
+  if (parts.empty()) return k_unknown;
+  std::vector<std::string> down;
+  auto all = collect(parts, &down);
+  for (auto& d : down) err << "participant " << d << " is unreachable; its in-doubt list is unknown\n";
+  if (json) {
+    std::string s = "{\"in_doubt\":[";
+    bool first = true;
+    for (auto& [txid, d] : all) {
+      std::string keys, holders;
+      for (auto& k : d.keys) keys += (keys.empty() ? "" : ",") + json_str(k);
+      for (auto& h : d.holders) holders += (holders.empty() ? "" : ",") + json_str(h);
+      s += fmt::format("{}{{\"txid\":{},\"leader\":{},\"leader_address\":{},\"participants\":[{}],"
+                       "\"age_ms\":{},\"keys\":[{}]}}",
+                       first ? "" : ",", json_str(txid), json_str(d.leader),
+                       json_str(d.leader_addr), holders, d.age_ms, keys);
+      first = false;
+    }
+    out << s << "]}\n";
+    return down.empty() ? k_ok : k_unknown;
+  }
+  if (all.empty()) {
+    out << "no transactions in doubt\n";
+    return down.empty() ? k_ok : k_unknown;
+  }
+  out << fmt::format("{:<16} {:<7} {:<22} {:<40} {:>8}  {}\n", "TXID", "LEADER", "LEADER-ADDRESS",
+                     "PARTICIPANTS", "AGE", "KEYS");
+  for (auto& [txid, d] : all) {
+    std::string holders, keys;
+    for (auto& h : d.holders) holders += (holders.empty() ? "" : ",") + h;
+    for (auto& k : d.keys) keys += (keys.empty() ? "" : " ") + protocol::escape(k);
+    out << fmt::format("{:<16} {:<7} {:<22} {:<40} {:>8}  {}\n", txid, d.leader, d.leader_addr,
+                       holders, human_ms(std::to_string(d.age_ms)), keys);
+  }
+  return down.empty() ? k_ok : k_unknown;
+}
+
+int run_resolve(const Options& o, const std::string& txid, bool commit, bool force,
+                std::ostream& out, std::ostream& err) {
+  bool leader_up;
+  auto parts = participants(o, &leader_up, err);
+  if (parts.empty()) return k_unknown;
+  std::vector<std::string> down;
+  auto all = collect(parts, &down);
+  auto it = all.find(txid);
+  if (it == all.end()) {
+    err << txid << " is not in doubt on any reachable participant\n";
+    return down.empty() ? k_not_found : k_unknown;
+  }
+  const InDoubt& d = it->second;
+  const char* want = commit ? "commit" : "abort";
+  // The leader's durable decision wins, whatever the operator asked.
+  auto outcome = ask(d.leader_addr, "OUTCOME " + txid);
+  if (outcome) {
+    std::string w = std::string(protocol::split(*outcome).at(0));
+    if (w == "PENDING") {
+      err << "leader " << d.leader_addr << " is still deciding " << txid << "; try again\n";
+      return k_unknown;
+    }
+    bool decided_commit = w == "COMMITTED";
+    if (decided_commit != commit) {
+      err << "refused: the leader's durable decision for " << txid << " is "
+          << (decided_commit ? "commit" : "abort (no commit record: presumed abort)")
+          << "; resolving it as " << want << " would contradict it\n";
+      return k_aborted;
+    }
+    int done = 0;
+    for (auto& h : d.holders)
+      done += ask(h, std::string(decided_commit ? "COMMIT " : "ABORT ") + txid).value_or("") == "ACK";
+    out << fmt::format("{} {} on {} participant(s), following leader {}'s decision\n",
+                       decided_commit ? "committed" : "aborted", txid, done, d.leader);
+    return done == static_cast<int>(d.holders.size()) ? k_ok : k_unknown;
+  }
+  if (!force) {
+    err << "leader " << d.leader_addr << " of " << txid
+        << " is unreachable: its decision is unknown. Deciding without it is a heuristic "
+           "decision that may contradict it; add --force to do so\n";
+    return k_unknown;
+  }
+  err << "WARNING: heuristic decision: " << want << " " << txid << " without its leader ("
+      << d.leader_addr << "). If the leader decided otherwise, the participants will disagree; "
+      << "the decision is recorded in each participant's log.\n";
+  int done = 0;
+  for (auto& h : d.holders) done += ask(h, "RESOLVE " + txid + " " + want).value_or("") == "ACK";
+  for (auto& x : down)
+    err << "participant " << x << " is unreachable; if it holds " << txid
+        << ", it will ask the leader when it returns\n";
+  out << fmt::format("{} {} on {} participant(s) (heuristic)\n", commit ? "committed" : "aborted",
+                     txid, done);
+  return done == static_cast<int>(d.holders.size()) ? k_ok : k_unknown;
+}
+
+}  // namespace tpc::client

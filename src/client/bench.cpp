@@ -1,0 +1,281 @@
+// tpc client bench: a closed-loop load generator. Many clients in one process, each with its
+// own persistent connection to the leader, one request in flight per client.
+#include <utility>  // before asio: boost 1.74 needs it
+#include <boost/asio.hpp>
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <iostream>
+#include <map>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "client/client.h"
+#include "common/util.h"
+#include "protocol/codec.h"
+
+namespace tpc::client {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+
+struct BenchConfig {
+  int clients = 64;
+  std::string duration = "10s";
+  int keys = 100000;
+  int ops = 2;
+  int value_size = 100;
+  double read_ratio = 0;
+  bool json = false;
+  std::string key_prefix = "bench:";
+};
+
+int64_t parse_duration_ms(const std::string& s) {
+  size_t i = 0;
+  double v = std::stod(s, &i);
+  std::string unit = s.substr(i);
+  if (unit.empty() || unit == "s") return static_cast<int64_t>(v * 1000);
+  if (unit == "ms") return static_cast<int64_t>(v);
+  if (unit == "m") return static_cast<int64_t>(v * 60000);
+  throw std::invalid_argument("duration unit must be ms, s or m");
+}
+
+struct Stats {
+  uint64_t committed = 0, reads = 0, errors = 0;
+  std::map<std::string, uint64_t> aborts;
+  std::vector<uint32_t> lat_us;  // committed writes and reads
+};
+
+class Worker : public std::enable_shared_from_this<Worker> {
+ public:
+  Worker(asio::io_context& io, tcp::endpoint ep, const BenchConfig& cfg, Stats& st, int seed,
+         const bool& stop)
+      : m_socket(io), m_ep(ep), m_cfg(cfg), m_st(st), m_rng(seed), m_stop(stop) {}
+  void start() {
+    auto self = shared_from_this();
+    m_socket.async_connect(m_ep, [this, self](boost::system::error_code ec) {
+      if (ec) {
+        ++m_st.errors;
+        return;
+      }
+      m_socket.set_option(tcp::no_delay(true));
+      m_handshake = true;
+      send(fmt::format("HELLO {} client", protocol::k_version));
+    });
+  }
+
+ private:
+  void next() {
+    if (m_stop) return;
+    std::uniform_int_distribution<int> key(0, m_cfg.keys - 1);
+    m_is_read = m_cfg.read_ratio > 0 && std::uniform_real_distribution<>(0, 1)(m_rng) < m_cfg.read_ratio;
+    if (m_is_read) {
+      send(fmt::format("GET {}{}", m_cfg.key_prefix, key(m_rng)));
+      return;
+    }
+    protocol::LineBuilder b("TXN");
+    b.raw("-");
+    // Distinct keys in one transaction.
+    std::vector<int> ks;
+    while (static_cast<int>(ks.size()) < std::min(m_cfg.ops, m_cfg.keys)) {
+      int k = key(m_rng);
+      if (std::find(ks.begin(), ks.end(), k) == ks.end()) ks.push_back(k);
+    }
+    std::string value(static_cast<size_t>(m_cfg.value_size), 'v');
+    for (auto& c : value) c = static_cast<char>('a' + m_rng() % 26);
+    for (int k : ks) b.raw("put").raw(m_cfg.key_prefix + std::to_string(k)).raw(value);
+    send(b.str());
+  }
+  void send(std::string line) {
+    m_out = std::move(line);
+    m_out += '\n';
+    m_sent_us = now_us();
+    auto self = shared_from_this();
+    asio::async_write(m_socket, asio::buffer(m_out), [this, self](boost::system::error_code ec, size_t) {
+      if (ec) {
+        ++m_st.errors;
+        return;
+      }
+      read();
+    });
+  }
+  void read() {
+    std::string line;
+    if (m_in.next(&line) == protocol::LineBuffer::Next::line) return on_reply(line);
+    auto self = shared_from_this();
+    m_socket.async_read_some(asio::buffer(m_buf), [this, self](boost::system::error_code ec, size_t n) {
+      if (ec) {
+        ++m_st.errors;
+        return;
+      }
+      m_in.append(m_buf, n);
+      read();
+    });
+  }
+  void on_reply(const std::string& line) {
+    if (m_handshake) {
+      m_handshake = false;
+      if (line.rfind("HELLO", 0) != 0) {
+        ++m_st.errors;
+        return;
+      }
+      return next();
+    }
+    uint32_t lat = static_cast<uint32_t>(std::min<int64_t>(now_us() - m_sent_us, UINT32_MAX));
+    if (line.rfind("COMMITTED", 0) == 0) {
+      ++m_st.committed;
+      m_st.lat_us.push_back(lat);
+    } else if (m_is_read && (line.rfind("VALUE", 0) == 0 || line == "NOTFOUND")) {
+      ++m_st.reads;
+      m_st.lat_us.push_back(lat);
+    } else if (line.rfind("ABORTED", 0) == 0) {
+      auto t = protocol::split(line);
+      ++m_st.aborts[t.size() > 1 ? std::string(t[1]) : "?"];
+    } else {
+      ++m_st.errors;
+    }
+    next();
+  }
+  tcp::socket m_socket;
+  tcp::endpoint m_ep;
+  const BenchConfig& m_cfg;
+  Stats& m_st;
+  std::mt19937_64 m_rng;
+  const bool& m_stop;
+  std::string m_out;
+  protocol::LineBuffer m_in;
+  char m_buf[8192];
+  int64_t m_sent_us = 0;
+  bool m_handshake = false;
+  bool m_is_read = false;
+};
+
+uint32_t pct(std::vector<uint32_t>& v, double p) {
+  if (v.empty()) return 0;
+  size_t i = static_cast<size_t>(p / 100.0 * (v.size() - 1));
+  return v[i];
+}
+}  // namespace
+
+int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
+  CLI::App app{"tpc client bench: closed-loop load against the leader", "tpc client bench"};
+  BenchConfig cfg;
+  app.add_option("--clients", cfg.clients, "concurrent clients (connections)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--duration", cfg.duration, "how long: 10s, 500ms, 1m")->capture_default_str();
+  app.add_option("--keys", cfg.keys, "key space")->capture_default_str()->check(CLI::Range(1, 100000000));
+  app.add_option("--ops", cfg.ops, "writes per transaction")->capture_default_str()->check(CLI::Range(1, 64));
+  app.add_option("--value-size", cfg.value_size, "bytes per value")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 19));
+  app.add_option("--read-ratio", cfg.read_ratio, "share of requests that are reads")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--key-prefix", cfg.key_prefix, "prefix of the keys written")->capture_default_str();
+  app.add_flag("--json", cfg.json, "print one JSON line");
+  std::vector<std::string> rev(args.rbegin(), args.rend());
+  try {
+    app.parse(rev);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? k_ok : k_usage;
+  }
+  int64_t duration_ms;
+  try {
+    duration_ms = parse_duration_ms(cfg.duration);
+  } catch (const std::exception& e) {
+    std::cerr << "bad --duration '" << cfg.duration << "': " << e.what() << "\n";
+    return k_usage;
+  }
+  std::string host;
+  uint16_t port;
+  if (!parse_host_port(o.leader, &host, &port)) {
+    std::cerr << "bad leader address " << o.leader << "\n";
+    return k_usage;
+  }
+  asio::io_context io(1);
+  boost::system::error_code ec;
+  tcp::resolver res(io);
+  auto eps = res.resolve(host, std::to_string(port), ec);
+  if (ec || eps.empty()) {
+    std::cerr << "cannot resolve " << host << "\n";
+    return k_unknown;
+  }
+  Stats st;
+  st.lat_us.reserve(1 << 20);
+  bool stop = false;
+  std::vector<std::shared_ptr<Worker>> workers;
+  for (int i = 0; i < cfg.clients; ++i) {
+    workers.push_back(std::make_shared<Worker>(io, *eps.begin(), cfg, st, 1000 + i, stop));
+    workers.back()->start();
+  }
+  int64_t start = now_ms();
+  asio::steady_timer tick(io);
+  uint64_t last = 0;
+  std::function<void()> on_tick = [&] {
+    int64_t el = now_ms() - start;
+    uint64_t done = st.committed + st.reads;
+    if (!cfg.json)
+      std::cerr << fmt::format("\r  {:5.1f}s  {:>8} done  {:>8.0f}/s  aborts {}  errors {}   ",
+                               el / 1000.0, done, (done - last) * 1.0, [&] {
+                                 uint64_t a = 0;
+                                 for (auto& [k, v] : st.aborts) a += v;
+                                 return a;
+                               }(),
+                               st.errors)
+                << std::flush;
+    last = done;
+    if (el >= duration_ms) {
+      stop = true;
+      io.stop();
+      return;
+    }
+    tick.expires_after(std::chrono::milliseconds(std::min<int64_t>(1000, duration_ms - el)));
+    tick.async_wait([&](boost::system::error_code e) {
+      if (!e) on_tick();
+    });
+  };
+  tick.expires_after(std::chrono::milliseconds(std::min<int64_t>(1000, duration_ms)));
+  tick.async_wait([&](boost::system::error_code e) {
+    if (!e) on_tick();
+  });
+  io.run();
+  double secs = (now_ms() - start) / 1000.0;
+  if (!cfg.json) std::cerr << "\n";
+  std::sort(st.lat_us.begin(), st.lat_us.end());
+  uint64_t aborts = 0;
+  std::string abort_list, abort_json;
+  for (auto& [k, v] : st.aborts) {
+    aborts += v;
+    abort_list += fmt::format("{}{}={}", abort_list.empty() ? "" : " ", k, v);
+    abort_json += fmt::format("{}\"{}\":{}", abort_json.empty() ? "" : ",", k, v);
+  }
+  double tps = st.committed / secs, rps = st.reads / secs;
+  auto ms = [](uint32_t us) { return us / 1000.0; };
+  if (cfg.json) {
+    std::cout << fmt::format(
+        "{{\"clients\":{},\"seconds\":{:.2f},\"ops\":{},\"keys\":{},\"value_size\":{},"
+        "\"read_ratio\":{},\"committed\":{},\"committed_per_s\":{:.1f},\"reads\":{},"
+        "\"reads_per_s\":{:.1f},\"aborts\":{{{}}},\"errors\":{},\"p50_ms\":{:.3f},"
+        "\"p90_ms\":{:.3f},\"p99_ms\":{:.3f},\"p999_ms\":{:.3f},\"max_ms\":{:.3f}}}\n",
+        cfg.clients, secs, cfg.ops, cfg.keys, cfg.value_size, cfg.read_ratio, st.committed, tps,
+        st.reads, rps, abort_json, st.errors, ms(pct(st.lat_us, 50)), ms(pct(st.lat_us, 90)),
+        ms(pct(st.lat_us, 99)), ms(pct(st.lat_us, 99.9)),
+        ms(st.lat_us.empty() ? 0 : st.lat_us.back()));
+  } else {
+    std::cout << fmt::format(
+        "clients {}  duration {:.1f}s  ops/txn {}  keys {}  value {} B  read ratio {}\n"
+        "committed {} ({:.0f} txn/s)  reads {} ({:.0f}/s)  aborts {} {}  errors {}\n"
+        "latency ms  p50 {:.3f}  p90 {:.3f}  p99 {:.3f}  p99.9 {:.3f}  max {:.3f}\n",
+        cfg.clients, secs, cfg.ops, cfg.keys, cfg.value_size, cfg.read_ratio, st.committed, tps,
+        st.reads, rps, aborts, abort_list.empty() ? "" : "(" + abort_list + ")", st.errors,
+        ms(pct(st.lat_us, 50)), ms(pct(st.lat_us, 90)), ms(pct(st.lat_us, 99)),
+        ms(pct(st.lat_us, 99.9)), ms(st.lat_us.empty() ? 0 : st.lat_us.back()));
+  }
+  return st.errors > 0 && st.committed == 0 && st.reads == 0 ? k_unknown : k_ok;
+}
+
+}  // namespace tpc::client

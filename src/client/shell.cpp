@@ -1,0 +1,260 @@
+#include "client/shell.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <sstream>
+
+// libedit: line editing and history (BSD licence, Debian's libedit-dev).
+#include <editline/readline.h>
+
+#include "common/util.h"
+
+namespace tpc::client {
+
+const char* const k_help =
+    "commands:\n"
+    "  put [--trace] KEY VALUE            write VALUE\n"
+    "  get KEY                            print the value (exit 1: not found)\n"
+    "  del [--trace] KEY                  delete KEY\n"
+    "  txn [--trace] OP [OP...]           all or nothing; OP is one of\n"
+    "                                       put KEY VALUE | del KEY | check KEY VALUE | absent KEY\n"
+    "  status [--json]                    leader and participants, one row each\n"
+    "  in-doubt [--json]                  transactions prepared but not finished\n"
+    "  resolve TXID commit|abort [--force]  finish an in-doubt transaction by hand\n"
+    "  bench [options]                    load generator (tpc client bench --help)\n"
+    "  help, quit\n"
+    "exit codes: 0 done, 1 not found, 2 usage, 3 aborted (nothing applied), 4 unavailable or "
+    "outcome unknown\n";
+
+Result<std::vector<std::string>> shell_split(const std::string& line) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  auto hex = [](char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+  };
+  while (i < line.size()) {
+    while (i < line.size() && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r')) ++i;
+    if (i >= line.size()) break;
+    std::string word;
+    bool any = false;
+    while (i < line.size() && line[i] != ' ' && line[i] != '\t' && line[i] != '\r') {
+      char c = line[i];
+      if (c == '\'') {
+        size_t end = line.find('\'', i + 1);
+        if (end == std::string::npos) return Status::error("USAGE", "unterminated ' quote");
+        word += line.substr(i + 1, end - i - 1);
+        i = end + 1;
+        any = true;
+        continue;
+      }
+      bool in_dq = c == '"';
+      if (in_dq) ++i;
+      any = true;
+      while (i < line.size()) {
+        c = line[i];
+        if (in_dq && c == '"') {
+          ++i;
+          break;
+        }
+        if (!in_dq && (c == ' ' || c == '\t' || c == '\'' || c == '"' || c == '\r')) break;
+        if (c == '\\' && i + 1 < line.size()) {
+          char e = line[i + 1];
+          i += 2;
+          switch (e) {
+            case 'n': word += '\n'; break;
+            case 't': word += '\t'; break;
+            case 'r': word += '\r'; break;
+            case '0': word += '\0'; break;
+            case 'x':
+              if (i + 1 < line.size() && hex(line[i]) >= 0 && hex(line[i + 1]) >= 0) {
+                word += static_cast<char>(hex(line[i]) * 16 + hex(line[i + 1]));
+                i += 2;
+              } else {
+                return Status::error("USAGE", "\\x needs two hex digits");
+              }
+              break;
+            default: word += e;
+          }
+          continue;
+        }
+        word += c;
+        ++i;
+        if (in_dq && i >= line.size()) return Status::error("USAGE", "unterminated \" quote");
+      }
+      if (in_dq && (i > line.size() || (i == line.size() && line.back() != '"')))
+        return Status::error("USAGE", "unterminated \" quote");
+    }
+    if (any) out.push_back(std::move(word));
+  }
+  return out;
+}
+
+int execute(Options o, const std::vector<std::string>& args, std::ostream& out,
+            std::ostream& err) {
+  using protocol::Op;
+  using protocol::OpKind;
+  if (args.empty()) {
+    err << k_help;
+    return k_usage;
+  }
+  const std::string& cmd = args[0];
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  // Flags come right after the command word; "--" ends them.
+  auto take_flag = [&](const char* flag) {
+    bool found = false;
+    while (!rest.empty() && rest[0].rfind("--", 0) == 0) {
+      if (rest[0] == "--") {
+        rest.erase(rest.begin());
+        break;
+      }
+      if (rest[0] != flag) break;
+      found = true;
+      rest.erase(rest.begin());
+    }
+    return found;
+  };
+  auto usage = [&](const std::string& what) {
+    err << "usage: " << what << "\n";
+    return k_usage;
+  };
+  if (cmd == "help") {
+    out << k_help;
+    return k_ok;
+  }
+  if (cmd == "get") {
+    if (rest.size() != 1 || rest[0].empty()) return usage("get KEY");
+    return run_get(o, rest[0], out, err);
+  }
+  if (cmd == "status") {
+    bool json = take_flag("--json");
+    if (!rest.empty()) return usage("status [--json]");
+    return run_status(o, json, out, err);
+  }
+  if (cmd == "in-doubt") {
+    bool json = take_flag("--json");
+    if (!rest.empty()) return usage("in-doubt [--json]");
+    return run_in_doubt(o, json, out, err);
+  }
+  if (cmd == "resolve") {
+    bool force = false;
+    std::vector<std::string> pos;
+    for (auto& a : rest) {
+      if (a == "--force") force = true;
+      else pos.push_back(a);
+    }
+    if (pos.size() != 2 || (pos[1] != "commit" && pos[1] != "abort"))
+      return usage("resolve TXID commit|abort [--force]");
+    return run_resolve(o, pos[0], pos[1] == "commit", force, out, err);
+  }
+  std::vector<Op> ops;
+  if (cmd == "put" || cmd == "del" || cmd == "txn") o.trace |= take_flag("--trace");
+  if (cmd == "put") {
+    if (rest.size() != 2) return usage("put [--trace] KEY VALUE");
+    ops.push_back(Op{OpKind::put, rest[0], rest[1]});
+  } else if (cmd == "del") {
+    if (rest.size() != 1) return usage("del [--trace] KEY");
+    ops.push_back(Op{OpKind::del, rest[0], {}});
+  } else if (cmd == "txn") {
+    size_t i = 0;
+    while (i < rest.size()) {
+      const std::string& w = rest[i];
+      int n = (w == "put" || w == "check") ? 2 : (w == "del" || w == "absent") ? 1 : -1;
+      if (n < 0)
+        return usage("txn OP [OP...]; '" + w +
+                     "' is not an op (put K V | del K | check K V | absent K)");
+      if (i + n >= rest.size()) return usage("txn: " + w + (n == 2 ? " KEY VALUE" : " KEY"));
+      ops.push_back(Op{w == "put"     ? OpKind::put
+                       : w == "check" ? OpKind::check
+                       : w == "del"   ? OpKind::del
+                                      : OpKind::absent,
+                       rest[i + 1], n == 2 ? rest[i + 2] : std::string()});
+      i += 1 + n;
+    }
+    if (ops.empty()) return usage("txn OP [OP...]");
+  } else {
+    err << "unknown command '" << cmd << "' (help lists the commands)\n";
+    return k_usage;
+  }
+  for (auto& op : ops) {
+    if (op.key.empty()) return usage(cmd + ": KEY must not be empty");
+    if (op.key.size() > protocol::k_max_key) return usage(cmd + ": KEY longer than 4096 bytes");
+  }
+  return run_txn(o, ops, out, err);
+}
+
+namespace {
+// One result per line for the shell: the output, or the error text.
+int run_line(const Options& o, const std::string& line, bool tty) {
+  auto words = shell_split(line);
+  if (!words) {
+    std::cout << "(error) " << words.status().message() << std::endl;
+    return k_usage;
+  }
+  if (words->empty()) return -1;
+  std::ostringstream out, err;
+  int code = execute(o, *words, out, err);
+  std::string text = out.str(), e = err.str();
+  if (code == k_ok) {
+    std::cout << text << std::flush;
+  } else if (code == k_not_found && (*words)[0] == "get") {
+    std::cout << "(nil)" << std::endl;
+  } else {
+    if (!text.empty()) std::cout << text;
+    while (!e.empty() && e.back() == '\n') e.pop_back();
+    if (!tty) {  // keep it to one line for scripts
+      for (auto& c : e)
+        if (c == '\n') c = ' ';
+    }
+    std::cout << "(error " << code << ") " << e << std::endl;
+  }
+  return code;
+}
+}  // namespace
+
+int run_shell(const Options& base) {
+  Options o = base;
+  o.shell = true;
+  bool tty = ::isatty(0) && ::isatty(1);
+  int worst = 0;
+  if (!tty) {
+    std::string line;
+    while (std::getline(std::cin, line)) {
+      auto w = shell_split(line);
+      if (w && !w->empty() && ((*w)[0] == "quit" || (*w)[0] == "exit")) break;
+      int code = run_line(o, line, false);
+      if (code > worst) worst = code;
+    }
+    return worst;
+  }
+  std::string history;
+  if (const char* home = std::getenv("HOME")) history = std::string(home) + "/.tpc_history";
+  using_history();
+  if (!history.empty()) read_history(history.c_str());
+  std::cout << "tpc " << TPC_VERSION << " shell, leader " << o.leader
+            << ". Type help for commands, quit to leave.\n";
+  std::string prompt = "tpc " + o.leader + "> ";
+  while (true) {
+    char* raw = readline(prompt.c_str());
+    if (!raw) {
+      std::cout << "\n";
+      break;
+    }
+    std::string line(raw);
+    std::free(raw);
+    auto w = shell_split(line);
+    if (w && !w->empty()) {
+      add_history(line.c_str());
+      if ((*w)[0] == "quit" || (*w)[0] == "exit") break;
+    }
+    int code = run_line(o, line, true);
+    if (code > worst) worst = code;
+  }
+  if (!history.empty()) write_history(history.c_str());
+  return worst;
+}
+
+}  // namespace tpc::client
