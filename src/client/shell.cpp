@@ -191,7 +191,7 @@ namespace {
 int run_line(const Options& o, const std::string& line, bool tty) {
   auto words = shell_split(line);
   if (!words) {
-    std::cout << "(error) " << words.status().message() << std::endl;
+    std::cout << "(error 2) " << words.status().message() << std::endl;
     return k_usage;
   }
   if (words->empty()) return -1;

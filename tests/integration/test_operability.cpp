@@ -1,0 +1,262 @@
+// Issue: operable by a newcomer. Drives tpc cluster, the shell, status, in-doubt tooling and
+// the man page as a user would.
+#include <doctest/doctest.h>
+
+#include <dirent.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <random>
+#include <regex>
+#include <set>
+
+#include "common/util.h"
+#include "harness.h"
+
+using namespace tpc;
+using namespace tpc::it;
+
+namespace {
+bool port_free(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+// A base port with `n` free ports after it.
+uint16_t free_port_run(int n) {
+  std::mt19937 rng(static_cast<unsigned>(now_us()));
+  for (int tries = 0; tries < 200; ++tries) {
+    uint16_t base = static_cast<uint16_t>(20000 + rng() % 30000);
+    bool ok = true;
+    for (int i = 0; i <= n && ok; ++i) ok = port_free(static_cast<uint16_t>(base + i));
+    if (ok) return base;
+  }
+  throw std::runtime_error("no free port range");
+}
+// Processes whose command line mentions `needle`.
+std::vector<int> processes_with(const std::string& needle) {
+  std::vector<int> out;
+  DIR* d = opendir("/proc");
+  while (dirent* e = readdir(d)) {
+    int pid = std::atoi(e->d_name);
+    if (pid <= 0) continue;
+    std::string cmd = read_file("/proc/" + std::string(e->d_name) + "/cmdline");
+    for (auto& c : cmd)
+      if (c == '\0') c = ' ';
+    if (cmd.find(needle) != std::string::npos && cmd.find("tpc") != std::string::npos) {
+      // Zombies of our own children do not count as left behind.
+      std::string stat = read_file("/proc/" + std::string(e->d_name) + "/stat");
+      if (stat.find(") Z") == std::string::npos) out.push_back(pid);
+    }
+  }
+  closedir(d);
+  return out;
+}
+}  // namespace
+
+TEST_SUITE("operability") {
+  TEST_CASE("tpc cluster: start, use, status, script, SIGTERM, nothing left behind") {
+    Scratch s;
+    uint16_t base = free_port_run(3);
+    std::string data = s.path() + "/data";
+    Process cluster({TPC_BINARY, "cluster", "--participants", "3", "--port", std::to_string(base),
+                     "--data-dir", data, "--log-level", "warn"},
+                    s.path() + "/cluster.log");
+    REQUIRE(wait_for([&] { return read_file(s.path() + "/cluster.log").find("tpc cluster is up") != std::string::npos; }, 20000));
+    std::string banner = read_file(s.path() + "/cluster.log");
+    std::string leader = "127.0.0.1:" + std::to_string(base);
+    CHECK(banner.find("tpc client --leader " + leader) != std::string::npos);
+    CHECK(processes_with(data).size() == 5);  // the cluster and its four children
+
+    auto r = run_tpc({"client", "--leader", leader, "put", "a", "1"});
+    CHECK(r.code == 0);
+    r = run_tpc({"client", "--leader", leader, "status"});
+    CHECK(r.code == 0);
+    CHECK(std::count(r.out.begin(), r.out.end(), '\n') >= 5);
+    CHECK(std::regex_search(r.out, std::regex("leader +1 +127\\.0\\.0\\.1:\\d+ +up")));
+    CHECK(std::regex_search(r.out, std::regex("participant +3 +127\\.0\\.0\\.1:\\d+ +up +1 ")));
+    r = run_tpc({"client", "--leader", leader, "status", "--json"});
+    CHECK(r.code == 0);
+    CHECK(r.out.rfind("{\"nodes\":[", 0) == 0);
+    CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
+
+    // A script piped into the shell: one result per line, worst exit status.
+    r = run_tpc({"client", "--leader", leader}, 30000,
+                "put b 2\nget b\nget nothing\nbogus\n\"unterminated\nput 'x y' \"two\\nlines\"\nget 'x y'\n");
+    CHECK(r.code == 2);
+    std::vector<std::string> lines;
+    std::stringstream ss(r.out);
+    for (std::string l; std::getline(ss, l);) lines.push_back(l);
+    REQUIRE(lines.size() == 7);
+    CHECK(lines[0] == "OK");
+    CHECK(lines[1] == "2");
+    CHECK(lines[2] == "(nil)");
+    CHECK(lines[3].rfind("(error 2) unknown command", 0) == 0);
+    CHECK(lines[4].rfind("(error 2)", 0) == 0);
+    CHECK(lines[5] == "OK");
+    CHECK(lines[6] == "two%0Alines");
+    CHECK(run_tpc({"client", "--leader", leader, "get", "x y"}).out == "two\nlines\n");
+
+    CHECK(cluster.terminate(10000) == 0);
+    CHECK(read_file(s.path() + "/cluster.log").find("cluster stopped") != std::string::npos);
+    CHECK(wait_for([&] { return processes_with(data).empty(); }, 5000));
+  }
+
+  TEST_CASE("tpc cluster leaves no orphans even when killed -9") {
+    Scratch s;
+    uint16_t base = free_port_run(2);
+    std::string data = s.path() + "/data";
+    Process cluster({TPC_BINARY, "cluster", "--port", std::to_string(base), "--data-dir", data,
+                     "--log-level", "warn"},
+                    s.path() + "/cluster.log");
+    REQUIRE(wait_for([&] { return read_file(s.path() + "/cluster.log").find("tpc cluster is up") != std::string::npos; }, 20000));
+    cluster.kill9();
+    CHECK(wait_for([&] { return processes_with(data).empty(); }, 10000));
+  }
+
+  TEST_CASE("the interactive shell under a pseudo-terminal") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    Scratch s;
+    // script(1) gives the client a pseudo-terminal; its input is typed line by line.
+
+    std::string cmd = std::string(TPC_BINARY) + " client --leader " + c.leader_addr();
+  
+    std::ofstream(s.path() + "/in") << "put shell-key shell-value\nget shell-key\nhelp\nquit\n";
+    Process p({"/bin/sh", "-c",
+               "exec /usr/bin/script -q -e -c '" + cmd + "' /dev/null < " + s.path() + "/in"},
+              s.path() + "/out", {{"HOME", s.path()}, {"TERM", "dumb"}});
+    int code = p.wait_exit(20000);
+    std::string out = read_file(s.path() + "/out");
+    INFO(out);
+    CHECK(code == 0);
+    CHECK(out.find("tpc " + c.leader_addr() + "> ") != std::string::npos);  // the prompt
+    CHECK(out.find("shell-value") != std::string::npos);
+    CHECK(out.find("resolve TXID") != std::string::npos);  // help ran
+    CHECK(c.read_at(0, "shell-key") == "shell-value");
+    CHECK(read_file(s.path() + "/.tpc_history").find("shell-key") != std::string::npos);
+  }
+
+  TEST_CASE("in-doubt lists a stuck transaction; resolve --force decides it both ways") {
+    Cluster::Options o;
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/beforeDecisionFsync=1*crash"}};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    std::string peers = c.participant_addr(0) + "," + c.participant_addr(1);
+    for (std::string decision : {"abort", "commit"}) {
+      INFO(decision);
+      Scratch s;
+      Process put({TPC_BINARY, "client", "--leader", c.leader_addr(), "put", "stuck-" + decision, "v"},
+                  s.path() + "/out");
+      REQUIRE(c.leader()->wait_exit(10000) == 128 + SIGKILL);
+      auto r = c.client({"--peers", peers, "in-doubt"});
+      INFO(r.out << r.err);
+      CHECK(r.code == 0);
+      std::smatch m;
+      REQUIRE(std::regex_search(r.out, m, std::regex("\n(1\\.\\d+\\.\\d+) +1 +127\\.0\\.0\\.1:\\d+ +\\S+ +\\S+ +stuck-" + decision)));
+      std::string txid = m[1];
+      CHECK(r.out.find(c.participant_addr(0)) != std::string::npos);
+      r = c.client({"--peers", peers, "in-doubt", "--json"});
+      CHECK(r.out.find("\"txid\":\"" + txid + "\"") != std::string::npos);
+      // Without the leader, deciding is heuristic: refused without --force.
+      r = c.client({"--peers", peers, "resolve", txid, decision});
+      CHECK(r.code == 4);
+      CHECK(r.err.find("--force") != std::string::npos);
+      r = c.client({"--peers", peers, "resolve", txid, decision, "--force"});
+      CHECK(r.code == 0);
+      CHECK(r.err.find("WARNING: heuristic") != std::string::npos);
+      CHECK(c.stat(0, "in_doubt") == 0);
+      CHECK(c.stat(1, "in_doubt") == 0);
+      CHECK(c.stat(0, "heuristic") >= 1);
+      auto v0 = c.read_at(0, "stuck-" + decision), v1 = c.read_at(1, "stuck-" + decision);
+      CHECK(v0 == v1);
+      CHECK(v0.has_value() == (decision == "commit"));
+      CHECK(c.log_of_participant(0).find("HEURISTIC decision") != std::string::npos);
+      put.kill9();
+      c.start_leader(decision == "abort" ? o.leader_env : std::map<std::string, std::string>{{"TPC_NONE", "1"}});
+      REQUIRE(c.wait_ready());
+    }
+    // The heuristic decisions survive a restart of the participant (they are in its log).
+    c.kill_participant(0);
+    c.start_participant(0);
+    REQUIRE(c.wait_ready());
+    CHECK(c.stat(0, "heuristic") == 2);
+    CHECK(c.client({"resolve", "9.9.9", "commit"}).code == 1);
+  }
+
+  TEST_CASE("resolve follows the leader's durable decision and refuses to contradict it") {
+    Cluster::Options o;
+    // COMMIT messages and outcome queries are lost, so the participants stay in doubt while
+    // the leader is up and has a durable COMMIT decision.
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/sendCommit=error(EIO)"}};
+    o.participant_env[0] = {{"TPC_FAILPOINTS", "participant/askOutcome=error(EIO)"}};
+    o.participant_env[1] = {{"TPC_FAILPOINTS", "participant/askOutcome=error(EIO)"}};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    REQUIRE(c.client({"put", "decided", "yes"}).code == 0);
+    auto r = c.client({"in-doubt"});
+    std::smatch m;
+    REQUIRE(std::regex_search(r.out, m, std::regex("\n(1\\.\\d+\\.\\d+) ")));
+    std::string txid = m[1];
+    r = c.client({"resolve", txid, "abort"});
+    CHECK(r.code == 3);
+    CHECK(r.err.find("refused") != std::string::npos);
+    r = c.client({"resolve", txid, "abort", "--force"});
+    CHECK(r.code == 3);  // --force never overrides a reachable leader's decision
+    CHECK(c.stat(0, "in_doubt") == 1);
+    r = c.client({"resolve", txid, "commit"});
+    CHECK(r.code == 0);
+    CHECK(r.out.find("following leader") != std::string::npos);
+    CHECK(c.read_at(0, "decided") == "yes");
+    CHECK(c.read_at(1, "decided") == "yes");
+    CHECK(c.stat(0, "heuristic") == 0);
+  }
+
+  TEST_CASE("--trace shows the two phases with microsecond times") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    auto r = c.client({"put", "--trace", "k", "v"});
+    CHECK(r.code == 0);
+    for (std::string ev : std::vector<std::string>{"PREPARE sent to participant " + c.participant_addr(0),
+                           "vote YES from " + c.participant_addr(1) + " (log force",
+                           "COMMIT record durable", "COMMIT acknowledged by " + c.participant_addr(0),
+                           "END record written"})
+      CHECK(r.out.find(ev) != std::string::npos);
+    CHECK(std::regex_search(r.out, std::regex("\\n +\\d+ us  COMMIT record durable")));
+    r = c.client({"--trace", "txn", "check", "k", "nope", "put", "k", "w"});
+    CHECK(r.code == 3);
+    CHECK(r.out.find("vote NO") != std::string::npos);
+    CHECK(r.out.find("decision ABORT") != std::string::npos);
+  }
+
+  TEST_CASE("the man page renders without warnings and names every option") {
+    std::string man = std::string(TPC_SOURCE_DIR) + "/man/tpc.1";
+    Scratch s;
+    Process groff({"/bin/sh", "-c", "groff -man -Tutf8 -ww " + man + " > /dev/null"}, s.path() + "/err");
+    CHECK(groff.wait_exit(20000) == 0);
+    CHECK(read_file(s.path() + "/err") == "");
+    std::string text = read_file(man);
+    text = std::regex_replace(text, std::regex("\\\\-"), "-");
+    for (std::vector<std::string> cmd : std::vector<std::vector<std::string>>{
+             {"--help"}, {"participant", "--help"}, {"leader", "--help"}, {"client", "--help"},
+             {"cluster", "--help"}, {"client", "bench", "--help"}}) {
+      auto r = run_tpc(cmd);
+      CHECK(r.code == 0);
+      std::regex opt("(--[a-z][a-z-]+)");
+      for (auto it = std::sregex_iterator(r.out.begin(), r.out.end(), opt); it != std::sregex_iterator(); ++it) {
+        INFO((*it)[1]);
+        CHECK(text.find((*it)[1]) != std::string::npos);
+      }
+    }
+    auto v = run_tpc({"--version"});
+    CHECK(v.out.find(TPC_VERSION) != std::string::npos);
+    CHECK(text.find("tpc " TPC_VERSION) != std::string::npos);
+  }
+}
