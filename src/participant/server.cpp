@@ -130,29 +130,56 @@ void Server::on_prepare_durable(const std::string& txid, int64_t force_us) {
 
 void Server::on_commit(const std::string& txid, Reply reply) {
   auto* p = m_core->find(txid);
-  if (p && !p->durable) {
-    // Cannot happen with a correct leader: it commits only after our YES, sent after the force.
-    log::error("COMMIT {} before its prepare is durable; refusing", txid);
-    return reply.send("ERR STATE prepare not yet durable");
-  }
   if (!p) {
     if (auto h = m_core->heuristic(txid); h && !*h)
       log::error("HEURISTIC MISMATCH: {} was aborted by hand (resolve --force) but its leader "
                  "decided commit; the other participants committed it",
                  txid);
+    // Already applied (or never prepared here): acknowledge, apply nothing.
+    return reply.send("ACK");
   }
-  if (p) failpoint::hit("participant/beforeApplyCommit", txid);
-  auto f = m_core->commit(txid);
-  if (!f.status) fatal("cannot apply commit of " + txid + ": " + f.status.to_string());
-  if (f.known) {
-    failpoint::hit("participant/afterApplyCommit", txid);
-    m_log->append(k_rec_committed, txlog::Encoder().str(txid).data(), false);
-    m_queries.erase(txid);
-    maybe_compact();
-    log::debug("committed {}", txid);
-    wake_readers(f.released);
+  if (!p->durable) {
+    // Cannot happen with a correct leader: it commits only after our YES, sent after the force.
+    log::error("COMMIT {} before its prepare is durable; refusing", txid);
+    return reply.send("ERR STATE prepare not yet durable");
   }
-  reply.send("ACK");
+  // Applied in the next batch: COMMITs that arrive while the store is busy share its fsync.
+  m_commit_queue.emplace_back(txid, reply);
+  if (!m_apply_scheduled) {
+    m_apply_scheduled = true;
+    asio::post(m_io, [this] { apply_batch(); });
+  }
+}
+
+void Server::apply_batch() {
+  m_apply_scheduled = false;
+  auto batch = std::move(m_commit_queue);
+  m_commit_queue.clear();
+  if (batch.empty() || m_stopped) return;
+  for (auto& [txid, reply] : batch) failpoint::hit("participant/beforeApplyCommit", txid);
+  if (Status st = m_store->begin_batch(); !st) fatal("cannot apply commits: " + st.to_string());
+  std::vector<std::string> released;
+  std::vector<bool> known(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    auto f = m_core->commit(batch[i].first);
+    if (!f.status) fatal("cannot apply commit of " + batch[i].first + ": " + f.status.to_string());
+    known[i] = f.known;
+    released.insert(released.end(), f.released.begin(), f.released.end());
+  }
+  // The store transaction is durable before anything is acknowledged or unlocked for readers.
+  if (Status st = m_store->end_batch(); !st) fatal("cannot apply commits: " + st.to_string());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    auto& [txid, reply] = batch[i];
+    if (known[i]) {
+      failpoint::hit("participant/afterApplyCommit", txid);
+      m_log->append(k_rec_committed, txlog::Encoder().str(txid).data(), false);
+      m_queries.erase(txid);
+      log::debug("committed {}", txid);
+    }
+    reply.send("ACK");
+  }
+  wake_readers(released);
+  maybe_compact();
 }
 
 void Server::on_abort(const std::string& txid, Reply reply) {
@@ -275,15 +302,20 @@ void Server::maybe_compact() {
   m_compacting = true;
   std::string path = m_cfg.data_dir + "/txlog";
   size_t n = live.size();
+  // Transactions applied so far are not in `live`: once the rewrite is durable, no PREPARED
+  // record of theirs remains, and their "applied" marks can go.
+  uint64_t applied_upto = m_store->applied_seq();
   m_log->rewrite(
       std::move(live),
       [path](const std::string& content) {
         txlog::write_file_atomic(path, content);
         return txlog::open_posix_file(path);
       },
-      [this, n] {
-        asio::post(m_io, [this, n] {
+      [this, n, applied_upto] {
+        asio::post(m_io, [this, n, applied_upto] {
           m_compacting = false;
+          if (Status st = m_store->prune_applied(applied_upto); !st)
+            fatal("cannot prune applied marks: " + st.to_string());
           log::info("log compacted: {} live records kept, {} bytes", n, m_log->stats().bytes);
         });
       });

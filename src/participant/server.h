@@ -49,6 +49,7 @@ class Server {
   void on_indoubt(protocol::Reply reply);
   void on_resolve(const std::string& txid, bool commit, protocol::Reply reply);
   void wake_readers(const std::vector<std::string>& keys);
+  void apply_batch();
   void finish_outcome(const std::string& txid, bool commit);
   void resolve_tick();
   void maybe_compact();
@@ -78,6 +79,9 @@ class Server {
   boost::asio::steady_timer m_tick;
   bool m_stopped = false;
   bool m_compacting = false;
+  // COMMITs waiting to be applied together in one store transaction (one fsync).
+  std::vector<std::pair<std::string, protocol::Reply>> m_commit_queue;
+  bool m_apply_scheduled = false;
 };
 
 }  // namespace tpc::participant

@@ -2,7 +2,6 @@
 
 #include <sqlite3.h>
 
-#include <ctime>
 
 #include <fmt/format.h>
 
@@ -16,9 +15,15 @@ Result<std::optional<std::string>> MemStore::get(const std::string& key) {
   return std::optional<std::string>(it->second);
 }
 
+Status MemStore::prune_applied(uint64_t upto) {
+  std::erase_if(m_applied, [&](auto& kv) { return kv.second <= upto; });
+  return Status::ok();
+}
+
 Status MemStore::apply(const std::string& txid, const std::vector<protocol::Op>& ops) {
   ++m_apply_calls;
-  if (!m_applied.insert(txid).second) return Status::ok();
+  if (!m_applied.emplace(txid, m_seq + 1).second) return Status::ok();
+  ++m_seq;
   for (auto& op : ops) {
     if (op.kind == OpKind::put) m_data[op.key] = op.value;
     if (op.kind == OpKind::del) m_data.erase(op.key);
@@ -39,14 +44,20 @@ SqliteStore::SqliteStore(const std::string& path) : m_path(path) {
   exec("PRAGMA journal_mode=WAL");
   exec("PRAGMA synchronous=FULL");
   exec("CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID");
-  exec("CREATE TABLE IF NOT EXISTS applied (txid TEXT PRIMARY KEY, at INTEGER NOT NULL) "
+  exec("CREATE TABLE IF NOT EXISTS applied (txid TEXT PRIMARY KEY, seq INTEGER NOT NULL) "
        "WITHOUT ROWID");
   m_get = prepare("SELECT value FROM kv WHERE key = ?1");
   m_put = prepare("INSERT INTO kv(key, value) VALUES(?1, ?2) "
                   "ON CONFLICT(key) DO UPDATE SET value = excluded.value");
   m_del = prepare("DELETE FROM kv WHERE key = ?1");
   m_is_applied = prepare("SELECT 1 FROM applied WHERE txid = ?1");
-  m_mark = prepare("INSERT INTO applied(txid, at) VALUES(?1, ?2)");
+  m_mark = prepare("INSERT INTO applied(txid, seq) VALUES(?1, ?2)");
+  m_prune = prepare("DELETE FROM applied WHERE seq <= ?1");
+  {
+    sqlite3_stmt* mx = prepare("SELECT coalesce(max(seq), 0) FROM applied");
+    if (sqlite3_step(mx) == SQLITE_ROW) m_seq = static_cast<uint64_t>(sqlite3_column_int64(mx, 0));
+    sqlite3_finalize(mx);
+  }
   m_begin = prepare("BEGIN IMMEDIATE");
   m_commit = prepare("COMMIT");
   m_rollback = prepare("ROLLBACK");
@@ -55,7 +66,7 @@ SqliteStore::SqliteStore(const std::string& path) : m_path(path) {
 
 SqliteStore::~SqliteStore() {
   for (auto* s : {m_get, m_put, m_del, m_is_applied, m_mark, m_begin, m_commit, m_rollback,
-                  m_count})
+                  m_count, m_prune})
     sqlite3_finalize(s);
   sqlite3_close(m_db);
 }
@@ -103,38 +114,61 @@ bool SqliteStore::is_applied(const std::string& txid) {
   return yes;
 }
 
-Status SqliteStore::apply(const std::string& txid, const std::vector<protocol::Op>& ops) {
-  auto step = [&](sqlite3_stmt* s) {
-    int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW;
-  };
-  if (!step(m_begin)) return fail("begin");
-  auto abort_with = [&](const char* what) {
-    Status st = fail(what);
-    step(m_rollback);
+namespace {
+bool step_reset(sqlite3_stmt* s) {
+  int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  return rc == SQLITE_DONE || rc == SQLITE_ROW;
+}
+}  // namespace
+
+Status SqliteStore::begin_batch() {
+  if (m_in_batch) return Status::ok();
+  if (!step_reset(m_begin)) return fail("begin");
+  m_in_batch = true;
+  return Status::ok();
+}
+
+Status SqliteStore::end_batch() {
+  if (!m_in_batch) return Status::ok();
+  m_in_batch = false;
+  if (!step_reset(m_commit)) {
+    Status st = fail("commit");
+    step_reset(m_rollback);
     return st;
-  };
-  if (is_applied(txid)) {
-    step(m_rollback);
-    return Status::ok();
   }
+  return Status::ok();
+}
+
+Status SqliteStore::prune_applied(uint64_t upto) {
+  sqlite3_bind_int64(m_prune, 1, static_cast<sqlite3_int64>(upto));
+  if (!step_reset(m_prune)) return fail("prune applied");
+  return Status::ok();
+}
+
+Status SqliteStore::apply(const std::string& txid, const std::vector<protocol::Op>& ops) {
+  bool own = !m_in_batch;
+  if (own) {
+    if (Status st = begin_batch(); !st) return st;
+  }
+  // Inside a batch, a failure leaves the batch to fail at end_batch; the caller stops anyway.
+  if (is_applied(txid)) return own ? end_batch() : Status::ok();
   for (auto& op : ops) {
     if (op.kind == OpKind::put) {
       sqlite3_bind_blob(m_put, 1, op.key.data(), static_cast<int>(op.key.size()), SQLITE_STATIC);
       sqlite3_bind_blob(m_put, 2, op.value.data(), static_cast<int>(op.value.size()),
                         SQLITE_STATIC);
-      if (!step(m_put)) return abort_with("put");
+      if (!step_reset(m_put)) return fail("put");
     } else if (op.kind == OpKind::del) {
       sqlite3_bind_blob(m_del, 1, op.key.data(), static_cast<int>(op.key.size()), SQLITE_STATIC);
-      if (!step(m_del)) return abort_with("delete");
+      if (!step_reset(m_del)) return fail("delete");
     }
   }
   sqlite3_bind_text(m_mark, 1, txid.data(), static_cast<int>(txid.size()), SQLITE_STATIC);
-  sqlite3_bind_int64(m_mark, 2, static_cast<sqlite3_int64>(std::time(nullptr)));
-  if (!step(m_mark)) return abort_with("record applied txid");
-  if (!step(m_commit)) return abort_with("commit");
-  return Status::ok();
+  sqlite3_bind_int64(m_mark, 2, static_cast<sqlite3_int64>(m_seq + 1));
+  if (!step_reset(m_mark)) return fail("record applied txid");
+  ++m_seq;
+  return own ? end_batch() : Status::ok();
 }
 
 uint64_t SqliteStore::key_count() {

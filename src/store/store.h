@@ -26,6 +26,16 @@ class Store {
   // Error STORAGE when the store cannot commit; the caller must stop.
   virtual Status apply(const std::string& txid, const std::vector<protocol::Op>& ops) = 0;
   virtual uint64_t key_count() = 0;
+  // Batching: apply() calls between begin_batch() and end_batch() share one durable store
+  // transaction (one fsync). end_batch() returns STORAGE on failure (the caller must stop).
+  // Nothing applied in a batch may be acknowledged before end_batch() returned.
+  virtual Status begin_batch() { return Status::ok(); }
+  virtual Status end_batch() { return Status::ok(); }
+  // Sequence number of the last apply (increasing across restarts).
+  virtual uint64_t applied_seq() = 0;
+  // Forgets "applied" marks with sequence <= upto: safe once no PREPARED record of those
+  // transactions remains in the log (after a log rewrite that started after them).
+  virtual Status prune_applied(uint64_t upto) = 0;
 };
 
 // In-memory store for tests of the participant core.
@@ -35,8 +45,11 @@ class MemStore : public Store {
   bool is_applied(const std::string& txid) override { return m_applied.count(txid) > 0; }
   Status apply(const std::string& txid, const std::vector<protocol::Op>& ops) override;
   uint64_t key_count() override { return m_data.size(); }
+  uint64_t applied_seq() override { return m_seq; }
+  Status prune_applied(uint64_t upto) override;
   std::map<std::string, std::string> m_data;
-  std::set<std::string> m_applied;
+  std::map<std::string, uint64_t> m_applied;
+  uint64_t m_seq = 0;
   int m_apply_calls = 0;
 };
 
@@ -51,6 +64,10 @@ class SqliteStore : public Store {
   bool is_applied(const std::string& txid) override;
   Status apply(const std::string& txid, const std::vector<protocol::Op>& ops) override;
   uint64_t key_count() override;
+  Status begin_batch() override;
+  Status end_batch() override;
+  uint64_t applied_seq() override { return m_seq; }
+  Status prune_applied(uint64_t upto) override;
 
  private:
   void exec(const char* sql);
@@ -67,6 +84,9 @@ class SqliteStore : public Store {
   sqlite3_stmt* m_commit = nullptr;
   sqlite3_stmt* m_rollback = nullptr;
   sqlite3_stmt* m_count = nullptr;
+  sqlite3_stmt* m_prune = nullptr;
+  bool m_in_batch = false;
+  uint64_t m_seq = 0;
 };
 
 }  // namespace tpc::store
