@@ -41,6 +41,9 @@ SqliteStore::SqliteStore(const std::string& path) : m_path(path) {
     throw Error(fmt::format("cannot open database {}: {}", path, msg));
   }
   sqlite3_busy_timeout(m_db, 5000);
+  // One process owns the database (the data dir LOCK guarantees it): exclusive locking mode
+  // saves the file-lock system calls of every transaction.
+  exec("PRAGMA locking_mode=EXCLUSIVE");
   exec("PRAGMA journal_mode=WAL");
   exec("PRAGMA synchronous=FULL");
   exec("CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID");
