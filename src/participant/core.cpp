@@ -55,12 +55,29 @@ void Core::recover(const txlog::Record& rec) {
     txlog::Decoder d(rec.payload);
     std::string txid;
     TPC_CHECK(d.str(&txid), "undecodable outcome record");
-    m_prepared.erase(txid);
+    auto it = m_prepared.find(txid);
+    if (rec.type == k_rec_committed && it != m_prepared.end())
+      m_redo.push_back(std::move(it->second));
+    if (it != m_prepared.end()) m_prepared.erase(it);
     if (rec.type == k_rec_aborted) remember_aborted(txid);
   }
 }
 
-std::vector<std::string> Core::finish_recovery(int64_t) {
+std::vector<std::string> Core::finish_recovery(int64_t, Status* st) {
+  // Redo committed transactions the store may have lost (it is not forced at commit).
+  // apply() skips those whose applied mark survived, so this is idempotent.
+  if (!m_redo.empty()) {
+    Status s = m_store.begin_batch();
+    for (auto& p : m_redo) {
+      if (!s) break;
+      if (m_store.is_applied(p.txid)) continue;
+      s = m_store.apply(p.txid, p.ops);
+      ++m_redone;
+    }
+    if (s) s = m_store.end_batch();
+    if (!s && st) *st = s;
+    m_redo.clear();
+  }
   std::vector<std::string> in_doubt;
   for (auto it = m_prepared.begin(); it != m_prepared.end();) {
     // Crash after the store applied the commit but before the COMMITTED record: done.
@@ -161,14 +178,33 @@ void Core::release(const Prepared& p, std::vector<std::string>* released) {
 }
 
 Core::Finish Core::commit(const std::string& txid) {
+  Finish f = apply_commit(txid);
+  if (!f.known || !f.status) return f;
+  if (Status st = m_store.end_batch(); !st) {
+    f.status = st;
+    return f;
+  }
+  return finish_commit(txid);
+}
+
+Core::Finish Core::apply_commit(const std::string& txid) {
   Finish f;
   auto it = m_prepared.find(txid);
-  if (it == m_prepared.end()) return f;
+  if (it == m_prepared.end() || it->second.applied) return f;
   f.known = true;
   TPC_CHECK(it->second.durable, "COMMIT for " + txid + " before its prepare was durable");
   f.status = m_store.apply(txid, it->second.ops);
-  if (!f.status) return f;
-  // Locks are released only after the store's commit returned.
+  if (f.status) it->second.applied = true;
+  return f;
+}
+
+Core::Finish Core::finish_commit(const std::string& txid) {
+  Finish f;
+  auto it = m_prepared.find(txid);
+  if (it == m_prepared.end()) return f;
+  TPC_CHECK(it->second.applied, "finish_commit of " + txid + " before it was applied");
+  f.known = true;
+  // Locks are released only after the store's commit returned and the outcome is durable.
   release(it->second, &f.released);
   m_prepared.erase(it);
   ++m_committed;
@@ -177,8 +213,11 @@ Core::Finish Core::commit(const std::string& txid) {
 
 Core::Finish Core::abort(const std::string& txid) {
   Finish f;
-  remember_aborted(txid);
   auto it = m_prepared.find(txid);
+  // An applied transaction was decided COMMIT: an ABORT for it contradicts the leader.
+  TPC_CHECK(it == m_prepared.end() || !it->second.applied,
+            "ABORT for " + txid + " after its COMMIT was applied");
+  remember_aborted(txid);
   if (it == m_prepared.end()) return f;
   f.known = true;
   release(it->second, &f.released);

@@ -38,6 +38,7 @@ struct Prepared {
   int64_t prepared_at_ms = 0;
   bool durable = false;    // PREPARED record forced
   bool recovered = false;  // rebuilt from the log after a restart
+  bool applied = false;    // commit applied to the store; COMMITTED record being forced
 };
 
 std::string encode_prepared(const Prepared& p);
@@ -49,8 +50,12 @@ class Core {
 
   // --- recovery: feed every recovered record in order, then finish_recovery().
   void recover(const txlog::Record& rec);
-  // Re-takes the locks of every in-doubt transaction. Returns the in-doubt txids.
-  std::vector<std::string> finish_recovery(int64_t now_ms);
+  // Redoes, in log order, every commit whose COMMITTED record is in the log but whose apply
+  // did not reach the store (the store is not forced at commit; the log is). Re-takes the
+  // locks of every in-doubt transaction. Returns the in-doubt txids; Status STORAGE in *st
+  // when the store fails.
+  std::vector<std::string> finish_recovery(int64_t now_ms, Status* st = nullptr);
+  uint64_t redone() const { return m_redone; }
 
   // --- phase 1.
   struct PrepareResult {
@@ -76,6 +81,11 @@ class Core {
   // Applies the writes of txid and records it applied in one store transaction, then releases
   // its locks. A txid not prepared here (a re-delivery after apply) is acknowledged as is.
   Finish commit(const std::string& txid);
+  // The two halves of commit() for the server: apply_commit() writes the store (inside the
+  // caller's store batch) and keeps the locks; finish_commit() releases them once the
+  // COMMITTED record is durable. Between the two, the transaction is `applied`.
+  Finish apply_commit(const std::string& txid);
+  Finish finish_commit(const std::string& txid);
   Finish abort(const std::string& txid);
 
   // --- reads.
@@ -111,6 +121,8 @@ class Core {
   std::map<std::string, bool> m_heuristic;
   std::set<std::string> m_recent_aborted;
   std::deque<std::string> m_recent_aborted_order;
+  std::vector<Prepared> m_redo;  // recovery: committed in the log, in log order
+  uint64_t m_redone = 0;
   uint64_t m_committed = 0;
   uint64_t m_aborted = 0;
 };

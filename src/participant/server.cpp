@@ -26,10 +26,12 @@ Server::Server(asio::io_context& io, Config cfg)
   m_log = txlog::Log::open(txlog::open_posix_file(m_cfg.data_dir + "/txlog"),
                            m_cfg.data_dir + "/txlog", &recovered);
   for (auto& r : recovered) m_core->recover(r);
-  auto in_doubt = m_core->finish_recovery(now_ms());
+  Status redo;
+  auto in_doubt = m_core->finish_recovery(now_ms(), &redo);
+  if (!redo) throw Error("cannot redo committed transactions: " + redo.to_string());
   for (auto& txid : in_doubt) m_queries[txid] = Query{};  // ask at once
-  log::info("recovered {} log records; {} transactions in doubt", recovered.size(),
-            in_doubt.size());
+  log::info("recovered {} log records; {} commits redone; {} transactions in doubt",
+            recovered.size(), m_core->redone(), in_doubt.size());
   protocol::SessionConfig sc{"participant", m_cfg.id, m_cfg.max_line};
   m_server = std::make_unique<protocol::Server>(
       io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
@@ -143,8 +145,11 @@ void Server::on_commit(const std::string& txid, Reply reply) {
     log::error("COMMIT {} before its prepare is durable; refusing", txid);
     return reply.send("ERR STATE prepare not yet durable");
   }
-  // Applied in the next batch: COMMITs that arrive while the store is busy share its fsync.
-  m_commit_queue.emplace_back(txid, reply);
+  // Acknowledged once the COMMITTED record is durable.
+  m_commit_waiters[txid].push_back(reply);
+  if (p->applied) return;  // already being committed
+  // Applied in the next batch: COMMITs that arrive while the store is busy share its work.
+  m_commit_queue.push_back(txid);
   if (!m_apply_scheduled) {
     m_apply_scheduled = true;
     asio::post(m_io, [this] { apply_batch(); });
@@ -156,33 +161,45 @@ void Server::apply_batch() {
   auto batch = std::move(m_commit_queue);
   m_commit_queue.clear();
   if (batch.empty() || m_stopped) return;
-  for (auto& [txid, reply] : batch) failpoint::hit("participant/beforeApplyCommit", txid);
+  for (auto& txid : batch) failpoint::hit("participant/beforeApplyCommit", txid);
   if (Status st = m_store->begin_batch(); !st) fatal("cannot apply commits: " + st.to_string());
-  std::vector<std::string> released;
-  std::vector<bool> known(batch.size());
-  for (size_t i = 0; i < batch.size(); ++i) {
-    auto f = m_core->commit(batch[i].first);
-    if (!f.status) fatal("cannot apply commit of " + batch[i].first + ": " + f.status.to_string());
-    known[i] = f.known;
-    released.insert(released.end(), f.released.begin(), f.released.end());
+  std::vector<std::string> applied;
+  for (auto& txid : batch) {
+    auto f = m_core->apply_commit(txid);
+    if (!f.status) fatal("cannot apply commit of " + txid + ": " + f.status.to_string());
+    if (f.known) applied.push_back(txid);
   }
-  // The store transaction is durable before anything is acknowledged or unlocked for readers.
   if (Status st = m_store->end_batch(); !st) fatal("cannot apply commits: " + st.to_string());
-  for (size_t i = 0; i < batch.size(); ++i) {
-    auto& [txid, reply] = batch[i];
-    if (known[i]) {
-      failpoint::hit("participant/afterApplyCommit", txid);
-      m_log->append(k_rec_committed, txlog::Encoder().str(txid).data(), false);
-      m_queries.erase(txid);
-      log::debug("committed {}", txid);
-    }
-    reply.send("ACK");
+  // The COMMITTED record is the durable proof of the commit (the store is not forced): it
+  // shares the log's group fsync with concurrent PREPARED records. Only after it is durable
+  // are the locks released and the leader told.
+  for (auto& txid : applied) {
+    failpoint::hit("participant/afterApplyCommit", txid);
+    m_log->append(k_rec_committed, txlog::Encoder().str(txid).data(), true, [this, txid] {
+      asio::post(m_io, [this, txid] { on_committed_durable(txid); });
+    });
   }
-  wake_readers(released);
+}
+
+void Server::on_committed_durable(const std::string& txid) {
+  auto f = m_core->finish_commit(txid);
+  m_queries.erase(txid);
+  log::debug("committed {}", txid);
+  auto it = m_commit_waiters.find(txid);
+  if (it != m_commit_waiters.end()) {
+    for (auto& r : it->second) r.send("ACK");
+    m_commit_waiters.erase(it);
+  }
+  wake_readers(f.released);
   maybe_compact();
 }
 
 void Server::on_abort(const std::string& txid, Reply reply) {
+  if (auto* p = m_core->find(txid); p && p->applied) {
+    log::error("ABORT {} after its COMMIT was applied: the leader contradicts itself; ignored",
+               txid);
+    return reply.send("ERR STATE transaction is committing");
+  }
   if (!m_core->find(txid))
     if (auto h = m_core->heuristic(txid); h && *h)
       log::error("HEURISTIC MISMATCH: {} was committed by hand (resolve --force) but its leader "
@@ -257,11 +274,11 @@ void Server::on_indoubt(Reply reply) {
   // INDOUBT COUNT { TXID LEADER-ID LEADER-ADDR AGE-MS NKEYS KEY... }
   LineBuilder b("INDOUBT");
   size_t n = 0;
-  for (auto& [txid, p] : m_core->prepared()) n += p.durable;
+  for (auto& [txid, p] : m_core->prepared()) n += p.durable && !p.applied;
   b.num(static_cast<long long>(n));
   int64_t now = wall_ms();
   for (auto& [txid, p] : m_core->prepared()) {
-    if (!p.durable) continue;
+    if (!p.durable || p.applied) continue;
     std::set<std::string> keys;
     for (auto& op : p.ops) keys.insert(op.key);
     b.raw(txid).raw(p.leader).raw(p.leader_addr);
@@ -274,17 +291,19 @@ void Server::on_indoubt(Reply reply) {
 
 void Server::on_resolve(const std::string& txid, bool commit, Reply reply) {
   auto* p = m_core->find(txid);
-  if (!p || !p->durable) return reply.send("ERR NOTFOUND " + txid + " is not in doubt here");
+  if (!p || !p->durable || p->applied)
+    return reply.send("ERR NOTFOUND " + txid + " is not in doubt here");
   log::warn("HEURISTIC decision by an operator: {} {} without its leader", commit ? "commit" : "abort",
             txid);
   std::string rec = txlog::Encoder().str(txid).u8(commit ? 1 : 0).data();
   m_log->append(k_rec_heuristic, std::move(rec), true, [this, txid, commit, reply] {
     asio::post(m_io, [this, txid, commit, reply] {
       m_core->record_heuristic(txid, commit);
-      if (!m_core->find(txid)) return reply.send("ACK");  // resolved meanwhile
+      auto* q = m_core->find(txid);
+      if (!q || q->applied) return reply.send("ACK");  // resolved meanwhile
+      if (commit) return on_commit(txid, reply);      // ACK once durable
       Reply none;
-      if (commit) on_commit(txid, none);
-      else on_abort(txid, none);
+      on_abort(txid, none);
       reply.send("ACK");
     });
   });
@@ -292,6 +311,8 @@ void Server::on_resolve(const std::string& txid, bool commit, Reply reply) {
 
 void Server::maybe_compact() {
   if (m_compacting || m_log->stats().bytes < m_cfg.log_compact_bytes) return;
+  // Commits the log is about to forget must be durable in the store first.
+  if (Status st = m_store->make_durable(); !st) fatal("cannot checkpoint the store: " + st.to_string());
   // Keep the PREPARED record of every transaction not finished yet (also those whose force
   // is still queued: the rewrite is ordered after it, and must not lose it).
   std::vector<txlog::Record> live;
@@ -327,7 +348,7 @@ void Server::resolve_tick() {
   if (m_stopped) return;
   int64_t now = now_ms(), wall = wall_ms();
   for (auto& [txid, p] : m_core->prepared()) {
-    if (!p.durable) continue;
+    if (!p.durable || p.applied) continue;
     if (!p.recovered && wall - p.prepared_at_ms < m_cfg.resolve_after_ms &&
         wall >= p.prepared_at_ms)
       continue;

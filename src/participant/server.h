@@ -50,6 +50,7 @@ class Server {
   void on_resolve(const std::string& txid, bool commit, protocol::Reply reply);
   void wake_readers(const std::vector<std::string>& keys);
   void apply_batch();
+  void on_committed_durable(const std::string& txid);
   void finish_outcome(const std::string& txid, bool commit);
   void resolve_tick();
   void maybe_compact();
@@ -80,7 +81,9 @@ class Server {
   bool m_stopped = false;
   bool m_compacting = false;
   // COMMITs waiting to be applied together in one store transaction (one fsync).
-  std::vector<std::pair<std::string, protocol::Reply>> m_commit_queue;
+  std::vector<std::string> m_commit_queue;
+  // Replies to send once a transaction's COMMITTED record is durable.
+  std::map<std::string, std::vector<protocol::Reply>> m_commit_waiters;
   bool m_apply_scheduled = false;
 };
 

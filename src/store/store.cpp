@@ -45,7 +45,7 @@ SqliteStore::SqliteStore(const std::string& path) : m_path(path) {
   // saves the file-lock system calls of every transaction.
   exec("PRAGMA locking_mode=EXCLUSIVE");
   exec("PRAGMA journal_mode=WAL");
-  exec("PRAGMA synchronous=FULL");
+  exec("PRAGMA synchronous=NORMAL");
   exec("CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID");
   exec("CREATE TABLE IF NOT EXISTS applied (txid TEXT PRIMARY KEY, seq INTEGER NOT NULL) "
        "WITHOUT ROWID");
@@ -140,6 +140,19 @@ Status SqliteStore::end_batch() {
     step_reset(m_rollback);
     return st;
   }
+  return Status::ok();
+}
+
+Status SqliteStore::make_durable() {
+  // In WAL mode with synchronous=NORMAL a checkpoint syncs the WAL, copies it into the
+  // database file and syncs that: everything committed before it is then durable.
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(m_db, "PRAGMA wal_checkpoint(TRUNCATE)", -1, &s, nullptr) != SQLITE_OK)
+    return fail("checkpoint");
+  int rc = sqlite3_step(s);
+  bool busy = rc == SQLITE_ROW && sqlite3_column_int(s, 0) != 0;
+  sqlite3_finalize(s);
+  if (rc != SQLITE_ROW || busy) return fail("checkpoint");
   return Status::ok();
 }
 

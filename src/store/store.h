@@ -36,6 +36,8 @@ class Store {
   // Forgets "applied" marks with sequence <= upto: safe once no PREPARED record of those
   // transactions remains in the log (after a log rewrite that started after them).
   virtual Status prune_applied(uint64_t upto) = 0;
+  // Makes every apply() that returned durable (one checkpoint with fsyncs).
+  virtual Status make_durable() { return Status::ok(); }
 };
 
 // In-memory store for tests of the participant core.
@@ -53,7 +55,9 @@ class MemStore : public Store {
   int m_apply_calls = 0;
 };
 
-// SQLite in WAL mode with synchronous=FULL: a returned apply() survives power loss.
+// SQLite in WAL mode with synchronous=NORMAL: a returned apply() survives a process crash but
+// not necessarily power loss until make_durable(). The participant's log is the durable record
+// of commits (see docs/recovery.md), so the store is not forced on every commit.
 // Not thread-safe: one thread uses it.
 class SqliteStore : public Store {
  public:
@@ -68,6 +72,7 @@ class SqliteStore : public Store {
   Status end_batch() override;
   uint64_t applied_seq() override { return m_seq; }
   Status prune_applied(uint64_t upto) override;
+  Status make_durable() override;
 
  private:
   void exec(const char* sql);
