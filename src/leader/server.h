@@ -27,7 +27,7 @@ struct Config {
   size_t max_line = protocol::k_default_max_line;
   int prepare_timeout_ms = 2000;
   int resend_interval_ms = 200;
-  uint64_t log_compact_bytes = 64ull << 20;  // rewrite the log past this size
+  uint64_t log_compact_bytes = 16ull << 20;  // rewrite the log past this size
 };
 
 class Server {

@@ -66,11 +66,12 @@ void Core::recover(const txlog::Record& rec) {
 std::vector<std::string> Core::finish_recovery(int64_t, Status* st) {
   // Redo committed transactions the store may have lost (it is not forced at commit).
   // apply() skips those whose applied mark survived, so this is idempotent.
+  std::set<std::string> applied = m_store.applied_txids();
   if (!m_redo.empty()) {
     Status s = m_store.begin_batch();
     for (auto& p : m_redo) {
       if (!s) break;
-      if (m_store.is_applied(p.txid)) continue;
+      if (applied.count(p.txid)) continue;
       s = m_store.apply(p.txid, p.ops);
       ++m_redone;
     }
@@ -81,7 +82,7 @@ std::vector<std::string> Core::finish_recovery(int64_t, Status* st) {
   std::vector<std::string> in_doubt;
   for (auto it = m_prepared.begin(); it != m_prepared.end();) {
     // Crash after the store applied the commit but before the COMMITTED record: done.
-    if (m_store.is_applied(it->first)) {
+    if (applied.count(it->first)) {
       it = m_prepared.erase(it);
       continue;
     }
@@ -108,7 +109,6 @@ Core::PrepareResult Core::prepare(const std::string& txid, const std::string& le
     return {p->durable ? PrepareResult::vote_yes : PrepareResult::wait_durable, {}, {}, {}};
   if (m_recent_aborted.count(txid))
     return {PrepareResult::vote_no, "ABORTED", "transaction was already aborted here", {}};
-  if (m_store.is_applied(txid)) return {PrepareResult::vote_yes, {}, {}, {}};
   // Locks first: a held lock is an immediate NO (no waiting, so no deadlock).
   for (auto& op : ops) {
     auto it = m_locks.find(op.key);

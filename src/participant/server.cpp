@@ -175,7 +175,7 @@ void Server::apply_batch() {
   // are the locks released and the leader told.
   for (auto& txid : applied) {
     failpoint::hit("participant/afterApplyCommit", txid);
-    m_log->append(k_rec_committed, txlog::Encoder().str(txid).data(), true, [this, txid] {
+    m_log->append_lazy(k_rec_committed, txlog::Encoder().str(txid).data(), [this, txid] {
       asio::post(m_io, [this, txid] { on_committed_durable(txid); });
     });
   }

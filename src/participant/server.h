@@ -27,7 +27,7 @@ struct Config {
   int read_timeout_ms = 2000;     // a read of an in-doubt key waits this long, then ERR INDOUBT
   int resolve_after_ms = 1000;    // a prepared txn older than this asks its leader
   int resolve_max_backoff_ms = 5000;
-  uint64_t log_compact_bytes = 64ull << 20;  // rewrite the log past this size
+  uint64_t log_compact_bytes = 16ull << 20;  // rewrite the log past this size
 };
 
 class Server {

@@ -15,6 +15,12 @@ Result<std::optional<std::string>> MemStore::get(const std::string& key) {
   return std::optional<std::string>(it->second);
 }
 
+std::set<std::string> MemStore::applied_txids() {
+  std::set<std::string> out;
+  for (auto& [t, seq] : m_applied) out.insert(t);
+  return out;
+}
+
 Status MemStore::prune_applied(uint64_t upto) {
   std::erase_if(m_applied, [&](auto& kv) { return kv.second <= upto; });
   return Status::ok();
@@ -47,14 +53,15 @@ SqliteStore::SqliteStore(const std::string& path) : m_path(path) {
   exec("PRAGMA journal_mode=WAL");
   exec("PRAGMA synchronous=NORMAL");
   exec("CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID");
-  exec("CREATE TABLE IF NOT EXISTS applied (txid TEXT PRIMARY KEY, seq INTEGER NOT NULL) "
-       "WITHOUT ROWID");
+  // Keyed by sequence: marks are appended at the end of the B-tree (cheap), and read in full
+  // only at recovery.
+  exec("CREATE TABLE IF NOT EXISTS applied (seq INTEGER PRIMARY KEY, txid TEXT NOT NULL)");
   m_get = prepare("SELECT value FROM kv WHERE key = ?1");
   m_put = prepare("INSERT INTO kv(key, value) VALUES(?1, ?2) "
                   "ON CONFLICT(key) DO UPDATE SET value = excluded.value");
   m_del = prepare("DELETE FROM kv WHERE key = ?1");
-  m_is_applied = prepare("SELECT 1 FROM applied WHERE txid = ?1");
   m_mark = prepare("INSERT INTO applied(txid, seq) VALUES(?1, ?2)");
+  exec("PRAGMA cache_size=-16384");  // 16 MiB of page cache
   m_prune = prepare("DELETE FROM applied WHERE seq <= ?1");
   {
     sqlite3_stmt* mx = prepare("SELECT coalesce(max(seq), 0) FROM applied");
@@ -68,7 +75,7 @@ SqliteStore::SqliteStore(const std::string& path) : m_path(path) {
 }
 
 SqliteStore::~SqliteStore() {
-  for (auto* s : {m_get, m_put, m_del, m_is_applied, m_mark, m_begin, m_commit, m_rollback,
+  for (auto* s : {m_get, m_put, m_del, m_mark, m_begin, m_commit, m_rollback,
                   m_count, m_prune})
     sqlite3_finalize(s);
   sqlite3_close(m_db);
@@ -109,12 +116,14 @@ Result<std::optional<std::string>> SqliteStore::get(const std::string& key) {
   return std::optional<std::string>(std::move(v));
 }
 
-bool SqliteStore::is_applied(const std::string& txid) {
-  sqlite3_reset(m_is_applied);
-  sqlite3_bind_text(m_is_applied, 1, txid.data(), static_cast<int>(txid.size()), SQLITE_STATIC);
-  bool yes = sqlite3_step(m_is_applied) == SQLITE_ROW;
-  sqlite3_reset(m_is_applied);
-  return yes;
+std::set<std::string> SqliteStore::applied_txids() {
+  std::set<std::string> out;
+  sqlite3_stmt* st = prepare("SELECT txid FROM applied");
+  while (sqlite3_step(st) == SQLITE_ROW)
+    out.emplace(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)),
+                static_cast<size_t>(sqlite3_column_bytes(st, 0)));
+  sqlite3_finalize(st);
+  return out;
 }
 
 namespace {
@@ -168,7 +177,6 @@ Status SqliteStore::apply(const std::string& txid, const std::vector<protocol::O
     if (Status st = begin_batch(); !st) return st;
   }
   // Inside a batch, a failure leaves the batch to fail at end_batch; the caller stops anyway.
-  if (is_applied(txid)) return own ? end_batch() : Status::ok();
   for (auto& op : ops) {
     if (op.kind == OpKind::put) {
       sqlite3_bind_blob(m_put, 1, op.key.data(), static_cast<int>(op.key.size()), SQLITE_STATIC);

@@ -20,9 +20,12 @@ class Store {
   virtual ~Store() = default;
   // Committed value of `key`, or nullopt when absent. Error STORAGE on a read failure.
   virtual Result<std::optional<std::string>> get(const std::string& key) = 0;
-  virtual bool is_applied(const std::string& txid) = 0;
-  // Applies the write ops of `txid` and records "txid applied" in one durable transaction.
-  // A txid already applied is a no-op (a re-delivered COMMIT never applies twice).
+  // Every txid whose "applied" mark is in the store (marks are pruned after log rewrites, so
+  // this is bounded). Read once, at recovery.
+  virtual std::set<std::string> applied_txids() = 0;
+  // Applies the write ops of `txid` and records "txid applied" in the same store transaction.
+  // The caller applies each txid at most once (the participant core guarantees it: only a
+  // prepared, not yet applied transaction is applied; recovery skips applied_txids()).
   // Error STORAGE when the store cannot commit; the caller must stop.
   virtual Status apply(const std::string& txid, const std::vector<protocol::Op>& ops) = 0;
   virtual uint64_t key_count() = 0;
@@ -44,7 +47,7 @@ class Store {
 class MemStore : public Store {
  public:
   Result<std::optional<std::string>> get(const std::string& key) override;
-  bool is_applied(const std::string& txid) override { return m_applied.count(txid) > 0; }
+  std::set<std::string> applied_txids() override;
   Status apply(const std::string& txid, const std::vector<protocol::Op>& ops) override;
   uint64_t key_count() override { return m_data.size(); }
   uint64_t applied_seq() override { return m_seq; }
@@ -65,7 +68,7 @@ class SqliteStore : public Store {
   explicit SqliteStore(const std::string& path);
   ~SqliteStore() override;
   Result<std::optional<std::string>> get(const std::string& key) override;
-  bool is_applied(const std::string& txid) override;
+  std::set<std::string> applied_txids() override;
   Status apply(const std::string& txid, const std::vector<protocol::Op>& ops) override;
   uint64_t key_count() override;
   Status begin_batch() override;
@@ -83,7 +86,6 @@ class SqliteStore : public Store {
   sqlite3_stmt* m_get = nullptr;
   sqlite3_stmt* m_put = nullptr;
   sqlite3_stmt* m_del = nullptr;
-  sqlite3_stmt* m_is_applied = nullptr;
   sqlite3_stmt* m_mark = nullptr;
   sqlite3_stmt* m_begin = nullptr;
   sqlite3_stmt* m_commit = nullptr;

@@ -59,6 +59,18 @@ void Log::append(uint8_t type, std::string payload, bool force, Done done) {
   m_cv.notify_one();
 }
 
+void Log::append_lazy(uint8_t type, std::string payload, Done done) {
+  Item it;
+  it.bytes = frame(type, payload);
+  it.lazy = true;
+  it.done = std::move(done);
+  {
+    std::lock_guard<std::mutex> g(m_mutex);
+    m_queue.push_back(std::move(it));
+  }
+  m_cv.notify_one();
+}
+
 void Log::rewrite(std::vector<Record> live, Replace replace, Done done) {
   Item it;
   it.is_rewrite = true;
@@ -86,11 +98,38 @@ void Log::run() {
   std::deque<Item> batch;
   std::string buf;
   std::vector<Done> dones;
+  std::vector<Done> lazy;  // written, waiting for a sync to become durable
+  bool unsynced = false;   // bytes written since the last sync
+  auto do_sync = [&] {
+    int e = failpoint::hit("txlog/sync");
+    if (!e) e = m_file->sync();
+    if (e) fail("fdatasync", e);
+    unsynced = false;
+    std::lock_guard<std::mutex> g(m_mutex);
+    ++m_stats.syncs;
+  };
   while (true) {
     {
       std::unique_lock<std::mutex> lk(m_mutex);
-      m_cv.wait(lk, [&] { return m_stopping || !m_queue.empty(); });
-      if (m_queue.empty() && m_stopping) return;
+      auto ready = [&] { return m_stopping || !m_queue.empty(); };
+      if (lazy.empty()) {
+        m_cv.wait(lk, ready);
+      } else if (!m_cv.wait_for(lk, std::chrono::microseconds(lazy_window_us), ready)) {
+        // No forced append came along in time: sync for the lazy ones.
+        lk.unlock();
+        do_sync();
+        for (auto& d : lazy) d();
+        lazy.clear();
+        continue;
+      }
+      if (m_queue.empty() && m_stopping) {
+        lk.unlock();
+        if (!lazy.empty()) {
+          do_sync();
+          for (auto& d : lazy) d();
+        }
+        return;
+      }
       batch.swap(m_queue);
     }
     // Appends up to the next rewrite go out in one write and at most one fdatasync.
@@ -103,7 +142,7 @@ void Log::run() {
         Item& it = batch.front();
         buf += it.bytes;
         force |= it.force;
-        if (it.done) dones.push_back(std::move(it.done));
+        if (it.done) (it.lazy ? lazy : dones).push_back(std::move(it.done));
         ++n;
         batch.pop_front();
       }
@@ -111,20 +150,25 @@ void Log::run() {
         int e = failpoint::hit("txlog/write");
         if (!e) e = m_file->append(buf.data(), buf.size());
         if (e) fail("write", e);
-        if (force) {
-          e = failpoint::hit("txlog/sync");
-          if (!e) e = m_file->sync();
-          if (e) fail("fdatasync", e);
-        }
+        unsynced = true;
+        if (force) do_sync();
         {
           std::lock_guard<std::mutex> g(m_mutex);
           m_stats.records += n;
-          m_stats.syncs += force ? 1 : 0;
           m_stats.bytes = m_file->size();
         }
         for (auto& d : dones) d();
+        if (force) {
+          for (auto& d : lazy) d();
+          lazy.clear();
+        }
       }
       if (!batch.empty() && batch.front().is_rewrite) {
+        // Records written so far must be durable before the file is replaced (the new file
+        // holds only the live ones; a lazy record's promise covers the old file).
+        if (unsynced) do_sync();
+        for (auto& d : lazy) d();
+        lazy.clear();
         Item it = std::move(batch.front());
         batch.pop_front();
         std::string content;

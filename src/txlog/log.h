@@ -40,6 +40,11 @@ class Log {
   ~Log();  // drains queued appends, then joins the writer thread
 
   void append(uint8_t type, std::string payload, bool force, Done done = {});
+  // Like a forced append, `done` runs only once the record is durable, but the record does not
+  // cause an fdatasync of its own: it rides on the next forced append's, or on one made after
+  // `lazy_window_us` if none comes. Under load this makes it free.
+  void append_lazy(uint8_t type, std::string payload, Done done);
+  static constexpr int64_t lazy_window_us = 1000;
   // Compaction: after every append queued before this call, replaces the whole log with
   // `live` through `replace` (temp file + fsync + rename + directory fsync), then continues
   // on the new file. `done` runs once the new file is in place.
@@ -60,6 +65,7 @@ class Log {
   struct Item {
     std::string bytes;
     bool force = false;
+    bool lazy = false;
     Done done;
     bool is_rewrite = false;
     std::vector<Record> live;
