@@ -31,6 +31,14 @@ test: deps build
 run: deps build
 	$(BUILD)/tpc cluster --participants 2 --port 5000 --data-dir ./tpc-data
 
+# Benchmarks are not tests: they print figures (see README). ~4 minutes.
+bench: deps build
+	bash tests/bench/run.sh
+
+# A longer randomized crash test than the one in `make test`.
+crash-test: deps build
+	TPC_CRASH_RUNS=$${TPC_CRASH_RUNS:-40} $(BUILD)/integration_tests -ts=crash
+
 install: build
 	install -D -m 755 $(BUILD)/tpc $(DESTDIR)$(PREFIX)/bin/tpc
 	install -D -m 644 man/tpc.1 $(DESTDIR)$(PREFIX)/share/man/man1/tpc.1

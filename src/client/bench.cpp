@@ -30,6 +30,9 @@ struct BenchConfig {
   double read_ratio = 0;
   bool json = false;
   std::string key_prefix = "bench:";
+  bool fill = false;  // write keys 0..keys-1 once, in order, then stop
+  int next_fill = 0;  // (single io thread: no atomics needed)
+  int in_flight = 0;
 };
 
 int64_t parse_duration_ms(const std::string& s) {
@@ -50,7 +53,7 @@ struct Stats {
 
 class Worker : public std::enable_shared_from_this<Worker> {
  public:
-  Worker(asio::io_context& io, tcp::endpoint ep, const BenchConfig& cfg, Stats& st, int seed,
+  Worker(asio::io_context& io, tcp::endpoint ep, BenchConfig& cfg, Stats& st, int seed,
          const bool& stop)
       : m_socket(io), m_ep(ep), m_cfg(cfg), m_st(st), m_rng(seed), m_stop(stop) {}
   void start() {
@@ -79,13 +82,18 @@ class Worker : public std::enable_shared_from_this<Worker> {
     b.raw("-");
     // Distinct keys in one transaction.
     std::vector<int> ks;
-    while (static_cast<int>(ks.size()) < std::min(m_cfg.ops, m_cfg.keys)) {
+    if (m_cfg.fill) {
+      if (m_cfg.next_fill >= m_cfg.keys) return;
+      for (int i = 0; i < m_cfg.ops && m_cfg.next_fill < m_cfg.keys; ++i) ks.push_back(m_cfg.next_fill++);
+    }
+    while (!m_cfg.fill && static_cast<int>(ks.size()) < std::min(m_cfg.ops, m_cfg.keys)) {
       int k = key(m_rng);
       if (std::find(ks.begin(), ks.end(), k) == ks.end()) ks.push_back(k);
     }
     std::string value(static_cast<size_t>(m_cfg.value_size), 'v');
     for (auto& c : value) c = static_cast<char>('a' + m_rng() % 26);
     for (int k : ks) b.raw("put").raw(m_cfg.key_prefix + std::to_string(k)).raw(value);
+    ++m_cfg.in_flight;
     send(b.str());
   }
   void send(std::string line) {
@@ -123,6 +131,7 @@ class Worker : public std::enable_shared_from_this<Worker> {
       }
       return next();
     }
+    if (!m_is_read) --m_cfg.in_flight;
     uint32_t lat = static_cast<uint32_t>(std::min<int64_t>(now_us() - m_sent_us, UINT32_MAX));
     if (line.rfind("COMMITTED", 0) == 0) {
       ++m_st.committed;
@@ -140,7 +149,7 @@ class Worker : public std::enable_shared_from_this<Worker> {
   }
   tcp::socket m_socket;
   tcp::endpoint m_ep;
-  const BenchConfig& m_cfg;
+  BenchConfig& m_cfg;
   Stats& m_st;
   std::mt19937_64 m_rng;
   const bool& m_stop;
@@ -176,6 +185,8 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--key-prefix", cfg.key_prefix, "prefix of the keys written")->capture_default_str();
   app.add_flag("--json", cfg.json, "print one JSON line");
+  app.add_flag("--fill", cfg.fill,
+               "write every key of --keys once, --ops per transaction, then stop (preload)");
   std::vector<std::string> rev(args.rbegin(), args.rend());
   try {
     app.parse(rev);
@@ -228,17 +239,20 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
                                st.errors)
                 << std::flush;
     last = done;
-    if (el >= duration_ms) {
+    bool filled = cfg.fill && cfg.next_fill >= cfg.keys && cfg.in_flight == 0;
+    if (el >= duration_ms || filled) {
       stop = true;
       io.stop();
       return;
     }
-    tick.expires_after(std::chrono::milliseconds(std::min<int64_t>(1000, duration_ms - el)));
+    tick.expires_after(
+        std::chrono::milliseconds(std::min<int64_t>(cfg.fill ? 100 : 1000, duration_ms - el)));
     tick.async_wait([&](boost::system::error_code e) {
       if (!e) on_tick();
     });
   };
-  tick.expires_after(std::chrono::milliseconds(std::min<int64_t>(1000, duration_ms)));
+  if (cfg.fill) duration_ms = std::max<int64_t>(duration_ms, 3600 * 1000);
+  tick.expires_after(std::chrono::milliseconds(std::min<int64_t>(cfg.fill ? 100 : 1000, duration_ms)));
   tick.async_wait([&](boost::system::error_code e) {
     if (!e) on_tick();
   });

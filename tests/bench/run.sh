@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# make bench: measures tpc against the physical floor of this machine.
+#   W1 (the original): leader + 2 participants, full replication, single-key put, 100-byte values
+#   W2 (cross-shard):  leader + 3 participants, --replicas 1, two-key transactions over 100,000 keys
+# each at 1 and 64 clients; then throughput with 1, 2, 4 and 8 participants, and with
+# 1,000,000 keys stored. Prints one table and writes it as JSON (BENCH_OUT).
+# Env: BENCH_SECONDS (10) per run, BENCH_MEMORY_SECONDS (60) for the W2 64-client run, which
+# also samples resident memory and log size.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TPC=$ROOT/build/tpc
+FLOOR=$ROOT/build/floor_bench
+SECS=${BENCH_SECONDS:-10}
+MEM_SECS=${BENCH_MEMORY_SECONDS:-60}
+OUT=${BENCH_OUT:-$ROOT/build/bench-results.json}
+DATA=$ROOT/build/bench-data
+CLUSTER_PID=""
+
+cleanup() {
+  if [ -n "$CLUSTER_PID" ]; then kill -TERM "$CLUSTER_PID" 2>/dev/null || true; wait "$CLUSTER_PID" 2>/dev/null || true; fi
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+jget() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" | head -1; }
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start_cluster() {  # participants replicas
+  stop_cluster
+  rm -rf "$DATA"; mkdir -p "$DATA"
+  local n=$1 r=$2 tries=0
+  while :; do
+    BASE=$((20000 + RANDOM % 30000))
+    local busy=0
+    for i in $(seq 0 "$n"); do if port_busy $((BASE + i)); then busy=1; fi; done
+    [ $busy = 0 ] && break
+    tries=$((tries + 1)); [ $tries -gt 50 ] && { echo "no free ports" >&2; exit 1; }
+  done
+  "$TPC" cluster --participants "$n" --replicas "$r" --port "$BASE" --data-dir "$DATA/c" \
+    --log-level warn >"$DATA/cluster.out" 2>"$DATA/cluster.err" &
+  CLUSTER_PID=$!
+  for _ in $(seq 1 300); do
+    grep -q "tpc cluster is up" "$DATA/cluster.out" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "cluster did not start:" >&2; cat "$DATA/cluster.err" >&2; exit 1
+}
+stop_cluster() {
+  if [ -n "$CLUSTER_PID" ]; then kill -TERM "$CLUSTER_PID" 2>/dev/null || true; wait "$CLUSTER_PID" 2>/dev/null || true; fi
+  CLUSTER_PID=""
+}
+bench() {  # clients ops seconds [extra...]
+  local c=$1 o=$2 s=$3; shift 3
+  "$TPC" client --leader "127.0.0.1:$BASE" bench --clients "$c" --ops "$o" --duration "${s}s" \
+    --keys 100000 --value-size 100 --json "$@"
+}
+
+echo "building..." >&2
+make -s -C "$ROOT" build >/dev/null
+mkdir -p "$DATA"
+FLOORJ=$("$FLOOR" "$DATA")
+FSYNC=$(echo "$FLOORJ" | jget fdatasync_p50_us)
+RTT=$(echo "$FLOORJ" | jget rtt_p50_us)
+FLOOR_US=$(echo "$FLOORJ" | jget floor_us)
+echo "floor: fdatasync p50 ${FSYNC} us, loopback round trip p50 ${RTT} us -> one commit >= ${FLOOR_US} us" >&2
+
+ROWS=()
+row() {  # name participants replicas clients json
+  local name=$1 n=$2 r=$3 c=$4 j=$5
+  local tps p50 p90 p99 p999 max ratio
+  tps=$(echo "$j" | jget committed_per_s); p50=$(echo "$j" | jget p50_ms); p90=$(echo "$j" | jget p90_ms)
+  p99=$(echo "$j" | jget p99_ms); p999=$(echo "$j" | jget p999_ms); max=$(echo "$j" | jget max_ms)
+  ratio=$(awk -v a="$p50" -v f="$FLOOR_US" 'BEGIN { printf "%.2f", a * 1000 / f }')
+  ROWS+=("$(printf '%-26s %3s %3s %5s %10s %8s %8s %8s %8s %8s %8s' "$name" "$n" "${r:-all}" "$c" "$tps" "$p50" "$p90" "$p99" "$p999" "$max" "$ratio")")
+  JSON_ROWS+=("{\"workload\":\"$name\",\"participants\":$n,\"replicas\":\"${r:-all}\",\"clients\":$c,\"result\":$j,\"p50_over_floor\":$ratio}")
+  echo "  $name clients=$c: $tps txn/s, p50 $p50 ms ($ratio x floor), p99 $p99 ms" >&2
+}
+JSON_ROWS=()
+
+echo "W1: 2 participants, full replication, single-key put" >&2
+start_cluster 2 0
+row "W1 put, full replication" 2 "" 1 "$(bench 1 1 "$SECS")"
+row "W1 put, full replication" 2 "" 64 "$(bench 64 1 "$SECS")"
+
+echo "W2: 3 participants, --replicas 1, two-key transactions" >&2
+start_cluster 3 1
+row "W2 2-key txn, replicas 1" 3 1 1 "$(bench 1 2 "$SECS")"
+# The long run also samples resident memory and log size.
+PIDS=$(pgrep -f -- "--data-dir $DATA/c/" | tr '\n' ' ')
+bench 64 2 "$MEM_SECS" >"$DATA/w2.json" &
+BP=$!
+RSS_MAX=0; RSS_HALF=""; RSS_END=""; LOG_MAX=0
+half=$((MEM_SECS / 2)); t=0
+while kill -0 "$BP" 2>/dev/null; do
+  sleep 1; t=$((t + 1))
+  tot=0; mx=0
+  for p in $PIDS; do
+    kb=$(awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    [ "${kb:-0}" -gt "$mx" ] && mx=$kb
+  done
+  [ "$mx" -gt "$RSS_MAX" ] && RSS_MAX=$mx
+  [ "$t" = "$half" ] && RSS_HALF=$mx
+  RSS_END=$mx
+  lb=$("$TPC" client --leader "127.0.0.1:$BASE" status --json 2>/dev/null | grep -o '"log_bytes":[0-9]*' | cut -d: -f2 | sort -n | tail -1 || echo 0)
+  [ "${lb:-0}" -gt "$LOG_MAX" ] && LOG_MAX=$lb
+done
+wait "$BP"
+W2J=$(cat "$DATA/w2.json")
+row "W2 2-key txn, replicas 1" 3 1 64 "$W2J"
+W2_TXNS=$(echo "$W2J" | jget committed)
+
+echo "scaling: participants 1, 2, 4, 8 (replicas 1, two-key txn, 64 clients)" >&2
+SCALE=()
+for n in 1 2 4 8; do
+  start_cluster "$n" 1
+  j=$(bench 64 2 "$SECS")
+  SCALE+=("$n participants: $(echo "$j" | jget committed_per_s) txn/s, p99 $(echo "$j" | jget p99_ms) ms")
+  JSON_ROWS+=("{\"workload\":\"scaling\",\"participants\":$n,\"replicas\":\"1\",\"clients\":64,\"result\":$j}")
+done
+
+echo "1,000,000 keys stored (W2 at 64 clients)" >&2
+start_cluster 3 1
+"$TPC" client --leader "127.0.0.1:$BASE" bench --clients 16 --ops 64 --keys 1000000 --fill --json >/dev/null
+j=$("$TPC" client --leader "127.0.0.1:$BASE" bench --clients 64 --ops 2 --duration "${SECS}s" --keys 1000000 --json)
+row "W2 with 1,000,000 keys" 3 1 64 "$j"
+stop_cluster
+
+{
+  echo
+  echo "tpc benchmark on $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d)"
+  echo "floor: fdatasync p50 ${FSYNC} us, loopback RTT p50 ${RTT} us; one commit >= 2 RTT + 2 fdatasync = ${FLOOR_US} us"
+  printf '%-26s %3s %3s %5s %10s %8s %8s %8s %8s %8s %8s\n' workload P R cli "txn/s" "p50 ms" "p90 ms" "p99 ms" "p99.9" "max ms" "p50/flr"
+  for r in "${ROWS[@]}"; do echo "$r"; done
+  for s in "${SCALE[@]}"; do echo "scaling: $s"; done
+  echo "memory (W2, 64 clients, ${MEM_SECS}s, $W2_TXNS txns): max RSS of any node $((RSS_MAX / 1024)) MiB; at half time $((${RSS_HALF:-0} / 1024)) MiB, at the end $((${RSS_END:-0} / 1024)) MiB; largest log $((LOG_MAX / 1024)) KiB"
+}
+{
+  echo "{\"machine\":{\"cores\":$(nproc),\"kernel\":\"$(uname -r)\"},\"floor\":$FLOORJ,"
+  echo "\"memory\":{\"seconds\":$MEM_SECS,\"max_rss_kib\":$RSS_MAX,\"half_rss_kib\":${RSS_HALF:-0},\"end_rss_kib\":${RSS_END:-0},\"max_log_bytes\":$LOG_MAX},"
+  echo "\"runs\":["
+  ( IFS=,; echo "${JSON_ROWS[*]}" )
+  echo "]}"
+} >"$OUT"
+echo "results written to $OUT" >&2
