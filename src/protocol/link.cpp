@@ -164,7 +164,18 @@ void Link::request(const std::string& line, Callback cb) {
   m_out += ' ';
   m_out += line;
   m_out += '\n';
-  flush();
+  schedule_flush();
+}
+
+void Link::schedule_flush() {
+  // Requests issued by the handlers of this turn of the event loop share one send.
+  if (m_flush_posted) return;
+  m_flush_posted = true;
+  auto self = shared_from_this();
+  asio::post(m_io, [this, self] {
+    m_flush_posted = false;
+    flush();
+  });
 }
 
 void Link::flush() {

@@ -1,7 +1,8 @@
 // Client side of a persistent line connection to a peer (leader -> participant, participant ->
 // leader). Reconnects with backoff, performs the HELLO handshake, tags every request "@N" and
 // matches replies by tag, so many requests are in flight at once. Requests issued while a write
-// is in flight go out together in one write (wire batching).
+// is in flight, or in the same turn of the event loop, go out together in one write (wire
+// batching).
 //
 // Single-threaded: call everything on the io_context's thread. Callbacks run there too.
 #pragma once
@@ -44,6 +45,7 @@ class Link : public std::enable_shared_from_this<Link> {
   void on_line(const std::string& line);
   void fail_all();
   void flush();
+  void schedule_flush();
   boost::asio::io_context& m_io;
   std::string m_host;
   uint16_t m_port;
@@ -57,6 +59,7 @@ class Link : public std::enable_shared_from_this<Link> {
   uint64_t m_next_tag = 1;
   std::string m_out, m_writing;
   bool m_write_in_flight = false;
+  bool m_flush_posted = false;
   bool m_up = false;
   bool m_handshaken = false;
   bool m_stopped = false;

@@ -109,7 +109,18 @@ void Session::deliver(uint64_t slot, const std::string& tag, std::string line) {
       m_ordered.pop_front();
     }
   }
-  flush();
+  schedule_flush();
+}
+
+void Session::schedule_flush() {
+  // Replies produced by the handlers of this turn of the event loop share one send.
+  if (m_flush_posted) return;
+  m_flush_posted = true;
+  auto self = shared_from_this();
+  boost::asio::post(m_socket.get_executor(), [this, self] {
+    m_flush_posted = false;
+    flush();
+  });
 }
 
 void Session::write(const std::string& line) {

@@ -3,7 +3,8 @@
 // Framing (docs/protocol.md): one request per line. A request may start with a tag "@N"; its
 // reply carries the same tag and may be sent as soon as it is ready (out of order). Untagged
 // requests are answered in the order they arrived, so a person typing into `nc` sees replies
-// in order. Writes are batched: replies produced while a write is in flight go out together.
+// in order. Writes are batched: replies produced while a write is in flight, or by the same
+// turn of the event loop, go out together in one send.
 //
 // The session answers HELLO itself (version handshake), PING, and oversized lines
 // (ERR TOOLONG, then close). Everything else goes to the handler.
@@ -63,6 +64,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void deliver(uint64_t slot, const std::string& tag, std::string line);
   void write(const std::string& line);
   void flush();
+  void schedule_flush();
   boost::asio::ip::tcp::socket m_socket;
   const SessionConfig& m_cfg;
   Handler m_handler;
@@ -73,6 +75,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string m_out;
   std::string m_writing;
   bool m_write_in_flight = false;
+  bool m_flush_posted = false;
   bool m_close_after_write = false;
   bool m_open = true;
   std::string m_peer;
