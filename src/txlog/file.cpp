@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -20,19 +21,15 @@ std::string dir_of(const std::string& path) {
 
 class PosixFile : public File {
  public:
-  PosixFile(int fd, size_t size) : m_fd(fd), m_size(size) {}
+  static constexpr size_t k_chunk = 4 << 20;  // preallocation step
+  PosixFile(int fd, size_t size) : m_fd(fd), m_size(size), m_alloc(size) {}
   ~PosixFile() override { ::close(m_fd); }
   int append(const char* data, size_t n) override {
-    while (n > 0) {
-      ssize_t w = ::write(m_fd, data, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return errno;
-      }
-      data += w;
-      n -= static_cast<size_t>(w);
-      m_size += static_cast<size_t>(w);
+    if (m_size + n > m_alloc) {
+      if (int e = extend(m_size + n)) return e;
     }
+    if (int e = pwrite_all(data, n, m_size)) return e;
+    m_size += n;
     return 0;
   }
   int sync() override { return ::fdatasync(m_fd) == 0 ? 0 : errno; }
@@ -53,21 +50,50 @@ class PosixFile : public File {
   }
   int truncate(size_t size) override {
     if (::ftruncate(m_fd, static_cast<off_t>(size)) != 0) return errno;
-    m_size = size;
+    m_size = m_alloc = size;
     return sync();
   }
+  void set_end(size_t size) override { m_size = size; }
   size_t size() const override { return m_size; }
 
  private:
+  int pwrite_all(const char* data, size_t n, size_t off) {
+    while (n > 0) {
+      ssize_t w = ::pwrite(m_fd, data, n, static_cast<off_t>(off));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return errno;
+      }
+      data += w;
+      n -= static_cast<size_t>(w);
+      off += static_cast<size_t>(w);
+    }
+    return 0;
+  }
+  // Writes zeros up to a chunk boundary past `need` (real zeros, not fallocate: writing into
+  // unwritten extents would again change metadata at every fdatasync).
+  int extend(size_t need) {
+    size_t target = (need / k_chunk + 1) * k_chunk;
+    static const std::string zeros(1 << 16, '\0');
+    size_t off = m_alloc;
+    while (off < target) {
+      size_t n = std::min(zeros.size(), target - off);
+      if (int e = pwrite_all(zeros.data(), n, off)) return e;
+      off += n;
+    }
+    m_alloc = target;
+    return 0;
+  }
   int m_fd;
-  size_t m_size;
+  size_t m_size;   // logical: end of the records
+  size_t m_alloc;  // physical: end of the file
 };
 
 }  // namespace
 
 std::unique_ptr<File> open_posix_file(const std::string& path) {
   bool existed = ::access(path.c_str(), F_OK) == 0;
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) throw Error(fmt::format("cannot open {}: {}", path, std::strerror(errno)));
   struct stat st;
   if (::fstat(fd, &st) != 0) {

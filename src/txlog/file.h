@@ -17,11 +17,16 @@ class File {
   virtual int sync() = 0;                          // fdatasync
   virtual int read_all(std::string* out) = 0;       // whole content, from offset 0
   virtual int truncate(size_t size) = 0;           // and syncs
-  virtual size_t size() const = 0;
+  // The logical end of the file is `size`; everything after it is zero (preallocated space):
+  // the next append goes there.
+  virtual void set_end(size_t size) = 0;
+  virtual size_t size() const = 0;  // logical size
 };
 
 // Opens (creating if needed) `path` for appending; throws tpc::Error on failure. A newly
-// created file is made durable with an fsync of its directory.
+// created file is made durable with an fsync of its directory. The file grows in zero-filled
+// chunks ahead of the appends, so that an fdatasync after an append flushes data only and
+// does not have to commit a new file size to the filesystem journal.
 std::unique_ptr<File> open_posix_file(const std::string& path);
 
 // fsyncs the directory `dir`; returns 0 or errno.

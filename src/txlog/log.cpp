@@ -20,7 +20,11 @@ std::unique_ptr<Log> Log::open(std::unique_ptr<File> file, const std::string& na
         "log {} is corrupt at byte offset {} (valid records follow the damage); refusing to "
         "start: restore the file or move it aside knowingly",
         name, r.corrupt_offset));
-  if (r.torn_tail) {
+  bool zeros = r.torn_tail && image.find_first_not_of('\0', r.valid_end) == std::string::npos;
+  if (zeros) {
+    // Preallocated space after the last record: the normal state of the file.
+    file->set_end(r.valid_end);
+  } else if (r.torn_tail) {
     log::warn("log {}: dropping torn tail of {} bytes at offset {} (a write was cut short)", name,
               image.size() - r.valid_end, r.valid_end);
     if (int e = file->truncate(r.valid_end))

@@ -44,6 +44,7 @@ struct MemFile : File {
     *durable = *data;
     return 0;
   }
+  void set_end(size_t n) override { data->resize(n); }
   size_t size() const override { return data->size(); }
 };
 
@@ -201,10 +202,18 @@ TEST_SUITE("txlog") {
       log->append(1, "one", true);
       log->append(2, "two", true);
     }
+    // The file is preallocated with zeros past the records: that is not a torn tail.
+    CHECK(std::filesystem::file_size(path) > frame(1, "one").size() + frame(2, "two").size());
     std::vector<Record> rec;
     auto log = Log::open(open_posix_file(path), path, &rec);
     REQUIRE(rec.size() == 2);
     CHECK(rec[1] == Record{2, "two"});
+    CHECK(log->stats().bytes == frame(1, "one").size() + frame(2, "two").size());
+    log->append(3, "three", true);  // goes right after the last record, not after the zeros
+    log.reset();
+    log = Log::open(open_posix_file(path), path, &rec);
+    REQUIRE(rec.size() == 3);
+    CHECK(rec[2] == Record{3, "three"});
     log.reset();
     std::filesystem::remove_all(dir);
   }
