@@ -5,6 +5,9 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "common/status.h"
@@ -94,6 +97,16 @@ class SqliteStore : public Store {
   sqlite3_stmt* m_prune = nullptr;
   bool m_in_batch = false;
   uint64_t m_seq = 0;
+  // Checkpoints run on a thread of their own, with a connection of their own, so copying
+  // the WAL into the database never stalls the event loop (SQLite's checkpoints run
+  // concurrently with writers in WAL mode).
+  void checkpointer();
+  static int on_wal(void* self, sqlite3* db, const char* name, int frames);
+  std::thread m_ckpt_thread;
+  std::mutex m_ckpt_mutex;
+  std::condition_variable m_ckpt_cv;
+  bool m_ckpt_wanted = false;
+  bool m_ckpt_stop = false;
 };
 
 }  // namespace tpc::store
