@@ -99,12 +99,27 @@ std::function<int()> setup_cluster(CLI::App& app) {
                                        "--log-level", o->log_level}),
                           true});
     }
+    // A child that dies during startup (a port in use, say) fails the whole cluster at once.
+    auto child_died = [&] {
+      int st;
+      pid_t pid = ::waitpid(-1, &st, WNOHANG);
+      if (pid <= 0) return false;
+      for (auto& ch : children)
+        if (ch.pid == pid) {
+          ch.running = false;
+          std::cerr << fmt::format("{} exited during startup; stopping the cluster\n", ch.name);
+        }
+      return true;
+    };
     // Start the leader once the participants listen, so it finds them at once.
-    for (int i = 1; i <= o->participants && !g_stop; ++i) {
+    bool failed = false;
+    for (int i = 1; i <= o->participants && !g_stop && !failed; ++i) {
       std::string addr = fmt::format("127.0.0.1:{}", o->port + i);
       int64_t until = now_ms() + 10000;
-      while (!g_stop && now_ms() < until && !client::Connection::open(addr, 200))
+      while (!g_stop && now_ms() < until && !client::Connection::open(addr, 200)) {
+        if ((failed = child_died())) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
     }
     std::vector<std::string> largs = {exe,          "leader",      "--port",
                                       std::to_string(o->port), "--peers", peers,
@@ -114,14 +129,15 @@ std::function<int()> setup_cluster(CLI::App& app) {
       largs.push_back("--replicas");
       largs.push_back(std::to_string(o->replicas));
     }
-    children.push_back({"leader", start_child(largs), true});
+    if (!failed) children.push_back({"leader", start_child(largs), true});
 
     // Ready when the leader sees every participant.
     std::string leader = fmt::format("127.0.0.1:{}", o->port);
     std::string want = fmt::format("peers_up={}/{}", o->participants, o->participants);
     bool ready = false;
     int64_t deadline = now_ms() + 15000;
-    while (!g_stop && now_ms() < deadline && !ready) {
+    while (!g_stop && !failed && now_ms() < deadline && !ready) {
+      if ((failed = child_died())) break;
       auto c = client::Connection::open(leader, 300);
       if (c) {
         auto r = c->call("STATS", 1000);
@@ -139,7 +155,7 @@ std::function<int()> setup_cluster(CLI::App& app) {
       std::cout << fmt::format("try:  tpc client --leader {} put hello world\n", leader)
                 << "Ctrl-C stops the cluster.\n"
                 << std::flush;
-    } else if (!g_stop) {
+    } else if (!g_stop && !failed) {
       std::cerr << "cluster did not become ready within 15 s; see the log lines above\n";
     }
     int rc = ready ? 0 : 1;

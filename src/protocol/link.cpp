@@ -183,6 +183,7 @@ void Link::flush() {
   m_writing.swap(m_out);
   m_out.clear();
   m_write_in_flight = true;
+  ++m_writes;
   auto self = shared_from_this();
   uint64_t gen = m_generation;
   asio::async_write(m_socket, asio::buffer(m_writing),

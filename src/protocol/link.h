@@ -37,6 +37,8 @@ class Link : public std::enable_shared_from_this<Link> {
   void on_up(std::function<void()> f) { m_on_up = std::move(f); }
   // Remote id learned from its HELLO reply.
   const std::string& remote_id() const { return m_remote_id; }
+  // Number of socket writes so far (each carries every line queued since the last one).
+  uint64_t writes() const { return m_writes; }
 
  private:
   void connect();
@@ -68,6 +70,7 @@ class Link : public std::enable_shared_from_this<Link> {
   std::function<void()> m_on_up;
   std::string m_remote_id;
   bool m_warned = false;
+  uint64_t m_writes = 0;
 };
 
 }  // namespace tpc::protocol

@@ -137,6 +137,7 @@ void Session::flush() {
   m_writing.swap(m_out);
   m_out.clear();
   m_write_in_flight = true;
+  ++m_writes;
   auto self = shared_from_this();
   asio::async_write(m_socket, asio::buffer(m_writing),
                     [this, self](boost::system::error_code ec, size_t) {
@@ -166,6 +167,13 @@ Server::Server(asio::io_context& io, const std::string& bind, uint16_t port, Ses
 }
 
 uint16_t Server::port() const { return m_acceptor.local_endpoint().port(); }
+
+uint64_t Server::writes() const {
+  uint64_t n = 0;
+  for (auto& w : m_sessions)
+    if (auto s = w.lock()) n += s->writes();
+  return n;
+}
 
 void Server::stop() {
   boost::system::error_code ec;

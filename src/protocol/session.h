@@ -55,6 +55,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void start();
   void close();
   bool is_open() const { return m_open; }
+  uint64_t writes() const { return m_writes; }
   std::string peer() const { return m_peer; }
 
  private:
@@ -79,6 +80,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool m_close_after_write = false;
   bool m_open = true;
   std::string m_peer;
+  uint64_t m_writes = 0;
 };
 
 // Accepts connections on addr:port and runs a Session for each.
@@ -89,6 +91,8 @@ class Server {
          Handler handler);
   uint16_t port() const;
   void stop();
+  // Socket writes so far of the sessions still open.
+  uint64_t writes() const;
 
  private:
   void accept();

@@ -27,21 +27,24 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 start_cluster() {  # participants replicas
   stop_cluster
-  rm -rf "$DATA"; mkdir -p "$DATA"
-  local n=$1 r=$2 tries=0
-  while :; do
+  local n=$1 r=$2 attempt
+  for attempt in 1 2 3 4 5 6 7 8; do
+    rm -rf "$DATA/c"; mkdir -p "$DATA"
     BASE=$((20000 + RANDOM % 30000))
     local busy=0
-    for i in $(seq 0 "$n"); do if port_busy $((BASE + i)); then busy=1; fi; done
-    [ $busy = 0 ] && break
-    tries=$((tries + 1)); [ $tries -gt 50 ] && { echo "no free ports" >&2; exit 1; }
-  done
-  "$TPC" cluster --participants "$n" --replicas "$r" --port "$BASE" --data-dir "$DATA/c" \
-    --log-level warn >"$DATA/cluster.out" 2>"$DATA/cluster.err" &
-  CLUSTER_PID=$!
-  for _ in $(seq 1 300); do
-    grep -q "tpc cluster is up" "$DATA/cluster.out" 2>/dev/null && return 0
-    sleep 0.05
+    for i in $(seq 0 "$n"); do
+      if port_busy $((BASE + i)) || ss -Htan 2>/dev/null | grep -q ":$((BASE + i)) "; then busy=1; fi
+    done
+    [ $busy = 1 ] && continue
+    "$TPC" cluster --participants "$n" --replicas "$r" --port "$BASE" --data-dir "$DATA/c" \
+      --log-level warn >"$DATA/cluster.out" 2>"$DATA/cluster.err" &
+    CLUSTER_PID=$!
+    for _ in $(seq 1 300); do
+      grep -q "tpc cluster is up" "$DATA/cluster.out" 2>/dev/null && return 0
+      kill -0 "$CLUSTER_PID" 2>/dev/null || break   # a port was taken meanwhile: try others
+      sleep 0.05
+    done
+    stop_cluster
   done
   echo "cluster did not start:" >&2; cat "$DATA/cluster.err" >&2; exit 1
 }
