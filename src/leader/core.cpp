@@ -87,6 +87,16 @@ std::vector<size_t> Core::owners(const std::string& key) const {
   return out;
 }
 
+std::vector<Op> Core::ops_for(const std::vector<Op>& ops, size_t part) const {
+  if (m_replicas >= m_peers.size()) return ops;
+  std::vector<Op> out;
+  for (auto& op : ops) {
+    auto o = owners(op.key);
+    if (std::find(o.begin(), o.end(), part) != o.end()) out.push_back(op);
+  }
+  return out;
+}
+
 void Core::remember(const std::string& rid, Outcome o, const std::string& txid) {
   auto [it, fresh] = m_rids.insert_or_assign(rid, RidOutcome{o, txid});
   (void)it;

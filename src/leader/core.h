@@ -55,6 +55,8 @@ class Core {
 
   // Owners of `key`: rendezvous hashing of the key over the peer addresses.
   std::vector<size_t> owners(const std::string& key) const;
+  // The ops of `ops` that participant `part` owns: all it is sent, locks, checks and stores.
+  std::vector<Op> ops_for(const std::vector<Op>& ops, size_t part) const;
 
   // --- phase 1.
   struct Begin {

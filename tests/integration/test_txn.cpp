@@ -92,6 +92,23 @@ TEST_SUITE("txn") {
       CHECK(holders == 1);  // stored on exactly one participant
     }
     for (int n : per) CHECK(n > 0);
+    // A transaction over keys of different participants stores each key on its owner only.
+    std::string ka, kb;
+    for (auto& k : keys) {
+      if (ka.empty()) ka = k;
+      else if (owners_of(c, 1, k) != owners_of(c, 1, ka)) {
+        kb = k;
+        break;
+      }
+    }
+    REQUIRE(c.client({"txn", "put", ka, "A", "put", kb, "B", "check", ka, "A"}).code == 3);
+    REQUIRE(c.client({"txn", "check", ka, "v-" + ka, "put", ka, "A", "put", kb, "B"}).code == 0);
+    for (int p = 0; p < 3; ++p) {
+      bool owns_a = owners_of(c, 1, ka)[0] == static_cast<size_t>(p);
+      bool owns_b = owners_of(c, 1, kb)[0] == static_cast<size_t>(p);
+      CHECK((c.read_at(p, ka) == std::optional<std::string>("A")) == owns_a);
+      CHECK((c.read_at(p, kb) == std::optional<std::string>("B")) == owns_b);
+    }
     // A dead participant blocks only its own keys.
     c.kill_participant(2);
     int ok = 0, blocked = 0;

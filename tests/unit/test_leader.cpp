@@ -106,5 +106,16 @@ TEST_SUITE("leader") {
     for (int l : load) CHECK(l > 700);
     Core all("L", 1, peers3, 0);
     CHECK(all.owners("x").size() == 3);
+    // A participant is sent only the ops on keys it owns.
+    std::vector<Op> ops;
+    for (int i = 0; i < 12; ++i) ops.push_back(Op{OpKind::put, "k" + std::to_string(i), "v"});
+    size_t total = 0;
+    for (size_t p = 0; p < 3; ++p) {
+      auto mine = c.ops_for(ops, p);
+      for (auto& op : mine) CHECK(c.owners(op.key) == std::vector<size_t>{p});
+      total += mine.size();
+    }
+    CHECK(total == ops.size());
+    CHECK(all.ops_for(ops, 1).size() == ops.size());
   }
 }
