@@ -255,3 +255,39 @@ TEST_SUITE("txlog") {
     CHECK(sync_count->load() - syncs <= 2);
   }
 }
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+TEST_SUITE("txlog") {
+  TEST_CASE("a failing fdatasync stops the process and acknowledges nothing") {
+    // The log calls fatal(), which ends the process: run it in a child.
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::close(fds[0]);
+      struct FailingFile : MemFile {
+        int sync() override { return EIO; }
+      };
+      std::vector<Record> rec;
+      auto log = Log::open(std::make_unique<FailingFile>(), "failing", &rec);
+      log->append(1, "never durable", true, [&] {
+        ssize_t ignored = ::write(fds[1], "acked", 5);
+        (void)ignored;
+      });
+      log.reset();
+      ::_exit(0);  // not reached: the failed sync must stop the process first
+    }
+    ::close(fds[1]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    char buf[8];
+    ssize_t n = ::read(fds[0], buf, sizeof buf);
+    ::close(fds[0]);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == tpc::k_exit_storage_failure);
+    CHECK(n == 0);  // the append was never acknowledged
+  }
+}
