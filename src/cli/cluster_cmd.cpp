@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <thread>
@@ -31,6 +32,18 @@ struct Child {
   pid_t pid = -1;
   bool running = false;
 };
+
+// How the user invoked tpc (argv[0]), so the printed client command works as pasted.
+std::string invoked_as() {
+  std::string cmd;
+  FILE* f = std::fopen("/proc/self/cmdline", "rb");
+  if (f) {
+    int c;
+    while ((c = std::fgetc(f)) != EOF && c != 0) cmd += static_cast<char>(c);
+    std::fclose(f);
+  }
+  return cmd.empty() ? std::string("tpc") : cmd;
+}
 
 std::string self_exe() {
   char buf[4096];
@@ -152,7 +165,7 @@ std::function<int()> setup_cluster(CLI::App& app) {
         std::cout << fmt::format("  participant {} on 127.0.0.1:{}  data {}/participant-{}\n", i,
                                  o->port + i, o->data_dir, i);
       std::cout << fmt::format("  leader        on {}  data {}/leader-1\n", leader, o->data_dir);
-      std::cout << fmt::format("try:  tpc client --leader {} put hello world\n", leader)
+      std::cout << fmt::format("try:  {} client --leader {} put hello world\n", invoked_as(), leader)
                 << "Ctrl-C stops the cluster.\n"
                 << std::flush;
     } else if (!g_stop && !failed) {

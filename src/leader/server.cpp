@@ -335,10 +335,7 @@ void Server::maybe_compact() {
   size_t n = live.size();
   m_log->rewrite(
       std::move(live),
-      [path](const std::string& content) {
-        txlog::write_file_atomic(path, content);
-        return txlog::open_posix_file(path);
-      },
+      txlog::Log::replace_file(path),
       [this, n] {
         asio::post(m_io, [this, n] {
           m_compacting = false;

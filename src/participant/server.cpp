@@ -328,10 +328,7 @@ void Server::maybe_compact() {
   uint64_t applied_upto = m_store->applied_seq();
   m_log->rewrite(
       std::move(live),
-      [path](const std::string& content) {
-        txlog::write_file_atomic(path, content);
-        return txlog::open_posix_file(path);
-      },
+      txlog::Log::replace_file(path),
       [this, n, applied_upto] {
         asio::post(m_io, [this, n, applied_upto] {
           m_compacting = false;

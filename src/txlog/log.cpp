@@ -88,6 +88,13 @@ void Log::rewrite(std::vector<Record> live, Replace replace, Done done) {
   m_cv.notify_one();
 }
 
+Log::Replace Log::replace_file(const std::string& path) {
+  return [path](const std::string& content) {
+    write_file_atomic(path, content);
+    return open_posix_file(path);
+  };
+}
+
 Log::Stats Log::stats() const {
   std::lock_guard<std::mutex> g(m_mutex);
   return m_stats;

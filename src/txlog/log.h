@@ -49,6 +49,9 @@ class Log {
   // `live` through `replace` (temp file + fsync + rename + directory fsync), then continues
   // on the new file. `done` runs once the new file is in place.
   void rewrite(std::vector<Record> live, Replace replace, Done done = {});
+  // The Replace of a log kept in the file at `path`: temp file, fsync, rename, directory fsync,
+  // then the new file opened for appending.
+  static Replace replace_file(const std::string& path);
 
   struct Stats {
     uint64_t records = 0;
