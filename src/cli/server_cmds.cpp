@@ -17,6 +17,7 @@ namespace {
 struct Common {
   std::string log_level = "info";
   size_t max_line = protocol::k_default_max_line;
+  size_t max_connections = 4096;
 };
 
 void add_common(CLI::App* sub, Common& c) {
@@ -25,6 +26,10 @@ void add_common(CLI::App* sub, Common& c) {
   sub->add_option("--max-line", c.max_line, "longest accepted request line, in bytes")
       ->capture_default_str()
       ->check(CLI::Range(size_t{64}, size_t{1} << 30));
+  sub->add_option("--max-connections", c.max_connections,
+                  "open connections accepted; more get ERR BUSY")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
 }
 
 void apply_common(const Common& c, const std::string& role) {
@@ -75,6 +80,7 @@ std::function<int()> setup_participant(CLI::App& app) {
     if (!std::regex_match(cfg->id, k_id_re)) throw Error("--id: letters, digits, - and _ only", 2);
     if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/participant-" + cfg->id;
     cfg->max_line = common->max_line;
+    cfg->max_connections = common->max_connections;
     apply_common(*common, "participant-" + cfg->id);
     asio::io_context io(1);
     participant::Server server(io, *cfg);
@@ -117,6 +123,7 @@ std::function<int()> setup_leader(CLI::App& app) {
     if (cfg->peers.empty()) throw Error("--peers: at least one participant", 2);
     if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/leader-" + cfg->id;
     cfg->max_line = common->max_line;
+    cfg->max_connections = common->max_connections;
     apply_common(*common, "leader-" + cfg->id);
     asio::io_context io(1);
     leader::Server server(io, *cfg);

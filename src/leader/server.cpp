@@ -50,7 +50,7 @@ Server::Server(asio::io_context& io, Config cfg)
   if (m_cfg.advertise.empty())
     m_cfg.advertise = fmt::format("{}:{}", m_cfg.bind == "0.0.0.0" ? "127.0.0.1" : m_cfg.bind,
                                   m_cfg.port);
-  protocol::SessionConfig sc{"leader", m_cfg.id, m_cfg.max_line};
+  protocol::SessionConfig sc{"leader", m_cfg.id, m_cfg.max_line, m_cfg.max_connections};
   m_server = std::make_unique<protocol::Server>(
       io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
   if (m_cfg.port == 0) m_cfg.advertise = fmt::format("{}:{}", m_cfg.bind, port());

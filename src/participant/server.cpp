@@ -32,7 +32,7 @@ Server::Server(asio::io_context& io, Config cfg)
   for (auto& txid : in_doubt) m_queries[txid] = Query{};  // ask at once
   log::info("recovered {} log records; {} commits redone; {} transactions in doubt",
             recovered.size(), m_core->redone(), in_doubt.size());
-  protocol::SessionConfig sc{"participant", m_cfg.id, m_cfg.max_line};
+  protocol::SessionConfig sc{"participant", m_cfg.id, m_cfg.max_line, m_cfg.max_connections};
   m_server = std::make_unique<protocol::Server>(
       io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
   log::info("participant {} listening on {}:{}, data in {}", m_cfg.id, m_cfg.bind, port(),

@@ -153,7 +153,7 @@ void Session::flush() {
 
 Server::Server(asio::io_context& io, const std::string& bind, uint16_t port, SessionConfig cfg,
                Handler handler)
-    : m_acceptor(io), m_cfg(std::move(cfg)), m_handler(std::move(handler)) {
+    : m_acceptor(io), m_retry(io), m_cfg(std::move(cfg)), m_handler(std::move(handler)) {
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(bind, ec);
   if (ec) throw Error(fmt::format("bad bind address '{}': {}", bind, ec.message()), 2);
@@ -178,6 +178,7 @@ uint64_t Server::writes() const {
 void Server::stop() {
   boost::system::error_code ec;
   m_acceptor.close(ec);
+  m_retry.cancel();
   for (auto& w : m_sessions)
     if (auto s = w.lock()) s->close();
 }
@@ -186,12 +187,29 @@ void Server::accept() {
   m_acceptor.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted) return;
     if (!ec) {
-      auto s = std::make_shared<Session>(std::move(socket), m_cfg, m_handler);
       std::erase_if(m_sessions, [](auto& w) { return w.expired(); });
-      m_sessions.push_back(s);
-      s->start();
+      if (m_sessions.size() >= m_cfg.max_connections) {
+        // Bounded: refuse clearly rather than run out of descriptors or memory.
+        std::string msg = fmt::format("ERR BUSY too many connections ({}); try again later\n",
+                                      m_cfg.max_connections);
+        boost::system::error_code ig;
+        socket.non_blocking(true, ig);
+        socket.write_some(asio::buffer(msg), ig);
+        socket.close(ig);
+        log::warn("refused a connection: {} already open", m_sessions.size());
+      } else {
+        auto s = std::make_shared<Session>(std::move(socket), m_cfg, m_handler);
+        m_sessions.push_back(s);
+        s->start();
+      }
     } else {
-      log::warn("accept failed: {}", ec.message());
+      // Out of descriptors, say: wait a little instead of spinning on the failure.
+      log::warn("accept failed: {}; retrying in 100 ms", ec.message());
+      m_retry.expires_after(std::chrono::milliseconds(100));
+      m_retry.async_wait([this](boost::system::error_code e) {
+        if (!e) accept();
+      });
+      return;
     }
     accept();
   });

@@ -45,6 +45,7 @@ struct SessionConfig {
   std::string role;  // "leader" or "participant": sent in the HELLO reply
   std::string id;
   size_t max_line = k_default_max_line;
+  size_t max_connections = 4096;  // past this, a new connection gets ERR BUSY and is closed
 };
 
 using Handler = std::function<void(const std::string& line, Reply reply)>;
@@ -97,6 +98,7 @@ class Server {
  private:
   void accept();
   boost::asio::ip::tcp::acceptor m_acceptor;
+  boost::asio::steady_timer m_retry;  // after a failed accept (e.g. out of descriptors)
   SessionConfig m_cfg;
   Handler m_handler;
   std::vector<std::weak_ptr<Session>> m_sessions;

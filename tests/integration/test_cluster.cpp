@@ -168,3 +168,26 @@ TEST_SUITE("cluster") {
     CHECK(r.err.find("in use") != std::string::npos);
   }
 }
+
+TEST_SUITE("cluster") {
+  TEST_CASE("connections past --max-connections get ERR BUSY; the others keep working") {
+    Cluster::Options o;
+    o.leader_args = {"--max-connections", "3"};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    std::vector<client::Connection> held;
+    for (int i = 0; i < 3; ++i) {
+      auto conn = client::Connection::open(c.leader_addr(), 2000);
+      REQUIRE(conn.is_ok());
+      held.push_back(std::move(*conn));
+    }
+    auto refused = client::Connection::open(c.leader_addr(), 2000);
+    CHECK_FALSE(refused.is_ok());
+    CHECK(refused.status().message().find("ERR BUSY") != std::string::npos);
+    auto r = held[0].call("PUT k v", 5000);
+    REQUIRE(r.is_ok());
+    CHECK(r->rfind("COMMITTED", 0) == 0);
+    held.pop_back();  // a slot frees up
+    CHECK(wait_for([&] { return client::Connection::open(c.leader_addr(), 2000).is_ok(); }, 5000));
+  }
+}
