@@ -59,6 +59,11 @@ void Core::recover(const txlog::Record& rec) {
     if (!t.rid.empty()) remember(t.rid, Outcome::committed, t.txid);
     m_decided_commit.insert(t.txid);
     m_txns[t.txid] = std::move(t);
+  } else if (rec.type == k_rec_rid) {
+    txlog::Decoder d(rec.payload);
+    std::string rid, txid;
+    TPC_CHECK(d.str(&rid) && d.str(&txid), "undecodable RID record");
+    remember(rid, Outcome::committed, txid);
   } else if (rec.type == k_rec_end) {
     txlog::Decoder d(rec.payload);
     std::string txid;
@@ -222,6 +227,16 @@ Outcome Core::result(const std::string& rid, std::string* txid) {
   }
   *txid = it->second.txid;
   return it->second.outcome;
+}
+
+std::vector<std::pair<std::string, std::string>> Core::recent_commits() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto& rid : m_rid_order) {
+    auto it = m_rids.find(rid);
+    if (it != m_rids.end() && it->second.outcome == Outcome::committed)
+      out.emplace_back(rid, it->second.txid);
+  }
+  return out;
 }
 
 Txn* Core::find(const std::string& txid) {

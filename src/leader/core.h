@@ -24,6 +24,8 @@ using protocol::Op;
 enum RecordType : uint8_t {
   k_rec_commit = 1,  // txid, client request id, participant indices: forced before any reply
   k_rec_end = 2,     // txid: every participant acknowledged (not forced)
+  k_rec_rid = 3,     // rid, txid: a recent client request that committed (written by log
+                     // rewrites, so RESULT survives them and a restart)
 };
 
 enum class Outcome { committed, aborted, pending };
@@ -93,6 +95,9 @@ class Core {
   // Outcome of client request rid. An unknown rid is recorded as aborted, so a request with
   // that rid arriving later is refused instead of committed behind the client's back.
   Outcome result(const std::string& rid, std::string* txid);
+
+  // Recent client requests that committed, oldest first: (rid, txid).
+  std::vector<std::pair<std::string, std::string>> recent_commits() const;
 
   Txn* find(const std::string& txid);
   const std::map<std::string, Txn>& active() const { return m_txns; }

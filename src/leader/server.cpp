@@ -323,10 +323,18 @@ void Server::send_commit(const std::string& txid, size_t p) {
 }
 
 void Server::maybe_compact() {
-  if (m_compacting || m_log->stats().bytes < m_cfg.log_compact_bytes) return;
+  // Past the threshold, and at least twice what the last rewrite left (so a log whose live
+  // records alone pass the threshold is not rewritten on every append).
+  uint64_t bytes = m_log->stats().bytes;
+  if (m_compacting || bytes < m_cfg.log_compact_bytes || bytes < 2 * m_compacted_bytes) return;
   // Keep the COMMIT record of every transaction not yet END-ed, including decisions whose
   // force is still queued (the rewrite is ordered after them and must not drop them).
   std::vector<txlog::Record> live;
+  // Recent client requests that committed, so that a client asking RESULT after a lost
+  // connection still hears "committed" after this rewrite and a restart (never a presumed
+  // abort of what committed).
+  for (auto& [rid, txid] : m_core->recent_commits())
+    live.push_back({k_rec_rid, txlog::Encoder().str(rid).str(txid).data()});
   for (auto& [txid, t] : m_core->active())
     if (t.phase == Txn::committed || t.phase == Txn::deciding)
       live.push_back({k_rec_commit, encode_commit(t.txid, t.rid, t.parts)});
@@ -339,6 +347,7 @@ void Server::maybe_compact() {
       [this, n] {
         asio::post(m_io, [this, n] {
           m_compacting = false;
+          m_compacted_bytes = m_log->stats().bytes;
           log::info("log compacted: {} live records kept, {} bytes", n, m_log->stats().bytes);
         });
       });

@@ -78,6 +78,7 @@ class Server {
   boost::asio::steady_timer m_resend;
   bool m_stopped = false;
   bool m_compacting = false;
+  uint64_t m_compacted_bytes = 0;  // log size right after the last rewrite
 };
 
 }  // namespace tpc::leader

@@ -310,7 +310,10 @@ void Server::on_resolve(const std::string& txid, bool commit, Reply reply) {
 }
 
 void Server::maybe_compact() {
-  if (m_compacting || m_log->stats().bytes < m_cfg.log_compact_bytes) return;
+  // Past the threshold, and at least twice what the last rewrite left (so a log whose live
+  // records alone pass the threshold is not rewritten on every append).
+  uint64_t bytes = m_log->stats().bytes;
+  if (m_compacting || bytes < m_cfg.log_compact_bytes || bytes < 2 * m_compacted_bytes) return;
   // Commits the log is about to forget must be durable in the store first.
   if (Status st = m_store->make_durable(); !st) fatal("cannot checkpoint the store: " + st.to_string());
   // Keep the PREPARED record of every transaction not finished yet (also those whose force
@@ -332,6 +335,7 @@ void Server::maybe_compact() {
       [this, n, applied_upto] {
         asio::post(m_io, [this, n, applied_upto] {
           m_compacting = false;
+          m_compacted_bytes = m_log->stats().bytes;
           if (Status st = m_store->prune_applied(applied_upto); !st)
             fatal("cannot prune applied marks: " + st.to_string());
           log::info("log compacted: {} live records kept, {} bytes", n, m_log->stats().bytes);

@@ -82,6 +82,27 @@ TEST_SUITE("leader") {
     CHECK(c.begin("", put("x"), 0, 10).txid == "L.2.1");
   }
 
+  TEST_CASE("a log rewrite keeps recent committed request ids for RESULT") {
+    Core c("L", 1, peers3, 0);
+    auto b = c.begin("rid-7", put("k"), 0, 1000);
+    for (size_t p = 0; p < 3; ++p) c.on_vote(b.txid, p, true, "", "");
+    c.on_decision_durable(b.txid);
+    for (size_t p = 0; p < 3; ++p) c.on_ack(b.txid, p);
+    c.on_end(b.txid);
+    c.begin("rid-8", put("x"), 0, 1000);  // still pending: not a committed outcome
+    auto recent = c.recent_commits();
+    REQUIRE(recent.size() == 1);
+    CHECK(recent[0] == std::make_pair(std::string("rid-7"), b.txid));
+    // After a restart from the rewritten log (which holds only these), RESULT still knows.
+    Core again("L", 2, peers3, 0);
+    again.recover({leader::k_rec_rid, txlog::Encoder().str("rid-7").str(b.txid).data()});
+    again.finish_recovery();
+    std::string txid;
+    CHECK(again.result("rid-7", &txid) == Outcome::committed);
+    CHECK(txid == b.txid);
+    CHECK(again.outcome(b.txid) == Outcome::aborted);  // no participant can still ask
+  }
+
   TEST_CASE("crash before the decision is durable: presumed abort") {
     Core c("L", 2, peers3, 0);
     c.finish_recovery();
