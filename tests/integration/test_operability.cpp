@@ -205,6 +205,10 @@ TEST_SUITE("operability") {
     std::smatch m;
     REQUIRE(std::regex_search(r.out, m, std::regex("\n(1\\.\\d+\\.\\d+) ")));
     std::string txid = m[1];
+    // Meanwhile a read of the key waits its bound, then says "in doubt" (exit 4): no guess.
+    auto g = c.client({"get", "decided"});
+    CHECK(g.code == 4);
+    CHECK(g.err.find("in doubt") != std::string::npos);
     r = c.client({"resolve", txid, "abort"});
     CHECK(r.code == 3);
     CHECK(r.err.find("refused") != std::string::npos);
@@ -234,6 +238,22 @@ TEST_SUITE("operability") {
     CHECK(r.code == 3);
     CHECK(r.out.find("vote NO") != std::string::npos);
     CHECK(r.out.find("decision ABORT") != std::string::npos);
+  }
+
+  TEST_CASE("bench runs a bounded load and reports throughput, aborts and percentiles") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    auto r = c.client({"bench", "--clients", "4", "--duration", "1s", "--keys", "1000", "--json"});
+    CHECK(r.code == 0);
+    INFO(r.out);
+    std::smatch m;
+    REQUIRE(std::regex_search(r.out, m, std::regex("\"committed\":(\\d+)")));
+    CHECK(std::stol(m[1]) > 0);
+    for (std::string f : {"\"committed_per_s\":", "\"aborts\":{", "\"p50_ms\":", "\"p90_ms\":",
+                          "\"p99_ms\":", "\"p999_ms\":", "\"max_ms\":"})
+      CHECK(r.out.find(f) != std::string::npos);
+    CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
+    CHECK(c.client({"bench", "--clients", "0"}).code == 2);
   }
 
   TEST_CASE("the man page renders without warnings and names every option") {
