@@ -11,10 +11,9 @@ int main(int argc, char** argv) {
                "tpc"};
   app.set_version_flag("--version", std::string("tpc ") + TPC_VERSION);
   app.require_subcommand(1);
-  std::vector<std::function<int()>> runs = {tpc::cli::setup_participant(app),
-                                            tpc::cli::setup_leader(app),
-                                            tpc::cli::setup_client(app),
-                                            tpc::cli::setup_cluster(app)};
+  std::vector<std::function<int()>> runs = {
+      tpc::cli::setup_participant(app), tpc::cli::setup_leader(app), tpc::cli::setup_client(app),
+      tpc::cli::setup_cluster(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -10,8 +10,9 @@ namespace tpc::cli {
 
 std::function<int()> setup_client(CLI::App& app) {
   auto* sub = app.add_subcommand(
-      "client", "talk to the leader: put, get, del, txn, status, in-doubt, resolve, bench; "
-                "no command opens a shell");
+      "client",
+      "talk to the leader: put, get, del, txn, status, in-doubt, resolve, bench; "
+      "no command opens a shell");
   auto o = std::make_shared<client::Options>();
   if (const char* env = std::getenv("TPC_LEADER"); env && *env) o->leader = env;
   sub->add_option("--leader", o->leader, "leader address (env TPC_LEADER)")->capture_default_str();

@@ -84,8 +84,7 @@ std::function<int()> setup_cluster(CLI::App& app) {
   sub->add_option("--participants", o->participants, "number of participants")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
-  sub->add_option("--port", o->port,
-                  "leader port; participants use the following ports")
+  sub->add_option("--port", o->port, "leader port; participants use the following ports")
       ->capture_default_str();
   sub->add_option("--data-dir", o->data_dir, "parent of every node's data directory")
       ->capture_default_str();
@@ -134,10 +133,10 @@ std::function<int()> setup_cluster(CLI::App& app) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
     }
-    std::vector<std::string> largs = {exe,          "leader",      "--port",
-                                      std::to_string(o->port), "--peers", peers,
-                                      "--data-dir", o->data_dir + "/leader-1", "--log-level",
-                                      o->log_level};
+    std::vector<std::string> largs = {
+        exe,           "leader",    "--port",     std::to_string(o->port),
+        "--peers",     peers,       "--data-dir", o->data_dir + "/leader-1",
+        "--log-level", o->log_level};
     if (o->replicas) {
       largs.push_back("--replicas");
       largs.push_back(std::to_string(o->replicas));
@@ -165,7 +164,8 @@ std::function<int()> setup_cluster(CLI::App& app) {
         std::cout << fmt::format("  participant {} on 127.0.0.1:{}  data {}/participant-{}\n", i,
                                  o->port + i, o->data_dir, i);
       std::cout << fmt::format("  leader        on {}  data {}/leader-1\n", leader, o->data_dir);
-      std::cout << fmt::format("try:  {} client --leader {} put hello world\n", invoked_as(), leader)
+      std::cout << fmt::format("try:  {} client --leader {} put hello world\n", invoked_as(),
+                               leader)
                 << "Ctrl-C stops the cluster.\n"
                 << std::flush;
     } else if (!g_stop && !failed) {

@@ -1,4 +1,5 @@
 #include <utility>  // before asio: boost 1.74 needs it
+
 #include <boost/asio.hpp>
 #include <regex>
 

@@ -20,12 +20,14 @@ Fields parse_fields(const std::string& line) {
   Fields f;
   for (auto t : protocol::split(line)) {
     auto eq = t.find('=');
-    if (eq != std::string_view::npos) f[std::string(t.substr(0, eq))] = std::string(t.substr(eq + 1));
+    if (eq != std::string_view::npos)
+      f[std::string(t.substr(0, eq))] = std::string(t.substr(eq + 1));
   }
   return f;
 }
 
-std::optional<std::string> ask(const std::string& addr, const std::string& line, int timeout_ms = 2000) {
+std::optional<std::string> ask(const std::string& addr, const std::string& line,
+                               int timeout_ms = 2000) {
   auto c = Connection::open(addr, timeout_ms);
   if (!c) return std::nullopt;
   auto r = c->call(line, timeout_ms);
@@ -53,9 +55,12 @@ std::string human_ms(const std::string& s) {
 std::string json_str(const std::string& s) {
   std::string o = "\"";
   for (unsigned char c : s) {
-    if (c == '"' || c == '\\') o += '\\', o += static_cast<char>(c);
-    else if (c < 0x20) o += fmt::format("\\u{:04x}", c);
-    else o += static_cast<char>(c);
+    if (c == '"' || c == '\\')
+      o += '\\', o += static_cast<char>(c);
+    else if (c < 0x20)
+      o += fmt::format("\\u{:04x}", c);
+    else
+      o += static_cast<char>(c);
   }
   return o + "\"";
 }
@@ -167,9 +172,9 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
       s += fmt::format(
           "{}{{\"role\":\"{}\",\"id\":{},\"address\":{},\"up\":{},\"keys\":{},\"committed\":{},"
           "\"aborted\":{},\"in_doubt\":{},\"log_bytes\":{},\"uptime_ms\":{}}}",
-          i ? "," : "", r.role, r.f.count("id") ? json_str(r.f.at("id")) : "null",
-          json_str(r.addr), r.up ? "true" : "false", num_or_null(r.f, "keys"),
-          num_or_null(r.f, "committed"), num_or_null(r.f, "aborted"),
+          i ? "," : "", r.role, r.f.count("id") ? json_str(r.f.at("id")) : "null", json_str(r.addr),
+          r.up ? "true" : "false", num_or_null(r.f, "keys"), num_or_null(r.f, "committed"),
+          num_or_null(r.f, "aborted"),
           r.role == "leader" ? num_or_null(r.f, "active") : num_or_null(r.f, "in_doubt"),
           num_or_null(r.f, "log_bytes"), num_or_null(r.f, "uptime_ms"));
     }
@@ -182,14 +187,14 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
                      "UPTIME");
   for (auto& r : rows) {
     std::string doubt = r.role == "leader" ? get(r.f, "active") : get(r.f, "in_doubt");
-    out << fmt::format("{:<12} {:<4} {:<22} {:<5} {:>8} {:>10} {:>8} {:>8} {:>10} {:>8}\n",
-                       r.role, get(r.f, "id"), r.addr, r.up ? "up" : "DOWN",
+    out << fmt::format("{:<12} {:<4} {:<22} {:<5} {:>8} {:>10} {:>8} {:>8} {:>10} {:>8}\n", r.role,
+                       get(r.f, "id"), r.addr, r.up ? "up" : "DOWN",
                        r.role == "leader" ? "-" : get(r.f, "keys"), get(r.f, "committed"),
-                       get(r.f, "aborted"), doubt,
-                       r.up ? human_bytes(get(r.f, "log_bytes")) : "-",
+                       get(r.f, "aborted"), doubt, r.up ? human_bytes(get(r.f, "log_bytes")) : "-",
                        r.up ? human_ms(get(r.f, "uptime_ms")) : "-");
   }
-  if (rows[0].up) out << "(leader IN-DOUBT counts transactions it is still deciding or finishing)\n";
+  if (rows[0].up)
+    out << "(leader IN-DOUBT counts transactions it is still deciding or finishing)\n";
   return down ? k_unknown : k_ok;
 }
 
@@ -199,7 +204,8 @@ int run_in_doubt(const Options& o, bool json, std::ostream& out, std::ostream& e
   if (parts.empty()) return k_unknown;
   std::vector<std::string> down;
   auto all = collect(parts, &down);
-  for (auto& d : down) err << "participant " << d << " is unreachable; its in-doubt list is unknown\n";
+  for (auto& d : down)
+    err << "participant " << d << " is unreachable; its in-doubt list is unknown\n";
   if (json) {
     std::string s = "{\"in_doubt\":[";
     bool first = true;
@@ -207,10 +213,11 @@ int run_in_doubt(const Options& o, bool json, std::ostream& out, std::ostream& e
       std::string keys, holders;
       for (auto& k : d.keys) keys += (keys.empty() ? "" : ",") + json_str(k);
       for (auto& h : d.holders) holders += (holders.empty() ? "" : ",") + json_str(h);
-      s += fmt::format("{}{{\"txid\":{},\"leader\":{},\"leader_address\":{},\"participants\":[{}],"
-                       "\"age_ms\":{},\"keys\":[{}]}}",
-                       first ? "" : ",", json_str(txid), json_str(d.leader),
-                       json_str(d.leader_addr), holders, d.age_ms, keys);
+      s += fmt::format(
+          "{}{{\"txid\":{},\"leader\":{},\"leader_address\":{},\"participants\":[{}],"
+          "\"age_ms\":{},\"keys\":[{}]}}",
+          first ? "" : ",", json_str(txid), json_str(d.leader), json_str(d.leader_addr), holders,
+          d.age_ms, keys);
       first = false;
     }
     out << s << "]}\n";
@@ -263,7 +270,8 @@ int run_resolve(const Options& o, const std::string& txid, bool commit, bool for
     }
     int done = 0;
     for (auto& h : d.holders)
-      done += ask(h, std::string(decided_commit ? "COMMIT " : "ABORT ") + txid).value_or("") == "ACK";
+      done +=
+          ask(h, std::string(decided_commit ? "COMMIT " : "ABORT ") + txid).value_or("") == "ACK";
     out << fmt::format("{} {} on {} participant(s), following leader {}'s decision\n",
                        decided_commit ? "committed" : "aborted", txid, done, d.leader);
     return done == static_cast<int>(d.holders.size()) ? k_ok : k_unknown;

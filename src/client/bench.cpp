@@ -1,9 +1,10 @@
 // tpc client bench: a closed-loop load generator. Many clients in one process, each with its
 // own persistent connection to the leader, one request in flight per client.
 #include <utility>  // before asio: boost 1.74 needs it
-#include <boost/asio.hpp>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <boost/asio.hpp>
 #include <iostream>
 #include <map>
 #include <random>
@@ -73,7 +74,8 @@ class Worker : public std::enable_shared_from_this<Worker> {
   void next() {
     if (m_stop) return;
     std::uniform_int_distribution<int> key(0, m_cfg.keys - 1);
-    m_is_read = m_cfg.read_ratio > 0 && std::uniform_real_distribution<>(0, 1)(m_rng) < m_cfg.read_ratio;
+    m_is_read =
+        m_cfg.read_ratio > 0 && std::uniform_real_distribution<>(0, 1)(m_rng) < m_cfg.read_ratio;
     if (m_is_read) {
       send(fmt::format("GET {}{}", m_cfg.key_prefix, key(m_rng)));
       return;
@@ -84,7 +86,8 @@ class Worker : public std::enable_shared_from_this<Worker> {
     std::vector<int> ks;
     if (m_cfg.fill) {
       if (m_cfg.next_fill >= m_cfg.keys) return;
-      for (int i = 0; i < m_cfg.ops && m_cfg.next_fill < m_cfg.keys; ++i) ks.push_back(m_cfg.next_fill++);
+      for (int i = 0; i < m_cfg.ops && m_cfg.next_fill < m_cfg.keys; ++i)
+        ks.push_back(m_cfg.next_fill++);
     }
     while (!m_cfg.fill && static_cast<int>(ks.size()) < std::min(m_cfg.ops, m_cfg.keys)) {
       int k = key(m_rng);
@@ -101,26 +104,28 @@ class Worker : public std::enable_shared_from_this<Worker> {
     m_out += '\n';
     m_sent_us = now_us();
     auto self = shared_from_this();
-    asio::async_write(m_socket, asio::buffer(m_out), [this, self](boost::system::error_code ec, size_t) {
-      if (ec) {
-        ++m_st.errors;
-        return;
-      }
-      read();
-    });
+    asio::async_write(m_socket, asio::buffer(m_out),
+                      [this, self](boost::system::error_code ec, size_t) {
+                        if (ec) {
+                          ++m_st.errors;
+                          return;
+                        }
+                        read();
+                      });
   }
   void read() {
     std::string line;
     if (m_in.next(&line) == protocol::LineBuffer::Next::line) return on_reply(line);
     auto self = shared_from_this();
-    m_socket.async_read_some(asio::buffer(m_buf), [this, self](boost::system::error_code ec, size_t n) {
-      if (ec) {
-        ++m_st.errors;
-        return;
-      }
-      m_in.append(m_buf, n);
-      read();
-    });
+    m_socket.async_read_some(asio::buffer(m_buf),
+                             [this, self](boost::system::error_code ec, size_t n) {
+                               if (ec) {
+                                 ++m_st.errors;
+                                 return;
+                               }
+                               m_in.append(m_buf, n);
+                               read();
+                             });
   }
   void on_reply(const std::string& line) {
     if (m_handshake) {
@@ -175,15 +180,20 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
   app.add_option("--duration", cfg.duration, "how long: 10s, 500ms, 1m")->capture_default_str();
-  app.add_option("--keys", cfg.keys, "key space")->capture_default_str()->check(CLI::Range(1, 100000000));
-  app.add_option("--ops", cfg.ops, "writes per transaction")->capture_default_str()->check(CLI::Range(1, 64));
+  app.add_option("--keys", cfg.keys, "key space")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000000));
+  app.add_option("--ops", cfg.ops, "writes per transaction")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   app.add_option("--value-size", cfg.value_size, "bytes per value")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 19));
   app.add_option("--read-ratio", cfg.read_ratio, "share of requests that are reads")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
-  app.add_option("--key-prefix", cfg.key_prefix, "prefix of the keys written")->capture_default_str();
+  app.add_option("--key-prefix", cfg.key_prefix, "prefix of the keys written")
+      ->capture_default_str();
   app.add_flag("--json", cfg.json, "print one JSON line");
   app.add_flag("--fill", cfg.fill,
                "write every key of --keys once, --ops per transaction, then stop (preload)");
@@ -230,13 +240,15 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
     int64_t el = now_ms() - start;
     uint64_t done = st.committed + st.reads;
     if (!cfg.json)
-      std::cerr << fmt::format("\r  {:5.1f}s  {:>8} done  {:>8.0f}/s  aborts {}  errors {}   ",
-                               el / 1000.0, done, (done - last) * 1.0, [&] {
-                                 uint64_t a = 0;
-                                 for (auto& [k, v] : st.aborts) a += v;
-                                 return a;
-                               }(),
-                               st.errors)
+      std::cerr << fmt::format(
+                       "\r  {:5.1f}s  {:>8} done  {:>8.0f}/s  aborts {}  errors {}   ", el / 1000.0,
+                       done, (done - last) * 1.0,
+                       [&] {
+                         uint64_t a = 0;
+                         for (auto& [k, v] : st.aborts) a += v;
+                         return a;
+                       }(),
+                       st.errors)
                 << std::flush;
     last = done;
     bool filled = cfg.fill && cfg.next_fill >= cfg.keys && cfg.in_flight == 0;
@@ -252,7 +264,8 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
     });
   };
   if (cfg.fill) duration_ms = std::max<int64_t>(duration_ms, 3600 * 1000);
-  tick.expires_after(std::chrono::milliseconds(std::min<int64_t>(cfg.fill ? 100 : 1000, duration_ms)));
+  tick.expires_after(
+      std::chrono::milliseconds(std::min<int64_t>(cfg.fill ? 100 : 1000, duration_ms)));
   tick.async_wait([&](boost::system::error_code e) {
     if (!e) on_tick();
   });

@@ -15,8 +15,7 @@ namespace tpc::client {
 
 namespace {
 std::mt19937_64& rng() {
-  static thread_local std::mt19937_64 r{std::random_device{}() ^
-                                        static_cast<uint64_t>(now_us())};
+  static thread_local std::mt19937_64 r{std::random_device{}() ^ static_cast<uint64_t>(now_us())};
   return r;
 }
 
@@ -62,8 +61,8 @@ int resolve_lost(const Options& o, const std::string& rid, const std::string& wh
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  err << "outcome unknown: " << why << "; could not learn the outcome of request " << rid
-      << " (" << last << ")\n";
+  err << "outcome unknown: " << why << "; could not learn the outcome of request " << rid << " ("
+      << last << ")\n";
   return k_unknown;
 }
 }  // namespace

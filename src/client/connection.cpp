@@ -45,7 +45,8 @@ Result<Connection> Connection::open(const std::string& host_port, int timeout_ms
   addrinfo hints{}, *res = nullptr;
   hints.ai_socktype = SOCK_STREAM;
   if (int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res); rc != 0)
-    return Status::error("UNAVAILABLE", fmt::format("cannot resolve {}: {}", host, gai_strerror(rc)));
+    return Status::error("UNAVAILABLE",
+                         fmt::format("cannot resolve {}: {}", host, gai_strerror(rc)));
   int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     freeaddrinfo(res);
@@ -56,7 +57,8 @@ Result<Connection> Connection::open(const std::string& host_port, int timeout_ms
   if (rc != 0 && errno != EINPROGRESS) {
     int e = errno;
     ::close(fd);
-    return Status::error("UNAVAILABLE", fmt::format("cannot connect to {}: {}", host_port, std::strerror(e)));
+    return Status::error("UNAVAILABLE",
+                         fmt::format("cannot connect to {}: {}", host_port, std::strerror(e)));
   }
   if (rc != 0) {
     pollfd p{fd, POLLOUT, 0};
@@ -65,9 +67,8 @@ Result<Connection> Connection::open(const std::string& host_port, int timeout_ms
     socklen_t len = sizeof err;
     if (n <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
       ::close(fd);
-      return Status::error("UNAVAILABLE",
-                           fmt::format("cannot connect to {}: {}", host_port,
-                                       n <= 0 ? "timed out" : std::strerror(err)));
+      return Status::error("UNAVAILABLE", fmt::format("cannot connect to {}: {}", host_port,
+                                                      n <= 0 ? "timed out" : std::strerror(err)));
     }
   }
   int one = 1;
@@ -75,8 +76,9 @@ Result<Connection> Connection::open(const std::string& host_port, int timeout_ms
   Connection c;
   c.m_fd = fd;
   auto hello = c.call(fmt::format("HELLO {} {}", protocol::k_version, role), timeout_ms);
-  if (!hello) return Status::error("UNAVAILABLE", "handshake with " + host_port + " failed: " +
-                                                      hello.status().message());
+  if (!hello)
+    return Status::error("UNAVAILABLE",
+                         "handshake with " + host_port + " failed: " + hello.status().message());
   if (hello->rfind("HELLO ", 0) != 0)
     return Status::error("VERSION", "server at " + host_port + " refused the handshake: " + *hello);
   return c;
@@ -115,8 +117,9 @@ Result<std::string> Connection::read_line(int timeout_ms) {
     char buf[65536];
     ssize_t got = ::recv(m_fd, buf, sizeof buf, 0);
     if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-    if (got <= 0) return Status::error("LOST", got == 0 ? "connection closed by server"
-                                                        : std::string(std::strerror(errno)));
+    if (got <= 0)
+      return Status::error(
+          "LOST", got == 0 ? "connection closed by server" : std::string(std::strerror(errno)));
     m_in.append(buf, static_cast<size_t>(got));
   }
 }

@@ -20,7 +20,8 @@ const char* const k_help =
     "  get KEY                            print the value (exit 1: not found)\n"
     "  del [--trace] KEY                  delete KEY\n"
     "  txn [--trace] OP [OP...]           all or nothing; OP is one of\n"
-    "                                       put KEY VALUE | del KEY | check KEY VALUE | absent KEY\n"
+    "                                       put KEY VALUE | del KEY | check KEY VALUE | absent "
+    "KEY\n"
     "  status [--json]                    leader and participants, one row each\n"
     "  in-doubt [--json]                  transactions prepared but not finished\n"
     "  resolve TXID commit|abort [--force]  finish an in-doubt transaction by hand\n"
@@ -33,8 +34,10 @@ Result<std::vector<std::string>> shell_split(const std::string& line) {
   std::vector<std::string> out;
   size_t i = 0;
   auto hex = [](char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
   };
   while (i < line.size()) {
     while (i < line.size() && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r')) ++i;
@@ -65,10 +68,18 @@ Result<std::vector<std::string>> shell_split(const std::string& line) {
           char e = line[i + 1];
           i += 2;
           switch (e) {
-            case 'n': word += '\n'; break;
-            case 't': word += '\t'; break;
-            case 'r': word += '\r'; break;
-            case '0': word += '\0'; break;
+            case 'n':
+              word += '\n';
+              break;
+            case 't':
+              word += '\t';
+              break;
+            case 'r':
+              word += '\r';
+              break;
+            case '0':
+              word += '\0';
+              break;
             case 'x':
               if (i + 1 < line.size() && hex(line[i]) >= 0 && hex(line[i + 1]) >= 0) {
                 word += static_cast<char>(hex(line[i]) * 16 + hex(line[i + 1]));
@@ -77,7 +88,8 @@ Result<std::vector<std::string>> shell_split(const std::string& line) {
                 return Status::error("USAGE", "\\x needs two hex digits");
               }
               break;
-            default: word += e;
+            default:
+              word += e;
           }
           continue;
         }
@@ -93,8 +105,7 @@ Result<std::vector<std::string>> shell_split(const std::string& line) {
   return out;
 }
 
-int execute(Options o, const std::vector<std::string>& args, std::ostream& out,
-            std::ostream& err) {
+int execute(Options o, const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   using protocol::Op;
   using protocol::OpKind;
   if (args.empty()) {
@@ -143,8 +154,10 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out,
     bool force = false;
     std::vector<std::string> pos;
     for (auto& a : rest) {
-      if (a == "--force") force = true;
-      else pos.push_back(a);
+      if (a == "--force")
+        force = true;
+      else
+        pos.push_back(a);
     }
     if (pos.size() != 2 || (pos[1] != "commit" && pos[1] != "abort"))
       return usage("resolve TXID commit|abort [--force]");

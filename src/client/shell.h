@@ -10,8 +10,7 @@
 namespace tpc::client {
 
 // Runs one client command (args[0] is the command word). Returns its exit code.
-int execute(Options o, const std::vector<std::string>& args, std::ostream& out,
-            std::ostream& err);
+int execute(Options o, const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 
 // `tpc client` without a command: a shell with prompt, line editing and history on a terminal;
 // with standard input piped, one command per line and one result per line. Errors in one line

@@ -17,15 +17,21 @@
 
 namespace tpc::failpoint {
 
-const char* const k_names[] = {
-    "participant/beforePrepareFsync", "participant/afterPrepareFsync",
-    "participant/afterVoteSend",      "participant/beforeApplyCommit",
-    "participant/afterApplyCommit",   "leader/afterVotes",
-    "leader/beforeDecisionFsync",     "leader/afterDecisionFsync",
-    "leader/betweenCommitSends",      "leader/beforeEndRecord",
-    "leader/sendCommit",              "participant/askOutcome",
-    "txlog/write",                    "txlog/sync",
-    nullptr};
+const char* const k_names[] = {"participant/beforePrepareFsync",
+                               "participant/afterPrepareFsync",
+                               "participant/afterVoteSend",
+                               "participant/beforeApplyCommit",
+                               "participant/afterApplyCommit",
+                               "leader/afterVotes",
+                               "leader/beforeDecisionFsync",
+                               "leader/afterDecisionFsync",
+                               "leader/betweenCommitSends",
+                               "leader/beforeEndRecord",
+                               "leader/sendCommit",
+                               "participant/askOutcome",
+                               "txlog/write",
+                               "txlog/sync",
+                               nullptr};
 
 namespace detail {
 std::atomic<bool> g_any{false};
@@ -99,9 +105,8 @@ std::string configure(const std::string& spec) {
     while (true) {
       size_t arrow = rest.find("->", p);
       Term term;
-      auto err = parse_term(rest.substr(p, arrow == std::string::npos ? std::string::npos
-                                                                        : arrow - p),
-                            &term);
+      auto err = parse_term(
+          rest.substr(p, arrow == std::string::npos ? std::string::npos : arrow - p), &term);
       if (!err.empty()) return name + ": " + err;
       terms.push_back(term);
       if (arrow == std::string::npos) break;

@@ -16,12 +16,18 @@ std::mutex g_role_mutex;
 std::string g_role = "tpc";
 const char* name(Level l) {
   switch (l) {
-    case Level::debug: return "DEBUG";
-    case Level::info: return "INFO";
-    case Level::warn: return "WARN";
-    case Level::error: return "ERROR";
-    case Level::fatal: return "FATAL";
-    default: return "?";
+    case Level::debug:
+      return "DEBUG";
+    case Level::info:
+      return "INFO";
+    case Level::warn:
+      return "WARN";
+    case Level::error:
+      return "ERROR";
+    case Level::fatal:
+      return "FATAL";
+    default:
+      return "?";
   }
 }
 }  // namespace
@@ -34,12 +40,18 @@ void set_level(Level l) { g_level = static_cast<int>(l); }
 Level level() { return static_cast<Level>(g_level.load(std::memory_order_relaxed)); }
 
 bool parse_level(const std::string& t, Level* out) {
-  if (t == "debug") *out = Level::debug;
-  else if (t == "info") *out = Level::info;
-  else if (t == "warn") *out = Level::warn;
-  else if (t == "error") *out = Level::error;
-  else if (t == "off") *out = Level::off;
-  else return false;
+  if (t == "debug")
+    *out = Level::debug;
+  else if (t == "info")
+    *out = Level::info;
+  else if (t == "warn")
+    *out = Level::warn;
+  else if (t == "error")
+    *out = Level::error;
+  else if (t == "off")
+    *out = Level::off;
+  else
+    return false;
   return true;
 }
 

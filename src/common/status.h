@@ -71,7 +71,7 @@ inline constexpr int k_exit_storage_failure = 70;
 
 }  // namespace tpc
 
-#define TPC_CHECK(cond, msg)                                                               \
-  do {                                                                                     \
+#define TPC_CHECK(cond, msg)                                                             \
+  do {                                                                                   \
     if (!(cond)) ::tpc::fatal(std::string("invariant broken: ") + #cond + ": " + (msg)); \
   } while (0)

@@ -35,9 +35,9 @@ struct Txn {
   std::string txid;
   std::string rid;
   std::vector<Op> ops;
-  std::vector<size_t> parts;       // participant indices that own the keys
-  std::map<size_t, bool> votes;    // received votes
-  std::set<size_t> unacked;        // committed: participants yet to acknowledge
+  std::vector<size_t> parts;     // participant indices that own the keys
+  std::map<size_t, bool> votes;  // received votes
+  std::set<size_t> unacked;      // committed: participants yet to acknowledge
   Phase phase = preparing;
   int64_t deadline_ms = 0;
   std::string abort_code, abort_detail;
@@ -64,7 +64,7 @@ class Core {
   struct Begin {
     enum Kind { started, known } kind;
     std::string txid;
-    std::vector<size_t> targets;  // started: send PREPARE to these
+    std::vector<size_t> targets;         // started: send PREPARE to these
     Outcome outcome = Outcome::pending;  // known: the outcome of an earlier request with this rid
   };
   // Starts a transaction for client request `rid` (may be empty). A rid seen before is not
@@ -115,8 +115,8 @@ class Core {
   std::vector<std::string> m_peers;
   size_t m_replicas;
   uint64_t m_next_seq = 1;
-  std::map<std::string, Txn> m_txns;                 // active (not yet ended/forgotten)
-  std::set<std::string> m_decided_commit;            // committed, END not yet written
+  std::map<std::string, Txn> m_txns;       // active (not yet ended/forgotten)
+  std::set<std::string> m_decided_commit;  // committed, END not yet written
   struct RidOutcome {
     Outcome outcome;
     std::string txid;

@@ -48,8 +48,8 @@ Server::Server(asio::io_context& io, Config cfg)
             m_incarnation, recovered.size(), pending.size());
 
   if (m_cfg.advertise.empty())
-    m_cfg.advertise = fmt::format("{}:{}", m_cfg.bind == "0.0.0.0" ? "127.0.0.1" : m_cfg.bind,
-                                  m_cfg.port);
+    m_cfg.advertise =
+        fmt::format("{}:{}", m_cfg.bind == "0.0.0.0" ? "127.0.0.1" : m_cfg.bind, m_cfg.port);
   protocol::SessionConfig sc{"leader", m_cfg.id, m_cfg.max_line, m_cfg.max_connections};
   m_server = std::make_unique<protocol::Server>(
       io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
@@ -105,8 +105,7 @@ void Server::handle(const std::string& line, Reply reply) {
   auto t = protocol::split(line);
   auto verb = t[0];
   auto arg = [&](size_t i) -> Result<std::string> {
-    if (i >= t.size())
-      return Status::error("PROTO", fmt::format("{} needs more arguments", verb));
+    if (i >= t.size()) return Status::error("PROTO", fmt::format("{} needs more arguments", verb));
     return protocol::unescape(t[i]);
   };
   auto fail = [&](const Status& s) {
@@ -115,7 +114,8 @@ void Server::handle(const std::string& line, Reply reply) {
   if (verb == "PUT" || verb == "DEL") {
     size_t want = verb == "PUT" ? 3 : 2;
     if (t.size() != want)
-      return fail(Status::error("PROTO", verb == "PUT" ? "usage: PUT KEY VALUE" : "usage: DEL KEY"));
+      return fail(
+          Status::error("PROTO", verb == "PUT" ? "usage: PUT KEY VALUE" : "usage: DEL KEY"));
     std::vector<std::string_view> ops_tokens{verb == "PUT" ? "put" : "del"};
     for (size_t i = 1; i < t.size(); ++i) ops_tokens.push_back(t[i]);
     auto ops = protocol::parse_ops(ops_tokens, 0);
@@ -158,7 +158,8 @@ void Server::on_get(const std::string& key, Reply reply) {
   auto owners = m_core->owners(key);
   // Try owners in rotation, starting at a different one each time; skip those that are down.
   std::vector<size_t> order;
-  for (size_t i = 0; i < owners.size(); ++i) order.push_back(owners[(m_read_rr + i) % owners.size()]);
+  for (size_t i = 0; i < owners.size(); ++i)
+    order.push_back(owners[(m_read_rr + i) % owners.size()]);
   ++m_read_rr;
   auto attempt = std::make_shared<std::function<void(size_t)>>();
   *attempt = [this, key, reply, order, attempt](size_t i) {
@@ -181,17 +182,23 @@ void Server::on_get(const std::string& key, Reply reply) {
 void Server::on_result(const std::string& rid, Reply reply) {
   std::string txid;
   switch (m_core->result(rid, &txid)) {
-    case Outcome::committed: return reply.send("COMMITTED " + txid);
-    case Outcome::aborted: return reply.send("ABORTED UNKNOWN no decision for this request");
-    case Outcome::pending: return reply.send("PENDING " + txid);
+    case Outcome::committed:
+      return reply.send("COMMITTED " + txid);
+    case Outcome::aborted:
+      return reply.send("ABORTED UNKNOWN no decision for this request");
+    case Outcome::pending:
+      return reply.send("PENDING " + txid);
   }
 }
 
 void Server::on_outcome(const std::string& txid, Reply reply) {
   switch (m_core->outcome(txid)) {
-    case Outcome::committed: return reply.send("COMMITTED");
-    case Outcome::aborted: return reply.send("ABORTED");
-    case Outcome::pending: return reply.send("PENDING");
+    case Outcome::committed:
+      return reply.send("COMMITTED");
+    case Outcome::aborted:
+      return reply.send("ABORTED");
+    case Outcome::pending:
+      return reply.send("PENDING");
   }
 }
 
@@ -199,11 +206,11 @@ void Server::on_stats(Reply reply) {
   auto ls = m_log->stats();
   size_t up = 0;
   for (auto& l : m_links) up += l->up();
-  reply.send(fmt::format("STATS id={} incarnation={} committed={} aborted={} active={} "
-                         "peers_up={}/{} log_bytes={} log_syncs={} uptime_ms={}",
-                         m_cfg.id, m_incarnation, m_core->committed_count(),
-                         m_core->aborted_count(), m_core->active().size(), up, m_links.size(),
-                         ls.bytes, ls.syncs, now_ms() - m_started_ms));
+  reply.send(fmt::format(
+      "STATS id={} incarnation={} committed={} aborted={} active={} "
+      "peers_up={}/{} log_bytes={} log_syncs={} uptime_ms={}",
+      m_cfg.id, m_incarnation, m_core->committed_count(), m_core->aborted_count(),
+      m_core->active().size(), up, m_links.size(), ls.bytes, ls.syncs, now_ms() - m_started_ms));
 }
 
 }  // namespace tpc::leader

@@ -3,6 +3,7 @@
 // timers. Single io_context thread; the log's writer thread hands completions back by post.
 #pragma once
 #include <utility>  // before asio: boost 1.74 needs it
+
 #include <boost/asio.hpp>
 #include <map>
 #include <memory>
@@ -72,7 +73,7 @@ class Server {
     std::vector<std::string> events;  // "MICROS text"
     bool finished = false;
   };
-  std::map<std::string, Trace> m_traces;  // txid -> timeline, for TXN ... trace
+  std::map<std::string, Trace> m_traces;            // txid -> timeline, for TXN ... trace
   std::map<std::string, std::string> m_trace_rids;  // client request id -> txid
   size_t m_read_rr = 0;
   boost::asio::steady_timer m_resend;

@@ -43,8 +43,7 @@ void Server::on_trace(const std::string& id, Reply reply, int64_t deadline_ms) {
   reply.send(b.str());
 }
 
-void Server::start_txn(const std::string& rid, std::vector<Op> ops, bool want_trace,
-                       Reply reply) {
+void Server::start_txn(const std::string& rid, std::vector<Op> ops, bool want_trace, Reply reply) {
   // Forget traces nobody fetched.
   for (auto it = m_traces.begin(); it != m_traces.end();)
     it = now_ms() - it->second.created_ms > 10000 ? m_traces.erase(it) : std::next(it);
@@ -62,8 +61,8 @@ void Server::start_txn(const std::string& rid, std::vector<Op> ops, bool want_tr
   if (want_trace) {
     m_traces[txid] = Trace{now_us(), now_ms(), {}, false};
     if (!rid.empty()) m_trace_rids[rid] = txid;
-    trace(txid, fmt::format("begin {} at leader {} (incarnation {})", txid, m_cfg.id,
-                            m_incarnation));
+    trace(txid,
+          fmt::format("begin {} at leader {} (incarnation {})", txid, m_cfg.id, m_incarnation));
   }
   const auto& all_ops = m_core->find(txid)->ops;
   for (size_t p : b.targets) {
@@ -202,16 +201,13 @@ void Server::maybe_compact() {
   m_compacting = true;
   std::string path = m_cfg.data_dir + "/txlog";
   size_t n = live.size();
-  m_log->rewrite(
-      std::move(live),
-      txlog::Log::replace_file(path),
-      [this, n] {
-        asio::post(m_io, [this, n] {
-          m_compacting = false;
-          m_compacted_bytes = m_log->stats().bytes;
-          log::info("log compacted: {} live records kept, {} bytes", n, m_log->stats().bytes);
-        });
-      });
+  m_log->rewrite(std::move(live), txlog::Log::replace_file(path), [this, n] {
+    asio::post(m_io, [this, n] {
+      m_compacting = false;
+      m_compacted_bytes = m_log->stats().bytes;
+      log::info("log compacted: {} live records kept, {} bytes", n, m_log->stats().bytes);
+    });
+  });
 }
 
 void Server::resend_tick() {

@@ -113,7 +113,8 @@ Core::PrepareResult Core::prepare(const std::string& txid, const std::string& le
   for (auto& op : ops) {
     auto it = m_locks.find(op.key);
     if (it != m_locks.end() && it->second != txid)
-      return {PrepareResult::vote_no, "CONFLICT",
+      return {PrepareResult::vote_no,
+              "CONFLICT",
               fmt::format("key {} is locked by {}", protocol::escape(op.key), it->second),
               {}};
   }
@@ -124,12 +125,14 @@ Core::PrepareResult Core::prepare(const std::string& txid, const std::string& le
     auto v = m_store.get(op.key);
     if (!v) return {PrepareResult::vote_no, "STORAGE", v.status().message(), {}};
     if (op.kind == OpKind::absent && v->has_value())
-      return {PrepareResult::vote_no, "CHECK",
+      return {PrepareResult::vote_no,
+              "CHECK",
               fmt::format("absent {} failed: found {}", protocol::escape(op.key),
                           protocol::escape(**v)),
               {}};
     if (op.kind == OpKind::check && (!v->has_value() || **v != op.value))
-      return {PrepareResult::vote_no, "CHECK",
+      return {PrepareResult::vote_no,
+              "CHECK",
               fmt::format("check {} {} failed: found {}", protocol::escape(op.key),
                           protocol::escape(op.value),
                           v->has_value() ? protocol::escape(**v) : std::string("(absent)")),

@@ -41,15 +41,15 @@ void Server::on_resolve(const std::string& txid, bool commit, Reply reply) {
   auto* p = m_core->find(txid);
   if (!p || !p->durable || p->applied)
     return reply.send("ERR NOTFOUND " + txid + " is not in doubt here");
-  log::warn("HEURISTIC decision by an operator: {} {} without its leader", commit ? "commit" : "abort",
-            txid);
+  log::warn("HEURISTIC decision by an operator: {} {} without its leader",
+            commit ? "commit" : "abort", txid);
   std::string rec = txlog::Encoder().str(txid).u8(commit ? 1 : 0).data();
   m_log->append(k_rec_heuristic, std::move(rec), true, [this, txid, commit, reply] {
     asio::post(m_io, [this, txid, commit, reply] {
       m_core->record_heuristic(txid, commit);
       auto* q = m_core->find(txid);
       if (!q || q->applied) return reply.send("ACK");  // resolved meanwhile
-      if (commit) return on_commit(txid, reply);      // ACK once durable
+      if (commit) return on_commit(txid, reply);       // ACK once durable
       Reply none;
       on_abort(txid, none);
       reply.send("ACK");
@@ -63,7 +63,8 @@ void Server::maybe_compact() {
   uint64_t bytes = m_log->stats().bytes;
   if (m_compacting || bytes < m_cfg.log_compact_bytes || bytes < 2 * m_compacted_bytes) return;
   // Commits the log is about to forget must be durable in the store first.
-  if (Status st = m_store->make_durable(); !st) fatal("cannot checkpoint the store: " + st.to_string());
+  if (Status st = m_store->make_durable(); !st)
+    fatal("cannot checkpoint the store: " + st.to_string());
   // Keep the PREPARED record of every transaction not finished yet (also those whose force
   // is still queued: the rewrite is ordered after it, and must not lose it).
   std::vector<txlog::Record> live;
@@ -77,18 +78,15 @@ void Server::maybe_compact() {
   // Transactions applied so far are not in `live`: once the rewrite is durable, no PREPARED
   // record of theirs remains, and their "applied" marks can go.
   uint64_t applied_upto = m_store->applied_seq();
-  m_log->rewrite(
-      std::move(live),
-      txlog::Log::replace_file(path),
-      [this, n, applied_upto] {
-        asio::post(m_io, [this, n, applied_upto] {
-          m_compacting = false;
-          m_compacted_bytes = m_log->stats().bytes;
-          if (Status st = m_store->prune_applied(applied_upto); !st)
-            fatal("cannot prune applied marks: " + st.to_string());
-          log::info("log compacted: {} live records kept, {} bytes", n, m_log->stats().bytes);
-        });
-      });
+  m_log->rewrite(std::move(live), txlog::Log::replace_file(path), [this, n, applied_upto] {
+    asio::post(m_io, [this, n, applied_upto] {
+      m_compacting = false;
+      m_compacted_bytes = m_log->stats().bytes;
+      if (Status st = m_store->prune_applied(applied_upto); !st)
+        fatal("cannot prune applied marks: " + st.to_string());
+      log::info("log compacted: {} live records kept, {} bytes", n, m_log->stats().bytes);
+    });
+  });
 }
 
 void Server::resolve_tick() {
@@ -142,8 +140,10 @@ void Server::ask_leader(const std::string& txid) {
     if (!r) return;
     auto t = protocol::split(*r);
     if (t.empty()) return;
-    if (t[0] == "COMMITTED") finish_outcome(txid, true);
-    else if (t[0] == "ABORTED") finish_outcome(txid, false);
+    if (t[0] == "COMMITTED")
+      finish_outcome(txid, true);
+    else if (t[0] == "ABORTED")
+      finish_outcome(txid, false);
     // PENDING: the leader is still collecting votes; ask again later.
   });
 }
@@ -152,8 +152,10 @@ void Server::finish_outcome(const std::string& txid, bool commit) {
   if (!m_core->find(txid)) return;
   log::info("in-doubt {} resolved by its leader: {}", txid, commit ? "commit" : "abort");
   Reply none;
-  if (commit) on_commit(txid, none);
-  else on_abort(txid, none);
+  if (commit)
+    on_commit(txid, none);
+  else
+    on_abort(txid, none);
 }
 
 }  // namespace tpc::participant

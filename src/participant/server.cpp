@@ -63,8 +63,10 @@ void Server::handle(const std::string& line, Reply reply) {
   } else if (verb == "COMMIT" || verb == "ABORT") {
     if (!need(2)) return;
     std::string txid(t[1]);
-    if (verb == "COMMIT") on_commit(txid, reply);
-    else on_abort(txid, reply);
+    if (verb == "COMMIT")
+      on_commit(txid, reply);
+    else
+      on_abort(txid, reply);
   } else if (verb == "READ") {
     if (!need(2)) return;
     auto key = protocol::unescape(t[1]);
@@ -80,8 +82,10 @@ void Server::handle(const std::string& line, Reply reply) {
       return reply.send("ERR PROTO usage: RESOLVE TXID commit|abort");
     on_resolve(std::string(t[1]), t[2] == "commit", reply);
   } else {
-    reply.send(LineBuilder("ERR").raw("PROTO").text("unknown command " + escape(verb) +
-                                                    " (participant)").str());
+    reply.send(LineBuilder("ERR")
+                   .raw("PROTO")
+                   .text("unknown command " + escape(verb) + " (participant)")
+                   .str());
   }
 }
 
@@ -134,9 +138,10 @@ void Server::on_commit(const std::string& txid, Reply reply) {
   auto* p = m_core->find(txid);
   if (!p) {
     if (auto h = m_core->heuristic(txid); h && !*h)
-      log::error("HEURISTIC MISMATCH: {} was aborted by hand (resolve --force) but its leader "
-                 "decided commit; the other participants committed it",
-                 txid);
+      log::error(
+          "HEURISTIC MISMATCH: {} was aborted by hand (resolve --force) but its leader "
+          "decided commit; the other participants committed it",
+          txid);
     // Already applied (or never prepared here): acknowledge, apply nothing.
     return reply.send("ACK");
   }
@@ -202,9 +207,10 @@ void Server::on_abort(const std::string& txid, Reply reply) {
   }
   if (!m_core->find(txid))
     if (auto h = m_core->heuristic(txid); h && *h)
-      log::error("HEURISTIC MISMATCH: {} was committed by hand (resolve --force) but its leader "
-                 "decided abort",
-                 txid);
+      log::error(
+          "HEURISTIC MISMATCH: {} was committed by hand (resolve --force) but its leader "
+          "decided abort",
+          txid);
   auto f = m_core->abort(txid);
   if (f.known) {
     m_log->append(k_rec_aborted, txlog::Encoder().str(txid).data(), false);
@@ -262,12 +268,12 @@ void Server::wake_readers(const std::vector<std::string>& keys) {
 
 void Server::on_stats(Reply reply) {
   auto ls = m_log->stats();
-  reply.send(fmt::format("STATS id={} keys={} committed={} aborted={} in_doubt={} heuristic={} "
-                         "log_bytes={} log_syncs={} uptime_ms={}",
-                         m_cfg.id, m_store->key_count(), m_core->committed_count(),
-                         m_core->aborted_count(), m_core->prepared().size(),
-                         m_core->heuristics().size(), ls.bytes, ls.syncs,
-                         now_ms() - m_started_ms));
+  reply.send(
+      fmt::format("STATS id={} keys={} committed={} aborted={} in_doubt={} heuristic={} "
+                  "log_bytes={} log_syncs={} uptime_ms={}",
+                  m_cfg.id, m_store->key_count(), m_core->committed_count(),
+                  m_core->aborted_count(), m_core->prepared().size(), m_core->heuristics().size(),
+                  ls.bytes, ls.syncs, now_ms() - m_started_ms));
 }
 
 // --- in-doubt resolution: a prepared participant never decides alone; it asks the leader.

@@ -4,6 +4,7 @@
 // log's writer thread hands completions back with asio::post.
 #pragma once
 #include <utility>  // before asio: boost 1.74 needs it
+
 #include <boost/asio.hpp>
 #include <map>
 #include <memory>
@@ -25,8 +26,8 @@ struct Config {
   std::string data_dir;
   size_t max_line = protocol::k_default_max_line;
   size_t max_connections = 4096;
-  int read_timeout_ms = 2000;     // a read of an in-doubt key waits this long, then ERR INDOUBT
-  int resolve_after_ms = 1000;    // a prepared txn older than this asks its leader
+  int read_timeout_ms = 2000;   // a read of an in-doubt key waits this long, then ERR INDOUBT
+  int resolve_after_ms = 1000;  // a prepared txn older than this asks its leader
   int resolve_max_backoff_ms = 5000;
   uint64_t log_compact_bytes = 16ull << 20;  // rewrite the log past this size
 };

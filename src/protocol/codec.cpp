@@ -49,8 +49,7 @@ Result<std::string> unescape(std::string_view token) {
       out += c;
       continue;
     }
-    if (i + 2 >= token.size())
-      return Status::error("PROTO", "truncated %-escape");
+    if (i + 2 >= token.size()) return Status::error("PROTO", "truncated %-escape");
     int hi = hexval(token[i + 1]), lo = hexval(token[i + 2]);
     if (hi < 0 || lo < 0) return Status::error("PROTO", "bad %-escape, expected %XX");
     out += static_cast<char>(hi * 16 + lo);

@@ -50,23 +50,24 @@ void Link::connect() {
     addr = res.begin()->endpoint().address();
   }
   m_socket = tcp::socket(m_io);
-  m_socket.async_connect(tcp::endpoint(addr, m_port), [this, self, gen](boost::system::error_code ec) {
-    if (gen != m_generation || m_stopped) return;
-    if (ec) {
-      if (!m_warned) log::warn("peer {} unreachable: {}; retrying", address(), ec.message());
-      m_warned = true;
-      schedule_reconnect();
-      return;
-    }
-    boost::system::error_code ig;
-    m_socket.set_option(tcp::no_delay(true), ig);
-    m_in = LineBuffer(m_max_line);
-    m_handshaken = false;
-    m_out = m_hello + "\n";
-    m_write_in_flight = false;
-    flush();
-    read_more();
-  });
+  m_socket.async_connect(
+      tcp::endpoint(addr, m_port), [this, self, gen](boost::system::error_code ec) {
+        if (gen != m_generation || m_stopped) return;
+        if (ec) {
+          if (!m_warned) log::warn("peer {} unreachable: {}; retrying", address(), ec.message());
+          m_warned = true;
+          schedule_reconnect();
+          return;
+        }
+        boost::system::error_code ig;
+        m_socket.set_option(tcp::no_delay(true), ig);
+        m_in = LineBuffer(m_max_line);
+        m_handshaken = false;
+        m_out = m_hello + "\n";
+        m_write_in_flight = false;
+        flush();
+        read_more();
+      });
 }
 
 void Link::schedule_reconnect() {
@@ -91,28 +92,29 @@ void Link::fail_all() {
 void Link::read_more() {
   auto self = shared_from_this();
   uint64_t gen = m_generation;
-  m_socket.async_read_some(asio::buffer(m_read_buf), [this, self, gen](
-                                                         boost::system::error_code ec, size_t n) {
-    if (gen != m_generation || m_stopped) return;
-    if (ec) {
-      if (m_up) log::warn("connection to {} lost: {}", address(), ec.message());
-      m_up = false;
-      boost::system::error_code ig;
-      m_socket.close(ig);
-      fail_all();
-      schedule_reconnect();
-      return;
-    }
-    m_in.append(m_read_buf, n);
-    std::string line;
-    while (true) {
-      auto r = m_in.next(&line);
-      if (r != LineBuffer::Next::line) break;
-      on_line(line);
-      if (gen != m_generation) return;
-    }
-    read_more();
-  });
+  m_socket.async_read_some(asio::buffer(m_read_buf),
+                           [this, self, gen](boost::system::error_code ec, size_t n) {
+                             if (gen != m_generation || m_stopped) return;
+                             if (ec) {
+                               if (m_up)
+                                 log::warn("connection to {} lost: {}", address(), ec.message());
+                               m_up = false;
+                               boost::system::error_code ig;
+                               m_socket.close(ig);
+                               fail_all();
+                               schedule_reconnect();
+                               return;
+                             }
+                             m_in.append(m_read_buf, n);
+                             std::string line;
+                             while (true) {
+                               auto r = m_in.next(&line);
+                               if (r != LineBuffer::Next::line) break;
+                               on_line(line);
+                               if (gen != m_generation) return;
+                             }
+                             read_more();
+                           });
 }
 
 void Link::on_line(const std::string& line) {

@@ -7,6 +7,7 @@
 // Single-threaded: call everything on the io_context's thread. Callbacks run there too.
 #pragma once
 #include <utility>  // before asio: boost 1.74 needs it
+
 #include <boost/asio.hpp>
 #include <functional>
 #include <map>

@@ -4,10 +4,14 @@ namespace tpc::protocol {
 
 const char* op_name(OpKind k) {
   switch (k) {
-    case OpKind::put: return "put";
-    case OpKind::del: return "del";
-    case OpKind::check: return "check";
-    case OpKind::absent: return "absent";
+    case OpKind::put:
+      return "put";
+    case OpKind::del:
+      return "del";
+    case OpKind::check:
+      return "check";
+    case OpKind::absent:
+      return "absent";
   }
   return "?";
 }
@@ -19,16 +23,20 @@ Result<std::vector<Op>> parse_ops(const std::vector<std::string_view>& t, size_t
     std::string_view name = t[i];
     Op op;
     int nargs;
-    if (name == "put") op.kind = OpKind::put, nargs = 2;
-    else if (name == "del") op.kind = OpKind::del, nargs = 1;
-    else if (name == "check") op.kind = OpKind::check, nargs = 2;
-    else if (name == "absent") op.kind = OpKind::absent, nargs = 1;
+    if (name == "put")
+      op.kind = OpKind::put, nargs = 2;
+    else if (name == "del")
+      op.kind = OpKind::del, nargs = 1;
+    else if (name == "check")
+      op.kind = OpKind::check, nargs = 2;
+    else if (name == "absent")
+      op.kind = OpKind::absent, nargs = 1;
     else
-      return Status::error("PROTO", "unknown op '" + escape(name) +
-                                        "' (expected put, del, check or absent)");
+      return Status::error(
+          "PROTO", "unknown op '" + escape(name) + "' (expected put, del, check or absent)");
     if (i + nargs >= t.size())
-      return Status::error("PROTO", std::string(name) + " needs " +
-                                        (nargs == 2 ? "KEY VALUE" : "KEY"));
+      return Status::error("PROTO",
+                           std::string(name) + " needs " + (nargs == 2 ? "KEY VALUE" : "KEY"));
     auto key = unescape(t[i + 1]);
     if (!key) return key.status();
     if (key->empty()) return Status::error("PROTO", "empty key");

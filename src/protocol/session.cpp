@@ -81,9 +81,10 @@ void Session::on_line(std::string line) {
   }
   if (tokens[0] == "HELLO") {
     if (tokens.size() < 2 || tokens[1] != k_version) {
-      reply.send(fmt::format("ERR VERSION this server speaks {}, peer sent {}; upgrade the older "
-                             "binary",
-                             k_version, tokens.size() < 2 ? "nothing" : std::string(tokens[1])));
+      reply.send(
+          fmt::format("ERR VERSION this server speaks {}, peer sent {}; upgrade the older "
+                      "binary",
+                      k_version, tokens.size() < 2 ? "nothing" : std::string(tokens[1])));
       m_close_after_write = true;
       return;
     }

@@ -10,6 +10,7 @@
 // (ERR TOOLONG, then close). Everything else goes to the handler.
 #pragma once
 #include <utility>  // before asio: boost 1.74 needs it
+
 #include <boost/asio.hpp>
 #include <deque>
 #include <functional>

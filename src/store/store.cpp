@@ -2,7 +2,6 @@
 
 #include <sqlite3.h>
 
-
 #include <fmt/format.h>
 
 #include "common/logging.h"
@@ -57,8 +56,9 @@ SqliteStore::SqliteStore(const std::string& path) : m_path(path) {
   // only at recovery.
   exec("CREATE TABLE IF NOT EXISTS applied (seq INTEGER PRIMARY KEY, txid TEXT NOT NULL)");
   m_get = prepare("SELECT value FROM kv WHERE key = ?1");
-  m_put = prepare("INSERT INTO kv(key, value) VALUES(?1, ?2) "
-                  "ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+  m_put = prepare(
+      "INSERT INTO kv(key, value) VALUES(?1, ?2) "
+      "ON CONFLICT(key) DO UPDATE SET value = excluded.value");
   m_del = prepare("DELETE FROM kv WHERE key = ?1");
   m_mark = prepare("INSERT INTO applied(txid, seq) VALUES(?1, ?2)");
   exec("PRAGMA cache_size=-16384");  // 16 MiB of page cache
@@ -94,8 +94,8 @@ int SqliteStore::on_wal(void* self, sqlite3*, const char*, int frames) {
 
 void SqliteStore::checkpointer() {
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(m_path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-                      nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(m_path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) !=
+      SQLITE_OK) {
     sqlite3_close(db);
     fatal("database " + m_path + ": the checkpointer cannot open it");
   }
@@ -128,8 +128,7 @@ SqliteStore::~SqliteStore() {
   }
   m_ckpt_cv.notify_one();
   if (m_ckpt_thread.joinable()) m_ckpt_thread.join();
-  for (auto* s : {m_get, m_put, m_del, m_mark, m_begin, m_commit, m_rollback,
-                  m_count, m_prune})
+  for (auto* s : {m_get, m_put, m_del, m_mark, m_begin, m_commit, m_rollback, m_count, m_prune})
     sqlite3_finalize(s);
   sqlite3_close(m_db);
 }
@@ -146,14 +145,14 @@ void SqliteStore::exec(const char* sql) {
 sqlite3_stmt* SqliteStore::prepare(const char* sql) {
   sqlite3_stmt* s = nullptr;
   if (sqlite3_prepare_v3(m_db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK)
-    throw Error(fmt::format("database {}: cannot prepare {}: {}", m_path, sql,
-                            sqlite3_errmsg(m_db)));
+    throw Error(
+        fmt::format("database {}: cannot prepare {}: {}", m_path, sql, sqlite3_errmsg(m_db)));
   return s;
 }
 
 Status SqliteStore::fail(const char* what) {
-  return Status::error("STORAGE", fmt::format("database {}: {}: {}", m_path, what,
-                                              sqlite3_errmsg(m_db)));
+  return Status::error("STORAGE",
+                       fmt::format("database {}: {}: {}", m_path, what, sqlite3_errmsg(m_db)));
 }
 
 Result<std::optional<std::string>> SqliteStore::get(const std::string& key) {
@@ -273,7 +272,8 @@ Status SqliteStore::apply(const std::string& txid, const std::vector<protocol::O
 uint64_t SqliteStore::key_count() {
   sqlite3_reset(m_count);
   uint64_t n = 0;
-  if (sqlite3_step(m_count) == SQLITE_ROW) n = static_cast<uint64_t>(sqlite3_column_int64(m_count, 0));
+  if (sqlite3_step(m_count) == SQLITE_ROW)
+    n = static_cast<uint64_t>(sqlite3_column_int64(m_count, 0));
   sqlite3_reset(m_count);
   return n;
 }

@@ -1,12 +1,12 @@
 // Committed data of a participant.
 #pragma once
+#include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
-#include <condition_variable>
-#include <mutex>
 #include <thread>
 #include <vector>
 

@@ -14,9 +14,9 @@ class File {
   // Each returns 0 or an errno value. A failed append or sync leaves the file's durable
   // content unknown: the caller must stop (see Log).
   virtual int append(const char* data, size_t n) = 0;
-  virtual int sync() = 0;                          // fdatasync
-  virtual int read_all(std::string* out) = 0;       // whole content, from offset 0
-  virtual int truncate(size_t size) = 0;           // and syncs
+  virtual int sync() = 0;                      // fdatasync
+  virtual int read_all(std::string* out) = 0;  // whole content, from offset 0
+  virtual int truncate(size_t size) = 0;       // and syncs
   // The logical end of the file is `size`; everything after it is zero (preallocated space):
   // the next append goes there.
   virtual void set_end(size_t size) = 0;

@@ -26,9 +26,9 @@ std::string frame(uint8_t type, std::string_view payload);
 
 struct ScanResult {
   std::vector<Record> records;
-  size_t valid_end = 0;      // bytes of the file that hold whole, valid records
-  bool torn_tail = false;    // bytes after valid_end are a half-written or damaged tail
-  bool corrupt = false;      // a damaged record is followed by valid ones: refuse to open
+  size_t valid_end = 0;    // bytes of the file that hold whole, valid records
+  bool torn_tail = false;  // bytes after valid_end are a half-written or damaged tail
+  bool corrupt = false;    // a damaged record is followed by valid ones: refuse to open
   size_t corrupt_offset = 0;
 };
 

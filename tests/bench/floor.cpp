@@ -34,7 +34,8 @@ int main(int argc, char** argv) {
   std::vector<double> fs;
   for (int i = 0; i < 2000; ++i) {
     double t = now_us();
-    if (::write(fd, rec, sizeof rec) != sizeof rec || ::fdatasync(fd) != 0) return perror("write"), 1;
+    if (::write(fd, rec, sizeof rec) != sizeof rec || ::fdatasync(fd) != 0)
+      return perror("write"), 1;
     fs.push_back(now_us() - t);
   }
   ::close(fd);
@@ -81,6 +82,7 @@ int main(int argc, char** argv) {
   // One commit: leader->participant PREPARE and YES (one round trip), the participant's
   // prepare force, the leader's decision force, and the client's own round trip to the leader.
   double floor_us = 2 * r + 2 * f;
-  std::printf("{\"fdatasync_p50_us\":%.1f,\"rtt_p50_us\":%.1f,\"floor_us\":%.1f}\n", f, r, floor_us);
+  std::printf("{\"fdatasync_p50_us\":%.1f,\"rtt_p50_us\":%.1f,\"floor_us\":%.1f}\n", f, r,
+              floor_us);
   return 0;
 }

@@ -162,9 +162,7 @@ RunResult run_tpc(const std::vector<std::string>& args, int timeout_ms,
   Scratch s;
   std::string in_path = s.path() + "/in", out_path = s.path() + "/out",
               err_path = s.path() + "/err";
-  {
-    std::ofstream(in_path, std::ios::binary) << stdin_data;
-  }
+  { std::ofstream(in_path, std::ios::binary) << stdin_data; }
   int in = ::open(in_path.c_str(), O_RDONLY | O_CLOEXEC);
   int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
@@ -207,16 +205,11 @@ void Cluster::start_participant(int i, std::map<std::string, std::string> env) {
   if (env.empty() && m_part_starts[i] == 0 && m_opt.participant_env.count(i))
     env = m_opt.participant_env[i];
   ++m_part_starts[i];
-  std::vector<std::string> args = {TPC_BINARY,
-                                   "participant",
-                                   "--port",
-                                   std::to_string(m_part_ports[i]),
-                                   "--id",
-                                   std::to_string(i + 1),
-                                   "--data-dir",
-                                   dir() + "/p" + std::to_string(i + 1),
-                                   "--log-level",
-                                   "debug"};
+  std::vector<std::string> args = {TPC_BINARY,    "participant",
+                                   "--port",      std::to_string(m_part_ports[i]),
+                                   "--id",        std::to_string(i + 1),
+                                   "--data-dir",  dir() + "/p" + std::to_string(i + 1),
+                                   "--log-level", "debug"};
   args.insert(args.end(), m_opt.participant_args.begin(), m_opt.participant_args.end());
   m_parts[i] = std::make_unique<Process>(args, dir() + "/p" + std::to_string(i + 1) + ".log", env);
 }
@@ -226,9 +219,10 @@ void Cluster::start_leader(std::map<std::string, std::string> env) {
   ++m_leader_starts;
   std::string peers;
   for (int i = 0; i < size(); ++i) peers += (i ? "," : "") + participant_addr(i);
-  std::vector<std::string> args = {TPC_BINARY, "leader", "--port", std::to_string(m_leader_port),
-                                   "--peers", peers, "--data-dir", dir() + "/leader",
-                                   "--log-level", "debug"};
+  std::vector<std::string> args = {
+      TPC_BINARY,    "leader", "--port",     std::to_string(m_leader_port),
+      "--peers",     peers,    "--data-dir", dir() + "/leader",
+      "--log-level", "debug"};
   if (m_opt.replicas) {
     args.push_back("--replicas");
     args.push_back(std::to_string(m_opt.replicas));

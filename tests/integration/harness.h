@@ -56,8 +56,7 @@ struct RunResult {
 };
 // Runs the tpc binary with `args` to completion (bounded by timeout_ms, then killed).
 RunResult run_tpc(const std::vector<std::string>& args, int timeout_ms = 30000,
-                  const std::string& stdin_data = "",
-                  std::map<std::string, std::string> env = {});
+                  const std::string& stdin_data = "", std::map<std::string, std::string> env = {});
 
 class Cluster {
  public:

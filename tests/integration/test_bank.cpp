@@ -64,12 +64,18 @@ TEST_SUITE("bank") {
                                       {OpKind::put, ka, std::to_string(ba - amount)},
                                       {OpKind::put, kb, std::to_string(bb + amount)}},
                                      out, err);
-          if (code == 0) ++committed;
-          else if (code == 3 && err.str().find("conflict") != std::string::npos) ++conflicts;
-          else if (code == 3 && err.str().find("condition failed") != std::string::npos) ++checks;
-          else if (code == 3) ++unavailable;  // a participant down or a vote timed out
-          else if (code == 4) ++unknown;
-          else ++other;
+          if (code == 0)
+            ++committed;
+          else if (code == 3 && err.str().find("conflict") != std::string::npos)
+            ++conflicts;
+          else if (code == 3 && err.str().find("condition failed") != std::string::npos)
+            ++checks;
+          else if (code == 3)
+            ++unavailable;  // a participant down or a vote timed out
+          else if (code == 4)
+            ++unknown;
+          else
+            ++other;
           if (code != 0) std::this_thread::sleep_for(std::chrono::milliseconds(5 + rng() % 20));
         }
       });
@@ -77,7 +83,8 @@ TEST_SUITE("bank") {
     int kills = 0;
     auto pause = [&](int ms) {
       int64_t until = now_ms() + ms;
-      while (now_ms() < until && committed < 1000000) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      while (now_ms() < until && committed < 1000000)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
     };
     pause(1500);
     c.kill_participant(1);
@@ -94,11 +101,13 @@ TEST_SUITE("bank") {
     for (auto& t : clients) t.join();
 
     REQUIRE(c.wait_ready(15000));
-    CHECK(wait_for([&] {
-      for (int i = 0; i < c.size(); ++i)
-        if (c.stat(i, "in_doubt") != 0) return false;
-      return true;
-    }, 20000));
+    CHECK(wait_for(
+        [&] {
+          for (int i = 0; i < c.size(); ++i)
+            if (c.stat(i, "in_doubt") != 0) return false;
+          return true;
+        },
+        20000));
     std::vector<std::string> peers;
     for (int i = 0; i < c.size(); ++i) peers.push_back(c.participant_addr(i));
     leader::Core placement("x", 1, peers, 2);
@@ -110,20 +119,22 @@ TEST_SUITE("bank") {
       for (size_t p : placement.owners(k)) {
         auto v = c.read_at(static_cast<int>(p), k);
         REQUIRE(v.has_value());
-        if (!first) first = v;
-        else if (*first != *v) ++disagreements;
+        if (!first)
+          first = v;
+        else if (*first != *v)
+          ++disagreements;
       }
       long bal = std::stol(*first);
       negative += bal < 0;
       total += bal;
     }
-    std::cout << fmt::format(
-                     "bank test: {} transfers committed, {} aborted on conflict, {} on a failed "
-                     "check, {} with a participant down, {} unknown, {} other; {} kills; total {} of {}",
-                     committed.load(), conflicts.load(), checks.load(), unavailable.load(),
-                     unknown.load(),
-                     other.load(), kills, total, k_accounts * k_initial)
-              << std::endl;
+    std::cout
+        << fmt::format(
+               "bank test: {} transfers committed, {} aborted on conflict, {} on a failed "
+               "check, {} with a participant down, {} unknown, {} other; {} kills; total {} of {}",
+               committed.load(), conflicts.load(), checks.load(), unavailable.load(),
+               unknown.load(), other.load(), kills, total, k_accounts * k_initial)
+        << std::endl;
     CHECK(total == k_accounts * k_initial);
     CHECK(negative == 0);
     CHECK(disagreements == 0);

@@ -88,8 +88,9 @@ TEST_SUITE("cluster") {
     REQUIRE(c.wait_ready());
     auto conn = client::Connection::open(c.leader_addr(), 2000);
     REQUIRE(conn.is_ok());
-    for (std::string bad : std::vector<std::string>{"FROB x", "PUT onlykey", "GET", "PUT k %zz", "TXN - jump k",
-                            std::string("\x01\x02\xff\xfe garbage", 13), "   "}) {
+    for (std::string bad :
+         std::vector<std::string>{"FROB x", "PUT onlykey", "GET", "PUT k %zz", "TXN - jump k",
+                                  std::string("\x01\x02\xff\xfe garbage", 13), "   "}) {
       auto r = conn->call(bad, 5000);
       REQUIRE(r.is_ok());
       CHECK(r->rfind("ERR ", 0) == 0);
@@ -137,10 +138,12 @@ TEST_SUITE("cluster") {
   }
 
   TEST_CASE("an unreachable leader is exit 4") {
-    auto r = run_tpc({"client", "--leader", "127.0.0.1:" + std::to_string(free_port()), "get", "k"});
+    auto r =
+        run_tpc({"client", "--leader", "127.0.0.1:" + std::to_string(free_port()), "get", "k"});
     CHECK(r.code == 4);
     CHECK(r.err.find("unavailable") != std::string::npos);
-    r = run_tpc({"client", "put", "k", "v"}, 30000, "", {{"TPC_LEADER", "127.0.0.1:" + std::to_string(free_port())}});
+    r = run_tpc({"client", "put", "k", "v"}, 30000, "",
+                {{"TPC_LEADER", "127.0.0.1:" + std::to_string(free_port())}});
     CHECK(r.code == 4);
   }
 

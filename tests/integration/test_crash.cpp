@@ -29,12 +29,11 @@ int env_int(const char* name, int dflt) {
   return v && *v ? std::atoi(v) : dflt;
 }
 
-const char* k_failpoints[] = {
-    "participant/beforePrepareFsync", "participant/afterPrepareFsync",
-    "participant/afterVoteSend",      "participant/beforeApplyCommit",
-    "participant/afterApplyCommit",   "leader/afterVotes",
-    "leader/beforeDecisionFsync",     "leader/afterDecisionFsync",
-    "leader/betweenCommitSends",      "leader/beforeEndRecord"};
+const char* k_failpoints[] = {"participant/beforePrepareFsync", "participant/afterPrepareFsync",
+                              "participant/afterVoteSend",      "participant/beforeApplyCommit",
+                              "participant/afterApplyCommit",   "leader/afterVotes",
+                              "leader/beforeDecisionFsync",     "leader/afterDecisionFsync",
+                              "leader/betweenCommitSends",      "leader/beforeEndRecord"};
 
 struct Totals {
   int runs = 0, kills = 0, txns = 0, anomalies = 0;
@@ -53,8 +52,10 @@ void one_run(int run, std::mt19937& rng, Totals& tot, double seconds) {
   std::string spec = fmt::format("{}=5%crash", fp);
   bool on_leader = fp.rfind("leader/", 0) == 0;
   int fp_part = static_cast<int>(rng() % o.participants);
-  if (on_leader) o.leader_env = {{"TPC_FAILPOINTS", spec}};
-  else o.participant_env[fp_part] = {{"TPC_FAILPOINTS", spec}};
+  if (on_leader)
+    o.leader_env = {{"TPC_FAILPOINTS", spec}};
+  else
+    o.participant_env[fp_part] = {{"TPC_FAILPOINTS", spec}};
   Cluster c(o);
   REQUIRE(c.wait_ready());
 
@@ -89,8 +90,10 @@ void one_run(int run, std::mt19937& rng, Totals& tot, double seconds) {
   while (now_ms() < end) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200 + rng() % 500));
     int victim = static_cast<int>(rng() % (c.size() + 1));  // c.size() is the leader
-    if (victim == c.size()) c.kill_leader();
-    else c.kill_participant(victim);
+    if (victim == c.size())
+      c.kill_leader();
+    else
+      c.kill_participant(victim);
     ++kills;
     std::this_thread::sleep_for(std::chrono::milliseconds(20 + rng() % 300));
     // Restart the victim and anything a failpoint crashed, without failpoints.
@@ -148,9 +151,12 @@ void one_run(int run, std::mt19937& rng, Totals& tot, double seconds) {
       for (size_t i : owners(k + id)) {
         ++copies;
         auto v = read(static_cast<int>(i), k + id);
-        if (!v) ++absent;
-        else if (*v == "v" + k.substr(0, 1) + "-" + id) ++present;
-        else ++wrong;
+        if (!v)
+          ++absent;
+        else if (*v == "v" + k.substr(0, 1) + "-" + id)
+          ++present;
+        else
+          ++wrong;
       }
     // A participant that does not own a key never holds it.
     if (o.replicas != 0)
@@ -192,7 +198,8 @@ TEST_SUITE("crash") {
   TEST_CASE("randomized crash test") {
     int runs = env_int("TPC_CRASH_RUNS", 4);
     double seconds = env_int("TPC_CRASH_MS", 2500) / 1000.0;
-    unsigned seed = static_cast<unsigned>(env_int("TPC_CRASH_SEED", static_cast<int>(now_us() & 0x7fffffff)));
+    unsigned seed =
+        static_cast<unsigned>(env_int("TPC_CRASH_SEED", static_cast<int>(now_us() & 0x7fffffff)));
     MESSAGE("seed " << seed << " (TPC_CRASH_SEED reproduces the schedule)");
     std::mt19937 rng(seed);
     Totals tot;

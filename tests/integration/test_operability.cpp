@@ -3,8 +3,8 @@
 #include <doctest/doctest.h>
 
 #include <dirent.h>
-#include <sys/socket.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -69,7 +69,12 @@ TEST_SUITE("operability") {
     Process cluster({TPC_BINARY, "cluster", "--participants", "3", "--port", std::to_string(base),
                      "--data-dir", data, "--log-level", "warn"},
                     s.path() + "/cluster.log");
-    REQUIRE(wait_for([&] { return read_file(s.path() + "/cluster.log").find("tpc cluster is up") != std::string::npos; }, 20000));
+    REQUIRE(wait_for(
+        [&] {
+          return read_file(s.path() + "/cluster.log").find("tpc cluster is up") !=
+                 std::string::npos;
+        },
+        20000));
     std::string banner = read_file(s.path() + "/cluster.log");
     std::string leader = "127.0.0.1:" + std::to_string(base);
     CHECK(banner.find("tpc client --leader " + leader) != std::string::npos);
@@ -89,7 +94,8 @@ TEST_SUITE("operability") {
 
     // A script piped into the shell: one result per line, worst exit status.
     r = run_tpc({"client", "--leader", leader}, 30000,
-                "put b 2\nget b\nget nothing\nbogus\n\"unterminated\nput 'x y' \"two\\nlines\"\nget 'x y'\n");
+                "put b 2\nget b\nget nothing\nbogus\n\"unterminated\nput 'x y' "
+                "\"two\\nlines\"\nget 'x y'\n");
     CHECK(r.code == 2);
     std::vector<std::string> lines;
     std::stringstream ss(r.out);
@@ -116,7 +122,12 @@ TEST_SUITE("operability") {
     Process cluster({TPC_BINARY, "cluster", "--port", std::to_string(base), "--data-dir", data,
                      "--log-level", "warn"},
                     s.path() + "/cluster.log");
-    REQUIRE(wait_for([&] { return read_file(s.path() + "/cluster.log").find("tpc cluster is up") != std::string::npos; }, 20000));
+    REQUIRE(wait_for(
+        [&] {
+          return read_file(s.path() + "/cluster.log").find("tpc cluster is up") !=
+                 std::string::npos;
+        },
+        20000));
     cluster.kill9();
     CHECK(wait_for([&] { return processes_with(data).empty(); }, 10000));
   }
@@ -128,7 +139,7 @@ TEST_SUITE("operability") {
     // script(1) gives the client a pseudo-terminal; its input is typed line by line.
 
     std::string cmd = std::string(TPC_BINARY) + " client --leader " + c.leader_addr();
-  
+
     std::ofstream(s.path() + "/in") << "put shell-key shell-value\nget shell-key\nhelp\nquit\n";
     Process p({"/bin/sh", "-c",
                "exec /usr/bin/script -q -e -c '" + cmd + "' /dev/null < " + s.path() + "/in"},
@@ -153,14 +164,18 @@ TEST_SUITE("operability") {
     for (std::string decision : {"abort", "commit"}) {
       INFO(decision);
       Scratch s;
-      Process put({TPC_BINARY, "client", "--leader", c.leader_addr(), "put", "stuck-" + decision, "v"},
-                  s.path() + "/out");
+      Process put(
+          {TPC_BINARY, "client", "--leader", c.leader_addr(), "put", "stuck-" + decision, "v"},
+          s.path() + "/out");
       REQUIRE(c.leader()->wait_exit(10000) == 128 + SIGKILL);
       auto r = c.client({"--peers", peers, "in-doubt"});
       INFO(r.out << r.err);
       CHECK(r.code == 0);
       std::smatch m;
-      REQUIRE(std::regex_search(r.out, m, std::regex("\n(1\\.\\d+\\.\\d+) +1 +127\\.0\\.0\\.1:\\d+ +\\S+ +\\S+ +stuck-" + decision)));
+      REQUIRE(std::regex_search(
+          r.out, m,
+          std::regex("\n(1\\.\\d+\\.\\d+) +1 +127\\.0\\.0\\.1:\\d+ +\\S+ +\\S+ +stuck-" +
+                     decision)));
       std::string txid = m[1];
       CHECK(r.out.find(c.participant_addr(0)) != std::string::npos);
       r = c.client({"--peers", peers, "in-doubt", "--json"});
@@ -180,7 +195,8 @@ TEST_SUITE("operability") {
       CHECK(v0.has_value() == (decision == "commit"));
       CHECK(c.log_of_participant(0).find("HEURISTIC decision") != std::string::npos);
       put.kill9();
-      c.start_leader(decision == "abort" ? o.leader_env : std::map<std::string, std::string>{{"TPC_NONE", "1"}});
+      c.start_leader(decision == "abort" ? o.leader_env
+                                         : std::map<std::string, std::string>{{"TPC_NONE", "1"}});
       REQUIRE(c.wait_ready());
     }
     // The heuristic decisions survive a restart of the participant (they are in its log).
@@ -228,10 +244,10 @@ TEST_SUITE("operability") {
     REQUIRE(c.wait_ready());
     auto r = c.client({"put", "--trace", "k", "v"});
     CHECK(r.code == 0);
-    for (std::string ev : std::vector<std::string>{"PREPARE sent to participant " + c.participant_addr(0),
-                           "vote YES from " + c.participant_addr(1) + " (log force",
-                           "COMMIT record durable", "COMMIT acknowledged by " + c.participant_addr(0),
-                           "END record written"})
+    for (std::string ev : std::vector<std::string>{
+             "PREPARE sent to participant " + c.participant_addr(0),
+             "vote YES from " + c.participant_addr(1) + " (log force", "COMMIT record durable",
+             "COMMIT acknowledged by " + c.participant_addr(0), "END record written"})
       CHECK(r.out.find(ev) != std::string::npos);
     CHECK(std::regex_search(r.out, std::regex("\\n +\\d+ us  COMMIT record durable")));
     r = c.client({"--trace", "txn", "check", "k", "nope", "put", "k", "w"});
@@ -259,18 +275,24 @@ TEST_SUITE("operability") {
   TEST_CASE("the man page renders without warnings and names every option") {
     std::string man = std::string(TPC_SOURCE_DIR) + "/man/tpc.1";
     Scratch s;
-    Process groff({"/bin/sh", "-c", "groff -man -Tutf8 -ww " + man + " > /dev/null"}, s.path() + "/err");
+    Process groff({"/bin/sh", "-c", "groff -man -Tutf8 -ww " + man + " > /dev/null"},
+                  s.path() + "/err");
     CHECK(groff.wait_exit(20000) == 0);
     CHECK(read_file(s.path() + "/err") == "");
     std::string text = read_file(man);
     text = std::regex_replace(text, std::regex("\\\\-"), "-");
-    for (std::vector<std::string> cmd : std::vector<std::vector<std::string>>{
-             {"--help"}, {"participant", "--help"}, {"leader", "--help"}, {"client", "--help"},
-             {"cluster", "--help"}, {"client", "bench", "--help"}}) {
+    for (std::vector<std::string> cmd :
+         std::vector<std::vector<std::string>>{{"--help"},
+                                               {"participant", "--help"},
+                                               {"leader", "--help"},
+                                               {"client", "--help"},
+                                               {"cluster", "--help"},
+                                               {"client", "bench", "--help"}}) {
       auto r = run_tpc(cmd);
       CHECK(r.code == 0);
       std::regex opt("(--[a-z][a-z-]+)");
-      for (auto it = std::sregex_iterator(r.out.begin(), r.out.end(), opt); it != std::sregex_iterator(); ++it) {
+      for (auto it = std::sregex_iterator(r.out.begin(), r.out.end(), opt);
+           it != std::sregex_iterator(); ++it) {
         INFO((*it)[1]);
         CHECK(text.find((*it)[1]) != std::string::npos);
       }

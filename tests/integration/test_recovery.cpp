@@ -17,8 +17,8 @@ struct AsyncClient {
   Scratch s;
   std::unique_ptr<Process> p;
   AsyncClient(Cluster& c, std::vector<std::string> args) {
-    std::vector<std::string> a = {TPC_BINARY, "client", "--leader", c.leader_addr(),
-                                  "--timeout", "10000"};
+    std::vector<std::string> a = {TPC_BINARY,      "client",    "--leader",
+                                  c.leader_addr(), "--timeout", "10000"};
     a.insert(a.end(), args.begin(), args.end());
     p = std::make_unique<Process>(a, s.path() + "/out");
   }
@@ -103,7 +103,8 @@ TEST_SUITE("recovery") {
   }
 
   TEST_CASE("5. the leader dies after the decision is durable: every participant commits") {
-    for (std::string fp : {"leader/afterDecisionFsync=1*crash", "leader/betweenCommitSends=1*crash"}) {
+    for (std::string fp :
+         {"leader/afterDecisionFsync=1*crash", "leader/betweenCommitSends=1*crash"}) {
       INFO(fp);
       Cluster::Options o;
       o.leader_env = {{"TPC_FAILPOINTS", fp}};

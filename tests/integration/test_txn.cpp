@@ -95,7 +95,8 @@ TEST_SUITE("txn") {
     // A transaction over keys of different participants stores each key on its owner only.
     std::string ka, kb;
     for (auto& k : keys) {
-      if (ka.empty()) ka = k;
+      if (ka.empty())
+        ka = k;
       else if (owners_of(c, 1, k) != owners_of(c, 1, ka)) {
         kb = k;
         break;
@@ -135,12 +136,15 @@ TEST_SUITE("txn") {
     std::string p1 = "127.0.0.1:" + std::to_string(free_port());
     std::string p2 = "127.0.0.1:" + std::to_string(free_port());
     {
-      Process l({TPC_BINARY, "leader", "--port", std::to_string(free_port()), "--peers", p1 + "," + p2,
-                 "--data-dir", dir},
+      Process l({TPC_BINARY, "leader", "--port", std::to_string(free_port()), "--peers",
+                 p1 + "," + p2, "--data-dir", dir},
                 s.path() + "/l1.log");
-      REQUIRE(wait_for([&] { return read_file(s.path() + "/l1.log").find("listening") != std::string::npos; }, 5000));
+      REQUIRE(wait_for(
+          [&] { return read_file(s.path() + "/l1.log").find("listening") != std::string::npos; },
+          5000));
     }
-    auto r = run_tpc({"leader", "--port", std::to_string(free_port()), "--peers", p1, "--data-dir", dir});
+    auto r = run_tpc(
+        {"leader", "--port", std::to_string(free_port()), "--peers", p1, "--data-dir", dir});
     CHECK(r.code == 1);
     CHECK(r.err.find("different participant set") != std::string::npos);
     r = run_tpc({"leader", "--port", std::to_string(free_port()), "--peers", p1 + "," + p2,
@@ -157,11 +161,13 @@ TEST_SUITE("txn") {
                 peers, "--data-dir", c.dir() + "/leader2"},
                c.dir() + "/leader2.log");
     std::string addr2 = "127.0.0.1:" + std::to_string(port2);
-    REQUIRE(wait_for([&] {
-      auto conn = client::Connection::open(addr2, 300);
-      return conn && conn->call("STATS", 1000).is_ok() &&
-             conn->call("STATS", 1000)->find("peers_up=2/2") != std::string::npos;
-    }, 10000));
+    REQUIRE(wait_for(
+        [&] {
+          auto conn = client::Connection::open(addr2, 300);
+          return conn && conn->call("STATS", 1000).is_ok() &&
+                 conn->call("STATS", 1000)->find("peers_up=2/2") != std::string::npos;
+        },
+        10000));
     // Both leaders increment one counter with check+put; conflicts are retried. No update is
     // lost: the final value is the number of commits.
     REQUIRE(c.client({"put", "counter", "0"}).code == 0);
@@ -178,9 +184,10 @@ TEST_SUITE("txn") {
           std::string v = out.str();
           v.pop_back();
           int n = std::stoi(v);
-          if (client::run_txn(o, {{OpKind::check, "counter", v},
-                                  {OpKind::put, "counter", std::to_string(n + 1)}},
-                              out, err) == 0)
+          if (client::run_txn(
+                  o,
+                  {{OpKind::check, "counter", v}, {OpKind::put, "counter", std::to_string(n + 1)}},
+                  out, err) == 0)
             ++commits;
         }
       });

@@ -9,7 +9,7 @@ using protocol::OpKind;
 
 namespace {
 std::vector<Op> put(const std::string& k, const std::string& v) { return {Op{OpKind::put, k, v}}; }
-}
+}  // namespace
 
 TEST_SUITE("participant") {
   TEST_CASE("prepare, force, vote, commit applies once") {
@@ -54,9 +54,9 @@ TEST_SUITE("participant") {
     CHECK(no.code == "CHECK");
     CHECK(no.detail.find("found 100") != std::string::npos);
     CHECK(c.prepare("L.1.2", "L", "a", {Op{OpKind::absent, "a", ""}}, 0).code == "CHECK");
-    CHECK(c.prepare("L.1.3", "L", "a", {Op{OpKind::check, "a", "100"}, Op{OpKind::put, "a", "90"}},
-                    0)
-              .kind == Core::PrepareResult::log_then_vote);
+    CHECK(
+        c.prepare("L.1.3", "L", "a", {Op{OpKind::check, "a", "100"}, Op{OpKind::put, "a", "90"}}, 0)
+            .kind == Core::PrepareResult::log_then_vote);
     CHECK(c.check_invariants().empty());
   }
 

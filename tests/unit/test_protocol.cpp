@@ -75,8 +75,10 @@ TEST_SUITE("protocol") {
   }
 
   TEST_CASE("ops parse and print") {
-    std::vector<Op> ops = {{OpKind::put, "k 1", "v\n"}, {OpKind::del, "k2", ""},
-                           {OpKind::check, "c", ""}, {OpKind::absent, "z", ""}};
+    std::vector<Op> ops = {{OpKind::put, "k 1", "v\n"},
+                           {OpKind::del, "k2", ""},
+                           {OpKind::check, "c", ""},
+                           {OpKind::absent, "z", ""}};
     LineBuilder b("TXN");
     b.raw("-");
     append_ops(b, ops);

@@ -1,7 +1,7 @@
 #include <doctest/doctest.h>
 
-#include <filesystem>
 #include <unistd.h>
+#include <filesystem>
 
 #include "store/store.h"
 

@@ -176,12 +176,15 @@ TEST_SUITE("txlog") {
     for (int i = 0; i < 100; ++i) log->append(1, std::string(100, 'a'), false);
     std::shared_ptr<std::string> replaced;
     std::atomic<bool> done{false};
-    log->rewrite({Record{1, "keep"}}, [&](const std::string& content) {
-      auto nf = std::make_unique<MemFile>();
-      *nf->data = content;
-      replaced = nf->data;
-      return nf;
-    }, [&] { done = true; });
+    log->rewrite(
+        {Record{1, "keep"}},
+        [&](const std::string& content) {
+          auto nf = std::make_unique<MemFile>();
+          *nf->data = content;
+          replaced = nf->data;
+          return nf;
+        },
+        [&] { done = true; });
     log->append(2, "after", true);
     log.reset();
     CHECK(done.load());
@@ -233,7 +236,8 @@ TEST_SUITE("txlog") {
       lazy_done = true;
     });
     // Alone, it is synced within the lazy window (bounded wait, polled).
-    for (int i = 0; i < 2000 && !lazy_done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    for (int i = 0; i < 2000 && !lazy_done; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     CHECK(lazy_done.load());
     CHECK(lazy_was_durable.load());
     int syncs = raw->syncs.load();

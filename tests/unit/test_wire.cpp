@@ -2,7 +2,8 @@
 // replies produced in one turn come back in one write.
 #include <doctest/doctest.h>
 
-#include <utility>
+#include <utility>  // before asio: boost 1.74 needs it
+
 #include <boost/asio.hpp>
 
 #include "protocol/link.h"
@@ -16,12 +17,13 @@ TEST_SUITE("protocol") {
     asio::io_context io(1);
     protocol::SessionConfig cfg{"participant", "9", protocol::k_default_max_line};
     int handled = 0;
-    protocol::Server server(io, "127.0.0.1", 0, cfg, [&](const std::string& line, protocol::Reply r) {
-      ++handled;
-      r.send("ECHO " + line);
-    });
-    auto link = std::make_shared<protocol::Link>(io, "127.0.0.1", server.port(),
-                                                 "HELLO tpc/1 leader 1");
+    protocol::Server server(io, "127.0.0.1", 0, cfg,
+                            [&](const std::string& line, protocol::Reply r) {
+                              ++handled;
+                              r.send("ECHO " + line);
+                            });
+    auto link =
+        std::make_shared<protocol::Link>(io, "127.0.0.1", server.port(), "HELLO tpc/1 leader 1");
     constexpr int k_n = 200;
     int replies = 0;
     bool in_order_tags = true;
