@@ -171,12 +171,14 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
       auto& r = rows[i];
       s += fmt::format(
           "{}{{\"role\":\"{}\",\"id\":{},\"address\":{},\"up\":{},\"keys\":{},\"committed\":{},"
-          "\"aborted\":{},\"in_doubt\":{},\"log_bytes\":{},\"uptime_ms\":{}}}",
+          "\"aborted\":{},\"in_doubt\":{},\"heuristic\":{},\"log_bytes\":{},"
+          "\"uptime_ms\":{}}}",
           i ? "," : "", r.role, r.f.count("id") ? json_str(r.f.at("id")) : "null", json_str(r.addr),
           r.up ? "true" : "false", num_or_null(r.f, "keys"), num_or_null(r.f, "committed"),
           num_or_null(r.f, "aborted"),
           r.role == "leader" ? num_or_null(r.f, "active") : num_or_null(r.f, "in_doubt"),
-          num_or_null(r.f, "log_bytes"), num_or_null(r.f, "uptime_ms"));
+          num_or_null(r.f, "heuristic"), num_or_null(r.f, "log_bytes"),
+          num_or_null(r.f, "uptime_ms"));
     }
     s += "]}";
     out << s << "\n";
@@ -195,6 +197,10 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
   }
   if (rows[0].up)
     out << "(leader IN-DOUBT counts transactions it is still deciding or finishing)\n";
+  for (auto& r : rows)
+    if (r.f.count("heuristic") && r.f.at("heuristic") != "0")
+      out << fmt::format("participant {} holds {} heuristic decision(s) made with resolve --force\n",
+                         get(r.f, "id"), r.f.at("heuristic"));
   return down ? k_unknown : k_ok;
 }
 

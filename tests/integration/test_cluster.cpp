@@ -173,7 +173,7 @@ TEST_SUITE("cluster") {
 }
 
 TEST_SUITE("cluster") {
-  TEST_CASE("connections past --max-connections get ERR BUSY; the others keep working") {
+  TEST_CASE("connections past --max-connections get ERR BUSY, the others keep working") {
     Cluster::Options o;
     o.leader_args = {"--max-connections", "3"};
     Cluster c(o);

@@ -155,7 +155,7 @@ TEST_SUITE("operability") {
     CHECK(read_file(s.path() + "/.tpc_history").find("shell-key") != std::string::npos);
   }
 
-  TEST_CASE("in-doubt lists a stuck transaction; resolve --force decides it both ways") {
+  TEST_CASE("in-doubt lists a stuck transaction, resolve --force decides it both ways") {
     Cluster::Options o;
     o.leader_env = {{"TPC_FAILPOINTS", "leader/beforeDecisionFsync=1*crash"}};
     Cluster c(o);
@@ -204,6 +204,9 @@ TEST_SUITE("operability") {
     c.start_participant(0);
     REQUIRE(c.wait_ready());
     CHECK(c.stat(0, "heuristic") == 2);
+    auto st = c.client({"status"});
+    CHECK(st.out.find("participant 1 holds 2 heuristic decision(s)") != std::string::npos);
+    CHECK(c.client({"status", "--json"}).out.find("\"heuristic\":2") != std::string::npos);
     CHECK(c.client({"resolve", "9.9.9", "commit"}).code == 1);
   }
 

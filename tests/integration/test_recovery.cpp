@@ -68,7 +68,7 @@ TEST_SUITE("recovery") {
     CHECK(c.client({"get", "k"}).code == 1);
   }
 
-  TEST_CASE("3. a participant dies after voting YES: the others commit; it applies on restart") {
+  TEST_CASE("3. a participant dies after voting YES: the others commit, it applies on restart") {
     Cluster::Options o;
     o.participant_env[1] = {{"TPC_FAILPOINTS", "participant/afterVoteSend=1*crash"}};
     Cluster c(o);
@@ -120,7 +120,7 @@ TEST_SUITE("recovery") {
     }
   }
 
-  TEST_CASE("6. both sides crash, restart and go on; other keys commit meanwhile") {
+  TEST_CASE("6. both sides crash, restart and go on, other keys commit meanwhile") {
     Cluster::Options o;
     o.participants = 3;
     o.replicas = 2;
@@ -163,7 +163,7 @@ TEST_SUITE("recovery") {
     CHECK_FALSE(c.read_at(1, "k").has_value());
   }
 
-  TEST_CASE("a failing fdatasync stops the node cleanly; it recovers on restart") {
+  TEST_CASE("a failing fdatasync stops the node cleanly, it recovers on restart") {
     Cluster::Options o;
     o.participant_env[0] = {{"TPC_FAILPOINTS", "txlog/sync=1*error(EIO)"}};
     Cluster c(o);

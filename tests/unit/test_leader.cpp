@@ -49,7 +49,7 @@ TEST_SUITE("leader") {
     CHECK(c.on_vote(b.txid, 2, true, "", "").kind == Core::Step::none);  // late vote ignored
   }
 
-  TEST_CASE("timeout aborts; a timeout after the decision changes nothing") {
+  TEST_CASE("timeout aborts, a timeout after the decision changes nothing") {
     Core c("L", 1, peers3, 0);
     auto b = c.begin("", put("k"), 0, 1000);
     auto s = c.on_timeout(b.txid);

@@ -71,7 +71,7 @@ TEST_SUITE("participant") {
     CHECK(c.read("k").kind == Core::ReadResult::absent);
   }
 
-  TEST_CASE("restart: in-doubt transactions re-take their locks; applied ones are done") {
+  TEST_CASE("restart: in-doubt transactions re-take their locks, applied ones are done") {
     store::MemStore s;
     std::vector<txlog::Record> log;
     {
@@ -99,7 +99,7 @@ TEST_SUITE("participant") {
 }
 
 TEST_SUITE("participant") {
-  TEST_CASE("restart redoes commits the store lost; it never redoes one twice") {
+  TEST_CASE("restart redoes commits the store lost, it never redoes one twice") {
     std::vector<txlog::Record> log;
     {
       store::MemStore lost;  // the store's last commits did not survive (power loss)

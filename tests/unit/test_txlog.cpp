@@ -127,7 +127,7 @@ TEST_SUITE("txlog") {
     CHECK_THROWS_AS(Log::open(std::move(g), "mem", &rec), tpc::Error);
   }
 
-  TEST_CASE("group commit: concurrent forced appends share syncs; none acknowledged before") {
+  TEST_CASE("group commit: concurrent forced appends share syncs, none acknowledged before") {
     auto f = std::make_unique<MemFile>();
     auto* raw = f.get();
     raw->block_sync = true;
