@@ -264,25 +264,24 @@ TEST_SUITE("txlog") {
 #include <unistd.h>
 
 TEST_SUITE("txlog") {
-  TEST_CASE("a failing fdatasync stops the process and acknowledges nothing") {
-    // The log calls fatal(), which ends the process: run it in a child.
+  // Runs a log over `file` in a child process, appends one forced record, and returns the
+  // child's exit status and whether the append was acknowledged.
+  template <typename F>
+  std::pair<int, bool> run_failing_log() {
     int fds[2];
     REQUIRE(pipe(fds) == 0);
     pid_t pid = fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
       ::close(fds[0]);
-      struct FailingFile : MemFile {
-        int sync() override { return EIO; }
-      };
       std::vector<Record> rec;
-      auto log = Log::open(std::make_unique<FailingFile>(), "failing", &rec);
+      auto log = Log::open(std::make_unique<F>(), "failing", &rec);
       log->append(1, "never durable", true, [&] {
         ssize_t ignored = ::write(fds[1], "acked", 5);
         (void)ignored;
       });
       log.reset();
-      ::_exit(0);  // not reached: the failed sync must stop the process first
+      ::_exit(0);  // not reached: the failure must stop the process first
     }
     ::close(fds[1]);
     int status = 0;
@@ -290,8 +289,25 @@ TEST_SUITE("txlog") {
     char buf[8];
     ssize_t n = ::read(fds[0], buf, sizeof buf);
     ::close(fds[0]);
-    CHECK(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == tpc::k_exit_storage_failure);
-    CHECK(n == 0);  // the append was never acknowledged
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, n > 0};
   }
+
+  TEST_CASE("a failed write (disk full) stops the process and acknowledges nothing") {
+    struct FullDisk : MemFile {
+      int append(const char*, size_t) override { return ENOSPC; }
+    };
+    auto [code, acked] = run_failing_log<FullDisk>();
+    CHECK(code == tpc::k_exit_storage_failure);
+    CHECK_FALSE(acked);
+  }
+
+  TEST_CASE("a failing fdatasync stops the process and acknowledges nothing") {
+    struct FailingSync : MemFile {
+      int sync() override { return EIO; }
+    };
+    auto [code, acked] = run_failing_log<FailingSync>();
+    CHECK(code == tpc::k_exit_storage_failure);
+    CHECK_FALSE(acked);
+  }
+
 }
