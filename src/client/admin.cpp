@@ -199,8 +199,9 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
     out << "(leader IN-DOUBT counts transactions it is still deciding or finishing)\n";
   for (auto& r : rows)
     if (r.f.count("heuristic") && r.f.at("heuristic") != "0")
-      out << fmt::format("participant {} holds {} heuristic decision(s) made with resolve --force\n",
-                         get(r.f, "id"), r.f.at("heuristic"));
+      out << fmt::format(
+          "participant {} holds {} heuristic decision(s) made with resolve --force\n",
+          get(r.f, "id"), r.f.at("heuristic"));
   return down ? k_unknown : k_ok;
 }
 

@@ -309,5 +309,4 @@ TEST_SUITE("txlog") {
     CHECK(code == tpc::k_exit_storage_failure);
     CHECK_FALSE(acked);
   }
-
 }
