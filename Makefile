@@ -26,7 +26,8 @@ build: $(BUILD)/Makefile
 	cmake --build $(BUILD) -j $(JOBS)
 
 test: deps build
-	cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 600
+	@cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 600; rc=$$?; \
+	grep -h -E '^(crash test|bank test):' Testing/Temporary/LastTest.log || true; exit $$rc
 
 run: deps build
 	$(BUILD)/tpc cluster --participants 2 --port 5000 --data-dir ./tpc-data
