@@ -11,5 +11,4 @@ std::function<int()> setup_participant(CLI::App& app);
 std::function<int()> setup_leader(CLI::App& app);
 std::function<int()> setup_client(CLI::App& app);
 std::function<int()> setup_cluster(CLI::App& app);
-// Runs an io_context until SIGINT or SIGTERM; returns 0.
 }  // namespace tpc::cli

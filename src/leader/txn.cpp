@@ -48,7 +48,7 @@ void Server::start_txn(const std::string& rid, std::vector<Op> ops, bool want_tr
   for (auto it = m_traces.begin(); it != m_traces.end();)
     it = now_ms() - it->second.created_ms > 10000 ? m_traces.erase(it) : std::next(it);
   std::erase_if(m_trace_rids, [&](auto& kv) { return !m_traces.count(kv.second); });
-  auto b = m_core->begin(rid, ops, now_ms(), m_cfg.prepare_timeout_ms);
+  auto b = m_core->begin(rid, std::move(ops), now_ms(), m_cfg.prepare_timeout_ms);
   if (b.kind == Core::Begin::known) {
     // The same request again (a client retrying after a lost connection): never run twice.
     if (b.outcome == Outcome::committed) return reply.send("COMMITTED " + b.txid);

@@ -54,7 +54,6 @@ class LineBuffer {
   // On `line`, *out is the next line without LF (and without a trailing CR).
   // `too_long` is permanent: the caller must report it and close the connection.
   Next next(std::string* out);
-  size_t buffered() const { return m_buf.size() - m_pos; }
 
  private:
   size_t m_max;

@@ -123,7 +123,6 @@ void Link::on_line(const std::string& line) {
     if (t.size() >= 4 && t[0] == "HELLO" && t[1] == k_version) {
       m_handshaken = true;
       m_up = true;
-      m_remote_id = std::string(t[3]);
       m_backoff_ms = 20;
       if (m_warned) log::info("peer {} is up", address());
       m_warned = false;

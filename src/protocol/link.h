@@ -36,8 +36,6 @@ class Link : public std::enable_shared_from_this<Link> {
   std::string address() const { return m_host + ":" + std::to_string(m_port); }
   // Called each time the link becomes up (after the handshake).
   void on_up(std::function<void()> f) { m_on_up = std::move(f); }
-  // Remote id learned from its HELLO reply.
-  const std::string& remote_id() const { return m_remote_id; }
   // Number of socket writes so far (each carries every line queued since the last one).
   uint64_t writes() const { return m_writes; }
 
@@ -69,7 +67,6 @@ class Link : public std::enable_shared_from_this<Link> {
   int m_backoff_ms = 20;
   uint64_t m_generation = 0;  // bumps on every (re)connect, so stale handlers do nothing
   std::function<void()> m_on_up;
-  std::string m_remote_id;
   bool m_warned = false;
   uint64_t m_writes = 0;
 };

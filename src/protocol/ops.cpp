@@ -61,10 +61,4 @@ void append_ops(LineBuilder& line, const std::vector<Op>& ops) {
   }
 }
 
-std::string describe(const Op& op) {
-  std::string s = std::string(op_name(op.kind)) + " " + escape(op.key);
-  if (op.kind == OpKind::put || op.kind == OpKind::check) s += " " + escape(op.value);
-  return s;
-}
-
 }  // namespace tpc::protocol

@@ -27,7 +27,5 @@ const char* op_name(OpKind kind);
 // Parses ops from raw tokens [begin, end). Error PROTO names the first bad op.
 Result<std::vector<Op>> parse_ops(const std::vector<std::string_view>& tokens, size_t begin);
 void append_ops(LineBuilder& line, const std::vector<Op>& ops);
-// Human form for messages: `put k v`, shown escaped.
-std::string describe(const Op& op);
 
 }  // namespace tpc::protocol

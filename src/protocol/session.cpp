@@ -16,7 +16,6 @@ bool Reply::connected() const {
   auto s = m_session.lock();
   return s && s->is_open();
 }
-const void* Reply::session_key() const { return m_session.lock().get(); }
 
 Session::Session(tcp::socket socket, const SessionConfig& cfg, Handler handler)
     : m_socket(std::move(socket)), m_cfg(cfg), m_handler(std::move(handler)), m_in(cfg.max_line) {

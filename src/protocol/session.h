@@ -33,8 +33,6 @@ class Reply {
       : m_session(std::move(s)), m_slot(slot), m_tag(std::move(tag)) {}
   void send(std::string line) const;
   bool connected() const;
-  // Key identifying the peer's connection, for tracking per-connection state.
-  const void* session_key() const;
 
  private:
   std::weak_ptr<Session> m_session;

@@ -51,11 +51,7 @@ Log::~Log() {
   m_thread.join();
 }
 
-void Log::append(uint8_t type, std::string payload, bool force, Done done) {
-  Item it;
-  it.bytes = frame(type, payload);
-  it.force = force;
-  it.done = std::move(done);
+void Log::enqueue(Item it) {
   {
     std::lock_guard<std::mutex> g(m_mutex);
     m_queue.push_back(std::move(it));
@@ -63,16 +59,20 @@ void Log::append(uint8_t type, std::string payload, bool force, Done done) {
   m_cv.notify_one();
 }
 
+void Log::append(uint8_t type, std::string payload, bool force, Done done) {
+  Item it;
+  it.bytes = frame(type, payload);
+  it.force = force;
+  it.done = std::move(done);
+  enqueue(std::move(it));
+}
+
 void Log::append_lazy(uint8_t type, std::string payload, Done done) {
   Item it;
   it.bytes = frame(type, payload);
   it.lazy = true;
   it.done = std::move(done);
-  {
-    std::lock_guard<std::mutex> g(m_mutex);
-    m_queue.push_back(std::move(it));
-  }
-  m_cv.notify_one();
+  enqueue(std::move(it));
 }
 
 void Log::rewrite(std::vector<Record> live, Replace replace, Done done) {
@@ -81,11 +81,7 @@ void Log::rewrite(std::vector<Record> live, Replace replace, Done done) {
   it.live = std::move(live);
   it.replace = std::move(replace);
   it.done = std::move(done);
-  {
-    std::lock_guard<std::mutex> g(m_mutex);
-    m_queue.push_back(std::move(it));
-  }
-  m_cv.notify_one();
+  enqueue(std::move(it));
 }
 
 Log::Replace Log::replace_file(const std::string& path) {

@@ -64,6 +64,8 @@ class Log {
  private:
   Log(std::unique_ptr<File> file, std::string name);
   void run();
+  struct Item;
+  void enqueue(Item it);
   void fail(const char* what, int err);
   struct Item {
     std::string bytes;
