@@ -78,8 +78,6 @@ class Server {
   size_t m_read_rr = 0;
   boost::asio::steady_timer m_resend;
   bool m_stopped = false;
-  bool m_compacting = false;
-  uint64_t m_compacted_bytes = 0;  // log size right after the last rewrite
 };
 
 }  // namespace tpc::leader

@@ -183,10 +183,7 @@ void Server::send_commit(const std::string& txid, size_t p) {
 }
 
 void Server::maybe_compact() {
-  // Past the threshold, and at least twice what the last rewrite left (so a log whose live
-  // records alone pass the threshold is not rewritten on every append).
-  uint64_t bytes = m_log->stats().bytes;
-  if (m_compacting || bytes < m_cfg.log_compact_bytes || bytes < 2 * m_compacted_bytes) return;
+  if (!m_log->wants_rewrite(m_cfg.log_compact_bytes)) return;
   // Keep the COMMIT record of every transaction not yet END-ed, including decisions whose
   // force is still queued (the rewrite is ordered after them and must not drop them).
   std::vector<txlog::Record> live;
@@ -198,13 +195,9 @@ void Server::maybe_compact() {
   for (auto& [txid, t] : m_core->active())
     if (t.phase == Txn::committed || t.phase == Txn::deciding)
       live.push_back({k_rec_commit, encode_commit(t.txid, t.rid, t.parts)});
-  m_compacting = true;
-  std::string path = m_cfg.data_dir + "/txlog";
   size_t n = live.size();
-  m_log->rewrite(std::move(live), txlog::Log::replace_file(path), [this, n] {
+  m_log->rewrite(std::move(live), txlog::Log::replace_file(m_cfg.data_dir + "/txlog"), [this, n] {
     asio::post(m_io, [this, n] {
-      m_compacting = false;
-      m_compacted_bytes = m_log->stats().bytes;
       log::info("log compacted: {} live records kept, {} bytes", n, m_log->stats().bytes);
     });
   });

@@ -58,10 +58,7 @@ void Server::on_resolve(const std::string& txid, bool commit, Reply reply) {
 }
 
 void Server::maybe_compact() {
-  // Past the threshold, and at least twice what the last rewrite left (so a log whose live
-  // records alone pass the threshold is not rewritten on every append).
-  uint64_t bytes = m_log->stats().bytes;
-  if (m_compacting || bytes < m_cfg.log_compact_bytes || bytes < 2 * m_compacted_bytes) return;
+  if (!m_log->wants_rewrite(m_cfg.log_compact_bytes)) return;
   // Commits the log is about to forget must be durable in the store first.
   if (Status st = m_store->make_durable(); !st)
     fatal("cannot checkpoint the store: " + st.to_string());
@@ -72,21 +69,19 @@ void Server::maybe_compact() {
   // Heuristic decisions stay visible for good (they are few, and an operator must see them).
   for (auto& [txid, commit] : m_core->heuristics())
     live.push_back({k_rec_heuristic, txlog::Encoder().str(txid).u8(commit ? 1 : 0).data()});
-  m_compacting = true;
-  std::string path = m_cfg.data_dir + "/txlog";
   size_t n = live.size();
   // Transactions applied so far are not in `live`: once the rewrite is durable, no PREPARED
   // record of theirs remains, and their "applied" marks can go.
   uint64_t applied_upto = m_store->applied_seq();
-  m_log->rewrite(std::move(live), txlog::Log::replace_file(path), [this, n, applied_upto] {
-    asio::post(m_io, [this, n, applied_upto] {
-      m_compacting = false;
-      m_compacted_bytes = m_log->stats().bytes;
-      if (Status st = m_store->prune_applied(applied_upto); !st)
-        fatal("cannot prune applied marks: " + st.to_string());
-      log::info("log compacted: {} live records kept, {} bytes", n, m_log->stats().bytes);
-    });
-  });
+  m_log->rewrite(std::move(live), txlog::Log::replace_file(m_cfg.data_dir + "/txlog"),
+                 [this, n, applied_upto] {
+                   asio::post(m_io, [this, n, applied_upto] {
+                     if (Status st = m_store->prune_applied(applied_upto); !st)
+                       fatal("cannot prune applied marks: " + st.to_string());
+                     log::info("log compacted: {} live records kept, {} bytes", n,
+                               m_log->stats().bytes);
+                   });
+                 });
 }
 
 void Server::resolve_tick() {

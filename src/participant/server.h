@@ -81,8 +81,6 @@ class Server {
   std::map<std::string, std::shared_ptr<protocol::Link>> m_leaders;  // address -> link
   boost::asio::steady_timer m_tick;
   bool m_stopped = false;
-  bool m_compacting = false;
-  uint64_t m_compacted_bytes = 0;  // log size right after the last rewrite
   // COMMITs waiting to be applied together in one store transaction (one fsync).
   std::vector<std::string> m_commit_queue;
   // Replies to send once a transaction's COMMITTED record is durable.

@@ -81,6 +81,10 @@ void Log::rewrite(std::vector<Record> live, Replace replace, Done done) {
   it.live = std::move(live);
   it.replace = std::move(replace);
   it.done = std::move(done);
+  {
+    std::lock_guard<std::mutex> g(m_mutex);
+    m_rewrite_queued = true;
+  }
   enqueue(std::move(it));
 }
 
@@ -89,6 +93,12 @@ Log::Replace Log::replace_file(const std::string& path) {
     write_file_atomic(path, content);
     return open_posix_file(path);
   };
+}
+
+bool Log::wants_rewrite(uint64_t threshold) const {
+  std::lock_guard<std::mutex> g(m_mutex);
+  return !m_rewrite_queued && m_stats.bytes >= threshold &&
+         m_stats.bytes >= 2 * m_bytes_after_rewrite;
 }
 
 Log::Stats Log::stats() const {
@@ -192,6 +202,8 @@ void Log::run() {
           m_stats.records = it.live.size();
           m_stats.bytes = m_file->size();
           ++m_stats.rewrites;
+          m_rewrite_queued = false;
+          m_bytes_after_rewrite = m_stats.bytes;
         }
         if (it.done) it.done();
       }

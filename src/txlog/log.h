@@ -53,6 +53,11 @@ class Log {
   // then the new file opened for appending.
   static Replace replace_file(const std::string& path);
 
+  // True when the log has outgrown `threshold` bytes and also twice what the last rewrite
+  // left (so a log whose live records alone pass the threshold is not rewritten on every
+  // append), and no rewrite is queued.
+  bool wants_rewrite(uint64_t threshold) const;
+
   struct Stats {
     uint64_t records = 0;
     uint64_t syncs = 0;
@@ -83,6 +88,8 @@ class Log {
   std::deque<Item> m_queue;
   bool m_stopping = false;
   Stats m_stats;
+  bool m_rewrite_queued = false;
+  uint64_t m_bytes_after_rewrite = 0;
   std::thread m_thread;
 };
 

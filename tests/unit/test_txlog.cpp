@@ -194,6 +194,40 @@ TEST_SUITE("txlog") {
     CHECK(r.records[1] == Record{2, "after"});
   }
 
+  TEST_CASE("a rewrite is wanted past the threshold and twice what the last one left") {
+    std::vector<Record> rec;
+    auto log = Log::open(std::make_unique<MemFile>(), "mem", &rec);
+    auto drain = [&] {  // a forced append's acknowledgement means everything before is written
+      std::atomic<bool> done{false};
+      log->append(9, "", true, [&] { done = true; });
+      for (int i = 0; i < 5000 && !done; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      REQUIRE(done.load());
+    };
+    for (int i = 0; i < 10; ++i) log->append(1, std::string(100, 'a'), false);
+    drain();
+    CHECK_FALSE(log->wants_rewrite(4096));
+    for (int i = 0; i < 40; ++i) log->append(1, std::string(100, 'a'), false);
+    drain();
+    CHECK(log->wants_rewrite(4096));
+    // The rewrite keeps 30 records (~3.3 KB): not wanted again until the log is twice that.
+    std::vector<Record> live(30, Record{1, std::string(100, 'b')});
+    log->rewrite(live, [](const std::string& content) {
+      auto f = std::make_unique<MemFile>();
+      *f->data = content;
+      return f;
+    });
+    CHECK_FALSE(log->wants_rewrite(0));  // queued or done: either way not wanted now
+    drain();
+    CHECK_FALSE(log->wants_rewrite(4096));
+    for (int i = 0; i < 10; ++i) log->append(1, std::string(100, 'a'), false);
+    drain();
+    CHECK_FALSE(log->wants_rewrite(4096));  // past the threshold, not yet twice
+    for (int i = 0; i < 25; ++i) log->append(1, std::string(100, 'a'), false);
+    drain();
+    CHECK(log->wants_rewrite(4096));
+  }
+
   TEST_CASE("a real file survives reopen") {
     auto dir = std::filesystem::temp_directory_path() / ("tpc-txlog-" + std::to_string(getpid()));
     std::filesystem::create_directories(dir);
