@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "common/failpoint.h"
 #include "common/logging.h"
+#include "common/util.h"
 #include "leader/server.h"
 #include "participant/server.h"
 
@@ -15,27 +16,27 @@ namespace tpc::cli {
 namespace asio = boost::asio;
 
 namespace {
-struct Common {
-  std::string log_level = "info";
-  size_t max_line = protocol::k_default_max_line;
-  size_t max_connections = 4096;
-};
-
-void add_common(CLI::App* sub, Common& c) {
-  sub->add_option("--log-level", c.log_level, "debug, info, warn, error or off")
+// Options the leader and the participant share, bound straight into their configs.
+template <typename Config>
+void add_common(CLI::App* sub, Config& cfg, std::string& log_level) {
+  sub->add_option("--bind", cfg.bind, "address to listen on")->capture_default_str();
+  sub->add_option("--log-compact-bytes", cfg.log_compact_bytes,
+                  "rewrite the log with only live records once it is this large")
       ->capture_default_str();
-  sub->add_option("--max-line", c.max_line, "longest accepted request line, in bytes")
+  sub->add_option("--log-level", log_level, "debug, info, warn, error or off")
+      ->capture_default_str();
+  sub->add_option("--max-line", cfg.max_line, "longest accepted request line, in bytes")
       ->capture_default_str()
       ->check(CLI::Range(size_t{64}, size_t{1} << 30));
-  sub->add_option("--max-connections", c.max_connections,
+  sub->add_option("--max-connections", cfg.max_connections,
                   "open connections accepted; more get ERR BUSY")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{1} << 20));
 }
 
-void apply_common(const Common& c, const std::string& role) {
+void apply_common(const std::string& log_level, const std::string& role) {
   log::Level l;
-  if (!log::parse_level(c.log_level, &l))
+  if (!log::parse_level(log_level, &l))
     throw Error("--log-level must be debug, info, warn, error or off", 2);
   log::set_level(l);
   log::set_role(role);
@@ -61,28 +62,22 @@ const std::regex k_id_re("[A-Za-z0-9_-]{1,64}");
 std::function<int()> setup_participant(CLI::App& app) {
   auto* sub = app.add_subcommand("participant", "run a participant: holds data, votes, applies");
   auto cfg = std::make_shared<participant::Config>();
-  auto common = std::make_shared<Common>();
+  auto log_level = std::make_shared<std::string>("info");
   sub->add_option("--port", cfg->port, "TCP port to listen on")->required();
   sub->add_option("--id", cfg->id, "participant id (letters, digits, - and _)")->required();
   sub->add_option("--data-dir", cfg->data_dir, "data directory [./tpc-data/participant-ID]");
-  sub->add_option("--bind", cfg->bind, "address to listen on")->capture_default_str();
   sub->add_option("--read-timeout", cfg->read_timeout_ms,
                   "ms a read of an in-doubt key waits before failing")
       ->capture_default_str();
   sub->add_option("--resolve-after", cfg->resolve_after_ms,
                   "ms after which a prepared transaction asks its leader for the outcome")
       ->capture_default_str();
-  sub->add_option("--log-compact-bytes", cfg->log_compact_bytes,
-                  "rewrite the log with only live records once it is this large")
-      ->capture_default_str();
-  add_common(sub, *common);
-  return [sub, cfg, common]() -> int {
+  add_common(sub, *cfg, *log_level);
+  return [sub, cfg, log_level]() -> int {
     if (!sub->parsed()) return -1;
     if (!std::regex_match(cfg->id, k_id_re)) throw Error("--id: letters, digits, - and _ only", 2);
     if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/participant-" + cfg->id;
-    cfg->max_line = common->max_line;
-    cfg->max_connections = common->max_connections;
-    apply_common(*common, "participant-" + cfg->id);
+    apply_common(*log_level, "participant-" + cfg->id);
     asio::io_context io(1);
     participant::Server server(io, *cfg);
     return serve(io, server);
@@ -92,13 +87,12 @@ std::function<int()> setup_participant(CLI::App& app) {
 std::function<int()> setup_leader(CLI::App& app) {
   auto* sub = app.add_subcommand("leader", "run the leader: the two-phase commit coordinator");
   auto cfg = std::make_shared<leader::Config>();
-  auto common = std::make_shared<Common>();
+  auto log_level = std::make_shared<std::string>("info");
   auto peers = std::make_shared<std::string>();
   sub->add_option("--peers", *peers, "participants, HOST:PORT[,HOST:PORT...]")->required();
   sub->add_option("--port", cfg->port, "TCP port to listen on")->capture_default_str();
   sub->add_option("--id", cfg->id, "leader id (letters, digits, - and _)")->capture_default_str();
   sub->add_option("--data-dir", cfg->data_dir, "data directory [./tpc-data/leader-ID]");
-  sub->add_option("--bind", cfg->bind, "address to listen on")->capture_default_str();
   sub->add_option("--advertise", cfg->advertise,
                   "HOST:PORT participants use to reach this leader [BIND:PORT]");
   sub->add_option("--replicas", cfg->replicas,
@@ -107,25 +101,14 @@ std::function<int()> setup_leader(CLI::App& app) {
   sub->add_option("--prepare-timeout", cfg->prepare_timeout_ms,
                   "ms to wait for all votes before aborting")
       ->capture_default_str();
-  sub->add_option("--log-compact-bytes", cfg->log_compact_bytes,
-                  "rewrite the log with only live records once it is this large")
-      ->capture_default_str();
-  add_common(sub, *common);
-  return [sub, cfg, common, peers]() -> int {
+  add_common(sub, *cfg, *log_level);
+  return [sub, cfg, log_level, peers]() -> int {
     if (!sub->parsed()) return -1;
     if (!std::regex_match(cfg->id, k_id_re)) throw Error("--id: letters, digits, - and _ only", 2);
-    size_t pos = 0;
-    while (pos <= peers->size()) {
-      size_t end = peers->find(',', pos);
-      if (end == std::string::npos) end = peers->size();
-      if (end > pos) cfg->peers.push_back(peers->substr(pos, end - pos));
-      pos = end + 1;
-    }
+    cfg->peers = split_list(*peers, ',');
     if (cfg->peers.empty()) throw Error("--peers: at least one participant", 2);
     if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/leader-" + cfg->id;
-    cfg->max_line = common->max_line;
-    cfg->max_connections = common->max_connections;
-    apply_common(*common, "leader-" + cfg->id);
+    apply_common(*log_level, "leader-" + cfg->id);
     asio::io_context io(1);
     leader::Server server(io, *cfg);
     return serve(io, server);

@@ -8,6 +8,7 @@
 
 #include "client/client.h"
 #include "client/connection.h"
+#include "common/util.h"
 #include "protocol/codec.h"
 
 namespace tpc::client {
@@ -84,14 +85,7 @@ std::vector<std::string> participants(const Options& o, bool* leader_up, std::os
         << " is unreachable; name the participants with --peers HOST:PORT[,HOST:PORT...]\n";
     return out;
   }
-  size_t pos = 0;
-  while (pos <= o.peers.size()) {
-    size_t end = o.peers.find(',', pos);
-    if (end == std::string::npos) end = o.peers.size();
-    if (end > pos) out.push_back(o.peers.substr(pos, end - pos));
-    pos = end + 1;
-  }
-  return out;
+  return split_list(o.peers, ',');
 }
 
 struct InDoubt {

@@ -14,6 +14,7 @@
 
 #include "common/logging.h"
 #include "common/status.h"
+#include "common/util.h"
 
 namespace tpc::failpoint {
 
@@ -86,13 +87,7 @@ std::string parse_term(std::string t, Term* out) {
 
 std::string configure(const std::string& spec) {
   std::map<std::string, std::vector<Term>, std::less<>> points;
-  size_t pos = 0;
-  while (pos <= spec.size()) {
-    size_t end = spec.find(';', pos);
-    if (end == std::string::npos) end = spec.size();
-    std::string item = spec.substr(pos, end - pos);
-    pos = end + 1;
-    if (item.empty()) continue;
+  for (const std::string& item : split_list(spec, ';')) {
     auto eq = item.find('=');
     if (eq == std::string::npos) return "expected NAME=ACTION in '" + item + "'";
     std::string name = item.substr(0, eq);

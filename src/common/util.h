@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace tpc {
 // Milliseconds of a monotonic clock.
@@ -10,6 +11,8 @@ int64_t now_ms();
 int64_t wall_ms();
 // Microseconds of a monotonic clock.
 int64_t now_us();
+// The non-empty items of a `sep`-separated list: "a,,b" -> {a, b}.
+std::vector<std::string> split_list(const std::string& text, char sep);
 // Splits "HOST:PORT"; returns false when malformed.
 bool parse_host_port(const std::string& text, std::string* host, uint16_t* port);
 // Takes an exclusive flock on DIR/LOCK for the life of the process; throws tpc::Error when
