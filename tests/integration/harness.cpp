@@ -59,6 +59,10 @@ bool wait_for(const std::function<bool()>& cond, int timeout_ms) {
   }
 }
 
+bool wait_for_text(const std::string& path, const std::string& text, int timeout_ms) {
+  return wait_for([&] { return read_file(path).find(text) != std::string::npos; }, timeout_ms);
+}
+
 namespace {
 std::vector<char*> make_env(const std::map<std::string, std::string>& extra,
                             std::vector<std::string>& storage) {

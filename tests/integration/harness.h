@@ -30,6 +30,8 @@ uint16_t free_port();
 
 // Polls `cond` every few milliseconds until it holds or `timeout_ms` passes.
 bool wait_for(const std::function<bool()>& cond, int timeout_ms);
+// Polls until the file at `path` contains `text`.
+bool wait_for_text(const std::string& path, const std::string& text, int timeout_ms);
 
 class Process {
  public:

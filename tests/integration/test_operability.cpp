@@ -69,12 +69,7 @@ TEST_SUITE("operability") {
     Process cluster({TPC_BINARY, "cluster", "--participants", "3", "--port", std::to_string(base),
                      "--data-dir", data, "--log-level", "warn"},
                     s.path() + "/cluster.log");
-    REQUIRE(wait_for(
-        [&] {
-          return read_file(s.path() + "/cluster.log").find("tpc cluster is up") !=
-                 std::string::npos;
-        },
-        20000));
+    REQUIRE(wait_for_text(s.path() + "/cluster.log", "tpc cluster is up", 20000));
     std::string banner = read_file(s.path() + "/cluster.log");
     std::string leader = "127.0.0.1:" + std::to_string(base);
     CHECK(banner.find("tpc client --leader " + leader) != std::string::npos);
@@ -122,12 +117,7 @@ TEST_SUITE("operability") {
     Process cluster({TPC_BINARY, "cluster", "--port", std::to_string(base), "--data-dir", data,
                      "--log-level", "warn"},
                     s.path() + "/cluster.log");
-    REQUIRE(wait_for(
-        [&] {
-          return read_file(s.path() + "/cluster.log").find("tpc cluster is up") !=
-                 std::string::npos;
-        },
-        20000));
+    REQUIRE(wait_for_text(s.path() + "/cluster.log", "tpc cluster is up", 20000));
     cluster.kill9();
     CHECK(wait_for([&] { return processes_with(data).empty(); }, 10000));
   }

@@ -139,9 +139,7 @@ TEST_SUITE("txn") {
       Process l({TPC_BINARY, "leader", "--port", std::to_string(free_port()), "--peers",
                  p1 + "," + p2, "--data-dir", dir},
                 s.path() + "/l1.log");
-      REQUIRE(wait_for(
-          [&] { return read_file(s.path() + "/l1.log").find("listening") != std::string::npos; },
-          5000));
+      REQUIRE(wait_for_text(s.path() + "/l1.log", "listening", 5000));
     }
     auto r = run_tpc(
         {"leader", "--port", std::to_string(free_port()), "--peers", p1, "--data-dir", dir});
