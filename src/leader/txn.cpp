@@ -44,10 +44,6 @@ void Server::on_trace(const std::string& id, Reply reply, int64_t deadline_ms) {
 }
 
 void Server::start_txn(const std::string& rid, std::vector<Op> ops, bool want_trace, Reply reply) {
-  // Forget traces nobody fetched.
-  for (auto it = m_traces.begin(); it != m_traces.end();)
-    it = now_ms() - it->second.created_ms > 10000 ? m_traces.erase(it) : std::next(it);
-  std::erase_if(m_trace_rids, [&](auto& kv) { return !m_traces.count(kv.second); });
   auto b = m_core->begin(rid, std::move(ops), now_ms(), m_cfg.prepare_timeout_ms);
   if (b.kind == Core::Begin::known) {
     // The same request again (a client retrying after a lost connection): never run twice.
@@ -206,6 +202,10 @@ void Server::maybe_compact() {
 void Server::resend_tick() {
   if (m_stopped) return;
   for (auto& [txid, p] : m_core->unacked()) send_commit(txid, p);
+  // Forget traces nobody fetched (here, not on every transaction's path).
+  for (auto it = m_traces.begin(); it != m_traces.end();)
+    it = now_ms() - it->second.created_ms > 10000 ? m_traces.erase(it) : std::next(it);
+  std::erase_if(m_trace_rids, [&](auto& kv) { return !m_traces.count(kv.second); });
   m_resend.expires_after(std::chrono::milliseconds(m_cfg.resend_interval_ms));
   m_resend.async_wait([this](boost::system::error_code ec) {
     if (!ec) resend_tick();

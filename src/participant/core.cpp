@@ -180,16 +180,6 @@ void Core::release(const Prepared& p, std::vector<std::string>* released) {
   }
 }
 
-Core::Finish Core::commit(const std::string& txid) {
-  Finish f = apply_commit(txid);
-  if (!f.known || !f.status) return f;
-  if (Status st = m_store.end_batch(); !st) {
-    f.status = st;
-    return f;
-  }
-  return finish_commit(txid);
-}
-
 Core::Finish Core::apply_commit(const std::string& txid) {
   Finish f;
   auto it = m_prepared.find(txid);

@@ -78,12 +78,10 @@ class Core {
     std::vector<std::string> released;  // keys whose locks were released
     Status status;                      // commit: STORAGE when the store failed (stop)
   };
-  // Applies the writes of txid and records it applied in one store transaction, then releases
-  // its locks. A txid not prepared here (a re-delivery after apply) is acknowledged as is.
-  Finish commit(const std::string& txid);
-  // The two halves of commit() for the server: apply_commit() writes the store (inside the
-  // caller's store batch) and keeps the locks; finish_commit() releases them once the
-  // COMMITTED record is durable. Between the two, the transaction is `applied`.
+  // A COMMIT, in two halves. apply_commit() writes the store (inside the caller's store
+  // batch) and keeps the locks; finish_commit() releases them once the COMMITTED record is
+  // durable. Between the two, the transaction is `applied`. A txid not prepared here (a
+  // re-delivery after apply) is not known: acknowledged as is, nothing applied.
   Finish apply_commit(const std::string& txid);
   Finish finish_commit(const std::string& txid);
   Finish abort(const std::string& txid);

@@ -28,9 +28,10 @@ Status MemStore::prune_applied(uint64_t upto) {
 }
 
 Status MemStore::apply(const std::string& txid, const std::vector<protocol::Op>& ops) {
+  // Like SqliteStore: no deduplication here (the caller applies a txid once), so a core bug
+  // that applied twice would show in the data and in m_apply_calls.
   ++m_apply_calls;
-  if (!m_applied.emplace(txid, m_seq + 1).second) return Status::ok();
-  ++m_seq;
+  m_applied[txid] = ++m_seq;
   for (auto& op : ops) {
     if (op.kind == OpKind::put) m_data[op.key] = op.value;
     if (op.kind == OpKind::del) m_data.erase(op.key);

@@ -9,6 +9,14 @@ using protocol::OpKind;
 
 namespace {
 std::vector<Op> put(const std::string& k, const std::string& v) { return {Op{OpKind::put, k, v}}; }
+// A COMMIT as the server runs it: apply in a store batch, then (COMMITTED durable) finish.
+Core::Finish commit(Core& c, store::Store& s, const std::string& txid) {
+  REQUIRE(s.begin_batch());
+  auto applied = c.apply_commit(txid);
+  REQUIRE(s.end_batch());
+  if (!applied.known) return applied;
+  return c.finish_commit(txid);
+}
 }  // namespace
 
 TEST_SUITE("participant") {
@@ -22,11 +30,11 @@ TEST_SUITE("participant") {
     CHECK(c.prepare_durable("L.1.1"));
     CHECK(c.prepare("L.1.1", "L", "x", put("k", "v"), 0).kind == Core::PrepareResult::vote_yes);
     CHECK(c.read("k").kind == Core::ReadResult::blocked);
-    auto f = c.commit("L.1.1");
+    auto f = commit(c, s, "L.1.1");
     CHECK(f.known);
     CHECK(f.released == std::vector<std::string>{"k"});
     CHECK(s.m_data["k"] == "v");
-    auto again = c.commit("L.1.1");  // re-delivered COMMIT: acknowledged, not applied twice
+    auto again = commit(c, s, "L.1.1");  // re-delivered COMMIT: acknowledged, not applied twice
     CHECK_FALSE(again.known);
     CHECK(s.m_apply_calls == 1);
     CHECK(c.read("k").value == "v");
@@ -81,7 +89,7 @@ TEST_SUITE("participant") {
         log.push_back({participant::k_rec_prepared, r.record});
         c.prepare_durable(txid);
       }
-      c.commit("L.1.1");  // applied, COMMITTED record lost in the crash
+      commit(c, s, "L.1.1");  // applied, COMMITTED record lost in the crash
       c.abort("L.1.3");
       log.push_back({participant::k_rec_aborted, txlog::Encoder().str("L.1.3").data()});
     }
@@ -92,7 +100,7 @@ TEST_SUITE("participant") {
     CHECK(c.read("kL.1.2").kind == Core::ReadResult::blocked);
     CHECK(c.find("L.1.2")->leader_addr == "127.0.0.1:9");
     CHECK(c.prepare("L.1.9", "L", "a", put("kL.1.2", "x"), 0).code == "CONFLICT");
-    c.commit("L.1.2");
+    commit(c, s, "L.1.2");
     CHECK(s.m_data["kL.1.2"] == "v");
     CHECK(c.check_invariants().empty());
   }
@@ -107,7 +115,7 @@ TEST_SUITE("participant") {
       auto r = c.prepare("L.1.1", "L", "a", put("k", "v1"), 0);
       log.push_back({participant::k_rec_prepared, r.record});
       c.prepare_durable("L.1.1");
-      c.commit("L.1.1");
+      commit(c, lost, "L.1.1");
       log.push_back({participant::k_rec_committed, txlog::Encoder().str("L.1.1").data()});
     }
     store::MemStore s;
