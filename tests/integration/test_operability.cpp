@@ -127,9 +127,7 @@ TEST_SUITE("operability") {
     REQUIRE(c.wait_ready());
     Scratch s;
     // script(1) gives the client a pseudo-terminal; its input is typed line by line.
-
     std::string cmd = std::string(TPC_BINARY) + " client --leader " + c.leader_addr();
-
     std::ofstream(s.path() + "/in") << "put shell-key shell-value\nget shell-key\nhelp\nquit\n";
     Process p({"/bin/sh", "-c",
                "exec /usr/bin/script -q -e -c '" + cmd + "' /dev/null < " + s.path() + "/in"},
