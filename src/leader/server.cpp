@@ -35,7 +35,12 @@ Server::Server(asio::io_context& io, Config cfg)
   // Incarnation: bumped durably at every start, so transaction ids never repeat.
   bool exists;
   std::string inc = read_small_file(m_cfg.data_dir + "/incarnation", &exists);
-  m_incarnation = exists ? std::strtoull(inc.c_str(), nullptr, 10) + 1 : 1;
+  char* end = nullptr;
+  uint64_t last = exists ? std::strtoull(inc.c_str(), &end, 10) : 0;
+  // A damaged incarnation would let transaction ids repeat: refuse it rather than guess.
+  if (exists && (end == inc.c_str() || last == 0))
+    throw Error(m_cfg.data_dir + "/incarnation is damaged; refusing to start");
+  m_incarnation = last + 1;
   txlog::write_file_atomic(m_cfg.data_dir + "/incarnation", std::to_string(m_incarnation) + "\n");
 
   m_core = std::make_unique<Core>(m_cfg.id, m_incarnation, m_cfg.peers, m_cfg.replicas);

@@ -2,6 +2,8 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <random>
@@ -210,5 +212,18 @@ TEST_SUITE("txn") {
     CHECK(r.err.find("conflict") != std::string::npos);
     CHECK(slow.wait_exit(10000) == 0);
     CHECK(c.client({"get", "hot"}).out == "slow\n");
+  }
+}
+
+TEST_SUITE("txn") {
+  TEST_CASE("a damaged incarnation file is refused, never reset") {
+    Scratch s;
+    std::string dir = s.path() + "/leader";
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir + "/incarnation") << "garbage\n";
+    auto r = run_tpc({"leader", "--port", std::to_string(free_port()), "--peers",
+                      "127.0.0.1:" + std::to_string(free_port()), "--data-dir", dir});
+    CHECK(r.code == 1);
+    CHECK(r.err.find("incarnation is damaged") != std::string::npos);
   }
 }
