@@ -92,16 +92,6 @@ std::vector<size_t> Core::owners(const std::string& key) const {
   return out;
 }
 
-std::vector<Op> Core::ops_for(const std::vector<Op>& ops, size_t part) const {
-  if (m_replicas >= m_peers.size()) return ops;
-  std::vector<Op> out;
-  for (auto& op : ops) {
-    auto o = owners(op.key);
-    if (std::find(o.begin(), o.end(), part) != o.end()) out.push_back(op);
-  }
-  return out;
-}
-
 void Core::remember(const std::string& rid, Outcome o, const std::string& txid) {
   auto [it, fresh] = m_rids.insert_or_assign(rid, RidOutcome{o, txid});
   (void)it;
@@ -129,15 +119,16 @@ Core::Begin Core::begin(const std::string& rid, std::vector<Op> ops, int64_t now
   Txn t;
   t.txid = fmt::format("{}.{}.{}", m_id, m_incarnation, m_next_seq++);
   t.rid = rid;
-  std::set<size_t> parts;
+  // Each participant is sent only the ops on keys it owns: it locks, checks and stores those.
+  std::map<size_t, std::vector<Op>> by_part;
   for (auto& op : ops)
-    for (auto p : owners(op.key)) parts.insert(p);
-  t.parts.assign(parts.begin(), parts.end());
-  t.ops = std::move(ops);
+    for (auto p : owners(op.key)) by_part[p].push_back(op);
+  for (auto& [p, mine] : by_part) t.parts.push_back(p);
   t.deadline_ms = now_ms + timeout_ms;
   b.kind = Begin::started;
   b.txid = t.txid;
-  b.targets = t.parts;
+  b.targets.assign(std::make_move_iterator(by_part.begin()),
+                   std::make_move_iterator(by_part.end()));
   if (!rid.empty()) remember(rid, Outcome::pending, t.txid);
   m_txns[t.txid] = std::move(t);
   return b;

@@ -34,7 +34,6 @@ struct Txn {
   enum Phase { preparing, deciding, committed, aborted };
   std::string txid;
   std::string rid;
-  std::vector<Op> ops;
   std::vector<size_t> parts;     // participant indices that own the keys
   std::map<size_t, bool> votes;  // received votes
   std::set<size_t> unacked;      // committed: participants yet to acknowledge
@@ -57,14 +56,13 @@ class Core {
 
   // Owners of `key`: rendezvous hashing of the key over the peer addresses.
   std::vector<size_t> owners(const std::string& key) const;
-  // The ops of `ops` that participant `part` owns: all it is sent, locks, checks and stores.
-  std::vector<Op> ops_for(const std::vector<Op>& ops, size_t part) const;
 
   // --- phase 1.
   struct Begin {
     enum Kind { started, known } kind;
     std::string txid;
-    std::vector<size_t> targets;         // started: send PREPARE to these
+    // started: send PREPARE to these participants, each with the ops on keys it owns
+    std::vector<std::pair<size_t, std::vector<Op>>> targets;
     Outcome outcome = Outcome::pending;  // known: the outcome of an earlier request with this rid
   };
   // Starts a transaction for client request `rid` (may be empty). A rid seen before is not

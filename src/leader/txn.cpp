@@ -60,12 +60,11 @@ void Server::start_txn(const std::string& rid, std::vector<Op> ops, bool want_tr
     trace(txid,
           fmt::format("begin {} at leader {} (incarnation {})", txid, m_cfg.id, m_incarnation));
   }
-  const auto& all_ops = m_core->find(txid)->ops;
-  for (size_t p : b.targets) {
+  for (auto& [p, mine] : b.targets) {
     // Each participant hears only of the keys it owns: it locks, checks and stores those.
     LineBuilder prepare("PREPARE");
     prepare.raw(txid).raw(m_cfg.id).raw(m_cfg.advertise);
-    protocol::append_ops(prepare, m_core->ops_for(all_ops, p));
+    protocol::append_ops(prepare, mine);
     std::string line = prepare.str();
     trace(txid, "PREPARE sent to participant " + m_links[p]->address());
     m_links[p]->request(line, [this, txid, p](Result<std::string> r) {

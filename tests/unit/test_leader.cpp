@@ -130,13 +130,16 @@ TEST_SUITE("leader") {
     // A participant is sent only the ops on keys it owns.
     std::vector<Op> ops;
     for (int i = 0; i < 12; ++i) ops.push_back(Op{OpKind::put, "k" + std::to_string(i), "v"});
+    auto b = c.begin("", ops, 0, 1000);
     size_t total = 0;
-    for (size_t p = 0; p < 3; ++p) {
-      auto mine = c.ops_for(ops, p);
+    for (auto& [p, mine] : b.targets) {
       for (auto& op : mine) CHECK(c.owners(op.key) == std::vector<size_t>{p});
       total += mine.size();
     }
     CHECK(total == ops.size());
-    CHECK(all.ops_for(ops, 1).size() == ops.size());
+    CHECK(c.find(b.txid)->parts.size() == b.targets.size());
+    auto b_all = all.begin("", ops, 0, 1000);
+    REQUIRE(b_all.targets.size() == 3);
+    for (auto& [p, mine] : b_all.targets) CHECK(mine.size() == ops.size());
   }
 }
