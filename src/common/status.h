@@ -44,7 +44,9 @@ class Result {
   T& value() { return std::get<0>(m_v); }
   const T& value() const { return std::get<0>(m_v); }
   T& operator*() { return value(); }
+  const T& operator*() const { return value(); }
   T* operator->() { return &value(); }
+  const T* operator->() const { return &value(); }
   const Status& status() const { return std::get<1>(m_v); }
 
  private:

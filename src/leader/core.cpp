@@ -8,6 +8,7 @@
 #include "common/status.h"
 
 namespace tpc::leader {
+using protocol::Decision;
 namespace {
 // Enough for the client's resolve window (a few seconds) at tens of thousands of txn/s.
 constexpr size_t k_rid_memory = 65536;
@@ -18,7 +19,34 @@ uint64_t mix(uint64_t x) {  // splitmix64 finalizer
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   return x ^ (x >> 31);
 }
+
+ClientReply reply(ClientReply::Kind k, std::string code = {}, std::string detail = {}) {
+  ClientReply r;
+  r.kind = k;
+  r.code = std::move(code);
+  r.detail = std::move(detail);
+  return r;
+}
 }  // namespace
+
+std::string encode(const ClientReply& r) {
+  using protocol::LineBuilder;
+  switch (r.kind) {
+    case ClientReply::committed:
+      return r.txid.empty() ? "COMMITTED" : "COMMITTED " + r.txid;
+    case ClientReply::aborted:
+      return r.code.empty() ? "ABORTED" : LineBuilder("ABORTED").raw(r.code).text(r.detail).str();
+    case ClientReply::pending:
+      return r.txid.empty() ? "PENDING" : "PENDING " + r.txid;
+    case ClientReply::found:
+      return LineBuilder("VALUE").arg(r.value).str();
+    case ClientReply::not_found:
+      return "NOTFOUND";
+    case ClientReply::error:
+      break;
+  }
+  return LineBuilder("ERR").raw(r.code).text(r.detail).str();
+}
 
 std::string encode_commit(const std::string& txid, const std::string& rid,
                           const std::vector<size_t>& parts) {
@@ -42,58 +70,93 @@ bool decode_commit(const std::string& payload, std::string* txid, std::string* r
   return d.done();
 }
 
-Core::Core(std::string leader_id, uint64_t incarnation, std::vector<std::string> peers,
-           size_t replicas)
-    : m_id(std::move(leader_id)),
-      m_incarnation(incarnation),
-      m_peers(std::move(peers)),
-      m_replicas(replicas == 0 || replicas > m_peers.size() ? m_peers.size() : replicas) {}
+Core::Core(CoreConfig cfg) : m_cfg(std::move(cfg)), m_up(m_cfg.peers.size(), false) {
+  if (m_cfg.replicas == 0 || m_cfg.replicas > m_cfg.peers.size())
+    m_cfg.replicas = m_cfg.peers.size();
+}
+
+// --- recovery -----------------------------------------------------------------------------
 
 void Core::recover(const txlog::Record& rec) {
   if (rec.type == k_rec_commit) {
+    std::string txid;
     Txn t;
-    TPC_CHECK(decode_commit(rec.payload, &t.txid, &t.rid, &t.parts), "undecodable COMMIT record");
-    t.phase = Txn::committed;
-    for (auto p : t.parts) TPC_CHECK(p < m_peers.size(), "COMMIT record names unknown peer");
-    t.unacked = std::set<size_t>(t.parts.begin(), t.parts.end());
-    if (!t.rid.empty()) remember(t.rid, Outcome::committed, t.txid);
-    m_decided_commit.insert(t.txid);
-    m_txns[t.txid] = std::move(t);
+    TPC_CHECK(decode_commit(rec.payload, &txid, &t.rid, &t.parts), "undecodable COMMIT record");
+    t.phase = Phase::committed;
+    for (auto p : t.parts) {
+      TPC_CHECK(p < m_cfg.peers.size(), "COMMIT record names unknown peer");
+      t.unacked[p] = {0, m_cfg.resend_ms};
+    }
+    if (!t.rid.empty()) remember(t.rid, Decision::committed, txid);
+    m_decided.insert(txid);
+    m_txns[txid] = std::move(t);
   } else if (rec.type == k_rec_rid) {
     txlog::Decoder d(rec.payload);
     std::string rid, txid;
     TPC_CHECK(d.str(&rid) && d.str(&txid), "undecodable RID record");
-    remember(rid, Outcome::committed, txid);
+    remember(rid, Decision::committed, txid);
   } else if (rec.type == k_rec_end) {
     txlog::Decoder d(rec.payload);
     std::string txid;
     TPC_CHECK(d.str(&txid), "undecodable END record");
     m_txns.erase(txid);
-    m_decided_commit.erase(txid);
+    m_decided.erase(txid);
+  } else {
+    fatal(fmt::format("leader log: unknown record type {}", rec.type));
   }
 }
 
-std::vector<std::string> Core::finish_recovery() {
-  return {m_decided_commit.begin(), m_decided_commit.end()};
+Actions Core::start(int64_t now_ms) {
+  // Every decision without END is re-sent as soon as its participant's link is up.
+  Actions out;
+  m_next_resend_ms = now_ms;
+  out.wake_at = next_wake(now_ms);
+  return out;
 }
 
-std::vector<size_t> Core::owners(const std::string& key) const {
-  std::vector<size_t> all(m_peers.size());
-  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
-  if (m_replicas >= m_peers.size()) return all;
+// --- placement ----------------------------------------------------------------------------
+
+std::vector<size_t> place(const std::vector<std::string>& peers, size_t replicas,
+                          const std::string& key) {
+  std::vector<size_t> out;
+  if (replicas == 0 || replicas >= peers.size()) {
+    for (size_t i = 0; i < peers.size(); ++i) out.push_back(i);
+    return out;
+  }
   uint32_t kh = crc32c(key);
   std::vector<std::pair<uint64_t, size_t>> scored;
-  for (size_t i = 0; i < m_peers.size(); ++i)
-    scored.emplace_back(mix((static_cast<uint64_t>(crc32c(m_peers[i])) << 32) | kh), i);
+  for (size_t i = 0; i < peers.size(); ++i)
+    scored.emplace_back(mix((static_cast<uint64_t>(crc32c(peers[i])) << 32) | kh), i);
   std::sort(scored.rbegin(), scored.rend());
-  std::vector<size_t> out;
-  for (size_t i = 0; i < m_replicas; ++i) out.push_back(scored[i].second);
+  for (size_t i = 0; i < replicas; ++i) out.push_back(scored[i].second);
   std::sort(out.begin(), out.end());
   return out;
 }
 
-void Core::remember(const std::string& rid, Outcome o, const std::string& txid) {
-  auto [it, fresh] = m_rids.insert_or_assign(rid, RidOutcome{o, txid});
+// --- the event loop -----------------------------------------------------------------------
+
+void Core::step(int64_t now, Event e, Actions& out) {
+  std::visit([&](auto& x) { on(now, x, out); }, e);
+  out.wake_at = next_wake(now);
+}
+
+int64_t Core::next_wake(int64_t now) const {
+  int64_t w = 0;
+  if (!m_deadlines.empty()) w = m_deadlines.begin()->first;
+  if (!m_decided.empty()) {
+    int64_t r = std::max(m_next_resend_ms, now);
+    w = w == 0 ? r : std::min(w, r);
+  }
+  return w;
+}
+
+void Core::trace(const std::string& txid, const Txn& t, std::string text, Actions& out,
+                 bool finished) {
+  if (t.trace) out.list.push_back(act::Trace{txid, t.rid, std::move(text), finished});
+}
+
+void Core::remember(const std::string& rid, Decision d, const std::string& txid) {
+  auto [it, fresh] = m_rids.insert_or_assign(rid, RidOutcome{d, txid});
   (void)it;
   if (fresh) {
     m_rid_order.push_back(rid);
@@ -104,145 +167,304 @@ void Core::remember(const std::string& rid, Outcome o, const std::string& txid) 
   }
 }
 
-Core::Begin Core::begin(const std::string& rid, std::vector<Op> ops, int64_t now_ms,
-                        int64_t timeout_ms) {
-  Begin b;
-  if (!rid.empty()) {
-    auto it = m_rids.find(rid);
+void Core::on(int64_t now, ev::Txn& e, Actions& out) {
+  if (!e.rid.empty()) {
+    // The same request again (a client retrying after a lost connection): never run twice.
+    auto it = m_rids.find(e.rid);
     if (it != m_rids.end()) {
-      b.kind = Begin::known;
-      b.outcome = it->second.outcome;
-      b.txid = it->second.txid;
-      return b;
+      ClientReply r;
+      switch (it->second.decision) {
+        case Decision::committed:
+          r.kind = ClientReply::committed;
+          r.txid = it->second.txid;
+          break;
+        case Decision::aborted:
+          r = reply(ClientReply::aborted, "DUPLICATE", "request id already ended as aborted");
+          break;
+        case Decision::pending:
+          r = reply(ClientReply::error, "PENDING",
+                    "request " + e.rid + " is still in progress as " + it->second.txid);
+          break;
+      }
+      out.list.push_back(act::Reply{e.client, std::move(r)});
+      return;
     }
   }
-  Txn t;
-  t.txid = fmt::format("{}.{}.{}", m_id, m_incarnation, m_next_seq++);
-  t.rid = rid;
+  std::string txid = fmt::format("{}.{}.{}", m_cfg.id, m_cfg.incarnation, m_next_seq++);
+  Txn& t = m_txns[txid];
+  t.rid = e.rid;
+  t.client = e.client;
+  t.trace = e.trace;
+  t.deadline_ms = now + m_cfg.prepare_timeout_ms;
+  m_deadlines.insert({t.deadline_ms, txid});
+  trace(txid, t,
+        fmt::format("begin {} at leader {} (incarnation {})", txid, m_cfg.id, m_cfg.incarnation),
+        out);
   // Each participant is sent only the ops on keys it owns: it locks, checks and stores those.
   std::map<size_t, std::vector<Op>> by_part;
-  for (auto& op : ops)
+  for (auto& op : e.ops)
     for (auto p : owners(op.key)) by_part[p].push_back(op);
-  for (auto& [p, mine] : by_part) t.parts.push_back(p);
-  t.deadline_ms = now_ms + timeout_ms;
-  b.kind = Begin::started;
-  b.txid = t.txid;
-  b.targets.assign(std::make_move_iterator(by_part.begin()),
-                   std::make_move_iterator(by_part.end()));
-  if (!rid.empty()) remember(rid, Outcome::pending, t.txid);
-  m_txns[t.txid] = std::move(t);
-  return b;
+  for (auto& [p, mine] : by_part) {
+    t.parts.push_back(p);
+    trace(txid, t, "PREPARE sent to participant " + m_cfg.peers[p], out);
+    out.list.push_back(
+        act::Send{p, protocol::Prepare{txid, m_cfg.id, m_cfg.advertise, std::move(mine)}, 0});
+  }
+  if (!e.rid.empty()) remember(e.rid, Decision::pending, txid);
 }
 
-Core::Step Core::abort_txn(Txn& t, std::string code, std::string detail) {
-  Step s;
-  s.kind = Step::abort;
-  s.code = std::move(code);
-  s.detail = std::move(detail);
+void Core::abort_txn(std::map<std::string, Txn>::iterator it, std::string code, std::string detail,
+                     Actions& out) {
+  const std::string& txid = it->first;
+  Txn& t = it->second;
+  trace(txid, t, "decision ABORT (" + code + "; not logged: presumed abort)", out);
   // Tell every participant that may hold a prepare (voted YES, or not answered yet).
   for (auto p : t.parts) {
     auto v = t.votes.find(p);
-    if (v == t.votes.end() || v->second) s.send_abort.push_back(p);
+    if (v == t.votes.end() || v->second) {
+      trace(txid, t, "ABORT sent to participant " + m_cfg.peers[p], out);
+      out.list.push_back(act::Send{p, protocol::Abort{txid}, 0});
+    }
   }
-  t.phase = Txn::aborted;
-  t.abort_code = s.code;
-  t.abort_detail = s.detail;
-  if (!t.rid.empty()) remember(t.rid, Outcome::aborted, t.txid);
+  trace(txid, t, "", out, true);
+  if (t.client)
+    out.list.push_back(
+        act::Reply{t.client, reply(ClientReply::aborted, std::move(code), std::move(detail))});
+  if (!t.rid.empty()) remember(t.rid, Decision::aborted, txid);
   ++m_aborted;
-  m_txns.erase(t.txid);  // presumed abort: nothing to remember durably
-  return s;
+  m_deadlines.erase({t.deadline_ms, txid});
+  m_txns.erase(it);  // presumed abort: nothing to remember durably
 }
 
-Core::Step Core::on_vote(const std::string& txid, size_t part, bool yes, const std::string& code,
-                         const std::string& detail) {
-  auto* t = find(txid);
-  if (!t || t->phase != Txn::preparing) return {};
-  if (std::find(t->parts.begin(), t->parts.end(), part) == t->parts.end()) return {};
-  if (t->votes.count(part)) return {};
-  t->votes[part] = yes;
-  if (!yes) return abort_txn(*t, code, detail);
-  if (t->votes.size() < t->parts.size()) return {};
-  t->phase = Txn::deciding;
-  Step s;
-  s.kind = Step::log_commit;
-  s.record = encode_commit(t->txid, t->rid, t->parts);
-  return s;
+void Core::on(int64_t, ev::Vote& e, Actions& out) {
+  auto it = m_txns.find(e.txid);
+  if (it == m_txns.end() || it->second.phase != Phase::preparing) return;
+  Txn& t = it->second;
+  if (std::find(t.parts.begin(), t.parts.end(), e.part) == t.parts.end()) return;
+  if (t.votes.count(e.part)) return;
+  const auto& v = e.vote;
+  const std::string& who = m_cfg.peers[e.part];
+  if (v.kind != protocol::Vote::yes) {
+    t.votes[e.part] = false;
+    trace(e.txid, t,
+          (v.kind == protocol::Vote::no ? "vote NO from " : "no vote from ") + who + ": " + v.code +
+              " " + v.detail,
+          out);
+    // A reply that is not a vote (a participant's error) aborts as ERROR, with its text.
+    return abort_txn(it, v.code, v.detail, out);
+  }
+  t.votes[e.part] = true;
+  trace(e.txid, t, fmt::format("vote YES from {} (log force {} us)", who, v.force_us), out);
+  if (t.votes.size() < t.parts.size()) return;
+  // All YES: the COMMIT record is the commit point; force it before telling anyone.
+  t.phase = Phase::deciding;
+  m_deadlines.erase({t.deadline_ms, e.txid});
+  trace(e.txid, t, "all votes YES; forcing the COMMIT record", out);
+  out.list.push_back(
+      act::Append{k_rec_commit, encode_commit(e.txid, t.rid, t.parts), true, e.txid});
 }
 
-Core::Step Core::on_timeout(const std::string& txid) {
-  auto* t = find(txid);
-  if (!t || t->phase != Txn::preparing) return {};
-  std::string missing;
-  for (auto p : t->parts)
-    if (!t->votes.count(p)) missing += (missing.empty() ? "" : ",") + m_peers[p];
-  return abort_txn(*t, "TIMEOUT", "no vote from " + missing + " within the prepare timeout");
-}
-
-std::vector<size_t> Core::on_decision_durable(const std::string& txid) {
-  auto* t = find(txid);
-  TPC_CHECK(t && t->phase == Txn::deciding, "decision durable for unknown txn " + txid);
-  t->phase = Txn::committed;
-  t->unacked = std::set<size_t>(t->parts.begin(), t->parts.end());
-  m_decided_commit.insert(txid);
-  if (!t->rid.empty()) remember(t->rid, Outcome::committed, txid);
+void Core::on(int64_t now, ev::Durable& e, Actions& out) {
+  auto it = m_txns.find(e.txid);
+  TPC_CHECK(it != m_txns.end() && it->second.phase == Phase::deciding,
+            "decision durable for unknown txn " + e.txid);
+  Txn& t = it->second;
+  t.phase = Phase::committed;
+  m_decided.insert(e.txid);
+  if (!t.rid.empty()) remember(t.rid, Decision::committed, e.txid);
   ++m_committed;
-  return t->parts;
-}
-
-bool Core::on_ack(const std::string& txid, size_t part) {
-  auto* t = find(txid);
-  if (!t || t->phase != Txn::committed) return false;
-  if (!t->unacked.erase(part)) return false;
-  return t->unacked.empty();
-}
-
-void Core::on_end(const std::string& txid) {
-  m_txns.erase(txid);
-  m_decided_commit.erase(txid);
-}
-
-Outcome Core::outcome(const std::string& txid) const {
-  auto it = m_txns.find(txid);
-  if (it != m_txns.end()) {
-    if (it->second.phase == Txn::committed) return Outcome::committed;
-    return Outcome::pending;  // still collecting votes or forcing the decision
+  trace(e.txid, t,
+        fmt::format("COMMIT record durable (log force {} us): the commit point", e.force_us), out);
+  if (t.client) {
+    ClientReply r;
+    r.kind = ClientReply::committed;
+    r.txid = e.txid;
+    out.list.push_back(act::Reply{t.client, std::move(r)});
+    t.client = 0;
+    trace(e.txid, t, "client told COMMITTED", out);
   }
-  return Outcome::aborted;  // presumed abort
-}
-
-Outcome Core::result(const std::string& rid, std::string* txid) {
-  auto it = m_rids.find(rid);
-  if (it == m_rids.end()) {
-    remember(rid, Outcome::aborted, "");
-    return Outcome::aborted;
+  for (auto p : t.parts) {
+    t.unacked[p] = {0, m_cfg.resend_ms};
+    send_commit(e.txid, t, p, now, out);
   }
-  *txid = it->second.txid;
-  return it->second.outcome;
 }
 
-std::vector<std::pair<std::string, std::string>> Core::recent_commits() const {
-  std::vector<std::pair<std::string, std::string>> out;
+void Core::send_commit(const std::string& txid, Txn& t, size_t part, int64_t now, Actions& out) {
+  auto& pend = t.unacked[part];
+  if (!m_up[part]) return;  // sent when the link comes up
+  pend.next_send_ms = now + pend.backoff_ms;
+  pend.backoff_ms = std::min(pend.backoff_ms * 2, m_cfg.resend_max_ms);
+  trace(txid, t, "COMMIT sent to participant " + m_cfg.peers[part], out);
+  out.list.push_back(act::Send{part, protocol::Commit{txid}, 0});
+}
+
+void Core::on(int64_t, ev::CommitReply& e, Actions& out) {
+  if (!e.acked) return;  // re-sent after its backoff
+  auto it = m_txns.find(e.txid);
+  if (it == m_txns.end() || it->second.phase != Phase::committed) return;
+  Txn& t = it->second;
+  if (!t.unacked.erase(e.part)) return;
+  trace(e.txid, t, "COMMIT acknowledged by " + m_cfg.peers[e.part] + " (applied)", out);
+  if (!t.unacked.empty()) return;
+  // Every participant's COMMITTED record is durable: nobody will ask about it again.
+  out.list.push_back(act::Append{k_rec_end, txlog::Encoder().str(e.txid).data(), false, e.txid});
+  trace(e.txid, t, "END record written; transaction finished", out, true);
+  m_decided.erase(e.txid);
+  m_txns.erase(it);
+}
+
+void Core::on(int64_t now, ev::LinkUp& e, Actions& out) {
+  if (e.part >= m_up.size()) return;
+  m_up[e.part] = true;
+  for (auto& txid : m_decided) {
+    auto& t = m_txns.at(txid);
+    auto p = t.unacked.find(e.part);
+    if (p == t.unacked.end()) continue;
+    p->second.backoff_ms = m_cfg.resend_ms;
+    send_commit(txid, t, e.part, now, out);
+  }
+}
+
+void Core::on(int64_t, ev::LinkDown& e, Actions&) {
+  if (e.part < m_up.size()) m_up[e.part] = false;
+}
+
+void Core::on(int64_t now, ev::Tick&, Actions& out) {
+  // Prepare timeouts.
+  while (!m_deadlines.empty() && m_deadlines.begin()->first <= now) {
+    std::string txid = m_deadlines.begin()->second;
+    auto it = m_txns.find(txid);
+    TPC_CHECK(it != m_txns.end(), "deadline of unknown txn " + txid);
+    std::string missing;
+    for (auto p : it->second.parts)
+      if (!it->second.votes.count(p)) missing += (missing.empty() ? "" : ",") + m_cfg.peers[p];
+    abort_txn(it, "TIMEOUT", "no vote from " + missing + " within the prepare timeout", out);
+  }
+  // Re-sends of unacknowledged COMMITs, each after its own backoff.
+  if (!m_decided.empty() && now >= m_next_resend_ms) {
+    for (auto& txid : m_decided) {
+      auto& t = m_txns.at(txid);
+      for (auto& [p, pend] : t.unacked)
+        if (now >= pend.next_send_ms) send_commit(txid, t, p, now, out);
+    }
+    m_next_resend_ms = now + m_cfg.resend_ms;
+  }
+}
+
+void Core::on(int64_t, ev::LogFull&, Actions& out) {
+  // Keep the COMMIT record of every transaction not yet END-ed, including decisions whose
+  // force is still queued (the rewrite is ordered after them and must not drop them), and
+  // the recent client requests that committed, so that RESULT after a lost connection still
+  // hears "committed" after the rewrite and a restart (never a presumed abort of a commit).
+  act::Rewrite rw;
   for (auto& rid : m_rid_order) {
     auto it = m_rids.find(rid);
-    if (it != m_rids.end() && it->second.outcome == Outcome::committed)
-      out.emplace_back(rid, it->second.txid);
+    if (it != m_rids.end() && it->second.decision == Decision::committed)
+      rw.live.push_back({k_rec_rid, txlog::Encoder().str(rid).str(it->second.txid).data()});
   }
-  return out;
+  for (auto& [txid, t] : m_txns)
+    if (t.phase != Phase::preparing)
+      rw.live.push_back({k_rec_commit, encode_commit(txid, t.rid, t.parts)});
+  out.list.push_back(std::move(rw));
 }
 
-Txn* Core::find(const std::string& txid) {
+void Core::on(int64_t, ev::Result& e, Actions& out) {
+  ClientReply r;
+  auto it = m_rids.find(e.rid);
+  if (it == m_rids.end()) {
+    // Unknown: record it as aborted, so the request arriving later is refused instead of
+    // committed behind the client's back.
+    remember(e.rid, Decision::aborted, "");
+    r = reply(ClientReply::aborted, "UNKNOWN", "no decision for this request");
+  } else if (it->second.decision == Decision::committed) {
+    r.kind = ClientReply::committed;
+    r.txid = it->second.txid;
+  } else if (it->second.decision == Decision::aborted) {
+    r = reply(ClientReply::aborted, "UNKNOWN", "no decision for this request");
+  } else {
+    r.kind = ClientReply::pending;
+    r.txid = it->second.txid;
+  }
+  out.list.push_back(act::Reply{e.client, std::move(r)});
+}
+
+protocol::Decision Core::decision(const std::string& txid) const {
   auto it = m_txns.find(txid);
-  return it == m_txns.end() ? nullptr : &it->second;
+  if (it == m_txns.end()) return Decision::aborted;  // presumed abort
+  return it->second.phase == Phase::committed ? Decision::committed : Decision::pending;
 }
 
-std::vector<std::pair<std::string, size_t>> Core::unacked() const {
-  std::vector<std::pair<std::string, size_t>> out;
-  for (auto& txid : m_decided_commit) {
-    auto it = m_txns.find(txid);
-    if (it == m_txns.end()) continue;
-    for (auto p : it->second.unacked) out.emplace_back(txid, p);
+void Core::on(int64_t, ev::Outcome& e, Actions& out) {
+  ClientReply r;
+  switch (decision(e.txid)) {
+    case Decision::committed:
+      r.kind = ClientReply::committed;
+      break;
+    case Decision::aborted:
+      r.kind = ClientReply::aborted;
+      break;
+    case Decision::pending:
+      r.kind = ClientReply::pending;
+      break;
   }
-  return out;
+  out.list.push_back(act::Reply{e.client, std::move(r)});
+}
+
+void Core::on(int64_t, ev::Get& e, Actions& out) {
+  auto owners = this->owners(e.key);
+  // Owners in rotation, starting at a different one each time.
+  PendingRead r{e.client, e.key, {}, 0};
+  for (size_t i = 0; i < owners.size(); ++i)
+    r.order.push_back(owners[(m_read_rr + i) % owners.size()]);
+  ++m_read_rr;
+  uint64_t id = m_next_read++;
+  m_reads[id] = std::move(r);
+  try_read(id, out);
+}
+
+void Core::try_read(uint64_t id, Actions& out) {
+  auto& r = m_reads.at(id);
+  while (r.next < r.order.size() && !m_up[r.order[r.next]]) ++r.next;
+  if (r.next >= r.order.size()) {
+    out.list.push_back(act::Reply{
+        r.client, reply(ClientReply::error, "UNAVAILABLE", "no live participant owns this key")});
+    m_reads.erase(id);
+    return;
+  }
+  out.list.push_back(act::Send{r.order[r.next], protocol::Read{r.key}, id});
+}
+
+void Core::on(int64_t, ev::ReadReply& e, Actions& out) {
+  auto it = m_reads.find(e.read);
+  if (it == m_reads.end()) return;
+  const auto& rr = e.reply;
+  if (rr.kind == protocol::ReadReply::error && rr.code == "UNAVAILABLE") {
+    ++it->second.next;  // that owner went away: try the next
+    return try_read(e.read, out);
+  }
+  ClientReply r;
+  if (rr.kind == protocol::ReadReply::found) {
+    r.kind = ClientReply::found;
+    r.value = rr.value;
+  } else if (rr.kind == protocol::ReadReply::absent) {
+    r.kind = ClientReply::not_found;
+  } else {
+    r = reply(ClientReply::error, rr.code, rr.detail);
+  }
+  out.list.push_back(act::Reply{it->second.client, std::move(r)});
+  m_reads.erase(it);
+}
+
+std::optional<Core::Phase> Core::phase(const std::string& txid) const {
+  auto it = m_txns.find(txid);
+  if (it == m_txns.end()) return std::nullopt;
+  return it->second.phase;
+}
+
+size_t Core::unacked() const {
+  size_t n = 0;
+  for (auto& txid : m_decided) n += m_txns.at(txid).unacked.size();
+  return n;
 }
 
 }  // namespace tpc::leader

@@ -1,10 +1,24 @@
 // The leader's side of two-phase commit (the coordinator) as a pure state machine: no sockets,
-// no files, no clock. The server (server.cpp) feeds it requests, votes, acknowledgements,
-// timer expiries and log completions, and does the I/O it asks for. Spec: docs/recovery.md.
+// no files, no clock. Every input is one Event, stepped with the current time; every output is
+// a list of Actions (append a log record, send a message to a participant, reply to a client,
+// rewrite the log) and the time of the next tick it wants. The server (server.cpp) and the
+// simulator (tests/sim) are its only users: they decode, step, and execute the actions.
+// Spec: docs/recovery.md (rules), docs/design.md (the event/action model).
 //
 // Commit point of the whole transaction: the leader's COMMIT record is durable. Before it,
 // the transaction is aborted by any failure (presumed abort: no record means aborted). After
-// it, the leader re-sends COMMIT until every participant acknowledged, then writes END.
+// it, the leader re-sends COMMIT (with backoff) until every participant acknowledged, then
+// writes END and forgets the transaction.
+//
+// Contract with the executor of the actions:
+//  - Append records in the order given; report a forced (or the COMMIT) record's durability
+//    with ev::Durable, in append order. A failed append or sync stops the process.
+//  - Send: deliver the message to participant `part` as a request; report its reply (or its
+//    loss, when the connection fails first) with the event the message names (ev::Vote for
+//    Prepare, ev::CommitReply for Commit, ev::ReadReply for Read; replies to Abort are not
+//    reported). Messages may be lost; the core re-sends what matters.
+//  - Reply: answer client `client` once; replies to a client that went away are dropped.
+//  - Step ev::Tick at or after `wake_at` (0: no tick wanted).
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -12,9 +26,10 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <variant>
 #include <vector>
 
-#include "protocol/ops.h"
+#include "protocol/messages.h"
 #include "txlog/record.h"
 
 namespace tpc::leader {
@@ -28,99 +43,212 @@ enum RecordType : uint8_t {
                      // rewrites, so RESULT survives them and a restart)
 };
 
-enum class Outcome { committed, aborted, pending };
+// Owners of `key` among `peers`: rendezvous hashing of the key over the peer addresses.
+// `replicas` 0 or >= peers.size(): every peer.
+std::vector<size_t> place(const std::vector<std::string>& peers, size_t replicas,
+                          const std::string& key);
 
-struct Txn {
-  enum Phase { preparing, deciding, committed, aborted };
-  std::string txid;
+using ClientId = uint64_t;  // the executor's handle of a waiting client; 0: nobody waits
+
+struct CoreConfig {
+  std::string id = "1";
+  uint64_t incarnation = 1;
+  std::vector<std::string> peers;  // participant addresses in --peers order (placement)
+  size_t replicas = 0;             // owners of each key; 0 or >= peers.size(): all
+  std::string advertise;           // HOST:PORT participants ask outcomes at
+  int64_t prepare_timeout_ms = 2000;
+  int64_t resend_ms = 200;       // first re-send of an unacknowledged COMMIT
+  int64_t resend_max_ms = 3200;  // backoff cap
+};
+
+namespace ev {
+struct Txn {  // TXN / PUT / DEL from a client
+  ClientId client = 0;
+  std::string rid;  // client request id, may be empty
+  std::vector<Op> ops;
+  bool trace = false;
+};
+struct Get {
+  ClientId client = 0;
+  std::string key;
+};
+struct Result {  // RESULT RID
+  ClientId client = 0;
   std::string rid;
-  std::vector<size_t> parts;     // participant indices that own the keys
-  std::map<size_t, bool> votes;  // received votes
-  std::set<size_t> unacked;      // committed: participants yet to acknowledge
-  Phase phase = preparing;
-  int64_t deadline_ms = 0;
-  std::string abort_code, abort_detail;
+};
+struct Outcome {  // OUTCOME TXID from a participant in doubt
+  ClientId client = 0;
+  std::string txid;
+};
+struct Vote {  // reply to PREPARE (or its loss)
+  std::string txid;
+  size_t part = 0;
+  protocol::Vote vote;
+};
+struct CommitReply {  // reply to COMMIT (or its loss)
+  std::string txid;
+  size_t part = 0;
+  bool acked = false;
+};
+struct ReadReply {
+  uint64_t read = 0;
+  size_t part = 0;
+  protocol::ReadReply reply;
+};
+struct Durable {  // the COMMIT record of txid is durable
+  std::string txid;
+  int64_t force_us = 0;
+};
+struct LinkUp {
+  size_t part = 0;
+};
+struct LinkDown {
+  size_t part = 0;
+};
+struct Tick {};
+struct LogFull {};  // the log outgrew its threshold: answer with a Rewrite
+}  // namespace ev
+using Event =
+    std::variant<ev::Txn, ev::Get, ev::Result, ev::Outcome, ev::Vote, ev::CommitReply,
+                 ev::ReadReply, ev::Durable, ev::LinkUp, ev::LinkDown, ev::Tick, ev::LogFull>;
+
+// What a client is told.
+struct ClientReply {
+  enum Kind {
+    committed,  // COMMITTED [TXID]
+    aborted,    // ABORTED [CODE TEXT]
+    pending,    // PENDING [TXID]
+    error,      // ERR CODE TEXT
+    found,      // VALUE V
+    not_found,  // NOTFOUND
+  } kind = error;
+  std::string txid, code, detail, value;
+};
+std::string encode(const ClientReply& r);
+
+namespace act {
+struct Append {
+  uint8_t type = 0;
+  std::string payload;
+  bool force = false;  // forced: report ev::Durable{txid} once durable
+  std::string txid;
+};
+struct Send {
+  size_t part = 0;
+  protocol::PeerRequest msg;
+  uint64_t read = 0;  // Read: the id to report in ev::ReadReply
+};
+struct Reply {
+  ClientId client = 0;
+  ClientReply reply;
+};
+struct Rewrite {  // replace the whole log with these records (after every queued append)
+  std::vector<txlog::Record> live;
+};
+struct Trace {  // a step of a transaction the client asked to trace
+  std::string txid, rid, text;
+  bool finished = false;
+};
+}  // namespace act
+using Action = std::variant<act::Append, act::Send, act::Reply, act::Rewrite, act::Trace>;
+
+struct Actions {
+  std::vector<Action> list;
+  int64_t wake_at = 0;  // step ev::Tick at or after this time; 0: no tick wanted
 };
 
 class Core {
  public:
-  // `peers`: participant addresses in --peers order (placement hashes them). `replicas`: how
-  // many participants own each key (0 or >= peers.size(): all).
-  Core(std::string leader_id, uint64_t incarnation, std::vector<std::string> peers,
-       size_t replicas);
+  explicit Core(CoreConfig cfg);
 
-  // --- recovery: every recovered record in order, then finish_recovery().
+  // --- recovery: every recovered record in order, then start() once.
   void recover(const txlog::Record& rec);
-  // Transactions decided COMMIT without END: to be re-sent.
-  std::vector<std::string> finish_recovery();
+  // Ends recovery: re-sends COMMIT for every decision without END.
+  Actions start(int64_t now_ms);
 
-  // Owners of `key`: rendezvous hashing of the key over the peer addresses.
-  std::vector<size_t> owners(const std::string& key) const;
+  // Runs one event at time `now_ms` (monotonic). Appends to `out` and sets out.wake_at.
+  void step(int64_t now_ms, Event e, Actions& out);
+  Actions step(int64_t now_ms, Event e) {
+    Actions a;
+    step(now_ms, std::move(e), a);
+    return a;
+  }
 
-  // --- phase 1.
-  struct Begin {
-    enum Kind { started, known } kind;
-    std::string txid;
-    // started: send PREPARE to these participants, each with the ops on keys it owns
-    std::vector<std::pair<size_t, std::vector<Op>>> targets;
-    Outcome outcome = Outcome::pending;  // known: the outcome of an earlier request with this rid
-  };
-  // Starts a transaction for client request `rid` (may be empty). A rid seen before is not
-  // run again: its earlier outcome is returned (kind known).
-  Begin begin(const std::string& rid, std::vector<Op> ops, int64_t now_ms, int64_t timeout_ms);
+  std::vector<size_t> owners(const std::string& key) const {
+    return place(m_cfg.peers, m_cfg.replicas, key);
+  }
 
-  struct Step {
-    enum Kind { none, abort, log_commit } kind = none;
-    std::string code, detail;        // abort: reason
-    std::vector<size_t> send_abort;  // abort: participants to tell
-    std::string record;              // log_commit: payload of the COMMIT record to force
-  };
-  Step on_vote(const std::string& txid, size_t part, bool yes, const std::string& code,
-               const std::string& detail);
-  Step on_timeout(const std::string& txid);
-
-  // --- phase 2.
-  // The COMMIT record is durable: returns the participants to send COMMIT to.
-  std::vector<size_t> on_decision_durable(const std::string& txid);
-  // Returns true when this was the last acknowledgement (write END).
-  bool on_ack(const std::string& txid, size_t part);
-  // END written: forget the transaction (its rid outcome is kept).
-  void on_end(const std::string& txid);
-
-  // --- queries.
-  // Outcome for a participant asking about txid (presumed abort for anything unknown).
-  Outcome outcome(const std::string& txid) const;
-  // Outcome of client request rid. An unknown rid is recorded as aborted, so a request with
-  // that rid arriving later is refused instead of committed behind the client's back.
-  Outcome result(const std::string& rid, std::string* txid);
-
-  // Recent client requests that committed, oldest first: (rid, txid).
-  std::vector<std::pair<std::string, std::string>> recent_commits() const;
-
-  Txn* find(const std::string& txid);
-  const std::map<std::string, Txn>& active() const { return m_txns; }
-  // Committed transactions with unacknowledged participants.
-  std::vector<std::pair<std::string, size_t>> unacked() const;
-  uint64_t incarnation() const { return m_incarnation; }
+  // --- read-only views, for status and tests.
+  enum class Phase { preparing, deciding, committed };
+  std::optional<Phase> phase(const std::string& txid) const;
+  protocol::Decision decision(const std::string& txid) const;  // as OUTCOME answers
+  size_t active() const { return m_txns.size(); }
+  size_t unacked() const;  // (txn, participant) pairs waiting for a COMMIT acknowledgement
+  uint64_t incarnation() const { return m_cfg.incarnation; }
   uint64_t committed_count() const { return m_committed; }
   uint64_t aborted_count() const { return m_aborted; }
+  const CoreConfig& config() const { return m_cfg; }
 
  private:
-  Step abort_txn(Txn& t, std::string code, std::string detail);
-  void remember(const std::string& rid, Outcome o, const std::string& txid);
-  std::string m_id;
-  uint64_t m_incarnation;
-  std::vector<std::string> m_peers;
-  size_t m_replicas;
+  struct Txn {
+    std::string rid;
+    ClientId client = 0;
+    std::vector<size_t> parts;     // participants that own the keys
+    std::map<size_t, bool> votes;  // received votes
+    Phase phase = Phase::preparing;
+    int64_t deadline_ms = 0;
+    struct Pending {  // committed: a participant yet to acknowledge
+      int64_t next_send_ms = 0;
+      int64_t backoff_ms = 0;
+    };
+    std::map<size_t, Pending> unacked;
+    bool trace = false;
+  };
+  struct PendingRead {
+    ClientId client;
+    std::string key;
+    std::vector<size_t> order;
+    size_t next = 0;
+  };
+
+  void on(int64_t now, ev::Txn& e, Actions& out);
+  void on(int64_t now, ev::Get& e, Actions& out);
+  void on(int64_t now, ev::Result& e, Actions& out);
+  void on(int64_t now, ev::Outcome& e, Actions& out);
+  void on(int64_t now, ev::Vote& e, Actions& out);
+  void on(int64_t now, ev::CommitReply& e, Actions& out);
+  void on(int64_t now, ev::ReadReply& e, Actions& out);
+  void on(int64_t now, ev::Durable& e, Actions& out);
+  void on(int64_t now, ev::LinkUp& e, Actions& out);
+  void on(int64_t now, ev::LinkDown& e, Actions& out);
+  void on(int64_t now, ev::Tick& e, Actions& out);
+  void on(int64_t now, ev::LogFull& e, Actions& out);
+
+  void abort_txn(std::map<std::string, Txn>::iterator it, std::string code, std::string detail,
+                 Actions& out);
+  void send_commit(const std::string& txid, Txn& t, size_t part, int64_t now, Actions& out);
+  void try_read(uint64_t id, Actions& out);
+  void trace(const std::string& txid, const Txn& t, std::string text, Actions& out,
+             bool finished = false);
+  void remember(const std::string& rid, protocol::Decision d, const std::string& txid);
+  int64_t next_wake(int64_t now) const;
+
+  CoreConfig m_cfg;
   uint64_t m_next_seq = 1;
-  std::map<std::string, Txn> m_txns;       // active (not yet ended/forgotten)
-  std::set<std::string> m_decided_commit;  // committed, END not yet written
+  std::map<std::string, Txn> m_txns;                      // not yet aborted or ended
+  std::set<std::pair<int64_t, std::string>> m_deadlines;  // preparing: (deadline, txid)
+  std::set<std::string> m_decided;                        // committed, END not yet written
+  int64_t m_next_resend_ms = 0;
+  std::vector<bool> m_up;  // link to each participant is up
   struct RidOutcome {
-    Outcome outcome;
+    protocol::Decision decision;
     std::string txid;
   };
   std::map<std::string, RidOutcome> m_rids;
   std::deque<std::string> m_rid_order;  // bounded memory of client request outcomes
+  std::map<uint64_t, PendingRead> m_reads;
+  uint64_t m_next_read = 1;
+  size_t m_read_rr = 0;
   uint64_t m_committed = 0;
   uint64_t m_aborted = 0;
 };

@@ -1,6 +1,9 @@
-// The leader process: the I/O shell around leader::Core. Owns the log, the links to the
-// participants, the listening socket for clients (and participants asking outcomes) and the
-// timers. Single io_context thread; the log's writer thread hands completions back by post.
+// The leader process: the I/O pump around leader::Core. It decodes requests into events,
+// steps the core, and executes the actions: log appends (the log's writer thread hands
+// completions back by post), messages on the links to the participants, replies to clients,
+// log rewrites, and one timer for the core's ticks. It holds no protocol state of its own:
+// only handles (which reply belongs to which waiting client) and traces for `--trace`.
+// Single io_context thread.
 #pragma once
 #include <utility>  // before asio: boost 1.74 needs it
 
@@ -8,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "leader/core.h"
@@ -42,18 +46,14 @@ class Server {
 
  private:
   void handle(const std::string& line, protocol::Reply reply);
-  void start_txn(const std::string& rid, std::vector<Op> ops, bool trace, protocol::Reply reply);
-  void trace(const std::string& txid, const std::string& event);
-  void on_trace(const std::string& txid, protocol::Reply reply, int64_t deadline_ms);
-  void apply_step(const std::string& txid, Core::Step step);
-  void on_decision_durable(const std::string& txid);
-  void send_commit(const std::string& txid, size_t part);
-  void on_get(const std::string& key, protocol::Reply reply);
-  void on_result(const std::string& rid, protocol::Reply reply);
-  void on_outcome(const std::string& txid, protocol::Reply reply);
+  ClientId client(protocol::Reply reply);
+  void step(Event e);
+  void execute(Actions& a);
+  void send(act::Send& s, bool after_commit_send);
+  void arm(int64_t wake_at);
+  void on_trace(const std::string& id, protocol::Reply reply, int64_t deadline_ms);
+  void record_trace(act::Trace& t);
   void on_stats(protocol::Reply reply);
-  void resend_tick();
-  void maybe_compact();
   void check_peers_file();
 
   boost::asio::io_context& m_io;
@@ -64,9 +64,10 @@ class Server {
   std::unique_ptr<txlog::Log> m_log;
   std::vector<std::shared_ptr<protocol::Link>> m_links;
   std::unique_ptr<protocol::Server> m_server;
-  std::map<std::string, protocol::Reply> m_clients;  // txid -> client waiting for the outcome
-  std::map<std::string, std::unique_ptr<boost::asio::steady_timer>> m_timers;  // prepare timeouts
-  std::set<std::pair<std::string, size_t>> m_commit_in_flight;
+  std::unordered_map<ClientId, protocol::Reply> m_waiting;  // client handle -> its reply
+  ClientId m_next_client = 1;
+  boost::asio::steady_timer m_wake;
+  int64_t m_wake_at = 0;  // when m_wake fires; 0: not armed
   struct Trace {
     int64_t start_us = 0;
     int64_t created_ms = 0;
@@ -75,8 +76,6 @@ class Server {
   };
   std::map<std::string, Trace> m_traces;            // txid -> timeline, for TXN ... trace
   std::map<std::string, std::string> m_trace_rids;  // client request id -> txid
-  size_t m_read_rr = 0;
-  boost::asio::steady_timer m_resend;
   bool m_stopped = false;
 };
 

@@ -7,9 +7,24 @@
 
 namespace tpc::participant {
 
+using protocol::Decision;
 using protocol::OpKind;
 namespace {
 constexpr size_t k_recent_aborted = 10000;
+constexpr int64_t k_scan_ms = 100;  // how often in-doubt transactions are looked at
+
+protocol::Vote no(std::string code, std::string detail) {
+  return {protocol::Vote::no, std::move(code), std::move(detail), 0};
+}
+protocol::Vote yes(int64_t force_us) { return {protocol::Vote::yes, "", "", force_us}; }
+protocol::ReadReply read_reply(protocol::ReadReply::Kind k, std::string value = {},
+                               std::string code = {}, std::string detail = {}) {
+  return {k, std::move(value), std::move(code), std::move(detail)};
+}
+}  // namespace
+
+std::string encode(const ReplyMsg& m) {
+  return std::visit([](auto& x) { return protocol::encode(x); }, m);
 }
 
 std::string encode_prepared(const Prepared& p) {
@@ -24,7 +39,7 @@ bool decode_prepared(const std::string& payload, Prepared* p) {
   txlog::Decoder d(payload);
   uint64_t at, n;
   if (!d.str(&p->txid) || !d.str(&p->leader) || !d.str(&p->leader_addr) || !d.u64(&at) ||
-      !d.u64(&n))
+      !d.u64(&n) || n > payload.size())
     return false;
   p->prepared_at_ms = static_cast<int64_t>(at);
   p->ops.clear();
@@ -38,6 +53,8 @@ bool decode_prepared(const std::string& payload, Prepared* p) {
   return d.done();
 }
 
+// --- recovery -----------------------------------------------------------------------------
+
 void Core::recover(const txlog::Record& rec) {
   if (rec.type == k_rec_prepared) {
     Prepared p;
@@ -49,37 +66,38 @@ void Core::recover(const txlog::Record& rec) {
     txlog::Decoder d(rec.payload);
     std::string txid;
     uint8_t commit;
-    TPC_CHECK(d.str(&txid) && d.u8(&commit), "undecodable HEURISTIC record");
+    TPC_CHECK(d.str(&txid) && d.u8(&commit) && d.done(), "undecodable HEURISTIC record");
     m_heuristic[txid] = commit != 0;
   } else if (rec.type == k_rec_committed || rec.type == k_rec_aborted) {
     txlog::Decoder d(rec.payload);
     std::string txid;
-    TPC_CHECK(d.str(&txid), "undecodable outcome record");
+    TPC_CHECK(d.str(&txid) && d.done(), "undecodable outcome record");
     auto it = m_prepared.find(txid);
     if (rec.type == k_rec_committed && it != m_prepared.end())
       m_redo.push_back(std::move(it->second));
     if (it != m_prepared.end()) m_prepared.erase(it);
     if (rec.type == k_rec_aborted) remember_aborted(txid);
+  } else {
+    fatal(fmt::format("participant log: unknown record type {}", rec.type));
   }
 }
 
-std::vector<std::string> Core::finish_recovery(int64_t, Status* st) {
-  // Redo committed transactions the store may have lost (it is not forced at commit).
-  // apply() skips those whose applied mark survived, so this is idempotent.
-  std::set<std::string> applied = m_store.applied_txids();
-  if (!m_redo.empty()) {
-    Status s = m_store.begin_batch();
-    for (auto& p : m_redo) {
-      if (!s) break;
-      if (applied.count(p.txid)) continue;
-      s = m_store.apply(p.txid, p.ops);
-      ++m_redone;
-    }
-    if (s) s = m_store.end_batch();
-    if (!s && st) *st = s;
-    m_redo.clear();
+Actions Core::start(int64_t now, int64_t, const std::set<std::string>& applied) {
+  Actions out;
+  // Redo committed transactions the store lost (it is not forced at commit), in log order;
+  // those whose applied mark survived are skipped, so this is idempotent.
+  act::Apply redo;
+  for (auto& p : m_redo) {
+    if (applied.count(p.txid)) continue;
+    redo.batch.emplace_back(p.txid, std::move(p.ops));
+    m_applying.push_back(p.txid);
+    ++m_redone;
   }
-  std::vector<std::string> in_doubt;
+  m_redo.clear();
+  if (!redo.batch.empty()) {
+    m_redo_applying = true;
+    out.list.push_back(std::move(redo));
+  }
   for (auto it = m_prepared.begin(); it != m_prepared.end();) {
     // Crash after the store applied the commit but before the COMMITTED record: done.
     if (applied.count(it->first)) {
@@ -87,10 +105,33 @@ std::vector<std::string> Core::finish_recovery(int64_t, Status* st) {
       continue;
     }
     for (auto& op : it->second.ops) m_locks[op.key] = it->first;
-    in_doubt.push_back(it->first);
+    m_queries[it->first] = Query{now, m_cfg.resolve_backoff_ms};  // ask at once
     ++it;
   }
-  return in_doubt;
+  m_next_scan_ms = now;
+  out.wake_at = next_wake(now);
+  return out;
+}
+
+// --- the event loop -----------------------------------------------------------------------
+
+void Core::step(int64_t now, int64_t wall, Event e, Actions& out) {
+  std::visit([&](auto& x) { on(now, wall, x, out); }, e);
+  out.wake_at = next_wake(now);
+}
+
+int64_t Core::next_wake(int64_t now) const {
+  int64_t w = 0;
+  if (!m_read_deadlines.empty()) w = m_read_deadlines.begin()->first;
+  if (!m_prepared.empty()) {
+    int64_t s = std::max(m_next_scan_ms, now);
+    w = w == 0 ? s : std::min(w, s);
+  }
+  return w;
+}
+
+void Core::reply(Actions& out, ClientId c, ReplyMsg m) {
+  if (c) out.list.push_back(act::Reply{c, std::move(m)});
 }
 
 void Core::remember_aborted(const std::string& txid) {
@@ -102,136 +143,319 @@ void Core::remember_aborted(const std::string& txid) {
   }
 }
 
-Core::PrepareResult Core::prepare(const std::string& txid, const std::string& leader,
-                                  const std::string& leader_addr, std::vector<Op> ops,
-                                  int64_t now_ms) {
-  if (auto* p = find(txid))
-    return {p->durable ? PrepareResult::vote_yes : PrepareResult::wait_durable, {}, {}, {}};
-  if (m_recent_aborted.count(txid))
-    return {PrepareResult::vote_no, "ABORTED", "transaction was already aborted here", {}};
+void Core::on(int64_t, int64_t wall, ev::Prepare& e, Actions& out) {
+  auto& m = e.msg;
+  if (auto it = m_prepared.find(m.txid); it != m_prepared.end()) {
+    // A repeated PREPARE: YES once durable (also when decided since), else wait for it.
+    if (it->second.durable) return reply(out, e.client, yes(0));
+    if (e.client) m_vote_waiters[m.txid].push_back(e.client);
+    return;
+  }
+  if (m_recent_aborted.count(m.txid))
+    return reply(out, e.client, no("ABORTED", "transaction was already aborted here"));
   // Locks first: a held lock is an immediate NO (no waiting, so no deadlock).
-  for (auto& op : ops) {
+  for (auto& op : m.ops) {
     auto it = m_locks.find(op.key);
-    if (it != m_locks.end() && it->second != txid)
-      return {PrepareResult::vote_no,
-              "CONFLICT",
-              fmt::format("key {} is locked by {}", protocol::escape(op.key), it->second),
-              {}};
+    if (it != m_locks.end())
+      return reply(out, e.client,
+                   no("CONFLICT",
+                      fmt::format("key {} is locked by {}", protocol::escape(op.key), it->second)));
   }
   // Conditions are evaluated against committed data; the locks taken below keep them true
   // until the decision.
-  for (auto& op : ops) {
+  for (auto& op : m.ops) {
     if (op.kind != OpKind::check && op.kind != OpKind::absent) continue;
     auto v = m_store.get(op.key);
-    if (!v) return {PrepareResult::vote_no, "STORAGE", v.status().message(), {}};
+    if (!v) return reply(out, e.client, no("STORAGE", v.status().message()));
     if (op.kind == OpKind::absent && v->has_value())
-      return {PrepareResult::vote_no,
-              "CHECK",
-              fmt::format("absent {} failed: found {}", protocol::escape(op.key),
-                          protocol::escape(**v)),
-              {}};
+      return reply(out, e.client,
+                   no("CHECK", fmt::format("absent {} failed: found {}", protocol::escape(op.key),
+                                           protocol::escape(**v))));
     if (op.kind == OpKind::check && (!v->has_value() || **v != op.value))
-      return {PrepareResult::vote_no,
-              "CHECK",
-              fmt::format("check {} {} failed: found {}", protocol::escape(op.key),
-                          protocol::escape(op.value),
-                          v->has_value() ? protocol::escape(**v) : std::string("(absent)")),
-              {}};
+      return reply(out, e.client,
+                   no("CHECK", fmt::format("check {} {} failed: found {}", protocol::escape(op.key),
+                                           protocol::escape(op.value),
+                                           v->has_value() ? protocol::escape(**v)
+                                                          : std::string("(absent)"))));
   }
   Prepared p;
-  p.txid = txid;
-  p.leader = leader;
-  p.leader_addr = leader_addr;
-  p.ops = std::move(ops);
-  p.prepared_at_ms = now_ms;
-  for (auto& op : p.ops) m_locks[op.key] = txid;
+  p.txid = m.txid;
+  p.leader = std::move(m.leader);
+  p.leader_addr = std::move(m.leader_addr);
+  p.ops = std::move(m.ops);
+  p.prepared_at_ms = wall;
   std::string record = encode_prepared(p);
-  m_prepared[txid] = std::move(p);
-  return {PrepareResult::log_then_vote, {}, {}, std::move(record)};
+  // A vote is a promise to remember: never vote YES on what the log cannot hold.
+  if (record.size() > txlog::k_max_payload)
+    return reply(out, e.client,
+                 no("TOOLARGE", fmt::format("transaction of {} bytes exceeds the log's record "
+                                            "limit of {} bytes",
+                                            record.size(), txlog::k_max_payload)));
+  for (auto& op : p.ops) m_locks[op.key] = p.txid;
+  if (e.client) m_vote_waiters[p.txid].push_back(e.client);
+  out.list.push_back(act::Append{act::Append::force, k_rec_prepared, std::move(record), p.txid});
+  std::string txid = p.txid;
+  m_prepared.emplace(std::move(txid), std::move(p));
 }
 
-bool Core::prepare_durable(const std::string& txid) {
-  auto* p = find(txid);
-  if (!p) return false;
-  p->durable = true;
-  return true;
-}
-
-void Core::record_heuristic(const std::string& txid, bool commit) { m_heuristic[txid] = commit; }
-
-std::optional<bool> Core::heuristic(const std::string& txid) const {
-  auto it = m_heuristic.find(txid);
-  if (it == m_heuristic.end()) return std::nullopt;
-  return it->second;
-}
-
-Prepared* Core::find(const std::string& txid) {
-  auto it = m_prepared.find(txid);
-  return it == m_prepared.end() ? nullptr : &it->second;
-}
-
-void Core::release(const Prepared& p, std::vector<std::string>* released) {
-  for (auto& op : p.ops) {
-    auto it = m_locks.find(op.key);
-    if (it != m_locks.end() && it->second == p.txid) {
-      m_locks.erase(it);
-      released->push_back(op.key);
-    }
+void Core::on(int64_t, int64_t, ev::Durable& e, Actions& out) {
+  auto it = m_prepared.find(e.txid);
+  if (e.type == k_rec_prepared) {
+    bool still = it != m_prepared.end();
+    if (still) it->second.durable = true;
+    auto w = m_vote_waiters.find(e.txid);
+    if (w == m_vote_waiters.end()) return;
+    for (auto c : w->second)
+      reply(out, c, still ? yes(e.force_us) : no("ABORTED", "transaction was aborted meanwhile"));
+    m_vote_waiters.erase(w);
+  } else if (e.type == k_rec_committed) {
+    if (it == m_prepared.end()) return;
+    TPC_CHECK(it->second.applied, "COMMITTED durable before the apply of " + e.txid);
+    finish(it, out);
+  } else if (e.type == k_rec_heuristic) {
+    auto r = m_resolvers.find(e.txid);
+    TPC_CHECK(r != m_resolvers.end(), "HEURISTIC durable without a resolve of " + e.txid);
+    auto [client, commit] = r->second;
+    m_resolvers.erase(r);
+    m_heuristic[e.txid] = commit;
+    if (it == m_prepared.end() || it->second.applying)
+      return reply(out, client, protocol::Ack{});          // resolved meanwhile
+    if (commit) return this->commit(e.txid, client, out);  // ACK once durable
+    abort(e.txid, client, out);
   }
 }
 
-Core::Finish Core::apply_commit(const std::string& txid) {
-  Finish f;
+void Core::commit(const std::string& txid, ClientId client, Actions& out) {
   auto it = m_prepared.find(txid);
-  if (it == m_prepared.end() || it->second.applied) return f;
-  f.known = true;
-  TPC_CHECK(it->second.durable, "COMMIT for " + txid + " before its prepare was durable");
-  f.status = m_store.apply(txid, it->second.ops);
-  if (f.status) it->second.applied = true;
-  return f;
+  if (it == m_prepared.end()) {
+    if (auto h = m_heuristic.find(txid); h != m_heuristic.end() && !h->second)
+      out.list.push_back(
+          act::Note{act::Note::error, fmt::format("HEURISTIC MISMATCH: {} was aborted by hand "
+                                                  "(resolve --force) but its leader decided commit",
+                                                  txid)});
+    // Already applied (or never prepared here): acknowledge, apply nothing.
+    return reply(out, client, protocol::Ack{});
+  }
+  Prepared& p = it->second;
+  if (!p.durable) {
+    // Cannot happen with a correct leader: it commits only after our YES, sent after the force.
+    out.list.push_back(
+        act::Note{act::Note::error, "COMMIT " + txid + " before its prepare is durable; refused"});
+    return reply(out, client, protocol::Error{"STATE", "prepare not yet durable"});
+  }
+  // Acknowledged once the COMMITTED record is durable.
+  if (client) m_commit_waiters[txid].push_back(client);
+  if (p.applying) return;  // already being committed
+  p.applying = true;
+  m_queries.erase(txid);
+  // Applied in the next batch: COMMITs that arrive in one turn share one store transaction.
+  m_commit_queue.push_back(txid);
+  out.flush = true;
 }
 
-Core::Finish Core::finish_commit(const std::string& txid) {
-  Finish f;
-  auto it = m_prepared.find(txid);
-  if (it == m_prepared.end()) return f;
-  TPC_CHECK(it->second.applied, "finish_commit of " + txid + " before it was applied");
-  f.known = true;
-  // Locks are released only after the store's commit returned and the outcome is durable.
-  release(it->second, &f.released);
+void Core::on(int64_t, int64_t, ev::Commit& e, Actions& out) { commit(e.txid, e.client, out); }
+
+void Core::on(int64_t, int64_t, ev::Flush&, Actions& out) {
+  if (!m_applying.empty() || m_commit_queue.empty()) return;  // next flush after Applied
+  act::Apply a;
+  for (auto& txid : m_commit_queue) a.batch.emplace_back(txid, m_prepared.at(txid).ops);
+  m_applying = std::move(m_commit_queue);
+  m_commit_queue.clear();
+  out.list.push_back(std::move(a));
+}
+
+void Core::on(int64_t, int64_t, ev::Applied&, Actions& out) {
+  TPC_CHECK(!m_applying.empty(), "Applied without an Apply");
+  auto batch = std::move(m_applying);
+  m_applying.clear();
+  if (m_redo_applying) {
+    m_redo_applying = false;  // recovery's redo: its COMMITTED records are in the log
+  } else {
+    // The COMMITTED record is the durable proof of the commit (the store is not forced): it
+    // shares the log's group fsync with concurrent PREPARED records. Only after it is
+    // durable are the locks released and the leader told.
+    for (auto& txid : batch) {
+      m_prepared.at(txid).applied = true;
+      out.list.push_back(
+          act::Append{act::Append::lazy, k_rec_committed, txlog::Encoder().str(txid).data(), txid});
+    }
+  }
+  if (!m_commit_queue.empty()) out.flush = true;
+}
+
+void Core::finish(std::map<std::string, Prepared>::iterator it, Actions& out) {
+  const std::string txid = it->first;
+  std::vector<std::string> released;
+  for (auto& op : it->second.ops) {
+    auto l = m_locks.find(op.key);
+    if (l != m_locks.end() && l->second == txid) {
+      m_locks.erase(l);
+      released.push_back(op.key);
+    }
+  }
+  if (it->second.applied) {
+    ++m_committed;
+    if (auto w = m_commit_waiters.find(txid); w != m_commit_waiters.end()) {
+      for (auto c : w->second) reply(out, c, protocol::Ack{});
+      m_commit_waiters.erase(w);
+    }
+  } else {
+    ++m_aborted;
+  }
   m_prepared.erase(it);
-  ++m_committed;
-  return f;
+  m_queries.erase(txid);
+  wake_readers(released, -1, out);
 }
 
-Core::Finish Core::abort(const std::string& txid) {
-  Finish f;
+void Core::abort(const std::string& txid, ClientId client, Actions& out) {
   auto it = m_prepared.find(txid);
-  // An applied transaction was decided COMMIT: an ABORT for it contradicts the leader.
-  TPC_CHECK(it == m_prepared.end() || !it->second.applied,
-            "ABORT for " + txid + " after its COMMIT was applied");
+  if (it != m_prepared.end() && it->second.applying) {
+    // Decided COMMIT here: an ABORT for it contradicts the leader.
+    out.list.push_back(act::Note{
+        act::Note::error,
+        "ABORT " + txid + " after its COMMIT was decided: the leader contradicts itself; ignored"});
+    return reply(out, client, protocol::Error{"STATE", "transaction is committing"});
+  }
+  if (it == m_prepared.end())
+    if (auto h = m_heuristic.find(txid); h != m_heuristic.end() && h->second)
+      out.list.push_back(
+          act::Note{act::Note::error, fmt::format("HEURISTIC MISMATCH: {} was committed by hand "
+                                                  "(resolve --force) but its leader decided abort",
+                                                  txid)});
   remember_aborted(txid);
-  if (it == m_prepared.end()) return f;
-  f.known = true;
-  release(it->second, &f.released);
-  m_prepared.erase(it);
-  ++m_aborted;
-  return f;
+  if (it != m_prepared.end()) {
+    out.list.push_back(
+        act::Append{act::Append::none, k_rec_aborted, txlog::Encoder().str(txid).data(), txid});
+    finish(it, out);
+  }
+  // A vote still waiting for its force will answer NO (the transaction is gone).
+  reply(out, client, protocol::Ack{});
 }
 
-Core::ReadResult Core::read(const std::string& key) {
+void Core::on(int64_t, int64_t, ev::Abort& e, Actions& out) { abort(e.txid, e.client, out); }
+
+void Core::on(int64_t, int64_t, ev::Resolve& e, Actions& out) {
+  auto it = m_prepared.find(e.txid);
+  if (it == m_prepared.end() || !it->second.durable || it->second.applying ||
+      m_resolvers.count(e.txid))
+    return reply(out, e.client, protocol::Error{"NOTFOUND", e.txid + " is not in doubt here"});
+  out.list.push_back(
+      act::Note{act::Note::warn, fmt::format("HEURISTIC decision by an operator: {} {} without its "
+                                             "leader",
+                                             e.commit ? "commit" : "abort", e.txid)});
+  m_resolvers[e.txid] = {e.client, e.commit};
+  out.list.push_back(act::Append{act::Append::force, k_rec_heuristic,
+                                 txlog::Encoder().str(e.txid).u8(e.commit ? 1 : 0).data(), e.txid});
+}
+
+// --- reads --------------------------------------------------------------------------------
+
+void Core::on(int64_t now, int64_t, ev::Read& e, Actions& out) {
+  read(e.client, e.key, now, now + m_cfg.read_timeout_ms, out);
+}
+
+void Core::read(ClientId client, const std::string& key, int64_t now, int64_t deadline,
+                Actions& out) {
   auto lk = m_locks.find(key);
   if (lk != m_locks.end()) {
-    auto* p = find(lk->second);
-    if (p) {
-      for (auto& op : p->ops)
-        if (op.key == key && op.is_write()) return {ReadResult::blocked, {}, p->txid, {}};
+    auto& p = m_prepared.at(lk->second);
+    bool writes = false;
+    for (auto& op : p.ops) writes |= op.key == key && op.is_write();
+    if (writes) {
+      // A prepared write may commit: wait for its outcome, so a read is never stale.
+      if (now >= deadline)
+        return reply(out, client,
+                     read_reply(protocol::ReadReply::error, "", "INDOUBT",
+                                fmt::format("key {} has a prepared write of {} whose outcome "
+                                            "is not known yet",
+                                            protocol::escape(key), p.txid)));
+      m_readers.emplace(key, Reader{client, deadline});
+      m_read_deadlines.insert({deadline, key});
+      return;
     }
   }
   auto v = m_store.get(key);
-  if (!v) return {ReadResult::error, {}, {}, v.status()};
-  if (!v->has_value()) return {ReadResult::absent, {}, {}, {}};
-  return {ReadResult::found, std::move(**v), {}, {}};
+  if (!v)
+    return reply(out, client,
+                 read_reply(protocol::ReadReply::error, "", "STORAGE", v.status().message()));
+  if (!v->has_value()) return reply(out, client, read_reply(protocol::ReadReply::absent));
+  reply(out, client, read_reply(protocol::ReadReply::found, std::move(**v)));
+}
+
+void Core::wake_readers(const std::vector<std::string>& keys, int64_t now, Actions& out) {
+  for (auto& key : keys) {
+    auto range = m_readers.equal_range(key);
+    if (range.first == range.second) continue;
+    std::vector<Reader> ready;
+    for (auto it = range.first; it != range.second; ++it) {
+      ready.push_back(it->second);
+      m_read_deadlines.erase({it->second.deadline_ms, key});
+    }
+    m_readers.erase(range.first, range.second);
+    // now < 0: woken by a release, so no deadline has passed that the tick did not handle.
+    for (auto& r : ready)
+      read(r.client, key, now < 0 ? r.deadline_ms - 1 : now, r.deadline_ms, out);
+  }
+}
+
+// --- time ---------------------------------------------------------------------------------
+
+void Core::on(int64_t now, int64_t wall, ev::Tick&, Actions& out) {
+  // Reads whose wait is over answer INDOUBT.
+  std::vector<std::string> expired;
+  for (auto it = m_read_deadlines.begin(); it != m_read_deadlines.end() && it->first <= now; ++it)
+    expired.push_back(it->second);
+  wake_readers(expired, now, out);
+  if (now < m_next_scan_ms) return;
+  m_next_scan_ms = now + k_scan_ms;
+  // A prepared participant never decides alone: it asks the leader, with backoff.
+  for (auto& [txid, p] : m_prepared) {
+    if (!p.durable || p.applying) continue;
+    if (!p.recovered && wall - p.prepared_at_ms < m_cfg.resolve_after_ms &&
+        wall >= p.prepared_at_ms)
+      continue;
+    auto [q, fresh] = m_queries.try_emplace(txid, Query{now, m_cfg.resolve_backoff_ms});
+    (void)fresh;
+    if (now < q->second.next_ms) continue;
+    q->second.next_ms = now + q->second.backoff_ms;
+    q->second.backoff_ms = std::min(q->second.backoff_ms * 2, m_cfg.resolve_max_backoff_ms);
+    out.list.push_back(act::Ask{p.leader_addr, txid});
+  }
+}
+
+void Core::on(int64_t, int64_t, ev::Outcome& e, Actions& out) {
+  auto it = m_prepared.find(e.txid);
+  if (it == m_prepared.end() || it->second.applying || !e.decision) return;
+  if (*e.decision == Decision::pending) return;  // asked again after the backoff
+  bool commit = *e.decision == Decision::committed;
+  out.list.push_back(act::Note{
+      act::Note::info,
+      fmt::format("in-doubt {} resolved by its leader: {}", e.txid, commit ? "commit" : "abort")});
+  if (commit)
+    this->commit(e.txid, 0, out);
+  else
+    abort(e.txid, 0, out);
+}
+
+void Core::on(int64_t, int64_t, ev::LogFull&, Actions& out) {
+  // Keep the PREPARED record of every transaction not finished (also those whose force is
+  // still queued: the rewrite is ordered after it, and must not lose it), except those
+  // already in the store: the executor makes the store durable before the rewrite, and a
+  // later COMMIT for them is acknowledged as already applied.
+  act::Rewrite rw;
+  for (auto& [txid, p] : m_prepared)
+    if (!p.applied) rw.live.push_back({k_rec_prepared, encode_prepared(p)});
+  // Heuristic decisions stay visible for good (they are few, and an operator must see them).
+  for (auto& [txid, commit] : m_heuristic)
+    rw.live.push_back({k_rec_heuristic, txlog::Encoder().str(txid).u8(commit ? 1 : 0).data()});
+  out.list.push_back(std::move(rw));
+}
+
+// --- views --------------------------------------------------------------------------------
+
+const Prepared* Core::find(const std::string& txid) const {
+  auto it = m_prepared.find(txid);
+  return it == m_prepared.end() ? nullptr : &it->second;
 }
 
 std::string Core::check_invariants() const {

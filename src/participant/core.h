@@ -1,9 +1,31 @@
-// The participant's side of two-phase commit as a pure state machine: no sockets, no files,
-// no clock. The server (server.cpp) feeds it requests and log completions, and does the I/O
-// it asks for. Spec: docs/recovery.md.
+// The participant's side of two-phase commit as a pure state machine: no sockets, no files, no
+// clock, and no writes to the store. Every input is one Event, stepped with the current time;
+// every output is a list of Actions (append a log record, apply a batch of commits to the
+// store, reply to a request, ask a leader for an outcome, rewrite the log, log a line) and
+// the time of the next tick it wants. The server (server.cpp) and the simulator (tests/sim)
+// execute them. Spec: docs/recovery.md (rules), docs/design.md (the event/action model).
 //
 // Commit point of a participant: the PREPARED record is durable before it votes YES. From
-// then on it never decides alone: the keys stay locked until the leader's decision arrives.
+// then on it never decides alone: the keys stay locked until the leader's decision arrives
+// (or an operator's heuristic decision), and it asks the leader, with backoff, for as long
+// as that takes.
+//
+// Contract with the executor of the actions:
+//  - Append records in the order given. Report each forced or lazy record's durability with
+//    ev::Durable, in append order. A failed append or sync stops the process.
+//  - Apply: write the batch to the store in one store transaction (each op list with its
+//    "txid applied" mark), then step ev::Applied. A failed apply stops the process. At most
+//    one Apply is outstanding.
+//  - Actions::flush: step ev::Flush once the events already queued have been stepped (the
+//    end of an event-loop turn); that is where commits are batched.
+//  - Ask: send OUTCOME for txid to the leader at that address; report the reply (or its
+//    loss) with ev::Outcome.
+//  - Rewrite: make the store durable first (the COMMITTED records about to go are the proof
+//    of its commits), then replace the log with `live`.
+//  - Reply: answer the client once; replies to a client that went away are dropped.
+//  - Step ev::Tick at or after `wake_at` (0: no tick wanted).
+//
+// The store is only read (get) by the core: for conditions and reads.
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -11,20 +33,22 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <variant>
 #include <vector>
 
-#include "protocol/ops.h"
+#include "protocol/messages.h"
 #include "store/store.h"
 #include "txlog/record.h"
 
 namespace tpc::participant {
 
 using protocol::Op;
+using ClientId = uint64_t;  // the executor's handle of a waiting request; 0: nobody waits
 
 // Log record types of a participant.
 enum RecordType : uint8_t {
   k_rec_prepared = 1,   // txid, leader id, leader address, ops: forced before voting YES
-  k_rec_committed = 2,  // txid: written after the store applied it (not forced)
+  k_rec_committed = 2,  // txid: written after the store applied it (forced lazily)
   k_rec_aborted = 3,    // txid (not forced: presumed abort covers its loss)
   k_rec_heuristic = 4,  // txid, decision (u8: 1 commit, 0 abort): an operator's forced
                         // resolution without the leader (forced)
@@ -35,87 +59,174 @@ struct Prepared {
   std::string leader;       // leader id
   std::string leader_addr;  // HOST:PORT to ask for the outcome
   std::vector<Op> ops;
-  int64_t prepared_at_ms = 0;
-  bool durable = false;    // PREPARED record forced
-  bool recovered = false;  // rebuilt from the log after a restart
-  bool applied = false;    // commit applied to the store; COMMITTED record being forced
+  int64_t prepared_at_ms = 0;  // wall clock: ages survive restarts
+  bool durable = false;        // PREPARED record forced
+  bool recovered = false;      // rebuilt from the log after a restart
+  bool applying = false;       // decided COMMIT: queued for, or in, a store batch
+  bool applied = false;        // in the store; COMMITTED record being forced
 };
 
 std::string encode_prepared(const Prepared& p);
 bool decode_prepared(const std::string& payload, Prepared* out);
 
+struct CoreConfig {
+  std::string id = "1";
+  int64_t read_timeout_ms = 2000;   // a read of an in-doubt key waits this long: ERR INDOUBT
+  int64_t resolve_after_ms = 1000;  // a prepared txn older than this asks its leader
+  int64_t resolve_backoff_ms = 100;
+  int64_t resolve_max_backoff_ms = 5000;
+};
+
+namespace ev {
+struct Prepare {
+  ClientId client = 0;
+  protocol::Prepare msg;
+};
+struct Commit {
+  ClientId client = 0;
+  std::string txid;
+};
+struct Abort {
+  ClientId client = 0;
+  std::string txid;
+};
+struct Read {
+  ClientId client = 0;
+  std::string key;
+};
+struct Resolve {  // an operator's heuristic decision (tpc client resolve --force)
+  ClientId client = 0;
+  std::string txid;
+  bool commit = false;
+};
+struct Durable {  // a forced or lazy record is durable
+  uint8_t type = 0;
+  std::string txid;
+  int64_t force_us = 0;
+};
+struct Applied {};  // the outstanding Apply is in the store
+struct Flush {};    // end of an event-loop turn
+struct Outcome {    // a leader's answer to Ask, or its loss
+  std::string txid;
+  Result<protocol::Decision> decision = Status::error("UNAVAILABLE", "no answer");
+};
+struct Tick {};
+struct LogFull {};
+}  // namespace ev
+using Event = std::variant<ev::Prepare, ev::Commit, ev::Abort, ev::Read, ev::Resolve, ev::Durable,
+                           ev::Applied, ev::Flush, ev::Outcome, ev::Tick, ev::LogFull>;
+
+using ReplyMsg = std::variant<protocol::Vote, protocol::Ack, protocol::ReadReply, protocol::Error>;
+std::string encode(const ReplyMsg& m);
+
+namespace act {
+struct Append {
+  enum Mode { none, force, lazy } mode = none;  // force and lazy: report ev::Durable
+  uint8_t type = 0;
+  std::string payload;
+  std::string txid;
+};
+struct Apply {
+  std::vector<std::pair<std::string, std::vector<Op>>> batch;  // (txid, ops), in order
+};
+struct Reply {
+  ClientId client = 0;
+  ReplyMsg msg;
+};
+struct Ask {
+  std::string leader_addr, txid;
+};
+struct Rewrite {
+  std::vector<txlog::Record> live;
+};
+struct Note {  // a line for the operator's log
+  enum Level { info, warn, error } level = info;
+  std::string text;
+};
+}  // namespace act
+using Action = std::variant<act::Append, act::Apply, act::Reply, act::Ask, act::Rewrite, act::Note>;
+
+struct Actions {
+  std::vector<Action> list;
+  int64_t wake_at = 0;  // step ev::Tick at or after this time; 0: no tick wanted
+  bool flush = false;   // step ev::Flush at the end of this event-loop turn
+};
+
 class Core {
  public:
-  explicit Core(store::Store& store) : m_store(store) {}
+  // `store` is read (get) for conditions and reads; it outlives the core.
+  Core(CoreConfig cfg, store::Store& store) : m_cfg(std::move(cfg)), m_store(store) {}
 
-  // --- recovery: feed every recovered record in order, then finish_recovery().
+  // --- recovery: every recovered record in order, then start() once.
   void recover(const txlog::Record& rec);
-  // Redoes, in log order, every commit whose COMMITTED record is in the log but whose apply
-  // did not reach the store (the store is not forced at commit; the log is). Re-takes the
-  // locks of every in-doubt transaction. Returns the in-doubt txids; Status STORAGE in *st
-  // when the store fails.
-  std::vector<std::string> finish_recovery(int64_t now_ms, Status* st = nullptr);
-  uint64_t redone() const { return m_redone; }
+  // Ends recovery. `applied` is the store's set of applied txids. Redoes, in log order, every
+  // commit whose COMMITTED record is in the log but whose apply the store lost (one Apply);
+  // re-takes the locks of every in-doubt transaction and asks its leader at once.
+  Actions start(int64_t now_ms, int64_t wall_ms, const std::set<std::string>& applied);
 
-  // --- phase 1.
-  struct PrepareResult {
-    enum Kind { vote_no, vote_yes, log_then_vote, wait_durable } kind;
-    std::string code;    // vote_no: CONFLICT, CHECK, ABORTED, STORAGE
-    std::string detail;  // vote_no: human text
-    std::string record;  // log_then_vote: the PREPARED payload to force
-  };
-  // Checks conditions and takes locks under the same critical section. log_then_vote: the
-  // caller forces `record`, then calls prepare_durable() and votes YES. A repeated PREPARE of
-  // a durable txn answers vote_yes; of one still being forced, wait_durable.
-  PrepareResult prepare(const std::string& txid, const std::string& leader,
-                        const std::string& leader_addr, std::vector<Op> ops, int64_t now_ms);
-  // Returns true when txid is still prepared (vote YES), false if it was aborted meanwhile.
-  bool prepare_durable(const std::string& txid);
+  // Runs one event. `now_ms` is monotonic, `wall_ms` the wall clock (for prepared-at times).
+  void step(int64_t now_ms, int64_t wall_ms, Event e, Actions& out);
+  Actions step(int64_t now_ms, int64_t wall_ms, Event e) {
+    Actions a;
+    step(now_ms, wall_ms, std::move(e), a);
+    return a;
+  }
 
-  // --- phase 2. Both are idempotent.
-  struct Finish {
-    bool known = false;                 // txid was prepared here
-    std::vector<std::string> released;  // keys whose locks were released
-    Status status;                      // commit: STORAGE when the store failed (stop)
-  };
-  // A COMMIT, in two halves. apply_commit() writes the store (inside the caller's store
-  // batch) and keeps the locks; finish_commit() releases them once the COMMITTED record is
-  // durable. Between the two, the transaction is `applied`. A txid not prepared here (a
-  // re-delivery after apply) is not known: acknowledged as is, nothing applied.
-  Finish apply_commit(const std::string& txid);
-  Finish finish_commit(const std::string& txid);
-  Finish abort(const std::string& txid);
-
-  // --- reads.
-  struct ReadResult {
-    enum Kind { found, absent, blocked, error } kind;
-    std::string value;    // found
-    std::string blocker;  // blocked: txid holding a prepared write on the key
-    Status status;        // error
-  };
-  ReadResult read(const std::string& key);
-
-  // --- heuristic decisions (tpc client resolve --force).
-  void record_heuristic(const std::string& txid, bool commit);
-  // nullopt: no heuristic decision for txid; else the decision taken (true = commit).
-  std::optional<bool> heuristic(const std::string& txid) const;
-  const std::map<std::string, bool>& heuristics() const { return m_heuristic; }
-
+  // --- read-only views, for status, INDOUBT and tests.
   const std::map<std::string, Prepared>& prepared() const { return m_prepared; }
-  Prepared* find(const std::string& txid);
+  const Prepared* find(const std::string& txid) const;
+  const std::map<std::string, bool>& heuristics() const { return m_heuristic; }
   uint64_t committed_count() const { return m_committed; }
   uint64_t aborted_count() const { return m_aborted; }
-
-  // Check the invariants (locks match prepared transactions); returns a description of the
-  // first violation, empty if none. Used by tests.
+  uint64_t redone() const { return m_redone; }
+  // Locks match prepared transactions; returns the first violation, empty if none.
   std::string check_invariants() const;
 
  private:
-  void release(const Prepared& p, std::vector<std::string>* released);
+  void on(int64_t now, int64_t wall, ev::Prepare& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::Commit& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::Abort& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::Read& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::Resolve& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::Durable& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::Applied& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::Flush& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::Outcome& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::Tick& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::LogFull& e, Actions& out);
+
+  void commit(const std::string& txid, ClientId client, Actions& out);
+  void abort(const std::string& txid, ClientId client, Actions& out);
+  void finish(std::map<std::string, Prepared>::iterator it, Actions& out);
+  void read(ClientId client, const std::string& key, int64_t now, int64_t deadline, Actions& out);
+  void wake_readers(const std::vector<std::string>& keys, int64_t now, Actions& out);
   void remember_aborted(const std::string& txid);
+  static void reply(Actions& out, ClientId c, ReplyMsg m);
+  int64_t next_wake(int64_t now) const;
+
+  CoreConfig m_cfg;
   store::Store& m_store;
-  std::map<std::string, Prepared> m_prepared;
-  std::map<std::string, std::string> m_locks;  // key -> txid
+  std::map<std::string, Prepared> m_prepared;                     // prepared, not yet finished
+  std::map<std::string, std::string> m_locks;                     // key -> txid
+  std::map<std::string, std::vector<ClientId>> m_vote_waiters;    // PREPARED being forced
+  std::map<std::string, std::vector<ClientId>> m_commit_waiters;  // COMMITTED being forced
+  std::map<std::string, std::pair<ClientId, bool>> m_resolvers;   // HEURISTIC being forced
+  std::vector<std::string> m_commit_queue;  // decided COMMIT, waiting for the next batch
+  std::vector<std::string> m_applying;      // in the outstanding Apply
+  bool m_redo_applying = false;             // the outstanding Apply is recovery's redo
+  bool m_flush_requested = false;
+  struct Reader {
+    ClientId client;
+    int64_t deadline_ms;
+  };
+  std::multimap<std::string, Reader> m_readers;                // blocked reads by key
+  std::set<std::pair<int64_t, std::string>> m_read_deadlines;  // (deadline, key)
+  struct Query {
+    int64_t next_ms = 0;
+    int64_t backoff_ms = 0;
+  };
+  std::map<std::string, Query> m_queries;  // in-doubt txid -> outcome query state
+  int64_t m_next_scan_ms = 0;
   std::map<std::string, bool> m_heuristic;
   std::set<std::string> m_recent_aborted;
   std::deque<std::string> m_recent_aborted_order;

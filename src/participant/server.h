@@ -1,7 +1,9 @@
-// The participant process: the I/O shell around participant::Core.
-// Owns the SQLite store, the transaction log, the listening socket, the links to leaders
-// (to ask outcomes of in-doubt transactions) and the timers. Single io_context thread; the
-// log's writer thread hands completions back with asio::post.
+// The participant process: the I/O pump around participant::Core. It decodes requests into
+// events, steps the core, and executes the actions: log appends (the log's writer thread
+// hands completions back with asio::post), store batches, replies, OUTCOME queries on links
+// to leaders, log rewrites, and one timer for the core's ticks. It holds no protocol state
+// of its own: only handles (which reply belongs to which waiting request). Single io_context
+// thread.
 #pragma once
 #include <utility>  // before asio: boost 1.74 needs it
 
@@ -9,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "participant/core.h"
@@ -42,21 +45,14 @@ class Server {
 
  private:
   void handle(const std::string& line, protocol::Reply reply);
-  void on_prepare(const std::vector<std::string_view>& t, protocol::Reply reply);
-  void on_prepare_durable(const std::string& txid, int64_t force_us);
-  void on_commit(const std::string& txid, protocol::Reply reply);
-  void on_abort(const std::string& txid, protocol::Reply reply);
-  void on_read(const std::string& key, protocol::Reply reply, int64_t deadline_ms);
+  ClientId client(protocol::Reply reply);
+  void step(Event e);
+  void execute(Actions& a);
+  void arm(int64_t wake_at);
+  void ask(const act::Ask& a);
+  void rewrite(act::Rewrite& rw);
   void on_stats(protocol::Reply reply);
   void on_indoubt(protocol::Reply reply);
-  void on_resolve(const std::string& txid, bool commit, protocol::Reply reply);
-  void wake_readers(const std::vector<std::string>& keys);
-  void apply_batch();
-  void on_committed_durable(const std::string& txid);
-  void finish_outcome(const std::string& txid, bool commit);
-  void resolve_tick();
-  void maybe_compact();
-  void ask_leader(const std::string& txid);
   std::shared_ptr<protocol::Link> leader_link(const std::string& addr);
 
   boost::asio::io_context& m_io;
@@ -66,26 +62,13 @@ class Server {
   std::unique_ptr<Core> m_core;
   std::unique_ptr<txlog::Log> m_log;
   std::unique_ptr<protocol::Server> m_server;
-  std::map<std::string, std::vector<protocol::Reply>> m_vote_waiters;  // txid -> replies
-  struct Reader {
-    protocol::Reply reply;
-    int64_t deadline_ms;
-  };
-  std::multimap<std::string, Reader> m_readers;  // key -> waiting reads
-  struct Query {
-    int64_t next_ms = 0;
-    int backoff_ms = 100;
-    bool in_flight = false;
-  };
-  std::map<std::string, Query> m_queries;  // in-doubt txid -> outcome query state
+  std::unordered_map<ClientId, protocol::Reply> m_waiting;  // client handle -> its reply
+  ClientId m_next_client = 1;
   std::map<std::string, std::shared_ptr<protocol::Link>> m_leaders;  // address -> link
-  boost::asio::steady_timer m_tick;
+  boost::asio::steady_timer m_wake;
+  int64_t m_wake_at = 0;  // when m_wake fires; 0: not armed
+  bool m_flush_posted = false;
   bool m_stopped = false;
-  // COMMITs waiting to be applied together in one store transaction (one fsync).
-  std::vector<std::string> m_commit_queue;
-  // Replies to send once a transaction's COMMITTED record is durable.
-  std::map<std::string, std::vector<protocol::Reply>> m_commit_waiters;
-  bool m_apply_scheduled = false;
 };
 
 }  // namespace tpc::participant

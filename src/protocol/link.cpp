@@ -96,9 +96,11 @@ void Link::read_more() {
                            [this, self, gen](boost::system::error_code ec, size_t n) {
                              if (gen != m_generation || m_stopped) return;
                              if (ec) {
+                               bool was_up = m_up;
                                if (m_up)
                                  log::warn("connection to {} lost: {}", address(), ec.message());
                                m_up = false;
+                               if (was_up && m_on_down) m_on_down();
                                boost::system::error_code ig;
                                m_socket.close(ig);
                                fail_all();

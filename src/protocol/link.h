@@ -36,6 +36,8 @@ class Link : public std::enable_shared_from_this<Link> {
   std::string address() const { return m_host + ":" + std::to_string(m_port); }
   // Called each time the link becomes up (after the handshake).
   void on_up(std::function<void()> f) { m_on_up = std::move(f); }
+  // Called each time an up link goes down (before its pending requests fail).
+  void on_down(std::function<void()> f) { m_on_down = std::move(f); }
   // Number of socket writes so far (each carries every line queued since the last one).
   uint64_t writes() const { return m_writes; }
 
@@ -67,6 +69,7 @@ class Link : public std::enable_shared_from_this<Link> {
   int m_backoff_ms = 20;
   uint64_t m_generation = 0;  // bumps on every (re)connect, so stale handlers do nothing
   std::function<void()> m_on_up;
+  std::function<void()> m_on_down;
   bool m_warned = false;
   uint64_t m_writes = 0;
 };

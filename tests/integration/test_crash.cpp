@@ -138,8 +138,9 @@ void one_run(int run, std::mt19937& rng, Totals& tot, double seconds) {
   }
   std::vector<std::string> peers;
   for (int i = 0; i < c.size(); ++i) peers.push_back(c.participant_addr(i));
-  leader::Core placement("x", 1, peers, static_cast<size_t>(o.replicas));
-  auto owners = [&](const std::string& key) { return placement.owners(key); };
+  auto owners = [&](const std::string& k) {
+    return leader::place(peers, static_cast<size_t>(o.replicas), k);
+  };
   auto read = [&](int i, const std::string& key) -> std::optional<std::string> {
     auto r = readers[i].call(protocol::LineBuilder("READ").arg(key).str(), 5000);
     REQUIRE(r.is_ok());

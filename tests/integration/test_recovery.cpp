@@ -32,10 +32,9 @@ bool no_doubt(Cluster& c, int i) { return c.stat(i, "in_doubt") == 0; }
 std::string key_owned_by(const Cluster& c, int n, int replicas, std::vector<size_t> owners) {
   std::vector<std::string> peers;
   for (int i = 0; i < n; ++i) peers.push_back(c.participant_addr(i));
-  leader::Core core("x", 1, peers, replicas);
   for (int i = 0;; ++i) {
     std::string k = "key" + std::to_string(i);
-    if (core.owners(k) == owners) return k;
+    if (leader::place(peers, static_cast<size_t>(replicas), k) == owners) return k;
   }
 }
 }  // namespace

@@ -1,122 +1,257 @@
+// Scripted scenarios of the leader core: events in, actions out, no I/O and no clock.
 #include <doctest/doctest.h>
 
 #include "leader/core.h"
 
 using namespace tpc;
-using leader::Core;
-using leader::Outcome;
+using namespace tpc::leader;
+using protocol::Decision;
 using protocol::Op;
 using protocol::OpKind;
 
 namespace {
 std::vector<Op> put(const std::string& k) { return {Op{OpKind::put, k, "v"}}; }
-std::vector<std::string> peers3 = {"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"};
+const std::vector<std::string> peers3 = {"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"};
+
+CoreConfig config(uint64_t incarnation = 1, size_t replicas = 0) {
+  CoreConfig c;
+  c.id = "L";
+  c.incarnation = incarnation;
+  c.peers = peers3;
+  c.replicas = replicas;
+  c.advertise = "127.0.0.1:9";
+  return c;
+}
+
+// A core with every link up, and helpers that pick actions out of a step's output.
+struct Driver {
+  Core core;
+  int64_t now = 0;
+  std::vector<txlog::Record> log;  // every appended record, in order
+  explicit Driver(CoreConfig c) : core(std::move(c)) {
+    for (size_t p = 0; p < core.config().peers.size(); ++p) step(ev::LinkUp{p});
+  }
+  Actions step(Event e) {
+    auto a = core.step(now, std::move(e));
+    for (auto& x : a.list)
+      if (auto* ap = std::get_if<act::Append>(&x)) log.push_back({ap->type, ap->payload});
+    return a;
+  }
+  template <class T>
+  static std::vector<T> all(const Actions& a) {
+    std::vector<T> out;
+    for (auto& x : a.list)
+      if (auto* t = std::get_if<T>(&x)) out.push_back(*t);
+    return out;
+  }
+  template <class M>
+  static std::vector<size_t> sent(const Actions& a) {
+    std::vector<size_t> out;
+    for (auto& s : all<act::Send>(a))
+      if (std::holds_alternative<M>(s.msg)) out.push_back(s.part);
+    return out;
+  }
+  static std::optional<ClientReply> reply_to(const Actions& a, ClientId c) {
+    for (auto& r : all<act::Reply>(a))
+      if (r.client == c) return r.reply;
+    return std::nullopt;
+  }
+  std::string begin(ClientId c, const std::string& rid, std::vector<Op> ops) {
+    auto a = step(ev::Txn{c, rid, std::move(ops), false});
+    auto s = all<act::Send>(a);
+    REQUIRE(!s.empty());
+    return std::get<protocol::Prepare>(s[0].msg).txid;
+  }
+  static protocol::Vote yes() { return {protocol::Vote::yes, "", "", 5}; }
+};
 }  // namespace
 
 TEST_SUITE("leader") {
   TEST_CASE("all YES: force decision, then commit to every participant, then END") {
-    Core c("L", 1, peers3, 0);
-    auto b = c.begin("r1", put("k"), 0, 1000);
-    CHECK(b.txid == "L.1.1");
-    CHECK(b.targets.size() == 3);
-    CHECK(c.on_vote(b.txid, 0, true, "", "").kind == Core::Step::none);
-    CHECK(c.on_vote(b.txid, 1, true, "", "").kind == Core::Step::none);
-    CHECK(c.outcome(b.txid) == Outcome::pending);
-    auto s = c.on_vote(b.txid, 2, true, "", "");
-    REQUIRE(s.kind == Core::Step::log_commit);
-    CHECK(c.outcome(b.txid) == Outcome::pending);  // not committed before it is durable
-    CHECK(c.on_decision_durable(b.txid).size() == 3);
-    CHECK(c.outcome(b.txid) == Outcome::committed);
-    CHECK_FALSE(c.on_ack(b.txid, 0));
-    CHECK_FALSE(c.on_ack(b.txid, 0));  // duplicate ack
-    CHECK_FALSE(c.on_ack(b.txid, 1));
-    CHECK(c.on_ack(b.txid, 2));
-    c.on_end(b.txid);
-    std::string txid;
-    CHECK(c.result("r1", &txid) == Outcome::committed);
+    Driver d(config());
+    auto txid = d.begin(7, "r1", put("k"));
     CHECK(txid == "L.1.1");
+    CHECK(Driver::all<act::Append>(d.step(ev::Vote{txid, 0, Driver::yes()})).empty());
+    d.step(ev::Vote{txid, 1, Driver::yes()});
+    CHECK(d.core.decision(txid) == Decision::pending);
+    auto a = d.step(ev::Vote{txid, 2, Driver::yes()});
+    auto app = Driver::all<act::Append>(a);
+    REQUIRE(app.size() == 1);
+    CHECK(app[0].type == k_rec_commit);
+    CHECK(app[0].force);
+    // Nobody hears of the decision before it is durable.
+    CHECK(Driver::all<act::Reply>(a).empty());
+    CHECK(Driver::sent<protocol::Commit>(a).empty());
+    CHECK(d.core.decision(txid) == Decision::pending);
+    a = d.step(ev::Durable{txid, 0});
+    CHECK(d.core.decision(txid) == Decision::committed);
+    auto r = Driver::reply_to(a, 7);
+    REQUIRE(r);
+    CHECK(r->kind == ClientReply::committed);
+    CHECK(Driver::sent<protocol::Commit>(a) == std::vector<size_t>{0, 1, 2});
+    CHECK(Driver::all<act::Append>(d.step(ev::CommitReply{txid, 0, true})).empty());
+    d.step(ev::CommitReply{txid, 0, true});  // duplicate ack
+    d.step(ev::CommitReply{txid, 1, true});
+    a = d.step(ev::CommitReply{txid, 2, true});
+    app = Driver::all<act::Append>(a);
+    REQUIRE(app.size() == 1);
+    CHECK(app[0].type == k_rec_end);
+    CHECK_FALSE(app[0].force);
+    CHECK(d.core.active() == 0);
+    r = Driver::reply_to(d.step(ev::Result{8, "r1"}), 8);
+    CHECK(r->kind == ClientReply::committed);
+    CHECK(r->txid == "L.1.1");
   }
 
   TEST_CASE("one NO aborts and tells those that may hold a prepare") {
-    Core c("L", 1, peers3, 0);
-    auto b = c.begin("", put("k"), 0, 1000);
-    c.on_vote(b.txid, 0, true, "", "");
-    auto s = c.on_vote(b.txid, 1, false, "CONFLICT", "locked");
-    REQUIRE(s.kind == Core::Step::abort);
-    CHECK(s.code == "CONFLICT");
-    CHECK(s.send_abort == std::vector<size_t>{0, 2});
-    CHECK(c.outcome(b.txid) == Outcome::aborted);
-    CHECK(c.on_vote(b.txid, 2, true, "", "").kind == Core::Step::none);  // late vote ignored
+    Driver d(config());
+    auto txid = d.begin(1, "", put("k"));
+    d.step(ev::Vote{txid, 0, Driver::yes()});
+    auto a = d.step(ev::Vote{txid, 1, {protocol::Vote::no, "CONFLICT", "locked", 0}});
+    auto r = Driver::reply_to(a, 1);
+    REQUIRE(r);
+    CHECK(r->kind == ClientReply::aborted);
+    CHECK(r->code == "CONFLICT");
+    CHECK(Driver::sent<protocol::Abort>(a) == std::vector<size_t>{0, 2});
+    CHECK(Driver::all<act::Append>(a).empty());  // presumed abort: nothing logged
+    CHECK(d.core.decision(txid) == Decision::aborted);
+    CHECK(d.step(ev::Vote{txid, 2, Driver::yes()}).list.empty());  // late vote ignored
   }
 
-  TEST_CASE("timeout aborts, a timeout after the decision changes nothing") {
-    Core c("L", 1, peers3, 0);
-    auto b = c.begin("", put("k"), 0, 1000);
-    auto s = c.on_timeout(b.txid);
-    CHECK(s.kind == Core::Step::abort);
-    CHECK(s.detail.find("127.0.0.1:1") != std::string::npos);
-    auto b2 = c.begin("", put("k"), 0, 1000);
-    for (size_t p = 0; p < 3; ++p) c.on_vote(b2.txid, p, true, "", "");
-    CHECK(c.on_timeout(b2.txid).kind == Core::Step::none);
+  TEST_CASE("a lost or garbled vote is a NO") {
+    Driver d(config());
+    auto txid = d.begin(1, "", put("k"));
+    auto a = d.step(ev::Vote{txid, 1, protocol::parse_vote(std::string("WAT"))});
+    CHECK(Driver::reply_to(a, 1)->code == "ERROR");
+    txid = d.begin(2, "", put("k"));
+    a = d.step(ev::Vote{txid, 2, protocol::parse_vote(Status::error("UNAVAILABLE", "gone"))});
+    CHECK(Driver::reply_to(a, 2)->code == "UNAVAILABLE");
+  }
+
+  TEST_CASE("the prepare timeout is a tick: abort at the deadline, never after the decision") {
+    Driver d(config());
+    auto txid = d.begin(1, "", put("k"));
+    auto a = d.step(ev::Tick{});
+    CHECK(a.wake_at == 2000);  // the core asks to be woken at the deadline
+    d.now = 1999;
+    CHECK(Driver::all<act::Reply>(d.step(ev::Tick{})).empty());
+    d.now = 2000;
+    a = d.step(ev::Tick{});
+    auto r = Driver::reply_to(a, 1);
+    REQUIRE(r);
+    CHECK(r->code == "TIMEOUT");
+    CHECK(r->detail.find("127.0.0.1:1") != std::string::npos);
+    auto t2 = d.begin(2, "", put("k"));
+    for (size_t p = 0; p < 3; ++p) d.step(ev::Vote{t2, p, Driver::yes()});
+    d.now = 10000;
+    CHECK(Driver::all<act::Reply>(d.step(ev::Tick{})).empty());
+    CHECK(d.core.phase(t2) == Core::Phase::deciding);
+  }
+
+  TEST_CASE("an unacknowledged COMMIT is re-sent with backoff, and at once when the link returns") {
+    Driver d(config());
+    auto txid = d.begin(1, "", put("k"));
+    for (size_t p = 0; p < 3; ++p) d.step(ev::Vote{txid, p, Driver::yes()});
+    d.step(ev::Durable{txid, 0});
+    d.step(ev::CommitReply{txid, 0, true});
+    d.step(ev::CommitReply{txid, 1, false});  // lost
+    d.step(ev::LinkDown{2});
+    d.now = 200;
+    auto a = d.step(ev::Tick{});
+    CHECK(Driver::sent<protocol::Commit>(a) == std::vector<size_t>{1});
+    d.now = 400;  // backoff doubled: nothing yet
+    CHECK(Driver::sent<protocol::Commit>(d.step(ev::Tick{})).empty());
+    d.now = 600;
+    CHECK(Driver::sent<protocol::Commit>(d.step(ev::Tick{})) == std::vector<size_t>{1});
+    a = d.step(ev::LinkUp{2});
+    CHECK(Driver::sent<protocol::Commit>(a) == std::vector<size_t>{2});
+    CHECK(d.core.unacked() == 2);
   }
 
   TEST_CASE("crash after the decision is durable: restart re-sends COMMIT") {
     std::vector<txlog::Record> log;
     {
-      Core c("L", 1, peers3, 0);
-      auto b = c.begin("r9", put("k"), 0, 1000);
-      Core::Step s;
-      for (size_t p = 0; p < 3; ++p) s = c.on_vote(b.txid, p, true, "", "");
-      log.push_back({leader::k_rec_commit, s.record});
-      c.on_decision_durable(b.txid);
-      c.on_ack(b.txid, 0);  // one participant acknowledged, then the leader crashed
+      Driver d(config());
+      auto txid = d.begin(1, "r9", put("k"));
+      for (size_t p = 0; p < 3; ++p) d.step(ev::Vote{txid, p, Driver::yes()});
+      d.step(ev::Durable{txid, 0});
+      d.step(ev::CommitReply{txid, 0, true});  // one acknowledged, then the leader crashed
+      log = d.log;
     }
-    Core c("L", 2, peers3, 0);
+    Core c(config(2));
     for (auto& r : log) c.recover(r);
-    CHECK(c.finish_recovery() == std::vector<std::string>{"L.1.1"});
-    CHECK(c.unacked().size() == 3);  // acks are not logged: re-send to all (idempotent)
-    CHECK(c.outcome("L.1.1") == Outcome::committed);
-    std::string txid;
-    CHECK(c.result("r9", &txid) == Outcome::committed);
+    c.start(0);
+    CHECK(c.decision("L.1.1") == Decision::committed);
+    auto a = c.step(0, ev::LinkUp{0});  // acks are not logged: re-send to all (idempotent)
+    CHECK(Driver::sent<protocol::Commit>(a) == std::vector<size_t>{0});
+    CHECK(c.unacked() == 3);
+    auto r = Driver::reply_to(c.step(0, ev::Result{3, "r9"}), 3);
+    CHECK(r->kind == ClientReply::committed);
     // New ids never repeat an old incarnation's.
-    CHECK(c.begin("", put("x"), 0, 10).txid == "L.2.1");
+    auto b = c.step(0, ev::Txn{4, "", put("x"), false});
+    CHECK(std::get<protocol::Prepare>(Driver::all<act::Send>(b)[0].msg).txid == "L.2.1");
   }
 
-  TEST_CASE("a log rewrite keeps recent committed request ids for RESULT") {
-    Core c("L", 1, peers3, 0);
-    auto b = c.begin("rid-7", put("k"), 0, 1000);
-    for (size_t p = 0; p < 3; ++p) c.on_vote(b.txid, p, true, "", "");
-    c.on_decision_durable(b.txid);
-    for (size_t p = 0; p < 3; ++p) c.on_ack(b.txid, p);
-    c.on_end(b.txid);
-    c.begin("rid-8", put("x"), 0, 1000);  // still pending: not a committed outcome
-    auto recent = c.recent_commits();
-    REQUIRE(recent.size() == 1);
-    CHECK(recent[0] == std::make_pair(std::string("rid-7"), b.txid));
-    // After a restart from the rewritten log (which holds only these), RESULT still knows.
-    Core again("L", 2, peers3, 0);
-    again.recover({leader::k_rec_rid, txlog::Encoder().str("rid-7").str(b.txid).data()});
-    again.finish_recovery();
-    std::string txid;
-    CHECK(again.result("rid-7", &txid) == Outcome::committed);
-    CHECK(txid == b.txid);
-    CHECK(again.outcome(b.txid) == Outcome::aborted);  // no participant can still ask
+  TEST_CASE("a log rewrite keeps undelivered decisions and recent committed request ids") {
+    Driver d(config());
+    auto t1 = d.begin(1, "rid-7", put("k"));
+    for (size_t p = 0; p < 3; ++p) d.step(ev::Vote{t1, p, Driver::yes()});
+    d.step(ev::Durable{t1, 0});
+    for (size_t p = 0; p < 3; ++p) d.step(ev::CommitReply{t1, p, true});
+    auto t2 = d.begin(2, "rid-8", put("x"));  // still preparing: nothing to keep
+    auto t3 = d.begin(3, "", put("y"));
+    for (size_t p = 0; p < 3; ++p) d.step(ev::Vote{t3, p, Driver::yes()});  // deciding
+    auto rw = Driver::all<act::Rewrite>(d.step(ev::LogFull{}));
+    REQUIRE(rw.size() == 1);
+    REQUIRE(rw[0].live.size() == 2);
+    CHECK(rw[0].live[0].type == k_rec_rid);
+    CHECK(rw[0].live[1].type == k_rec_commit);
+    // After a restart from the rewritten log, RESULT still knows, and t3 is re-sent.
+    Core again(config(2));
+    for (auto& r : rw[0].live) again.recover(r);
+    again.start(0);
+    auto r = Driver::reply_to(again.step(0, ev::Result{9, "rid-7"}), 9);
+    CHECK(r->kind == ClientReply::committed);
+    CHECK(r->txid == t1);
+    CHECK(again.decision(t1) == Decision::aborted);  // ended: no participant can still ask
+    CHECK(again.decision(t3) == Decision::committed);
+    CHECK(again.decision(t2) == Decision::aborted);
   }
 
-  TEST_CASE("crash before the decision is durable: presumed abort") {
-    Core c("L", 2, peers3, 0);
-    c.finish_recovery();
-    CHECK(c.outcome("L.1.5") == Outcome::aborted);
-    std::string txid;
-    CHECK(c.result("lost-rid", &txid) == Outcome::aborted);
+  TEST_CASE("crash before the decision is durable: presumed abort, and the rid is spent") {
+    Core c(config(2));
+    c.start(0);
+    CHECK(c.decision("L.1.5") == Decision::aborted);
+    auto r = Driver::reply_to(c.step(0, ev::Result{1, "lost-rid"}), 1);
+    CHECK(r->kind == ClientReply::aborted);
     // A request with that rid arriving later is never run.
-    auto b = c.begin("lost-rid", put("k"), 0, 1000);
-    CHECK(b.kind == Core::Begin::known);
-    CHECK(b.outcome == Outcome::aborted);
+    auto a = c.step(0, ev::Txn{2, "lost-rid", put("k"), false});
+    CHECK(Driver::all<act::Send>(a).empty());
+    CHECK(Driver::reply_to(a, 2)->code == "DUPLICATE");
+  }
+
+  TEST_CASE("a read goes to an owner, and to the next one when that owner is gone") {
+    Driver d(config());
+    auto a = d.step(ev::Get{1, "k"});
+    auto s = Driver::all<act::Send>(a);
+    REQUIRE(s.size() == 1);
+    a = d.step(ev::ReadReply{s[0].read, s[0].part,
+                             protocol::parse_read_reply(Status::error("UNAVAILABLE", "lost"))});
+    auto s2 = Driver::all<act::Send>(a);
+    REQUIRE(s2.size() == 1);
+    CHECK(s2[0].part != s[0].part);
+    a = d.step(ev::ReadReply{s2[0].read, s2[0].part,
+                             protocol::parse_read_reply(std::string("VALUE v%20w"))});
+    auto r = Driver::reply_to(a, 1);
+    REQUIRE(r);
+    CHECK(r->kind == ClientReply::found);
+    CHECK(r->value == "v w");
+    for (size_t p = 0; p < 3; ++p) d.step(ev::LinkDown{p});
+    CHECK(Driver::reply_to(d.step(ev::Get{2, "k"}), 2)->code == "UNAVAILABLE");
   }
 
   TEST_CASE("placement: replicas owners per key, deterministic and spread") {
-    Core c("L", 1, peers3, 1);
+    Core c(config(1, 1));
     std::vector<int> load(3);
     for (int i = 0; i < 3000; ++i) {
       auto o = c.owners("key" + std::to_string(i));
@@ -125,21 +260,20 @@ TEST_SUITE("leader") {
       ++load[o[0]];
     }
     for (int l : load) CHECK(l > 700);
-    Core all("L", 1, peers3, 0);
+    Core all(config());
     CHECK(all.owners("x").size() == 3);
     // A participant is sent only the ops on keys it owns.
     std::vector<Op> ops;
     for (int i = 0; i < 12; ++i) ops.push_back(Op{OpKind::put, "k" + std::to_string(i), "v"});
-    auto b = c.begin("", ops, 0, 1000);
     size_t total = 0;
-    for (auto& [p, mine] : b.targets) {
-      for (auto& op : mine) CHECK(c.owners(op.key) == std::vector<size_t>{p});
-      total += mine.size();
+    for (auto& s : Driver::all<act::Send>(c.step(0, ev::Txn{1, "", ops, false}))) {
+      auto& pr = std::get<protocol::Prepare>(s.msg);
+      for (auto& op : pr.ops) CHECK(c.owners(op.key) == std::vector<size_t>{s.part});
+      total += pr.ops.size();
     }
     CHECK(total == ops.size());
-    CHECK(c.find(b.txid)->parts.size() == b.targets.size());
-    auto b_all = all.begin("", ops, 0, 1000);
-    REQUIRE(b_all.targets.size() == 3);
-    for (auto& [p, mine] : b_all.targets) CHECK(mine.size() == ops.size());
+    auto sends = Driver::all<act::Send>(all.step(0, ev::Txn{2, "", ops, false}));
+    REQUIRE(sends.size() == 3);
+    for (auto& s : sends) CHECK(std::get<protocol::Prepare>(s.msg).ops.size() == ops.size());
   }
 }

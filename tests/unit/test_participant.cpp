@@ -1,150 +1,286 @@
+// Scripted scenarios of the participant core: events in, actions out, no I/O and no clock.
 #include <doctest/doctest.h>
 
 #include "participant/core.h"
 
 using namespace tpc;
-using participant::Core;
+using namespace tpc::participant;
+using protocol::Decision;
 using protocol::Op;
 using protocol::OpKind;
 
 namespace {
 std::vector<Op> put(const std::string& k, const std::string& v) { return {Op{OpKind::put, k, v}}; }
-// A COMMIT as the server runs it: apply in a store batch, then (COMMITTED durable) finish.
-Core::Finish commit(Core& c, store::Store& s, const std::string& txid) {
-  REQUIRE(s.begin_batch());
-  auto applied = c.apply_commit(txid);
-  REQUIRE(s.end_batch());
-  if (!applied.known) return applied;
-  return c.finish_commit(txid);
-}
+
+// A core over a MemStore. step() runs an event and executes Apply and Flush at once (as the
+// server does); appended records go to `log`, replies to `replies`.
+struct Driver {
+  store::MemStore& store;
+  Core core;
+  int64_t now = 0;
+  std::vector<txlog::Record> log;
+  std::vector<act::Reply> replies;
+  std::vector<act::Ask> asks;
+  std::vector<std::string> pending_durable;  // txids of lazy/forced records not yet reported
+  explicit Driver(store::MemStore& s) : store(s), core(CoreConfig{}, s) {}
+  void execute(Actions a) {
+    for (auto& x : a.list) {
+      if (auto* ap = std::get_if<act::Append>(&x)) {
+        log.push_back({ap->type, ap->payload});
+      } else if (auto* ap = std::get_if<act::Apply>(&x)) {
+        REQUIRE(store.begin_batch());
+        for (auto& [txid, ops] : ap->batch) REQUIRE(store.apply(txid, ops));
+        REQUIRE(store.end_batch());
+        step(ev::Applied{});
+      } else if (auto* r = std::get_if<act::Reply>(&x)) {
+        replies.push_back(*r);
+      } else if (auto* q = std::get_if<act::Ask>(&x)) {
+        asks.push_back(*q);
+      }
+    }
+    if (a.flush) step(ev::Flush{});
+  }
+  void step(Event e) { execute(core.step(now, now, std::move(e))); }
+  // The reply given to client c (the last one), as its wire line.
+  std::string reply(ClientId c) {
+    for (auto it = replies.rbegin(); it != replies.rend(); ++it)
+      if (it->client == c) return encode(it->msg);
+    return "";
+  }
+  void prepare(ClientId c, const std::string& txid, std::vector<Op> ops) {
+    step(ev::Prepare{c, protocol::Prepare{txid, "L", "127.0.0.1:9", std::move(ops)}});
+  }
+  void durable(uint8_t type, const std::string& txid) { step(ev::Durable{type, txid, 7}); }
+  void commit(ClientId c, const std::string& txid) {
+    step(ev::Commit{c, txid});
+    if (core.find(txid) && core.find(txid)->applied) durable(k_rec_committed, txid);
+  }
+};
 }  // namespace
 
 TEST_SUITE("participant") {
   TEST_CASE("prepare, force, vote, commit applies once") {
     store::MemStore s;
-    Core c(s);
-    auto r = c.prepare("L.1.1", "L", "127.0.0.1:1", put("k", "v"), 0);
-    REQUIRE(r.kind == Core::PrepareResult::log_then_vote);
-    // Repeated prepare while the force is under way waits for it.
-    CHECK(c.prepare("L.1.1", "L", "x", put("k", "v"), 0).kind == Core::PrepareResult::wait_durable);
-    CHECK(c.prepare_durable("L.1.1"));
-    CHECK(c.prepare("L.1.1", "L", "x", put("k", "v"), 0).kind == Core::PrepareResult::vote_yes);
-    CHECK(c.read("k").kind == Core::ReadResult::blocked);
-    auto f = commit(c, s, "L.1.1");
-    CHECK(f.known);
-    CHECK(f.released == std::vector<std::string>{"k"});
+    Driver d(s);
+    d.prepare(1, "L.1.1", put("k", "v"));
+    REQUIRE(d.log.size() == 1);
+    CHECK(d.log[0].type == k_rec_prepared);
+    CHECK(d.reply(1).empty());             // no vote before the record is durable
+    d.prepare(2, "L.1.1", put("k", "v"));  // repeated while the force is under way: waits
+    CHECK(d.reply(2).empty());
+    d.durable(k_rec_prepared, "L.1.1");
+    CHECK(d.reply(1) == "YES 7");
+    CHECK(d.reply(2) == "YES 7");
+    d.prepare(3, "L.1.1", put("k", "v"));
+    CHECK(d.reply(3).rfind("YES", 0) == 0);
+    d.step(ev::Read{4, "k"});
+    CHECK(d.reply(4).empty());  // waits for the prepared write
+    d.step(ev::Commit{5, "L.1.1"});
     CHECK(s.m_data["k"] == "v");
-    auto again = commit(c, s, "L.1.1");  // re-delivered COMMIT: acknowledged, not applied twice
-    CHECK_FALSE(again.known);
+    CHECK(d.reply(5).empty());  // acknowledged only once COMMITTED is durable
+    CHECK(d.reply(4).empty());  // the keys stay locked until then
+    d.durable(k_rec_committed, "L.1.1");
+    CHECK(d.reply(5) == "ACK");
+    CHECK(d.reply(4) == "VALUE v");
+    d.commit(6, "L.1.1");  // re-delivered COMMIT: acknowledged, not applied twice
+    CHECK(d.reply(6) == "ACK");
     CHECK(s.m_apply_calls == 1);
-    CHECK(c.read("k").value == "v");
-    CHECK(c.check_invariants().empty());
+    CHECK(d.core.check_invariants().empty());
+  }
+
+  TEST_CASE("commits of one turn share one store batch") {
+    store::MemStore s;
+    Driver d(s);
+    for (auto t : {"L.1.1", "L.1.2", "L.1.3"}) {
+      d.prepare(0, t, put(std::string("k") + t, "v"));
+      d.durable(k_rec_prepared, t);
+    }
+    Actions a;
+    for (auto t : {"L.1.1", "L.1.2", "L.1.3"}) d.core.step(0, 0, ev::Commit{0, t}, a);
+    CHECK(a.flush);
+    auto f = d.core.step(0, 0, ev::Flush{});
+    REQUIRE(f.list.size() == 1);
+    CHECK(std::get<act::Apply>(f.list[0]).batch.size() == 3);
   }
 
   TEST_CASE("a held lock is a NO vote at once") {
     store::MemStore s;
-    Core c(s);
-    c.prepare("L.1.1", "L", "a", put("k", "1"), 0);
-    auto r = c.prepare("L.1.2", "L", "a", put("k", "2"), 0);
-    CHECK(r.kind == Core::PrepareResult::vote_no);
-    CHECK(r.code == "CONFLICT");
-    c.abort("L.1.1");
-    CHECK(c.prepare("L.1.2", "L", "a", put("k", "2"), 0).kind ==
-          Core::PrepareResult::log_then_vote);
+    Driver d(s);
+    d.prepare(1, "L.1.1", put("k", "1"));
+    d.prepare(2, "L.1.2", put("k", "2"));
+    CHECK(d.reply(2).rfind("NO CONFLICT", 0) == 0);
+    d.step(ev::Abort{3, "L.1.1"});
+    CHECK(d.reply(3) == "ACK");
+    d.prepare(4, "L.1.2", put("k", "2"));
+    CHECK(d.log.back().type == k_rec_prepared);
   }
 
   TEST_CASE("conditions are checked against committed data") {
     store::MemStore s;
     s.m_data["a"] = "100";
-    Core c(s);
-    auto no = c.prepare("L.1.1", "L", "a", {Op{OpKind::check, "a", "99"}}, 0);
-    CHECK(no.kind == Core::PrepareResult::vote_no);
-    CHECK(no.code == "CHECK");
-    CHECK(no.detail.find("found 100") != std::string::npos);
-    CHECK(c.prepare("L.1.2", "L", "a", {Op{OpKind::absent, "a", ""}}, 0).code == "CHECK");
-    CHECK(
-        c.prepare("L.1.3", "L", "a", {Op{OpKind::check, "a", "100"}, Op{OpKind::put, "a", "90"}}, 0)
-            .kind == Core::PrepareResult::log_then_vote);
-    CHECK(c.check_invariants().empty());
+    Driver d(s);
+    d.prepare(1, "L.1.1", {Op{OpKind::check, "a", "99"}});
+    CHECK(d.reply(1).rfind("NO CHECK", 0) == 0);
+    CHECK(d.reply(1).find("found 100") != std::string::npos);
+    d.prepare(2, "L.1.2", {Op{OpKind::absent, "a", ""}});
+    CHECK(d.reply(2).rfind("NO CHECK", 0) == 0);
+    d.prepare(3, "L.1.3", {Op{OpKind::check, "a", "100"}, Op{OpKind::put, "a", "90"}});
+    d.durable(k_rec_prepared, "L.1.3");
+    CHECK(d.reply(3).rfind("YES", 0) == 0);
+    CHECK(d.core.check_invariants().empty());
+  }
+
+  TEST_CASE("a transaction the log cannot hold gets NO, never YES") {
+    store::MemStore s;
+    Driver d(s);
+    d.prepare(1, "L.1.1", put("k", std::string(txlog::k_max_payload + 1, 'x')));
+    CHECK(d.reply(1).rfind("NO TOOLARGE", 0) == 0);
+    CHECK(d.log.empty());
+    CHECK(d.core.prepared().empty());
   }
 
   TEST_CASE("abort during the force answers NO when the force completes") {
     store::MemStore s;
-    Core c(s);
-    c.prepare("L.1.1", "L", "a", put("k", "v"), 0);
-    c.abort("L.1.1");
-    CHECK_FALSE(c.prepare_durable("L.1.1"));
+    Driver d(s);
+    d.prepare(1, "L.1.1", put("k", "v"));
+    d.step(ev::Abort{0, "L.1.1"});
+    d.durable(k_rec_prepared, "L.1.1");
+    CHECK(d.reply(1).rfind("NO ABORTED", 0) == 0);
     // A late duplicate PREPARE of an aborted txn is refused.
-    CHECK(c.prepare("L.1.1", "L", "a", put("k", "v"), 0).kind == Core::PrepareResult::vote_no);
-    CHECK(c.read("k").kind == Core::ReadResult::absent);
+    d.prepare(2, "L.1.1", put("k", "v"));
+    CHECK(d.reply(2).rfind("NO ABORTED", 0) == 0);
+    d.step(ev::Read{3, "k"});
+    CHECK(d.reply(3) == "NOTFOUND");
+  }
+
+  TEST_CASE("an ABORT after the COMMIT was decided is refused") {
+    store::MemStore s;
+    Driver d(s);
+    d.prepare(1, "L.1.1", put("k", "v"));
+    d.durable(k_rec_prepared, "L.1.1");
+    d.step(ev::Commit{2, "L.1.1"});
+    d.step(ev::Abort{3, "L.1.1"});
+    CHECK(d.reply(3).rfind("ERR STATE", 0) == 0);
+    d.durable(k_rec_committed, "L.1.1");
+    CHECK(s.m_data["k"] == "v");
+  }
+
+  TEST_CASE("a read of a prepared key waits, then answers INDOUBT at its deadline") {
+    store::MemStore s;
+    s.m_data["k"] = "old";
+    Driver d(s);
+    d.prepare(1, "L.1.1", put("k", "new"));
+    d.durable(k_rec_prepared, "L.1.1");
+    d.step(ev::Read{2, "k"});
+    auto a = d.core.step(0, 0, ev::Tick{});
+    CHECK(a.wake_at == 100);  // in-doubt scan; the read's deadline is at 2000
+    d.now = 1999;
+    d.step(ev::Tick{});
+    CHECK(d.reply(2).empty());
+    d.now = 2000;
+    d.step(ev::Tick{});
+    CHECK(d.reply(2).rfind("ERR INDOUBT", 0) == 0);
+  }
+
+  TEST_CASE("in doubt: ask the leader with backoff, never decide alone") {
+    store::MemStore s;
+    Driver d(s);
+    d.prepare(1, "L.1.1", put("k", "v"));
+    d.durable(k_rec_prepared, "L.1.1");
+    d.now = 999;
+    d.step(ev::Tick{});
+    CHECK(d.asks.empty());  // young: the decision is probably on its way
+    d.now = 1100;           // the next scan
+    d.step(ev::Tick{});
+    REQUIRE(d.asks.size() == 1);
+    CHECK(d.asks[0].leader_addr == "127.0.0.1:9");
+    d.step(ev::Outcome{"L.1.1", Status::error("UNAVAILABLE", "down")});
+    d.step(ev::Outcome{"L.1.1", Decision::pending});
+    for (d.now = 1000; d.now <= 60000; d.now += 100) d.step(ev::Tick{});
+    CHECK(d.asks.size() < 30);    // backoff: 100, 200, ... capped at 5 s
+    CHECK(d.asks.size() > 10);    // but it never gives up
+    CHECK(d.core.find("L.1.1"));  // still prepared, locks held
+    d.step(ev::Outcome{"L.1.1", Decision::committed});
+    d.durable(k_rec_committed, "L.1.1");
+    CHECK(s.m_data["k"] == "v");
+    CHECK_FALSE(d.core.find("L.1.1"));
   }
 
   TEST_CASE("restart: in-doubt transactions re-take their locks, applied ones are done") {
     store::MemStore s;
     std::vector<txlog::Record> log;
     {
-      Core c(s);
+      Driver d(s);
       for (auto txid : {"L.1.1", "L.1.2", "L.1.3"}) {
-        auto r = c.prepare(txid, "L", "127.0.0.1:9", put(std::string("k") + txid, "v"), 0);
-        log.push_back({participant::k_rec_prepared, r.record});
-        c.prepare_durable(txid);
+        d.prepare(0, txid, put(std::string("k") + txid, "v"));
+        d.durable(k_rec_prepared, txid);
       }
-      commit(c, s, "L.1.1");  // applied, COMMITTED record lost in the crash
-      c.abort("L.1.3");
-      log.push_back({participant::k_rec_aborted, txlog::Encoder().str("L.1.3").data()});
+      d.step(ev::Commit{0, "L.1.1"});  // applied; its COMMITTED record lost in the crash
+      d.step(ev::Abort{0, "L.1.3"});
+      for (auto& r : d.log)
+        if (r.type != k_rec_committed) log.push_back(r);
     }
-    Core c(s);
-    for (auto& r : log) c.recover(r);
-    auto in_doubt = c.finish_recovery(0);
-    CHECK(in_doubt == std::vector<std::string>{"L.1.2"});
-    CHECK(c.read("kL.1.2").kind == Core::ReadResult::blocked);
-    CHECK(c.find("L.1.2")->leader_addr == "127.0.0.1:9");
-    CHECK(c.prepare("L.1.9", "L", "a", put("kL.1.2", "x"), 0).code == "CONFLICT");
-    commit(c, s, "L.1.2");
+    Driver d(s);
+    for (auto& r : log) d.core.recover(r);
+    d.execute(d.core.start(0, 0, s.applied_txids()));
+    CHECK(d.core.prepared().size() == 1);
+    CHECK(d.core.find("L.1.2"));
+    d.step(ev::Tick{});
+    REQUIRE(d.asks.size() == 1);  // a recovered in-doubt transaction asks at once
+    CHECK(d.asks[0].txid == "L.1.2");
+    d.prepare(9, "L.1.9", put("kL.1.2", "x"));
+    CHECK(d.reply(9).rfind("NO CONFLICT", 0) == 0);
+    d.commit(0, "L.1.2");
     CHECK(s.m_data["kL.1.2"] == "v");
-    CHECK(c.check_invariants().empty());
+    CHECK(d.core.check_invariants().empty());
   }
-}
 
-TEST_SUITE("participant") {
   TEST_CASE("restart redoes commits the store lost, it never redoes one twice") {
     std::vector<txlog::Record> log;
     {
       store::MemStore lost;  // the store's last commits did not survive (power loss)
-      Core c(lost);
-      auto r = c.prepare("L.1.1", "L", "a", put("k", "v1"), 0);
-      log.push_back({participant::k_rec_prepared, r.record});
-      c.prepare_durable("L.1.1");
-      commit(c, lost, "L.1.1");
-      log.push_back({participant::k_rec_committed, txlog::Encoder().str("L.1.1").data()});
+      Driver d(lost);
+      d.prepare(0, "L.1.1", put("k", "v1"));
+      d.durable(k_rec_prepared, "L.1.1");
+      d.commit(0, "L.1.1");
+      log = d.log;
+      REQUIRE(log.back().type == k_rec_committed);
     }
     store::MemStore s;
     {
-      Core c(s);
-      for (auto& r : log) c.recover(r);
-      CHECK(c.finish_recovery(0).empty());
-      CHECK(c.redone() == 1);
+      Driver d(s);
+      for (auto& r : log) d.core.recover(r);
+      d.execute(d.core.start(0, 0, s.applied_txids()));
+      CHECK(d.core.redone() == 1);
+      CHECK(d.core.prepared().empty());
       CHECK(s.m_data["k"] == "v1");
     }
     s.m_data["k"] = "newer";  // a later transaction overwrote it
-    Core c(s);
-    for (auto& r : log) c.recover(r);
-    c.finish_recovery(0);
-    CHECK(c.redone() == 0);  // the applied mark survived: no redo
+    Driver d(s);
+    for (auto& r : log) d.core.recover(r);
+    d.execute(d.core.start(0, 0, s.applied_txids()));
+    CHECK(d.core.redone() == 0);  // the applied mark survived: no redo
     CHECK(s.m_data["k"] == "newer");
   }
 
-  TEST_CASE("between apply and the durable COMMITTED record the keys stay locked") {
+  TEST_CASE("a log rewrite keeps what is in doubt, not what the store holds") {
     store::MemStore s;
-    Core c(s);
-    c.prepare("L.1.1", "L", "a", put("k", "v"), 0);
-    c.prepare_durable("L.1.1");
-    CHECK(c.apply_commit("L.1.1").known);
-    CHECK_FALSE(c.apply_commit("L.1.1").known);  // a duplicate COMMIT applies nothing
-    CHECK(c.read("k").kind == Core::ReadResult::blocked);
-    CHECK(c.prepare("L.1.2", "L", "a", put("k", "w"), 0).code == "CONFLICT");
-    auto f = c.finish_commit("L.1.1");
-    CHECK(f.released == std::vector<std::string>{"k"});
-    CHECK(c.read("k").value == "v");
+    Driver d(s);
+    d.prepare(0, "L.1.1", put("a", "1"));
+    d.durable(k_rec_prepared, "L.1.1");
+    d.prepare(0, "L.1.2", put("b", "2"));
+    d.durable(k_rec_prepared, "L.1.2");
+    d.step(ev::Commit{0, "L.1.2"});  // applied, COMMITTED not yet durable
+    d.step(ev::Resolve{5, "L.1.1", false});
+    d.durable(k_rec_heuristic, "L.1.1");
+    CHECK(d.reply(5) == "ACK");
+    d.prepare(0, "L.1.3", put("c", "3"));  // force still queued
+    auto a = d.core.step(0, 0, ev::LogFull{});
+    auto& rw = std::get<act::Rewrite>(a.list.at(0));
+    REQUIRE(rw.live.size() == 2);
+    Prepared p;
+    REQUIRE(decode_prepared(rw.live[0].payload, &p));
+    CHECK(p.txid == "L.1.3");
+    CHECK(rw.live[1].type == k_rec_heuristic);
   }
 }

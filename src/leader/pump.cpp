@@ -1,0 +1,146 @@
+// The leader server, part two: the pump. Steps the core and executes its actions; the
+// failpoints of the crash tests sit where each action meets the outside world.
+#include <fmt/format.h>
+
+#include "common/failpoint.h"
+#include "common/logging.h"
+#include "common/util.h"
+#include "leader/server.h"
+
+namespace tpc::leader {
+
+namespace asio = boost::asio;
+using protocol::LineBuilder;
+using protocol::Reply;
+
+void Server::step(Event e) {
+  if (m_stopped) return;
+  Actions a;
+  m_core->step(now_ms(), std::move(e), a);
+  execute(a);
+}
+
+void Server::execute(Actions& a) {
+  bool ended = false;
+  std::string last_commit_sent;  // txid of the previous action, when it sent a COMMIT
+  for (auto& action : a.list) {
+    std::string commit_sent;
+    if (auto* ap = std::get_if<act::Append>(&action)) {
+      if (ap->type == k_rec_commit) {
+        failpoint::hit("leader/afterVotes", ap->txid);
+        if (int e = failpoint::hit("leader/beforeDecisionFsync", ap->txid))
+          fatal(fmt::format("decision of {}: {}", ap->txid, std::strerror(e)));
+      }
+      if (ap->type == k_rec_end) {
+        failpoint::hit("leader/beforeEndRecord", ap->txid);
+        ended = true;
+      }
+      if (!ap->force) {
+        m_log->append(ap->type, std::move(ap->payload), false);
+        continue;
+      }
+      int64_t at = now_us();
+      m_log->append(ap->type, std::move(ap->payload), true, [this, txid = ap->txid, at] {
+        int64_t took = now_us() - at;
+        asio::post(m_io, [this, txid, took] {
+          if (m_stopped) return;
+          failpoint::hit("leader/afterDecisionFsync", txid);
+          step(ev::Durable{txid, took});
+        });
+      });
+    } else if (auto* s = std::get_if<act::Send>(&action)) {
+      if (auto* c = std::get_if<protocol::Commit>(&s->msg)) commit_sent = c->txid;
+      send(*s, !commit_sent.empty() && commit_sent == last_commit_sent);
+    } else if (auto* r = std::get_if<act::Reply>(&action)) {
+      auto it = m_waiting.find(r->client);
+      if (it == m_waiting.end()) continue;
+      it->second.send(encode(r->reply));
+      m_waiting.erase(it);
+    } else if (auto* rw = std::get_if<act::Rewrite>(&action)) {
+      size_t n = rw->live.size();
+      m_log->rewrite(
+          std::move(rw->live), txlog::Log::replace_file(m_cfg.data_dir + "/txlog"), [this, n] {
+            asio::post(m_io, [this, n] {
+              log::info("log compacted: {} live records kept, {} bytes", n, m_log->stats().bytes);
+            });
+          });
+    } else if (auto* t = std::get_if<act::Trace>(&action)) {
+      record_trace(*t);
+    }
+    last_commit_sent = commit_sent;
+  }
+  arm(a.wake_at);
+  if (ended && m_log->wants_rewrite(m_cfg.log_compact_bytes)) step(ev::LogFull{});
+}
+
+void Server::send(act::Send& s, bool after_commit_send) {
+  auto& link = m_links.at(s.part);
+  size_t p = s.part;
+  if (auto* c = std::get_if<protocol::Commit>(&s.msg)) {
+    if (after_commit_send) failpoint::hit("leader/betweenCommitSends", c->txid);
+    if (failpoint::hit("leader/sendCommit", c->txid)) return;  // lost; the core re-sends it
+    link->request(encode(*c), [this, txid = c->txid, p](Result<std::string> r) {
+      step(ev::CommitReply{txid, p, protocol::parse_ack(r)});
+    });
+  } else if (auto* pr = std::get_if<protocol::Prepare>(&s.msg)) {
+    link->request(encode(*pr), [this, txid = pr->txid, p](Result<std::string> r) {
+      step(ev::Vote{txid, p, protocol::parse_vote(r)});
+    });
+  } else if (auto* rd = std::get_if<protocol::Read>(&s.msg)) {
+    link->request(encode(*rd), [this, id = s.read, p](Result<std::string> r) {
+      step(ev::ReadReply{id, p, protocol::parse_read_reply(r)});
+    });
+  } else {
+    link->request(encode(s.msg), [](Result<std::string>) {});  // ABORT: nothing to wait for
+  }
+}
+
+void Server::arm(int64_t wake_at) {
+  if (wake_at == 0 || (m_wake_at != 0 && m_wake_at <= wake_at) || m_stopped) return;
+  m_wake_at = wake_at;
+  m_wake.expires_after(std::chrono::milliseconds(std::max<int64_t>(0, wake_at - now_ms())));
+  m_wake.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    m_wake_at = 0;
+    step(ev::Tick{});
+  });
+}
+
+void Server::record_trace(act::Trace& t) {
+  auto it = m_traces.find(t.txid);
+  if (it == m_traces.end()) {
+    // Forget traces nobody fetched.
+    int64_t now = now_ms();
+    std::erase_if(m_traces, [&](auto& kv) { return now - kv.second.created_ms > 10000; });
+    std::erase_if(m_trace_rids, [&](auto& kv) { return !m_traces.count(kv.second); });
+    it = m_traces.emplace(t.txid, Trace{now_us(), now, {}, false}).first;
+    if (!t.rid.empty()) m_trace_rids[t.rid] = t.txid;
+  }
+  if (!t.text.empty())
+    it->second.events.push_back(fmt::format("{} {}", now_us() - it->second.start_us, t.text));
+  if (t.finished) it->second.finished = true;
+}
+
+void Server::on_trace(const std::string& id, Reply reply, int64_t deadline_ms) {
+  // Accepts a txid or the client's request id.
+  std::string txid = id;
+  if (auto r = m_trace_rids.find(id); r != m_trace_rids.end()) txid = r->second;
+  auto it = m_traces.find(txid);
+  if (it == m_traces.end()) return reply.send("ERR NOTFOUND no trace for " + txid);
+  // Wait (bounded) until phase 2 finished, so the timeline shows every acknowledgement.
+  if (!it->second.finished && now_ms() < deadline_ms) {
+    auto timer = std::make_shared<asio::steady_timer>(m_io, std::chrono::milliseconds(5));
+    timer->async_wait([this, timer, id, reply, deadline_ms](boost::system::error_code) {
+      if (!m_stopped) on_trace(id, reply, deadline_ms);
+    });
+    return;
+  }
+  LineBuilder b("TRACE");
+  b.num(static_cast<long long>(it->second.events.size()));
+  for (auto& e : it->second.events) b.arg(e);
+  m_traces.erase(it);
+  std::erase_if(m_trace_rids, [&](auto& kv) { return kv.second == txid; });
+  reply.send(b.str());
+}
+
+}  // namespace tpc::leader

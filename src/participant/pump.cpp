@@ -1,0 +1,149 @@
+// The participant server, part two: the pump. Steps the core and executes its actions; the
+// failpoints of the crash tests sit where each action meets the outside world.
+#include <fmt/format.h>
+
+#include "common/failpoint.h"
+#include "common/logging.h"
+#include "common/util.h"
+#include "participant/server.h"
+
+namespace tpc::participant {
+
+namespace asio = boost::asio;
+
+void Server::step(Event e) {
+  if (m_stopped) return;
+  Actions a;
+  m_core->step(now_ms(), wall_ms(), std::move(e), a);
+  execute(a);
+}
+
+void Server::execute(Actions& a) {
+  bool logged = false;
+  for (auto& action : a.list) {
+    if (auto* ap = std::get_if<act::Append>(&action)) {
+      logged = true;
+      const std::string& txid = ap->txid;
+      uint8_t type = ap->type;
+      if (ap->mode == act::Append::none) {
+        m_log->append(type, std::move(ap->payload), false);
+        continue;
+      }
+      if (type == k_rec_prepared)
+        if (int e = failpoint::hit("participant/beforePrepareFsync", txid))
+          fatal(fmt::format("prepare of {} failed: {}", txid, std::strerror(e)));
+      if (type == k_rec_committed) failpoint::hit("participant/afterApplyCommit", txid);
+      int64_t at = now_us();
+      auto done = [this, txid, type, at] {
+        int64_t took = now_us() - at;
+        asio::post(m_io, [this, txid, type, took] {
+          if (m_stopped) return;
+          if (type == k_rec_prepared)
+            if (int e = failpoint::hit("participant/afterPrepareFsync", txid))
+              fatal(fmt::format("after prepare of {}: {}", txid, std::strerror(e)));
+          step(ev::Durable{type, txid, took});
+        });
+      };
+      if (ap->mode == act::Append::lazy)
+        m_log->append_lazy(type, std::move(ap->payload), std::move(done));
+      else
+        m_log->append(type, std::move(ap->payload), true, std::move(done));
+    } else if (auto* ap = std::get_if<act::Apply>(&action)) {
+      for (auto& [txid, ops] : ap->batch) failpoint::hit("participant/beforeApplyCommit", txid);
+      Status st = m_store->begin_batch();
+      for (auto& [txid, ops] : ap->batch)
+        if (st) st = m_store->apply(txid, ops);
+      if (st) st = m_store->end_batch();
+      if (!st) fatal("cannot apply commits: " + st.to_string());
+      step(ev::Applied{});
+    } else if (auto* r = std::get_if<act::Reply>(&action)) {
+      auto it = m_waiting.find(r->client);
+      if (it == m_waiting.end()) continue;
+      it->second.send(encode(r->msg));
+      m_waiting.erase(it);
+      if (auto* v = std::get_if<protocol::Vote>(&r->msg);
+          v && v->kind == protocol::Vote::yes && failpoint::detail::g_any)
+        asio::post(m_io, [] { failpoint::hit("participant/afterVoteSend"); });
+    } else if (auto* q = std::get_if<act::Ask>(&action)) {
+      ask(*q);
+    } else if (auto* rw = std::get_if<act::Rewrite>(&action)) {
+      rewrite(*rw);
+    } else if (auto* n = std::get_if<act::Note>(&action)) {
+      if (n->level == act::Note::error)
+        log::error("{}", n->text);
+      else if (n->level == act::Note::warn)
+        log::warn("{}", n->text);
+      else
+        log::info("{}", n->text);
+    }
+  }
+  arm(a.wake_at);
+  if (a.flush && !m_flush_posted) {
+    m_flush_posted = true;
+    asio::post(m_io, [this] {
+      m_flush_posted = false;
+      step(ev::Flush{});
+    });
+  }
+  if (logged && m_log->wants_rewrite(m_cfg.log_compact_bytes)) step(ev::LogFull{});
+}
+
+void Server::arm(int64_t wake_at) {
+  if (wake_at == 0 || (m_wake_at != 0 && m_wake_at <= wake_at) || m_stopped) return;
+  m_wake_at = wake_at;
+  m_wake.expires_after(std::chrono::milliseconds(std::max<int64_t>(0, wake_at - now_ms())));
+  m_wake.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    m_wake_at = 0;
+    step(ev::Tick{});
+  });
+}
+
+void Server::rewrite(act::Rewrite& rw) {
+  // Commits the log is about to forget must be durable in the store first.
+  if (Status st = m_store->make_durable(); !st)
+    fatal("cannot checkpoint the store: " + st.to_string());
+  size_t n = rw.live.size();
+  // Transactions applied so far have no PREPARED record in the rewritten log: once it is
+  // durable, their "applied" marks can go.
+  uint64_t applied_upto = m_store->applied_seq();
+  m_log->rewrite(std::move(rw.live), txlog::Log::replace_file(m_cfg.data_dir + "/txlog"),
+                 [this, n, applied_upto] {
+                   asio::post(m_io, [this, n, applied_upto] {
+                     if (Status st = m_store->prune_applied(applied_upto); !st)
+                       fatal("cannot prune applied marks: " + st.to_string());
+                     log::info("log compacted: {} live records kept, {} bytes", n,
+                               m_log->stats().bytes);
+                   });
+                 });
+}
+
+std::shared_ptr<protocol::Link> Server::leader_link(const std::string& addr) {
+  auto it = m_leaders.find(addr);
+  if (it != m_leaders.end()) return it->second;
+  std::string host;
+  uint16_t port;
+  if (!parse_host_port(addr, &host, &port)) return nullptr;
+  auto link = std::make_shared<protocol::Link>(
+      m_io, host, port, fmt::format("HELLO {} participant {}", protocol::k_version, m_cfg.id),
+      m_cfg.max_line);
+  link->start();
+  m_leaders[addr] = link;
+  return link;
+}
+
+void Server::ask(const act::Ask& a) {
+  auto link = leader_link(a.leader_addr);
+  if (!link) {
+    log::error("in-doubt {}: bad leader address {}", a.txid, a.leader_addr);
+    return;
+  }
+  if (!link->up()) return;  // asked again after the backoff, once the leader is back
+  if (failpoint::hit("participant/askOutcome", a.txid)) return;  // query lost
+  link->request(protocol::encode(protocol::OutcomeQuery{a.txid}),
+                [this, txid = a.txid](Result<std::string> r) {
+                  step(ev::Outcome{txid, protocol::parse_decision(r)});
+                });
+}
+
+}  // namespace tpc::participant

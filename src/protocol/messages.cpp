@@ -1,0 +1,166 @@
+#include "protocol/messages.h"
+
+#include <charconv>
+
+namespace tpc::protocol {
+namespace {
+constexpr size_t k_max_txid = 256;
+
+Status check_txid(std::string_view t) {
+  if (t.empty() || t.size() > k_max_txid)
+    return Status::error("PROTO", "bad transaction id (1 to 256 bytes)");
+  return Status::ok();
+}
+}  // namespace
+
+std::string rest_after(std::string_view line, size_t n) {
+  size_t i = 0;
+  for (size_t k = 0; k < n; ++k) {
+    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
+    while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
+  }
+  while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
+  return std::string(line.substr(i));
+}
+
+std::string encode(const Prepare& m) {
+  LineBuilder b("PREPARE");
+  b.raw(m.txid).raw(m.leader).raw(m.leader_addr);
+  append_ops(b, m.ops);
+  return b.str();
+}
+std::string encode(const Commit& m) { return "COMMIT " + m.txid; }
+std::string encode(const Abort& m) { return "ABORT " + m.txid; }
+std::string encode(const Read& m) { return LineBuilder("READ").arg(m.key).str(); }
+std::string encode(const OutcomeQuery& m) { return "OUTCOME " + m.txid; }
+std::string encode(const PeerRequest& m) {
+  return std::visit([](auto& x) { return encode(x); }, m);
+}
+
+std::string encode(const Vote& v) {
+  if (v.kind == Vote::yes) return "YES " + std::to_string(v.force_us);
+  return LineBuilder(v.kind == Vote::no ? "NO" : "ERR").raw(v.code).text(v.detail).str();
+}
+
+std::string encode(Decision d) {
+  switch (d) {
+    case Decision::committed:
+      return "COMMITTED";
+    case Decision::aborted:
+      return "ABORTED";
+    case Decision::pending:
+      break;
+  }
+  return "PENDING";
+}
+
+std::string encode(const ReadReply& r) {
+  switch (r.kind) {
+    case ReadReply::found:
+      return LineBuilder("VALUE").arg(r.value).str();
+    case ReadReply::absent:
+      return "NOTFOUND";
+    case ReadReply::error:
+      break;
+  }
+  return LineBuilder("ERR").raw(r.code).text(r.detail).str();
+}
+
+std::string encode(const Ack&) { return "ACK"; }
+std::string encode(const Error& e) { return LineBuilder("ERR").raw(e.code).text(e.detail).str(); }
+
+Result<Prepare> decode_prepare(const std::vector<std::string_view>& t) {
+  if (t.size() < 5)
+    return Status::error("PROTO", "usage: PREPARE TXID LEADER-ID LEADER-ADDR OP [OP...]");
+  if (Status s = check_txid(t[1]); !s) return s;
+  Prepare m;
+  m.txid = t[1];
+  m.leader = t[2];
+  m.leader_addr = t[3];
+  auto ops = parse_ops(t, 4);
+  if (!ops) return ops.status();
+  m.ops = std::move(*ops);
+  return m;
+}
+
+Result<std::string> decode_txid_arg(const std::vector<std::string_view>& t) {
+  if (t.size() != 2) return Status::error("PROTO", std::string(t[0]) + " needs TXID");
+  if (Status s = check_txid(t[1]); !s) return s;
+  return std::string(t[1]);
+}
+
+Result<Read> decode_read(const std::vector<std::string_view>& t) {
+  if (t.size() != 2) return Status::error("PROTO", "usage: READ KEY");
+  auto key = unescape(t[1]);
+  if (!key) return key.status();
+  return Read{std::move(*key)};
+}
+
+Vote parse_vote(const Result<std::string>& line) {
+  Vote v;
+  if (!line) {
+    v.code = "UNAVAILABLE";
+    v.detail = line.status().message();
+    return v;
+  }
+  auto t = split(*line);
+  if (!t.empty() && t[0] == "YES") {
+    v.kind = Vote::yes;
+    if (t.size() > 1) std::from_chars(t[1].data(), t[1].data() + t[1].size(), v.force_us);
+    return v;
+  }
+  if (t.size() >= 2 && t[0] == "NO") {
+    v.kind = Vote::no;
+    v.code = t[1];
+    v.detail = rest_after(*line, 2);
+    return v;
+  }
+  v.code = "ERROR";
+  v.detail = *line;
+  return v;
+}
+
+bool parse_ack(const Result<std::string>& line) {
+  if (!line) return false;
+  auto t = split(*line);
+  return !t.empty() && t[0] == "ACK";
+}
+
+Result<Decision> parse_decision(const Result<std::string>& line) {
+  if (!line) return line.status();
+  auto t = split(*line);
+  if (!t.empty() && t[0] == "COMMITTED") return Decision::committed;
+  if (!t.empty() && t[0] == "ABORTED") return Decision::aborted;
+  if (!t.empty() && t[0] == "PENDING") return Decision::pending;
+  return Status::error("PROTO", "unexpected reply to OUTCOME: " + escape(*line));
+}
+
+ReadReply parse_read_reply(const Result<std::string>& line) {
+  ReadReply r;
+  if (!line) {
+    r.code = "UNAVAILABLE";
+    r.detail = line.status().message();
+    return r;
+  }
+  auto t = split(*line);
+  if (t.size() == 2 && t[0] == "VALUE") {
+    auto v = unescape(t[1]);
+    if (v) {
+      r.kind = ReadReply::found;
+      r.value = std::move(*v);
+      return r;
+    }
+  } else if (t.size() == 1 && t[0] == "NOTFOUND") {
+    r.kind = ReadReply::absent;
+    return r;
+  } else if (t.size() >= 2 && t[0] == "ERR") {
+    r.code = t[1];
+    r.detail = rest_after(*line, 2);
+    return r;
+  }
+  r.code = "PROTO";
+  r.detail = "unexpected reply to READ: " + escape(*line);
+  return r;
+}
+
+}  // namespace tpc::protocol

@@ -1,0 +1,90 @@
+// Typed messages between the roles (spec: docs/protocol.md). Each peer verb is a struct with
+// one encode and one decode; each reply has one parser. The cores speak only these structs;
+// the servers and the simulator carry them (the servers as lines, the simulator as values).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "common/status.h"
+#include "protocol/codec.h"
+#include "protocol/ops.h"
+
+namespace tpc::protocol {
+
+// --- leader -> participant requests.
+struct Prepare {  // PREPARE TXID LEADER-ID LEADER-ADDR OP...
+  std::string txid, leader, leader_addr;
+  std::vector<Op> ops;
+};
+struct Commit {  // COMMIT TXID
+  std::string txid;
+};
+struct Abort {  // ABORT TXID
+  std::string txid;
+};
+struct Read {  // READ KEY
+  std::string key;
+};
+using PeerRequest = std::variant<Prepare, Commit, Abort, Read>;
+
+// --- participant -> leader request.
+struct OutcomeQuery {  // OUTCOME TXID
+  std::string txid;
+};
+
+// --- replies.
+// To PREPARE: "YES [FORCE-US]" or "NO CODE TEXT". Anything else, or a lost connection, is an
+// error vote: the leader treats it as NO.
+struct Vote {
+  enum Kind { yes, no, error } kind = error;
+  std::string code;    // no, error
+  std::string detail;  // no, error
+  int64_t force_us = 0;
+};
+// To COMMIT, ABORT and RESOLVE: "ACK"; anything else is not an acknowledgement.
+struct Ack {};
+// Any request may be answered "ERR CODE TEXT".
+struct Error {
+  std::string code, detail;
+};
+// To OUTCOME: "COMMITTED", "ABORTED" or "PENDING".
+enum class Decision { committed, aborted, pending };
+// To READ (and GET): "VALUE V", "NOTFOUND", or "ERR CODE TEXT".
+struct ReadReply {
+  enum Kind { found, absent, error } kind = error;
+  std::string value;  // found
+  std::string code;   // error: INDOUBT, STORAGE, UNAVAILABLE, ...
+  std::string detail;
+};
+
+std::string encode(const Prepare& m);
+std::string encode(const Commit& m);
+std::string encode(const Abort& m);
+std::string encode(const Read& m);
+std::string encode(const OutcomeQuery& m);
+std::string encode(const PeerRequest& m);
+std::string encode(const Vote& v);
+std::string encode(Decision d);
+std::string encode(const ReadReply& r);
+std::string encode(const Ack&);
+std::string encode(const Error& e);
+
+// Request decoders take the split tokens of a whole line (verb first). Error PROTO names what
+// is wrong.
+Result<Prepare> decode_prepare(const std::vector<std::string_view>& t);
+Result<std::string> decode_txid_arg(const std::vector<std::string_view>& t);  // COMMIT/ABORT/...
+Result<Read> decode_read(const std::vector<std::string_view>& t);
+
+// Reply parsers take the reply line, or the error of a request that got none.
+Vote parse_vote(const Result<std::string>& line);
+bool parse_ack(const Result<std::string>& line);
+Result<Decision> parse_decision(const Result<std::string>& line);
+ReadReply parse_read_reply(const Result<std::string>& line);
+
+// Text after the first `n` tokens of `line` (spaces kept), for "CODE TEXT" replies.
+std::string rest_after(std::string_view line, size_t n);
+
+}  // namespace tpc::protocol
