@@ -5,7 +5,7 @@ PREFIX  ?= /usr/local
 JOBS    ?= $(shell nproc)
 DEB_PACKAGES := g++ cmake make pkg-config libcli11-dev libboost-dev libsqlite3-dev libfmt-dev doctest-dev libedit-dev groff-base
 
-.PHONY: all deps build test run clean install format bench crash-test
+.PHONY: all deps build test run clean install format bench crash-test sim
 
 all: build
 
@@ -43,6 +43,11 @@ bench: deps build
 # A longer randomized crash test than the one in `make test`.
 crash-test: deps build
 	TPC_CRASH_RUNS=$${TPC_CRASH_RUNS:-40} $(BUILD)/integration_tests -ts=crash
+
+# The cluster simulator over many seeds (docs/simulation.md); the last line is the summary.
+SIM_SEEDS ?= 20000
+sim: deps build
+	$(BUILD)/tpc_sim --seeds $(SIM_SEEDS)
 
 install: build
 	install -D -m 755 $(BUILD)/tpc $(DESTDIR)$(PREFIX)/bin/tpc

@@ -75,7 +75,13 @@ void write(Level l, const std::string& message) {
 }  // namespace tpc::log
 
 namespace tpc {
+namespace {
+FatalHook g_fatal_hook = nullptr;
+}
+void set_fatal_hook(FatalHook hook) { g_fatal_hook = hook; }
+
 void fatal(const std::string& message) {
+  if (g_fatal_hook) g_fatal_hook(message);
   log::write(log::Level::fatal, message + "; stopping");
   ::_exit(k_exit_storage_failure);
 }

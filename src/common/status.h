@@ -70,6 +70,10 @@ inline constexpr int k_exit_storage_failure = 70;
 // Logs `message` at fatal level and ends the process with k_exit_storage_failure, without
 // running destructors (a failed fsync must never be followed by more writes).
 [[noreturn]] void fatal(const std::string& message);
+// For the simulator only: runs instead of logging and exiting; it must not return (it throws
+// to abandon the simulated run). nullptr restores the default.
+using FatalHook = void (*)(const std::string& message);
+void set_fatal_hook(FatalHook hook);
 
 }  // namespace tpc
 

@@ -48,6 +48,15 @@ std::string encode(const ClientReply& r) {
   return LineBuilder("ERR").raw(r.code).text(r.detail).str();
 }
 
+Result<uint64_t> next_incarnation(const std::optional<std::string>& file) {
+  if (!file) return uint64_t{1};
+  char* end = nullptr;
+  uint64_t last = std::strtoull(file->c_str(), &end, 10);
+  if (end == file->c_str() || last == 0)
+    return Status::error("CORRUPT", "incarnation is damaged; refusing to start");
+  return last + 1;
+}
+
 std::string encode_commit(const std::string& txid, const std::string& rid,
                           const std::vector<size_t>& parts) {
   txlog::Encoder e;

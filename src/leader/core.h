@@ -253,6 +253,12 @@ class Core {
   uint64_t m_aborted = 0;
 };
 
+// The incarnation of a starting leader, from the content of its incarnation file (nullopt:
+// no file yet, the first start). Bumped at every start, so transaction ids never repeat; a
+// damaged file is an error CORRUPT (never a restart at 1). The caller writes the result back
+// durably before it serves anyone.
+Result<uint64_t> next_incarnation(const std::optional<std::string>& file);
+
 std::string encode_commit(const std::string& txid, const std::string& rid,
                           const std::vector<size_t>& parts);
 bool decode_commit(const std::string& payload, std::string* txid, std::string* rid,

@@ -35,12 +35,9 @@ Server::Server(asio::io_context& io, Config cfg)
   // Incarnation: bumped durably at every start, so transaction ids never repeat.
   bool exists;
   std::string inc = read_small_file(m_cfg.data_dir + "/incarnation", &exists);
-  char* end = nullptr;
-  uint64_t last = exists ? std::strtoull(inc.c_str(), &end, 10) : 0;
-  // A damaged incarnation would let transaction ids repeat: refuse it rather than guess.
-  if (exists && (end == inc.c_str() || last == 0))
-    throw Error(m_cfg.data_dir + "/incarnation is damaged; refusing to start");
-  m_incarnation = last + 1;
+  auto next = next_incarnation(exists ? std::optional<std::string>(inc) : std::nullopt);
+  if (!next) throw Error(m_cfg.data_dir + "/" + next.status().message());
+  m_incarnation = *next;
   txlog::write_file_atomic(m_cfg.data_dir + "/incarnation", std::to_string(m_incarnation) + "\n");
 
   if (m_cfg.advertise.empty())

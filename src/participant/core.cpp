@@ -77,6 +77,7 @@ void Core::recover(const txlog::Record& rec) {
       m_redo.push_back(std::move(it->second));
     if (it != m_prepared.end()) m_prepared.erase(it);
     if (rec.type == k_rec_aborted) remember_aborted(txid);
+    if (rec.type == k_rec_committed) remember_committed(txid);
   } else {
     fatal(fmt::format("participant log: unknown record type {}", rec.type));
   }
@@ -101,6 +102,7 @@ Actions Core::start(int64_t now, int64_t, const std::set<std::string>& applied) 
   for (auto it = m_prepared.begin(); it != m_prepared.end();) {
     // Crash after the store applied the commit but before the COMMITTED record: done.
     if (applied.count(it->first)) {
+      remember_committed(it->first);
       it = m_prepared.erase(it);
       continue;
     }
@@ -134,6 +136,15 @@ void Core::reply(Actions& out, ClientId c, ReplyMsg m) {
   if (c) out.list.push_back(act::Reply{c, std::move(m)});
 }
 
+void Core::remember_committed(const std::string& txid) {
+  if (!m_recent_committed.insert(txid).second) return;
+  m_recent_committed_order.push_back(txid);
+  if (m_recent_committed_order.size() > k_recent_aborted) {
+    m_recent_committed.erase(m_recent_committed_order.front());
+    m_recent_committed_order.pop_front();
+  }
+}
+
 void Core::remember_aborted(const std::string& txid) {
   if (!m_recent_aborted.insert(txid).second) return;
   m_recent_aborted_order.push_back(txid);
@@ -153,6 +164,8 @@ void Core::on(int64_t, int64_t wall, ev::Prepare& e, Actions& out) {
   }
   if (m_recent_aborted.count(m.txid))
     return reply(out, e.client, no("ABORTED", "transaction was already aborted here"));
+  // A late copy of the PREPARE of a transaction committed here: it voted YES already.
+  if (m_recent_committed.count(m.txid)) return reply(out, e.client, yes(0));
   // Locks first: a held lock is an immediate NO (no waiting, so no deadlock).
   for (auto& op : m.ops) {
     auto it = m_locks.find(op.key);
@@ -295,6 +308,7 @@ void Core::finish(std::map<std::string, Prepared>::iterator it, Actions& out) {
   }
   if (it->second.applied) {
     ++m_committed;
+    remember_committed(txid);
     if (auto w = m_commit_waiters.find(txid); w != m_commit_waiters.end()) {
       for (auto c : w->second) reply(out, c, protocol::Ack{});
       m_commit_waiters.erase(w);

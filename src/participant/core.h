@@ -201,6 +201,7 @@ class Core {
   void read(ClientId client, const std::string& key, int64_t now, int64_t deadline, Actions& out);
   void wake_readers(const std::vector<std::string>& keys, int64_t now, Actions& out);
   void remember_aborted(const std::string& txid);
+  void remember_committed(const std::string& txid);
   static void reply(Actions& out, ClientId c, ReplyMsg m);
   int64_t next_wake(int64_t now) const;
 
@@ -230,6 +231,8 @@ class Core {
   std::map<std::string, bool> m_heuristic;
   std::set<std::string> m_recent_aborted;
   std::deque<std::string> m_recent_aborted_order;
+  std::set<std::string> m_recent_committed;  // so a late duplicate PREPARE is not run again
+  std::deque<std::string> m_recent_committed_order;
   std::vector<Prepared> m_redo;  // recovery: committed in the log, in log order
   uint64_t m_redone = 0;
   uint64_t m_committed = 0;

@@ -14,20 +14,19 @@ std::unique_ptr<Log> Log::open(std::unique_ptr<File> file, const std::string& na
   std::string image;
   if (int e = file->read_all(&image))
     throw Error(fmt::format("cannot read log {}: {}", name, std::strerror(e)));
-  ScanResult r = scan(image);
-  if (r.corrupt)
-    throw Error(fmt::format(
-        "log {} is corrupt at byte offset {} (valid records follow the damage); refusing to "
-        "start: restore the file or move it aside knowingly",
-        name, r.corrupt_offset));
-  bool zeros = r.torn_tail && image.find_first_not_of('\0', r.valid_end) == std::string::npos;
-  if (zeros) {
+  Recovery r = recover_image(image);
+  if (!r.status)
+    throw Error(
+        fmt::format("log {} is {}; refusing to start: restore the file or move it aside "
+                    "knowingly",
+                    name, r.status.message()));
+  if (r.tail == Recovery::zeros) {
     // Preallocated space after the last record: the normal state of the file.
-    file->set_end(r.valid_end);
-  } else if (r.torn_tail) {
+    file->set_end(r.end);
+  } else if (r.tail == Recovery::torn) {
     log::warn("log {}: dropping torn tail of {} bytes at offset {} (a write was cut short)", name,
-              image.size() - r.valid_end, r.valid_end);
-    if (int e = file->truncate(r.valid_end))
+              r.dropped, r.end);
+    if (int e = file->truncate(r.end))
       throw Error(fmt::format("cannot truncate log {}: {}", name, std::strerror(e)));
   }
   *recovered = std::move(r.records);

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "common/crc32c.h"
 
 namespace tpc::txlog {
@@ -60,6 +62,25 @@ ScanResult scan(std::string_view img) {
   }
   r.torn_tail = true;
   return r;
+}
+
+Recovery recover_image(std::string_view image) {
+  Recovery out;
+  ScanResult r = scan(image);
+  if (r.corrupt) {
+    out.status = Status::error(
+        "CORRUPT", fmt::format("corrupt at byte offset {} (valid records follow the damage)",
+                               r.corrupt_offset));
+    return out;
+  }
+  out.records = std::move(r.records);
+  out.end = r.valid_end;
+  if (r.torn_tail) {
+    bool zeros = image.find_first_not_of('\0', r.valid_end) == std::string_view::npos;
+    out.tail = zeros ? Recovery::zeros : Recovery::torn;
+    if (!zeros) out.dropped = image.size() - r.valid_end;
+  }
+  return out;
 }
 
 Encoder& Encoder::u8(uint8_t v) {

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/status.h"
+
 namespace tpc::txlog {
 
 inline constexpr size_t k_header = 9;
@@ -37,6 +39,16 @@ struct ScanResult {
 //    record can be found, is a torn tail: the writer died mid-append; drop it.
 //  - a damaged record followed by a valid record is corruption in the middle: refuse.
 ScanResult scan(std::string_view image);
+
+// What a node recovers from its log image at startup (the rule of docs/log-format.md).
+struct Recovery {
+  std::vector<Record> records;                    // whole, valid records, in order
+  size_t end = 0;                                 // where the next append goes
+  enum Tail { clean, zeros, torn } tail = clean;  // zeros: preallocated space after `end`
+  size_t dropped = 0;  // torn: bytes of the torn tail, to be truncated with a warning
+  Status status;       // CORRUPT: damage in the middle, the node must refuse to start
+};
+Recovery recover_image(std::string_view image);
 
 // Payload helpers: little-endian fixed ints and length-prefixed strings.
 class Encoder {

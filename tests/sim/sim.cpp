@@ -1,0 +1,1122 @@
+// The simulated cluster: nodes running the real cores, clients, faults, and the checker.
+#include "sim.h"
+
+#include <fmt/format.h>
+
+#include <memory>
+#include <stdexcept>
+
+#include "leader/core.h"
+#include "participant/core.h"
+#include "protocol/messages.h"
+#include "world.h"
+
+namespace tpc::sim {
+namespace {
+
+using protocol::Decision;
+using protocol::Op;
+using protocol::OpKind;
+
+struct Fatal : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+[[noreturn]] void throw_fatal(const std::string& m) { throw Fatal(m); }
+
+constexpr int64_t k_ms = 1000;  // simulated time is in microseconds
+
+enum Kind { K_LEADER, K_PART, K_CLIENT };
+
+// A connection from one endpoint to another, carrying requests one way and replies back.
+struct Chan {
+  Kind from_kind, to_kind;
+  int from, to;
+  bool up = false;
+  bool reconnecting = false;
+  uint64_t epoch = 0;
+  std::map<uint64_t, std::function<void(Result<std::string>)>> pending;  // request id -> cb
+};
+
+// Where a reply goes: a request that arrived on channel `chan` during `epoch`.
+struct Incoming {
+  int chan = -1;
+  uint64_t epoch = 0;
+  uint64_t req = 0;
+  std::string txid;  // PREPARE: the transaction voted on
+};
+
+struct LeaderNode {
+  bool alive = true;
+  uint64_t gen = 0;  // bumped at every crash: callbacks scheduled before it do nothing
+  std::unique_ptr<leader::Core> core;
+  SimLog log;
+  std::optional<std::string> incarnation_file;
+  int64_t tick_at = 0;
+  std::map<uint64_t, Incoming> waiting;
+  uint64_t next_client = 1;
+};
+
+struct PartNode {
+  bool alive = true;
+  uint64_t gen = 0;
+  std::unique_ptr<participant::Core> core;
+  SimLog log;
+  SimStore store;
+  int64_t tick_at = 0;
+  bool flush_scheduled = false;
+  std::map<uint64_t, Incoming> waiting;
+  uint64_t next_client = 1;
+  std::set<std::string> voted_yes;  // said YES, not yet seen finished
+  std::set<std::string> durable_prepared, durable_committed;
+};
+
+struct ClientTxn {
+  std::string rid;
+  std::vector<Op> ops;
+  uint64_t invoked = 0, answered = 0;  // event numbers
+  enum Outcome { open, committed, aborted } outcome = open;
+  std::string txid;
+};
+struct ClientRead {
+  std::string key;
+  std::optional<std::string> value;
+  uint64_t invoked = 0, answered = 0;
+};
+
+struct ClientNode {
+  int leader = 0;
+  int ops_left = 0;
+  int n = 0;
+  bool busy = false;
+  std::map<std::string, std::string> last_seen;  // key -> value, for check ops
+};
+
+struct TxnInfo {
+  std::string rid;
+  int leader = -1;
+  uint64_t decided_at = 0;  // event number when its COMMIT record became durable; 0: never
+  bool leader_aborted = false;
+  std::vector<Op> ops;  // all ops, from the leader's PREPAREs
+};
+
+class Cluster {
+ public:
+  explicit Cluster(const Options& opt) : m_opt(opt), m_rng(opt.seed) {}
+  Report run();
+
+ private:
+  // --- shape and setup
+  void setup();
+  int chan(Kind fk, int f, Kind tk, int t) const { return m_chan_index.at({fk, f, tk, t}); }
+  std::string name(Kind k, int i) const {
+    return fmt::format("{}{}", k == K_LEADER ? "L" : k == K_PART ? "P" : "C", i);
+  }
+  bool alive(Kind k, int i) const {
+    return k == K_CLIENT || (k == K_LEADER ? m_leaders[i].alive : m_parts[i].alive);
+  }
+  void trace(const std::string& who, const std::string& what);
+  void violation(const std::string& what);
+
+  // --- network
+  int64_t delay();
+  void request(int c, std::string line, std::function<void(Result<std::string>)> cb);
+  void deliver(int c, uint64_t id, uint64_t epoch, const std::string& line);
+  void reply(const Incoming& in, std::string line);
+  void reset(int c);
+  void reconnect(int c);
+  bool partitioned(const Chan& ch) const;
+
+  // --- nodes
+  void start_leader(int i);
+  void start_part(int j);
+  void crash(Kind k, int i);
+  void step_leader(int i, leader::Event e);
+  void exec_leader(int i, leader::Actions& a);
+  void step_part(int j, participant::Event e);
+  void exec_part(int j, participant::Actions& a);
+  void leader_line(int i, const std::string& line, Incoming in);
+  void part_line(int j, const std::string& line, Incoming in);
+  void append(Kind k, int i, SimLog& log, uint8_t type, std::string payload, std::string txid,
+              int mode, std::function<void()> done);
+  void sync(Kind k, int i);
+  void check_part(int j, bool restarted = false);
+  template <class F>
+  void at_node(Kind k, int i, int64_t t, F f);
+
+  // --- clients and faults
+  void client_next(int c);
+  void client_resolve(int c, size_t txn, int attempt);
+  void chaos();
+  void heal();
+
+  // --- checks at the end
+  void final_checks();
+
+  Options m_opt;
+  Rng m_rng;
+  Scheduler m_s;
+  Report m_result;
+  uint64_t m_stamp = 0;  // orders decisions, invocations and answers
+  uint64_t m_events = 0;
+  bool m_chaos = true;
+  bool m_aborted_run = false;
+  int m_replicas = 0;
+  int m_keys = 0;
+  double m_p_dup = 0, m_p_slow = 0;
+  std::vector<std::string> m_peers;
+  std::vector<LeaderNode> m_leaders;
+  std::vector<PartNode> m_parts;
+  std::vector<ClientNode> m_clients;
+  std::vector<Chan> m_chans;
+  std::map<std::tuple<Kind, int, Kind, int>, int> m_chan_index;
+  std::set<std::pair<int, int>> m_partitions;  // (leader, participant)
+  uint64_t m_next_req = 1;
+  std::map<std::string, TxnInfo> m_txns;
+  std::vector<ClientTxn> m_ctxns;
+  std::vector<ClientRead> m_creads;
+  std::map<std::string, size_t> m_ctxn_by_rid;
+};
+
+void Cluster::trace(const std::string& who, const std::string& what) {
+  if (!m_opt.trace) return;
+  m_result.trace +=
+      fmt::format("{:>12.3f} #{:<6} {:<3} {}\n", m_s.now_us() / 1000.0, m_events, who, what);
+}
+
+void Cluster::violation(const std::string& what) {
+  trace("!!", "VIOLATION " + what);
+  if (m_result.violations.size() < 20) m_result.violations.push_back(what);
+}
+
+// --- setup --------------------------------------------------------------------------------
+
+void Cluster::setup() {
+  int nl = m_rng.chance(0.3) ? 2 : 1;
+  int np = static_cast<int>(m_rng.range(2, 3));
+  m_replicas = np == 3 && m_rng.chance(0.4) ? static_cast<int>(m_rng.range(1, 2)) : 0;
+  int nc = static_cast<int>(m_rng.range(2, 4));
+  m_keys = static_cast<int>(m_rng.range(2, 6));
+  m_p_dup = m_rng.chance(0.5) ? 0.02 : 0;
+  m_p_slow = m_rng.chance(0.5) ? 0.03 : 0.002;
+  int ops = m_opt.ops_per_client ? m_opt.ops_per_client : static_cast<int>(m_rng.range(10, 30));
+  m_result.shape = fmt::format(
+      "{} leaders, {} participants, replicas {}, {} clients x {} ops, "
+      "{} keys",
+      nl, np, m_replicas ? std::to_string(m_replicas) : "all", nc, ops, m_keys);
+  trace("--", "cluster: " + m_result.shape);
+  for (int j = 0; j < np; ++j) m_peers.push_back(fmt::format("p{}:1", j));
+  m_leaders.resize(nl);
+  m_parts.resize(np);
+  m_clients.resize(nc);
+  auto add = [&](Kind fk, int f, Kind tk, int t) {
+    m_chan_index[{fk, f, tk, t}] = static_cast<int>(m_chans.size());
+    Chan ch;
+    ch.from_kind = fk;
+    ch.to_kind = tk;
+    ch.from = f;
+    ch.to = t;
+    m_chans.push_back(std::move(ch));
+  };
+  for (int i = 0; i < nl; ++i)
+    for (int j = 0; j < np; ++j) {
+      add(K_LEADER, i, K_PART, j);
+      add(K_PART, j, K_LEADER, i);
+    }
+  for (int c = 0; c < nc; ++c) {
+    for (int i = 0; i < nl; ++i) add(K_CLIENT, c, K_LEADER, i);
+    m_clients[c].leader = c % nl;
+    m_clients[c].ops_left = ops;
+  }
+  for (int j = 0; j < np; ++j) start_part(j);
+  for (int i = 0; i < nl; ++i) start_leader(i);
+  for (size_t c = 0; c < m_chans.size(); ++c) reconnect(static_cast<int>(c));
+  for (int c = 0; c < nc; ++c) m_s.after(m_rng.range(1, 20) * k_ms, [this, c] { client_next(c); });
+  m_s.after(m_rng.range(10, 300) * k_ms, [this] { chaos(); });
+}
+
+template <class F>
+void Cluster::at_node(Kind k, int i, int64_t t, F f) {
+  uint64_t gen = k == K_LEADER ? m_leaders[i].gen : m_parts[i].gen;
+  m_s.at(t, [this, k, i, gen, f = std::move(f)]() mutable {
+    uint64_t now_gen = k == K_LEADER ? m_leaders[i].gen : m_parts[i].gen;
+    if (!alive(k, i) || now_gen != gen) return;
+    f();
+  });
+}
+
+// --- network ------------------------------------------------------------------------------
+
+int64_t Cluster::delay() {
+  if (m_rng.chance(m_p_slow)) return m_rng.range(5 * k_ms, 80 * k_ms);  // reorders
+  return m_rng.range(50, 1500);
+}
+
+bool Cluster::partitioned(const Chan& ch) const {
+  if (ch.from_kind == K_CLIENT) return false;
+  int l = ch.from_kind == K_LEADER ? ch.from : ch.to;
+  int p = ch.from_kind == K_PART ? ch.from : ch.to;
+  return m_partitions.count({l, p}) > 0;
+}
+
+void Cluster::request(int c, std::string line, std::function<void(Result<std::string>)> cb) {
+  Chan& ch = m_chans[c];
+  if (!ch.up) {
+    m_s.after(0, [cb = std::move(cb)] { cb(Status::error("UNAVAILABLE", "connection down")); });
+    return;
+  }
+  uint64_t id = m_next_req++;
+  ch.pending[id] = std::move(cb);
+  uint64_t epoch = ch.epoch;
+  m_s.after(delay(), [this, c, id, epoch, line] { deliver(c, id, epoch, line); });
+  if (m_rng.chance(m_p_dup))  // a duplicate, as an application-level re-send would make
+    m_s.after(delay(), [this, c, epoch, line] { deliver(c, 0, epoch, line); });
+}
+
+void Cluster::deliver(int c, uint64_t id, uint64_t epoch, const std::string& line) {
+  Chan& ch = m_chans[c];
+  if (ch.epoch != epoch || !alive(ch.to_kind, ch.to)) return;
+  Incoming in{c, epoch, id, {}};
+  if (ch.to_kind == K_LEADER)
+    leader_line(ch.to, line, in);
+  else
+    part_line(ch.to, line, in);
+}
+
+void Cluster::reply(const Incoming& in, std::string line) {
+  if (in.req == 0) return;  // a duplicate's reply: nobody waits for it
+  int c = in.chan;
+  m_s.after(delay(), [this, c, in, line] {
+    Chan& ch = m_chans[c];
+    if (ch.epoch != in.epoch) return;
+    auto it = ch.pending.find(in.req);
+    if (it == ch.pending.end()) return;
+    auto cb = std::move(it->second);
+    ch.pending.erase(it);
+    cb(line);
+  });
+}
+
+void Cluster::reset(int c) {
+  Chan& ch = m_chans[c];
+  ++ch.epoch;
+  bool was_up = ch.up;
+  ch.up = false;
+  auto pending = std::move(ch.pending);
+  ch.pending.clear();
+  for (auto& [id, cb] : pending)
+    m_s.after(0, [cb = std::move(cb)] { cb(Status::error("UNAVAILABLE", "connection lost")); });
+  if (was_up && ch.from_kind == K_LEADER && m_leaders[ch.from].alive)
+    step_leader(ch.from, leader::ev::LinkDown{static_cast<size_t>(ch.to)});
+  if (!ch.reconnecting) {
+    ch.reconnecting = true;
+    m_s.after(m_rng.range(20, 300) * k_ms, [this, c] { reconnect(c); });
+  }
+}
+
+void Cluster::reconnect(int c) {
+  Chan& ch = m_chans[c];
+  ch.reconnecting = false;
+  if (ch.up) return;
+  if (!alive(ch.from_kind, ch.from) || !alive(ch.to_kind, ch.to) || partitioned(ch)) {
+    ch.reconnecting = true;
+    m_s.after(m_rng.range(50, 500) * k_ms, [this, c] { reconnect(c); });
+    return;
+  }
+  ch.up = true;
+  ++ch.epoch;
+  if (ch.from_kind == K_LEADER)
+    step_leader(ch.from, leader::ev::LinkUp{static_cast<size_t>(ch.to)});
+}
+
+// --- logs ---------------------------------------------------------------------------------
+
+// mode: 0 none, 1 force, 2 lazy.
+void Cluster::append(Kind k, int i, SimLog& log, uint8_t type, std::string payload,
+                     std::string txid, int mode, std::function<void()> done) {
+  SimLog::Pending p;
+  p.bytes = txlog::frame(type, payload);
+  p.type = type;
+  p.txid = std::move(txid);
+  p.done = std::move(done);
+  log.pending.push_back(std::move(p));
+  if (mode == 0 || log.sync_scheduled) return;
+  log.sync_scheduled = true;
+  // fdatasync: usually fast, sometimes slow; a lazy record waits up to 1 ms for company.
+  int64_t d = m_rng.chance(0.05) ? m_rng.range(2 * k_ms, 30 * k_ms) : m_rng.range(80, 600);
+  at_node(k, i, m_s.now_us() + d + (mode == 2 ? k_ms : 0), [this, k, i] { sync(k, i); });
+}
+
+void Cluster::sync(Kind k, int i) {
+  SimLog& log = k == K_LEADER ? m_leaders[i].log : m_parts[i].log;
+  auto batch = std::move(log.pending);
+  log.pending.clear();
+  log.sync_scheduled = false;
+  for (auto& p : batch) {
+    if (p.is_rewrite) {
+      log.durable = p.image;
+      continue;
+    }
+    log.durable += p.bytes;
+    if (k == K_LEADER && p.type == leader::k_rec_commit) {
+      auto& t = m_txns[p.txid];
+      if (!t.decided_at) {
+        t.decided_at = ++m_stamp;
+        if (t.leader_aborted)
+          violation("leader " + name(k, i) + " committed " + p.txid + " after it had aborted it");
+      }
+    }
+    if (k == K_PART && p.type == participant::k_rec_prepared)
+      m_parts[i].durable_prepared.insert(p.txid);
+    if (k == K_PART && p.type == participant::k_rec_committed)
+      m_parts[i].durable_committed.insert(p.txid);
+  }
+  trace(name(k, i), fmt::format("log sync: {} records durable", batch.size()));
+  for (auto& p : batch) {
+    bool still = k == K_LEADER ? m_leaders[i].alive : m_parts[i].alive;
+    if (p.done && still) p.done();
+  }
+}
+
+// --- leaders ------------------------------------------------------------------------------
+
+void Cluster::start_leader(int i) {
+  auto& n = m_leaders[i];
+  n.alive = true;
+  auto rec = txlog::recover_image(n.log.durable);
+  if (!rec.status) throw Fatal(name(K_LEADER, i) + " refuses to start: " + rec.status.message());
+  n.log.durable.resize(rec.end);
+  auto inc = leader::next_incarnation(n.incarnation_file);
+  if (!inc) throw Fatal(name(K_LEADER, i) + " refuses to start: " + inc.status().message());
+  n.incarnation_file = std::to_string(*inc);
+  leader::CoreConfig cfg;
+  cfg.id = fmt::format("{}", i + 1);
+  cfg.incarnation = *inc;
+  cfg.peers = m_peers;
+  cfg.replicas = static_cast<size_t>(m_replicas);
+  cfg.advertise = fmt::format("leader{}", i);
+  n.core = std::make_unique<leader::Core>(cfg);
+  for (auto& r : rec.records) n.core->recover(r);
+  trace(name(K_LEADER, i),
+        fmt::format("start: incarnation {}, {} records recovered{}", *inc, rec.records.size(),
+                    rec.tail == txlog::Recovery::torn ? ", torn tail dropped" : ""));
+  n.tick_at = 0;
+  auto a = n.core->start(m_s.now_us() / k_ms);
+  exec_leader(i, a);
+}
+
+void Cluster::step_leader(int i, leader::Event e) {
+  auto& n = m_leaders[i];
+  ++m_events;
+  std::string rid;
+  if (auto* t = std::get_if<leader::ev::Txn>(&e)) rid = t->rid;
+  if (m_opt.trace) {
+    std::string what = std::visit(
+        [](auto& x) -> std::string {
+          using T = std::decay_t<decltype(x)>;
+          if constexpr (std::is_same_v<T, leader::ev::Txn>) return "client TXN rid=" + x.rid;
+          if constexpr (std::is_same_v<T, leader::ev::Get>) return "client GET " + x.key;
+          if constexpr (std::is_same_v<T, leader::ev::Result>) return "client RESULT " + x.rid;
+          if constexpr (std::is_same_v<T, leader::ev::Outcome>) return "OUTCOME " + x.txid;
+          if constexpr (std::is_same_v<T, leader::ev::Vote>)
+            return fmt::format("vote of P{} for {}: {}", x.part, x.txid, protocol::encode(x.vote));
+          if constexpr (std::is_same_v<T, leader::ev::CommitReply>)
+            return fmt::format("COMMIT {} reply from P{}: {}", x.txid, x.part,
+                               x.acked ? "ACK" : "lost");
+          if constexpr (std::is_same_v<T, leader::ev::ReadReply>)
+            return fmt::format("READ reply from P{}: {}", x.part, protocol::encode(x.reply));
+          if constexpr (std::is_same_v<T, leader::ev::Durable>) return "durable COMMIT " + x.txid;
+          if constexpr (std::is_same_v<T, leader::ev::LinkUp>)
+            return fmt::format("link to P{} up", x.part);
+          if constexpr (std::is_same_v<T, leader::ev::LinkDown>)
+            return fmt::format("link to P{} down", x.part);
+          if constexpr (std::is_same_v<T, leader::ev::Tick>) return "tick";
+          return "log full";
+        },
+        e);
+    trace(name(K_LEADER, i), what);
+  }
+  leader::Actions a;
+  n.core->step(m_s.now_us() / k_ms, std::move(e), a);
+  for (auto& x : a.list)
+    if (auto* s = std::get_if<leader::act::Send>(&x))
+      if (auto* p = std::get_if<protocol::Prepare>(&s->msg)) {
+        auto& t = m_txns[p->txid];
+        t.leader = i;
+        if (!rid.empty()) t.rid = rid;
+        t.ops.insert(t.ops.end(), p->ops.begin(), p->ops.end());
+      }
+  exec_leader(i, a);
+}
+
+void Cluster::exec_leader(int i, leader::Actions& a) {
+  auto& n = m_leaders[i];
+  for (auto& x : a.list) {
+    if (auto* ap = std::get_if<leader::act::Append>(&x)) {
+      trace(name(K_LEADER, i),
+            fmt::format("  append type {} {}{}", ap->type, ap->txid, ap->force ? " (forced)" : ""));
+      std::function<void()> done;
+      if (ap->force)
+        done = [this, i, txid = ap->txid] { step_leader(i, leader::ev::Durable{txid, 1}); };
+      append(K_LEADER, i, n.log, ap->type, std::move(ap->payload), ap->txid, ap->force ? 1 : 0,
+             std::move(done));
+    } else if (auto* s = std::get_if<leader::act::Send>(&x)) {
+      std::string line = protocol::encode(s->msg);
+      trace(name(K_LEADER, i), fmt::format("  send P{}: {}", s->part, line.substr(0, 120)));
+      size_t p = s->part;
+      int c = chan(K_LEADER, i, K_PART, static_cast<int>(p));
+      if (auto* cm = std::get_if<protocol::Commit>(&s->msg)) {
+        auto& t = m_txns[cm->txid];
+        if (!t.decided_at)
+          violation("leader sent COMMIT for " + cm->txid + " with no durable decision");
+        request(c, line, [this, i, p, txid = cm->txid, gen = n.gen](Result<std::string> r) {
+          if (m_leaders[i].alive && m_leaders[i].gen == gen)
+            step_leader(i, leader::ev::CommitReply{txid, p, protocol::parse_ack(r)});
+        });
+      } else if (auto* ab = std::get_if<protocol::Abort>(&s->msg)) {
+        auto& t = m_txns[ab->txid];
+        t.leader_aborted = true;
+        if (t.decided_at) violation("leader sent ABORT for " + ab->txid + ", decided COMMIT");
+        request(c, line, [](Result<std::string>) {});
+      } else if (auto* pr = std::get_if<protocol::Prepare>(&s->msg)) {
+        request(c, line, [this, i, p, txid = pr->txid, gen = n.gen](Result<std::string> r) {
+          if (m_leaders[i].alive && m_leaders[i].gen == gen)
+            step_leader(i, leader::ev::Vote{txid, p, protocol::parse_vote(r)});
+        });
+      } else {
+        request(c, line, [this, i, p, id = s->read, gen = n.gen](Result<std::string> r) {
+          if (m_leaders[i].alive && m_leaders[i].gen == gen)
+            step_leader(i, leader::ev::ReadReply{id, p, protocol::parse_read_reply(r)});
+        });
+      }
+    } else if (auto* r = std::get_if<leader::act::Reply>(&x)) {
+      auto it = n.waiting.find(r->client);
+      if (it == n.waiting.end()) continue;
+      std::string line = leader::encode(r->reply);
+      trace(name(K_LEADER, i), "  reply: " + line);
+      if (r->reply.kind == leader::ClientReply::committed && !r->reply.txid.empty()) {
+        auto& t = m_txns[r->reply.txid];
+        if (!t.decided_at)
+          violation("leader told a client COMMITTED for " + r->reply.txid +
+                    " before its decision was durable");
+      }
+      if (!it->second.txid.empty()) {  // an OUTCOME query
+        auto& t = m_txns[it->second.txid];
+        if (r->reply.kind == leader::ClientReply::committed && !t.decided_at)
+          violation("leader answered COMMITTED to OUTCOME " + it->second.txid +
+                    " with no decision record");
+        if (r->reply.kind == leader::ClientReply::aborted) {
+          if (t.decided_at) {
+            for (auto& p : m_parts)
+              if (p.alive && p.core->find(it->second.txid) &&
+                  !p.core->find(it->second.txid)->applying)
+                violation("leader answered ABORTED to OUTCOME " + it->second.txid +
+                          ", decided COMMIT and still in doubt");
+          } else {
+            t.leader_aborted = true;
+          }
+        }
+      }
+      reply(it->second, line);
+      n.waiting.erase(it);
+    } else if (auto* rw = std::get_if<leader::act::Rewrite>(&x)) {
+      trace(name(K_LEADER, i), fmt::format("  rewrite log: {} live records", rw->live.size()));
+      SimLog::Pending p;
+      p.is_rewrite = true;
+      for (auto& rec : rw->live) p.image += txlog::frame(rec.type, rec.payload);
+      n.log.pending.push_back(std::move(p));
+    }
+  }
+  if (a.wake_at && (n.tick_at == 0 || a.wake_at < n.tick_at)) {
+    n.tick_at = a.wake_at;
+    at_node(K_LEADER, i, a.wake_at * k_ms, [this, i, t = a.wake_at] {
+      if (m_leaders[i].tick_at != t) return;
+      m_leaders[i].tick_at = 0;
+      step_leader(i, leader::ev::Tick{});
+    });
+  }
+  if (n.log.bytes() > 8192 && m_rng.chance(0.2)) {
+    bool queued = false;
+    for (auto& p : n.log.pending) queued |= p.is_rewrite;
+    if (!queued) step_leader(i, leader::ev::LogFull{});
+  }
+}
+
+void Cluster::leader_line(int i, const std::string& line, Incoming in) {
+  auto& n = m_leaders[i];
+  auto t = protocol::split(line);
+  uint64_t id = n.next_client++;
+  if (t[0] == "TXN") {
+    auto ops = protocol::parse_ops(t, 2);
+    if (!ops) return violation("leader could not parse " + line);
+    n.waiting[id] = in;
+    step_leader(i, leader::ev::Txn{id, std::string(t[1]), std::move(*ops), false});
+  } else if (t[0] == "GET") {
+    auto r = protocol::decode_read(t);
+    n.waiting[id] = in;
+    step_leader(i, leader::ev::Get{id, r->key});
+  } else if (t[0] == "RESULT") {
+    n.waiting[id] = in;
+    step_leader(i, leader::ev::Result{id, std::string(t[1])});
+  } else if (t[0] == "OUTCOME") {
+    in.txid = t[1];
+    n.waiting[id] = in;
+    step_leader(i, leader::ev::Outcome{id, std::string(t[1])});
+  } else {
+    violation("leader got " + line);
+  }
+}
+
+// --- participants -------------------------------------------------------------------------
+
+void Cluster::start_part(int j) {
+  auto& n = m_parts[j];
+  n.alive = true;
+  auto rec = txlog::recover_image(n.log.durable);
+  if (!rec.status) throw Fatal(name(K_PART, j) + " refuses to start: " + rec.status.message());
+  n.log.durable.resize(rec.end);
+  participant::CoreConfig cfg;
+  cfg.id = fmt::format("{}", j + 1);
+  n.core = std::make_unique<participant::Core>(cfg, n.store);
+  for (auto& r : rec.records) n.core->recover(r);
+  trace(name(K_PART, j),
+        fmt::format("start: {} records recovered{}", rec.records.size(),
+                    rec.tail == txlog::Recovery::torn ? ", torn tail dropped" : ""));
+  n.tick_at = 0;
+  n.flush_scheduled = false;
+  int64_t now = m_s.now_us() / k_ms;
+  auto a = n.core->start(now, now, n.store.applied_txids());
+  exec_part(j, a);  // the redo of lost commits is applied here
+  // A prepared participant never forgets: every YES it gave is still prepared (or applied).
+  for (auto& txid : n.voted_yes)
+    if (!n.core->find(txid) && !n.store.current().history.count(txid))
+      violation(name(K_PART, j) + " forgot " + txid + " after a restart, though it voted YES");
+  check_part(j, true);
+}
+
+void Cluster::step_part(int j, participant::Event e) {
+  auto& n = m_parts[j];
+  ++m_events;
+  if (m_opt.trace) {
+    std::string what = std::visit(
+        [](auto& x) -> std::string {
+          using T = std::decay_t<decltype(x)>;
+          if constexpr (std::is_same_v<T, participant::ev::Prepare>) return "PREPARE " + x.msg.txid;
+          if constexpr (std::is_same_v<T, participant::ev::Commit>) return "COMMIT " + x.txid;
+          if constexpr (std::is_same_v<T, participant::ev::Abort>) return "ABORT " + x.txid;
+          if constexpr (std::is_same_v<T, participant::ev::Read>) return "READ " + x.key;
+          if constexpr (std::is_same_v<T, participant::ev::Durable>)
+            return fmt::format("durable type {} {}", x.type, x.txid);
+          if constexpr (std::is_same_v<T, participant::ev::Applied>) return "applied";
+          if constexpr (std::is_same_v<T, participant::ev::Flush>) return "flush";
+          if constexpr (std::is_same_v<T, participant::ev::Outcome>)
+            return "outcome of " + x.txid + ": " +
+                   (x.decision ? protocol::encode(*x.decision) : std::string("lost"));
+          if constexpr (std::is_same_v<T, participant::ev::Tick>) return "tick";
+          if constexpr (std::is_same_v<T, participant::ev::Resolve>) return "resolve";
+          return "log full";
+        },
+        e);
+    trace(name(K_PART, j), what);
+  }
+  participant::Actions a;
+  int64_t now = m_s.now_us() / k_ms;
+  n.core->step(now, now, std::move(e), a);
+  exec_part(j, a);
+  check_part(j, true);
+}
+
+void Cluster::exec_part(int j, participant::Actions& a) {
+  auto& n = m_parts[j];
+  for (auto& x : a.list) {
+    if (auto* ap = std::get_if<participant::act::Append>(&x)) {
+      trace(name(K_PART, j), fmt::format("  append type {} {}", ap->type, ap->txid));
+      if (ap->type == participant::k_rec_aborted && n.voted_yes.count(ap->txid)) {
+        auto& t = m_txns[ap->txid];
+        if (t.decided_at)
+          violation(name(K_PART, j) + " aborted " + ap->txid + ", which its leader committed");
+        else if (!t.leader_aborted)
+          violation(name(K_PART, j) + " aborted " + ap->txid +
+                    " alone, after voting YES, without its leader's decision");
+      }
+      std::function<void()> done;
+      if (ap->mode != participant::act::Append::none)
+        done = [this, j, type = ap->type, txid = ap->txid] {
+          step_part(j, participant::ev::Durable{type, txid, 1});
+        };
+      append(K_PART, j, n.log, ap->type, std::move(ap->payload), ap->txid,
+             static_cast<int>(ap->mode), std::move(done));
+    } else if (auto* ap = std::get_if<participant::act::Apply>(&x)) {
+      for (auto& [txid, ops] : ap->batch) {
+        trace(name(K_PART, j), "  apply " + txid);
+        if (!m_txns[txid].decided_at)
+          violation(name(K_PART, j) + " applied " + txid + ", which its leader did not commit");
+        (void)n.store.apply(txid, ops);
+      }
+      if (m_rng.chance(0.3)) (void)n.store.make_durable();  // a checkpoint happened
+      step_part(j, participant::ev::Applied{});
+    } else if (auto* r = std::get_if<participant::act::Reply>(&x)) {
+      auto it = n.waiting.find(r->client);
+      if (it == n.waiting.end()) continue;
+      std::string line = participant::encode(r->msg);
+      trace(name(K_PART, j), "  reply: " + line);
+      if (auto* v = std::get_if<protocol::Vote>(&r->msg); v && v->kind == protocol::Vote::yes) {
+        const std::string& txid = it->second.txid;
+        if (!n.durable_prepared.count(txid))
+          violation(name(K_PART, j) + " voted YES on " + txid +
+                    " before its PREPARED record was durable");
+        n.voted_yes.insert(txid);
+      }
+      reply(it->second, line);
+      n.waiting.erase(it);
+    } else if (auto* q = std::get_if<participant::act::Ask>(&x)) {
+      trace(name(K_PART, j), "  ask " + q->leader_addr + " OUTCOME " + q->txid);
+      int l = -1;
+      for (size_t i = 0; i < m_leaders.size(); ++i)
+        if (q->leader_addr == fmt::format("leader{}", i)) l = static_cast<int>(i);
+      if (l < 0) {
+        violation("unknown leader address " + q->leader_addr);
+        continue;
+      }
+      request(chan(K_PART, j, K_LEADER, l), protocol::encode(protocol::OutcomeQuery{q->txid}),
+              [this, j, txid = q->txid, gen = n.gen](Result<std::string> r) {
+                if (m_parts[j].alive && m_parts[j].gen == gen)
+                  step_part(j, participant::ev::Outcome{txid, protocol::parse_decision(r)});
+              });
+    } else if (auto* rw = std::get_if<participant::act::Rewrite>(&x)) {
+      trace(name(K_PART, j), fmt::format("  rewrite log: {} live records", rw->live.size()));
+      (void)n.store.make_durable();
+      SimLog::Pending p;
+      p.is_rewrite = true;
+      for (auto& rec : rw->live) p.image += txlog::frame(rec.type, rec.payload);
+      n.log.pending.push_back(std::move(p));
+      uint64_t upto = n.store.applied_seq();
+      // The applied marks go once the rewrite is durable, at the next sync.
+      n.log.pending.push_back({});
+      n.log.pending.back().done = [this, j, upto] { (void)m_parts[j].store.prune_applied(upto); };
+    } else if (auto* note = std::get_if<participant::act::Note>(&x)) {
+      trace(name(K_PART, j), "  note: " + note->text);
+    }
+  }
+  if (a.wake_at && (n.tick_at == 0 || a.wake_at < n.tick_at)) {
+    n.tick_at = a.wake_at;
+    at_node(K_PART, j, a.wake_at * k_ms, [this, j, t = a.wake_at] {
+      if (m_parts[j].tick_at != t) return;
+      m_parts[j].tick_at = 0;
+      step_part(j, participant::ev::Tick{});
+    });
+  }
+  if (a.flush && !n.flush_scheduled) {
+    n.flush_scheduled = true;
+    at_node(K_PART, j, m_s.now_us() + m_rng.range(0, 300), [this, j] {
+      m_parts[j].flush_scheduled = false;
+      step_part(j, participant::ev::Flush{});
+    });
+  }
+  if (n.log.bytes() > 8192 && m_rng.chance(0.2)) {
+    bool queued = false;
+    for (auto& p : n.log.pending) queued |= p.is_rewrite;
+    if (!queued) step_part(j, participant::ev::LogFull{});
+  }
+}
+
+void Cluster::check_part(int j, bool restarted) {
+  auto& n = m_parts[j];
+  if (!n.alive) return;
+  if (auto s = n.core->check_invariants(); !s.empty()) violation(name(K_PART, j) + ": " + s);
+  // Locks are released only after the outcome is durable.
+  for (auto it = n.voted_yes.begin(); it != n.voted_yes.end();) {
+    if (n.core->find(*it)) {
+      ++it;
+      continue;
+    }
+    // (A restart finds the commits that reached the store done: they survived.)
+    if (!restarted && n.store.current().history.count(*it) && !n.durable_committed.count(*it) &&
+        !n.store.durable().history.count(*it))
+      violation(name(K_PART, j) + " released " + *it + " before its commit was durable");
+    it = n.voted_yes.erase(it);
+  }
+}
+
+void Cluster::part_line(int j, const std::string& line, Incoming in) {
+  auto& n = m_parts[j];
+  auto t = protocol::split(line);
+  uint64_t id = n.next_client++;
+  if (t[0] == "PREPARE") {
+    auto m = protocol::decode_prepare(t);
+    if (!m) return violation("participant could not parse " + line);
+    in.txid = m->txid;
+    n.waiting[id] = in;
+    step_part(j, participant::ev::Prepare{id, std::move(*m)});
+  } else if (t[0] == "COMMIT" || t[0] == "ABORT") {
+    auto txid = protocol::decode_txid_arg(t);
+    n.waiting[id] = in;
+    if (t[0] == "COMMIT")
+      step_part(j, participant::ev::Commit{id, *txid});
+    else
+      step_part(j, participant::ev::Abort{id, *txid});
+  } else if (t[0] == "READ") {
+    auto r = protocol::decode_read(t);
+    n.waiting[id] = in;
+    in.txid.clear();
+    step_part(j, participant::ev::Read{id, r->key});
+  } else {
+    violation("participant got " + line);
+  }
+}
+
+// --- crashes and faults -------------------------------------------------------------------
+
+void Cluster::crash(Kind k, int i) {
+  ++m_result.crashes;
+  SimLog& log = k == K_LEADER ? m_leaders[i].log : m_parts[i].log;
+  uint64_t unsynced = log.unsynced_bytes();
+  uint64_t keep = m_rng.chance(0.5) ? 0 : m_rng.below(unsynced + 1);
+  bool power_loss = m_rng.chance(0.5);
+  trace(name(k, i), fmt::format("CRASH (keeps {} of {} unsynced log bytes{})", keep, unsynced,
+                                power_loss ? ", store loses its unsynced commits" : ""));
+  log.crash(keep);
+  if (k == K_LEADER) {
+    // A COMMIT record that reached the disk by luck is a decision all the same.
+    for (auto& r : txlog::recover_image(log.durable).records) {
+      std::string txid, rid;
+      std::vector<size_t> parts;
+      if (r.type != leader::k_rec_commit || !leader::decode_commit(r.payload, &txid, &rid, &parts))
+        continue;
+      auto& t = m_txns[txid];
+      if (!t.decided_at) {
+        t.decided_at = ++m_stamp;
+        trace(name(k, i), "  the unforced COMMIT record of " + txid + " survived: decided");
+      }
+    }
+    auto& n = m_leaders[i];
+    n.alive = false;
+    ++n.gen;
+    n.core.reset();
+    n.waiting.clear();
+    n.tick_at = 0;
+  } else {
+    auto& n = m_parts[i];
+    n.alive = false;
+    ++n.gen;
+    n.core.reset();
+    n.waiting.clear();
+    n.tick_at = 0;
+    n.store.crash(power_loss);
+    // What the log lost is no longer durable.
+    n.durable_prepared.clear();
+    n.durable_committed.clear();
+    auto rec = txlog::recover_image(log.durable);
+    for (auto& r : rec.records) {
+      txlog::Decoder d(r.payload);
+      std::string txid;
+      if (!d.str(&txid)) continue;
+      if (r.type == participant::k_rec_prepared) n.durable_prepared.insert(txid);
+      if (r.type == participant::k_rec_committed) n.durable_committed.insert(txid);
+    }
+  }
+  for (size_t c = 0; c < m_chans.size(); ++c) {
+    auto& ch = m_chans[c];
+    if ((ch.from_kind == k && ch.from == i) || (ch.to_kind == k && ch.to == i))
+      reset(static_cast<int>(c));
+  }
+}
+
+void Cluster::chaos() {
+  if (!m_chaos) return;
+  ++m_result.faults;
+  uint64_t what = m_rng.below(10);
+  if (what < 4) {
+    // Crash a node, and restart it later (sometimes much later).
+    bool lead = m_rng.chance(0.4);
+    Kind k = lead ? K_LEADER : K_PART;
+    int i = static_cast<int>(m_rng.below(lead ? m_leaders.size() : m_parts.size()));
+    if (alive(k, i)) {
+      crash(k, i);
+      int64_t down = m_rng.chance(0.15) ? m_rng.range(10000, 15000) : m_rng.range(1, 3000);
+      m_s.after(down * k_ms, [this, k, i] {
+        if (alive(k, i)) return;
+        if (k == K_LEADER)
+          start_leader(i);
+        else
+          start_part(i);
+      });
+    }
+  } else if (what < 7) {
+    int c = static_cast<int>(m_rng.below(m_chans.size()));
+    trace("--", fmt::format("connection reset {}->{}", name(m_chans[c].from_kind, m_chans[c].from),
+                            name(m_chans[c].to_kind, m_chans[c].to)));
+    if (m_chans[c].up) reset(c);
+  } else {
+    int l = static_cast<int>(m_rng.below(m_leaders.size()));
+    int p = static_cast<int>(m_rng.below(m_parts.size()));
+    trace("--", fmt::format("partition L{} | P{}", l, p));
+    m_partitions.insert({l, p});
+    for (size_t c = 0; c < m_chans.size(); ++c)
+      if (m_chans[c].up && partitioned(m_chans[c])) reset(static_cast<int>(c));
+    m_s.after(m_rng.range(100, 5000) * k_ms, [this, l, p] {
+      trace("--", fmt::format("partition L{} | P{} healed", l, p));
+      m_partitions.erase({l, p});
+    });
+  }
+  m_s.after(m_rng.range(50, 1500) * k_ms, [this] { chaos(); });
+}
+
+void Cluster::heal() {
+  m_chaos = false;
+  m_partitions.clear();
+  trace("--", "heal: no more faults; every node restarted, every partition healed");
+  for (size_t i = 0; i < m_leaders.size(); ++i)
+    if (!m_leaders[i].alive) start_leader(static_cast<int>(i));
+  for (size_t j = 0; j < m_parts.size(); ++j)
+    if (!m_parts[j].alive) start_part(static_cast<int>(j));
+}
+
+// --- clients ------------------------------------------------------------------------------
+
+void Cluster::client_next(int c) {
+  auto& cl = m_clients[c];
+  if (cl.ops_left == 0) return;
+  --cl.ops_left;
+  cl.busy = true;
+  int ch = chan(K_CLIENT, c, K_LEADER, cl.leader);
+  auto key = [&] { return fmt::format("k{}", m_rng.below(static_cast<uint64_t>(m_keys))); };
+  auto value = [&] { return fmt::format("c{}.{}", c, cl.n); };
+  ++cl.n;
+  uint64_t kind = m_rng.below(100);
+  auto next = [this, c] {
+    m_clients[c].busy = false;
+    m_s.after(m_rng.range(0, 30) * k_ms, [this, c] { client_next(c); });
+  };
+  if (kind < 25) {
+    ClientRead rd{key(), std::nullopt, ++m_stamp, 0};
+    std::string line = protocol::LineBuilder("GET").arg(rd.key).str();
+    trace(name(K_CLIENT, c), line);
+    request(ch, line, [this, c, rd, next](Result<std::string> r) mutable {
+      auto rr = protocol::parse_read_reply(r);
+      trace(name(K_CLIENT, c), "got " + protocol::encode(rr));
+      if (rr.kind != protocol::ReadReply::error) {
+        rd.answered = ++m_stamp;
+        if (rr.kind == protocol::ReadReply::found) {
+          rd.value = rr.value;
+          m_clients[c].last_seen[rd.key] = rr.value;
+        }
+        m_creads.push_back(rd);
+      }
+      next();
+    });
+    return;
+  }
+  ClientTxn t;
+  t.rid = fmt::format("c{}-{}", c, cl.n);
+  t.invoked = ++m_stamp;
+  if (kind < 60) {
+    t.ops.push_back(Op{OpKind::put, key(), value()});
+  } else if (kind < 80) {
+    std::string a = key(), b = key();
+    t.ops.push_back(Op{OpKind::put, a, value()});
+    if (b != a) t.ops.push_back(Op{OpKind::put, b, value() + "b"});
+  } else if (kind < 92) {
+    std::string a = key();
+    auto seen = cl.last_seen.find(a);
+    if (seen != cl.last_seen.end())
+      t.ops.push_back(Op{OpKind::check, a, seen->second});
+    else
+      t.ops.push_back(Op{OpKind::absent, a, ""});
+    t.ops.push_back(Op{OpKind::put, a, value()});
+  } else {
+    t.ops.push_back(Op{OpKind::del, key(), ""});
+  }
+  protocol::LineBuilder b("TXN");
+  b.raw(t.rid);
+  protocol::append_ops(b, t.ops);
+  std::string line = b.str();
+  size_t idx = m_ctxns.size();
+  m_ctxn_by_rid[t.rid] = idx;
+  m_ctxns.push_back(t);
+  trace(name(K_CLIENT, c), line);
+  request(ch, line, [this, c, idx, next](Result<std::string> r) {
+    auto& t = m_ctxns[idx];
+    if (!r) {
+      trace(name(K_CLIENT, c), "lost: " + r.status().message() + "; will ask RESULT");
+      return client_resolve(c, idx, 0);
+    }
+    trace(name(K_CLIENT, c), "got " + *r);
+    auto tok = protocol::split(*r);
+    if (tok[0] == "COMMITTED") {
+      t.outcome = ClientTxn::committed;
+      t.txid = tok[1];
+      t.answered = ++m_stamp;
+      if (!m_txns[t.txid].decided_at)
+        violation("client " + t.rid + " told COMMITTED for " + t.txid +
+                  " with no durable decision");
+    } else if (tok[0] == "ABORTED") {
+      t.outcome = ClientTxn::aborted;
+      t.answered = ++m_stamp;
+    } else {
+      return client_resolve(c, idx, 0);
+    }
+    next();
+  });
+}
+
+void Cluster::client_resolve(int c, size_t idx, int attempt) {
+  m_s.after(m_rng.range(50, 400) * k_ms, [this, c, idx, attempt] {
+    auto& cl = m_clients[c];
+    std::string line = "RESULT " + m_ctxns[idx].rid;
+    trace(name(K_CLIENT, c), line);
+    request(chan(K_CLIENT, c, K_LEADER, cl.leader), line,
+            [this, c, idx, attempt](Result<std::string> r) {
+              auto& t = m_ctxns[idx];
+              auto tok = r ? protocol::split(*r) : std::vector<std::string_view>{};
+              trace(name(K_CLIENT, c), "got " + (r ? *r : r.status().message()));
+              if (!tok.empty() && tok[0] == "COMMITTED") {
+                t.outcome = ClientTxn::committed;
+                t.txid = tok[1];
+              } else if (!tok.empty() && tok[0] == "ABORTED") {
+                t.outcome = ClientTxn::aborted;
+              } else {
+                return client_resolve(c, idx, attempt + 1);  // pending, or lost: ask again
+              }
+              t.answered = ++m_stamp;
+              m_clients[c].busy = false;
+              m_s.after(m_rng.range(0, 30) * k_ms, [this, c] { client_next(c); });
+            });
+  });
+}
+
+// --- the run ------------------------------------------------------------------------------
+
+Report Cluster::run() {
+  set_fatal_hook(throw_fatal);
+  try {
+    setup();
+    // Load with faults until every client is done (bounded), then heal and let it settle.
+    const int64_t load_end = 120000 * k_ms;
+    auto clients_done = [&] {
+      for (auto& c : m_clients)
+        if (c.ops_left > 0 || c.busy) return false;
+      return true;
+    };
+    while (!clients_done() && m_s.run_one(load_end)) {
+    }
+    heal();
+    const int64_t settle_end = m_s.now_us() + 60000 * k_ms;
+    while (m_s.run_one(settle_end)) {
+    }
+    final_checks();
+  } catch (const Fatal& f) {
+    violation(std::string("a node stopped: ") + f.what());
+  }
+  set_fatal_hook(nullptr);
+  m_result.events = m_events;
+  m_result.txns = m_txns.size();
+  return std::move(m_result);
+}
+
+void Cluster::final_checks() {
+  // Liveness after healing: every client finished, nothing in doubt, nothing unacknowledged.
+  for (size_t c = 0; c < m_clients.size(); ++c)
+    if (m_clients[c].ops_left > 0 || m_clients[c].busy)
+      violation(fmt::format("client C{} did not finish after healing", c));
+  for (size_t j = 0; j < m_parts.size(); ++j)
+    for (auto& [txid, p] : m_parts[j].core->prepared())
+      violation(fmt::format("P{} still has {} prepared after healing", j, txid));
+  for (size_t i = 0; i < m_leaders.size(); ++i)
+    if (m_leaders[i].core->active() != 0)
+      violation(fmt::format("L{} still has {} active transactions after healing", i,
+                            m_leaders[i].core->active()));
+
+  // The committed history in decision order; it is the order of every key's writes.
+  std::vector<std::pair<uint64_t, std::string>> order;
+  for (auto& [txid, t] : m_txns)
+    if (t.decided_at) order.emplace_back(t.decided_at, txid);
+  std::sort(order.begin(), order.end());
+  // Per key: the sequence of (decided_at, value or nullopt) writes, starting absent.
+  std::map<std::string, std::vector<std::pair<uint64_t, std::optional<std::string>>>> writes;
+  auto value_before = [&](const std::string& key, uint64_t when) -> std::optional<std::string> {
+    std::optional<std::string> v;
+    for (auto& [at, w] : writes[key])
+      if (at < when) v = w;
+    return v;
+  };
+  for (auto& [at, txid] : order) {
+    auto& t = m_txns[txid];
+    // Conditions held at the decision (the transaction's locks kept them true since).
+    std::set<std::string> seen;
+    for (auto& op : t.ops) {
+      if (!seen.insert(op.key + "\x01" + op.value + std::to_string(static_cast<int>(op.kind)))
+               .second)
+        continue;
+      if (op.kind == OpKind::check && value_before(op.key, at) != op.value)
+        violation(
+            fmt::format("{} committed, but its check {} {} did not hold", txid, op.key, op.value));
+      if (op.kind == OpKind::absent && value_before(op.key, at))
+        violation(fmt::format("{} committed, but its absent {} did not hold", txid, op.key));
+    }
+    std::set<std::string> written;
+    for (auto& op : t.ops) {
+      if (!op.is_write() || !written.insert(op.key).second) continue;
+      writes[op.key].emplace_back(at,
+                                  op.kind == OpKind::put ? std::optional(op.value) : std::nullopt);
+    }
+  }
+  // Every owner holds the last committed value; non-owners hold nothing.
+  for (int k = 0; k < m_keys; ++k) {
+    std::string key = fmt::format("k{}", k);
+    auto want = value_before(key, UINT64_MAX);
+    auto owners = leader::place(m_peers, static_cast<size_t>(m_replicas), key);
+    for (size_t j = 0; j < m_parts.size(); ++j) {
+      auto it = m_parts[j].store.current().data.find(key);
+      std::optional<std::string> have;
+      if (it != m_parts[j].store.current().data.end()) have = it->second;
+      bool owner = std::find(owners.begin(), owners.end(), j) != owners.end();
+      if (owner && have != want)
+        violation(fmt::format("P{} holds {}={}, the last commit wrote {}", j, key,
+                              have.value_or("(absent)"), want.value_or("(absent)")));
+      if (!owner && have) violation(fmt::format("P{} holds {} but does not own it", j, key));
+    }
+  }
+  // Acknowledged commits are on every owner; aborted ones nowhere.
+  for (auto& t : m_ctxns) {
+    if (t.outcome == ClientTxn::committed) {
+      auto& info = m_txns[t.txid];
+      if (!info.decided_at) violation("acknowledged " + t.rid + " has no durable decision");
+      std::set<size_t> parts;
+      for (auto& op : info.ops)
+        for (auto p : leader::place(m_peers, static_cast<size_t>(m_replicas), op.key))
+          parts.insert(p);
+      for (auto p : parts)
+        if (!m_parts[p].store.current().history.count(t.txid))
+          violation(fmt::format("acknowledged {} ({}) was never applied on P{}", t.rid, t.txid, p));
+    } else if (t.outcome == ClientTxn::aborted) {
+      for (auto& [txid, info] : m_txns)
+        if (info.rid == t.rid && info.decided_at)
+          violation("client told " + t.rid + " aborted, but " + txid + " committed");
+    }
+  }
+  // Reads are linearizable: each returns the latest write decided before some point
+  // between its invocation and its answer.
+  for (auto& r : m_creads) {
+    auto& ws = writes[r.key];
+    bool ok = false;
+    // Candidate i: the i-th write (or the initial absent state, i = -1).
+    for (int i = -1; i < static_cast<int>(ws.size()) && !ok; ++i) {
+      std::optional<std::string> v = i < 0 ? std::nullopt : ws[i].second;
+      uint64_t from = i < 0 ? 0 : ws[i].first;
+      uint64_t until = i + 1 < static_cast<int>(ws.size()) ? ws[i + 1].first : UINT64_MAX;
+      ok = v == r.value && from < r.answered && until > r.invoked;
+    }
+    if (!ok)
+      violation(fmt::format("read of {} returned {} between events {} and {}: not linearizable",
+                            r.key, r.value.value_or("(absent)"), r.invoked, r.answered));
+  }
+}
+
+}  // namespace
+
+Report run(const Options& opt) {
+  Cluster c(opt);
+  return c.run();
+}
+
+}  // namespace tpc::sim
