@@ -11,6 +11,7 @@
 #include "common/util.h"
 #include "leader/server.h"
 #include "participant/server.h"
+#include "txlog/record.h"
 
 namespace tpc::cli {
 namespace asio = boost::asio;
@@ -25,9 +26,11 @@ void add_common(CLI::App* sub, Config& cfg, std::string& log_level) {
       ->capture_default_str();
   sub->add_option("--log-level", log_level, "debug, info, warn, error or off")
       ->capture_default_str();
-  sub->add_option("--max-line", cfg.max_line, "longest accepted request line, in bytes")
+  static_assert(protocol::k_max_line_limit + (1 << 20) < txlog::k_max_payload);
+  sub->add_option("--max-line", cfg.max_line,
+                  "longest accepted request line, in bytes (at most 32 MiB)")
       ->capture_default_str()
-      ->check(CLI::Range(size_t{64}, size_t{1} << 30));
+      ->check(CLI::Range(size_t{64}, protocol::k_max_line_limit));
   sub->add_option("--max-connections", cfg.max_connections,
                   "open connections accepted; more get ERR BUSY")
       ->capture_default_str()

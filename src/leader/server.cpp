@@ -58,8 +58,9 @@ Server::Server(asio::io_context& io, Config cfg)
   cc.resend_ms = m_cfg.resend_interval_ms;
   m_core = std::make_unique<Core>(std::move(cc));
   std::vector<txlog::Record> recovered;
-  m_log = txlog::Log::open(txlog::open_posix_file(m_cfg.data_dir + "/txlog"),
-                           m_cfg.data_dir + "/txlog", &recovered);
+  m_log =
+      txlog::Log::open(txlog::open_posix_file(m_cfg.data_dir + "/txlog"), m_cfg.data_dir + "/txlog",
+                       &recovered, txlog::Format{1, {k_rec_commit, k_rec_end, k_rec_rid}});
   for (auto& r : recovered) m_core->recover(r);
   log::info("incarnation {}; recovered {} log records; {} committed transactions to finish",
             m_incarnation, recovered.size(), m_core->active());

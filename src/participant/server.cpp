@@ -27,8 +27,9 @@ Server::Server(asio::io_context& io, Config cfg)
   cc.resolve_max_backoff_ms = m_cfg.resolve_max_backoff_ms;
   m_core = std::make_unique<Core>(std::move(cc), *m_store);
   std::vector<txlog::Record> recovered;
-  m_log = txlog::Log::open(txlog::open_posix_file(m_cfg.data_dir + "/txlog"),
-                           m_cfg.data_dir + "/txlog", &recovered);
+  m_log = txlog::Log::open(
+      txlog::open_posix_file(m_cfg.data_dir + "/txlog"), m_cfg.data_dir + "/txlog", &recovered,
+      txlog::Format{2, {k_rec_prepared, k_rec_committed, k_rec_aborted, k_rec_heuristic}});
   for (auto& r : recovered) m_core->recover(r);
   auto a = m_core->start(now_ms(), wall_ms(), m_store->applied_txids());
   execute(a);  // the redo is applied here, before anyone is served

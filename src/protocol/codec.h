@@ -18,6 +18,9 @@ namespace tpc::protocol {
 
 inline constexpr std::string_view k_version = "tpc/1";
 inline constexpr size_t k_default_max_line = 1 << 20;  // 1 MiB
+// The largest --max-line: a PREPARE of that size must fit in one log record (64 MiB) with room
+// to spare, or a participant could vote on what it cannot log.
+inline constexpr size_t k_max_line_limit = 32 << 20;  // 32 MiB
 inline constexpr size_t k_max_key = 4096;
 
 // Encodes `bytes` as one token.

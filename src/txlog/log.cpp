@@ -1,5 +1,6 @@
 #include "txlog/log.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -9,8 +10,19 @@
 
 namespace tpc::txlog {
 
+namespace {
+constexpr std::string_view k_magic = "TPCLOG";
+const char* role_name(uint8_t role) {
+  return role == 1 ? "leader" : role == 2 ? "participant" : "node";
+}
+}  // namespace
+
+std::string header_payload(uint8_t role) {
+  return std::string(k_magic) + static_cast<char>(role) + static_cast<char>(k_format_version);
+}
+
 std::unique_ptr<Log> Log::open(std::unique_ptr<File> file, const std::string& name,
-                               std::vector<Record>* recovered) {
+                               std::vector<Record>* recovered, const Format& format) {
   std::string image;
   if (int e = file->read_all(&image))
     throw Error(fmt::format("cannot read log {}: {}", name, std::strerror(e)));
@@ -29,14 +41,48 @@ std::unique_ptr<Log> Log::open(std::unique_ptr<File> file, const std::string& na
     if (int e = file->truncate(r.end))
       throw Error(fmt::format("cannot truncate log {}: {}", name, std::strerror(e)));
   }
-  *recovered = std::move(r.records);
-  std::unique_ptr<Log> log(new Log(std::move(file), name));
+  size_t first = 0;
+  if (!r.records.empty() && r.records[0].type == k_header_type) {
+    const std::string& h = r.records[0].payload;
+    if (h.size() != k_magic.size() + 2 || h.compare(0, k_magic.size(), k_magic) != 0)
+      throw Error(fmt::format("log {} has a damaged header; refusing to start", name));
+    uint8_t role = static_cast<uint8_t>(h[k_magic.size()]);
+    uint8_t version = static_cast<uint8_t>(h[k_magic.size() + 1]);
+    if (version != k_format_version)
+      throw Error(
+          fmt::format("log {} is in format version {}; this tpc reads version {}. "
+                      "Refusing to start: use the tpc that wrote it",
+                      name, version, k_format_version));
+    if (format.role && role != format.role)
+      throw Error(fmt::format("log {} belongs to a {}, not a {}; refusing to start", name,
+                              role_name(role), role_name(format.role)));
+    first = 1;
+  } else if (r.records.empty() && r.end == 0) {
+    // A new log: its header goes first, durably.
+    std::string h = frame(k_header_type, header_payload(format.role));
+    int e = file->append(h.data(), h.size());
+    if (!e) e = file->sync();
+    if (e) throw Error(fmt::format("cannot write log {}: {}", name, std::strerror(e)));
+  }
+  for (size_t i = first; i < r.records.size(); ++i) {
+    uint8_t t = r.records[i].type;
+    bool known = format.types.empty() ||
+                 std::find(format.types.begin(), format.types.end(), t) != format.types.end();
+    if (!known || t == k_header_type)
+      throw Error(
+          fmt::format("log {} holds a record of unknown type {} at byte offset {} "
+                      "(written by a newer tpc?); refusing to start",
+                      name, t, r.offsets[i]));
+  }
+  recovered->assign(std::make_move_iterator(r.records.begin() + static_cast<long>(first)),
+                    std::make_move_iterator(r.records.end()));
+  std::unique_ptr<Log> log(new Log(std::move(file), name, format));
   log->m_stats.records = recovered->size();
   return log;
 }
 
-Log::Log(std::unique_ptr<File> file, std::string name)
-    : m_file(std::move(file)), m_name(std::move(name)) {
+Log::Log(std::unique_ptr<File> file, std::string name, Format format)
+    : m_file(std::move(file)), m_name(std::move(name)), m_format(std::move(format)) {
   m_stats.bytes = m_file->size();
   m_thread = std::thread([this] { run(); });
 }
@@ -187,7 +233,7 @@ void Log::run() {
         lazy.clear();
         Item it = std::move(batch.front());
         batch.pop_front();
-        std::string content;
+        std::string content = frame(k_header_type, header_payload(m_format.role));
         for (auto& r : it.live) content += frame(r.type, r.payload);
         std::unique_ptr<File> next;
         try {

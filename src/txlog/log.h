@@ -27,16 +27,30 @@
 
 namespace tpc::txlog {
 
+// What a log holds: whose it is and which record types it may contain. Every log begins with
+// a header record (type k_header_type: magic "TPCLOG", role, format version) written when the
+// file is created and by every rewrite. A log without one was written before headers
+// existed and is read as version 1 (it gets one at its next rewrite).
+struct Format {
+  uint8_t role = 0;            // 1 leader, 2 participant; 0: any (tests)
+  std::vector<uint8_t> types;  // the record types of that role; empty: any (tests)
+};
+inline constexpr uint8_t k_header_type = 0x7F;
+inline constexpr uint8_t k_format_version = 1;
+std::string header_payload(uint8_t role);
+
 class Log {
  public:
   using Done = std::function<void()>;
   // Writes `content` as the new whole log durably and returns the new file (see rewrite()).
   using Replace = std::function<std::unique_ptr<File>(const std::string& content)>;
 
-  // Reads and scans `file`. A torn tail is truncated with a warning. Corruption in the middle
-  // throws tpc::Error naming `name` and the offset. Recovered records go to *recovered.
+  // Reads and scans `file`. A torn tail is truncated with a warning. Corruption in the middle,
+  // a header of another role or format version, and a record of a type `format` does not
+  // know all throw tpc::Error naming `name` (and the offset). Recovered records, without the
+  // header, go to *recovered. An empty file gets a durable header first.
   static std::unique_ptr<Log> open(std::unique_ptr<File> file, const std::string& name,
-                                   std::vector<Record>* recovered);
+                                   std::vector<Record>* recovered, const Format& format = {});
   ~Log();  // drains queued appends, then joins the writer thread
 
   void append(uint8_t type, std::string payload, bool force, Done done = {});
@@ -67,7 +81,7 @@ class Log {
   Stats stats() const;
 
  private:
-  Log(std::unique_ptr<File> file, std::string name);
+  Log(std::unique_ptr<File> file, std::string name, Format format);
   void run();
   struct Item;
   void enqueue(Item it);
@@ -83,6 +97,7 @@ class Log {
   };
   std::unique_ptr<File> m_file;  // used by the writer thread only after construction
   std::string m_name;
+  Format m_format;
   mutable std::mutex m_mutex;
   std::condition_variable m_cv;
   std::deque<Item> m_queue;

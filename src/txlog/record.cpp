@@ -28,6 +28,11 @@ size_t valid_at(std::string_view img, size_t off) {
 }  // namespace
 
 std::string frame(uint8_t type, std::string_view payload) {
+  // Callers check sizes where requests enter (a participant votes NO on what it cannot log):
+  // a record past the limit would be written, acknowledged, then dropped as torn at restart.
+  TPC_CHECK(payload.size() <= k_max_payload,
+            fmt::format("log record of {} bytes exceeds the {}-byte limit", payload.size(),
+                        k_max_payload));
   std::string out;
   out.reserve(k_header + payload.size());
   put32(out, 0);
@@ -47,13 +52,19 @@ ScanResult scan(std::string_view img) {
     if (n == 0) break;
     r.records.push_back(Record{static_cast<uint8_t>(img[off + 8]),
                                std::string(img.substr(off + k_header, n - k_header))});
+    r.offsets.push_back(off);
     off += n;
   }
   r.valid_end = off;
   if (off == img.size()) return r;
-  // Something damaged at `off`. If any whole valid record starts later, it is corruption in
-  // the middle; otherwise a torn tail.
-  for (size_t probe = off + 1; probe + k_header <= img.size(); ++probe) {
+  // Something damaged at `off`. Resynchronise at the end its header claims, again and again:
+  // a valid record there means the damage is in the middle.
+  size_t probe = off;
+  while (img.size() - probe >= k_header) {
+    uint32_t len = get32(img.data() + probe + 4);
+    if (len > k_max_payload || img.size() - probe - k_header < len) break;         // cut short
+    if (get32(img.data() + probe) == 0 && len == 0 && img[probe + 8] == 0) break;  // zeros
+    probe += k_header + len;
     if (valid_at(img, probe) != 0) {
       r.corrupt = true;
       r.corrupt_offset = off;
@@ -74,6 +85,7 @@ Recovery recover_image(std::string_view image) {
     return out;
   }
   out.records = std::move(r.records);
+  out.offsets = std::move(r.offsets);
   out.end = r.valid_end;
   if (r.torn_tail) {
     bool zeros = image.find_first_not_of('\0', r.valid_end) == std::string_view::npos;

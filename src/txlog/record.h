@@ -28,21 +28,27 @@ std::string frame(uint8_t type, std::string_view payload);
 
 struct ScanResult {
   std::vector<Record> records;
-  size_t valid_end = 0;    // bytes of the file that hold whole, valid records
-  bool torn_tail = false;  // bytes after valid_end are a half-written or damaged tail
-  bool corrupt = false;    // a damaged record is followed by valid ones: refuse to open
+  std::vector<size_t> offsets;  // byte offset of each record
+  size_t valid_end = 0;         // bytes of the file that hold whole, valid records
+  bool torn_tail = false;       // bytes after valid_end are a half-written or damaged tail
+  bool corrupt = false;         // a damaged record is followed by valid ones: refuse to open
   size_t corrupt_offset = 0;
 };
 
 // Scans a whole log image. The rule (as LevelDB's reader, LogCabin's segments):
-//  - a record that runs past the end of the file, or a damaged record after which no valid
-//    record can be found, is a torn tail: the writer died mid-append; drop it.
-//  - a damaged record followed by a valid record is corruption in the middle: refuse.
+//  - a record whose header is cut short or whose claimed length runs past the end of the
+//    file is a torn tail: the writer died mid-append; drop it.
+//  - a damaged record (bad checksum) is skipped by its claimed length (resynchronising
+//    there, as LevelDB's reader does); if a valid record follows it, the damage is in the
+//    middle: refuse; if only zeros or further damage follow, it is a torn tail.
+// Linear in the size of the image: a damaged tail is never searched byte by byte, so a value
+// that happens to hold a valid frame cannot pass for a record.
 ScanResult scan(std::string_view image);
 
 // What a node recovers from its log image at startup (the rule of docs/log-format.md).
 struct Recovery {
   std::vector<Record> records;                    // whole, valid records, in order
+  std::vector<size_t> offsets;                    // byte offset of each
   size_t end = 0;                                 // where the next append goes
   enum Tail { clean, zeros, torn } tail = clean;  // zeros: preallocated space after `end`
   size_t dropped = 0;  // torn: bytes of the torn tail, to be truncated with a warning

@@ -170,6 +170,19 @@ TEST_SUITE("cluster") {
     CHECK(r.code != 0);
     CHECK(r.err.find("in use") != std::string::npos);
   }
+
+  TEST_CASE("--max-line is capped below the log's record limit") {
+    // A larger line could carry a PREPARE that no log record can hold: the participant would
+    // vote YES on what it cannot remember.
+    for (const char* role : {"participant", "leader"}) {
+      std::vector<std::string> args{role, "--port", std::to_string(free_port()), "--max-line",
+                                    "1073741824", "--data-dir", "/nonexistent/never-created"};
+      if (std::string(role) == "leader") args.insert(args.end(), {"--peers", "127.0.0.1:1"});
+      auto r = run_tpc(args);
+      CHECK(r.code == 2);
+      CHECK(r.err.find("max-line") != std::string::npos);
+    }
+  }
 }
 
 TEST_SUITE("cluster") {

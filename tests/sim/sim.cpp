@@ -196,7 +196,7 @@ void Cluster::setup() {
   m_replicas = np == 3 && m_rng.chance(0.4) ? static_cast<int>(m_rng.range(1, 2)) : 0;
   int nc = static_cast<int>(m_rng.range(2, 4));
   m_keys = static_cast<int>(m_rng.range(2, 6));
-  m_p_dup = m_rng.chance(0.5) ? 0.02 : 0;
+  m_p_dup = m_rng.chance(0.5) ? 0.05 : 0;
   m_p_slow = m_rng.chance(0.5) ? 0.03 : 0.002;
   int ops = m_opt.ops_per_client ? m_opt.ops_per_client : static_cast<int>(m_rng.range(10, 30));
   m_result.shape = fmt::format(
@@ -268,8 +268,13 @@ void Cluster::request(int c, std::string line, std::function<void(Result<std::st
   ch.pending[id] = std::move(cb);
   uint64_t epoch = ch.epoch;
   m_s.after(delay(), [this, c, id, epoch, line] { deliver(c, id, epoch, line); });
-  if (m_rng.chance(m_p_dup))  // a duplicate, as an application-level re-send would make
-    m_s.after(delay(), [this, c, epoch, line] { deliver(c, 0, epoch, line); });
+  // A duplicate, as an application-level re-send would make; sometimes very late, after
+  // restarts, so stale COMMITs and ABORTs meet the transactions of a newer incarnation.
+  // (Not a client's request: a client never sends a request again, it asks RESULT.)
+  if (ch.from_kind != K_CLIENT && m_rng.chance(m_p_dup)) {
+    int64_t d = m_rng.chance(0.5) ? delay() : m_rng.range(100 * k_ms, 3000 * k_ms);
+    m_s.after(d, [this, c, line] { deliver(c, 0, m_chans[c].epoch, line); });
+  }
 }
 
 void Cluster::deliver(int c, uint64_t id, uint64_t epoch, const std::string& line) {

@@ -1,6 +1,8 @@
 // Scripted scenarios of the leader core: events in, actions out, no I/O and no clock.
 #include <doctest/doctest.h>
 
+#include "fatal.h"
+
 #include "leader/core.h"
 
 using namespace tpc;
@@ -275,5 +277,32 @@ TEST_SUITE("leader") {
     auto sends = Driver::all<act::Send>(all.step(0, ev::Txn{2, "", ops, false}));
     REQUIRE(sends.size() == 3);
     for (auto& s : sends) CHECK(std::get<protocol::Prepare>(s.msg).ops.size() == ops.size());
+  }
+}
+
+TEST_SUITE("leader") {
+  TEST_CASE("recovery refuses records that pass the checksum but are malformed") {
+    auto refuses = [&](txlog::Record r) {
+      Core c(config());
+      return tpc::test::fatal_of([&] { c.recover(r); });
+    };
+    CHECK(refuses({k_rec_commit, encode_commit("L.1.1", "r", {0, 2})}).empty());
+    CHECK(refuses({k_rec_commit, encode_commit("L.1.1", "r", {0, 7})}).find("unknown peer") !=
+          std::string::npos);
+    std::string c = encode_commit("L.1.1", "r", {0, 1});
+    CHECK(refuses({k_rec_commit, c.substr(0, c.size() - 1)}).find("undecodable") !=
+          std::string::npos);
+    CHECK(refuses({k_rec_end, ""}).find("undecodable") != std::string::npos);
+    CHECK(refuses({k_rec_rid, txlog::Encoder().str("r").data()}).find("undecodable") !=
+          std::string::npos);
+    CHECK(refuses({9, ""}).find("unknown record type") != std::string::npos);
+  }
+
+  TEST_CASE("the incarnation is bumped at every start; a damaged file is refused") {
+    CHECK(*next_incarnation(std::nullopt) == 1);
+    CHECK(*next_incarnation(std::string("41\n")) == 42);
+    CHECK_FALSE(next_incarnation(std::string("")).is_ok());
+    CHECK_FALSE(next_incarnation(std::string("x7")).is_ok());
+    CHECK_FALSE(next_incarnation(std::string("0\n")).is_ok());
   }
 }

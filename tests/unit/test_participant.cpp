@@ -1,6 +1,8 @@
 // Scripted scenarios of the participant core: events in, actions out, no I/O and no clock.
 #include <doctest/doctest.h>
 
+#include "fatal.h"
+
 #include "participant/core.h"
 
 using namespace tpc;
@@ -282,5 +284,34 @@ TEST_SUITE("participant") {
     REQUIRE(decode_prepared(rw.live[0].payload, &p));
     CHECK(p.txid == "L.1.3");
     CHECK(rw.live[1].type == k_rec_heuristic);
+  }
+}
+
+// Checksum fix-ups, as LevelDB's log_test does: records whose frame is valid but whose
+// payload is not. Recovery must stop loudly, never guess.
+TEST_SUITE("participant") {
+  TEST_CASE("recovery refuses records that pass the checksum but are malformed") {
+    store::MemStore s;
+    Prepared p;
+    p.txid = "L.1.1";
+    p.leader = "L";
+    p.leader_addr = "a:1";
+    p.ops = put("k", "v");
+    std::string good = encode_prepared(p);
+    auto refuses = [&](txlog::Record r) {
+      Core c(CoreConfig{}, s);
+      return tpc::test::fatal_of([&] { c.recover(r); });
+    };
+    CHECK(refuses({k_rec_prepared, good}).empty());
+    CHECK(refuses({k_rec_prepared, good.substr(0, good.size() - 3)}).find("undecodable") !=
+          std::string::npos);
+    CHECK(refuses({k_rec_prepared, good + "x"}).find("undecodable") != std::string::npos);
+    std::string bad_kind = good;
+    bad_kind[bad_kind.size() - 1 - 4 - 1 - 4 - 1] = 9;  // the op kind byte
+    CHECK_FALSE(refuses({k_rec_prepared, bad_kind}).empty());
+    CHECK(refuses({k_rec_committed, ""}).find("undecodable") != std::string::npos);
+    CHECK(refuses({k_rec_heuristic, txlog::Encoder().str("L.1.1").data()}).find("undecodable") !=
+          std::string::npos);
+    CHECK(refuses({42, good}).find("unknown record type") != std::string::npos);
   }
 }

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
@@ -8,6 +9,7 @@
 #include <thread>
 
 #include "common/status.h"
+#include "fatal.h"
 #include "txlog/file.h"
 #include "txlog/log.h"
 
@@ -130,9 +132,10 @@ TEST_SUITE("txlog") {
   TEST_CASE("group commit: concurrent forced appends share syncs, none acknowledged before") {
     auto f = std::make_unique<MemFile>();
     auto* raw = f.get();
-    raw->block_sync = true;
     std::vector<Record> rec;
-    auto log = Log::open(std::move(f), "mem", &rec);
+    auto log = Log::open(std::move(f), "mem", &rec);  // writes and syncs the header
+    raw->block_sync = true;
+    int header_syncs = raw->syncs.load();
     constexpr int k_threads = 8, k_each = 50;
     std::atomic<int> acked{0};
     std::atomic<int> acked_before_durable{0};
@@ -163,10 +166,11 @@ TEST_SUITE("txlog") {
     log.reset();  // drains
     CHECK(acked.load() == k_threads * k_each);
     CHECK(acked_before_durable.load() == 0);
-    CHECK(syncs->load() >= 1);
+    CHECK(syncs->load() >= header_syncs + 1);
     CHECK(syncs->load() < k_threads * k_each / 4);
     auto r = scan(*durable);
-    CHECK(r.records.size() == static_cast<size_t>(k_threads * k_each));
+    CHECK(r.records.size() == static_cast<size_t>(k_threads * k_each) + 1);  // and the header
+    CHECK(r.records[0].type == k_header_type);
   }
 
   TEST_CASE("rewrite replaces the log with the live records only") {
@@ -189,9 +193,10 @@ TEST_SUITE("txlog") {
     log.reset();
     CHECK(done.load());
     auto r = scan(*replaced);
-    REQUIRE(r.records.size() == 2);
-    CHECK(r.records[0] == Record{1, "keep"});
-    CHECK(r.records[1] == Record{2, "after"});
+    REQUIRE(r.records.size() == 3);
+    CHECK(r.records[0].type == k_header_type);  // a rewritten log begins with its header
+    CHECK(r.records[1] == Record{1, "keep"});
+    CHECK(r.records[2] == Record{2, "after"});
   }
 
   TEST_CASE("a rewrite is wanted past the threshold and twice what the last one left") {
@@ -245,7 +250,8 @@ TEST_SUITE("txlog") {
     auto log = Log::open(open_posix_file(path), path, &rec);
     REQUIRE(rec.size() == 2);
     CHECK(rec[1] == Record{2, "two"});
-    CHECK(log->stats().bytes == frame(1, "one").size() + frame(2, "two").size());
+    CHECK(log->stats().bytes == frame(k_header_type, header_payload(0)).size() +
+                                    frame(1, "one").size() + frame(2, "two").size());
     log->append(3, "three", true);  // goes right after the last record, not after the zeros
     log.reset();
     log = Log::open(open_posix_file(path), path, &rec);
@@ -328,7 +334,10 @@ TEST_SUITE("txlog") {
 
   TEST_CASE("a failed write (disk full) stops the process and acknowledges nothing") {
     struct FullDisk : MemFile {
-      int append(const char*, size_t) override { return ENOSPC; }
+      // The header of the new log goes through; the first record does not.
+      int append(const char* d, size_t n) override {
+        return data->empty() ? MemFile::append(d, n) : ENOSPC;
+      }
     };
     auto [code, acked] = run_failing_log<FullDisk>();
     CHECK(code == tpc::k_exit_storage_failure);
@@ -337,10 +346,104 @@ TEST_SUITE("txlog") {
 
   TEST_CASE("a failing fdatasync stops the process and acknowledges nothing") {
     struct FailingSync : MemFile {
-      int sync() override { return EIO; }
+      bool once = false;
+      int sync() override { return once ? EIO : (once = true, MemFile::sync()); }
     };
     auto [code, acked] = run_failing_log<FailingSync>();
     CHECK(code == tpc::k_exit_storage_failure);
     CHECK_FALSE(acked);
+  }
+}
+
+using tpc::test::fatal_of;
+
+TEST_SUITE("txlog") {
+  TEST_CASE("a record over the frame limit is refused where it is framed, never acknowledged") {
+    std::vector<Record> rec;
+    auto log = Log::open(std::make_unique<MemFile>(), "mem", &rec);
+    bool acked = false;
+    std::string big(k_max_payload + 1, 'x');
+    auto msg = fatal_of([&] { log->append(1, big, true, [&] { acked = true; }); });
+    CHECK(msg.find("exceeds") != std::string::npos);
+    log.reset();
+    CHECK_FALSE(acked);
+  }
+
+  TEST_CASE("a torn write whose value holds a valid frame is a torn tail, not corruption") {
+    // The last record's value is itself a whole frame; the write was cut inside it.
+    std::string inner = frame(1, "looks like a record");
+    std::string last = frame(1, "value:" + inner + std::string(64, 'z'));
+    auto img = frame(1, "first") + last.substr(0, last.size() - 40);
+    auto r = scan(img);
+    CHECK_FALSE(r.corrupt);
+    CHECK(r.torn_tail);
+    CHECK(r.records.size() == 1);
+    auto f = std::make_unique<MemFile>();
+    *f->data = img;
+    std::vector<Record> rec;
+    CHECK_NOTHROW(Log::open(std::move(f), "mem", &rec));
+    CHECK(rec.size() == 1);
+  }
+
+  TEST_CASE("a damaged tail is skipped by its claimed length, not searched byte by byte") {
+    // 256 KiB of adversarial garbage after the last record: every offset holds a header
+    // that claims a long record. The scan stays linear and calls it a torn tail.
+    std::string garbage;
+    for (int i = 0; i < 256 * 1024 / 8; ++i)
+      garbage += std::string("\x01\x02\x03\x04\xf0\xff\x00\x00", 8);
+    auto img = frame(1, "a") + garbage;
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = scan(img);
+    auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    CHECK(r.torn_tail);
+    CHECK(r.records.size() == 1);
+    MESSAGE("scan of a 256 KiB damaged tail: " << ms << " ms");
+  }
+
+  TEST_CASE("a damaged record followed by valid ones is corruption, found by resynchronising") {
+    auto img = image_of({{1, "a"}, {1, std::string(1000, 'b')}, {1, "c"}, {1, "d"}});
+    img[frame(1, "a").size() + 500] ^= 0x40;  // inside the second record's value
+    auto r = scan(img);
+    CHECK(r.corrupt);
+    CHECK(r.corrupt_offset == frame(1, "a").size());
+  }
+
+  TEST_CASE("a record of an unknown type with a valid checksum is refused loudly") {
+    auto f = std::make_unique<MemFile>();
+    *f->data = frame(k_header_type, header_payload(2)) + image_of({{1, "ok"}, {77, "future"}});
+    std::vector<Record> rec;
+    try {
+      Log::open(std::move(f), "mem", &rec, Format{2, {1, 2, 3, 4}});
+      FAIL("opened a log with an unknown record type");
+    } catch (const tpc::Error& e) {
+      CHECK(std::string(e.what()).find("unknown type 77") != std::string::npos);
+    }
+  }
+
+  TEST_CASE("every log begins with a header; another role's or version's log is refused") {
+    auto f = std::make_unique<MemFile>();
+    auto data = f->data;
+    std::vector<Record> rec;
+    Log::open(std::move(f), "mem", &rec, Format{1, {1, 2, 3}}).reset();
+    auto r = scan(*data);
+    REQUIRE(r.records.size() == 1);
+    CHECK(r.records[0].type == k_header_type);
+    auto g = std::make_unique<MemFile>();
+    *g->data = *data;
+    CHECK_THROWS_WITH_AS(Log::open(std::move(g), "mem", &rec, Format{2, {1, 2, 3, 4}}),
+                         doctest::Contains("belongs to a leader"), tpc::Error);
+    std::string newer = header_payload(1);
+    newer.back() = 9;
+    auto h = std::make_unique<MemFile>();
+    *h->data = frame(k_header_type, newer);
+    CHECK_THROWS_WITH_AS(Log::open(std::move(h), "mem", &rec, Format{1, {1, 2, 3}}),
+                         doctest::Contains("format version 9"), tpc::Error);
+    // A log from before headers is read as it is.
+    auto old = std::make_unique<MemFile>();
+    *old->data = image_of({{1, "x"}});
+    CHECK_NOTHROW(Log::open(std::move(old), "mem", &rec, Format{1, {1, 2, 3}}));
+    CHECK(rec.size() == 1);
   }
 }
