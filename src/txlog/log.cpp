@@ -1,6 +1,10 @@
 #include "txlog/log.h"
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <algorithm>
+
+#include <cstdlib>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -41,6 +45,12 @@ std::unique_ptr<Log> Log::open(std::unique_ptr<File> file, const std::string& na
     if (int e = file->truncate(r.end))
       throw Error(fmt::format("cannot truncate log {}: {}", name, std::strerror(e)));
   }
+  // What a crashed process wrote may still sit in the page cache only: make it durable before
+  // acting on it, or a power failure after the restart could take back a decision the node
+  // already re-sent (PostgreSQL fsyncs its data directory after a crash for the same reason).
+  if (r.end > 0)
+    if (int e = file->sync())
+      throw Error(fmt::format("cannot sync log {}: {}", name, std::strerror(e)));
   size_t first = 0;
   if (!r.records.empty() && r.records[0].type == k_header_type) {
     const std::string& h = r.records[0].payload;
@@ -83,8 +93,18 @@ std::unique_ptr<Log> Log::open(std::unique_ptr<File> file, const std::string& na
 
 Log::Log(std::unique_ptr<File> file, std::string name, Format format)
     : m_file(std::move(file)), m_name(std::move(name)), m_format(std::move(format)) {
+  if (std::getenv("TPC_TEST_RECORD_SYNCED"))
+    m_synced_fd = ::open((m_name + ".synced").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  record_synced();  // open() made the whole file durable
   m_stats.bytes = m_file->size();
   m_thread = std::thread([this] { run(); });
+}
+
+void Log::record_synced() {
+  if (m_synced_fd < 0) return;
+  std::string n = fmt::format("{:<20}\n", m_file->size());
+  ssize_t w = ::pwrite(m_synced_fd, n.data(), n.size(), 0);
+  (void)w;  // test instrumentation only
 }
 
 Log::~Log() {
@@ -94,6 +114,7 @@ Log::~Log() {
   }
   m_cv.notify_all();
   m_thread.join();
+  if (m_synced_fd >= 0) ::close(m_synced_fd);
 }
 
 void Log::enqueue(Item it) {
@@ -167,6 +188,7 @@ void Log::run() {
     if (!e) e = m_file->sync();
     if (e) fail("fdatasync", e);
     unsynced = false;
+    record_synced();
     std::lock_guard<std::mutex> g(m_mutex);
     ++m_stats.syncs;
   };
@@ -242,6 +264,7 @@ void Log::run() {
           fatal(fmt::format("log {}: rewrite failed: {}", m_name, ex.what()));
         }
         m_file = std::move(next);
+        record_synced();  // the replacement was synced whole
         {
           std::lock_guard<std::mutex> g(m_mutex);
           m_stats.records = it.live.size();

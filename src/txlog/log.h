@@ -9,6 +9,11 @@
 // after a failed fsync the file's durable content is unknown and retrying cannot fix that
 // (the rule LevelDB and PostgreSQL follow). On restart, open() recovers what is durable.
 //
+// For power-loss tests: with TPC_TEST_RECORD_SYNCED set in the environment, a log kept in the
+// file `name` writes, after every fdatasync, the length it covered to `name`.synced (a plain
+// write, not itself synced). A test that cuts the log back to that length after kill -9 sees
+// exactly what a power failure could leave.
+//
 // Threads: append(), rewrite() and stats() may be called from any thread. `done` callbacks run
 // on the log's writer thread and must be short (post to an executor).
 #pragma once
@@ -98,6 +103,8 @@ class Log {
   std::unique_ptr<File> m_file;  // used by the writer thread only after construction
   std::string m_name;
   Format m_format;
+  int m_synced_fd = -1;  // TPC_TEST_RECORD_SYNCED: where the synced length goes
+  void record_synced();
   mutable std::mutex m_mutex;
   std::condition_variable m_cv;
   std::deque<Item> m_queue;

@@ -175,8 +175,9 @@ TEST_SUITE("cluster") {
     // A larger line could carry a PREPARE that no log record can hold: the participant would
     // vote YES on what it cannot remember.
     for (const char* role : {"participant", "leader"}) {
-      std::vector<std::string> args{role, "--port", std::to_string(free_port()), "--max-line",
-                                    "1073741824", "--data-dir", "/nonexistent/never-created"};
+      std::vector<std::string> args{
+          role,         "--port",     std::to_string(free_port()), "--max-line",
+          "1073741824", "--data-dir", "/nonexistent/never-created"};
       if (std::string(role) == "leader") args.insert(args.end(), {"--peers", "127.0.0.1:1"});
       auto r = run_tpc(args);
       CHECK(r.code == 2);

@@ -179,6 +179,26 @@ TEST_SUITE("recovery") {
     CHECK(c.read_at(0, "k") == "v2");
   }
 
+  TEST_CASE("a failing fdatasync of the leader's decision stops it before anyone hears COMMIT") {
+    Cluster::Options o;
+    o.leader_env = {{"TPC_FAILPOINTS", "txlog/sync=1*error(EIO)"}};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    // The decision could not be made durable: the client must not be told it committed.
+    int code = c.client({"put", "k", "v"}).code;
+    CHECK(code == 4);
+    CHECK(c.leader()->wait_exit(5000) == 70);
+    CHECK(c.log_of_leader().find("fdatasync failed") != std::string::npos);
+    c.start_leader();
+    REQUIRE(c.wait_ready());
+    // Whatever reached the file is recovered and settled the same way on both participants.
+    CHECK(wait_for([&] { return no_doubt(c, 0) && no_doubt(c, 1); }, 10000));
+    CHECK(c.read_at(0, "k") == c.read_at(1, "k"));
+    CHECK(c.client({"put", "k", "v2"}).code == 0);
+    CHECK(c.read_at(0, "k") == "v2");
+    CHECK(c.read_at(1, "k") == "v2");
+  }
+
   TEST_CASE("the logs are compacted and stay bounded") {
     Cluster::Options o;
     o.leader_args = {"--log-compact-bytes", "4096"};

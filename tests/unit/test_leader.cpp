@@ -298,7 +298,7 @@ TEST_SUITE("leader") {
     CHECK(refuses({9, ""}).find("unknown record type") != std::string::npos);
   }
 
-  TEST_CASE("the incarnation is bumped at every start; a damaged file is refused") {
+  TEST_CASE("the incarnation is bumped at every start, a damaged file is refused") {
     CHECK(*next_incarnation(std::nullopt) == 1);
     CHECK(*next_incarnation(std::string("41\n")) == 42);
     CHECK_FALSE(next_incarnation(std::string("")).is_ok());

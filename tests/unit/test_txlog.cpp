@@ -422,7 +422,7 @@ TEST_SUITE("txlog") {
     }
   }
 
-  TEST_CASE("every log begins with a header; another role's or version's log is refused") {
+  TEST_CASE("every log begins with a header, another role's or version's log is refused") {
     auto f = std::make_unique<MemFile>();
     auto data = f->data;
     std::vector<Record> rec;
