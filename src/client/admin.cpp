@@ -37,16 +37,18 @@ std::optional<std::string> ask(const std::string& addr, const std::string& line,
 }
 
 std::string human_bytes(const std::string& s) {
-  if (s.empty()) return "-";
-  double b = std::stod(s);
+  auto n = parse_int(s);
+  if (!n) return "-";
+  double b = static_cast<double>(*n);
   const char* units[] = {"B", "KiB", "MiB", "GiB"};
   int u = 0;
   while (b >= 1024 && u < 3) b /= 1024, ++u;
   return u == 0 ? fmt::format("{:.0f} B", b) : fmt::format("{:.1f} {}", b, units[u]);
 }
 std::string human_ms(const std::string& s) {
-  if (s.empty()) return "-";
-  long long ms = std::stoll(s);
+  auto n = parse_int(s);
+  if (!n) return "-";
+  long long ms = *n;
   if (ms < 1000) return fmt::format("{}ms", ms);
   long long sec = ms / 1000;
   if (sec < 60) return fmt::format("{:.1f}s", ms / 1000.0);
@@ -113,8 +115,11 @@ std::map<std::string, InDoubt> collect(const std::vector<std::string>& parts,
       d.txid = std::string(t[i]);
       d.leader = std::string(t[i + 1]);
       d.leader_addr = std::string(t[i + 2]);
-      d.age_ms = std::stoll(std::string(t[i + 3]));
-      size_t nk = std::stoul(std::string(t[i + 4]));
+      auto age = parse_int(t[i + 3]);
+      auto count = parse_int(t[i + 4]);
+      if (!age || !count || *count < 0) break;  // a malformed reply: keep what was read
+      d.age_ms = *age;
+      size_t nk = static_cast<size_t>(*count);
       i += 5;
       auto& e = all[d.txid];
       if (e.txid.empty()) e = d;

@@ -1,5 +1,7 @@
 #include "common/util.h"
 
+#include <charconv>
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -61,5 +63,14 @@ void lock_data_dir(const std::string& dir) {
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0)
     throw Error(fmt::format("data directory {} is in use by another tpc process", dir));
   // The descriptor stays open (and locked) until the process exits.
+}
+}  // namespace tpc
+
+namespace tpc {
+std::optional<int64_t> parse_int(std::string_view text) {
+  int64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
+  return v;
 }
 }  // namespace tpc

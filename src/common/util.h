@@ -1,7 +1,9 @@
 // Small helpers shared by every role.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tpc {
@@ -13,6 +15,9 @@ int64_t wall_ms();
 int64_t now_us();
 // The non-empty items of a `sep`-separated list: "a,,b" -> {a, b}.
 std::vector<std::string> split_list(const std::string& text, char sep);
+// The decimal integer that is all of `text`; nullopt for anything else (never throws: for
+// numbers that come from peers).
+std::optional<int64_t> parse_int(std::string_view text);
 // Splits "HOST:PORT"; returns false when malformed.
 bool parse_host_port(const std::string& text, std::string* host, uint16_t* port);
 // Takes an exclusive flock on DIR/LOCK for the life of the process; throws tpc::Error when

@@ -69,7 +69,19 @@ SqliteStore::SqliteStore(const std::string& path) : m_path(path) {
   // No checkpoints on this connection: the checkpointer thread does them (see store.h).
   exec("PRAGMA wal_autocheckpoint=0");
   sqlite3_wal_hook(m_db, &SqliteStore::on_wal, this);
-  m_ckpt_thread = std::thread([this] { checkpointer(); });
+  // The checkpointer's connection is opened here, so a failure is a start-up error (and the
+  // thread never races the file's removal).
+  sqlite3* ckpt = nullptr;
+  if (sqlite3_open_v2(m_path.c_str(), &ckpt, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                      nullptr) != SQLITE_OK) {
+    sqlite3_close(ckpt);
+    throw Error("database " + m_path + ": the checkpointer cannot open it");
+  }
+  sqlite3_busy_timeout(ckpt, 5000);
+  // Opens the file for real (connections open lazily; a checkpoint on an unopened one is a
+  // silent no-op).
+  sqlite3_exec(ckpt, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
+  m_ckpt_thread = std::thread([this, ckpt] { checkpointer(ckpt); });
   m_prune = prepare("DELETE FROM applied WHERE seq <= ?1");
   {
     sqlite3_stmt* mx = prepare("SELECT coalesce(max(seq), 0) FROM applied");
@@ -93,17 +105,7 @@ int SqliteStore::on_wal(void* self, sqlite3*, const char*, int frames) {
   return SQLITE_OK;
 }
 
-void SqliteStore::checkpointer() {
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(m_path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) !=
-      SQLITE_OK) {
-    sqlite3_close(db);
-    fatal("database " + m_path + ": the checkpointer cannot open it");
-  }
-  sqlite3_busy_timeout(db, 5000);
-  // Opens the file for real (connections open lazily; a checkpoint on an unopened one is a
-  // silent no-op).
-  sqlite3_exec(db, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
+void SqliteStore::checkpointer(sqlite3* db) {
   while (true) {
     {
       std::unique_lock<std::mutex> lk(m_ckpt_mutex);
@@ -222,9 +224,16 @@ Status SqliteStore::make_durable() {
   // In WAL mode every commit is in the WAL; with synchronous=NORMAL it is not fsynced at
   // commit. One commit with synchronous=FULL fsyncs the WAL, and with it every earlier commit.
   // (Much cheaper than a checkpoint, which copies the WAL into the database file.)
-  exec("PRAGMA synchronous=FULL");
-  Status st = Status::ok();
-  if (!step_reset(m_begin)) st = fail("begin");
+  // After start-up, a failure is a Status (the caller stops with exit 70), never a throw.
+  auto pragma = [&](const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(m_db, sql, nullptr, nullptr, &err) == SQLITE_OK) return Status::ok();
+    Status s = Status::error("STORAGE", fmt::format("{}: {}", sql, err ? err : "?"));
+    sqlite3_free(err);
+    return s;
+  };
+  Status st = pragma("PRAGMA synchronous=FULL");
+  if (st && !step_reset(m_begin)) st = fail("begin");
   if (st) {
     char* err = nullptr;
     if (sqlite3_exec(m_db, "INSERT OR REPLACE INTO meta(k, v) VALUES('synced', 1)", nullptr,
@@ -236,8 +245,8 @@ Status SqliteStore::make_durable() {
       st = fail("sync commit");
     }
   }
-  exec("PRAGMA synchronous=NORMAL");
-  return st;
+  Status back = pragma("PRAGMA synchronous=NORMAL");
+  return st ? back : st;
 }
 
 Status SqliteStore::prune_applied(uint64_t upto) {

@@ -100,7 +100,7 @@ class SqliteStore : public Store {
   // Checkpoints run on a thread of their own, with a connection of their own, so copying
   // the WAL into the database never stalls the event loop (SQLite's checkpoints run
   // concurrently with writers in WAL mode).
-  void checkpointer();
+  void checkpointer(sqlite3* db);  // owns db
   static int on_wal(void* self, sqlite3* db, const char* name, int frames);
   std::thread m_ckpt_thread;
   std::mutex m_ckpt_mutex;

@@ -3,6 +3,7 @@
 #include <random>
 
 #include "protocol/codec.h"
+#include "protocol/messages.h"
 #include "protocol/ops.h"
 
 using namespace tpc::protocol;
@@ -98,5 +99,51 @@ TEST_SUITE("protocol") {
           std::string::npos);
     CHECK_FALSE(parse_ops(split("TXN -"), 2).is_ok());
     CHECK_FALSE(parse_ops(split("TXN - put \"\" v"), 2).is_ok());
+  }
+}
+
+#include "common/util.h"
+
+TEST_SUITE("protocol") {
+  TEST_CASE("numbers from peers are parsed without exceptions, whole or not at all") {
+    CHECK(tpc::parse_int("42") == 42);
+    CHECK(tpc::parse_int("-7") == -7);
+    CHECK_FALSE(tpc::parse_int(""));
+    CHECK_FALSE(tpc::parse_int("12x"));
+    CHECK_FALSE(tpc::parse_int("x"));
+    CHECK_FALSE(tpc::parse_int("99999999999999999999999"));
+  }
+
+  TEST_CASE("each reply has one parser: votes, acknowledgements, decisions, reads") {
+    using namespace tpc::protocol;
+    auto v = parse_vote(std::string("YES 123"));
+    CHECK(v.kind == Vote::yes);
+    CHECK(v.force_us == 123);
+    v = parse_vote(std::string("NO CHECK check k 1 failed: found 2"));
+    CHECK(v.kind == Vote::no);
+    CHECK(v.code == "CHECK");
+    CHECK(v.detail == "check k 1 failed: found 2");
+    CHECK(parse_vote(std::string("ERR PROTO bad")).kind == Vote::error);
+    CHECK(parse_vote(tpc::Status::error("UNAVAILABLE", "gone")).code == "UNAVAILABLE");
+    CHECK(parse_ack(std::string("ACK")));
+    CHECK_FALSE(parse_ack(std::string("ERR STATE x")));
+    CHECK(*parse_decision(std::string("COMMITTED")) == Decision::committed);
+    CHECK_FALSE(parse_decision(std::string("MAYBE")).is_ok());
+    auto r = parse_read_reply(std::string("VALUE a%20b"));
+    CHECK(r.kind == ReadReply::found);
+    CHECK(r.value == "a b");
+    CHECK(parse_read_reply(std::string("NOTFOUND")).kind == ReadReply::absent);
+    CHECK(parse_read_reply(std::string("ERR INDOUBT key k")).code == "INDOUBT");
+    // Every request struct survives its encode and decode.
+    Prepare p{
+        "1.2.3", "1", "127.0.0.1:5000", {{OpKind::put, "k k", "v\n"}, {OpKind::absent, "z", ""}}};
+    auto back = decode_prepare(split(encode(p)));
+    REQUIRE(back.is_ok());
+    CHECK(back->txid == p.txid);
+    CHECK(back->leader_addr == p.leader_addr);
+    CHECK(back->ops == p.ops);
+    CHECK(*decode_txid_arg(split(encode(Commit{"1.2.3"}))) == "1.2.3");
+    CHECK_FALSE(decode_txid_arg(split("COMMIT")).is_ok());
+    CHECK(decode_read(split(encode(Read{"a b"})))->key == "a b");
   }
 }

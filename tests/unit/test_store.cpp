@@ -34,15 +34,17 @@ TEST_SUITE("store") {
       CHECK(s.applied_seq() == 3);
       REQUIRE(s.make_durable());
     }
-    store::SqliteStore again(path);
-    CHECK(**again.get(nul_key) == "new");
-    CHECK(again.applied_txids() == std::set<std::string>{"t1", "t2", "t3"});
-    CHECK(again.applied_seq() == 3);
-    // Marks up to a sequence are pruned; the sequence keeps increasing.
-    REQUIRE(again.prune_applied(2));
-    CHECK(again.applied_txids() == std::set<std::string>{"t3"});
-    REQUIRE(again.apply("t4", {Op{OpKind::put, "z", "1"}}));
-    CHECK(again.applied_seq() == 4);
+    {
+      store::SqliteStore again(path);
+      CHECK(**again.get(nul_key) == "new");
+      CHECK(again.applied_txids() == std::set<std::string>{"t1", "t2", "t3"});
+      CHECK(again.applied_seq() == 3);
+      // Marks up to a sequence are pruned; the sequence keeps increasing.
+      REQUIRE(again.prune_applied(2));
+      CHECK(again.applied_txids() == std::set<std::string>{"t3"});
+      REQUIRE(again.apply("t4", {Op{OpKind::put, "z", "1"}}));
+      CHECK(again.applied_seq() == 4);
+    }
     std::filesystem::remove_all(dir);
   }
 }
