@@ -69,7 +69,7 @@ void Server::execute(Actions& a) {
     }
     last_commit_sent = commit_sent;
   }
-  arm(a.wake_at);
+  m_wake.arm(a.wake_at);
   if (ended && m_log->wants_rewrite(m_cfg.log_compact_bytes)) step(ev::LogFull{});
 }
 
@@ -93,17 +93,6 @@ void Server::send(act::Send& s, bool after_commit_send) {
   } else {
     link->request(encode(s.msg), [](Result<std::string>) {});  // ABORT: nothing to wait for
   }
-}
-
-void Server::arm(int64_t wake_at) {
-  if (wake_at == 0 || (m_wake_at != 0 && m_wake_at <= wake_at) || m_stopped) return;
-  m_wake_at = wake_at;
-  m_wake.expires_after(std::chrono::milliseconds(std::max<int64_t>(0, wake_at - now_ms())));
-  m_wake.async_wait([this](boost::system::error_code ec) {
-    if (ec) return;
-    m_wake_at = 0;
-    step(ev::Tick{});
-  });
 }
 
 void Server::record_trace(act::Trace& t) {

@@ -28,7 +28,10 @@ std::string read_small_file(const std::string& path, bool* exists) {
 }  // namespace
 
 Server::Server(asio::io_context& io, Config cfg)
-    : m_io(io), m_cfg(std::move(cfg)), m_started_ms(now_ms()), m_wake(io) {
+    : m_io(io),
+      m_cfg(std::move(cfg)),
+      m_started_ms(now_ms()),
+      m_wake(io, [this] { step(ev::Tick{}); }) {
   txlog::make_dirs(m_cfg.data_dir);
   lock_data_dir(m_cfg.data_dir);
   check_peers_file();

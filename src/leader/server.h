@@ -17,6 +17,7 @@
 #include "leader/core.h"
 #include "protocol/link.h"
 #include "protocol/session.h"
+#include "protocol/waker.h"
 #include "txlog/log.h"
 
 namespace tpc::leader {
@@ -50,7 +51,6 @@ class Server {
   void step(Event e);
   void execute(Actions& a);
   void send(act::Send& s, bool after_commit_send);
-  void arm(int64_t wake_at);
   void on_trace(const std::string& id, protocol::Reply reply, int64_t deadline_ms);
   void record_trace(act::Trace& t);
   void on_stats(protocol::Reply reply);
@@ -66,8 +66,7 @@ class Server {
   std::unique_ptr<protocol::Server> m_server;
   std::unordered_map<ClientId, protocol::Reply> m_waiting;  // client handle -> its reply
   ClientId m_next_client = 1;
-  boost::asio::steady_timer m_wake;
-  int64_t m_wake_at = 0;  // when m_wake fires; 0: not armed
+  protocol::Waker m_wake;  // the core's ticks
   struct Trace {
     int64_t start_us = 0;
     int64_t created_ms = 0;

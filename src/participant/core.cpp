@@ -10,7 +10,6 @@ namespace tpc::participant {
 using protocol::Decision;
 using protocol::OpKind;
 namespace {
-constexpr size_t k_recent_aborted = 10000;
 constexpr int64_t k_scan_ms = 100;  // how often in-doubt transactions are looked at
 
 protocol::Vote no(std::string code, std::string detail) {
@@ -76,8 +75,8 @@ void Core::recover(const txlog::Record& rec) {
     if (rec.type == k_rec_committed && it != m_prepared.end())
       m_redo.push_back(std::move(it->second));
     if (it != m_prepared.end()) m_prepared.erase(it);
-    if (rec.type == k_rec_aborted) remember_aborted(txid);
-    if (rec.type == k_rec_committed) remember_committed(txid);
+    if (rec.type == k_rec_aborted) m_recent_aborted.insert(txid);
+    if (rec.type == k_rec_committed) m_recent_committed.insert(txid);
   } else {
     fatal(fmt::format("participant log: unknown record type {}", rec.type));
   }
@@ -102,7 +101,7 @@ Actions Core::start(int64_t now, int64_t, const std::set<std::string>& applied) 
   for (auto it = m_prepared.begin(); it != m_prepared.end();) {
     // Crash after the store applied the commit but before the COMMITTED record: done.
     if (applied.count(it->first)) {
-      remember_committed(it->first);
+      m_recent_committed.insert(it->first);
       it = m_prepared.erase(it);
       continue;
     }
@@ -136,24 +135,6 @@ void Core::reply(Actions& out, ClientId c, ReplyMsg m) {
   if (c) out.list.push_back(act::Reply{c, std::move(m)});
 }
 
-void Core::remember_committed(const std::string& txid) {
-  if (!m_recent_committed.insert(txid).second) return;
-  m_recent_committed_order.push_back(txid);
-  if (m_recent_committed_order.size() > k_recent_aborted) {
-    m_recent_committed.erase(m_recent_committed_order.front());
-    m_recent_committed_order.pop_front();
-  }
-}
-
-void Core::remember_aborted(const std::string& txid) {
-  if (!m_recent_aborted.insert(txid).second) return;
-  m_recent_aborted_order.push_back(txid);
-  if (m_recent_aborted_order.size() > k_recent_aborted) {
-    m_recent_aborted.erase(m_recent_aborted_order.front());
-    m_recent_aborted_order.pop_front();
-  }
-}
-
 void Core::on(int64_t, int64_t wall, ev::Prepare& e, Actions& out) {
   auto& m = e.msg;
   if (auto it = m_prepared.find(m.txid); it != m_prepared.end()) {
@@ -162,10 +143,10 @@ void Core::on(int64_t, int64_t wall, ev::Prepare& e, Actions& out) {
     if (e.client) m_vote_waiters[m.txid].push_back(e.client);
     return;
   }
-  if (m_recent_aborted.count(m.txid))
+  if (m_recent_aborted.contains(m.txid))
     return reply(out, e.client, no("ABORTED", "transaction was already aborted here"));
   // A late copy of the PREPARE of a transaction committed here: it voted YES already.
-  if (m_recent_committed.count(m.txid)) return reply(out, e.client, yes(0));
+  if (m_recent_committed.contains(m.txid)) return reply(out, e.client, yes(0));
   // Locks first: a held lock is an immediate NO (no waiting, so no deadlock).
   for (auto& op : m.ops) {
     auto it = m_locks.find(op.key);
@@ -308,7 +289,7 @@ void Core::finish(std::map<std::string, Prepared>::iterator it, Actions& out) {
   }
   if (it->second.applied) {
     ++m_committed;
-    remember_committed(txid);
+    m_recent_committed.insert(txid);
     if (auto w = m_commit_waiters.find(txid); w != m_commit_waiters.end()) {
       for (auto c : w->second) reply(out, c, protocol::Ack{});
       m_commit_waiters.erase(w);
@@ -336,7 +317,7 @@ void Core::abort(const std::string& txid, ClientId client, Actions& out) {
           act::Note{act::Note::error, fmt::format("HEURISTIC MISMATCH: {} was committed by hand "
                                                   "(resolve --force) but its leader decided abort",
                                                   txid)});
-  remember_aborted(txid);
+  m_recent_aborted.insert(txid);
   if (it != m_prepared.end()) {
     out.list.push_back(
         act::Append{act::Append::none, k_rec_aborted, txlog::Encoder().str(txid).data(), txid});

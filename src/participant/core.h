@@ -36,6 +36,7 @@
 #include <variant>
 #include <vector>
 
+#include "common/recent.h"
 #include "protocol/messages.h"
 #include "store/store.h"
 #include "txlog/record.h"
@@ -200,8 +201,6 @@ class Core {
   void finish(std::map<std::string, Prepared>::iterator it, Actions& out);
   void read(ClientId client, const std::string& key, int64_t now, int64_t deadline, Actions& out);
   void wake_readers(const std::vector<std::string>& keys, int64_t now, Actions& out);
-  void remember_aborted(const std::string& txid);
-  void remember_committed(const std::string& txid);
   static void reply(Actions& out, ClientId c, ReplyMsg m);
   int64_t next_wake(int64_t now) const;
 
@@ -229,10 +228,9 @@ class Core {
   std::map<std::string, Query> m_queries;  // in-doubt txid -> outcome query state
   int64_t m_next_scan_ms = 0;
   std::map<std::string, bool> m_heuristic;
-  std::set<std::string> m_recent_aborted;
-  std::deque<std::string> m_recent_aborted_order;
-  std::set<std::string> m_recent_committed;  // so a late duplicate PREPARE is not run again
-  std::deque<std::string> m_recent_committed_order;
+  // Recently finished transactions, so a late duplicate PREPARE is not run again.
+  RecentSet<std::string> m_recent_aborted{10000};
+  RecentSet<std::string> m_recent_committed{10000};
   std::vector<Prepared> m_redo;  // recovery: committed in the log, in log order
   uint64_t m_redone = 0;
   uint64_t m_committed = 0;

@@ -77,7 +77,7 @@ void Server::execute(Actions& a) {
         log::info("{}", n->text);
     }
   }
-  arm(a.wake_at);
+  m_wake.arm(a.wake_at);
   if (a.flush && !m_flush_posted) {
     m_flush_posted = true;
     asio::post(m_io, [this] {
@@ -86,17 +86,6 @@ void Server::execute(Actions& a) {
     });
   }
   if (logged && m_log->wants_rewrite(m_cfg.log_compact_bytes)) step(ev::LogFull{});
-}
-
-void Server::arm(int64_t wake_at) {
-  if (wake_at == 0 || (m_wake_at != 0 && m_wake_at <= wake_at) || m_stopped) return;
-  m_wake_at = wake_at;
-  m_wake.expires_after(std::chrono::milliseconds(std::max<int64_t>(0, wake_at - now_ms())));
-  m_wake.async_wait([this](boost::system::error_code ec) {
-    if (ec) return;
-    m_wake_at = 0;
-    step(ev::Tick{});
-  });
 }
 
 void Server::rewrite(act::Rewrite& rw) {

@@ -16,7 +16,10 @@ using protocol::LineBuilder;
 using protocol::Reply;
 
 Server::Server(asio::io_context& io, Config cfg)
-    : m_io(io), m_cfg(std::move(cfg)), m_started_ms(now_ms()), m_wake(io) {
+    : m_io(io),
+      m_cfg(std::move(cfg)),
+      m_started_ms(now_ms()),
+      m_wake(io, [this] { step(ev::Tick{}); }) {
   txlog::make_dirs(m_cfg.data_dir);
   lock_data_dir(m_cfg.data_dir);
   m_store = std::make_unique<store::SqliteStore>(m_cfg.data_dir + "/data.db");

@@ -17,6 +17,7 @@
 #include "participant/core.h"
 #include "protocol/link.h"
 #include "protocol/session.h"
+#include "protocol/waker.h"
 #include "store/store.h"
 #include "txlog/log.h"
 
@@ -48,7 +49,6 @@ class Server {
   ClientId client(protocol::Reply reply);
   void step(Event e);
   void execute(Actions& a);
-  void arm(int64_t wake_at);
   void ask(const act::Ask& a);
   void rewrite(act::Rewrite& rw);
   void on_stats(protocol::Reply reply);
@@ -65,8 +65,7 @@ class Server {
   std::unordered_map<ClientId, protocol::Reply> m_waiting;  // client handle -> its reply
   ClientId m_next_client = 1;
   std::map<std::string, std::shared_ptr<protocol::Link>> m_leaders;  // address -> link
-  boost::asio::steady_timer m_wake;
-  int64_t m_wake_at = 0;  // when m_wake fires; 0: not armed
+  protocol::Waker m_wake;                                            // the core's ticks
   bool m_flush_posted = false;
   bool m_stopped = false;
 };
