@@ -10,6 +10,7 @@
 #include "client/connection.h"
 #include "common/util.h"
 #include "protocol/codec.h"
+#include "protocol/messages.h"
 
 namespace tpc::client {
 
@@ -260,14 +261,18 @@ int run_resolve(const Options& o, const std::string& txid, bool commit, bool for
   const InDoubt& d = it->second;
   const char* want = commit ? "commit" : "abort";
   // The leader's durable decision wins, whatever the operator asked.
-  auto outcome = ask(d.leader_addr, "OUTCOME " + txid);
+  auto outcome = ask(d.leader_addr, protocol::encode(protocol::OutcomeQuery{txid}));
   if (outcome) {
-    std::string w = std::string(protocol::split(*outcome).at(0));
-    if (w == "PENDING") {
+    auto decision = protocol::parse_decision(*outcome);
+    if (!decision) {
+      err << "leader " << d.leader_addr << ": " << decision.status().message() << "\n";
+      return k_unknown;
+    }
+    if (*decision == protocol::Decision::pending) {
       err << "leader " << d.leader_addr << " is still deciding " << txid << "; try again\n";
       return k_unknown;
     }
-    bool decided_commit = w == "COMMITTED";
+    bool decided_commit = *decision == protocol::Decision::committed;
     if (decided_commit != commit) {
       err << "refused: the leader's durable decision for " << txid << " is "
           << (decided_commit ? "commit" : "abort (no commit record: presumed abort)")
@@ -276,8 +281,9 @@ int run_resolve(const Options& o, const std::string& txid, bool commit, bool for
     }
     int done = 0;
     for (auto& h : d.holders)
-      done +=
-          ask(h, std::string(decided_commit ? "COMMIT " : "ABORT ") + txid).value_or("") == "ACK";
+      done += protocol::parse_ack(ask(h, decided_commit ? protocol::encode(protocol::Commit{txid})
+                                                        : protocol::encode(protocol::Abort{txid}))
+                                      .value_or(""));
     out << fmt::format("{} {} on {} participant(s), following leader {}'s decision\n",
                        decided_commit ? "committed" : "aborted", txid, done, d.leader);
     return done == static_cast<int>(d.holders.size()) ? k_ok : k_unknown;
@@ -292,7 +298,8 @@ int run_resolve(const Options& o, const std::string& txid, bool commit, bool for
       << d.leader_addr << "). If the leader decided otherwise, the participants will disagree; "
       << "the decision is recorded in each participant's log.\n";
   int done = 0;
-  for (auto& h : d.holders) done += ask(h, "RESOLVE " + txid + " " + want).value_or("") == "ACK";
+  for (auto& h : d.holders)
+    done += protocol::parse_ack(ask(h, "RESOLVE " + txid + " " + want).value_or(""));
   for (auto& x : down)
     err << "participant " << x << " is unreachable; if it holds " << txid
         << ", it will ask the leader when it returns\n";

@@ -10,6 +10,7 @@
 #include "client/connection.h"
 #include "common/util.h"
 #include "protocol/codec.h"
+#include "protocol/messages.h"
 
 namespace tpc::client {
 
@@ -17,18 +18,6 @@ namespace {
 std::mt19937_64& rng() {
   static thread_local std::mt19937_64 r{std::random_device{}() ^ static_cast<uint64_t>(now_us())};
   return r;
-}
-
-// "WORD CODE rest" -> rest
-std::string after_two(const std::string& line) {
-  auto s1 = line.find(' ');
-  if (s1 == std::string::npos) return {};
-  auto s2 = line.find(' ', s1 + 1);
-  return s2 == std::string::npos ? std::string() : line.substr(s2 + 1);
-}
-std::string word(const std::string& line, int n) {
-  auto t = protocol::split(line);
-  return n < static_cast<int>(t.size()) ? std::string(t[n]) : std::string();
 }
 
 // The connection was lost after the request was sent: ask the leader what became of `rid`
@@ -42,12 +31,12 @@ int resolve_lost(const Options& o, const std::string& rid, const std::string& wh
     if (c) {
       auto r = c->call("RESULT " + rid, 2000);
       if (r) {
-        auto w = word(*r, 0);
-        if (w == "COMMITTED") {
+        auto res = protocol::parse_txn_reply(r);
+        if (res.kind == protocol::TxnReply::committed) {
           out << "OK\n";
           return k_ok;
         }
-        if (w == "ABORTED") {
+        if (res.kind == protocol::TxnReply::aborted) {
           err << "aborted: connection lost and the leader has no commit decision for the "
                  "request (not applied)\n";
           return k_aborted;
@@ -109,14 +98,15 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
     }
     auto r = c->call(line.str(), o.timeout_ms);
     if (!r) return resolve_lost(o, rid, r.status().message(), out, err);
-    std::string w = word(*r, 0);
-    if (o.trace && (w == "COMMITTED" || w == "ABORTED")) print_trace(*c, rid, out);
-    if (w == "COMMITTED") {
+    auto res = protocol::parse_txn_reply(r);
+    using K = protocol::TxnReply;
+    if (o.trace && (res.kind == K::committed || res.kind == K::aborted)) print_trace(*c, rid, out);
+    if (res.kind == K::committed) {
       out << "OK\n";
       return k_ok;
     }
-    if (w == "ABORTED") {
-      std::string code = word(*r, 1);
+    if (res.kind == K::aborted) {
+      const std::string& code = res.code;
       if (code == "CONFLICT" && attempt < o.retries) {
         // A definite abort: safe to run again. Jittered exponential backoff.
         int base_ms = 5 << std::min(attempt, 6);
@@ -125,19 +115,19 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
         continue;
       }
       if (code == "CONFLICT")
-        err << "aborted: conflict: " << after_two(*r) << " (gave up after " << attempt + 1
+        err << "aborted: conflict: " << res.detail << " (gave up after " << attempt + 1
             << " attempts)\n";
       else if (code == "CHECK")
-        err << "aborted: condition failed: " << after_two(*r) << "\n";
+        err << "aborted: condition failed: " << res.detail << "\n";
       else
-        err << "aborted: " << code << ": " << after_two(*r) << "\n";
+        err << "aborted: " << code << ": " << res.detail << "\n";
       return k_aborted;
     }
-    if (w == "ERR" && word(*r, 1) == "PROTO") {
-      err << "bad request: " << after_two(*r) << "\n";
+    if (res.kind == K::error && res.code == "PROTO") {
+      err << "bad request: " << res.detail << "\n";
       return k_usage;
     }
-    if (w == "ERR" && word(*r, 1) == "PENDING") return resolve_lost(o, rid, *r, out, err);
+    if (res.kind == K::error && res.code == "PENDING") return resolve_lost(o, rid, *r, out, err);
     err << "error: " << *r << "\n";
     return k_unknown;
   }
@@ -154,29 +144,27 @@ int run_get(const Options& o, const std::string& key, std::ostream& out, std::os
     err << "unavailable: " << r.status().message() << "\n";
     return k_unknown;
   }
-  std::string w = word(*r, 0);
-  if (w == "VALUE") {
-    auto v = protocol::unescape(word(*r, 1));
-    if (!v) {
-      err << "bad reply from leader: " << *r << "\n";
-      return k_unknown;
-    }
-    out << (o.shell ? printable(*v) : *v) << "\n";
+  auto res = protocol::parse_read_reply(r);
+  if (res.kind == protocol::ReadReply::found) {
+    out << (o.shell ? printable(res.value) : res.value) << "\n";
     return k_ok;
   }
-  if (w == "NOTFOUND") {
+  if (res.kind == protocol::ReadReply::absent) {
     err << "not found\n";
     return k_not_found;
   }
-  std::string code = word(*r, 1);
-  if (code == "PROTO") {
-    err << "bad request: " << after_two(*r) << "\n";
+  if (res.code == "PROTO" && res.detail.rfind("unexpected reply", 0) == 0) {
+    err << "bad reply from leader: " << *r << "\n";
+    return k_unknown;
+  }
+  if (res.code == "PROTO") {
+    err << "bad request: " << res.detail << "\n";
     return k_usage;
   }
-  if (code == "INDOUBT")
-    err << "in doubt: " << after_two(*r) << "\n";
+  if (res.code == "INDOUBT")
+    err << "in doubt: " << res.detail << "\n";
   else
-    err << "unavailable: " << after_two(*r) << "\n";
+    err << "unavailable: " << res.detail << "\n";
   return k_unknown;
 }
 

@@ -163,4 +163,27 @@ ReadReply parse_read_reply(const Result<std::string>& line) {
   return r;
 }
 
+TxnReply parse_txn_reply(const Result<std::string>& line) {
+  TxnReply r;
+  if (!line) {
+    r.code = "UNAVAILABLE";
+    r.detail = line.status().message();
+    return r;
+  }
+  auto t = split(*line);
+  std::string_view w = t.empty() ? std::string_view() : t[0];
+  if (w == "COMMITTED" || w == "PENDING") {
+    r.kind = w == "COMMITTED" ? TxnReply::committed : TxnReply::pending;
+    if (t.size() > 1) r.txid = t[1];
+  } else if (w == "ABORTED" || (w == "ERR" && t.size() > 1)) {
+    r.kind = w == "ERR" ? TxnReply::error : TxnReply::aborted;
+    if (t.size() > 1) r.code = t[1];
+    r.detail = rest_after(*line, 2);
+  } else {
+    r.code = "PROTO";
+    r.detail = "unexpected reply: " + escape(*line);
+  }
+  return r;
+}
+
 }  // namespace tpc::protocol

@@ -60,6 +60,15 @@ struct ReadReply {
   std::string detail;
 };
 
+// To TXN, PUT, DEL (and RESULT): "COMMITTED [TXID]", "ABORTED [CODE TEXT]", "PENDING [TXID]"
+// or "ERR CODE TEXT". A lost connection is an error UNAVAILABLE.
+struct TxnReply {
+  enum Kind { committed, aborted, pending, error } kind = error;
+  std::string txid;    // committed, pending
+  std::string code;    // aborted, error
+  std::string detail;  // aborted, error
+};
+
 std::string encode(const Prepare& m);
 std::string encode(const Commit& m);
 std::string encode(const Abort& m);
@@ -83,6 +92,7 @@ Vote parse_vote(const Result<std::string>& line);
 bool parse_ack(const Result<std::string>& line);
 Result<Decision> parse_decision(const Result<std::string>& line);
 ReadReply parse_read_reply(const Result<std::string>& line);
+TxnReply parse_txn_reply(const Result<std::string>& line);
 
 // Text after the first `n` tokens of `line` (spaces kept), for "CODE TEXT" replies.
 std::string rest_after(std::string_view line, size_t n);

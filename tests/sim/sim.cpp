@@ -946,15 +946,15 @@ void Cluster::client_next(int c) {
       return client_resolve(c, idx, 0);
     }
     trace(name(K_CLIENT, c), "got " + *r);
-    auto tok = protocol::split(*r);
-    if (tok[0] == "COMMITTED") {
+    auto res = protocol::parse_txn_reply(r);
+    if (res.kind == protocol::TxnReply::committed) {
       t.outcome = ClientTxn::committed;
-      t.txid = tok[1];
+      t.txid = res.txid;
       t.answered = ++m_stamp;
       if (!m_txns[t.txid].decided_at)
         violation("client " + t.rid + " told COMMITTED for " + t.txid +
                   " with no durable decision");
-    } else if (tok[0] == "ABORTED") {
+    } else if (res.kind == protocol::TxnReply::aborted) {
       t.outcome = ClientTxn::aborted;
       t.answered = ++m_stamp;
     } else {
@@ -972,12 +972,12 @@ void Cluster::client_resolve(int c, size_t idx, int attempt) {
     request(chan(K_CLIENT, c, K_LEADER, cl.leader), line,
             [this, c, idx, attempt](Result<std::string> r) {
               auto& t = m_ctxns[idx];
-              auto tok = r ? protocol::split(*r) : std::vector<std::string_view>{};
+              auto res = protocol::parse_txn_reply(r);
               trace(name(K_CLIENT, c), "got " + (r ? *r : r.status().message()));
-              if (!tok.empty() && tok[0] == "COMMITTED") {
+              if (res.kind == protocol::TxnReply::committed) {
                 t.outcome = ClientTxn::committed;
-                t.txid = tok[1];
-              } else if (!tok.empty() && tok[0] == "ABORTED") {
+                t.txid = res.txid;
+              } else if (res.kind == protocol::TxnReply::aborted) {
                 t.outcome = ClientTxn::aborted;
               } else {
                 return client_resolve(c, idx, attempt + 1);  // pending, or lost: ask again

@@ -134,6 +134,17 @@ TEST_SUITE("protocol") {
     CHECK(r.value == "a b");
     CHECK(parse_read_reply(std::string("NOTFOUND")).kind == ReadReply::absent);
     CHECK(parse_read_reply(std::string("ERR INDOUBT key k")).code == "INDOUBT");
+    auto t = parse_txn_reply(std::string("COMMITTED 1.2.3"));
+    CHECK(t.kind == TxnReply::committed);
+    CHECK(t.txid == "1.2.3");
+    t = parse_txn_reply(std::string("ABORTED CHECK check k v failed: found w"));
+    CHECK(t.kind == TxnReply::aborted);
+    CHECK(t.code == "CHECK");
+    CHECK(t.detail == "check k v failed: found w");
+    CHECK(parse_txn_reply(std::string("PENDING 1.2.4")).kind == TxnReply::pending);
+    CHECK(parse_txn_reply(std::string("ERR PENDING x")).code == "PENDING");
+    CHECK(parse_txn_reply(std::string("")).code == "PROTO");
+    CHECK(parse_txn_reply(tpc::Status::error("UNAVAILABLE", "lost")).code == "UNAVAILABLE");
     // Every request struct survives its encode and decode.
     Prepare p{
         "1.2.3", "1", "127.0.0.1:5000", {{OpKind::put, "k k", "v\n"}, {OpKind::absent, "z", ""}}};
