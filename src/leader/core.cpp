@@ -206,16 +206,17 @@ void Core::on(int64_t now, ev::Txn& e, Actions& out) {
   t.trace = e.trace;
   t.deadline_ms = now + m_cfg.prepare_timeout_ms;
   m_deadlines.insert({t.deadline_ms, txid});
-  trace(txid, t,
-        fmt::format("begin {} at leader {} (incarnation {})", txid, m_cfg.id, m_cfg.incarnation),
-        out);
+  if (t.trace)
+    trace(txid, t,
+          fmt::format("begin {} at leader {} (incarnation {})", txid, m_cfg.id, m_cfg.incarnation),
+          out);
   // Each participant is sent only the ops on keys it owns: it locks, checks and stores those.
   std::map<size_t, std::vector<Op>> by_part;
   for (auto& op : e.ops)
     for (auto p : owners(op.key)) by_part[p].push_back(op);
   for (auto& [p, mine] : by_part) {
     t.parts.push_back(p);
-    trace(txid, t, "PREPARE sent to participant " + m_cfg.peers[p], out);
+    if (t.trace) trace(txid, t, "PREPARE sent to participant " + m_cfg.peers[p], out);
     out.list.push_back(
         act::Send{p, protocol::Prepare{txid, m_cfg.id, m_cfg.advertise, std::move(mine)}, 0});
   }
@@ -226,16 +227,16 @@ void Core::abort_txn(std::map<std::string, Txn>::iterator it, std::string code, 
                      Actions& out) {
   const std::string& txid = it->first;
   Txn& t = it->second;
-  trace(txid, t, "decision ABORT (" + code + "; not logged: presumed abort)", out);
+  if (t.trace) trace(txid, t, "decision ABORT (" + code + "; not logged: presumed abort)", out);
   // Tell every participant that may hold a prepare (voted YES, or not answered yet).
   for (auto p : t.parts) {
     auto v = t.votes.find(p);
     if (v == t.votes.end() || v->second) {
-      trace(txid, t, "ABORT sent to participant " + m_cfg.peers[p], out);
+      if (t.trace) trace(txid, t, "ABORT sent to participant " + m_cfg.peers[p], out);
       out.list.push_back(act::Send{p, protocol::Abort{txid}, 0});
     }
   }
-  trace(txid, t, "", out, true);
+  if (t.trace) trace(txid, t, "", out, true);
   if (t.client)
     out.list.push_back(
         act::Reply{t.client, reply(ClientReply::aborted, std::move(code), std::move(detail))});
@@ -255,20 +256,22 @@ void Core::on(int64_t, ev::Vote& e, Actions& out) {
   const std::string& who = m_cfg.peers[e.part];
   if (v.kind != protocol::Vote::yes) {
     t.votes[e.part] = false;
-    trace(e.txid, t,
-          (v.kind == protocol::Vote::no ? "vote NO from " : "no vote from ") + who + ": " + v.code +
-              " " + v.detail,
-          out);
+    if (t.trace)
+      trace(e.txid, t,
+            (v.kind == protocol::Vote::no ? "vote NO from " : "no vote from ") + who + ": " +
+                v.code + " " + v.detail,
+            out);
     // A reply that is not a vote (a participant's error) aborts as ERROR, with its text.
     return abort_txn(it, v.code, v.detail, out);
   }
   t.votes[e.part] = true;
-  trace(e.txid, t, fmt::format("vote YES from {} (log force {} us)", who, v.force_us), out);
+  if (t.trace)
+    trace(e.txid, t, fmt::format("vote YES from {} (log force {} us)", who, v.force_us), out);
   if (t.votes.size() < t.parts.size()) return;
   // All YES: the COMMIT record is the commit point; force it before telling anyone.
   t.phase = Phase::deciding;
   m_deadlines.erase({t.deadline_ms, e.txid});
-  trace(e.txid, t, "all votes YES; forcing the COMMIT record", out);
+  if (t.trace) trace(e.txid, t, "all votes YES; forcing the COMMIT record", out);
   out.list.push_back(
       act::Append{k_rec_commit, encode_commit(e.txid, t.rid, t.parts), true, e.txid});
 }
@@ -282,15 +285,17 @@ void Core::on(int64_t now, ev::Durable& e, Actions& out) {
   m_decided.insert(e.txid);
   if (!t.rid.empty()) remember(t.rid, Decision::committed, e.txid);
   ++m_committed;
-  trace(e.txid, t,
-        fmt::format("COMMIT record durable (log force {} us): the commit point", e.force_us), out);
+  if (t.trace)
+    trace(e.txid, t,
+          fmt::format("COMMIT record durable (log force {} us): the commit point", e.force_us),
+          out);
   if (t.client) {
     ClientReply r;
     r.kind = ClientReply::committed;
     r.txid = e.txid;
     out.list.push_back(act::Reply{t.client, std::move(r)});
     t.client = 0;
-    trace(e.txid, t, "client told COMMITTED", out);
+    if (t.trace) trace(e.txid, t, "client told COMMITTED", out);
   }
   for (auto p : t.parts) {
     t.unacked[p] = {0, m_cfg.resend_ms};
@@ -303,7 +308,7 @@ void Core::send_commit(const std::string& txid, Txn& t, size_t part, int64_t now
   if (!m_up[part]) return;  // sent when the link comes up
   pend.next_send_ms = now + pend.backoff_ms;
   pend.backoff_ms = std::min(pend.backoff_ms * 2, m_cfg.resend_max_ms);
-  trace(txid, t, "COMMIT sent to participant " + m_cfg.peers[part], out);
+  if (t.trace) trace(txid, t, "COMMIT sent to participant " + m_cfg.peers[part], out);
   out.list.push_back(act::Send{part, protocol::Commit{txid}, 0});
 }
 
@@ -313,11 +318,12 @@ void Core::on(int64_t, ev::CommitReply& e, Actions& out) {
   if (it == m_txns.end() || it->second.phase != Phase::committed) return;
   Txn& t = it->second;
   if (!t.unacked.erase(e.part)) return;
-  trace(e.txid, t, "COMMIT acknowledged by " + m_cfg.peers[e.part] + " (applied)", out);
+  if (t.trace)
+    trace(e.txid, t, "COMMIT acknowledged by " + m_cfg.peers[e.part] + " (applied)", out);
   if (!t.unacked.empty()) return;
   // Every participant's COMMITTED record is durable: nobody will ask about it again.
   out.list.push_back(act::Append{k_rec_end, txlog::Encoder().str(e.txid).data(), false, e.txid});
-  trace(e.txid, t, "END record written; transaction finished", out, true);
+  if (t.trace) trace(e.txid, t, "END record written; transaction finished", out, true);
   m_decided.erase(e.txid);
   m_txns.erase(it);
 }

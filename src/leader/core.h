@@ -228,6 +228,7 @@ class Core {
                  Actions& out);
   void send_commit(const std::string& txid, Txn& t, size_t part, int64_t now, Actions& out);
   void try_read(uint64_t id, Actions& out);
+  // Callers test t.trace first, so untraced transactions build no text.
   void trace(const std::string& txid, const Txn& t, std::string text, Actions& out,
              bool finished = false);
   void remember(const std::string& rid, protocol::Decision d, const std::string& txid);

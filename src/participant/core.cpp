@@ -89,14 +89,15 @@ Actions Core::start(int64_t now, int64_t, const std::set<std::string>& applied) 
   act::Apply redo;
   for (auto& p : m_redo) {
     if (applied.count(p.txid)) continue;
-    redo.batch.emplace_back(p.txid, std::move(p.ops));
+    redo.batch.emplace_back(p.txid, &p.ops);
     m_applying.push_back(p.txid);
     ++m_redone;
   }
-  m_redo.clear();
   if (!redo.batch.empty()) {
     m_redo_applying = true;
     out.list.push_back(std::move(redo));
+  } else {
+    m_redo.clear();
   }
   for (auto it = m_prepared.begin(); it != m_prepared.end();) {
     // Crash after the store applied the commit but before the COMMITTED record: done.
@@ -252,7 +253,7 @@ void Core::on(int64_t, int64_t, ev::Commit& e, Actions& out) { commit(e.txid, e.
 void Core::on(int64_t, int64_t, ev::Flush&, Actions& out) {
   if (!m_applying.empty() || m_commit_queue.empty()) return;  // next flush after Applied
   act::Apply a;
-  for (auto& txid : m_commit_queue) a.batch.emplace_back(txid, m_prepared.at(txid).ops);
+  for (auto& txid : m_commit_queue) a.batch.emplace_back(txid, &m_prepared.at(txid).ops);
   m_applying = std::move(m_commit_queue);
   m_commit_queue.clear();
   out.list.push_back(std::move(a));
@@ -264,6 +265,7 @@ void Core::on(int64_t, int64_t, ev::Applied&, Actions& out) {
   m_applying.clear();
   if (m_redo_applying) {
     m_redo_applying = false;  // recovery's redo: its COMMITTED records are in the log
+    m_redo.clear();
   } else {
     // The COMMITTED record is the durable proof of the commit (the store is not forced): it
     // shares the log's group fsync with concurrent PREPARED records. Only after it is

@@ -128,7 +128,8 @@ struct Append {
   std::string txid;
 };
 struct Apply {
-  std::vector<std::pair<std::string, std::vector<Op>>> batch;  // (txid, ops), in order
+  // (txid, ops), in order. The ops stay the core's: valid until the next step.
+  std::vector<std::pair<std::string, const std::vector<Op>*>> batch;
 };
 struct Reply {
   ClientId client = 0;

@@ -52,7 +52,7 @@ void Server::execute(Actions& a) {
       for (auto& [txid, ops] : ap->batch) failpoint::hit("participant/beforeApplyCommit", txid);
       Status st = m_store->begin_batch();
       for (auto& [txid, ops] : ap->batch)
-        if (st) st = m_store->apply(txid, ops);
+        if (st) st = m_store->apply(txid, *ops);
       if (st) st = m_store->end_batch();
       if (!st) fatal("cannot apply commits: " + st.to_string());
       step(ev::Applied{});

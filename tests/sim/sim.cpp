@@ -655,7 +655,7 @@ void Cluster::exec_part(int j, participant::Actions& a) {
         trace(name(K_PART, j), "  apply " + txid);
         if (!m_txns[txid].decided_at)
           violation(name(K_PART, j) + " applied " + txid + ", which its leader did not commit");
-        (void)n.store.apply(txid, ops);
+        (void)n.store.apply(txid, *ops);
       }
       if (m_rng.chance(0.3)) (void)n.store.make_durable();  // a checkpoint happened
       step_part(j, participant::ev::Applied{});

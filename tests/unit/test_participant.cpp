@@ -31,7 +31,7 @@ struct Driver {
         log.push_back({ap->type, ap->payload});
       } else if (auto* ap = std::get_if<act::Apply>(&x)) {
         REQUIRE(store.begin_batch());
-        for (auto& [txid, ops] : ap->batch) REQUIRE(store.apply(txid, ops));
+        for (auto& [txid, ops] : ap->batch) REQUIRE(store.apply(txid, *ops));
         REQUIRE(store.end_batch());
         step(ev::Applied{});
       } else if (auto* r = std::get_if<act::Reply>(&x)) {
