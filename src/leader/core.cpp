@@ -65,18 +65,19 @@ std::string encode_commit(const std::string& txid, const std::string& rid,
   return e.data();
 }
 
-bool decode_commit(const std::string& payload, std::string* txid, std::string* rid,
-                   std::vector<size_t>* parts) {
+Result<CommitRecord> decode_commit(const std::string& payload) {
+  const Status bad = Status::error("CORRUPT", "undecodable COMMIT record");
   txlog::Decoder d(payload);
+  CommitRecord c;
   uint64_t n;
-  if (!d.str(txid) || !d.str(rid) || !d.u64(&n) || n > 1u << 20) return false;
-  parts->clear();
+  if (!d.str(&c.txid) || !d.str(&c.rid) || !d.u64(&n) || n > 1u << 20) return bad;
   for (uint64_t i = 0; i < n; ++i) {
     uint64_t p;
-    if (!d.u64(&p)) return false;
-    parts->push_back(p);
+    if (!d.u64(&p)) return bad;
+    c.parts.push_back(p);
   }
-  return d.done();
+  if (!d.done()) return bad;
+  return c;
 }
 
 Core::Core(CoreConfig cfg) : m_cfg(std::move(cfg)), m_up(m_cfg.peers.size(), false) {
@@ -88,9 +89,12 @@ Core::Core(CoreConfig cfg) : m_cfg(std::move(cfg)), m_up(m_cfg.peers.size(), fal
 
 void Core::recover(const txlog::Record& rec) {
   if (rec.type == k_rec_commit) {
-    std::string txid;
+    auto c = decode_commit(rec.payload);
+    TPC_CHECK(c.is_ok(), c.status().message());
+    std::string txid = std::move(c->txid);
     Txn t;
-    TPC_CHECK(decode_commit(rec.payload, &txid, &t.rid, &t.parts), "undecodable COMMIT record");
+    t.rid = std::move(c->rid);
+    t.parts = std::move(c->parts);
     t.phase = Phase::committed;
     for (auto p : t.parts) {
       TPC_CHECK(p < m_cfg.peers.size(), "COMMIT record names unknown peer");

@@ -34,7 +34,7 @@
 
 namespace tpc::leader {
 
-using protocol::Op;
+using tpc::Op;
 
 enum RecordType : uint8_t {
   k_rec_commit = 1,  // txid, client request id, participant indices: forced before any reply
@@ -262,7 +262,11 @@ Result<uint64_t> next_incarnation(const std::optional<std::string>& file);
 
 std::string encode_commit(const std::string& txid, const std::string& rid,
                           const std::vector<size_t>& parts);
-bool decode_commit(const std::string& payload, std::string* txid, std::string* rid,
-                   std::vector<size_t>* parts);
+struct CommitRecord {
+  std::string txid, rid;
+  std::vector<size_t> parts;
+};
+// Error CORRUPT when `payload` is not a whole COMMIT record.
+Result<CommitRecord> decode_commit(const std::string& payload);
 
 }  // namespace tpc::leader

@@ -8,7 +8,7 @@
 namespace tpc::participant {
 
 using protocol::Decision;
-using protocol::OpKind;
+using tpc::OpKind;
 namespace {
 constexpr int64_t k_scan_ms = 100;  // how often in-doubt transactions are looked at
 
@@ -34,30 +34,33 @@ std::string encode_prepared(const Prepared& p) {
   return e.data();
 }
 
-bool decode_prepared(const std::string& payload, Prepared* p) {
+Result<Prepared> decode_prepared(const std::string& payload) {
+  const Status bad = Status::error("CORRUPT", "undecodable PREPARED record");
   txlog::Decoder d(payload);
+  Prepared p;
   uint64_t at, n;
-  if (!d.str(&p->txid) || !d.str(&p->leader) || !d.str(&p->leader_addr) || !d.u64(&at) ||
-      !d.u64(&n) || n > payload.size())
-    return false;
-  p->prepared_at_ms = static_cast<int64_t>(at);
-  p->ops.clear();
+  if (!d.str(&p.txid) || !d.str(&p.leader) || !d.str(&p.leader_addr) || !d.u64(&at) || !d.u64(&n) ||
+      n > payload.size())
+    return bad;
+  p.prepared_at_ms = static_cast<int64_t>(at);
   for (uint64_t i = 0; i < n; ++i) {
     uint8_t k;
     Op op;
-    if (!d.u8(&k) || k > 3 || !d.str(&op.key) || !d.str(&op.value)) return false;
+    if (!d.u8(&k) || k > 3 || !d.str(&op.key) || !d.str(&op.value)) return bad;
     op.kind = static_cast<OpKind>(k);
-    p->ops.push_back(std::move(op));
+    p.ops.push_back(std::move(op));
   }
-  return d.done();
+  if (!d.done()) return bad;
+  return p;
 }
 
 // --- recovery -----------------------------------------------------------------------------
 
 void Core::recover(const txlog::Record& rec) {
   if (rec.type == k_rec_prepared) {
-    Prepared p;
-    TPC_CHECK(decode_prepared(rec.payload, &p), "undecodable PREPARED record");
+    auto decoded = decode_prepared(rec.payload);
+    TPC_CHECK(decoded.is_ok(), decoded.status().message());
+    Prepared p = std::move(*decoded);
     p.durable = true;
     p.recovered = true;
     m_prepared[p.txid] = std::move(p);

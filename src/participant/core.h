@@ -43,7 +43,7 @@
 
 namespace tpc::participant {
 
-using protocol::Op;
+using tpc::Op;
 using ClientId = uint64_t;  // the executor's handle of a waiting request; 0: nobody waits
 
 // Log record types of a participant.
@@ -68,7 +68,8 @@ struct Prepared {
 };
 
 std::string encode_prepared(const Prepared& p);
-bool decode_prepared(const std::string& payload, Prepared* out);
+// Error CORRUPT when `payload` is not a whole PREPARED record.
+Result<Prepared> decode_prepared(const std::string& payload);
 
 struct CoreConfig {
   std::string id = "1";

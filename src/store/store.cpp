@@ -8,7 +8,7 @@
 
 namespace tpc::store {
 
-using protocol::OpKind;
+using tpc::OpKind;
 
 Result<std::optional<std::string>> MemStore::get(const std::string& key) {
   auto it = m_data.find(key);
@@ -27,7 +27,7 @@ Status MemStore::prune_applied(uint64_t upto) {
   return Status::ok();
 }
 
-Status MemStore::apply(const std::string& txid, const std::vector<protocol::Op>& ops) {
+Status MemStore::apply(const std::string& txid, const std::vector<Op>& ops) {
   // Like SqliteStore: no deduplication here (the caller applies a txid once), so a core bug
   // that applied twice would show in the data and in m_apply_calls.
   ++m_apply_calls;
@@ -255,7 +255,7 @@ Status SqliteStore::prune_applied(uint64_t upto) {
   return Status::ok();
 }
 
-Status SqliteStore::apply(const std::string& txid, const std::vector<protocol::Op>& ops) {
+Status SqliteStore::apply(const std::string& txid, const std::vector<Op>& ops) {
   bool own = !m_in_batch;
   if (own) {
     if (Status st = begin_batch(); !st) return st;

@@ -10,8 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/op.h"
 #include "common/status.h"
-#include "protocol/ops.h"
 
 struct sqlite3;
 struct sqlite3_stmt;
@@ -30,7 +30,7 @@ class Store {
   // The caller applies each txid at most once (the participant core guarantees it: only a
   // prepared, not yet applied transaction is applied; recovery skips applied_txids()).
   // Error STORAGE when the store cannot commit; the caller must stop.
-  virtual Status apply(const std::string& txid, const std::vector<protocol::Op>& ops) = 0;
+  virtual Status apply(const std::string& txid, const std::vector<Op>& ops) = 0;
   virtual uint64_t key_count() = 0;
   // Batching: apply() calls between begin_batch() and end_batch() share one durable store
   // transaction (one fsync). end_batch() returns STORAGE on failure (the caller must stop).
@@ -51,7 +51,7 @@ class MemStore : public Store {
  public:
   Result<std::optional<std::string>> get(const std::string& key) override;
   std::set<std::string> applied_txids() override;
-  Status apply(const std::string& txid, const std::vector<protocol::Op>& ops) override;
+  Status apply(const std::string& txid, const std::vector<Op>& ops) override;
   uint64_t key_count() override { return m_data.size(); }
   uint64_t applied_seq() override { return m_seq; }
   Status prune_applied(uint64_t upto) override;
@@ -72,7 +72,7 @@ class SqliteStore : public Store {
   ~SqliteStore() override;
   Result<std::optional<std::string>> get(const std::string& key) override;
   std::set<std::string> applied_txids() override;
-  Status apply(const std::string& txid, const std::vector<protocol::Op>& ops) override;
+  Status apply(const std::string& txid, const std::vector<Op>& ops) override;
   uint64_t key_count() override;
   Status begin_batch() override;
   Status end_batch() override;

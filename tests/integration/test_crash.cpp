@@ -60,7 +60,7 @@ void power_failure(Cluster& c) {
     std::error_code ec;
     if (std::filesystem::file_size(d + "/txlog", ec) > synced)
       std::filesystem::resize_file(d + "/txlog", synced, ec);
-    REQUIRE_FALSE(ec);
+    CHECK_FALSE(ec);  // not REQUIRE: client threads are running
   }
 }
 

@@ -783,10 +783,10 @@ void Cluster::crash(Kind k, int i) {
   if (k == K_LEADER) {
     // A COMMIT record that reached the disk by luck is a decision all the same.
     for (auto& r : txlog::recover_image(log.durable).records) {
-      std::string txid, rid;
-      std::vector<size_t> parts;
-      if (r.type != leader::k_rec_commit || !leader::decode_commit(r.payload, &txid, &rid, &parts))
-        continue;
+      if (r.type != leader::k_rec_commit) continue;
+      auto rec = leader::decode_commit(r.payload);
+      if (!rec) continue;
+      const std::string& txid = rec->txid;
       auto& t = m_txns[txid];
       if (!t.decided_at) {
         t.decided_at = ++m_stamp;

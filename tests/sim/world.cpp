@@ -36,11 +36,11 @@ std::set<std::string> SimStore::applied_txids() {
   return out;
 }
 
-Status SimStore::apply(const std::string& txid, const std::vector<protocol::Op>& ops) {
+Status SimStore::apply(const std::string& txid, const std::vector<Op>& ops) {
   for (auto& op : ops) {
-    if (op.kind == protocol::OpKind::put)
+    if (op.kind == OpKind::put)
       m_cur.data[op.key] = op.value;
-    else if (op.kind == protocol::OpKind::del)
+    else if (op.kind == OpKind::del)
       m_cur.data.erase(op.key);
   }
   m_cur.marks[txid] = ++m_cur.seq;

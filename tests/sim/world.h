@@ -99,7 +99,7 @@ class SimStore : public store::Store {
   };
   Result<std::optional<std::string>> get(const std::string& key) override;
   std::set<std::string> applied_txids() override;
-  Status apply(const std::string& txid, const std::vector<protocol::Op>& ops) override;
+  Status apply(const std::string& txid, const std::vector<Op>& ops) override;
   uint64_t key_count() override { return m_cur.data.size(); }
   uint64_t applied_seq() override { return m_cur.seq; }
   Status prune_applied(uint64_t upto) override;

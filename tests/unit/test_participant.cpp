@@ -280,9 +280,9 @@ TEST_SUITE("participant") {
     auto a = d.core.step(0, 0, ev::LogFull{});
     auto& rw = std::get<act::Rewrite>(a.list.at(0));
     REQUIRE(rw.live.size() == 2);
-    Prepared p;
-    REQUIRE(decode_prepared(rw.live[0].payload, &p));
-    CHECK(p.txid == "L.1.3");
+    auto p = decode_prepared(rw.live[0].payload);
+    REQUIRE(p.is_ok());
+    CHECK(p->txid == "L.1.3");
     CHECK(rw.live[1].type == k_rec_heuristic);
   }
 }

@@ -6,8 +6,8 @@
 #include "store/store.h"
 
 using namespace tpc;
-using protocol::Op;
-using protocol::OpKind;
+using tpc::Op;
+using tpc::OpKind;
 
 TEST_SUITE("store") {
   TEST_CASE("sqlite store keeps arbitrary bytes and applied marks across reopen") {
