@@ -19,10 +19,10 @@ void Server::step(Event e) {
 }
 
 void Server::execute(Actions& a) {
-  bool logged = false;
+  bool finished = false;  // a transaction ended: the log may have outgrown its threshold
   for (auto& action : a.list) {
     if (auto* ap = std::get_if<act::Append>(&action)) {
-      logged = true;
+      finished |= ap->type == k_rec_committed || ap->type == k_rec_aborted;
       const std::string& txid = ap->txid;
       uint8_t type = ap->type;
       if (ap->mode == act::Append::none) {
@@ -85,7 +85,7 @@ void Server::execute(Actions& a) {
       step(ev::Flush{});
     });
   }
-  if (logged && m_log->wants_rewrite(m_cfg.log_compact_bytes)) step(ev::LogFull{});
+  if (finished && m_log->wants_rewrite(m_cfg.log_compact_bytes)) step(ev::LogFull{});
 }
 
 void Server::rewrite(act::Rewrite& rw) {
