@@ -162,9 +162,10 @@ class Core {
 
   // --- recovery: every recovered record in order, then start() once.
   void recover(const txlog::Record& rec);
-  // Ends recovery. `applied` is the store's set of applied txids. Redoes, in log order, every
-  // commit whose COMMITTED record is in the log but whose apply the store lost (one Apply);
-  // re-takes the locks of every in-doubt transaction and asks its leader at once.
+  // Ends recovery. `applied` is the store's set of applied txids, read after the store was
+  // made durable (a transaction found applied is acknowledged as done from then on). Redoes, in log
+  // order, every commit whose COMMITTED record is in the log but whose apply the store lost (one
+  // Apply); re-takes the locks of every in-doubt transaction and asks its leader at once.
   Actions start(int64_t now_ms, int64_t wall_ms, const std::set<std::string>& applied);
 
   // Runs one event. `now_ms` is monotonic, `wall_ms` the wall clock (for prepared-at times).

@@ -34,6 +34,10 @@ Server::Server(asio::io_context& io, Config cfg)
       txlog::open_posix_file(m_cfg.data_dir + "/txlog"), m_cfg.data_dir + "/txlog", &recovered,
       txlog::Format{2, {k_rec_prepared, k_rec_committed, k_rec_aborted, k_rec_heuristic}});
   for (auto& r : recovered) m_core->recover(r);
+  // What a crashed process committed to SQLite may not be durable yet (synchronous=NORMAL):
+  // make it so before recovery counts those commits as done and acknowledges them.
+  if (Status st = m_store->make_durable(); !st)
+    throw Error("cannot make the store durable: " + st.to_string());
   auto a = m_core->start(now_ms(), wall_ms(), m_store->applied_txids());
   execute(a);  // the redo is applied here, before anyone is served
   log::info("recovered {} log records; {} commits redone; {} transactions in doubt",

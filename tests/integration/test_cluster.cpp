@@ -1,4 +1,4 @@
-// Issue: a working cluster. Real processes on free ports.
+// A working cluster. Real processes on free ports.
 #include <doctest/doctest.h>
 
 #include "harness.h"

@@ -1,4 +1,4 @@
-// Issue: operable by a newcomer. Drives tpc cluster, the shell, status, in-doubt tooling and
+// Operable by a newcomer. Drives tpc cluster, the shell, status, in-doubt tooling and
 // the man page as a user would.
 #include <doctest/doctest.h>
 

@@ -1,4 +1,4 @@
-// Issue: crash recovery. The original example's six failure scenarios, for real: real processes,
+// Crash recovery. The original example's six failure scenarios, for real: real processes,
 // real kill -9, failpoints that stop a process at an exact step of the protocol.
 #include <doctest/doctest.h>
 

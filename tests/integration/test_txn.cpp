@@ -1,4 +1,4 @@
-// Issue: multi-key transactions, placement, conditions and key locking.
+// Multi-key transactions, placement, conditions and key locking.
 #include <doctest/doctest.h>
 
 #include <atomic>

@@ -589,6 +589,7 @@ void Cluster::start_part(int j) {
   n.tick_at = 0;
   n.flush_scheduled = false;
   int64_t now = m_s.now_us() / k_ms;
+  (void)n.store.make_durable();  // as the server does before recovery counts commits done
   auto a = n.core->start(now, now, n.store.applied_txids());
   exec_part(j, a);  // the redo of lost commits is applied here
   // A prepared participant never forgets: every YES it gave is still prepared (or applied).
