@@ -121,6 +121,7 @@ Actions Core::start(int64_t now, int64_t, const std::set<std::string>& applied) 
 // --- the event loop -----------------------------------------------------------------------
 
 void Core::step(int64_t now, int64_t wall, Event e, Actions& out) {
+  m_now = now;
   std::visit([&](auto& x) { on(now, wall, x, out); }, e);
   out.wake_at = next_wake(now);
 }
@@ -304,7 +305,7 @@ void Core::finish(std::map<std::string, Prepared>::iterator it, Actions& out) {
   }
   m_prepared.erase(it);
   m_queries.erase(txid);
-  wake_readers(released, -1, out);
+  wake_readers(released, out);
 }
 
 void Core::abort(const std::string& txid, ClientId client, Actions& out) {
@@ -382,7 +383,7 @@ void Core::read(ClientId client, const std::string& key, int64_t now, int64_t de
   reply(out, client, read_reply(protocol::ReadReply::found, std::move(**v)));
 }
 
-void Core::wake_readers(const std::vector<std::string>& keys, int64_t now, Actions& out) {
+void Core::wake_readers(const std::vector<std::string>& keys, Actions& out) {
   for (auto& key : keys) {
     auto range = m_readers.equal_range(key);
     if (range.first == range.second) continue;
@@ -392,9 +393,7 @@ void Core::wake_readers(const std::vector<std::string>& keys, int64_t now, Actio
       m_read_deadlines.erase({it->second.deadline_ms, key});
     }
     m_readers.erase(range.first, range.second);
-    // now < 0: woken by a release, so no deadline has passed that the tick did not handle.
-    for (auto& r : ready)
-      read(r.client, key, now < 0 ? r.deadline_ms - 1 : now, r.deadline_ms, out);
+    for (auto& r : ready) read(r.client, key, m_now, r.deadline_ms, out);
   }
 }
 
@@ -405,7 +404,7 @@ void Core::on(int64_t now, int64_t wall, ev::Tick&, Actions& out) {
   std::vector<std::string> expired;
   for (auto it = m_read_deadlines.begin(); it != m_read_deadlines.end() && it->first <= now; ++it)
     expired.push_back(it->second);
-  wake_readers(expired, now, out);
+  wake_readers(expired, out);
   if (now < m_next_scan_ms) return;
   m_next_scan_ms = now + k_scan_ms;
   // A prepared participant never decides alone: it asks the leader, with backoff.

@@ -203,12 +203,14 @@ class Core {
   void abort(const std::string& txid, ClientId client, Actions& out);
   void finish(std::map<std::string, Prepared>::iterator it, Actions& out);
   void read(ClientId client, const std::string& key, int64_t now, int64_t deadline, Actions& out);
-  void wake_readers(const std::vector<std::string>& keys, int64_t now, Actions& out);
+  // Re-runs the blocked reads of `keys` at the current step's time.
+  void wake_readers(const std::vector<std::string>& keys, Actions& out);
   static void reply(Actions& out, ClientId c, ReplyMsg m);
   int64_t next_wake(int64_t now) const;
 
   CoreConfig m_cfg;
   store::Store& m_store;
+  int64_t m_now = 0;                                              // the time of the step being run
   std::map<std::string, Prepared> m_prepared;                     // prepared, not yet finished
   std::map<std::string, std::string> m_locks;                     // key -> txid
   std::map<std::string, std::vector<ClientId>> m_vote_waiters;    // PREPARED being forced
