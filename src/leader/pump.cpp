@@ -22,9 +22,10 @@ void Server::step(Event e) {
 
 void Server::execute(Actions& a) {
   bool ended = false;
-  std::string last_commit_sent;  // txid of the previous action, when it sent a COMMIT
+  // The txid of the previous action when it sent a COMMIT (points into `a`, no copy).
+  const std::string* last_commit_sent = nullptr;
   for (auto& action : a.list) {
-    std::string commit_sent;
+    const std::string* commit_sent = nullptr;
     if (auto* ap = std::get_if<act::Append>(&action)) {
       if (ap->type == k_rec_commit) {
         failpoint::hit("leader/afterVotes", ap->txid);
@@ -49,8 +50,8 @@ void Server::execute(Actions& a) {
         });
       });
     } else if (auto* s = std::get_if<act::Send>(&action)) {
-      if (auto* c = std::get_if<protocol::Commit>(&s->msg)) commit_sent = c->txid;
-      send(*s, !commit_sent.empty() && commit_sent == last_commit_sent);
+      if (auto* c = std::get_if<protocol::Commit>(&s->msg)) commit_sent = &c->txid;
+      send(*s, commit_sent && last_commit_sent && *commit_sent == *last_commit_sent);
     } else if (auto* r = std::get_if<act::Reply>(&action)) {
       auto it = m_waiting.find(r->client);
       if (it == m_waiting.end()) continue;
