@@ -109,7 +109,7 @@ std::function<int()> setup_leader(CLI::App& app) {
     if (!sub->parsed()) return -1;
     if (!std::regex_match(cfg->id, k_id_re)) throw Error("--id: letters, digits, - and _ only", 2);
     cfg->peers = split_list(*peers, ',');
-    if (cfg->peers.empty()) throw Error("--peers: at least one participant", 2);
+    leader::validate(*cfg);
     if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/leader-" + cfg->id;
     apply_common(*log_level, "leader-" + cfg->id);
     asio::io_context io(1);

@@ -56,7 +56,7 @@ int resolve_lost(const Options& o, const std::string& rid, const std::string& wh
 }
 }  // namespace
 
-std::string new_request_id() { return fmt::format("{:016x}", rng()()); }
+std::string new_request_id() { return random_hex(16); }
 
 namespace {
 void print_trace(Connection& c, const std::string& rid, std::ostream& out) {
@@ -96,7 +96,7 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
       err << "unavailable: " << c.status().message() << "\n";
       return c.status().code() == "USAGE" ? k_usage : k_unknown;
     }
-    auto r = c->call(line.str(), o.timeout_ms);
+    auto r = c->call(line.str(), o.timeout_ms, rid);
     if (!r) return resolve_lost(o, rid, r.status().message(), out, err);
     auto res = protocol::parse_txn_reply(r);
     using K = protocol::TxnReply;
@@ -122,6 +122,10 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
       else
         err << "aborted: " << code << ": " << res.detail << "\n";
       return k_aborted;
+    }
+    if (res.kind == K::error && res.code == "RIDREUSE") {
+      err << "refused: " << res.detail << "\n";
+      return k_usage;
     }
     if (res.kind == K::error && res.code == "PROTO") {
       err << "bad request: " << res.detail << "\n";

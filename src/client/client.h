@@ -45,7 +45,7 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args);
 // Prints a value for a terminal or a script: as is when printable, else in the wire escaping.
 std::string printable(const std::string& value);
 
-// A fresh request id: 16 hex digits.
+// A fresh request id: 128 bits from the OS's CSPRNG, as 32 hex digits.
 std::string new_request_id();
 
 }  // namespace tpc::client

@@ -124,10 +124,18 @@ Result<std::string> Connection::read_line(int timeout_ms) {
   }
 }
 
-Result<std::string> Connection::call(const std::string& line, int timeout_ms) {
+Result<std::string> Connection::call(const std::string& line, int timeout_ms,
+                                     const std::string& tag) {
   if (m_fd < 0) return Status::error("LOST", "not connected");
-  if (auto s = send_raw(line + "\n"); !s) return s;
-  return read_line(timeout_ms);
+  std::string prefix = "@" + (tag.empty() ? random_hex(8) : tag) + " ";
+  if (auto s = send_raw(prefix + line + "\n"); !s) return s;
+  auto r = read_line(timeout_ms);
+  if (!r) return r;
+  if (r->compare(0, prefix.size(), prefix) == 0) return r->substr(prefix.size());
+  if (r->rfind("ERR ", 0) == 0) return r;
+  close();  // the stream is out of step with our requests: nothing more on it can be trusted
+  return Status::error("LOST", "the server answered another request (" + r->substr(0, 100) +
+                                   "); outcome of this one unknown");
 }
 
 }  // namespace tpc::client

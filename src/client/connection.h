@@ -20,9 +20,13 @@ class Connection {
   // VERSION (the server speaks another protocol version).
   static Result<Connection> open(const std::string& host_port, int timeout_ms,
                                  const std::string& role = "client");
-  // Sends one request line and reads one reply line. Error LOST when the connection broke or
-  // the deadline passed after the request was sent (its outcome is unknown).
-  Result<std::string> call(const std::string& line, int timeout_ms);
+  // Sends one request line tagged "@TAG" and reads its reply line, which must carry the same
+  // tag (returned without it): a reply meant for another request is never taken for this
+  // one's. TAG: the given one (a TXN's request id), else 64 fresh random bits. Error LOST when
+  // the connection broke, the deadline passed after the request was sent, or the reply
+  // carried another tag (the outcome is unknown). An untagged "ERR ..." (TOOLONG, BUSY: sent
+  // by the server before it reads a request) is returned as is.
+  Result<std::string> call(const std::string& line, int timeout_ms, const std::string& tag = "");
   Status send_raw(const std::string& bytes);
   Result<std::string> read_line(int timeout_ms);
   bool is_open() const { return m_fd >= 0; }

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -67,6 +68,33 @@ void lock_data_dir(const std::string& dir) {
 }  // namespace tpc
 
 namespace tpc {
+std::string random_hex(size_t n) {
+  std::string bytes(n, '\0');
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::getrandom(bytes.data() + got, n - got, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw Error(fmt::format("getrandom: {}", std::strerror(errno)));
+    got += static_cast<size_t>(r);
+  }
+  static const char* k_hex = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * n);
+  for (unsigned char c : bytes) {
+    out += k_hex[c >> 4];
+    out += k_hex[c & 15];
+  }
+  return out;
+}
+
+std::string new_uuid() {
+  std::string h = random_hex(16);
+  h[12] = '4';                                          // version 4
+  h[16] = "89ab"[std::string("0123456789abcdef").find(h[16]) & 3];  // variant 10xx
+  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) +
+         "-" + h.substr(20);
+}
+
 std::optional<int64_t> parse_int(std::string_view text) {
   int64_t v = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);

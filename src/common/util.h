@@ -20,6 +20,11 @@ std::vector<std::string> split_list(const std::string& text, char sep);
 std::optional<int64_t> parse_int(std::string_view text);
 // Splits "HOST:PORT"; returns false when malformed.
 bool parse_host_port(const std::string& text, std::string* host, uint16_t* port);
+// `n` bytes from the kernel's CSPRNG (getrandom), as 2n lower-case hex digits. Request ids,
+// node ids and cluster ids come from here, never from a seeded generator.
+std::string random_hex(size_t n);
+// A random (version 4) UUID, "8-4-4-4-12" lower-case hex.
+std::string new_uuid();
 // Takes an exclusive flock on DIR/LOCK for the life of the process; throws tpc::Error when
 // another process holds it.
 void lock_data_dir(const std::string& dir);

@@ -58,10 +58,11 @@ Result<uint64_t> next_incarnation(const std::optional<std::string>& file) {
 }
 
 std::string encode_commit(const std::string& txid, const std::string& rid,
-                          const std::vector<size_t>& parts) {
+                          const std::vector<size_t>& parts, uint64_t digest) {
   txlog::Encoder e;
   e.str(txid).str(rid).u64(parts.size());
   for (auto p : parts) e.u64(p);
+  e.u64(digest);
   return e.data();
 }
 
@@ -76,7 +77,7 @@ Result<CommitRecord> decode_commit(const std::string& payload) {
     if (!d.u64(&p)) return bad;
     c.parts.push_back(p);
   }
-  if (!d.done()) return bad;
+  if (!d.done() && (!d.u64(&c.digest) || !d.done())) return bad;
   return c;
 }
 
@@ -94,20 +95,23 @@ void Core::recover(const txlog::Record& rec) {
     std::string txid = std::move(c->txid);
     Txn t;
     t.rid = std::move(c->rid);
+    t.digest = c->digest;
     t.parts = std::move(c->parts);
     t.phase = Phase::committed;
     for (auto p : t.parts) {
       TPC_CHECK(p < m_cfg.peers.size(), "COMMIT record names unknown peer");
       t.unacked[p] = {0, m_cfg.resend_ms};
     }
-    if (!t.rid.empty()) remember(t.rid, Decision::committed, txid);
+    if (!t.rid.empty()) remember(t.rid, Decision::committed, txid, t.digest);
     m_decided.insert(txid);
     m_txns[txid] = std::move(t);
   } else if (rec.type == k_rec_rid) {
     txlog::Decoder d(rec.payload);
     std::string rid, txid;
-    TPC_CHECK(d.str(&rid) && d.str(&txid), "undecodable RID record");
-    remember(rid, Decision::committed, txid);
+    uint64_t digest = 0;
+    TPC_CHECK(d.str(&rid) && d.str(&txid) && (d.done() || (d.u64(&digest) && d.done())),
+              "undecodable RID record");
+    remember(rid, Decision::committed, txid, digest);
   } else if (rec.type == k_rec_end) {
     txlog::Decoder d(rec.payload);
     std::string txid;
@@ -168,8 +172,9 @@ void Core::trace(const std::string& txid, const Txn& t, std::string text, Action
   if (t.trace) out.list.push_back(act::Trace{txid, t.rid, std::move(text), finished});
 }
 
-void Core::remember(const std::string& rid, Decision d, const std::string& txid) {
-  auto [it, fresh] = m_rids.insert_or_assign(rid, RidOutcome{d, txid});
+void Core::remember(const std::string& rid, Decision d, const std::string& txid,
+                    uint64_t digest) {
+  auto [it, fresh] = m_rids.insert_or_assign(rid, RidOutcome{d, txid, digest});
   (void)it;
   if (fresh) {
     m_rid_order.push_back(rid);
@@ -181,11 +186,22 @@ void Core::remember(const std::string& rid, Decision d, const std::string& txid)
 }
 
 void Core::on(int64_t now, ev::Txn& e, Actions& out) {
+  uint64_t digest = ops_digest(e.ops);
   if (!e.rid.empty()) {
     // The same request again (a client retrying after a lost connection): never run twice.
     auto it = m_rids.find(e.rid);
     if (it != m_rids.end()) {
       ClientReply r;
+      if (it->second.digest != 0 && it->second.digest != digest) {
+        // Another request under a known id (a colliding or reused id): answering with the
+        // first request's outcome would tell this client "committed" for writes never run.
+        r = reply(ClientReply::error, "RIDREUSE",
+                  "request id " + e.rid + " already names another request" +
+                      (it->second.txid.empty() ? std::string() : " (" + it->second.txid + ")") +
+                      " with other ops; not run: send it again with a fresh id");
+        out.list.push_back(act::Reply{e.client, std::move(r)});
+        return;
+      }
       switch (it->second.decision) {
         case Decision::committed:
           r.kind = ClientReply::committed;
@@ -206,6 +222,7 @@ void Core::on(int64_t now, ev::Txn& e, Actions& out) {
   std::string txid = fmt::format("{}.{}.{}", m_cfg.id, m_cfg.incarnation, m_next_seq++);
   Txn& t = m_txns[txid];
   t.rid = e.rid;
+  t.digest = digest;
   t.client = e.client;
   t.trace = e.trace;
   t.deadline_ms = now + m_cfg.prepare_timeout_ms;
@@ -221,10 +238,10 @@ void Core::on(int64_t now, ev::Txn& e, Actions& out) {
   for (auto& [p, mine] : by_part) {
     t.parts.push_back(p);
     if (t.trace) trace(txid, t, "PREPARE sent to participant " + m_cfg.peers[p], out);
-    out.list.push_back(
-        act::Send{p, protocol::Prepare{txid, m_cfg.id, m_cfg.advertise, std::move(mine)}, 0});
+    out.list.push_back(act::Send{
+        p, protocol::Prepare{txid, m_cfg.id, m_cfg.advertise, std::move(mine), e.rid}, 0});
   }
-  if (!e.rid.empty()) remember(e.rid, Decision::pending, txid);
+  if (!e.rid.empty()) remember(e.rid, Decision::pending, txid, digest);
 }
 
 void Core::abort_txn(std::map<std::string, Txn>::iterator it, std::string code, std::string detail,
@@ -244,7 +261,7 @@ void Core::abort_txn(std::map<std::string, Txn>::iterator it, std::string code, 
   if (t.client)
     out.list.push_back(
         act::Reply{t.client, reply(ClientReply::aborted, std::move(code), std::move(detail))});
-  if (!t.rid.empty()) remember(t.rid, Decision::aborted, txid);
+  if (!t.rid.empty()) remember(t.rid, Decision::aborted, txid, t.digest);
   ++m_aborted;
   m_deadlines.erase({t.deadline_ms, txid});
   m_txns.erase(it);  // presumed abort: nothing to remember durably
@@ -277,7 +294,7 @@ void Core::on(int64_t, ev::Vote& e, Actions& out) {
   m_deadlines.erase({t.deadline_ms, e.txid});
   if (t.trace) trace(e.txid, t, "all votes YES; forcing the COMMIT record", out);
   out.list.push_back(
-      act::Append{k_rec_commit, encode_commit(e.txid, t.rid, t.parts), true, e.txid});
+      act::Append{k_rec_commit, encode_commit(e.txid, t.rid, t.parts, t.digest), true, e.txid});
 }
 
 void Core::on(int64_t now, ev::Durable& e, Actions& out) {
@@ -287,7 +304,7 @@ void Core::on(int64_t now, ev::Durable& e, Actions& out) {
   Txn& t = it->second;
   t.phase = Phase::committed;
   m_decided.insert(e.txid);
-  if (!t.rid.empty()) remember(t.rid, Decision::committed, e.txid);
+  if (!t.rid.empty()) remember(t.rid, Decision::committed, e.txid, t.digest);
   ++m_committed;
   if (t.trace)
     trace(e.txid, t,
@@ -379,11 +396,15 @@ void Core::on(int64_t, ev::LogFull&, Actions& out) {
   for (auto& rid : m_rid_order) {
     auto it = m_rids.find(rid);
     if (it != m_rids.end() && it->second.decision == Decision::committed)
-      rw.live.push_back({k_rec_rid, txlog::Encoder().str(rid).str(it->second.txid).data()});
+      rw.live.push_back({k_rec_rid, txlog::Encoder()
+                                        .str(rid)
+                                        .str(it->second.txid)
+                                        .u64(it->second.digest)
+                                        .data()});
   }
   for (auto& [txid, t] : m_txns)
     if (t.phase != Phase::preparing)
-      rw.live.push_back({k_rec_commit, encode_commit(txid, t.rid, t.parts)});
+      rw.live.push_back({k_rec_commit, encode_commit(txid, t.rid, t.parts, t.digest)});
   out.list.push_back(std::move(rw));
 }
 
@@ -393,7 +414,7 @@ void Core::on(int64_t, ev::Result& e, Actions& out) {
   if (it == m_rids.end()) {
     // Unknown: record it as aborted, so the request arriving later is refused instead of
     // committed behind the client's back.
-    remember(e.rid, Decision::aborted, "");
+    remember(e.rid, Decision::aborted, "", 0);
     r = reply(ClientReply::aborted, "UNKNOWN", "no decision for this request");
   } else if (it->second.decision == Decision::committed) {
     r.kind = ClientReply::committed;

@@ -37,9 +37,10 @@ namespace tpc::leader {
 using tpc::Op;
 
 enum RecordType : uint8_t {
-  k_rec_commit = 1,  // txid, client request id, participant indices: forced before any reply
+  k_rec_commit = 1,  // txid, client request id, participant indices[, ops digest]: forced
+                     // before any reply
   k_rec_end = 2,     // txid: every participant acknowledged (not forced)
-  k_rec_rid = 3,     // rid, txid: a recent client request that committed (written by log
+  k_rec_rid = 3,     // rid, txid[, ops digest]: a recent client request that committed (written by log
                      // rewrites, so RESULT survives them and a restart)
 };
 
@@ -192,6 +193,7 @@ class Core {
  private:
   struct Txn {
     std::string rid;
+    uint64_t digest = 0;  // ops_digest of the client's request
     ClientId client = 0;
     std::vector<size_t> parts;     // participants that own the keys
     std::map<size_t, bool> votes;  // received votes
@@ -231,7 +233,8 @@ class Core {
   // Callers test t.trace first, so untraced transactions build no text.
   void trace(const std::string& txid, const Txn& t, std::string text, Actions& out,
              bool finished = false);
-  void remember(const std::string& rid, protocol::Decision d, const std::string& txid);
+  void remember(const std::string& rid, protocol::Decision d, const std::string& txid,
+                uint64_t digest);
   int64_t next_wake(int64_t now) const;
 
   CoreConfig m_cfg;
@@ -244,6 +247,7 @@ class Core {
   struct RidOutcome {
     protocol::Decision decision;
     std::string txid;
+    uint64_t digest = 0;  // of the request's ops; 0: not known (RESULT of an unknown id)
   };
   std::map<std::string, RidOutcome> m_rids;
   std::deque<std::string> m_rid_order;  // bounded memory of client request outcomes
@@ -261,10 +265,11 @@ class Core {
 Result<uint64_t> next_incarnation(const std::optional<std::string>& file);
 
 std::string encode_commit(const std::string& txid, const std::string& rid,
-                          const std::vector<size_t>& parts);
+                          const std::vector<size_t>& parts, uint64_t digest);
 struct CommitRecord {
   std::string txid, rid;
   std::vector<size_t> parts;
+  uint64_t digest = 0;  // ops_digest of the request; 0 in records of older versions
 };
 // Error CORRUPT when `payload` is not a whole COMMIT record.
 Result<CommitRecord> decode_commit(const std::string& payload);

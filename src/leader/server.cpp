@@ -27,11 +27,85 @@ std::string read_small_file(const std::string& path, bool* exists) {
 }
 }  // namespace
 
+namespace {
+bool is_wildcard(const std::string& host) {
+  boost::system::error_code ec;
+  auto a = asio::ip::make_address(host, ec);
+  return !ec && a.is_unspecified();
+}
+}  // namespace
+
+void validate(const Config& cfg, bool resolve) {
+  if (cfg.peers.empty()) throw Error("--peers: at least one participant", 2);
+  std::map<std::string, std::string> seen;  // "address port" -> the --peers entry naming it
+  for (auto& p : cfg.peers) {
+    std::string host;
+    uint16_t port;
+    if (!parse_host_port(p, &host, &port))
+      throw Error(fmt::format("--peers: '{}' is not HOST:PORT with a port in 1..65535", p), 2);
+    if (is_wildcard(host))
+      throw Error(fmt::format("--peers: '{}' is a wildcard address, not a participant", p), 2);
+    std::vector<std::string> addrs;
+    if (!resolve) {
+      addrs.push_back(host);
+    } else {
+      asio::io_context io;
+      asio::ip::tcp::resolver r(io);
+      boost::system::error_code ec;
+      auto res = r.resolve(host, std::to_string(port), ec);
+      if (ec || res.empty())
+        throw Error(fmt::format("--peers: cannot resolve '{}': {}", host,
+                                ec ? ec.message() : std::string("no address")),
+                    2);
+      for (auto& e : res) addrs.push_back(e.endpoint().address().to_string());
+    }
+    for (auto& a : addrs) {
+      auto [it, fresh] = seen.emplace(a + " " + std::to_string(port), p);
+      if (!fresh && it->second != p)
+        throw Error(fmt::format("--peers: '{}' and '{}' are the same participant ({} port {}); "
+                                "name each participant once",
+                                it->second, p, a, port),
+                    2);
+      if (!fresh)
+        throw Error(fmt::format("--peers: '{}' is named twice; name each participant once", p),
+                    2);
+    }
+  }
+  if (cfg.replicas > cfg.peers.size())
+    throw Error(fmt::format("--replicas {} is more than the {} participants of --peers",
+                            cfg.replicas, cfg.peers.size()),
+                2);
+  if (is_wildcard(cfg.bind) && cfg.advertise.empty())
+    throw Error(fmt::format("--bind {} listens on every address, so the leader cannot tell "
+                            "participants where to reach it: add --advertise HOST:PORT (an "
+                            "address of this machine the participants can connect to)",
+                            cfg.bind),
+                2);
+  if (!cfg.advertise.empty()) {
+    std::string host;
+    uint16_t port;
+    if (!parse_host_port(cfg.advertise, &host, &port))
+      throw Error(fmt::format("--advertise: '{}' is not HOST:PORT with a port in 1..65535",
+                              cfg.advertise),
+                  2);
+    if (is_wildcard(host))
+      throw Error(fmt::format("--advertise: '{}' is a wildcard address; participants need one "
+                              "they can connect to",
+                              cfg.advertise),
+                  2);
+  }
+}
+
 Server::Server(asio::io_context& io, Config cfg)
     : m_io(io),
       m_cfg(std::move(cfg)),
       m_started_ms(now_ms()),
       m_wake(io, [this] { step(ev::Tick{}); }) {
+  // Nothing is written before the configuration is known good and the port is ours.
+  validate(m_cfg);
+  protocol::SessionConfig sc{"leader", m_cfg.id, m_cfg.max_line, m_cfg.max_connections};
+  m_server = std::make_unique<protocol::Server>(
+      io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
   txlog::make_dirs(m_cfg.data_dir);
   lock_data_dir(m_cfg.data_dir);
   check_peers_file();
@@ -43,13 +117,7 @@ Server::Server(asio::io_context& io, Config cfg)
   m_incarnation = *next;
   txlog::write_file_atomic(m_cfg.data_dir + "/incarnation", std::to_string(m_incarnation) + "\n");
 
-  if (m_cfg.advertise.empty())
-    m_cfg.advertise =
-        fmt::format("{}:{}", m_cfg.bind == "0.0.0.0" ? "127.0.0.1" : m_cfg.bind, m_cfg.port);
-  protocol::SessionConfig sc{"leader", m_cfg.id, m_cfg.max_line, m_cfg.max_connections};
-  m_server = std::make_unique<protocol::Server>(
-      io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
-  if (m_cfg.port == 0) m_cfg.advertise = fmt::format("{}:{}", m_cfg.bind, port());
+  if (m_cfg.advertise.empty()) m_cfg.advertise = fmt::format("{}:{}", m_cfg.bind, port());
 
   CoreConfig cc;
   cc.id = m_cfg.id;
@@ -72,8 +140,7 @@ Server::Server(asio::io_context& io, Config cfg)
   for (size_t p = 0; p < m_cfg.peers.size(); ++p) {
     std::string host;
     uint16_t port;
-    if (!parse_host_port(m_cfg.peers[p], &host, &port))
-      throw Error("bad peer address '" + m_cfg.peers[p] + "'", 2);
+    TPC_CHECK(parse_host_port(m_cfg.peers[p], &host, &port), "peer address checked by validate");
     auto link = std::make_shared<protocol::Link>(io, host, port, hello, m_cfg.max_line);
     link->on_up([this, p] { step(ev::LinkUp{p}); });
     link->on_down([this, p] { step(ev::LinkDown{p}); });
@@ -141,6 +208,8 @@ void Server::handle(const std::string& line, Reply reply) {
   } else if (verb == "TXN") {
     if (t.size() < 3) return fail(Status::error("PROTO", "usage: TXN RID|- [trace] OP [OP...]"));
     std::string rid = t[1] == "-" ? "" : std::string(t[1]);
+    if (!rid.empty())
+      if (Status s = protocol::check_request_id(rid); !s) return fail(s);
     bool want_trace = t[2] == "trace";
     auto ops = protocol::parse_ops(t, want_trace ? 3 : 2);
     if (!ops) return fail(ops.status());
@@ -158,6 +227,7 @@ void Server::handle(const std::string& line, Reply reply) {
     step(ev::Get{client(reply), std::move(r->key)});
   } else if (verb == "RESULT") {
     if (t.size() != 2) return fail(Status::error("PROTO", "usage: RESULT RID"));
+    if (Status s = protocol::check_request_id(t[1]); !s) return fail(s);
     step(ev::Result{client(reply), std::string(t[1])});
   } else if (verb == "OUTCOME") {
     auto txid = protocol::decode_txid_arg(t);

@@ -37,6 +37,13 @@ struct Config {
   uint64_t log_compact_bytes = 16ull << 20;  // rewrite the log past this size
 };
 
+// Checks a leader's configuration before anything is written: every --peers entry is
+// HOST:PORT with a port in 1..65535 and a host that resolves; no participant is named twice,
+// also under another name (localhost:P and 127.0.0.1:P); a wildcard --bind (0.0.0.0, ::)
+// needs --advertise; --advertise is HOST:PORT and not a wildcard. Throws tpc::Error (exit 2)
+// naming the first problem. `resolve` off: syntax only (the simulator, unit tests).
+void validate(const Config& cfg, bool resolve = true);
+
 class Server {
  public:
   // Opens the data dir and recovers; throws tpc::Error on a startup failure.

@@ -31,6 +31,7 @@ std::string encode_prepared(const Prepared& p) {
   e.str(p.txid).str(p.leader).str(p.leader_addr).u64(static_cast<uint64_t>(p.prepared_at_ms));
   e.u64(p.ops.size());
   for (auto& op : p.ops) e.u8(static_cast<uint8_t>(op.kind)).str(op.key).str(op.value);
+  e.str(p.rid);
   return e.data();
 }
 
@@ -50,7 +51,7 @@ Result<Prepared> decode_prepared(const std::string& payload) {
     op.kind = static_cast<OpKind>(k);
     p.ops.push_back(std::move(op));
   }
-  if (!d.done()) return bad;
+  if (!d.done() && (!d.str(&p.rid) || !d.done())) return bad;  // older records have no rid
   return p;
 }
 
@@ -179,6 +180,7 @@ void Core::on(int64_t, int64_t wall, ev::Prepare& e, Actions& out) {
   }
   Prepared p;
   p.txid = m.txid;
+  p.rid = std::move(m.rid);
   p.leader = std::move(m.leader);
   p.leader_addr = std::move(m.leader_addr);
   p.ops = std::move(m.ops);

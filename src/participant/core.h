@@ -48,7 +48,8 @@ using ClientId = uint64_t;  // the executor's handle of a waiting request; 0: no
 
 // Log record types of a participant.
 enum RecordType : uint8_t {
-  k_rec_prepared = 1,   // txid, leader id, leader address, ops: forced before voting YES
+  k_rec_prepared = 1,   // txid, leader id, leader address, at, ops[, request id]: forced
+                        // before voting YES
   k_rec_committed = 2,  // txid: written after the store applied it (forced lazily)
   k_rec_aborted = 3,    // txid (not forced: presumed abort covers its loss)
   k_rec_heuristic = 4,  // txid, decision (u8: 1 commit, 0 abort): an operator's forced
@@ -57,6 +58,7 @@ enum RecordType : uint8_t {
 
 struct Prepared {
   std::string txid;
+  std::string rid;          // the client's request id ("" when it sent none)
   std::string leader;       // leader id
   std::string leader_addr;  // HOST:PORT to ask for the outcome
   std::vector<Op> ops;

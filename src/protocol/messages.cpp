@@ -1,5 +1,6 @@
 #include "protocol/messages.h"
 
+#include <cctype>
 #include <charconv>
 
 namespace tpc::protocol {
@@ -12,6 +13,15 @@ Status check_txid(std::string_view t) {
   return Status::ok();
 }
 }  // namespace
+
+Status check_request_id(std::string_view rid) {
+  if (rid.empty() || rid.size() > k_max_request_id)
+    return Status::error("PROTO", "bad request id (1 to 64 letters, digits, - or _)");
+  for (char c : rid)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_')
+      return Status::error("PROTO", "bad request id (1 to 64 letters, digits, - or _)");
+  return Status::ok();
+}
 
 std::string rest_after(std::string_view line, size_t n) {
   size_t i = 0;
@@ -26,6 +36,7 @@ std::string rest_after(std::string_view line, size_t n) {
 std::string encode(const Prepare& m) {
   LineBuilder b("PREPARE");
   b.raw(m.txid).raw(m.leader).raw(m.leader_addr);
+  if (!m.rid.empty()) b.raw("rid=" + m.rid);
   append_ops(b, m.ops);
   return b.str();
 }
@@ -77,7 +88,13 @@ Result<Prepare> decode_prepare(const std::vector<std::string_view>& t) {
   m.txid = t[1];
   m.leader = t[2];
   m.leader_addr = t[3];
-  auto ops = parse_ops(t, 4);
+  size_t first_op = 4;
+  if (t[4].substr(0, 4) == "rid=") {
+    m.rid = t[4].substr(4);
+    if (Status s = check_request_id(m.rid); !s) return s;
+    ++first_op;
+  }
+  auto ops = parse_ops(t, first_op);
   if (!ops) return ops.status();
   m.ops = std::move(*ops);
   return m;

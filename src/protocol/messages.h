@@ -15,9 +15,10 @@
 namespace tpc::protocol {
 
 // --- leader -> participant requests.
-struct Prepare {  // PREPARE TXID LEADER-ID LEADER-ADDR OP...
+struct Prepare {  // PREPARE TXID LEADER-ID LEADER-ADDR [rid=RID] OP...
   std::string txid, leader, leader_addr;
   std::vector<Op> ops;
+  std::string rid;  // the client's request id, for tracing a transaction afterwards
 };
 struct Commit {  // COMMIT TXID
   std::string txid;
@@ -80,6 +81,11 @@ std::string encode(Decision d);
 std::string encode(const ReadReply& r);
 std::string encode(const Ack&);
 std::string encode(const Error& e);
+
+// A client request id (also the tag "@RID" the client puts on its requests): 1 to 64 letters,
+// digits, '-' or '_'. The client makes 32 hex digits (128 bits) from the OS's CSPRNG.
+constexpr size_t k_max_request_id = 64;
+Status check_request_id(std::string_view rid);
 
 // Request decoders take the split tokens of a whole line (verb first). Error PROTO names what
 // is wrong.

@@ -220,6 +220,41 @@ TEST_SUITE("leader") {
     CHECK(again.decision(t2) == Decision::aborted);
   }
 
+  TEST_CASE("a known request id with other ops is refused, before and after a restart") {
+    Driver d(config());
+    auto t1 = d.begin(1, "rid-1", put("k"));
+    // While it runs, and once it committed: the same id with other ops is never answered
+    // with this transaction's outcome, and nothing is sent for it.
+    auto a = d.step(ev::Txn{2, "rid-1", put("other"), false});
+    CHECK(Driver::all<act::Send>(a).empty());
+    CHECK(Driver::reply_to(a, 2)->code == "RIDREUSE");
+    for (size_t p = 0; p < 3; ++p) d.step(ev::Vote{t1, p, Driver::yes()});
+    d.step(ev::Durable{t1, 0});
+    a = d.step(ev::Txn{3, "rid-1", put("other"), false});
+    CHECK(Driver::reply_to(a, 3)->code == "RIDREUSE");
+    // The same request again is answered with its outcome.
+    a = d.step(ev::Txn{4, "rid-1", put("k"), false});
+    CHECK(Driver::reply_to(a, 4)->kind == ClientReply::committed);
+    // The fingerprint survives the COMMIT record, a rewrite and a restart.
+    {
+      Core again(config(2));
+      for (auto& r : d.log) again.recover(r);
+      again.start(0);
+      a = again.step(0, ev::Txn{5, "rid-1", put("other"), false});
+      CHECK(Driver::reply_to(a, 5)->code == "RIDREUSE");
+    }
+    for (size_t p = 0; p < 3; ++p) d.step(ev::CommitReply{t1, p, true});
+    auto rw = Driver::all<act::Rewrite>(d.step(ev::LogFull{}));
+    REQUIRE(rw.size() == 1);
+    Core again(config(2));
+    for (auto& r : rw[0].live) again.recover(r);
+    again.start(0);
+    a = again.step(0, ev::Txn{6, "rid-1", put("other"), false});
+    CHECK(Driver::reply_to(a, 6)->code == "RIDREUSE");
+    a = again.step(0, ev::Txn{7, "rid-1", put("k"), false});
+    CHECK(Driver::reply_to(a, 7)->kind == ClientReply::committed);
+  }
+
   TEST_CASE("crash before the decision is durable: presumed abort, and the rid is spent") {
     Core c(config(2));
     c.start(0);
@@ -286,10 +321,10 @@ TEST_SUITE("leader") {
       Core c(config());
       return tpc::test::fatal_of([&] { c.recover(r); });
     };
-    CHECK(refuses({k_rec_commit, encode_commit("L.1.1", "r", {0, 2})}).empty());
-    CHECK(refuses({k_rec_commit, encode_commit("L.1.1", "r", {0, 7})}).find("unknown peer") !=
+    CHECK(refuses({k_rec_commit, encode_commit("L.1.1", "r", {0, 2}, 7)}).empty());
+    CHECK(refuses({k_rec_commit, encode_commit("L.1.1", "r", {0, 7}, 7)}).find("unknown peer") !=
           std::string::npos);
-    std::string c = encode_commit("L.1.1", "r", {0, 1});
+    std::string c = encode_commit("L.1.1", "r", {0, 1}, 7);
     CHECK(refuses({k_rec_commit, c.substr(0, c.size() - 1)}).find("undecodable") !=
           std::string::npos);
     CHECK(refuses({k_rec_end, ""}).find("undecodable") != std::string::npos);

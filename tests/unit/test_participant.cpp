@@ -50,7 +50,7 @@ struct Driver {
     return "";
   }
   void prepare(ClientId c, const std::string& txid, std::vector<Op> ops) {
-    step(ev::Prepare{c, protocol::Prepare{txid, "L", "127.0.0.1:9", std::move(ops)}});
+    step(ev::Prepare{c, protocol::Prepare{txid, "L", "127.0.0.1:9", std::move(ops), ""}});
   }
   void durable(uint8_t type, const std::string& txid) { step(ev::Durable{type, txid, 7}); }
   void commit(ClientId c, const std::string& txid) {
@@ -307,8 +307,17 @@ TEST_SUITE("participant") {
           std::string::npos);
     CHECK(refuses({k_rec_prepared, good + "x"}).find("undecodable") != std::string::npos);
     std::string bad_kind = good;
-    bad_kind[bad_kind.size() - 1 - 4 - 1 - 4 - 1] = 9;  // the op kind byte
+    bad_kind[bad_kind.size() - 4 - 1 - 4 - 1 - 4 - 1] = 9;  // the op kind byte
     CHECK_FALSE(refuses({k_rec_prepared, bad_kind}).empty());
+    // The request id rides along; a record of an older version, without it, still decodes.
+    p.rid = "0123abcd";
+    auto back = decode_prepared(encode_prepared(p));
+    REQUIRE(back.is_ok());
+    CHECK(back->rid == "0123abcd");
+    back = decode_prepared(good.substr(0, good.size() - 4));
+    REQUIRE(back.is_ok());
+    CHECK(back->rid.empty());
+    CHECK(back->ops == p.ops);
     CHECK(refuses({k_rec_committed, ""}).find("undecodable") != std::string::npos);
     CHECK(refuses({k_rec_heuristic, txlog::Encoder().str("L.1.1").data()}).find("undecodable") !=
           std::string::npos);

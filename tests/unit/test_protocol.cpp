@@ -146,13 +146,25 @@ TEST_SUITE("protocol") {
     CHECK(parse_txn_reply(std::string("")).code == "PROTO");
     CHECK(parse_txn_reply(tpc::Status::error("UNAVAILABLE", "lost")).code == "UNAVAILABLE");
     // Every request struct survives its encode and decode.
-    Prepare p{
-        "1.2.3", "1", "127.0.0.1:5000", {{OpKind::put, "k k", "v\n"}, {OpKind::absent, "z", ""}}};
+    Prepare p{"1.2.3",
+              "1",
+              "127.0.0.1:5000",
+              {{OpKind::put, "k k", "v\n"}, {OpKind::absent, "z", ""}},
+              "0123abcd"};
     auto back = decode_prepare(split(encode(p)));
     REQUIRE(back.is_ok());
     CHECK(back->txid == p.txid);
     CHECK(back->leader_addr == p.leader_addr);
     CHECK(back->ops == p.ops);
+    CHECK(back->rid == p.rid);
+    p.rid.clear();  // no request id: none on the wire
+    back = decode_prepare(split(encode(p)));
+    REQUIRE(back.is_ok());
+    CHECK(back->rid.empty());
+    CHECK(back->ops == p.ops);
+    CHECK_FALSE(decode_prepare(split("PREPARE 1.2.3 1 a:1 rid=bad/id put k v")).is_ok());
+    CHECK_FALSE(check_request_id(std::string(65, 'a')).is_ok());
+    CHECK(check_request_id(std::string(64, 'a')).is_ok());
     CHECK(*decode_txid_arg(split(encode(Commit{"1.2.3"}))) == "1.2.3");
     CHECK_FALSE(decode_txid_arg(split("COMMIT")).is_ok());
     CHECK(decode_read(split(encode(Read{"a b"})))->key == "a b");
