@@ -3,8 +3,11 @@
 
 #include "cli/commands.h"
 #include "client/client.h"
+#include "client/connection.h"
 #include "client/shell.h"
 #include "common/logging.h"
+#include "common/status.h"
+#include "node/identity.h"
 
 namespace tpc::cli {
 
@@ -19,15 +22,27 @@ std::function<int()> setup_client(CLI::App& app) {
   sub->add_option("--timeout", o->timeout_ms, "ms to wait for one reply")->capture_default_str();
   sub->add_option("--retries", o->retries, "times a conflict abort is retried")
       ->capture_default_str();
+  auto cluster = std::make_shared<std::string>();
+  if (const char* env = std::getenv("TPC_CLUSTER_ID"); env && *env) *cluster = env;
+  sub->add_option("--cluster-id", *cluster,
+                  "refuse any node not of this cluster (env TPC_CLUSTER_ID; `status` shows it)");
+  sub->add_option("--request-id", o->request_id,
+                  "put/del/txn: run under this id (1-64 letters, digits, - _); the same "
+                  "request sent again is answered with its first outcome, never run twice");
   sub->add_flag("--trace", o->trace, "print put/del/txn timelines across nodes");
   sub->add_option("--peers", o->peers,
                   "participants HOST:PORT,... for in-doubt and resolve when the leader is down");
   // Everything after the command word is taken as is, so values may start with '-'.
   sub->prefix_command();
   sub->footer(client::k_help);
-  return [sub, o]() -> int {
+  return [sub, o, cluster]() -> int {
     if (!sub->parsed()) return -1;
     log::set_role("client");
+    if (!cluster->empty() && !node::is_uuid(*cluster))
+      throw Error("--cluster-id: '" + *cluster + "' is not a cluster id (a UUID, as `tpc client "
+                  "status` shows)",
+                  2);
+    client::Connection::expect_cluster(*cluster);
     auto args = sub->remaining();
     if (args.empty()) return client::run_shell(*o);
     if (args[0] == "bench") return client::run_bench_cli(*o, {args.begin() + 1, args.end()});

@@ -10,6 +10,7 @@
 #include "common/logging.h"
 #include "common/util.h"
 #include "leader/server.h"
+#include "node/identity.h"
 #include "participant/server.h"
 #include "txlog/record.h"
 
@@ -20,6 +21,10 @@ namespace {
 // Options the leader and the participant share, bound straight into their configs.
 template <typename Config>
 void add_common(CLI::App* sub, Config& cfg, std::string& log_level) {
+  sub->add_option("--cluster-id", cfg.cluster_id,
+                  "for a new data directory: the cluster it belongs to (a leader makes a new "
+                  "one by default; a participant joins its first leader's); for an existing "
+                  "one: refuse to start unless it belongs to this cluster");
   sub->add_option("--bind", cfg.bind, "address to listen on")->capture_default_str();
   sub->add_option("--log-compact-bytes", cfg.log_compact_bytes,
                   "rewrite the log with only live records once it is this large")
@@ -37,7 +42,10 @@ void add_common(CLI::App* sub, Config& cfg, std::string& log_level) {
       ->check(CLI::Range(size_t{1}, size_t{1} << 20));
 }
 
-void apply_common(const std::string& log_level, const std::string& role) {
+template <typename Config>
+void apply_common(const Config& cfg, const std::string& log_level, const std::string& role) {
+  if (!cfg.cluster_id.empty() && !node::is_uuid(cfg.cluster_id))
+    throw Error("--cluster-id: '" + cfg.cluster_id + "' is not a cluster id (a UUID)", 2);
   log::Level l;
   if (!log::parse_level(log_level, &l))
     throw Error("--log-level must be debug, info, warn, error or off", 2);
@@ -80,7 +88,7 @@ std::function<int()> setup_participant(CLI::App& app) {
     if (!sub->parsed()) return -1;
     if (!std::regex_match(cfg->id, k_id_re)) throw Error("--id: letters, digits, - and _ only", 2);
     if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/participant-" + cfg->id;
-    apply_common(*log_level, "participant-" + cfg->id);
+    apply_common(*cfg, *log_level, "participant-" + cfg->id);
     asio::io_context io(1);
     participant::Server server(io, *cfg);
     return serve(io, server);
@@ -111,7 +119,7 @@ std::function<int()> setup_leader(CLI::App& app) {
     cfg->peers = split_list(*peers, ',');
     leader::validate(*cfg);
     if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/leader-" + cfg->id;
-    apply_common(*log_level, "leader-" + cfg->id);
+    apply_common(*cfg, *log_level, "leader-" + cfg->id);
     asio::io_context io(1);
     leader::Server server(io, *cfg);
     return serve(io, server);

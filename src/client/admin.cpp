@@ -73,14 +73,32 @@ std::string num_or_null(const Fields& f, const char* k) {
   return it == f.end() ? "null" : it->second;
 }
 
+// "PEERS {ADDR up|down|refused[ REASON]}" -> one entry per participant.
+struct PeerState {
+  std::string addr, state, reason;
+};
+std::vector<PeerState> parse_peers(const std::string& line) {
+  std::vector<PeerState> out;
+  auto t = protocol::split(line);
+  for (size_t i = 1; i + 1 < t.size(); i += 2) {
+    PeerState p{std::string(t[i]), std::string(t[i + 1]), ""};
+    if (p.state == "refused" && i + 2 < t.size()) {
+      auto r = protocol::unescape(t[i + 2]);
+      p.reason = r ? *r : std::string(t[i + 2]);
+      ++i;
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
 // Participant addresses: from the leader, else from --peers.
 std::vector<std::string> participants(const Options& o, bool* leader_up, std::ostream& err) {
   std::vector<std::string> out;
   auto r = ask(o.leader, "PEERS");
   *leader_up = r.has_value();
   if (r) {
-    auto t = protocol::split(*r);
-    for (size_t i = 1; i + 1 < t.size(); i += 2) out.emplace_back(t[i]);
+    for (auto& p : parse_peers(*r)) out.push_back(p.addr);
     return out;
   }
   if (o.peers.empty()) {
@@ -143,23 +161,22 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
     err << "leader " << o.leader << " is unreachable\n";
     if (!json) return k_unknown;
   }
-  std::vector<std::string> parts;
-  if (peers) {
-    auto t = protocol::split(*peers);
-    for (size_t i = 1; i + 1 < t.size(); i += 2) parts.emplace_back(t[i]);
-  }
+  std::vector<PeerState> parts;
+  if (peers) parts = parse_peers(*peers);
   struct Row {
     std::string role, addr;
     bool up;
     Fields f;
+    std::string refused;  // why the leader refuses this participant
   };
   std::vector<Row> rows;
-  rows.push_back({"leader", o.leader, ls.has_value(), ls ? parse_fields(*ls) : Fields{}});
+  rows.push_back({"leader", o.leader, ls.has_value(), ls ? parse_fields(*ls) : Fields{}, ""});
   int down = ls ? 0 : 1;
   for (auto& p : parts) {
-    auto r = ask(p, "STATS");
-    rows.push_back({"participant", p, r.has_value(), r ? parse_fields(*r) : Fields{}});
-    down += !r;
+    auto r = ask(p.addr, "STATS");
+    rows.push_back({"participant", p.addr, r.has_value(), r ? parse_fields(*r) : Fields{},
+                    p.state == "refused" ? p.reason : ""});
+    down += !r || p.state == "refused";
   }
   auto get = [](const Fields& f, const char* k) {
     auto it = f.find(k);
@@ -170,17 +187,21 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
     for (size_t i = 0; i < rows.size(); ++i) {
       auto& r = rows[i];
       s += fmt::format(
-          "{}{{\"role\":\"{}\",\"id\":{},\"address\":{},\"up\":{},\"keys\":{},\"committed\":{},"
+          "{}{{\"role\":\"{}\",\"id\":{},\"address\":{},\"up\":{},\"refused\":{},"
+          "\"keys\":{},\"committed\":{},"
           "\"aborted\":{},\"in_doubt\":{},\"heuristic\":{},\"log_bytes\":{},"
           "\"uptime_ms\":{}}}",
           i ? "," : "", r.role, r.f.count("id") ? json_str(r.f.at("id")) : "null", json_str(r.addr),
-          r.up ? "true" : "false", num_or_null(r.f, "keys"), num_or_null(r.f, "committed"),
+          r.up ? "true" : "false", r.refused.empty() ? "null" : json_str(r.refused),
+          num_or_null(r.f, "keys"), num_or_null(r.f, "committed"),
           num_or_null(r.f, "aborted"),
           r.role == "leader" ? num_or_null(r.f, "active") : num_or_null(r.f, "in_doubt"),
           num_or_null(r.f, "heuristic"), num_or_null(r.f, "log_bytes"),
           num_or_null(r.f, "uptime_ms"));
     }
-    s += "]}";
+    s += "]";
+    if (ls) s += ",\"cluster\":" + json_str(get(rows[0].f, "cluster"));
+    s += "}";
     out << s << "\n";
     return down ? k_unknown : k_ok;
   }
@@ -190,13 +211,21 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
   for (auto& r : rows) {
     std::string doubt = r.role == "leader" ? get(r.f, "active") : get(r.f, "in_doubt");
     out << fmt::format("{:<12} {:<4} {:<22} {:<5} {:>8} {:>10} {:>8} {:>8} {:>10} {:>8}\n", r.role,
-                       get(r.f, "id"), r.addr, r.up ? "up" : "DOWN",
+                       get(r.f, "id"), r.addr,
+                       !r.refused.empty() ? "REFUSED"
+                       : r.up             ? "up"
+                                          : "DOWN",
                        r.role == "leader" ? "-" : get(r.f, "keys"), get(r.f, "committed"),
                        get(r.f, "aborted"), doubt, r.up ? human_bytes(get(r.f, "log_bytes")) : "-",
                        r.up ? human_ms(get(r.f, "uptime_ms")) : "-");
   }
-  if (rows[0].up)
+  if (rows[0].up) {
     out << "(leader IN-DOUBT counts transactions it is still deciding or finishing)\n";
+    out << "cluster " << get(rows[0].f, "cluster") << "\n";
+  }
+  for (auto& r : rows)
+    if (!r.refused.empty())
+      out << fmt::format("participant {} REFUSED by the leader: {}\n", r.addr, r.refused);
   for (auto& r : rows)
     if (r.f.count("heuristic") && r.f.at("heuristic") != "0")
       out << fmt::format(

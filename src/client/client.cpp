@@ -20,6 +20,16 @@ std::mt19937_64& rng() {
   return r;
 }
 
+// Connecting failed: nothing was sent. A wrong address or cluster is the caller's to fix.
+int open_failed(const Status& s, std::ostream& err) {
+  if (s.code() == "CLUSTER") {
+    err << "wrong cluster: " << s.message() << "\n";
+    return k_usage;
+  }
+  err << "unavailable: " << s.message() << "\n";
+  return s.code() == "USAGE" ? k_usage : k_unknown;
+}
+
 // The connection was lost after the request was sent: ask the leader what became of `rid`
 // (bounded), never run it again under a new id.
 int resolve_lost(const Options& o, const std::string& rid, const std::string& why,
@@ -85,16 +95,20 @@ std::string printable(const std::string& v) {
 
 int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream& out,
             std::ostream& err) {
+  if (!o.request_id.empty())
+    if (Status s = protocol::check_request_id(o.request_id); !s) {
+      err << "--request-id: " << s.message() << "\n";
+      return k_usage;
+    }
   for (int attempt = 0;; ++attempt) {
-    std::string rid = new_request_id();
+    std::string rid = o.request_id.empty() ? new_request_id() : o.request_id;
     protocol::LineBuilder line("TXN");
     line.raw(rid);
     if (o.trace) line.raw("trace");
     protocol::append_ops(line, ops);
     auto c = Connection::open(o.leader, std::min(o.timeout_ms, 3000));
     if (!c) {
-      err << "unavailable: " << c.status().message() << "\n";
-      return c.status().code() == "USAGE" ? k_usage : k_unknown;
+      return open_failed(c.status(), err);
     }
     auto r = c->call(line.str(), o.timeout_ms, rid);
     if (!r) return resolve_lost(o, rid, r.status().message(), out, err);
@@ -107,7 +121,7 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
     }
     if (res.kind == K::aborted) {
       const std::string& code = res.code;
-      if (code == "CONFLICT" && attempt < o.retries) {
+      if (code == "CONFLICT" && attempt < o.retries && o.request_id.empty()) {
         // A definite abort: safe to run again. Jittered exponential backoff.
         int base_ms = 5 << std::min(attempt, 6);
         std::this_thread::sleep_for(
@@ -140,8 +154,7 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
 int run_get(const Options& o, const std::string& key, std::ostream& out, std::ostream& err) {
   auto c = Connection::open(o.leader, std::min(o.timeout_ms, 3000));
   if (!c) {
-    err << "unavailable: " << c.status().message() << "\n";
-    return c.status().code() == "USAGE" ? k_usage : k_unknown;
+    return open_failed(c.status(), err);
   }
   auto r = c->call(protocol::LineBuilder("GET").arg(key).str(), o.timeout_ms);
   if (!r) {

@@ -21,6 +21,8 @@ struct Options {
   bool trace = false;      // print the transaction's timeline across nodes
   bool shell = false;      // one result per line: values escaped when not printable
   std::string peers;       // participants, when the leader is unreachable (in-doubt, resolve)
+  std::string request_id;  // put/del/txn: this id instead of a fresh one (a script's safe
+                           // retry: the leader never runs one id twice); no conflict retries
 };
 
 // Runs ops as one transaction. Writes "OK" to out on commit, reasons to err.

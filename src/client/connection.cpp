@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "common/util.h"
+#include "node/identity.h"
 
 namespace tpc::client {
 
@@ -35,6 +36,15 @@ void Connection::close() {
   if (m_fd >= 0) ::close(m_fd);
   m_fd = -1;
 }
+
+namespace {
+std::string& cluster_slot() {
+  static std::string c;
+  return c;
+}
+}  // namespace
+void Connection::expect_cluster(std::string cluster_id) { cluster_slot() = std::move(cluster_id); }
+const std::string& Connection::expected_cluster() { return cluster_slot(); }
 
 Result<Connection> Connection::open(const std::string& host_port, int timeout_ms,
                                     const std::string& role) {
@@ -75,10 +85,14 @@ Result<Connection> Connection::open(const std::string& host_port, int timeout_ms
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   Connection c;
   c.m_fd = fd;
-  auto hello = c.call(fmt::format("HELLO {} {}", protocol::k_version, role), timeout_ms);
+  const std::string& cluster = expected_cluster();
+  auto hello = c.call(fmt::format("HELLO {} {}{}", protocol::k_version, role,
+                                  cluster.empty() ? "" : " cluster=" + cluster),
+                      timeout_ms);
   if (!hello)
     return Status::error("UNAVAILABLE",
                          "handshake with " + host_port + " failed: " + hello.status().message());
+  if (Status s = node::check_cluster(cluster, *hello, host_port); !s) return s;
   if (hello->rfind("HELLO ", 0) != 0)
     return Status::error("VERSION", "server at " + host_port + " refused the handshake: " + *hello);
   return c;

@@ -17,9 +17,14 @@ class Connection {
   Connection(const Connection&) = delete;
 
   // Connects and performs the HELLO handshake. Errors: UNAVAILABLE (cannot connect),
-  // VERSION (the server speaks another protocol version).
+  // VERSION (the server speaks another protocol version), CLUSTER (the server belongs to
+  // another cluster than the one set with expect_cluster).
   static Result<Connection> open(const std::string& host_port, int timeout_ms,
                                  const std::string& role = "client");
+  // The cluster id every connection of this process must reach (--cluster-id,
+  // TPC_CLUSTER_ID); empty: any. Set once, before the first open.
+  static void expect_cluster(std::string cluster_id);
+  static const std::string& expected_cluster();
   // Sends one request line tagged "@TAG" and reads its reply line, which must carry the same
   // tag (returned without it): a reply meant for another request is never taken for this
   // one's. TAG: the given one (a TXN's request id), else 64 fresh random bits. Error LOST when

@@ -103,12 +103,15 @@ Server::Server(asio::io_context& io, Config cfg)
       m_wake(io, [this] { step(ev::Tick{}); }) {
   // Nothing is written before the configuration is known good and the port is ours.
   validate(m_cfg);
-  protocol::SessionConfig sc{"leader", m_cfg.id, m_cfg.max_line, m_cfg.max_connections};
+  protocol::SessionConfig sc{"leader", m_cfg.id, m_cfg.max_line, m_cfg.max_connections,
+                             [this](const std::string& l) { return node::answer_hello(m_ident, l); }};
   m_server = std::make_unique<protocol::Server>(
       io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
   txlog::make_dirs(m_cfg.data_dir);
   lock_data_dir(m_cfg.data_dir);
+  m_ident = node::open_identity(m_cfg.data_dir, "leader", m_cfg.cluster_id);
   check_peers_file();
+  load_pins();
   // Incarnation: bumped durably at every start, so transaction ids never repeat.
   bool exists;
   std::string inc = read_small_file(m_cfg.data_dir + "/incarnation", &exists);
@@ -136,7 +139,8 @@ Server::Server(asio::io_context& io, Config cfg)
   log::info("incarnation {}; recovered {} log records; {} committed transactions to finish",
             m_incarnation, recovered.size(), m_core->active());
 
-  std::string hello = fmt::format("HELLO {} leader {}", protocol::k_version, m_cfg.id);
+  std::string hello = fmt::format("HELLO {} leader {} {}", protocol::k_version, m_cfg.id,
+                                  node::hello_tokens(m_ident));
   for (size_t p = 0; p < m_cfg.peers.size(); ++p) {
     std::string host;
     uint16_t port;
@@ -144,11 +148,12 @@ Server::Server(asio::io_context& io, Config cfg)
     auto link = std::make_shared<protocol::Link>(io, host, port, hello, m_cfg.max_line);
     link->on_up([this, p] { step(ev::LinkUp{p}); });
     link->on_down([this, p] { step(ev::LinkDown{p}); });
+    link->on_hello([this, p](const std::string& reply) { return admit(p, reply); });
     link->start();
     m_links.push_back(link);
   }
-  log::info("leader {} listening on {}:{}, {} participants, replicas {}, data in {}", m_cfg.id,
-            m_cfg.bind, port(), m_cfg.peers.size(),
+  log::info("leader {} of cluster {} listening on {}:{}, {} participants, replicas {}, data in {}",
+            m_cfg.id, m_ident.cluster, m_cfg.bind, port(), m_cfg.peers.size(),
             m_cfg.replicas ? std::to_string(m_cfg.replicas) : std::string("all"), m_cfg.data_dir);
   auto a = m_core->start(now_ms());
   execute(a);
@@ -181,6 +186,97 @@ void Server::check_peers_file() {
         "--peers/--replicas:\n--- recorded\n{}--- given\n{}keys would be looked up in the wrong "
         "place; start with the recorded set or a new --data-dir",
         m_cfg.data_dir, have, want));
+}
+
+// DIR/members: one line per participant admitted so far, "SLOT ID NODE-ID", in --peers order.
+void Server::load_pins() {
+  m_pins.assign(m_cfg.peers.size(), Pin{});
+  bool exists;
+  std::string text = read_small_file(m_cfg.data_dir + "/members", &exists);
+  if (!exists) return;
+  for (auto& line : split_list(text, '\n')) {
+    if (line[0] == '#') continue;
+    auto t = protocol::split(line);
+    auto slot = t.size() == 3 ? parse_int(t[0]) : std::nullopt;
+    if (!slot || *slot < 0 || static_cast<size_t>(*slot) >= m_pins.size() ||
+        !node::is_uuid(std::string(t[2])))
+      throw Error(fmt::format("{}/members is damaged at '{}'; refusing to start", m_cfg.data_dir,
+                              line));
+    m_pins[static_cast<size_t>(*slot)] = Pin{std::string(t[1]), std::string(t[2])};
+  }
+}
+
+void Server::save_pins() {
+  std::string text = "# participants admitted by this leader: slot in --peers, --id, node id\n";
+  for (size_t p = 0; p < m_pins.size(); ++p)
+    if (!m_pins[p].node.empty())
+      text += fmt::format("{} {} {}\n", p, m_pins[p].id, m_pins[p].node);
+  txlog::write_file_atomic(m_cfg.data_dir + "/members", text);
+}
+
+std::string Server::join_line(size_t p) const {
+  node::Membership m{m_ident.cluster, p, m_cfg.replicas, {}};
+  for (size_t i = 0; i < m_pins.size(); ++i)
+    m.members.push_back({m_cfg.peers[i], m_pins[i].id, m_pins[i].node});
+  return node::encode_join(m);
+}
+
+void Server::resend_joins(size_t except) {
+  // The membership changed: every admitted participant keeps the current one (a replacement
+  // restored from it needs the node id it replaces).
+  for (size_t i = 0; i < m_links.size(); ++i)
+    if (i != except && m_links[i]->up()) m_links[i]->request(join_line(i), [](auto) {});
+}
+
+Result<std::string> Server::admit(size_t p, const std::string& reply) {
+  auto t = protocol::split(reply);
+  auto f = node::hello_fields(reply);
+  const std::string& addr = m_cfg.peers[p];
+  std::string role(t[2]), pid(t[3]), node = f["node"], cluster = f["cluster"];
+  if (role != "participant")
+    return Status::error("IDENTITY", fmt::format("{} is a {}, not a participant: fix --peers",
+                                                 addr, role));
+  if (!node::is_uuid(node))
+    return Status::error("IDENTITY", fmt::format("{} reports no node identity (a tpc older "
+                                                 "than this leader?): upgrade it",
+                                                 addr));
+  if (!cluster.empty() && cluster != "-" && cluster != m_ident.cluster)
+    return Status::error("CLUSTER",
+                         fmt::format("{} belongs to cluster {}, this leader to cluster {}: "
+                                     "--peers names a node of another cluster",
+                                     addr, cluster, m_ident.cluster));
+  Pin& pin = m_pins[p];
+  if (pin.node.empty()) {
+    pin = Pin{pid, node};
+    save_pins();
+    resend_joins(p);
+    log::info("participant {} at {} admitted to cluster {} as node {}", pid, addr,
+              m_ident.cluster, node);
+  } else if (pin.node != node) {
+    if (f["replaces"] != pin.node || cluster != m_ident.cluster)
+      return Status::error(
+          "IDENTITY",
+          fmt::format("participant {} at {} is node {}, but this cluster knows it as node {}: "
+                      "its data directory was wiped, replaced or is another node's, so it lacks "
+                      "writes it acknowledged. It is not used. Repair: stop it, remove its data "
+                      "directory and start it with `tpc participant --id {} --port PORT "
+                      "--data-dir DIR --restore-from HOST:PORT`, HOST:PORT a live participant "
+                      "(docs/operations.md)",
+                      pid, addr, node, pin.node, pin.id));
+    log::warn("participant {} at {}: node {} (restored from a replica) replaces node {}", pid,
+              addr, node, pin.node);
+    pin = Pin{pid, node};
+    save_pins();
+    resend_joins(p);
+  } else if (pin.id != pid) {
+    return Status::error("IDENTITY",
+                         fmt::format("{} was admitted as participant {} but now says it is "
+                                     "participant {}: restart it with --id {}",
+                                     addr, pin.id, pid, pin.id));
+  }
+  // JOIN CLUSTER SLOT REPLICAS N {ADDR ID NODE}: the participant joins the cluster (if new)
+  // and keeps the membership, which a replacement restored from it needs (placement).
+  return join_line(p);
 }
 
 ClientId Server::client(Reply reply) {
@@ -218,8 +314,12 @@ void Server::handle(const std::string& line, Reply reply) {
     if (t.size() != 2) return fail(Status::error("PROTO", "usage: TRACE TXID"));
     on_trace(std::string(t[1]), reply, now_ms() + 3000);
   } else if (verb == "PEERS") {
+    // PEERS {ADDR up|down|refused[ REASON]}
     LineBuilder b("PEERS");
-    for (auto& l : m_links) b.raw(l->address()).raw(l->up() ? "up" : "down");
+    for (auto& l : m_links) {
+      b.raw(l->address()).raw(l->up() ? "up" : l->refused().empty() ? "down" : "refused");
+      if (!l->up() && !l->refused().empty()) b.arg(l->refused());
+    }
     reply.send(b.str());
   } else if (verb == "GET") {
     auto r = protocol::decode_read(t);
@@ -246,9 +346,9 @@ void Server::on_stats(Reply reply) {
   size_t up = 0;
   for (auto& l : m_links) up += l->up();
   reply.send(fmt::format(
-      "STATS id={} incarnation={} committed={} aborted={} active={} "
+      "STATS id={} cluster={} node={} incarnation={} committed={} aborted={} active={} "
       "peers_up={}/{} log_bytes={} log_syncs={} uptime_ms={}",
-      m_cfg.id, m_incarnation, m_core->committed_count(), m_core->aborted_count(), m_core->active(),
+      m_cfg.id, m_ident.cluster, m_ident.node, m_incarnation, m_core->committed_count(), m_core->aborted_count(), m_core->active(),
       up, m_links.size(), ls.bytes, ls.syncs, now_ms() - m_started_ms));
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "leader/core.h"
+#include "node/identity.h"
 #include "protocol/link.h"
 #include "protocol/session.h"
 #include "protocol/waker.h"
@@ -27,6 +28,7 @@ struct Config {
   std::string bind = "127.0.0.1";
   uint16_t port = 5000;
   std::string advertise;  // HOST:PORT participants use to reach this leader; default bind:port
+  std::string cluster_id;  // for a new data directory: join this cluster (default: a new one)
   std::vector<std::string> peers;
   size_t replicas = 0;  // 0: every participant
   std::string data_dir;
@@ -62,11 +64,23 @@ class Server {
   void record_trace(act::Trace& t);
   void on_stats(protocol::Reply reply);
   void check_peers_file();
+  void load_pins();
+  void save_pins();
+  // The handshake check of participant p's link: its identity against the pinned one.
+  Result<std::string> admit(size_t p, const std::string& hello_reply);
+  std::string join_line(size_t p) const;  // JOIN for participant p: the current membership
+  void resend_joins(size_t except);
 
   boost::asio::io_context& m_io;
   Config m_cfg;
   int64_t m_started_ms;
   uint64_t m_incarnation = 0;
+  node::Identity m_ident;
+  struct Pin {  // the participant admitted at a slot of --peers
+    std::string id;    // its --id
+    std::string node;  // its node id; empty: not yet seen
+  };
+  std::vector<Pin> m_pins;
   std::unique_ptr<Core> m_core;
   std::unique_ptr<txlog::Log> m_log;
   std::vector<std::shared_ptr<protocol::Link>> m_links;

@@ -114,8 +114,16 @@ std::shared_ptr<protocol::Link> Server::leader_link(const std::string& addr) {
   uint16_t port;
   if (!parse_host_port(addr, &host, &port)) return nullptr;
   auto link = std::make_shared<protocol::Link>(
-      m_io, host, port, fmt::format("HELLO {} participant {}", protocol::k_version, m_cfg.id),
+      m_io, host, port,
+      fmt::format("HELLO {} participant {} {}", protocol::k_version, m_cfg.id,
+                  node::hello_tokens(m_ident)),
       m_cfg.max_line);
+  // A leader of another cluster would answer ABORTED (presumed abort) for a transaction it
+  // never saw: never ask it.
+  link->on_hello([this, addr](const std::string& reply) -> Result<std::string> {
+    if (Status s = node::check_cluster(m_ident.cluster, reply, addr); !s) return s;
+    return std::string();
+  });
   link->start();
   m_leaders[addr] = link;
   return link;

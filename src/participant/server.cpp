@@ -1,5 +1,6 @@
 #include "participant/server.h"
 
+#include <fstream>
 #include <set>
 
 #include <fmt/format.h>
@@ -22,6 +23,11 @@ Server::Server(asio::io_context& io, Config cfg)
       m_wake(io, [this] { step(ev::Tick{}); }) {
   txlog::make_dirs(m_cfg.data_dir);
   lock_data_dir(m_cfg.data_dir);
+  m_ident = node::open_identity(m_cfg.data_dir, "participant", m_cfg.cluster_id);
+  {
+    std::ifstream in(m_cfg.data_dir + "/membership");
+    std::getline(in, m_membership);
+  }
   m_store = std::make_unique<store::SqliteStore>(m_cfg.data_dir + "/data.db");
   CoreConfig cc;
   cc.id = m_cfg.id;
@@ -42,11 +48,13 @@ Server::Server(asio::io_context& io, Config cfg)
   execute(a);  // the redo is applied here, before anyone is served
   log::info("recovered {} log records; {} commits redone; {} transactions in doubt",
             recovered.size(), m_core->redone(), m_core->prepared().size());
-  protocol::SessionConfig sc{"participant", m_cfg.id, m_cfg.max_line, m_cfg.max_connections};
+  protocol::SessionConfig sc{"participant", m_cfg.id, m_cfg.max_line, m_cfg.max_connections,
+                             [this](const std::string& l) { return node::answer_hello(m_ident, l); }};
   m_server = std::make_unique<protocol::Server>(
       io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
-  log::info("participant {} listening on {}:{}, data in {}", m_cfg.id, m_cfg.bind, port(),
-            m_cfg.data_dir);
+  log::info("participant {} (node {}, cluster {}) listening on {}:{}, data in {}", m_cfg.id,
+            m_ident.node, m_ident.cluster.empty() ? "not joined yet" : m_ident.cluster,
+            m_cfg.bind, port(), m_cfg.data_dir);
 }
 
 Server::~Server() { stop(); }
@@ -86,6 +94,8 @@ void Server::handle(const std::string& line, Reply reply) {
     auto m = protocol::decode_read(t);
     if (!m) return fail(m.status());
     step(ev::Read{client(reply), std::move(m->key)});
+  } else if (verb == "JOIN") {
+    on_join(t, reply);
   } else if (verb == "STATS") {
     on_stats(reply);
   } else if (verb == "INDOUBT") {
@@ -99,12 +109,40 @@ void Server::handle(const std::string& line, Reply reply) {
   }
 }
 
+void Server::on_join(const std::vector<std::string_view>& t, Reply reply) {
+  auto fail = [&](const char* code, const std::string& why) {
+    log::error("refusing JOIN: {}", why);
+    reply.send(LineBuilder("ERR").raw(code).text(why).str());
+  };
+  auto m = node::decode_join(t);
+  if (!m) return fail("PROTO", m.status().message());
+  if (!m_ident.cluster.empty() && m->cluster != m_ident.cluster)
+    return fail("CLUSTER", fmt::format("this participant belongs to cluster {}, not {}",
+                                       m_ident.cluster, m->cluster));
+  if (m->members[m->slot].node != m_ident.node)
+    return fail("IDENTITY", fmt::format("the leader admits node {} at this place, not this "
+                                        "node {}",
+                                        m->members[m->slot].node, m_ident.node));
+  if (m_ident.cluster.empty()) {
+    m_ident.cluster = m->cluster;
+    node::save_identity(m_cfg.data_dir, m_ident);
+    log::info("joined cluster {}", m_ident.cluster);
+  }
+  std::string line = node::encode_join(*m);
+  if (line != m_membership) {
+    txlog::write_file_atomic(m_cfg.data_dir + "/membership", line + "\n");
+    m_membership = line;
+  }
+  reply.send("ACK");
+}
+
 void Server::on_stats(Reply reply) {
   auto ls = m_log->stats();
   reply.send(
-      fmt::format("STATS id={} keys={} committed={} aborted={} in_doubt={} heuristic={} "
-                  "log_bytes={} log_syncs={} uptime_ms={}",
-                  m_cfg.id, m_store->key_count(), m_core->committed_count(),
+      fmt::format("STATS id={} cluster={} node={} keys={} committed={} aborted={} in_doubt={} "
+                  "heuristic={} log_bytes={} log_syncs={} uptime_ms={}",
+                  m_cfg.id, m_ident.cluster.empty() ? "-" : m_ident.cluster, m_ident.node,
+                  m_store->key_count(), m_core->committed_count(),
                   m_core->aborted_count(), m_core->prepared().size(), m_core->heuristics().size(),
                   ls.bytes, ls.syncs, now_ms() - m_started_ms));
 }

@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "node/identity.h"
 #include "participant/core.h"
 #include "protocol/link.h"
 #include "protocol/session.h"
@@ -34,6 +35,7 @@ struct Config {
   int resolve_after_ms = 1000;  // a prepared txn older than this asks its leader
   int resolve_max_backoff_ms = 5000;
   uint64_t log_compact_bytes = 16ull << 20;  // rewrite the log past this size
+  std::string cluster_id;  // for a new data directory: belong to this cluster from the start
 };
 
 class Server {
@@ -53,11 +55,14 @@ class Server {
   void rewrite(act::Rewrite& rw);
   void on_stats(protocol::Reply reply);
   void on_indoubt(protocol::Reply reply);
+  void on_join(const std::vector<std::string_view>& t, protocol::Reply reply);
   std::shared_ptr<protocol::Link> leader_link(const std::string& addr);
 
   boost::asio::io_context& m_io;
   Config m_cfg;
   int64_t m_started_ms;
+  node::Identity m_ident;
+  std::string m_membership;  // the last JOIN line, as kept in DIR/membership
   std::unique_ptr<store::SqliteStore> m_store;
   std::unique_ptr<Core> m_core;
   std::unique_ptr<txlog::Log> m_log;

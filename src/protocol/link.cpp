@@ -124,21 +124,22 @@ void Link::on_line(const std::string& line) {
     auto t = split(line);
     if (t.size() >= 4 && t[0] == "HELLO" && t[1] == k_version) {
       m_handshaken = true;
-      m_up = true;
-      m_backoff_ms = 20;
-      if (m_warned) log::info("peer {} is up", address());
-      m_warned = false;
-      if (m_on_up) m_on_up();
+      Result<std::string> first = std::string();
+      if (m_on_hello) first = m_on_hello(line);
+      if (!first) return refuse(first.status().message());
+      if (first->empty()) return go_up();
+      // The first request (JOIN) must be acknowledged before anything else is sent.
+      uint64_t tag = m_next_tag++;
+      m_pending.emplace(tag, [this, gen = m_generation](Result<std::string> r) {
+        if (gen != m_generation || m_stopped || !r) return;  // lost: the reader reconnects
+        if (*r == "ACK") return go_up();
+        refuse(*r);
+      });
+      m_out += fmt::format("@{} {}\n", tag, *first);
+      schedule_flush();
       return;
     }
-    log::error("peer {} refused the handshake: {}", address(), line);
-    m_warned = true;
-    boost::system::error_code ig;
-    m_socket.close(ig);
-    ++m_generation;
-    m_backoff_ms = 1000;
-    schedule_reconnect();
-    return;
+    return refuse("handshake failed: " + line);
   }
   if (line.empty() || line[0] != '@') {
     log::warn("peer {} sent an untagged line: {}", address(), line.substr(0, 200));
@@ -153,10 +154,32 @@ void Link::on_line(const std::string& line) {
   cb(sp == std::string::npos ? std::string() : line.substr(sp + 1));
 }
 
+void Link::go_up() {
+  m_up = true;
+  m_backoff_ms = 20;
+  if (m_warned || !m_refused.empty()) log::info("peer {} is up", address());
+  m_warned = false;
+  m_refused.clear();
+  if (m_on_up) m_on_up();
+}
+
+void Link::refuse(const std::string& why) {
+  if (why != m_refused) log::error("peer {} refused: {}", address(), why);
+  m_refused = why;
+  m_warned = true;
+  boost::system::error_code ig;
+  m_socket.close(ig);
+  ++m_generation;
+  fail_all();
+  m_backoff_ms = 3000;
+  schedule_reconnect();
+}
+
 void Link::request(const std::string& line, Callback cb) {
   if (!m_up) {
-    asio::post(m_io, [cb = std::move(cb), a = address()] {
-      cb(Status::error("UNAVAILABLE", "peer " + a + " is down"));
+    asio::post(m_io, [cb = std::move(cb), a = address(), refused = !m_refused.empty()] {
+      cb(Status::error("UNAVAILABLE",
+                       "peer " + a + (refused ? " is refused (see tpc client status)" : " is down")));
     });
     return;
   }

@@ -38,6 +38,13 @@ class Link : public std::enable_shared_from_this<Link> {
   void on_up(std::function<void()> f) { m_on_up = std::move(f); }
   // Called each time an up link goes down (before its pending requests fail).
   void on_down(std::function<void()> f) { m_on_down = std::move(f); }
+  // Checks the peer's HELLO reply before the link goes up. Returns a request line to send
+  // first (whose reply must be ACK), "" for none, or an error: the peer is refused, the link
+  // stays down, says why in refused(), and tries again every few seconds.
+  using HelloCheck = std::function<Result<std::string>(const std::string& hello_reply)>;
+  void on_hello(HelloCheck f) { m_on_hello = std::move(f); }
+  // Why the peer was refused at its last handshake; empty when it was not.
+  const std::string& refused() const { return m_refused; }
   // Number of socket writes so far (each carries every line queued since the last one).
   uint64_t writes() const { return m_writes; }
 
@@ -47,6 +54,8 @@ class Link : public std::enable_shared_from_this<Link> {
   void read_more();
   void on_line(const std::string& line);
   void fail_all();
+  void go_up();
+  void refuse(const std::string& why);
   void flush();
   void schedule_flush();
   boost::asio::io_context& m_io;
@@ -70,6 +79,8 @@ class Link : public std::enable_shared_from_this<Link> {
   uint64_t m_generation = 0;  // bumps on every (re)connect, so stale handlers do nothing
   std::function<void()> m_on_up;
   std::function<void()> m_on_down;
+  HelloCheck m_on_hello;
+  std::string m_refused;
   bool m_warned = false;
   uint64_t m_writes = 0;
 };

@@ -87,7 +87,18 @@ void Session::on_line(std::string line) {
       m_close_after_write = true;
       return;
     }
-    reply.send(fmt::format("HELLO {} {} {}", k_version, m_cfg.role, m_cfg.id));
+    std::string extra;
+    if (m_cfg.hello) {
+      auto r = m_cfg.hello(std::string(body));
+      if (!r) {
+        log::warn("connection {}: handshake refused: {}", m_peer, r.status().message());
+        reply.send(fmt::format("ERR {} {}", r.status().code(), r.status().message()));
+        m_close_after_write = true;
+        return;
+      }
+      extra = " " + *r;
+    }
+    reply.send(fmt::format("HELLO {} {} {}{}", k_version, m_cfg.role, m_cfg.id, extra));
     return;
   }
   if (tokens[0] == "PING") {

@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "common/status.h"
 #include "protocol/codec.h"
 
 namespace tpc::protocol {
@@ -40,11 +41,17 @@ class Reply {
   std::string m_tag;
 };
 
+// Checks a peer's HELLO line (after the version) and returns the tokens to append to this
+// server's HELLO reply (its identity), or an error: sent as "ERR CODE text", then the
+// connection is closed.
+using HelloCheck = std::function<Result<std::string>(const std::string& hello_line)>;
+
 struct SessionConfig {
   std::string role;  // "leader" or "participant": sent in the HELLO reply
   std::string id;
   size_t max_line = k_default_max_line;
   size_t max_connections = 4096;  // past this, a new connection gets ERR BUSY and is closed
+  HelloCheck hello;               // unset: any peer, no identity in the reply
 };
 
 using Handler = std::function<void(const std::string& line, Reply reply)>;

@@ -275,6 +275,13 @@ long Cluster::stat(int i, const std::string& field) {
   return -1;
 }
 
+std::string Cluster::cluster_id() const {
+  std::string text = read_file(dir() + "/leader/identity");
+  auto at = text.find("\ncluster ");
+  if (at == std::string::npos) return "";
+  return text.substr(at + 9, 36);
+}
+
 std::string Cluster::log_of_leader() const { return read_file(dir() + "/leader.log"); }
 std::string Cluster::log_of_participant(int i) const {
   return read_file(dir() + "/p" + std::to_string(i + 1) + ".log");

@@ -90,6 +90,8 @@ class Cluster {
   RunResult client(const std::vector<std::string>& args, int timeout_ms = 30000);
   // Reads a key straight from participant i (READ), nullopt when absent; throws on error.
   std::optional<std::string> read_at(int i, const std::string& key);
+  // The cluster id, from the leader's identity file ("" before the leader first started).
+  std::string cluster_id() const;
   // STATS line field of participant i (-1 on failure).
   long stat(int i, const std::string& field);
   const std::string& dir() const { return m_scratch.path(); }

@@ -157,8 +157,9 @@ TEST_SUITE("txn") {
     REQUIRE(c.wait_ready());
     uint16_t port2 = free_port();
     std::string peers = c.participant_addr(0) + "," + c.participant_addr(1);
+    // A second leader of the same cluster: its participants refuse any other cluster's.
     Process l2({TPC_BINARY, "leader", "--id", "2", "--port", std::to_string(port2), "--peers",
-                peers, "--data-dir", c.dir() + "/leader2"},
+                peers, "--data-dir", c.dir() + "/leader2", "--cluster-id", c.cluster_id()},
                c.dir() + "/leader2.log");
     std::string addr2 = "127.0.0.1:" + std::to_string(port2);
     REQUIRE(wait_for(

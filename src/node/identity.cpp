@@ -1,0 +1,189 @@
+#include "node/identity.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "common/util.h"
+#include "protocol/codec.h"
+#include "txlog/file.h"
+
+namespace tpc::node {
+
+std::string encode(const Identity& id) {
+  std::string s = "# tpc node identity: written when this directory was initialised; do not edit\n";
+  s += fmt::format("format {}\nrole {}\ncluster {}\nnode {}\n", id.format, id.role,
+                   id.cluster.empty() ? "-" : id.cluster, id.node);
+  if (!id.replaces.empty()) s += "replaces " + id.replaces + "\n";
+  s += "origin " + id.origin + "\n";
+  return s;
+}
+
+Result<Identity> decode(const std::string& text) {
+  Identity id;
+  id.format = 0;
+  id.origin.clear();
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    auto sp = line.find(' ');
+    if (sp == std::string::npos) return Status::error("CORRUPT", "identity line without value");
+    std::string k = line.substr(0, sp), v = line.substr(sp + 1);
+    if (k == "format") {
+      auto n = parse_int(v);
+      if (!n || *n <= 0) return Status::error("CORRUPT", "identity has a bad format version");
+      id.format = static_cast<int>(*n);
+    } else if (k == "role") {
+      id.role = v;
+    } else if (k == "cluster") {
+      id.cluster = v == "-" ? "" : v;
+    } else if (k == "node") {
+      id.node = v;
+    } else if (k == "replaces") {
+      id.replaces = v;
+    } else if (k == "origin") {
+      id.origin = v;
+    }
+  }
+  if (id.format == 0 || id.role.empty() || !is_uuid(id.node))
+    return Status::error("CORRUPT", "identity lacks its format, role or node id");
+  return id;
+}
+
+bool is_uuid(const std::string& s) {
+  if (s.size() != 36) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash != (s[i] == '-')) return false;
+    if (!dash && !std::isxdigit(static_cast<unsigned char>(s[i]))) return false;
+  }
+  return true;
+}
+
+bool has_identity(const std::string& dir) {
+  std::error_code ec;
+  return std::filesystem::exists(dir + "/identity", ec);
+}
+
+void save_identity(const std::string& dir, const Identity& id) {
+  txlog::write_file_atomic(dir + "/identity", encode(id));
+}
+
+Identity open_identity(const std::string& dir, const std::string& role,
+                       const std::string& cluster, const std::string& origin) {
+  std::string path = dir + "/identity";
+  std::ifstream in(path);
+  if (!in) {
+    Identity id;
+    id.role = role;
+    id.node = new_uuid();
+    id.cluster = cluster.empty() && role == "leader" ? new_uuid() : cluster;
+    id.origin = origin;
+    save_identity(dir, id);
+    return id;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto id = decode(ss.str());
+  if (!id)
+    throw Error(fmt::format("{} is damaged ({}); refusing to start: this node cannot tell which "
+                            "cluster it belongs to",
+                            path, id.status().message()));
+  if (id->format > k_format)
+    throw Error(fmt::format("{} was written by a newer tpc (data format {}; this binary reads up "
+                            "to {}): run the newer binary",
+                            dir, id->format, k_format),
+                2);
+  if (id->role != role)
+    throw Error(fmt::format("{} is the data directory of a {}, not of a {}: use another "
+                            "--data-dir",
+                            dir, id->role, role),
+                2);
+  if (!cluster.empty() && !id->cluster.empty() && id->cluster != cluster)
+    throw Error(fmt::format("{} belongs to cluster {}, not to --cluster-id {}", dir, id->cluster,
+                            cluster),
+                2);
+  return *id;
+}
+
+std::string hello_tokens(const Identity& me) {
+  std::string s = fmt::format("cluster={} node={}", me.cluster.empty() ? "-" : me.cluster, me.node);
+  if (!me.replaces.empty()) s += " replaces=" + me.replaces;
+  return s;
+}
+
+Result<std::string> answer_hello(const Identity& me, const std::string& hello_line) {
+  auto f = hello_fields(hello_line);
+  auto it = f.find("cluster");
+  if (it != f.end() && it->second != "-" && !me.cluster.empty() && it->second != me.cluster)
+    return Status::error("CLUSTER", fmt::format("this {} belongs to cluster {}, not to cluster {} "
+                                                "that the connecting node belongs to: the "
+                                                "address names a node of another cluster",
+                                                me.role, me.cluster, it->second));
+  return hello_tokens(me);
+}
+
+Status check_cluster(const std::string& expected, const std::string& hello_reply,
+                     const std::string& addr) {
+  if (expected.empty()) return Status::ok();
+  if (hello_reply.rfind("ERR CLUSTER", 0) == 0)
+    return Status::error("CLUSTER", addr + " refused: " + hello_reply.substr(12));
+  auto f = hello_fields(hello_reply);
+  auto it = f.find("cluster");
+  std::string theirs = it == f.end() ? "(none: an older tpc?)" : it->second;
+  if (theirs != expected)
+    return Status::error("CLUSTER", fmt::format("{} belongs to cluster {}, not to cluster {}: "
+                                                "it is a node of another cluster",
+                                                addr, theirs, expected));
+  return Status::ok();
+}
+
+std::map<std::string, std::string> hello_fields(const std::string& line) {
+  std::map<std::string, std::string> f;
+  for (auto t : protocol::split(line)) {
+    auto eq = t.find('=');
+    if (eq != std::string_view::npos && eq > 0)
+      f[std::string(t.substr(0, eq))] = std::string(t.substr(eq + 1));
+  }
+  return f;
+}
+
+}  // namespace tpc::node
+
+namespace tpc::node {
+
+std::string encode_join(const Membership& m) {
+  protocol::LineBuilder b("JOIN");
+  b.raw(m.cluster).num(static_cast<long long>(m.slot)).num(static_cast<long long>(m.replicas));
+  b.num(static_cast<long long>(m.members.size()));
+  for (auto& x : m.members)
+    b.raw(x.addr).raw(x.id.empty() ? "-" : x.id).raw(x.node.empty() ? "-" : x.node);
+  return b.str();
+}
+
+Result<Membership> decode_join(const std::vector<std::string_view>& t) {
+  const Status bad =
+      Status::error("PROTO", "usage: JOIN CLUSTER SLOT REPLICAS N {ADDR ID NODE}...");
+  if (t.size() < 5 || t[0] != "JOIN") return bad;
+  Membership m;
+  m.cluster = t[1];
+  auto slot = parse_int(t[2]), replicas = parse_int(t[3]), n = parse_int(t[4]);
+  if (!is_uuid(m.cluster) || !slot || !replicas || !n || *n < 1 || *n > 100000 || *slot < 0 ||
+      *slot >= *n || *replicas < 0 || t.size() != 5 + 3 * static_cast<size_t>(*n))
+    return bad;
+  m.slot = static_cast<size_t>(*slot);
+  m.replicas = static_cast<size_t>(*replicas);
+  for (size_t i = 5; i < t.size(); i += 3) {
+    Member x{std::string(t[i]), std::string(t[i + 1]), std::string(t[i + 2])};
+    if (x.id == "-") x.id.clear();
+    if (x.node == "-") x.node.clear();
+    if (!x.node.empty() && !is_uuid(x.node)) return bad;
+    m.members.push_back(std::move(x));
+  }
+  return m;
+}
+
+}  // namespace tpc::node
