@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -58,12 +59,17 @@ bool parse_host_port(const std::string& text, std::string* host, uint16_t* port)
   return true;
 }
 void lock_data_dir(const std::string& dir) {
+  // Once per process: a second flock on another descriptor of the same file would conflict
+  // with our own (a restore locks the directory before the server that follows it).
+  static std::set<std::string> held;
+  if (held.count(dir)) return;
   std::string path = dir + "/LOCK";
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) throw Error(fmt::format("cannot open {}: {}", path, std::strerror(errno)));
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0)
     throw Error(fmt::format("data directory {} is in use by another tpc process", dir));
   // The descriptor stays open (and locked) until the process exits.
+  held.insert(dir);
 }
 }  // namespace tpc
 

@@ -146,7 +146,10 @@ Server::Server(asio::io_context& io, Config cfg)
     uint16_t port;
     TPC_CHECK(parse_host_port(m_cfg.peers[p], &host, &port), "peer address checked by validate");
     auto link = std::make_shared<protocol::Link>(io, host, port, hello, m_cfg.max_line);
-    link->on_up([this, p] { step(ev::LinkUp{p}); });
+    link->on_up([this, p] {
+      resend_joins();  // the membership may have changed while it joined
+      step(ev::LinkUp{p});
+    });
     link->on_down([this, p] { step(ev::LinkDown{p}); });
     link->on_hello([this, p](const std::string& reply) { return admit(p, reply); });
     link->start();
@@ -191,6 +194,7 @@ void Server::check_peers_file() {
 // DIR/members: one line per participant admitted so far, "SLOT ID NODE-ID", in --peers order.
 void Server::load_pins() {
   m_pins.assign(m_cfg.peers.size(), Pin{});
+  m_join_gen.assign(m_cfg.peers.size(), 0);
   bool exists;
   std::string text = read_small_file(m_cfg.data_dir + "/members", &exists);
   if (!exists) return;
@@ -207,6 +211,7 @@ void Server::load_pins() {
 }
 
 void Server::save_pins() {
+  ++m_pins_gen;
   std::string text = "# participants admitted by this leader: slot in --peers, --id, node id\n";
   for (size_t p = 0; p < m_pins.size(); ++p)
     if (!m_pins[p].node.empty())
@@ -221,11 +226,14 @@ std::string Server::join_line(size_t p) const {
   return node::encode_join(m);
 }
 
-void Server::resend_joins(size_t except) {
+void Server::resend_joins() {
   // The membership changed: every admitted participant keeps the current one (a replacement
-  // restored from it needs the node id it replaces).
+  // restored from it needs the node id it replaces). A link still joining gets it once up.
   for (size_t i = 0; i < m_links.size(); ++i)
-    if (i != except && m_links[i]->up()) m_links[i]->request(join_line(i), [](auto) {});
+    if (m_links[i]->up() && m_join_gen[i] != m_pins_gen) {
+      m_join_gen[i] = m_pins_gen;
+      m_links[i]->request(join_line(i), [](auto) {});
+    }
 }
 
 Result<std::string> Server::admit(size_t p, const std::string& reply) {
@@ -249,7 +257,7 @@ Result<std::string> Server::admit(size_t p, const std::string& reply) {
   if (pin.node.empty()) {
     pin = Pin{pid, node};
     save_pins();
-    resend_joins(p);
+    resend_joins();
     log::info("participant {} at {} admitted to cluster {} as node {}", pid, addr,
               m_ident.cluster, node);
   } else if (pin.node != node) {
@@ -267,7 +275,7 @@ Result<std::string> Server::admit(size_t p, const std::string& reply) {
               addr, node, pin.node);
     pin = Pin{pid, node};
     save_pins();
-    resend_joins(p);
+    resend_joins();
   } else if (pin.id != pid) {
     return Status::error("IDENTITY",
                          fmt::format("{} was admitted as participant {} but now says it is "
@@ -276,6 +284,7 @@ Result<std::string> Server::admit(size_t p, const std::string& reply) {
   }
   // JOIN CLUSTER SLOT REPLICAS N {ADDR ID NODE}: the participant joins the cluster (if new)
   // and keeps the membership, which a replacement restored from it needs (placement).
+  m_join_gen[p] = m_pins_gen;
   return join_line(p);
 }
 

@@ -69,7 +69,7 @@ class Server {
   // The handshake check of participant p's link: its identity against the pinned one.
   Result<std::string> admit(size_t p, const std::string& hello_reply);
   std::string join_line(size_t p) const;  // JOIN for participant p: the current membership
-  void resend_joins(size_t except);
+  void resend_joins();
 
   boost::asio::io_context& m_io;
   Config m_cfg;
@@ -81,6 +81,8 @@ class Server {
     std::string node;  // its node id; empty: not yet seen
   };
   std::vector<Pin> m_pins;
+  uint64_t m_pins_gen = 0;           // bumped at every change of m_pins
+  std::vector<uint64_t> m_join_gen;  // the m_pins_gen each participant's last JOIN carried
   std::unique_ptr<Core> m_core;
   std::unique_ptr<txlog::Log> m_log;
   std::vector<std::shared_ptr<protocol::Link>> m_links;

@@ -1,5 +1,7 @@
 #include "participant/server.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <fstream>
 #include <set>
 
@@ -7,6 +9,7 @@
 
 #include "common/logging.h"
 #include "common/util.h"
+#include "leader/core.h"  // place(): which keys a participant owns
 #include "txlog/file.h"
 
 namespace tpc::participant {
@@ -96,6 +99,12 @@ void Server::handle(const std::string& line, Reply reply) {
     step(ev::Read{client(reply), std::move(m->key)});
   } else if (verb == "JOIN") {
     on_join(t, reply);
+  } else if (verb == "MEMBERSHIP") {
+    if (m_membership.empty())
+      return fail(Status::error("STATE", "this participant has not joined a cluster yet"));
+    reply.send("MEMBERSHIP" + m_membership.substr(4));
+  } else if (verb == "SNAPSHOT") {
+    on_snapshot(t, reply);
   } else if (verb == "STATS") {
     on_stats(reply);
   } else if (verb == "INDOUBT") {
@@ -134,6 +143,74 @@ void Server::on_join(const std::vector<std::string_view>& t, Reply reply) {
     m_membership = line;
   }
   reply.send("ACK");
+}
+
+// SNAPSHOT SLOT prepared       -> PREPARED COUNT {PREPARE-LINE}   (each line one escaped token)
+// SNAPSHOT SLOT keys AFTER     -> KEYS NEXT MORE|END COUNT {KEY VALUE}
+// What participant SLOT of the membership owns, for its replacement (restore.h): the prepared
+// transactions' ops on its keys, and its keys a page at a time in key order. Keys a
+// participant owns cannot change while it is out of the cluster (every owner must vote), so
+// pages read at different times agree; the replacement asks for the prepared ones first.
+void Server::on_snapshot(const std::vector<std::string_view>& t, Reply reply) {
+  auto fail = [&](const char* code, const std::string& why) {
+    reply.send(LineBuilder("ERR").raw(code).text(why).str());
+  };
+  if (m_membership.empty()) return fail("STATE", "this participant has not joined a cluster yet");
+  auto m = node::decode_join(protocol::split(m_membership));
+  if (!m) return fail("STATE", "membership unreadable: " + m.status().message());
+  auto slot = t.size() >= 3 ? parse_int(t[1]) : std::nullopt;
+  if (!slot || *slot < 0 || static_cast<size_t>(*slot) >= m->members.size() ||
+      !(t[2] == "prepared" ? t.size() == 3 : t[2] == "keys" && t.size() == 4))
+    return fail("PROTO", "usage: SNAPSHOT SLOT prepared | SNAPSHOT SLOT keys AFTER");
+  std::vector<std::string> peers;
+  for (auto& x : m->members) peers.push_back(x.addr);
+  size_t want = static_cast<size_t>(*slot);
+  auto owned = [&](const std::string& key) {
+    auto o = leader::place(peers, m->replicas, key);
+    return std::find(o.begin(), o.end(), want) != o.end();
+  };
+  if (t[2] == "prepared") {
+    std::vector<std::string> lines;
+    for (auto& [txid, p] : m_core->prepared()) {
+      if (!p.durable) continue;
+      protocol::Prepare msg{txid, p.leader, p.leader_addr, {}, p.rid};
+      for (auto& op : p.ops)
+        if (owned(op.key)) msg.ops.push_back(op);
+      if (!msg.ops.empty()) lines.push_back(protocol::encode(msg));
+    }
+    LineBuilder b("PREPARED");
+    b.num(static_cast<long long>(lines.size()));
+    for (auto& l : lines) b.arg(l);
+    return reply.send(b.str());
+  }
+  auto after = protocol::unescape(t[3]);
+  if (!after) return fail("PROTO", after.status().message());
+  std::string cursor = *after;
+  store::Store::KeyValues mine;
+  size_t bytes = 0, budget = m_cfg.max_line / 4;
+  bool more = true;
+  // Scan until the page of owned keys is full or the store ends (bounded work per request).
+  for (int pages = 0; pages < 64 && bytes < budget; ++pages) {
+    auto kv = m_store->scan(cursor, 1000, budget - bytes);
+    if (!kv) return fail("STORAGE", kv.status().message());
+    for (auto& [k, v] : *kv) {
+      cursor = k;
+      if (!owned(k)) continue;
+      bytes += k.size() + v.size();
+      mine.emplace_back(k, v);
+    }
+    if (kv->size() < 1000) {
+      // A short page: the store ended, or the byte budget cut it (then more follow).
+      auto next = m_store->scan(cursor, 1, SIZE_MAX);
+      if (!next) return fail("STORAGE", next.status().message());
+      more = !next->empty();
+      break;
+    }
+  }
+  LineBuilder b("KEYS");
+  b.arg(cursor).raw(more ? "MORE" : "END").num(static_cast<long long>(mine.size()));
+  for (auto& [k, v] : mine) b.arg(k).arg(v);
+  reply.send(b.str());
 }
 
 void Server::on_stats(Reply reply) {

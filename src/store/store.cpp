@@ -1,6 +1,12 @@
 #include "store/store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -25,6 +31,23 @@ std::set<std::string> MemStore::applied_txids() {
 Status MemStore::prune_applied(uint64_t upto) {
   std::erase_if(m_applied, [&](auto& kv) { return kv.second <= upto; });
   return Status::ok();
+}
+
+Result<Store::KeyValues> MemStore::scan(const std::string& after, size_t limit,
+                                        size_t max_bytes) {
+  return scan_map(m_data, after, limit, max_bytes);
+}
+
+Result<Store::KeyValues> scan_map(const std::map<std::string, std::string>& data,
+                                  const std::string& after, size_t limit, size_t max_bytes) {
+  Store::KeyValues out;
+  size_t bytes = 0;
+  for (auto it = data.upper_bound(after); it != data.end() && out.size() < limit; ++it) {
+    if (!out.empty() && bytes + it->first.size() + it->second.size() > max_bytes) break;
+    bytes += it->first.size() + it->second.size();
+    out.emplace_back(it->first, it->second);
+  }
+  return out;
 }
 
 Status MemStore::apply(const std::string& txid, const std::vector<Op>& ops) {
@@ -92,6 +115,73 @@ SqliteStore::SqliteStore(const std::string& path) : m_path(path) {
   m_commit = prepare("COMMIT");
   m_rollback = prepare("ROLLBACK");
   m_count = prepare("SELECT count(*) FROM kv");
+  m_scan = prepare("SELECT key, value FROM kv WHERE key > ?1 ORDER BY key LIMIT ?2");
+}
+
+Result<Store::KeyValues> SqliteStore::scan(const std::string& after, size_t limit,
+                                           size_t max_bytes) {
+  KeyValues out;
+  size_t bytes = 0;
+  sqlite3_reset(m_scan);
+  sqlite3_bind_blob(m_scan, 1, after.data(), static_cast<int>(after.size()), SQLITE_STATIC);
+  sqlite3_bind_int64(m_scan, 2, static_cast<sqlite3_int64>(limit));
+  int rc;
+  while ((rc = sqlite3_step(m_scan)) == SQLITE_ROW) {
+    auto* k = static_cast<const char*>(sqlite3_column_blob(m_scan, 0));
+    size_t kn = static_cast<size_t>(sqlite3_column_bytes(m_scan, 0));
+    auto* v = static_cast<const char*>(sqlite3_column_blob(m_scan, 1));
+    size_t vn = static_cast<size_t>(sqlite3_column_bytes(m_scan, 1));
+    if (!out.empty() && bytes + kn + vn > max_bytes) break;
+    bytes += kn + vn;
+    out.emplace_back(std::string(k ? k : "", kn), std::string(v ? v : "", vn));
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    Status s = Status::error("STORAGE", std::string("scan: ") + sqlite3_errmsg(m_db));
+    sqlite3_reset(m_scan);
+    return s;
+  }
+  sqlite3_reset(m_scan);
+  return out;
+}
+
+Status SqliteStore::backup_to(const std::string& path) {
+  auto failed = [&](const std::string& why) {
+    std::remove(path.c_str());
+    return Status::error("STORAGE", "backup to " + path + ": " + why);
+  };
+  sqlite3* dst = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
+      SQLITE_OK) {
+    std::string why = dst ? sqlite3_errmsg(dst) : "out of memory";
+    sqlite3_close(dst);
+    return failed(why);
+  }
+  // One step copies every page under one read transaction: a consistent copy of the state
+  // every apply() so far left (the event loop, the only writer, waits for it).
+  sqlite3_backup* b = sqlite3_backup_init(dst, "main", m_db, "main");
+  int rc = b ? sqlite3_backup_step(b, -1) : SQLITE_ERROR;
+  if (b) sqlite3_backup_finish(b);
+  if (rc != SQLITE_DONE) {
+    std::string why = sqlite3_errmsg(dst);
+    sqlite3_close(dst);
+    return failed(why);
+  }
+  // The copy is a plain rollback-journal database; make it durable before anyone relies on it.
+  char* err = nullptr;
+  if (sqlite3_exec(dst, "PRAGMA journal_mode=DELETE", nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string why = err ? err : "journal mode";
+    sqlite3_free(err);
+    sqlite3_close(dst);
+    return failed(why);
+  }
+  sqlite3_close(dst);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    if (fd >= 0) ::close(fd);
+    return failed(std::strerror(errno));
+  }
+  ::close(fd);
+  return Status::ok();
 }
 
 int SqliteStore::on_wal(void* self, sqlite3*, const char*, int frames) {
@@ -131,7 +221,8 @@ SqliteStore::~SqliteStore() {
   }
   m_ckpt_cv.notify_one();
   if (m_ckpt_thread.joinable()) m_ckpt_thread.join();
-  for (auto* s : {m_get, m_put, m_del, m_mark, m_begin, m_commit, m_rollback, m_count, m_prune})
+  for (auto* s :
+       {m_get, m_put, m_del, m_mark, m_begin, m_commit, m_rollback, m_count, m_prune, m_scan})
     sqlite3_finalize(s);
   sqlite3_close(m_db);
 }

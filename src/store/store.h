@@ -44,7 +44,15 @@ class Store {
   virtual Status prune_applied(uint64_t upto) = 0;
   // Makes every apply() that returned durable (one checkpoint with fsyncs).
   virtual Status make_durable() { return Status::ok(); }
+  // Up to `limit` keys after `after` ("" : from the first) in key order, with their values,
+  // stopping early once `max_bytes` are collected. Error STORAGE on a read failure.
+  using KeyValues = std::vector<std::pair<std::string, std::string>>;
+  virtual Result<KeyValues> scan(const std::string& after, size_t limit, size_t max_bytes) = 0;
 };
+
+// scan() over a std::map (the in-memory stores).
+Result<Store::KeyValues> scan_map(const std::map<std::string, std::string>& data,
+                                  const std::string& after, size_t limit, size_t max_bytes);
 
 // In-memory store for tests of the participant core.
 class MemStore : public Store {
@@ -55,6 +63,7 @@ class MemStore : public Store {
   uint64_t key_count() override { return m_data.size(); }
   uint64_t applied_seq() override { return m_seq; }
   Status prune_applied(uint64_t upto) override;
+  Result<KeyValues> scan(const std::string& after, size_t limit, size_t max_bytes) override;
   std::map<std::string, std::string> m_data;
   std::map<std::string, uint64_t> m_applied;
   uint64_t m_seq = 0;
@@ -79,6 +88,10 @@ class SqliteStore : public Store {
   uint64_t applied_seq() override { return m_seq; }
   Status prune_applied(uint64_t upto) override;
   Status make_durable() override;
+  Result<KeyValues> scan(const std::string& after, size_t limit, size_t max_bytes) override;
+  // A consistent copy of the whole database at `path` (SQLite's online backup API), made
+  // durable. Error STORAGE on failure (a partial file is removed).
+  Status backup_to(const std::string& path);
 
  private:
   void exec(const char* sql);
@@ -95,6 +108,7 @@ class SqliteStore : public Store {
   sqlite3_stmt* m_rollback = nullptr;
   sqlite3_stmt* m_count = nullptr;
   sqlite3_stmt* m_prune = nullptr;
+  sqlite3_stmt* m_scan = nullptr;
   bool m_in_batch = false;
   uint64_t m_seq = 0;
   // Checkpoints run on a thread of their own, with a connection of their own, so copying

@@ -103,6 +103,9 @@ class SimStore : public store::Store {
   uint64_t key_count() override { return m_cur.data.size(); }
   uint64_t applied_seq() override { return m_cur.seq; }
   Status prune_applied(uint64_t upto) override;
+  Result<KeyValues> scan(const std::string& after, size_t limit, size_t max_bytes) override {
+    return store::scan_map(m_cur.data, after, limit, max_bytes);
+  }
   Status make_durable() override {
     m_durable = m_cur;
     return Status::ok();
