@@ -41,6 +41,12 @@ int run_in_doubt(const Options& o, bool json, std::ostream& out, std::ostream& e
 int run_resolve(const Options& o, const std::string& txid, bool commit, bool force,
                 std::ostream& out, std::ostream& err);
 
+// A transactionally consistent backup of every participant into `dir` (empty or new): the
+// leader pauses new transactions until those in flight ended, each participant copies its
+// store, the leader resumes; then the copies are fetched. Prints a line per participant and
+// a summary. Exit 2: `dir` not empty; 4: the leader or a participant unavailable.
+int run_backup(const Options& o, const std::string& dir, std::ostream& out, std::ostream& err);
+
 // tpc client bench ARGS...: load generator; prints throughput and latency percentiles.
 int run_bench_cli(const Options& o, const std::vector<std::string>& args);
 

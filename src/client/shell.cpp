@@ -25,6 +25,7 @@ const char* const k_help =
     "  status [--json]                    leader and participants, one row each\n"
     "  in-doubt [--json]                  transactions prepared but not finished\n"
     "  resolve TXID commit|abort [--force]  finish an in-doubt transaction by hand\n"
+    "  backup DIR                         consistent copy of every participant into DIR\n"
     "  bench [options]                    load generator (tpc client bench --help)\n"
     "  help, quit\n"
     "exit codes: 0 done, 1 not found, 2 usage, 3 aborted (nothing applied), 4 unavailable or "
@@ -149,6 +150,10 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
     bool json = take_flag("--json");
     if (!rest.empty()) return usage("in-doubt [--json]");
     return run_in_doubt(o, json, out, err);
+  }
+  if (cmd == "backup") {
+    if (rest.size() != 1 || rest[0].empty()) return usage("backup DIR");
+    return run_backup(o, rest[0], out, err);
   }
   if (cmd == "resolve") {
     bool force = false;

@@ -42,6 +42,8 @@ std::string encode(const ClientReply& r) {
       return LineBuilder("VALUE").arg(r.value).str();
     case ClientReply::not_found:
       return "NOTFOUND";
+    case ClientReply::ok:
+      return r.detail.empty() ? "OK" : LineBuilder("OK").text(r.detail).str();
     case ClientReply::error:
       break;
   }
@@ -154,11 +156,12 @@ std::vector<size_t> place(const std::vector<std::string>& peers, size_t replicas
 
 void Core::step(int64_t now, Event e, Actions& out) {
   std::visit([&](auto& x) { on(now, x, out); }, e);
+  if (m_paused) check_paused(out);
   out.wake_at = next_wake(now);
 }
 
 int64_t Core::next_wake(int64_t now) const {
-  int64_t w = 0;
+  int64_t w = m_paused ? m_paused->until_ms : 0;
   if (!m_deadlines.empty()) w = m_deadlines.begin()->first;
   if (!m_decided.empty()) {
     int64_t r = std::max(m_next_resend_ms, now);
@@ -185,7 +188,53 @@ void Core::remember(const std::string& rid, Decision d, const std::string& txid,
   }
 }
 
+// --- pause (backups) -----------------------------------------------------------------------
+
+constexpr size_t k_max_held = 100000;  // new transactions held by a pause; more are refused
+
+void Core::on(int64_t now, ev::Pause& e, Actions& out) {
+  if (m_paused) {
+    out.list.push_back(act::Reply{
+        e.client, reply(ClientReply::error, "BUSY", "already paused (another backup runs)")});
+    return;
+  }
+  m_paused = Paused{e.client, now + std::max<int64_t>(e.max_ms, 1), {}};
+}
+
+void Core::check_paused(Actions& out) {
+  if (m_paused->client == 0 || !m_txns.empty()) return;
+  out.list.push_back(act::Reply{m_paused->client, reply(ClientReply::ok)});
+  m_paused->client = 0;
+}
+
+void Core::on(int64_t now, ev::Resume& e, Actions& out) {
+  bool was = m_paused.has_value();
+  resume(now, out);
+  out.list.push_back(act::Reply{
+      e.client, was ? reply(ClientReply::ok) : reply(ClientReply::error, "STATE", "not paused")});
+}
+
+void Core::resume(int64_t now, Actions& out) {
+  if (!m_paused) return;
+  Paused p = std::move(*m_paused);
+  m_paused.reset();
+  if (p.client)
+    out.list.push_back(act::Reply{
+        p.client, reply(ClientReply::error, "TIMEOUT",
+                        "transactions in flight did not finish within the pause (a "
+                        "participant down?)")});
+  for (auto& t : p.held) on(now, t, out);
+}
+
 void Core::on(int64_t now, ev::Txn& e, Actions& out) {
+  if (m_paused) {
+    if (m_paused->held.size() >= k_max_held)
+      out.list.push_back(act::Reply{
+          e.client, reply(ClientReply::aborted, "BUSY", "paused for a backup; too many waiting")});
+    else
+      m_paused->held.push_back(std::move(e));
+    return;
+  }
   uint64_t digest = ops_digest(e.ops);
   if (!e.rid.empty()) {
     // The same request again (a client retrying after a lost connection): never run twice.
@@ -366,6 +415,7 @@ void Core::on(int64_t, ev::LinkDown& e, Actions&) {
 }
 
 void Core::on(int64_t now, ev::Tick&, Actions& out) {
+  if (m_paused && now >= m_paused->until_ms) resume(now, out);
   // Prepare timeouts.
   while (!m_deadlines.empty() && m_deadlines.begin()->first <= now) {
     std::string txid = m_deadlines.begin()->second;

@@ -108,10 +108,21 @@ struct LinkDown {
 };
 struct Tick {};
 struct LogFull {};  // the log outgrew its threshold: answer with a Rewrite
+// PAUSE MS (a backup): new transactions wait; the reply "OK" comes once every transaction in
+// flight has ended (decided, and every COMMIT acknowledged), so that each participant's
+// store then holds the same transactions. The pause ends with Resume, or by itself after
+// `max_ms` (a backup client that died never stops the cluster for long).
+struct Pause {
+  ClientId client = 0;
+  int64_t max_ms = 10000;
+};
+struct Resume {
+  ClientId client = 0;
+};
 }  // namespace ev
-using Event =
-    std::variant<ev::Txn, ev::Get, ev::Result, ev::Outcome, ev::Vote, ev::CommitReply,
-                 ev::ReadReply, ev::Durable, ev::LinkUp, ev::LinkDown, ev::Tick, ev::LogFull>;
+using Event = std::variant<ev::Txn, ev::Get, ev::Result, ev::Outcome, ev::Vote, ev::CommitReply,
+                           ev::ReadReply, ev::Durable, ev::LinkUp, ev::LinkDown, ev::Tick,
+                           ev::LogFull, ev::Pause, ev::Resume>;
 
 // What a client is told.
 struct ClientReply {
@@ -122,6 +133,7 @@ struct ClientReply {
     error,      // ERR CODE TEXT
     found,      // VALUE V
     not_found,  // NOTFOUND
+    ok,         // OK [DETAIL]
   } kind = error;
   std::string txid, code, detail, value;
 };
@@ -184,6 +196,7 @@ class Core {
   std::optional<Phase> phase(const std::string& txid) const;
   protocol::Decision decision(const std::string& txid) const;  // as OUTCOME answers
   size_t active() const { return m_txns.size(); }
+  bool paused() const { return m_paused.has_value(); }
   size_t unacked() const;  // (txn, participant) pairs waiting for a COMMIT acknowledgement
   uint64_t incarnation() const { return m_cfg.incarnation; }
   uint64_t committed_count() const { return m_committed; }
@@ -225,6 +238,10 @@ class Core {
   void on(int64_t now, ev::LinkDown& e, Actions& out);
   void on(int64_t now, ev::Tick& e, Actions& out);
   void on(int64_t now, ev::LogFull& e, Actions& out);
+  void on(int64_t now, ev::Pause& e, Actions& out);
+  void on(int64_t now, ev::Resume& e, Actions& out);
+  void resume(int64_t now, Actions& out);
+  void check_paused(Actions& out);
 
   void abort_txn(std::map<std::string, Txn>::iterator it, std::string code, std::string detail,
                  Actions& out);
@@ -256,6 +273,12 @@ class Core {
   size_t m_read_rr = 0;
   uint64_t m_committed = 0;
   uint64_t m_aborted = 0;
+  struct Paused {
+    ClientId client = 0;    // waits for "OK" until nothing is in flight
+    int64_t until_ms = 0;   // resumes by itself then
+    std::deque<ev::Txn> held;
+  };
+  std::optional<Paused> m_paused;
 };
 
 // The incarnation of a starting leader, from the content of its incarnation file (nullopt:

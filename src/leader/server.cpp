@@ -342,6 +342,13 @@ void Server::handle(const std::string& line, Reply reply) {
     auto txid = protocol::decode_txid_arg(t);
     if (!txid) return fail(Status::error("PROTO", "usage: OUTCOME TXID"));
     step(ev::Outcome{client(reply), std::move(*txid)});
+  } else if (verb == "PAUSE") {
+    auto ms = t.size() == 2 ? parse_int(t[1]) : std::nullopt;
+    if (!ms || *ms < 1 || *ms > 600000)
+      return fail(Status::error("PROTO", "usage: PAUSE MS (1 to 600000)"));
+    step(ev::Pause{client(reply), *ms});
+  } else if (verb == "RESUME") {
+    step(ev::Resume{client(reply)});
   } else if (verb == "STATS") {
     on_stats(reply);
   } else {
@@ -355,9 +362,9 @@ void Server::on_stats(Reply reply) {
   size_t up = 0;
   for (auto& l : m_links) up += l->up();
   reply.send(fmt::format(
-      "STATS id={} cluster={} node={} incarnation={} committed={} aborted={} active={} "
-      "peers_up={}/{} log_bytes={} log_syncs={} uptime_ms={}",
-      m_cfg.id, m_ident.cluster, m_ident.node, m_incarnation, m_core->committed_count(), m_core->aborted_count(), m_core->active(),
+      "STATS id={} cluster={} node={} incarnation={} replicas={} committed={} aborted={} "
+      "active={} peers_up={}/{} log_bytes={} log_syncs={} uptime_ms={}",
+      m_cfg.id, m_ident.cluster, m_ident.node, m_incarnation, m_cfg.replicas, m_core->committed_count(), m_core->aborted_count(), m_core->active(),
       up, m_links.size(), ls.bytes, ls.syncs, now_ms() - m_started_ms));
 }
 

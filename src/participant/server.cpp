@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <set>
 
@@ -105,6 +106,8 @@ void Server::handle(const std::string& line, Reply reply) {
     reply.send("MEMBERSHIP" + m_membership.substr(4));
   } else if (verb == "SNAPSHOT") {
     on_snapshot(t, reply);
+  } else if (verb == "BACKUP" || verb == "FETCH" || verb == "DROP") {
+    on_backup(t, reply);
   } else if (verb == "STATS") {
     on_stats(reply);
   } else if (verb == "INDOUBT") {
@@ -211,6 +214,46 @@ void Server::on_snapshot(const std::vector<std::string_view>& t, Reply reply) {
   b.arg(cursor).raw(more ? "MORE" : "END").num(static_cast<long long>(mine.size()));
   for (auto& [k, v] : mine) b.arg(k).arg(v);
   reply.send(b.str());
+}
+
+// BACKUP             -> BACKUP BYTES KEYS   a consistent copy of the store, DIR/backup.db
+// FETCH OFFSET LEN   -> DATA MORE|END BYTES  (bytes escaped; LEN at most 1 MiB)
+// DROP               -> ACK                  removes the copy
+// The copy is made at once (SQLite's online backup, on this thread: no commit lands during
+// it); the backup client pauses the leader first, so every participant's copy holds the same
+// transactions (docs/operations.md).
+void Server::on_backup(const std::vector<std::string_view>& t, Reply reply) {
+  auto fail = [&](const char* code, const std::string& why) {
+    reply.send(LineBuilder("ERR").raw(code).text(why).str());
+  };
+  std::string path = m_cfg.data_dir + "/backup.db";
+  if (t[0] == "BACKUP") {
+    if (t.size() != 1) return fail("PROTO", "usage: BACKUP");
+    if (Status s = m_store->backup_to(path); !s) return fail("STORAGE", s.message());
+    std::error_code ec;
+    auto bytes = std::filesystem::file_size(path, ec);
+    if (ec) return fail("STORAGE", ec.message());
+    log::info("backup: copied the store ({} keys, {} bytes) to {}", m_store->key_count(), bytes,
+              path);
+    return reply.send(fmt::format("BACKUP {} {}", bytes, m_store->key_count()));
+  }
+  if (t[0] == "DROP") {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+    return reply.send("ACK");
+  }
+  auto off = t.size() == 3 ? parse_int(t[1]) : std::nullopt;
+  auto len = t.size() == 3 ? parse_int(t[2]) : std::nullopt;
+  if (!off || !len || *off < 0 || *len < 1 || *len > (1 << 20))
+    return fail("PROTO", "usage: FETCH OFFSET LEN (LEN 1 to 1048576)");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return fail("STATE", "no backup copy here (BACKUP first)");
+  in.seekg(*off);
+  std::string buf(static_cast<size_t>(*len), '\0');
+  in.read(buf.data(), *len);
+  buf.resize(static_cast<size_t>(in.gcount()));
+  bool end = in.eof() || in.peek() == std::ifstream::traits_type::eof();
+  reply.send(LineBuilder("DATA").raw(end ? "END" : "MORE").arg(buf).str());
 }
 
 void Server::on_stats(Reply reply) {

@@ -57,6 +57,7 @@ class Server {
   void on_indoubt(protocol::Reply reply);
   void on_join(const std::vector<std::string_view>& t, protocol::Reply reply);
   void on_snapshot(const std::vector<std::string_view>& t, protocol::Reply reply);
+  void on_backup(const std::vector<std::string_view>& t, protocol::Reply reply);
   std::shared_ptr<protocol::Link> leader_link(const std::string& addr);
 
   boost::asio::io_context& m_io;

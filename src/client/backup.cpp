@@ -1,0 +1,181 @@
+// tpc client backup DIR (docs/operations.md):
+//   DIR/manifest              cluster id, time, replicas, participants in --peers order
+//   DIR/participant-ID/data.db  that participant's store at the backup point
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "client/client.h"
+#include "client/connection.h"
+#include "common/util.h"
+#include "protocol/codec.h"
+#include "txlog/file.h"
+
+namespace tpc::client {
+
+namespace fs = std::filesystem;
+
+namespace {
+std::map<std::string, std::string> fields(const std::string& line) {
+  std::map<std::string, std::string> f;
+  for (auto t : protocol::split(line)) {
+    auto eq = t.find('=');
+    if (eq != std::string_view::npos)
+      f[std::string(t.substr(0, eq))] = std::string(t.substr(eq + 1));
+  }
+  return f;
+}
+
+struct Part {
+  std::string addr, id, dir;
+  uint64_t bytes = 0, keys = 0;
+  Connection conn;
+};
+}  // namespace
+
+int run_backup(const Options& o, const std::string& dir, std::ostream& out, std::ostream& err) {
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
+    err << "backup: " << dir << " is not empty; name a new or empty directory\n";
+    return k_usage;
+  }
+  int64_t t0 = now_ms();
+  auto leader = Connection::open(o.leader, 3000);
+  if (!leader) {
+    err << "backup: leader " << o.leader << ": " << leader.status().message() << "\n";
+    return leader.status().code() == "CLUSTER" ? k_usage : k_unknown;
+  }
+  auto stats = leader->call("STATS", 5000);
+  auto peers = leader->call("PEERS", 5000);
+  if (!stats || !peers || stats->rfind("STATS ", 0) != 0 || peers->rfind("PEERS", 0) != 0) {
+    err << "backup: the leader did not describe the cluster\n";
+    return k_unknown;
+  }
+  auto lf = fields(*stats);
+  std::vector<Part> parts;
+  auto t = protocol::split(*peers);
+  for (size_t i = 1; i + 1 < t.size(); i += 2) {
+    Part p;
+    p.addr = std::string(t[i]);
+    if (t[i + 1] != "up") {
+      err << "backup: participant " << p.addr << " is " << t[i + 1]
+          << "; every participant must be up for a backup\n";
+      return k_unknown;
+    }
+    parts.push_back(std::move(p));
+  }
+  for (auto& p : parts) {
+    auto c = Connection::open(p.addr, 3000);
+    auto s = c ? c->call("STATS", 5000) : Result<std::string>(c.status());
+    if (!s) {
+      err << "backup: participant " << p.addr << ": " << s.status().message() << "\n";
+      return k_unknown;
+    }
+    p.id = fields(*s)["id"];
+    p.conn = std::move(*c);
+    p.conn.set_max_line(8 << 20);
+  }
+
+  // The backup point: nothing in flight, new transactions held, every store copied.
+  int64_t paused_at = now_ms();
+  auto paused = leader->call("PAUSE 10000", 15000);
+  auto resume = [&] { (void)leader->call("RESUME", 5000); };
+  if (!paused || *paused != "OK") {
+    resume();
+    err << "backup: the leader could not pause: " << (paused ? *paused : paused.status().message())
+        << "\n";
+    return k_unknown;
+  }
+  for (auto& p : parts) {
+    auto r = p.conn.call("BACKUP", 60000);
+    auto bt = r ? protocol::split(*r) : std::vector<std::string_view>{};
+    auto bytes = bt.size() == 3 && bt[0] == "BACKUP" ? parse_int(bt[1]) : std::nullopt;
+    auto keys = bt.size() == 3 ? parse_int(bt[2]) : std::nullopt;
+    if (!bytes || !keys) {
+      resume();
+      err << "backup: participant " << p.addr << " could not copy its store: "
+          << (r ? *r : r.status().message()) << "\n";
+      return k_unknown;
+    }
+    p.bytes = static_cast<uint64_t>(*bytes);
+    p.keys = static_cast<uint64_t>(*keys);
+  }
+  resume();
+  int64_t pause_ms = now_ms() - paused_at;
+
+  // The copies, fetched while the cluster runs again.
+  txlog::make_dirs(dir);
+  uint64_t total_keys = 0, total_bytes = 0;
+  for (auto& p : parts) {
+    p.dir = dir + "/participant-" + p.id;
+    txlog::make_dirs(p.dir);
+    std::string tmp = p.dir + "/data.db.part";
+    {
+      std::ofstream f(tmp, std::ios::binary);
+      uint64_t off = 0;
+      for (bool more = true; more;) {
+        auto r = p.conn.call(fmt::format("FETCH {} {}", off, 256 << 10), 30000);
+        auto ft = r ? protocol::split(*r) : std::vector<std::string_view>{};
+        auto data = ft.size() == 3 && ft[0] == "DATA" ? protocol::unescape(ft[2])
+                                                      : Result<std::string>(Status::error("X", ""));
+        if (!data) {
+          err << "backup: fetching from " << p.addr << " failed: "
+              << (r ? r->substr(0, 200) : r.status().message()) << "\n";
+          return k_unknown;
+        }
+        f.write(data->data(), static_cast<std::streamsize>(data->size()));
+        off += data->size();
+        more = ft[1] == "MORE";
+      }
+      if (!f || off != p.bytes) {
+        err << "backup: the copy from " << p.addr << " is " << off << " bytes, expected "
+            << p.bytes << "\n";
+        return k_unknown;
+      }
+    }
+    (void)p.conn.call("DROP", 5000);
+    txlog::write_file_atomic(p.dir + "/info",
+                             fmt::format("participant {}\naddress {}\nkeys {}\nbytes {}\n", p.id,
+                                         p.addr, p.keys, p.bytes));
+    // Durable before it is named data.db.
+    int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+    bool synced = fd >= 0 && ::fsync(fd) == 0;
+    if (fd >= 0) ::close(fd);
+    if (!synced) {
+      err << "backup: cannot sync " << tmp << "\n";
+      return k_unknown;
+    }
+    fs::rename(tmp, p.dir + "/data.db", ec);
+    if (ec) {
+      err << "backup: " << ec.message() << "\n";
+      return k_unknown;
+    }
+    total_keys += p.keys;
+    total_bytes += p.bytes;
+    out << fmt::format("participant {} ({}): {} keys, {} bytes -> {}\n", p.id, p.addr, p.keys,
+                       p.bytes, p.dir + "/data.db")
+        << std::flush;
+  }
+  std::string manifest = fmt::format(
+      "# tpc backup\ncluster {}\ntaken_at_ms {}\nreplicas {}\n", lf["cluster"], wall_ms(),
+      lf["replicas"].empty() ? "0" : lf["replicas"]);
+  for (auto& p : parts) manifest += fmt::format("participant {} {}\n", p.id, p.addr);
+  txlog::write_file_atomic(dir + "/manifest", manifest);
+  if (int e = txlog::sync_dir(dir); e != 0) {
+    err << "backup: cannot sync " << dir << "\n";
+    return k_unknown;
+  }
+  out << fmt::format(
+      "backup of cluster {}: {} participants, {} keys, {} bytes in {} ms (new transactions "
+      "paused {} ms) -> {}\n",
+      lf["cluster"], parts.size(), total_keys, total_bytes, now_ms() - t0, pause_ms, dir);
+  return k_ok;
+}
+
+}  // namespace tpc::client
