@@ -205,7 +205,8 @@ Cluster::~Cluster() {
   m_parts.clear();
 }
 
-void Cluster::start_participant(int i, std::map<std::string, std::string> env) {
+void Cluster::start_participant(int i, std::map<std::string, std::string> env,
+                                std::vector<std::string> extra_args) {
   if (env.empty() && m_part_starts[i] == 0 && m_opt.participant_env.count(i))
     env = m_opt.participant_env[i];
   ++m_part_starts[i];
@@ -215,6 +216,7 @@ void Cluster::start_participant(int i, std::map<std::string, std::string> env) {
                                    "--data-dir",  dir() + "/p" + std::to_string(i + 1),
                                    "--log-level", "debug"};
   args.insert(args.end(), m_opt.participant_args.begin(), m_opt.participant_args.end());
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
   m_parts[i] = std::make_unique<Process>(args, dir() + "/p" + std::to_string(i + 1) + ".log", env);
 }
 

@@ -74,7 +74,8 @@ class Cluster {
   Cluster() : Cluster(Options{}) {}
   ~Cluster();
 
-  void start_participant(int i, std::map<std::string, std::string> env = {});
+  void start_participant(int i, std::map<std::string, std::string> env = {},
+                         std::vector<std::string> extra_args = {});
   void start_leader(std::map<std::string, std::string> env = {});
   void kill_participant(int i) { m_parts[i].reset(); }
   void kill_leader() { m_leader.reset(); }
@@ -95,6 +96,7 @@ class Cluster {
   // STATS line field of participant i (-1 on failure).
   long stat(int i, const std::string& field);
   const std::string& dir() const { return m_scratch.path(); }
+  std::string data_dir(int i) const { return dir() + "/p" + std::to_string(i + 1); }
   int size() const { return static_cast<int>(m_part_ports.size()); }
   std::string log_of_leader() const;
   std::string log_of_participant(int i) const;
