@@ -162,7 +162,10 @@ void Core::step(int64_t now, Event e, Actions& out) {
 
 int64_t Core::next_wake(int64_t now) const {
   int64_t w = m_paused ? m_paused->until_ms : 0;
-  if (!m_deadlines.empty()) w = m_deadlines.begin()->first;
+  if (!m_deadlines.empty()) {
+    int64_t d = m_deadlines.begin()->first;
+    w = w == 0 ? d : std::min(w, d);
+  }
   if (!m_decided.empty()) {
     int64_t r = std::max(m_next_resend_ms, now);
     w = w == 0 ? r : std::min(w, r);

@@ -255,6 +255,47 @@ TEST_SUITE("leader") {
     CHECK(Driver::reply_to(a, 7)->kind == ClientReply::committed);
   }
 
+  TEST_CASE("a pause holds new transactions and answers once nothing is in flight") {
+    Driver d(config());
+    auto t1 = d.begin(1, "r1", put("k"));
+    auto a = d.step(ev::Pause{2, 5000});
+    CHECK_FALSE(Driver::reply_to(a, 2));  // t1 still preparing
+    // A new transaction is held: nothing is sent for it.
+    a = d.step(ev::Txn{3, "r3", put("x"), false});
+    CHECK(Driver::all<act::Send>(a).empty());
+    CHECK_FALSE(Driver::reply_to(a, 3));
+    for (size_t p = 0; p < 3; ++p) d.step(ev::Vote{t1, p, Driver::yes()});
+    a = d.step(ev::Durable{t1, 0});
+    CHECK(Driver::reply_to(a, 1)->kind == ClientReply::committed);
+    CHECK_FALSE(Driver::reply_to(a, 2));  // committed, but COMMITs not yet acknowledged
+    d.step(ev::CommitReply{t1, 0, true});
+    d.step(ev::CommitReply{t1, 1, true});
+    a = d.step(ev::CommitReply{t1, 2, true});
+    REQUIRE(Driver::reply_to(a, 2));
+    CHECK(Driver::reply_to(a, 2)->kind == ClientReply::ok);
+    // A second pause while paused is refused.
+    CHECK(Driver::reply_to(d.step(ev::Pause{4, 5000}), 4)->code == "BUSY");
+    // Resume: the held transaction starts.
+    a = d.step(ev::Resume{5});
+    CHECK(Driver::reply_to(a, 5)->kind == ClientReply::ok);
+    CHECK(Driver::sent<protocol::Prepare>(a).size() == 3);
+    CHECK_FALSE(d.core.paused());
+  }
+
+  TEST_CASE("a pause ends by itself: a backup client that died never stops the cluster") {
+    Driver d(config());
+    auto t1 = d.begin(1, "", put("k"));
+    auto a = d.step(ev::Pause{2, 300});
+    CHECK(a.wake_at <= 300);
+    d.step(ev::Txn{3, "", put("x"), false});
+    d.now = 300;
+    for (size_t p = 0; p < 3; ++p) d.step(ev::Vote{t1, p, Driver::yes()});  // still in flight
+    a = d.step(ev::Tick{});
+    CHECK(Driver::reply_to(a, 2)->code == "TIMEOUT");
+    CHECK(Driver::sent<protocol::Prepare>(a).size() == 3);  // the held one runs
+    CHECK_FALSE(d.core.paused());
+  }
+
   TEST_CASE("crash before the decision is durable: presumed abort, and the rid is spent") {
     Core c(config(2));
     c.start(0);
