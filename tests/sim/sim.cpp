@@ -6,6 +6,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "common/util.h"
 #include "leader/core.h"
 #include "participant/core.h"
 #include "protocol/messages.h"
@@ -101,7 +102,8 @@ struct TxnInfo {
 
 class Cluster {
  public:
-  explicit Cluster(const Options& opt) : m_opt(opt), m_rng(opt.seed) {}
+  explicit Cluster(const Options& opt)
+      : m_opt(opt), m_rng(opt.seed), m_pause_rng(opt.seed * 0x9e3779b97f4a7c15ull + 1) {}
   Report run();
 
  private:
@@ -154,6 +156,11 @@ class Cluster {
 
   Options m_opt;
   Rng m_rng;
+  // Backup pauses, in one seed of five (seed % 5 == 3), drawn from a generator of their own:
+  // the other seeds keep their schedules (and the regression seeds their meaning).
+  Rng m_pause_rng;
+  bool pauses() const { return m_opt.seed % 5 == 3; }
+  void client_pause(int c);
   Scheduler m_s;
   Report m_result;
   uint64_t m_stamp = 0;  // orders decisions, invocations and answers
@@ -566,6 +573,12 @@ void Cluster::leader_line(int i, const std::string& line, Incoming in) {
     in.txid = t[1];
     n.waiting[id] = in;
     step_leader(i, leader::ev::Outcome{id, std::string(t[1])});
+  } else if (t[0] == "PAUSE") {
+    n.waiting[id] = in;
+    step_leader(i, leader::ev::Pause{id, *parse_int(t[1])});
+  } else if (t[0] == "RESUME") {
+    n.waiting[id] = in;
+    step_leader(i, leader::ev::Resume{id});
   } else {
     violation("leader got " + line);
   }
@@ -879,9 +892,43 @@ void Cluster::heal() {
 
 // --- clients ------------------------------------------------------------------------------
 
+// A backup's pause: once the leader answers OK, every transaction it decided has been
+// applied on every live owner (what makes the participants' copies agree), then RESUME, or
+// sometimes nothing (the pause must end by itself).
+void Cluster::client_pause(int c) {
+  auto& cl = m_clients[c];
+  --cl.ops_left;
+  cl.busy = true;
+  int l = cl.leader;
+  int ch = chan(K_CLIENT, c, K_LEADER, l);
+  std::string line = fmt::format("PAUSE {}", m_pause_rng.range(50, 600));
+  trace(name(K_CLIENT, c), line);
+  request(ch, line, [this, c, l, ch](Result<std::string> r) {
+    trace(name(K_CLIENT, c), "got " + (r ? *r : r.status().message()));
+    if (r && *r == "OK") {
+      for (auto& [txid, info] : m_txns) {
+        if (info.leader != l || !info.decided_at) continue;
+        for (auto& op : info.ops)
+          for (auto p : leader::place(m_peers, static_cast<size_t>(m_replicas), op.key))
+            if (m_parts[p].alive && !m_parts[p].store.current().history.count(txid))
+              violation(fmt::format("L{} paused (OK) while its commit {} is not applied on P{}",
+                                    l, txid, p));
+      }
+      if (m_pause_rng.chance(0.7))
+        m_s.after(m_pause_rng.range(0, 200) * k_ms, [this, c, ch] {
+          trace(name(K_CLIENT, c), "RESUME");
+          request(ch, "RESUME", [](Result<std::string>) {});
+        });
+    }
+    m_clients[c].busy = false;
+    m_s.after(m_rng.range(0, 30) * k_ms, [this, c] { client_next(c); });
+  });
+}
+
 void Cluster::client_next(int c) {
   auto& cl = m_clients[c];
   if (cl.ops_left == 0) return;
+  if (pauses() && m_pause_rng.chance(0.03)) return client_pause(c);
   --cl.ops_left;
   cl.busy = true;
   int ch = chan(K_CLIENT, c, K_LEADER, cl.leader);
