@@ -39,8 +39,9 @@ std::function<int()> setup_client(CLI::App& app) {
     if (!sub->parsed()) return -1;
     log::set_role("client");
     if (!cluster->empty() && !node::is_uuid(*cluster))
-      throw Error("--cluster-id: '" + *cluster + "' is not a cluster id (a UUID, as `tpc client "
-                  "status` shows)",
+      throw Error("--cluster-id: '" + *cluster +
+                      "' is not a cluster id (a UUID, as `tpc client "
+                      "status` shows)",
                   2);
     client::Connection::expect_cluster(*cluster);
     auto args = sub->remaining();

@@ -85,29 +85,22 @@ std::function<int()> setup_participant(CLI::App& app) {
   sub->add_option("--resolve-after", cfg->resolve_after_ms,
                   "ms after which a prepared transaction asks its leader for the outcome")
       ->capture_default_str();
-  auto restore_from = std::make_shared<std::string>();
-  auto restore_backup = std::make_shared<std::string>();
-  auto* rf = sub->add_option("--restore-from", *restore_from,
+  auto* rf = sub->add_option("--restore-from", cfg->restore_from,
                              "rebuild an empty --data-dir from the live participant HOST:PORT, "
                              "then join in participant --id's place");
-  sub->add_option("--restore-backup", *restore_backup,
+  sub->add_option("--restore-backup", cfg->restore_backup,
                   "start an empty --data-dir from a backup DIR/participant-N (tpc client backup)")
       ->excludes(rf);
   add_common(sub, *cfg, *log_level);
-  return [sub, cfg, log_level, restore_from, restore_backup]() -> int {
+  return [sub, cfg, log_level]() -> int {
     if (!sub->parsed()) return -1;
     if (!std::regex_match(cfg->id, k_id_re)) throw Error("--id: letters, digits, - and _ only", 2);
     if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/participant-" + cfg->id;
     apply_common(*cfg, *log_level, "participant-" + cfg->id);
-    if (!restore_from->empty()) {
-      std::string host;
-      uint16_t port;
-      if (!parse_host_port(*restore_from, &host, &port))
-        throw Error("--restore-from: '" + *restore_from + "' is not HOST:PORT", 2);
-      participant::restore_from_replica(*cfg, *restore_from, std::cout);
-    }
-    if (!restore_backup->empty())
-      participant::restore_from_backup(*cfg, *restore_backup, std::cout);
+    std::string host;
+    uint16_t port;
+    if (!cfg->restore_from.empty() && !parse_host_port(cfg->restore_from, &host, &port))
+      throw Error("--restore-from: '" + cfg->restore_from + "' is not HOST:PORT", 2);
     asio::io_context io(1);
     participant::Server server(io, *cfg);
     return serve(io, server);

@@ -193,8 +193,7 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
           "\"uptime_ms\":{}}}",
           i ? "," : "", r.role, r.f.count("id") ? json_str(r.f.at("id")) : "null", json_str(r.addr),
           r.up ? "true" : "false", r.refused.empty() ? "null" : json_str(r.refused),
-          num_or_null(r.f, "keys"), num_or_null(r.f, "committed"),
-          num_or_null(r.f, "aborted"),
+          num_or_null(r.f, "keys"), num_or_null(r.f, "committed"), num_or_null(r.f, "aborted"),
           r.role == "leader" ? num_or_null(r.f, "active") : num_or_null(r.f, "in_doubt"),
           num_or_null(r.f, "heuristic"), num_or_null(r.f, "log_bytes"),
           num_or_null(r.f, "uptime_ms"));

@@ -99,8 +99,8 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
     auto keys = bt.size() == 3 ? parse_int(bt[2]) : std::nullopt;
     if (!bytes || !keys) {
       resume();
-      err << "backup: participant " << p.addr << " could not copy its store: "
-          << (r ? *r : r.status().message()) << "\n";
+      err << "backup: participant " << p.addr
+          << " could not copy its store: " << (r ? *r : r.status().message()) << "\n";
       return k_unknown;
     }
     p.bytes = static_cast<uint64_t>(*bytes);
@@ -125,8 +125,8 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
         auto data = ft.size() == 3 && ft[0] == "DATA" ? protocol::unescape(ft[2])
                                                       : Result<std::string>(Status::error("X", ""));
         if (!data) {
-          err << "backup: fetching from " << p.addr << " failed: "
-              << (r ? r->substr(0, 200) : r.status().message()) << "\n";
+          err << "backup: fetching from " << p.addr
+              << " failed: " << (r ? r->substr(0, 200) : r.status().message()) << "\n";
           return k_unknown;
         }
         f.write(data->data(), static_cast<std::streamsize>(data->size()));
@@ -134,8 +134,8 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
         more = ft[1] == "MORE";
       }
       if (!f || off != p.bytes) {
-        err << "backup: the copy from " << p.addr << " is " << off << " bytes, expected "
-            << p.bytes << "\n";
+        err << "backup: the copy from " << p.addr << " is " << off << " bytes, expected " << p.bytes
+            << "\n";
         return k_unknown;
       }
     }
@@ -162,9 +162,9 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
                        p.bytes, p.dir + "/data.db")
         << std::flush;
   }
-  std::string manifest = fmt::format(
-      "# tpc backup\ncluster {}\ntaken_at_ms {}\nreplicas {}\n", lf["cluster"], wall_ms(),
-      lf["replicas"].empty() ? "0" : lf["replicas"]);
+  std::string manifest =
+      fmt::format("# tpc backup\ncluster {}\ntaken_at_ms {}\nreplicas {}\n", lf["cluster"],
+                  wall_ms(), lf["replicas"].empty() ? "0" : lf["replicas"]);
   for (auto& p : parts) manifest += fmt::format("participant {} {}\n", p.id, p.addr);
   txlog::write_file_atomic(dir + "/manifest", manifest);
   if (int e = txlog::sync_dir(dir); e != 0) {

@@ -95,7 +95,7 @@ std::string random_hex(size_t n) {
 
 std::string new_uuid() {
   std::string h = random_hex(16);
-  h[12] = '4';                                          // version 4
+  h[12] = '4';                                                      // version 4
   h[16] = "89ab"[std::string("0123456789abcdef").find(h[16]) & 3];  // variant 10xx
   return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) +
          "-" + h.substr(20);

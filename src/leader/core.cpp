@@ -178,8 +178,7 @@ void Core::trace(const std::string& txid, const Txn& t, std::string text, Action
   if (t.trace) out.list.push_back(act::Trace{txid, t.rid, std::move(text), finished});
 }
 
-void Core::remember(const std::string& rid, Decision d, const std::string& txid,
-                    uint64_t digest) {
+void Core::remember(const std::string& rid, Decision d, const std::string& txid, uint64_t digest) {
   auto [it, fresh] = m_rids.insert_or_assign(rid, RidOutcome{d, txid, digest});
   (void)it;
   if (fresh) {
@@ -222,10 +221,10 @@ void Core::resume(int64_t now, Actions& out) {
   Paused p = std::move(*m_paused);
   m_paused.reset();
   if (p.client)
-    out.list.push_back(act::Reply{
-        p.client, reply(ClientReply::error, "TIMEOUT",
-                        "transactions in flight did not finish within the pause (a "
-                        "participant down?)")});
+    out.list.push_back(
+        act::Reply{p.client, reply(ClientReply::error, "TIMEOUT",
+                                   "transactions in flight did not finish within the pause (a "
+                                   "participant down?)")});
   for (auto& t : p.held) on(now, t, out);
 }
 
@@ -449,11 +448,9 @@ void Core::on(int64_t, ev::LogFull&, Actions& out) {
   for (auto& rid : m_rid_order) {
     auto it = m_rids.find(rid);
     if (it != m_rids.end() && it->second.decision == Decision::committed)
-      rw.live.push_back({k_rec_rid, txlog::Encoder()
-                                        .str(rid)
-                                        .str(it->second.txid)
-                                        .u64(it->second.digest)
-                                        .data()});
+      rw.live.push_back(
+          {k_rec_rid,
+           txlog::Encoder().str(rid).str(it->second.txid).u64(it->second.digest).data()});
   }
   for (auto& [txid, t] : m_txns)
     if (t.phase != Phase::preparing)

@@ -40,8 +40,8 @@ enum RecordType : uint8_t {
   k_rec_commit = 1,  // txid, client request id, participant indices[, ops digest]: forced
                      // before any reply
   k_rec_end = 2,     // txid: every participant acknowledged (not forced)
-  k_rec_rid = 3,     // rid, txid[, ops digest]: a recent client request that committed (written by log
-                     // rewrites, so RESULT survives them and a restart)
+  k_rec_rid = 3,  // rid, txid[, ops digest]: a recent client request that committed (written by log
+                  // rewrites, so RESULT survives them and a restart)
 };
 
 // Owners of `key` among `peers`: rendezvous hashing of the key over the peer addresses.
@@ -274,8 +274,8 @@ class Core {
   uint64_t m_committed = 0;
   uint64_t m_aborted = 0;
   struct Paused {
-    ClientId client = 0;    // waits for "OK" until nothing is in flight
-    int64_t until_ms = 0;   // resumes by itself then
+    ClientId client = 0;   // waits for "OK" until nothing is in flight
+    int64_t until_ms = 0;  // resumes by itself then
     std::deque<ev::Txn> held;
   };
   std::optional<Paused> m_paused;

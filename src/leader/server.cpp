@@ -67,8 +67,7 @@ void validate(const Config& cfg, bool resolve) {
                                 it->second, p, a, port),
                     2);
       if (!fresh)
-        throw Error(fmt::format("--peers: '{}' is named twice; name each participant once", p),
-                    2);
+        throw Error(fmt::format("--peers: '{}' is named twice; name each participant once", p), 2);
     }
   }
   if (cfg.replicas > cfg.peers.size())
@@ -85,9 +84,9 @@ void validate(const Config& cfg, bool resolve) {
     std::string host;
     uint16_t port;
     if (!parse_host_port(cfg.advertise, &host, &port))
-      throw Error(fmt::format("--advertise: '{}' is not HOST:PORT with a port in 1..65535",
-                              cfg.advertise),
-                  2);
+      throw Error(
+          fmt::format("--advertise: '{}' is not HOST:PORT with a port in 1..65535", cfg.advertise),
+          2);
     if (is_wildcard(host))
       throw Error(fmt::format("--advertise: '{}' is a wildcard address; participants need one "
                               "they can connect to",
@@ -103,14 +102,15 @@ Server::Server(asio::io_context& io, Config cfg)
       m_wake(io, [this] { step(ev::Tick{}); }) {
   // Nothing is written before the configuration is known good and the port is ours.
   validate(m_cfg);
-  protocol::SessionConfig sc{"leader", m_cfg.id, m_cfg.max_line, m_cfg.max_connections,
-                             [this](const std::string& l) { return node::answer_hello(m_ident, l); }};
+  protocol::SessionConfig sc{
+      "leader", m_cfg.id, m_cfg.max_line, m_cfg.max_connections,
+      [this](const std::string& l) { return node::answer_hello(m_ident, l); }};
   m_server = std::make_unique<protocol::Server>(
       io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
   txlog::make_dirs(m_cfg.data_dir);
   lock_data_dir(m_cfg.data_dir);
-  m_ident = node::open_identity(m_cfg.data_dir, "leader", m_cfg.cluster_id);
-  check_peers_file();
+  // Everything that can refuse the directory is read first; then the writes.
+  bool new_set = check_peers_file();
   load_pins();
   // Incarnation: bumped durably at every start, so transaction ids never repeat.
   bool exists;
@@ -118,6 +118,8 @@ Server::Server(asio::io_context& io, Config cfg)
   auto next = next_incarnation(exists ? std::optional<std::string>(inc) : std::nullopt);
   if (!next) throw Error(m_cfg.data_dir + "/" + next.status().message());
   m_incarnation = *next;
+  m_ident = node::open_identity(m_cfg.data_dir, "leader", m_cfg.cluster_id);
+  if (new_set) txlog::write_file_atomic(m_cfg.data_dir + "/participants", peers_file_text());
   txlog::write_file_atomic(m_cfg.data_dir + "/incarnation", std::to_string(m_incarnation) + "\n");
 
   if (m_cfg.advertise.empty()) m_cfg.advertise = fmt::format("{}:{}", m_cfg.bind, port());
@@ -172,23 +174,26 @@ void Server::stop() {
   for (auto& l : m_links) l->stop();
 }
 
-void Server::check_peers_file() {
-  // The participant set decides where keys live: refuse to start on data made with another.
+std::string Server::peers_file_text() const {
   std::string want;
   for (auto& p : m_cfg.peers) want += p + "\n";
   want += "replicas " + std::to_string(m_cfg.replicas) + "\n";
+  return want;
+}
+
+bool Server::check_peers_file() {
+  // The participant set decides where keys live: refuse to start on data made with another.
+  std::string want = peers_file_text();
   bool exists;
   std::string have = read_small_file(m_cfg.data_dir + "/participants", &exists);
-  if (!exists) {
-    txlog::write_file_atomic(m_cfg.data_dir + "/participants", want);
-    return;
-  }
+  if (!exists) return true;
   if (have != want)
     throw Error(fmt::format(
         "{}/participants records a different participant set or replica count than "
         "--peers/--replicas:\n--- recorded\n{}--- given\n{}keys would be looked up in the wrong "
         "place; start with the recorded set or a new --data-dir",
         m_cfg.data_dir, have, want));
+  return false;
 }
 
 // DIR/members: one line per participant admitted so far, "SLOT ID NODE-ID", in --peers order.
@@ -204,8 +209,8 @@ void Server::load_pins() {
     auto slot = t.size() == 3 ? parse_int(t[0]) : std::nullopt;
     if (!slot || *slot < 0 || static_cast<size_t>(*slot) >= m_pins.size() ||
         !node::is_uuid(std::string(t[2])))
-      throw Error(fmt::format("{}/members is damaged at '{}'; refusing to start", m_cfg.data_dir,
-                              line));
+      throw Error(
+          fmt::format("{}/members is damaged at '{}'; refusing to start", m_cfg.data_dir, line));
     m_pins[static_cast<size_t>(*slot)] = Pin{std::string(t[1]), std::string(t[2])};
   }
 }
@@ -214,8 +219,7 @@ void Server::save_pins() {
   ++m_pins_gen;
   std::string text = "# participants admitted by this leader: slot in --peers, --id, node id\n";
   for (size_t p = 0; p < m_pins.size(); ++p)
-    if (!m_pins[p].node.empty())
-      text += fmt::format("{} {} {}\n", p, m_pins[p].id, m_pins[p].node);
+    if (!m_pins[p].node.empty()) text += fmt::format("{} {} {}\n", p, m_pins[p].id, m_pins[p].node);
   txlog::write_file_atomic(m_cfg.data_dir + "/members", text);
 }
 
@@ -242,8 +246,8 @@ Result<std::string> Server::admit(size_t p, const std::string& reply) {
   const std::string& addr = m_cfg.peers[p];
   std::string role(t[2]), pid(t[3]), node = f["node"], cluster = f["cluster"];
   if (role != "participant")
-    return Status::error("IDENTITY", fmt::format("{} is a {}, not a participant: fix --peers",
-                                                 addr, role));
+    return Status::error("IDENTITY",
+                         fmt::format("{} is a {}, not a participant: fix --peers", addr, role));
   if (!node::is_uuid(node))
     return Status::error("IDENTITY", fmt::format("{} reports no node identity (a tpc older "
                                                  "than this leader?): upgrade it",
@@ -258,8 +262,8 @@ Result<std::string> Server::admit(size_t p, const std::string& reply) {
     pin = Pin{pid, node};
     save_pins();
     resend_joins();
-    log::info("participant {} at {} admitted to cluster {} as node {}", pid, addr,
-              m_ident.cluster, node);
+    log::info("participant {} at {} admitted to cluster {} as node {}", pid, addr, m_ident.cluster,
+              node);
   } else if (pin.node != node) {
     if (f["replaces"] != pin.node || cluster != m_ident.cluster)
       return Status::error(
@@ -271,8 +275,8 @@ Result<std::string> Server::admit(size_t p, const std::string& reply) {
                       "--data-dir DIR --restore-from HOST:PORT`, HOST:PORT a live participant "
                       "(docs/operations.md)",
                       pid, addr, node, pin.node, pin.id));
-    log::warn("participant {} at {}: node {} (restored from a replica) replaces node {}", pid,
-              addr, node, pin.node);
+    log::warn("participant {} at {}: node {} (restored from a replica) replaces node {}", pid, addr,
+              node, pin.node);
     pin = Pin{pid, node};
     save_pins();
     resend_joins();
@@ -364,8 +368,9 @@ void Server::on_stats(Reply reply) {
   reply.send(fmt::format(
       "STATS id={} cluster={} node={} incarnation={} replicas={} committed={} aborted={} "
       "active={} peers_up={}/{} log_bytes={} log_syncs={} uptime_ms={}",
-      m_cfg.id, m_ident.cluster, m_ident.node, m_incarnation, m_cfg.replicas, m_core->committed_count(), m_core->aborted_count(), m_core->active(),
-      up, m_links.size(), ls.bytes, ls.syncs, now_ms() - m_started_ms));
+      m_cfg.id, m_ident.cluster, m_ident.node, m_incarnation, m_cfg.replicas,
+      m_core->committed_count(), m_core->aborted_count(), m_core->active(), up, m_links.size(),
+      ls.bytes, ls.syncs, now_ms() - m_started_ms));
 }
 
 }  // namespace tpc::leader

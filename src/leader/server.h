@@ -27,7 +27,7 @@ struct Config {
   std::string id = "1";
   std::string bind = "127.0.0.1";
   uint16_t port = 5000;
-  std::string advertise;  // HOST:PORT participants use to reach this leader; default bind:port
+  std::string advertise;   // HOST:PORT participants use to reach this leader; default bind:port
   std::string cluster_id;  // for a new data directory: join this cluster (default: a new one)
   std::vector<std::string> peers;
   size_t replicas = 0;  // 0: every participant
@@ -63,7 +63,9 @@ class Server {
   void on_trace(const std::string& id, protocol::Reply reply, int64_t deadline_ms);
   void record_trace(act::Trace& t);
   void on_stats(protocol::Reply reply);
-  void check_peers_file();
+  // Whether DIR/participants is still to be written; throws if it records another set.
+  bool check_peers_file();
+  std::string peers_file_text() const;
   void load_pins();
   void save_pins();
   // The handshake check of participant p's link: its identity against the pinned one.
@@ -76,7 +78,7 @@ class Server {
   int64_t m_started_ms;
   uint64_t m_incarnation = 0;
   node::Identity m_ident;
-  struct Pin {  // the participant admitted at a slot of --peers
+  struct Pin {         // the participant admitted at a slot of --peers
     std::string id;    // its --id
     std::string node;  // its node id; empty: not yet seen
   };

@@ -72,8 +72,8 @@ void save_identity(const std::string& dir, const Identity& id) {
   txlog::write_file_atomic(dir + "/identity", encode(id));
 }
 
-Identity open_identity(const std::string& dir, const std::string& role,
-                       const std::string& cluster, const std::string& origin) {
+Identity open_identity(const std::string& dir, const std::string& role, const std::string& cluster,
+                       const std::string& origin) {
   std::string path = dir + "/identity";
   std::ifstream in(path);
   if (!in) {
@@ -89,9 +89,10 @@ Identity open_identity(const std::string& dir, const std::string& role,
   ss << in.rdbuf();
   auto id = decode(ss.str());
   if (!id)
-    throw Error(fmt::format("{} is damaged ({}); refusing to start: this node cannot tell which "
-                            "cluster it belongs to",
-                            path, id.status().message()));
+    throw Error(
+        fmt::format("{} is damaged ({}); refusing to start: this node cannot tell which "
+                    "cluster it belongs to",
+                    path, id.status().message()));
   if (id->format > k_format)
     throw Error(fmt::format("{} was written by a newer tpc (data format {}; this binary reads up "
                             "to {}): run the newer binary",
@@ -103,9 +104,9 @@ Identity open_identity(const std::string& dir, const std::string& role,
                             dir, id->role, role),
                 2);
   if (!cluster.empty() && !id->cluster.empty() && id->cluster != cluster)
-    throw Error(fmt::format("{} belongs to cluster {}, not to --cluster-id {}", dir, id->cluster,
-                            cluster),
-                2);
+    throw Error(
+        fmt::format("{} belongs to cluster {}, not to --cluster-id {}", dir, id->cluster, cluster),
+        2);
   return *id;
 }
 

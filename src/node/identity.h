@@ -44,8 +44,8 @@ Result<Identity> decode(const std::string& text);
 //  - an existing one must be of `role` and of a format this binary reads, and of `cluster`
 //    when that is given; otherwise a tpc::Error (exit 2) says what the directory is.
 // `origin` is recorded in a new identity only.
-Identity open_identity(const std::string& dir, const std::string& role,
-                       const std::string& cluster, const std::string& origin = "init");
+Identity open_identity(const std::string& dir, const std::string& role, const std::string& cluster,
+                       const std::string& origin = "init");
 // Rewrites DIR's identity durably (a participant joining its cluster).
 void save_identity(const std::string& dir, const Identity& id);
 // Whether DIR holds an identity file.

@@ -35,6 +35,20 @@ void require_empty_dir(const std::string& dir, const char* option) {
 
 namespace {
 
+// A restore that fails leaves the directory as empty as it found it (a LOCK file aside):
+// nothing is persisted by a command that then fails.
+template <class F>
+void all_or_nothing(const std::string& dir, F f) {
+  try {
+    f();
+  } catch (...) {
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(dir, ec))
+      if (e.path().filename() != "LOCK") fs::remove_all(e.path(), ec);
+    throw;
+  }
+}
+
 Result<std::string> call(client::Connection& c, const std::string& line) {
   auto r = c.call(line, 30000);
   if (!r) return r;
@@ -72,8 +86,7 @@ void write_prepared(const std::string& dir, const std::map<std::string, protocol
 void restore_from_replica(const Config& cfg, const std::string& source, std::ostream& out) {
   require_empty_dir(cfg.data_dir, "--restore-from");
   auto conn = client::Connection::open(source, 5000, "participant");
-  if (!conn)
-    throw Error(fmt::format("--restore-from {}: {}", source, conn.status().message()), 4);
+  if (!conn) throw Error(fmt::format("--restore-from {}: {}", source, conn.status().message()), 4);
   auto m = call(*conn, "MEMBERSHIP");
   if (!m) throw Error(fmt::format("--restore-from {}: {}", source, m.status().message()), 4);
   auto tokens = protocol::split(*m);
@@ -104,8 +117,7 @@ void restore_from_replica(const Config& cfg, const std::string& source, std::ost
                             cfg.id),
                 2);
   if (slot == membership->slot)
-    throw Error(fmt::format("{} is participant {} itself: name a live replica", source, cfg.id),
-                2);
+    throw Error(fmt::format("{} is participant {} itself: name a live replica", source, cfg.id), 2);
   // Every other participant that shares keys with this one. With every key on every
   // participant, the one named is enough; otherwise each holds a part, and all are needed.
   std::vector<std::string> sources{source};
@@ -124,8 +136,8 @@ void restore_from_replica(const Config& cfg, const std::string& source, std::ost
     conns.push_back(std::move(*c));
   }
   for (auto& c : conns) c.set_max_line(2 * cfg.max_line + 1024);
-  out << fmt::format("restoring participant {} of cluster {} (replacing node {}) from {}\n",
-                     cfg.id, membership->cluster, members[slot].node, fmt::join(sources, ", "))
+  out << fmt::format("restoring participant {} of cluster {} (replacing node {}) from {}\n", cfg.id,
+                     membership->cluster, members[slot].node, fmt::join(sources, ", "))
       << std::flush;
 
   // Prepared state first: a transaction that commits while the keys are copied is then
@@ -140,8 +152,11 @@ void restore_from_replica(const Config& cfg, const std::string& source, std::ost
       throw Error(fmt::format("{}: bad SNAPSHOT reply", sources[i]));
     for (size_t k = 2; k < t.size(); ++k) {
       auto line = protocol::unescape(t[k]);
-      auto p = line ? protocol::decode_prepare(protocol::split(*line)) : Result<protocol::Prepare>(line.status());
-      if (!p) throw Error(fmt::format("{}: bad prepared transaction: {}", sources[i], p.status().message()));
+      auto p = line ? protocol::decode_prepare(protocol::split(*line))
+                    : Result<protocol::Prepare>(line.status());
+      if (!p)
+        throw Error(
+            fmt::format("{}: bad prepared transaction: {}", sources[i], p.status().message()));
       auto [it, fresh] = prepared.try_emplace(p->txid, *p);
       if (!fresh)  // ops on keys both sources own arrive twice
         for (auto& op : p->ops)
@@ -152,57 +167,61 @@ void restore_from_replica(const Config& cfg, const std::string& source, std::ost
 
   txlog::make_dirs(cfg.data_dir);
   lock_data_dir(cfg.data_dir);
-  uint64_t keys = 0, bytes = 0;
-  {
-    store::SqliteStore st(cfg.data_dir + "/data.db");
-    for (size_t i = 0; i < conns.size(); ++i) {
-      std::string after;
-      for (bool more = true; more;) {
-        auto r = call(conns[i], protocol::LineBuilder("SNAPSHOT")
-                                    .num(static_cast<long long>(slot))
-                                    .raw("keys")
-                                    .arg(after)
-                                    .str());
-        if (!r) throw Error(fmt::format("{}: {}", sources[i], r.status().message()), 4);
-        auto t = protocol::split(*r);
-        auto count = t.size() >= 4 && t[0] == "KEYS" ? parse_int(t[3]) : std::nullopt;
-        auto cursor = t.size() >= 4 ? protocol::unescape(t[1]) : Result<std::string>(std::string());
-        if (!count || !cursor || t.size() != 4 + 2 * static_cast<size_t>(*count))
-          throw Error(fmt::format("{}: bad SNAPSHOT reply", sources[i]));
-        std::vector<Op> ops;
-        for (size_t k = 4; k < t.size(); k += 2) {
-          auto key = protocol::unescape(t[k]), value = protocol::unescape(t[k + 1]);
-          if (!key || !value) throw Error(fmt::format("{}: bad SNAPSHOT reply", sources[i]));
-          bytes += key->size() + value->size();
-          ops.push_back(Op{OpKind::put, std::move(*key), std::move(*value)});
+  all_or_nothing(cfg.data_dir, [&] {
+    uint64_t keys = 0, bytes = 0;
+    {
+      store::SqliteStore st(cfg.data_dir + "/data.db");
+      for (size_t i = 0; i < conns.size(); ++i) {
+        std::string after;
+        for (bool more = true; more;) {
+          auto r = call(conns[i], protocol::LineBuilder("SNAPSHOT")
+                                      .num(static_cast<long long>(slot))
+                                      .raw("keys")
+                                      .arg(after)
+                                      .str());
+          if (!r) throw Error(fmt::format("{}: {}", sources[i], r.status().message()), 4);
+          auto t = protocol::split(*r);
+          auto count = t.size() >= 4 && t[0] == "KEYS" ? parse_int(t[3]) : std::nullopt;
+          auto cursor =
+              t.size() >= 4 ? protocol::unescape(t[1]) : Result<std::string>(std::string());
+          if (!count || !cursor || t.size() != 4 + 2 * static_cast<size_t>(*count))
+            throw Error(fmt::format("{}: bad SNAPSHOT reply", sources[i]));
+          std::vector<Op> ops;
+          for (size_t k = 4; k < t.size(); k += 2) {
+            auto key = protocol::unescape(t[k]), value = protocol::unescape(t[k + 1]);
+            if (!key || !value) throw Error(fmt::format("{}: bad SNAPSHOT reply", sources[i]));
+            bytes += key->size() + value->size();
+            ops.push_back(Op{OpKind::put, std::move(*key), std::move(*value)});
+          }
+          if (!ops.empty()) {
+            if (Status s = st.begin_batch(); !s) throw Error(s.to_string());
+            if (Status s = st.apply("restore", ops); !s) throw Error(s.to_string());
+            if (Status s = st.end_batch(); !s) throw Error(s.to_string());
+          }
+          after = *cursor;
+          more = t[2] == "MORE";
         }
-        if (!ops.empty()) {
-          if (Status s = st.begin_batch(); !s) throw Error(s.to_string());
-          if (Status s = st.apply("restore", ops); !s) throw Error(s.to_string());
-          if (Status s = st.end_batch(); !s) throw Error(s.to_string());
-        }
-        after = *cursor;
-        more = t[2] == "MORE";
       }
+      if (Status s = st.make_durable(); !s) throw Error(s.to_string());
+      keys = st.key_count();
     }
-    if (Status s = st.make_durable(); !s) throw Error(s.to_string());
-    keys = st.key_count();
-  }
-  write_prepared(cfg.data_dir, prepared);
-  txlog::write_file_atomic(cfg.data_dir + "/membership", node::encode_join(*membership) + "\n");
-  // Last: the identity. A restore cut short leaves a directory without one, which a plain
-  // start turns into a new node that the leader refuses: never a half copy admitted.
-  node::Identity id;
-  id.role = "participant";
-  id.cluster = membership->cluster;
-  id.node = new_uuid();
-  id.replaces = members[slot].node;
-  id.origin = "restore-from " + source;
-  node::save_identity(cfg.data_dir, id);
-  out << fmt::format("restored {} keys ({} bytes) and {} prepared transactions; node {} "
-                     "replaces {}\n",
-                     keys, bytes, prepared.size(), id.node, id.replaces)
-      << std::flush;
+    write_prepared(cfg.data_dir, prepared);
+    txlog::write_file_atomic(cfg.data_dir + "/membership", node::encode_join(*membership) + "\n");
+    // Last: the identity. A restore cut short leaves a directory without one, which a plain
+    // start turns into a new node that the leader refuses: never a half copy admitted.
+    node::Identity id;
+    id.role = "participant";
+    id.cluster = membership->cluster;
+    id.node = new_uuid();
+    id.replaces = members[slot].node;
+    id.origin = "restore-from " + source;
+    node::save_identity(cfg.data_dir, id);
+    out << fmt::format(
+               "restored {} keys ({} bytes) and {} prepared transactions; node {} "
+               "replaces {}\n",
+               keys, bytes, prepared.size(), id.node, id.replaces)
+        << std::flush;
+  });
 }
 
 }  // namespace tpc::participant
@@ -220,30 +239,33 @@ void restore_from_backup(const Config& cfg, const std::string& backup_dir, std::
                 2);
   txlog::make_dirs(cfg.data_dir);
   lock_data_dir(cfg.data_dir);
-  fs::copy_file(db, cfg.data_dir + "/data.db.tmp", fs::copy_options::overwrite_existing, ec);
-  if (ec) throw Error(fmt::format("cannot copy {}: {}", db, ec.message()));
-  uint64_t keys = 0;
-  {
-    // Opening it checks it is a database, and syncing it makes the copy durable.
-    store::SqliteStore st(cfg.data_dir + "/data.db.tmp");
-    if (Status s = st.make_durable(); !s) throw Error(s.to_string());
-    keys = st.key_count();
-  }
-  fs::rename(cfg.data_dir + "/data.db.tmp", cfg.data_dir + "/data.db", ec);
-  if (ec) throw Error(fmt::format("cannot rename the restored database: {}", ec.message()));
-  for (auto* side : {"-wal", "-shm"}) fs::remove(cfg.data_dir + "/data.db.tmp" + side, ec);
-  if (int e = txlog::sync_dir(cfg.data_dir); e != 0)
-    throw Error(fmt::format("cannot sync {}: {}", cfg.data_dir, std::strerror(e)));
-  // A backup restores into a new cluster: no cluster id yet (the first leader that admits it
-  // gives one), a new node id, and where it came from.
-  node::Identity id;
-  id.role = "participant";
-  id.node = new_uuid();
-  id.origin = "backup " + backup_dir;
-  node::save_identity(cfg.data_dir, id);
-  out << fmt::format("restored {} keys from {}; node {}, to be admitted by a new cluster's leader\n",
-                     keys, backup_dir, id.node)
-      << std::flush;
+  all_or_nothing(cfg.data_dir, [&] {
+    fs::copy_file(db, cfg.data_dir + "/data.db.tmp", fs::copy_options::overwrite_existing, ec);
+    if (ec) throw Error(fmt::format("cannot copy {}: {}", db, ec.message()));
+    uint64_t keys = 0;
+    {
+      // Opening it checks it is a database, and syncing it makes the copy durable.
+      store::SqliteStore st(cfg.data_dir + "/data.db.tmp");
+      if (Status s = st.make_durable(); !s) throw Error(s.to_string());
+      keys = st.key_count();
+    }
+    fs::rename(cfg.data_dir + "/data.db.tmp", cfg.data_dir + "/data.db", ec);
+    if (ec) throw Error(fmt::format("cannot rename the restored database: {}", ec.message()));
+    for (auto* side : {"-wal", "-shm"}) fs::remove(cfg.data_dir + "/data.db.tmp" + side, ec);
+    if (int e = txlog::sync_dir(cfg.data_dir); e != 0)
+      throw Error(fmt::format("cannot sync {}: {}", cfg.data_dir, std::strerror(e)));
+    // A backup restores into a new cluster: no cluster id yet (the first leader that admits it
+    // gives one), a new node id, and where it came from.
+    node::Identity id;
+    id.role = "participant";
+    id.node = new_uuid();
+    id.origin = "backup " + backup_dir;
+    node::save_identity(cfg.data_dir, id);
+    out << fmt::format(
+               "restored {} keys from {}; node {}, to be admitted by a new cluster's leader\n",
+               keys, backup_dir, id.node)
+        << std::flush;
+  });
 }
 
 }  // namespace tpc::participant

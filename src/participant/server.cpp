@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <set>
 
 #include <fmt/format.h>
@@ -11,6 +12,7 @@
 #include "common/logging.h"
 #include "common/util.h"
 #include "leader/core.h"  // place(): which keys a participant owns
+#include "participant/restore.h"
 #include "txlog/file.h"
 
 namespace tpc::participant {
@@ -25,6 +27,15 @@ Server::Server(asio::io_context& io, Config cfg)
       m_cfg(std::move(cfg)),
       m_started_ms(now_ms()),
       m_wake(io, [this] { step(ev::Tick{}); }) {
+  // The port first: a participant that cannot listen writes nothing (connections wait in the
+  // backlog until recovery is done and the event loop runs).
+  protocol::SessionConfig sc{
+      "participant", m_cfg.id, m_cfg.max_line, m_cfg.max_connections,
+      [this](const std::string& l) { return node::answer_hello(m_ident, l); }};
+  m_server = std::make_unique<protocol::Server>(
+      io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
+  if (!m_cfg.restore_from.empty()) restore_from_replica(m_cfg, m_cfg.restore_from, std::cout);
+  if (!m_cfg.restore_backup.empty()) restore_from_backup(m_cfg, m_cfg.restore_backup, std::cout);
   txlog::make_dirs(m_cfg.data_dir);
   lock_data_dir(m_cfg.data_dir);
   m_ident = node::open_identity(m_cfg.data_dir, "participant", m_cfg.cluster_id);
@@ -52,13 +63,9 @@ Server::Server(asio::io_context& io, Config cfg)
   execute(a);  // the redo is applied here, before anyone is served
   log::info("recovered {} log records; {} commits redone; {} transactions in doubt",
             recovered.size(), m_core->redone(), m_core->prepared().size());
-  protocol::SessionConfig sc{"participant", m_cfg.id, m_cfg.max_line, m_cfg.max_connections,
-                             [this](const std::string& l) { return node::answer_hello(m_ident, l); }};
-  m_server = std::make_unique<protocol::Server>(
-      io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
   log::info("participant {} (node {}, cluster {}) listening on {}:{}, data in {}", m_cfg.id,
-            m_ident.node, m_ident.cluster.empty() ? "not joined yet" : m_ident.cluster,
-            m_cfg.bind, port(), m_cfg.data_dir);
+            m_ident.node, m_ident.cluster.empty() ? "not joined yet" : m_ident.cluster, m_cfg.bind,
+            port(), m_cfg.data_dir);
 }
 
 Server::~Server() { stop(); }
@@ -258,13 +265,12 @@ void Server::on_backup(const std::vector<std::string_view>& t, Reply reply) {
 
 void Server::on_stats(Reply reply) {
   auto ls = m_log->stats();
-  reply.send(
-      fmt::format("STATS id={} cluster={} node={} keys={} committed={} aborted={} in_doubt={} "
-                  "heuristic={} log_bytes={} log_syncs={} uptime_ms={}",
-                  m_cfg.id, m_ident.cluster.empty() ? "-" : m_ident.cluster, m_ident.node,
-                  m_store->key_count(), m_core->committed_count(),
-                  m_core->aborted_count(), m_core->prepared().size(), m_core->heuristics().size(),
-                  ls.bytes, ls.syncs, now_ms() - m_started_ms));
+  reply.send(fmt::format(
+      "STATS id={} cluster={} node={} keys={} committed={} aborted={} in_doubt={} "
+      "heuristic={} log_bytes={} log_syncs={} uptime_ms={}",
+      m_cfg.id, m_ident.cluster.empty() ? "-" : m_ident.cluster, m_ident.node, m_store->key_count(),
+      m_core->committed_count(), m_core->aborted_count(), m_core->prepared().size(),
+      m_core->heuristics().size(), ls.bytes, ls.syncs, now_ms() - m_started_ms));
 }
 
 void Server::on_indoubt(Reply reply) {

@@ -35,7 +35,9 @@ struct Config {
   int resolve_after_ms = 1000;  // a prepared txn older than this asks its leader
   int resolve_max_backoff_ms = 5000;
   uint64_t log_compact_bytes = 16ull << 20;  // rewrite the log past this size
-  std::string cluster_id;  // for a new data directory: belong to this cluster from the start
+  std::string cluster_id;      // for a new data directory: belong to this cluster from the start
+  std::string restore_from;    // HOST:PORT: first rebuild the (empty) data dir from replicas
+  std::string restore_backup;  // DIR: first fill the (empty) data dir from a backup
 };
 
 class Server {

@@ -178,8 +178,9 @@ void Link::refuse(const std::string& why) {
 void Link::request(const std::string& line, Callback cb) {
   if (!m_up) {
     asio::post(m_io, [cb = std::move(cb), a = address(), refused = !m_refused.empty()] {
-      cb(Status::error("UNAVAILABLE",
-                       "peer " + a + (refused ? " is refused (see tpc client status)" : " is down")));
+      cb(Status::error(
+          "UNAVAILABLE",
+          "peer " + a + (refused ? " is refused (see tpc client status)" : " is down")));
     });
     return;
   }

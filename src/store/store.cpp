@@ -33,8 +33,7 @@ Status MemStore::prune_applied(uint64_t upto) {
   return Status::ok();
 }
 
-Result<Store::KeyValues> MemStore::scan(const std::string& after, size_t limit,
-                                        size_t max_bytes) {
+Result<Store::KeyValues> MemStore::scan(const std::string& after, size_t limit, size_t max_bytes) {
   return scan_map(m_data, after, limit, max_bytes);
 }
 

@@ -92,7 +92,16 @@ void replace_under_load(int participants, int replicas) {
   int victim = participants - 1;
   c.kill_participant(victim);
   fs::remove_all(c.data_dir(victim));
-  // While it is out, writes to keys it owns fail: they need its vote.
+  // While it is out, a key it owns cannot change: the write needs its vote, and aborts.
+  std::vector<std::string> peers;
+  for (int i = 0; i < c.size(); ++i) peers.push_back(c.participant_addr(i));
+  std::string owned;
+  for (int k = 0; owned.empty(); ++k) {
+    auto own = leader::place(peers, static_cast<size_t>(replicas), fmt::format("frozen{}", k));
+    if (std::find(own.begin(), own.end(), static_cast<size_t>(victim)) != own.end())
+      owned = fmt::format("frozen{}", k);
+  }
+  CHECK(c.client({"put", owned, "x"}).code == 3);
   int before = load.committed;
   c.start_participant(victim, {}, {"--restore-from", c.participant_addr(0)});
   REQUIRE(wait_for_text(c.dir() + fmt::format("/p{}.log", participants), "restored", 20000));
@@ -108,8 +117,6 @@ void replace_under_load(int participants, int replicas) {
   // Every replica of every key agrees, key by key, and nobody holds a key it does not own.
   std::vector<std::map<std::string, std::string>> stores;
   for (int i = 0; i < c.size(); ++i) stores.push_back(dump(c.data_dir(i)));
-  std::vector<std::string> peers;
-  for (int i = 0; i < c.size(); ++i) peers.push_back(c.participant_addr(i));
   std::set<std::string> all;
   for (auto& s : stores)
     for (auto& [k, v] : s) all.insert(k);
@@ -132,12 +139,13 @@ void replace_under_load(int participants, int replicas) {
       mismatches += *first != it->second;
     }
   }
-  std::cout << fmt::format("replace test ({} participants, replicas {}): {} keys compared on "
-                           "every owner, {} mismatches",
-                           participants, replicas ? replicas : participants, all.size(),
-                           mismatches)
+  std::cout << fmt::format(
+                   "replace test ({} participants, replicas {}): {} keys compared on "
+                   "every owner, {} mismatches",
+                   participants, replicas ? replicas : participants, all.size(), mismatches)
             << std::endl;
   CHECK(all.size() > 200);
+  CHECK(all.count(owned) == 0);
   CHECK(mismatches == 0);
 }
 }  // namespace
@@ -239,10 +247,10 @@ TEST_SUITE("backup") {
                                    s.path() + fmt::format("/r{}", i + 1), "--restore-backup",
                                    dir + fmt::format("/participant-{}", i + 1)},
           s.path() + fmt::format("/r{}.log", i + 1)));
-    Process leader({TPC_BINARY, "leader", "--port", std::to_string(lport), "--data-dir",
-                    s.path() + "/rl", "--peers",
-                    fmt::format("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1])},
-                   s.path() + "/rl.log");
+    Process leader(
+        {TPC_BINARY, "leader", "--port", std::to_string(lport), "--data-dir", s.path() + "/rl",
+         "--peers", fmt::format("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1])},
+        s.path() + "/rl.log");
     std::string laddr = fmt::format("127.0.0.1:{}", lport);
     REQUIRE(wait_for(
         [&] {
@@ -267,10 +275,10 @@ TEST_SUITE("backup") {
     auto d1 = dump(s.path() + "/r1"), d2 = dump(s.path() + "/r2");
     CHECK(d1 == d2);
     CHECK(d1.size() == k_accounts + 1);
-    std::cout << fmt::format("backup test: {} transfers before the backup, {} after; restored "
-                             "total {} of {}",
-                             at_backup, transfers.load() - at_backup, total,
-                             k_accounts * k_initial)
+    std::cout << fmt::format(
+                     "backup test: {} transfers before the backup, {} after; restored "
+                     "total {} of {}",
+                     at_backup, transfers.load() - at_backup, total, k_accounts * k_initial)
               << std::endl;
   }
 }

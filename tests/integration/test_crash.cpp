@@ -244,8 +244,8 @@ void restart_loop(int rounds, std::mt19937& rng) {
   REQUIRE(cluster.size() == 36);
   Scratch other;  // the other cluster: one participant, and a leader started on demand
   uint16_t other_port = free_port();
-  Process other_part({TPC_BINARY, "participant", "--port", std::to_string(other_port), "--id",
-                      "1", "--data-dir", other.path() + "/p"},
+  Process other_part({TPC_BINARY, "participant", "--port", std::to_string(other_port), "--id", "1",
+                      "--data-dir", other.path() + "/p"},
                      other.path() + "/p.log");
 
   std::atomic<bool> stop{false};
@@ -284,8 +284,7 @@ void restart_loop(int rounds, std::mt19937& rng) {
         ++impostors;
         std::string log = other.path() + fmt::format("/leader{}.log", round);
         Process imp({TPC_BINARY, "leader", "--port", c.leader_addr().substr(10), "--data-dir",
-                     other.path() + "/leader", "--peers",
-                     fmt::format("127.0.0.1:{}", other_port)},
+                     other.path() + "/leader", "--peers", fmt::format("127.0.0.1:{}", other_port)},
                     log);
         if (wait_for_text(log, "listening", 5000)) {
           int before = wrong_cluster;

@@ -89,12 +89,12 @@ TEST_SUITE("identity") {
       CHECK_FALSE(fs::exists(d));
     }
     // The corrected command starts (it is not refused for "a different participant set").
-    Process p({TPC_BINARY, "participant", "--port", std::to_string(p1), "--id", "1",
-               "--data-dir", s.path() + "/p1"},
+    Process p({TPC_BINARY, "participant", "--port", std::to_string(p1), "--id", "1", "--data-dir",
+               s.path() + "/p1"},
               s.path() + "/p1.log");
-    Process l({TPC_BINARY, "leader", "--port", std::to_string(port), "--data-dir", d, "--peers",
-               good},
-              s.path() + "/leader.log");
+    Process l(
+        {TPC_BINARY, "leader", "--port", std::to_string(port), "--data-dir", d, "--peers", good},
+        s.path() + "/leader.log");
     REQUIRE(wait_for_text(s.path() + "/leader.log", "admitted to cluster", 10000));
     auto r = run_tpc({"client", "--leader", fmt::format("127.0.0.1:{}", port), "put", "k", "v"});
     CHECK(r.code == 0);
@@ -111,7 +111,7 @@ TEST_SUITE("identity") {
     CHECK(ok.code == 0);
     for (auto* verb : {"put", "get"}) {
       std::vector<std::string> args = {"client", "--leader", b.leader_addr(), "--cluster-id", id_a,
-                                       verb, "k"};
+                                       verb,     "k"};
       if (std::string(verb) == "put") args.push_back("b");
       auto r = run_tpc(args);
       INFO(r.err);

@@ -911,8 +911,8 @@ void Cluster::client_pause(int c) {
         for (auto& op : info.ops)
           for (auto p : leader::place(m_peers, static_cast<size_t>(m_replicas), op.key))
             if (m_parts[p].alive && !m_parts[p].store.current().history.count(txid))
-              violation(fmt::format("L{} paused (OK) while its commit {} is not applied on P{}",
-                                    l, txid, p));
+              violation(fmt::format("L{} paused (OK) while its commit {} is not applied on P{}", l,
+                                    txid, p));
       }
       if (m_pause_rng.chance(0.7))
         m_s.after(m_pause_rng.range(0, 200) * k_ms, [this, c, ch] {
