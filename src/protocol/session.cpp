@@ -1,5 +1,7 @@
 #include "protocol/session.h"
 
+#include <cctype>
+
 #include <fmt/format.h>
 
 #include "common/logging.h"
@@ -65,14 +67,24 @@ void Session::read_more() {
 void Session::on_line(std::string line) {
   std::string tag;
   std::string_view body = line;
+  bool bad_tag = false;
   if (!body.empty() && body[0] == '@') {
     auto sp = body.find(' ');
     tag = std::string(body.substr(0, sp));
     body = sp == std::string_view::npos ? std::string_view() : body.substr(sp + 1);
+    // "@" and 1 to 64 letters, digits, '-' or '_' (a number, or a client's request id).
+    bad_tag = tag.size() < 2 || tag.size() > 65;
+    for (size_t i = 1; i < tag.size() && !bad_tag; ++i)
+      bad_tag = !std::isalnum(static_cast<unsigned char>(tag[i])) && tag[i] != '-' && tag[i] != '_';
+    if (bad_tag) tag.clear();  // answered untagged, in order
   }
   uint64_t slot = m_next_slot++;
   if (tag.empty()) m_ordered.emplace_back(slot, std::nullopt);
   Reply reply(weak_from_this(), slot, tag);
+  if (bad_tag) {
+    reply.send("ERR PROTO bad tag (@ and 1 to 64 letters, digits, - or _)");
+    return;
+  }
   auto tokens = split(body);
   if (tokens.empty()) {
     reply.send("ERR PROTO empty request");

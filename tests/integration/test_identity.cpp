@@ -193,5 +193,9 @@ TEST_SUITE("identity") {
     auto line = conn->read_line(5000);
     REQUIRE(line);
     CHECK(line->rfind("@abc123 COMMITTED ", 0) == 0);
+    REQUIRE(conn->send_raw("@bad/tag PING\n").is_ok());
+    line = conn->read_line(5000);
+    REQUIRE(line);
+    CHECK(line->rfind("ERR PROTO bad tag", 0) == 0);
   }
 }
