@@ -249,6 +249,16 @@ bool Cluster::wait_ready(int timeout_ms) {
       timeout_ms);
 }
 
+bool Cluster::wait_settled(int timeout_ms) {
+  return wait_for(
+      [&] {
+        for (int i = 0; i < size(); ++i)
+          if (stat(i, "in_doubt") != 0) return false;
+        return stat(-1, "active") == 0;
+      },
+      timeout_ms);
+}
+
 RunResult Cluster::client(const std::vector<std::string>& args, int timeout_ms) {
   std::vector<std::string> a = {"client", "--leader", leader_addr()};
   a.insert(a.end(), args.begin(), args.end());

@@ -83,6 +83,8 @@ class Cluster {
   Process* leader() { return m_leader.get(); }
   // True once the leader answers and sees every participant.
   bool wait_ready(int timeout_ms = 10000);
+  // True once nothing is in doubt at any participant and the leader has no transaction left.
+  bool wait_settled(int timeout_ms = 20000);
   std::string leader_addr() const { return "127.0.0.1:" + std::to_string(m_leader_port); }
   std::string participant_addr(int i) const {
     return "127.0.0.1:" + std::to_string(m_part_ports[i]);

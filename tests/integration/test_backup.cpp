@@ -71,13 +71,7 @@ struct Load {
 
 void settle(Cluster& c) {
   REQUIRE(c.wait_ready(15000));
-  REQUIRE(wait_for(
-      [&] {
-        for (int i = 0; i < c.size(); ++i)
-          if (c.stat(i, "in_doubt") != 0) return false;
-        return c.stat(-1, "active") == 0;
-      },
-      20000));
+  REQUIRE(c.wait_settled());
 }
 
 void replace_under_load(int participants, int replicas) {

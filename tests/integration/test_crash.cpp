@@ -151,13 +151,7 @@ void one_run(int run, std::mt19937& rng, Totals& tot, double seconds, bool power
   for (int i = 0; i < c.size(); ++i)
     if (!c.participant(i)->alive()) c.start_participant(i, restart_env);
   REQUIRE(c.wait_ready(15000));
-  bool healed = wait_for(
-      [&] {
-        for (int i = 0; i < c.size(); ++i)
-          if (c.stat(i, "in_doubt") != 0) return false;
-        return c.stat(-1, "active") == 0;
-      },
-      20000);
+  bool healed = c.wait_settled();
   int anomalies = 0;
   if (!healed) {
     ++anomalies;
@@ -302,13 +296,7 @@ void restart_loop(int rounds, std::mt19937& rng) {
   stop = true;
   for (auto& t : loops) t.join();
   REQUIRE(c.wait_ready(15000));
-  REQUIRE(wait_for(
-      [&] {
-        for (int i = 0; i < c.size(); ++i)
-          if (c.stat(i, "in_doubt") != 0) return false;
-        return c.stat(-1, "active") == 0;
-      },
-      20000));
+  REQUIRE(c.wait_settled());
   int lost = 0, resurrected = 0, ok = 0, aborted = 0, unknown = 0, other_exit = 0;
   for (auto& [key, code] : results) {
     ok += code == 0;
