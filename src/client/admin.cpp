@@ -17,17 +17,6 @@ namespace tpc::client {
 namespace {
 using Fields = std::map<std::string, std::string>;
 
-// "STATS a=1 b=2" -> {a:1, b:2}
-Fields parse_fields(const std::string& line) {
-  Fields f;
-  for (auto t : protocol::split(line)) {
-    auto eq = t.find('=');
-    if (eq != std::string_view::npos)
-      f[std::string(t.substr(0, eq))] = std::string(t.substr(eq + 1));
-  }
-  return f;
-}
-
 std::optional<std::string> ask(const std::string& addr, const std::string& line,
                                int timeout_ms = 2000) {
   auto c = Connection::open(addr, timeout_ms);
@@ -170,11 +159,11 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
     std::string refused;  // why the leader refuses this participant
   };
   std::vector<Row> rows;
-  rows.push_back({"leader", o.leader, ls.has_value(), ls ? parse_fields(*ls) : Fields{}, ""});
+  rows.push_back({"leader", o.leader, ls.has_value(), ls ? protocol::parse_fields(*ls) : Fields{}, ""});
   int down = ls ? 0 : 1;
   for (auto& p : parts) {
     auto r = ask(p.addr, "STATS");
-    rows.push_back({"participant", p.addr, r.has_value(), r ? parse_fields(*r) : Fields{},
+    rows.push_back({"participant", p.addr, r.has_value(), r ? protocol::parse_fields(*r) : Fields{},
                     p.state == "refused" ? p.reason : ""});
     down += !r || p.state == "refused";
   }

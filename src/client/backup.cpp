@@ -15,6 +15,7 @@
 #include "client/connection.h"
 #include "common/util.h"
 #include "protocol/codec.h"
+#include "protocol/messages.h"
 #include "txlog/file.h"
 
 namespace tpc::client {
@@ -22,16 +23,6 @@ namespace tpc::client {
 namespace fs = std::filesystem;
 
 namespace {
-std::map<std::string, std::string> fields(const std::string& line) {
-  std::map<std::string, std::string> f;
-  for (auto t : protocol::split(line)) {
-    auto eq = t.find('=');
-    if (eq != std::string_view::npos)
-      f[std::string(t.substr(0, eq))] = std::string(t.substr(eq + 1));
-  }
-  return f;
-}
-
 struct Part {
   std::string addr, id, dir;
   uint64_t bytes = 0, keys = 0;
@@ -57,7 +48,7 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
     err << "backup: the leader did not describe the cluster\n";
     return k_unknown;
   }
-  auto lf = fields(*stats);
+  auto lf = protocol::parse_fields(*stats);
   std::vector<Part> parts;
   auto t = protocol::split(*peers);
   for (size_t i = 1; i + 1 < t.size(); i += 2) {
@@ -77,7 +68,7 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
       err << "backup: participant " << p.addr << ": " << s.status().message() << "\n";
       return k_unknown;
     }
-    p.id = fields(*s)["id"];
+    p.id = protocol::parse_fields(*s)["id"];
     p.conn = std::move(*c);
     p.conn.set_max_line(8 << 20);
   }

@@ -242,7 +242,7 @@ void Server::resend_joins() {
 
 Result<std::string> Server::admit(size_t p, const std::string& reply) {
   auto t = protocol::split(reply);
-  auto f = node::hello_fields(reply);
+  auto f = protocol::parse_fields(reply);
   const std::string& addr = m_cfg.peers[p];
   std::string role(t[2]), pid(t[3]), node = f["node"], cluster = f["cluster"];
   if (role != "participant")

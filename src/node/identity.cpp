@@ -8,6 +8,7 @@
 
 #include "common/util.h"
 #include "protocol/codec.h"
+#include "protocol/messages.h"
 #include "txlog/file.h"
 
 namespace tpc::node {
@@ -117,7 +118,7 @@ std::string hello_tokens(const Identity& me) {
 }
 
 Result<std::string> answer_hello(const Identity& me, const std::string& hello_line) {
-  auto f = hello_fields(hello_line);
+  auto f = protocol::parse_fields(hello_line);
   auto it = f.find("cluster");
   if (it != f.end() && it->second != "-" && !me.cluster.empty() && it->second != me.cluster)
     return Status::error("CLUSTER", fmt::format("this {} belongs to cluster {}, not to cluster {} "
@@ -132,7 +133,7 @@ Status check_cluster(const std::string& expected, const std::string& hello_reply
   if (expected.empty()) return Status::ok();
   if (hello_reply.rfind("ERR CLUSTER", 0) == 0)
     return Status::error("CLUSTER", addr + " refused: " + hello_reply.substr(12));
-  auto f = hello_fields(hello_reply);
+  auto f = protocol::parse_fields(hello_reply);
   auto it = f.find("cluster");
   std::string theirs = it == f.end() ? "(none: an older tpc?)" : it->second;
   if (theirs != expected)
@@ -140,16 +141,6 @@ Status check_cluster(const std::string& expected, const std::string& hello_reply
                                                 "it is a node of another cluster",
                                                 addr, theirs, expected));
   return Status::ok();
-}
-
-std::map<std::string, std::string> hello_fields(const std::string& line) {
-  std::map<std::string, std::string> f;
-  for (auto t : protocol::split(line)) {
-    auto eq = t.find('=');
-    if (eq != std::string_view::npos && eq > 0)
-      f[std::string(t.substr(0, eq))] = std::string(t.substr(eq + 1));
-  }
-  return f;
 }
 
 }  // namespace tpc::node

@@ -51,9 +51,6 @@ void save_identity(const std::string& dir, const Identity& id);
 // Whether DIR holds an identity file.
 bool has_identity(const std::string& dir);
 
-// The "key=value" tokens of a handshake line (HELLO tpc/1 ROLE ID cluster=C node=N ...).
-std::map<std::string, std::string> hello_fields(const std::string& line);
-
 // This node's identity as handshake tokens: "cluster=C node=N[ replaces=R]" (C "-" when not
 // joined).
 std::string hello_tokens(const Identity& me);

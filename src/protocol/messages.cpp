@@ -23,6 +23,16 @@ Status check_request_id(std::string_view rid) {
   return Status::ok();
 }
 
+std::map<std::string, std::string> parse_fields(std::string_view line) {
+  std::map<std::string, std::string> f;
+  for (auto t : split(line)) {
+    auto eq = t.find('=');
+    if (eq != std::string_view::npos && eq > 0)
+      f[std::string(t.substr(0, eq))] = std::string(t.substr(eq + 1));
+  }
+  return f;
+}
+
 std::string rest_after(std::string_view line, size_t n) {
   size_t i = 0;
   for (size_t k = 0; k < n; ++k) {

@@ -3,6 +3,7 @@
 // the servers and the simulator carry them (the servers as lines, the simulator as values).
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -99,6 +100,9 @@ bool parse_ack(const Result<std::string>& line);
 Result<Decision> parse_decision(const Result<std::string>& line);
 ReadReply parse_read_reply(const Result<std::string>& line);
 TxnReply parse_txn_reply(const Result<std::string>& line);
+
+// The "key=value" tokens of a line (STATS replies, HELLO identities): key -> value.
+std::map<std::string, std::string> parse_fields(std::string_view line);
 
 // Text after the first `n` tokens of `line` (spaces kept), for "CODE TEXT" replies.
 std::string rest_after(std::string_view line, size_t n);
