@@ -159,7 +159,8 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
     std::string refused;  // why the leader refuses this participant
   };
   std::vector<Row> rows;
-  rows.push_back({"leader", o.leader, ls.has_value(), ls ? protocol::parse_fields(*ls) : Fields{}, ""});
+  rows.push_back(
+      {"leader", o.leader, ls.has_value(), ls ? protocol::parse_fields(*ls) : Fields{}, ""});
   int down = ls ? 0 : 1;
   for (auto& p : parts) {
     auto r = ask(p.addr, "STATS");
