@@ -2,6 +2,8 @@
 // real kill -9, failpoints that stop a process at an exact step of the protocol.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+
 #include "harness.h"
 #include "leader/core.h"
 
@@ -99,6 +101,27 @@ TEST_SUITE("recovery") {
     CHECK_FALSE(c.read_at(1, "k").has_value());
     REQUIRE(c.wait_ready());
     CHECK(c.client({"put", "k", "after"}).code == 0);
+  }
+
+  TEST_CASE("a replacement restored while a decided commit is undelivered copies it prepared") {
+    Cluster::Options o;
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/afterDecisionFsync=1*crash"}};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    AsyncClient put(c, {"put", "k", "v"});
+    REQUIRE(c.leader()->wait_exit(10000) == 128 + SIGKILL);
+    REQUIRE(c.stat(1, "in_doubt") == 1);
+    // Participant 2 loses its disk while the commit is decided but undelivered.
+    c.kill_participant(1);
+    std::filesystem::remove_all(c.data_dir(1));
+    c.start_participant(1, {}, {"--restore-from", c.participant_addr(0)});
+    REQUIRE(wait_for_text(c.dir() + "/p2.log", "and 1 prepared transactions", 10000));
+    REQUIRE(wait_for([&] { return c.stat(1, "in_doubt") == 1; }, 10000));
+    // The restarted leader admits the replacement and re-sends its COMMIT: applied there too.
+    c.start_leader({{"TPC_NONE", "1"}});
+    CHECK(wait_for([&] { return no_doubt(c, 0) && no_doubt(c, 1); }, 10000));
+    CHECK(c.read_at(0, "k") == "v");
+    CHECK(c.read_at(1, "k") == "v");
   }
 
   TEST_CASE("5. the leader dies after the decision is durable: every participant commits") {
