@@ -99,7 +99,7 @@ std::vector<std::string> participants(const Options& o, bool* leader_up, std::os
 }
 
 struct InDoubt {
-  std::string txid, leader, leader_addr;
+  std::string txid, rid, leader, leader_addr;
   long long age_ms = 0;
   std::set<std::string> keys;
   std::vector<std::string> holders;
@@ -118,17 +118,18 @@ std::map<std::string, InDoubt> collect(const std::vector<std::string>& parts,
     std::string line = *r;
     auto t = protocol::split(line);
     size_t i = 2;
-    while (i + 4 < t.size()) {
+    while (i + 5 < t.size()) {
       InDoubt d;
       d.txid = std::string(t[i]);
-      d.leader = std::string(t[i + 1]);
-      d.leader_addr = std::string(t[i + 2]);
-      auto age = parse_int(t[i + 3]);
-      auto count = parse_int(t[i + 4]);
+      d.rid = t[i + 1] == "-" ? std::string() : std::string(t[i + 1]);
+      d.leader = std::string(t[i + 2]);
+      d.leader_addr = std::string(t[i + 3]);
+      auto age = parse_int(t[i + 4]);
+      auto count = parse_int(t[i + 5]);
       if (!age || !count || *count < 0) break;  // a malformed reply: keep what was read
       d.age_ms = *age;
       size_t nk = static_cast<size_t>(*count);
-      i += 5;
+      i += 6;
       auto& e = all[d.txid];
       if (e.txid.empty()) e = d;
       e.age_ms = std::max(e.age_ms, d.age_ms);
@@ -239,10 +240,10 @@ int run_in_doubt(const Options& o, bool json, std::ostream& out, std::ostream& e
       for (auto& k : d.keys) keys += (keys.empty() ? "" : ",") + json_str(k);
       for (auto& h : d.holders) holders += (holders.empty() ? "" : ",") + json_str(h);
       s += fmt::format(
-          "{}{{\"txid\":{},\"leader\":{},\"leader_address\":{},\"participants\":[{}],"
-          "\"age_ms\":{},\"keys\":[{}]}}",
-          first ? "" : ",", json_str(txid), json_str(d.leader), json_str(d.leader_addr), holders,
-          d.age_ms, keys);
+          "{}{{\"txid\":{},\"request\":{},\"leader\":{},\"leader_address\":{},"
+          "\"participants\":[{}],\"age_ms\":{},\"keys\":[{}]}}",
+          first ? "" : ",", json_str(txid), d.rid.empty() ? "null" : json_str(d.rid),
+          json_str(d.leader), json_str(d.leader_addr), holders, d.age_ms, keys);
       first = false;
     }
     out << s << "]}\n";
@@ -252,14 +253,15 @@ int run_in_doubt(const Options& o, bool json, std::ostream& out, std::ostream& e
     out << "no transactions in doubt\n";
     return down.empty() ? k_ok : k_unknown;
   }
-  out << fmt::format("{:<16} {:<7} {:<22} {:<40} {:>8}  {}\n", "TXID", "LEADER", "LEADER-ADDRESS",
-                     "PARTICIPANTS", "AGE", "KEYS");
+  out << fmt::format("{:<16} {:<7} {:<22} {:<40} {:>8}  {:<32}  {}\n", "TXID", "LEADER",
+                     "LEADER-ADDRESS", "PARTICIPANTS", "AGE", "REQUEST", "KEYS");
   for (auto& [txid, d] : all) {
     std::string holders, keys;
     for (auto& h : d.holders) holders += (holders.empty() ? "" : ",") + h;
     for (auto& k : d.keys) keys += (keys.empty() ? "" : " ") + protocol::escape(k);
-    out << fmt::format("{:<16} {:<7} {:<22} {:<40} {:>8}  {}\n", txid, d.leader, d.leader_addr,
-                       holders, human_ms(std::to_string(d.age_ms)), keys);
+    out << fmt::format("{:<16} {:<7} {:<22} {:<40} {:>8}  {:<32}  {}\n", txid, d.leader,
+                       d.leader_addr, holders, human_ms(std::to_string(d.age_ms)),
+                       d.rid.empty() ? "-" : d.rid, keys);
   }
   return down.empty() ? k_ok : k_unknown;
 }

@@ -274,7 +274,7 @@ void Server::on_stats(Reply reply) {
 }
 
 void Server::on_indoubt(Reply reply) {
-  // INDOUBT COUNT { TXID LEADER-ID LEADER-ADDR AGE-MS NKEYS KEY... }
+  // INDOUBT COUNT { TXID RID|- LEADER-ID LEADER-ADDR AGE-MS NKEYS KEY... }
   LineBuilder b("INDOUBT");
   size_t n = 0;
   for (auto& [txid, p] : m_core->prepared()) n += p.durable && !p.applying;
@@ -284,7 +284,7 @@ void Server::on_indoubt(Reply reply) {
     if (!p.durable || p.applying) continue;
     std::set<std::string> keys;
     for (auto& op : p.ops) keys.insert(op.key);
-    b.raw(txid).raw(p.leader).raw(p.leader_addr);
+    b.raw(txid).raw(p.rid.empty() ? "-" : p.rid).raw(p.leader).raw(p.leader_addr);
     b.num(p.prepared_at_ms <= now ? now - p.prepared_at_ms : 0);
     b.num(static_cast<long long>(keys.size()));
     for (auto& k : keys) b.arg(k);

@@ -162,12 +162,14 @@ TEST_SUITE("operability") {
       std::smatch m;
       REQUIRE(std::regex_search(
           r.out, m,
-          std::regex("\n(1\\.\\d+\\.\\d+) +1 +127\\.0\\.0\\.1:\\d+ +\\S+ +\\S+ +stuck-" +
+          std::regex("\n(1\\.\\d+\\.\\d+) +1 +127\\.0\\.0\\.1:\\d+ +\\S+ +\\S+ +"
+                     "([0-9a-f]{32}) +stuck-" +
                      decision)));
-      std::string txid = m[1];
+      std::string txid = m[1], rid = m[2];  // the client's request id, from the PREPARED records
       CHECK(r.out.find(c.participant_addr(0)) != std::string::npos);
       r = c.client({"--peers", peers, "in-doubt", "--json"});
-      CHECK(r.out.find("\"txid\":\"" + txid + "\"") != std::string::npos);
+      CHECK(r.out.find("\"txid\":\"" + txid + "\",\"request\":\"" + rid + "\"") !=
+            std::string::npos);
       // Without the leader, deciding is heuristic: refused without --force.
       r = c.client({"--peers", peers, "resolve", txid, decision});
       CHECK(r.code == 4);
