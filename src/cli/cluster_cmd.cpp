@@ -17,6 +17,7 @@
 
 #include "cli/commands.h"
 #include "client/connection.h"
+#include "protocol/messages.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "common/util.h"
@@ -147,6 +148,7 @@ std::function<int()> setup_cluster(CLI::App& app) {
     std::string leader = fmt::format("127.0.0.1:{}", o->port);
     std::string want = fmt::format("peers_up={}/{}", o->participants, o->participants);
     bool ready = false;
+    std::string cluster_id;
     int64_t deadline = now_ms() + 15000;
     while (!g_stop && !failed && now_ms() < deadline && !ready) {
       if ((failed = child_died())) break;
@@ -154,6 +156,7 @@ std::function<int()> setup_cluster(CLI::App& app) {
       if (c) {
         auto r = c->call("STATS", 1000);
         ready = r && r->find(want) != std::string::npos;
+        if (ready) cluster_id = protocol::parse_fields(*r)["cluster"];
       }
       if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
@@ -164,6 +167,9 @@ std::function<int()> setup_cluster(CLI::App& app) {
         std::cout << fmt::format("  participant {} on 127.0.0.1:{}  data {}/participant-{}\n", i,
                                  o->port + i, o->data_dir, i);
       std::cout << fmt::format("  leader        on {}  data {}/leader-1\n", leader, o->data_dir);
+      std::cout << fmt::format("  cluster id    {}  (clients with --cluster-id {} refuse any "
+                               "other cluster)\n",
+                               cluster_id, cluster_id);
       std::cout << fmt::format("try:  {} client --leader {} put hello world\n", invoked_as(),
                                leader)
                 << "Ctrl-C stops the cluster.\n"

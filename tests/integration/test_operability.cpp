@@ -74,8 +74,10 @@ TEST_SUITE("operability") {
     std::string leader = "127.0.0.1:" + std::to_string(base);
     CHECK(banner.find("tpc client --leader " + leader) != std::string::npos);
     CHECK(processes_with(data).size() == 5);  // the cluster and its four children
+    std::smatch id;
+    REQUIRE(std::regex_search(banner, id, std::regex("cluster id +([0-9a-f-]{36})")));
 
-    auto r = run_tpc({"client", "--leader", leader, "put", "a", "1"});
+    auto r = run_tpc({"client", "--leader", leader, "--cluster-id", id[1], "put", "a", "1"});
     CHECK(r.code == 0);
     r = run_tpc({"client", "--leader", leader, "status"});
     CHECK(r.code == 0);
