@@ -1,4 +1,6 @@
 // tpc: a distributed key-value store with two-phase commit. main only composes subcommands.
+#include <sys/stat.h>
+
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -7,6 +9,9 @@
 #include "common/status.h"
 
 int main(int argc, char** argv) {
+  // Whatever the caller's umask: data directories 0700, files 0600 (the store, the logs,
+  // identities, backups, the shell's history). SQLite's files follow it too.
+  ::umask(077);
   CLI::App app{"tpc: a key-value store whose writes are atomic across machines (two-phase commit)",
                "tpc"};
   app.set_version_flag("--version", std::string("tpc ") + TPC_VERSION);

@@ -64,7 +64,7 @@ void lock_data_dir(const std::string& dir) {
   static std::set<std::string> held;
   if (held.count(dir)) return;
   std::string path = dir + "/LOCK";
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) throw Error(fmt::format("cannot open {}: {}", path, std::strerror(errno)));
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0)
     throw Error(fmt::format("data directory {} is in use by another tpc process", dir));

@@ -93,7 +93,7 @@ class PosixFile : public File {
 
 std::unique_ptr<File> open_posix_file(const std::string& path) {
   bool existed = ::access(path.c_str(), F_OK) == 0;
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) throw Error(fmt::format("cannot open {}: {}", path, std::strerror(errno)));
   struct stat st;
   if (::fstat(fd, &st) != 0) {
@@ -120,7 +120,7 @@ int sync_dir(const std::string& dir) {
 
 void write_file_atomic(const std::string& path, const std::string& content) {
   std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) throw Error(fmt::format("cannot create {}: {}", tmp, std::strerror(errno)));
   size_t off = 0;
   while (off < content.size()) {
@@ -146,9 +146,17 @@ void write_file_atomic(const std::string& path, const std::string& content) {
 }
 
 void make_dirs(const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) throw Error(fmt::format("cannot create directory {}: {}", dir, ec.message()));
+  // Each directory made here is 0700, whatever the umask: it holds a node's data.
+  std::filesystem::path p;
+  for (auto& part : std::filesystem::path(dir)) {
+    p /= part;
+    if (::mkdir(p.c_str(), 0700) == 0) {
+      if (::chmod(p.c_str(), 0700) != 0)
+        throw Error(fmt::format("cannot chmod {}: {}", p.string(), std::strerror(errno)));
+    } else if (errno != EEXIST) {
+      throw Error(fmt::format("cannot create directory {}: {}", p.string(), std::strerror(errno)));
+    }
+  }
 }
 
 }  // namespace tpc::txlog

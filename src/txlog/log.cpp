@@ -94,7 +94,7 @@ std::unique_ptr<Log> Log::open(std::unique_ptr<File> file, const std::string& na
 Log::Log(std::unique_ptr<File> file, std::string name, Format format)
     : m_file(std::move(file)), m_name(std::move(name)), m_format(std::move(format)) {
   if (std::getenv("TPC_TEST_RECORD_SYNCED"))
-    m_synced_fd = ::open((m_name + ".synced").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    m_synced_fd = ::open((m_name + ".synced").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
   record_synced();  // open() made the whole file durable
   m_stats.bytes = m_file->size();
   m_thread = std::thread([this] { run(); });
