@@ -1,4 +1,5 @@
 // tpc: a distributed key-value store with two-phase commit. main only composes subcommands.
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
@@ -12,6 +13,11 @@ int main(int argc, char** argv) {
   // Whatever the caller's umask: data directories 0700, files 0600 (the store, the logs,
   // identities, backups, the shell's history). SQLite's files follow it too.
   ::umask(077);
+  // Servers hold a descriptor per connection: allow as many as the hard limit does.
+  if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
   CLI::App app{"tpc: a key-value store whose writes are atomic across machines (two-phase commit)",
                "tpc"};
   app.set_version_flag("--version", std::string("tpc ") + TPC_VERSION);

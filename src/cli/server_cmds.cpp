@@ -38,8 +38,13 @@ void add_common(CLI::App* sub, Config& cfg, std::string& log_level) {
                   "longest accepted request line, in bytes (at most 32 MiB)")
       ->capture_default_str()
       ->check(CLI::Range(size_t{64}, protocol::k_max_line_limit));
+  sub->add_option("--idle-timeout", cfg.idle_timeout_ms,
+                  "ms after which a connection with nothing in flight is closed")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{100}, int64_t{86400000}));
   sub->add_option("--max-connections", cfg.max_connections,
-                  "open connections accepted; more get ERR BUSY")
+                  "open connections accepted; past it the longest idle one is closed, else "
+                  "ERR BUSY")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{1} << 20));
 }

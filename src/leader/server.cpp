@@ -104,7 +104,8 @@ Server::Server(asio::io_context& io, Config cfg)
   validate(m_cfg);
   protocol::SessionConfig sc{
       "leader", m_cfg.id, m_cfg.max_line, m_cfg.max_connections,
-      [this](const std::string& l) { return node::answer_hello(m_ident, l); }};
+      [this](const std::string& l) { return node::answer_hello(m_ident, l); },
+      m_cfg.idle_timeout_ms};
   m_server = std::make_unique<protocol::Server>(
       io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
   txlog::make_dirs(m_cfg.data_dir);

@@ -31,7 +31,8 @@ Server::Server(asio::io_context& io, Config cfg)
   // backlog until recovery is done and the event loop runs).
   protocol::SessionConfig sc{
       "participant", m_cfg.id, m_cfg.max_line, m_cfg.max_connections,
-      [this](const std::string& l) { return node::answer_hello(m_ident, l); }};
+      [this](const std::string& l) { return node::answer_hello(m_ident, l); },
+      m_cfg.idle_timeout_ms};
   m_server = std::make_unique<protocol::Server>(
       io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
   if (!m_cfg.restore_from.empty()) restore_from_replica(m_cfg, m_cfg.restore_from, std::cout);

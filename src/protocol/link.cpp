@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include "common/logging.h"
+#include "common/util.h"
+#include "protocol/messages.h"
 
 namespace tpc::protocol {
 
@@ -18,6 +20,7 @@ Link::Link(asio::io_context& io, std::string host, uint16_t port, std::string he
       m_socket(io),
       m_timer(io),
       m_max_line(max_line),
+      m_keepalive(io),
       m_in(max_line) {}
 
 void Link::start() { connect(); }
@@ -25,6 +28,7 @@ void Link::start() { connect(); }
 void Link::stop() {
   m_stopped = true;
   m_timer.cancel();
+  m_keepalive.cancel();
   boost::system::error_code ec;
   m_socket.close(ec);
   m_up = false;
@@ -124,6 +128,11 @@ void Link::on_line(const std::string& line) {
     auto t = split(line);
     if (t.size() >= 4 && t[0] == "HELLO" && t[1] == k_version) {
       m_handshaken = true;
+      auto f = parse_fields(line);
+      auto idle = parse_int(f["idle_ms"]);
+      m_keepalive_ms = idle && *idle > 0 ? std::max<int64_t>(*idle / 3, 20) : 0;
+      auto ml = parse_int(f["max_line"]);
+      m_peer_max_line = ml && *ml > 0 ? static_cast<size_t>(*ml) : 0;
       Result<std::string> first = std::string();
       if (m_on_hello) first = m_on_hello(line);
       if (!first) return refuse(first.status().message());
@@ -154,8 +163,24 @@ void Link::on_line(const std::string& line) {
   cb(sp == std::string::npos ? std::string() : line.substr(sp + 1));
 }
 
+void Link::keepalive(uint64_t gen) {
+  if (m_keepalive_ms <= 0) return;
+  int64_t due = m_last_write_ms + m_keepalive_ms - now_ms();
+  if (due <= 0) {
+    request("PING", [](Result<std::string>) {});
+    due = m_keepalive_ms;
+  }
+  m_keepalive.expires_after(std::chrono::milliseconds(due));
+  auto self = shared_from_this();
+  m_keepalive.async_wait([this, self, gen](boost::system::error_code ec) {
+    if (!ec && gen == m_generation && m_up && !m_stopped) keepalive(gen);
+  });
+}
+
 void Link::go_up() {
   m_up = true;
+  m_last_write_ms = now_ms();
+  keepalive(m_generation);
   m_backoff_ms = 20;
   if (m_warned || !m_refused.empty()) log::info("peer {} is up", address());
   m_warned = false;
@@ -210,6 +235,7 @@ void Link::flush() {
   m_writing.swap(m_out);
   m_out.clear();
   m_write_in_flight = true;
+  m_last_write_ms = now_ms();
   ++m_writes;
   auto self = shared_from_this();
   uint64_t gen = m_generation;

@@ -45,6 +45,8 @@ class Link : public std::enable_shared_from_this<Link> {
   void on_hello(HelloCheck f) { m_on_hello = std::move(f); }
   // Why the peer was refused at its last handshake; empty when it was not.
   const std::string& refused() const { return m_refused; }
+  // The longest line the peer accepts, from its HELLO (0: not said).
+  size_t peer_max_line() const { return m_peer_max_line; }
   // Number of socket writes so far (each carries every line queued since the last one).
   uint64_t writes() const { return m_writes; }
 
@@ -55,6 +57,7 @@ class Link : public std::enable_shared_from_this<Link> {
   void on_line(const std::string& line);
   void fail_all();
   void go_up();
+  void keepalive(uint64_t gen);
   void refuse(const std::string& why);
   void flush();
   void schedule_flush();
@@ -81,6 +84,11 @@ class Link : public std::enable_shared_from_this<Link> {
   std::function<void()> m_on_down;
   HelloCheck m_on_hello;
   std::string m_refused;
+  // The peer closes connections idle for its idle_ms: a PING goes out well before that.
+  boost::asio::steady_timer m_keepalive;
+  int64_t m_keepalive_ms = 0;
+  int64_t m_last_write_ms = 0;
+  size_t m_peer_max_line = 0;
   bool m_warned = false;
   uint64_t m_writes = 0;
 };

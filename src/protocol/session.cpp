@@ -1,10 +1,12 @@
 #include "protocol/session.h"
 
+#include <algorithm>
 #include <cctype>
 
 #include <fmt/format.h>
 
 #include "common/logging.h"
+#include "common/util.h"
 
 namespace tpc::protocol {
 
@@ -25,6 +27,7 @@ Session::Session(tcp::socket socket, const SessionConfig& cfg, Handler handler)
   m_socket.set_option(tcp::no_delay(true), ec);
   auto ep = m_socket.remote_endpoint(ec);
   m_peer = ec ? "?" : fmt::format("{}:{}", ep.address().to_string(), ep.port());
+  m_last_active_ms = now_ms();
 }
 
 void Session::start() { read_more(); }
@@ -46,6 +49,7 @@ void Session::read_more() {
       return;
     }
     m_in.append(m_read_buf, n);
+    m_last_active_ms = now_ms();
     std::string line;
     while (m_open && !m_close_after_write) {
       auto r = m_in.next(&line);
@@ -79,6 +83,7 @@ void Session::on_line(std::string line) {
     if (bad_tag) tag.clear();  // answered untagged, in order
   }
   uint64_t slot = m_next_slot++;
+  ++m_outstanding;
   if (tag.empty()) m_ordered.emplace_back(slot, std::nullopt);
   Reply reply(weak_from_this(), slot, tag);
   if (bad_tag) {
@@ -110,7 +115,10 @@ void Session::on_line(std::string line) {
       }
       extra = " " + *r;
     }
-    reply.send(fmt::format("HELLO {} {} {}{}", k_version, m_cfg.role, m_cfg.id, extra));
+    // How long this server keeps an idle connection, and its longest line: a peer that keeps
+    // a connection open pings sooner, and never sends a line this server would refuse.
+    reply.send(fmt::format("HELLO {} {} {}{} idle_ms={} max_line={}", k_version, m_cfg.role,
+                           m_cfg.id, extra, m_cfg.idle_timeout_ms, m_cfg.max_line));
     return;
   }
   if (tokens[0] == "PING") {
@@ -121,6 +129,8 @@ void Session::on_line(std::string line) {
 }
 
 void Session::deliver(uint64_t slot, const std::string& tag, std::string line) {
+  if (m_outstanding > 0) --m_outstanding;
+  m_last_active_ms = now_ms();
   if (!m_open) return;
   if (!tag.empty()) {
     write(tag + " " + line);
@@ -176,7 +186,11 @@ void Session::flush() {
 
 Server::Server(asio::io_context& io, const std::string& bind, uint16_t port, SessionConfig cfg,
                Handler handler)
-    : m_acceptor(io), m_retry(io), m_cfg(std::move(cfg)), m_handler(std::move(handler)) {
+    : m_acceptor(io),
+      m_sweep(io),
+      m_retry(io),
+      m_cfg(std::move(cfg)),
+      m_handler(std::move(handler)) {
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(bind, ec);
   if (ec) throw Error(fmt::format("bad bind address '{}': {}", bind, ec.message()), 2);
@@ -187,6 +201,42 @@ Server::Server(asio::io_context& io, const std::string& bind, uint16_t port, Ses
   if (!ec) m_acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) throw Error(fmt::format("cannot listen on {}:{}: {}", bind, port, ec.message()));
   accept();
+  sweep();
+}
+
+size_t Server::open_sessions() {
+  std::erase_if(m_sessions, [](auto& w) {
+    auto s = w.lock();
+    return !s || !s->is_open();
+  });
+  return m_sessions.size();
+}
+
+void Server::sweep() {
+  int64_t now = now_ms();
+  for (auto& w : m_sessions)
+    if (auto s = w.lock(); s && s->idle() && now - s->last_active_ms() >= m_cfg.idle_timeout_ms) {
+      log::debug("closing connection {}: idle for {} ms", s->peer(), now - s->last_active_ms());
+      s->close();
+    }
+  int64_t every = std::clamp<int64_t>(m_cfg.idle_timeout_ms / 4, 50, 5000);
+  m_sweep.expires_after(std::chrono::milliseconds(every));
+  m_sweep.async_wait([this](boost::system::error_code ec) {
+    if (!ec) sweep();
+  });
+}
+
+bool Server::close_oldest_idle() {
+  std::shared_ptr<Session> oldest;
+  for (auto& w : m_sessions)
+    if (auto s = w.lock(); s && s->idle() &&
+                           (!oldest || s->last_active_ms() < oldest->last_active_ms()))
+      oldest = s;
+  if (!oldest) return false;
+  log::info("connection table full ({}): closing the longest idle one, {}", m_cfg.max_connections,
+            oldest->peer());
+  oldest->close();
+  return true;
 }
 
 uint16_t Server::port() const { return m_acceptor.local_endpoint().port(); }
@@ -202,6 +252,7 @@ void Server::stop() {
   boost::system::error_code ec;
   m_acceptor.close(ec);
   m_retry.cancel();
+  m_sweep.cancel();
   for (auto& w : m_sessions)
     if (auto s = w.lock()) s->close();
 }
@@ -210,7 +261,7 @@ void Server::accept() {
   m_acceptor.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted) return;
     if (!ec) {
-      std::erase_if(m_sessions, [](auto& w) { return w.expired(); });
+      if (open_sessions() >= m_cfg.max_connections && close_oldest_idle()) open_sessions();
       if (m_sessions.size() >= m_cfg.max_connections) {
         // Bounded: refuse clearly rather than run out of descriptors or memory.
         std::string msg = fmt::format("ERR BUSY too many connections ({}); try again later\n",

@@ -50,8 +50,9 @@ struct SessionConfig {
   std::string role;  // "leader" or "participant": sent in the HELLO reply
   std::string id;
   size_t max_line = k_default_max_line;
-  size_t max_connections = 4096;  // past this, a new connection gets ERR BUSY and is closed
+  size_t max_connections = 4096;  // past this, the oldest idle one is closed, else ERR BUSY
   HelloCheck hello;               // unset: any peer, no identity in the reply
+  int64_t idle_timeout_ms = 300000;  // a connection with nothing in flight this long is closed
 };
 
 using Handler = std::function<void(const std::string& line, Reply reply)>;
@@ -64,6 +65,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool is_open() const { return m_open; }
   uint64_t writes() const { return m_writes; }
   std::string peer() const { return m_peer; }
+  // Idle: open, no request waiting for its reply, nothing being written.
+  bool idle() const { return m_open && m_outstanding == 0 && !m_write_in_flight; }
+  int64_t last_active_ms() const { return m_last_active_ms; }
 
  private:
   friend class Reply;
@@ -88,6 +92,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool m_open = true;
   std::string m_peer;
   uint64_t m_writes = 0;
+  size_t m_outstanding = 0;  // requests read, not yet answered
+  int64_t m_last_active_ms = 0;
 };
 
 // Accepts connections on addr:port and runs a Session for each.
@@ -103,7 +109,11 @@ class Server {
 
  private:
   void accept();
+  void sweep();  // closes connections idle longer than idle_timeout_ms
+  bool close_oldest_idle();
+  size_t open_sessions();
   boost::asio::ip::tcp::acceptor m_acceptor;
+  boost::asio::steady_timer m_sweep;
   boost::asio::steady_timer m_retry;  // after a failed accept (e.g. out of descriptors)
   SessionConfig m_cfg;
   Handler m_handler;

@@ -1,13 +1,20 @@
 // Hardening without certificates (docs/security.md): private file modes, idle connections,
 // oversize transactions, validated arguments, and verbs refused by role.
 #include <doctest/doctest.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 
 #include <fmt/format.h>
 
 #include "client/connection.h"
+#include "common/util.h"
 #include "harness.h"
 
 using namespace tpc;
@@ -39,5 +46,63 @@ TEST_SUITE("security") {
     }
     CHECK(fs::exists(c.data_dir(0) + "/data.db"));
     CHECK(fs::exists(c.data_dir(0) + "/identity"));
+  }
+
+  TEST_CASE("5,000 idle connections do not stop a normal put") {
+    rlimit rl{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &rl) == 0);
+    if (rl.rlim_max < 6000) {
+      MESSAGE("skipped: this machine allows " << rl.rlim_max << " descriptors, 6000 needed");
+      return;
+    }
+    rlimit want = rl;
+    want.rlim_cur = std::max<rlim_t>(rl.rlim_cur, 6000);
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &want) == 0);
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    std::vector<int> fds;
+    std::string host = "127.0.0.1";
+    auto port = static_cast<uint16_t>(std::stoi(c.leader_addr().substr(10)));
+    for (int i = 0; i < 5000; ++i) {
+      int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      REQUIRE(fd >= 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(port);
+      ::inet_pton(AF_INET, host.c_str(), &a.sin_addr);
+      REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+      fds.push_back(fd);
+    }
+    // Past --max-connections (4096) the longest idle ones make room; a client gets through.
+    auto r = c.client({"put", "k", "v"});
+    CHECK(r.code == 0);
+    CHECK(c.log_of_leader().find("closing the longest idle one") != std::string::npos);
+    // The first connections were the ones closed: reading them says so.
+    char b;
+    ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    CHECK(wait_for([&] { return ::recv(fds[0], &b, 1, 0) == 0; }, 5000));
+    for (int fd : fds) ::close(fd);
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+
+  TEST_CASE("an idle connection is closed after --idle-timeout; peer links stay up") {
+    Cluster::Options o;
+    o.leader_args = {"--idle-timeout", "300"};
+    o.participant_args = {"--idle-timeout", "300"};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    // Three idle connections in a row, each closed by the leader after the timeout: by then
+    // the leader-participant links carried no request for three participant timeouts.
+    for (int i = 0; i < 3; ++i) {
+      auto conn = client::Connection::open(c.leader_addr(), 2000);
+      REQUIRE(conn);
+      int64_t t0 = now_ms();
+      auto r = conn->read_line(5000);  // nothing sent: the leader closes it
+      CHECK_FALSE(r.is_ok());
+      CHECK(now_ms() - t0 >= 250);
+    }
+    // The links pinged before the participants' timeout: still up, and used.
+    CHECK(c.client({"put", "k", "v"}).code == 0);
+    CHECK(c.log_of_leader().find("lost") == std::string::npos);
   }
 }
