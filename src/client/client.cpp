@@ -141,8 +141,8 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
       err << "refused: " << res.detail << "\n";
       return k_usage;
     }
-    if (res.kind == K::error && res.code == "PROTO") {
-      err << "bad request: " << res.detail << "\n";
+    if (res.kind == K::error && (res.code == "PROTO" || res.code == "TOOLONG")) {
+      err << (res.code == "TOOLONG" ? "too large: " : "bad request: ") << res.detail << "\n";
       return k_usage;
     }
     if (res.kind == K::error && res.code == "PENDING") return resolve_lost(o, rid, *r, out, err);

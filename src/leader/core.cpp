@@ -83,7 +83,10 @@ Result<CommitRecord> decode_commit(const std::string& payload) {
   return c;
 }
 
-Core::Core(CoreConfig cfg) : m_cfg(std::move(cfg)), m_up(m_cfg.peers.size(), false) {
+Core::Core(CoreConfig cfg)
+    : m_cfg(std::move(cfg)),
+      m_up(m_cfg.peers.size(), false),
+      m_peer_max_line(m_cfg.peers.size(), m_cfg.peer_max_line) {
   if (m_cfg.replicas == 0 || m_cfg.replicas > m_cfg.peers.size())
     m_cfg.replicas = m_cfg.peers.size();
 }
@@ -270,7 +273,31 @@ void Core::on(int64_t now, ev::Txn& e, Actions& out) {
       return;
     }
   }
-  std::string txid = fmt::format("{}.{}.{}", m_cfg.id, m_cfg.incarnation, m_next_seq++);
+  std::string txid = fmt::format("{}.{}.{}", m_cfg.id, m_cfg.incarnation, m_next_seq);
+  // Each participant is sent only the ops on keys it owns: it locks, checks and stores those.
+  std::map<size_t, std::vector<Op>> by_part;
+  for (auto& op : e.ops)
+    for (auto p : owners(op.key)) by_part[p].push_back(op);
+  // Never send a line a participant would refuse (it would answer TOOLONG and reset the
+  // link, failing every other transaction on it): refuse the request instead.
+  for (auto& [p, mine] : by_part) {
+    size_t bound = 128 + txid.size() + m_cfg.id.size() + m_cfg.advertise.size() + e.rid.size();
+    for (auto& op : mine) bound += 16 + 3 * (op.key.size() + op.value.size());
+    if (bound <= m_peer_max_line[p]) continue;  // cannot be too long, whatever the escaping
+    size_t len = protocol::encode(protocol::Prepare{txid, m_cfg.id, m_cfg.advertise, mine, e.rid})
+                     .size() +
+                 24;  // "@TAG " and the newline
+    if (len > m_peer_max_line[p]) {
+      out.list.push_back(act::Reply{
+          e.client,
+          reply(ClientReply::error, "TOOLONG",
+                fmt::format("the transaction is too large: its PREPARE to participant {} would "
+                            "be {} bytes, over that participant's line limit of {} (--max-line)",
+                            m_cfg.peers[p], len, m_peer_max_line[p]))});
+      return;
+    }
+  }
+  ++m_next_seq;
   Txn& t = m_txns[txid];
   t.rid = e.rid;
   t.digest = digest;
@@ -282,10 +309,6 @@ void Core::on(int64_t now, ev::Txn& e, Actions& out) {
     trace(txid, t,
           fmt::format("begin {} at leader {} (incarnation {})", txid, m_cfg.id, m_cfg.incarnation),
           out);
-  // Each participant is sent only the ops on keys it owns: it locks, checks and stores those.
-  std::map<size_t, std::vector<Op>> by_part;
-  for (auto& op : e.ops)
-    for (auto p : owners(op.key)) by_part[p].push_back(op);
   for (auto& [p, mine] : by_part) {
     t.parts.push_back(p);
     if (t.trace) trace(txid, t, "PREPARE sent to participant " + m_cfg.peers[p], out);
@@ -403,6 +426,7 @@ void Core::on(int64_t, ev::CommitReply& e, Actions& out) {
 void Core::on(int64_t now, ev::LinkUp& e, Actions& out) {
   if (e.part >= m_up.size()) return;
   m_up[e.part] = true;
+  if (e.max_line) m_peer_max_line[e.part] = e.max_line;
   for (auto& txid : m_decided) {
     auto& t = m_txns.at(txid);
     auto p = t.unacked.find(e.part);

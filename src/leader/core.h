@@ -60,6 +60,8 @@ struct CoreConfig {
   int64_t prepare_timeout_ms = 2000;
   int64_t resend_ms = 200;       // first re-send of an unacknowledged COMMIT
   int64_t resend_max_ms = 3200;  // backoff cap
+  // A participant's line limit until its link says otherwise (the participants' default).
+  size_t peer_max_line = protocol::k_default_max_line;
 };
 
 namespace ev {
@@ -102,6 +104,7 @@ struct Durable {  // the COMMIT record of txid is durable
 };
 struct LinkUp {
   size_t part = 0;
+  size_t max_line = 0;  // the longest line the participant accepts (its HELLO); 0: not said
 };
 struct LinkDown {
   size_t part = 0;
@@ -260,7 +263,8 @@ class Core {
   std::set<std::pair<int64_t, std::string>> m_deadlines;  // preparing: (deadline, txid)
   std::set<std::string> m_decided;                        // committed, END not yet written
   int64_t m_next_resend_ms = 0;
-  std::vector<bool> m_up;  // link to each participant is up
+  std::vector<bool> m_up;              // link to each participant is up
+  std::vector<size_t> m_peer_max_line;  // each participant's line limit
   struct RidOutcome {
     protocol::Decision decision;
     std::string txid;

@@ -151,7 +151,7 @@ Server::Server(asio::io_context& io, Config cfg)
     auto link = std::make_shared<protocol::Link>(io, host, port, hello, m_cfg.max_line);
     link->on_up([this, p] {
       resend_joins();  // the membership may have changed while it joined
-      step(ev::LinkUp{p});
+      step(ev::LinkUp{p, m_links[p]->peer_max_line()});
     });
     link->on_down([this, p] { step(ev::LinkDown{p}); });
     link->on_hello([this, p](const std::string& reply) { return admit(p, reply); });

@@ -85,6 +85,28 @@ TEST_SUITE("security") {
     ::setrlimit(RLIMIT_NOFILE, &rl);
   }
 
+  TEST_CASE("a request whose PREPARE a participant would refuse gets TOOLONG, exit 2") {
+    Cluster::Options o;
+    o.participant_args = {"--max-line", "65536"};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    // Legal at the leader (1 MiB lines), too long for the participants.
+    auto r = c.client({"put", "big", std::string(70000, 'x')});
+    CHECK(r.code == 2);
+    CHECK(r.err.find("too large") != std::string::npos);
+    CHECK_FALSE(c.read_at(0, "big").has_value());
+    // No link was reset: nothing lost, and the next put goes through.
+    CHECK(c.client({"put", "small", "x"}).code == 0);
+    CHECK(c.log_of_leader().find("lost") == std::string::npos);
+    // A line over the leader's own limit: refused as well, exit 2.
+    Cluster::Options o2;
+    o2.leader_args = {"--max-line", "65536"};
+    Cluster c2(o2);
+    REQUIRE(c2.wait_ready());
+    r = c2.client({"put", "big", std::string(70000, 'x')});
+    CHECK(r.code == 2);
+  }
+
   TEST_CASE("an idle connection is closed after --idle-timeout; peer links stay up") {
     Cluster::Options o;
     o.leader_args = {"--idle-timeout", "300"};

@@ -255,6 +255,19 @@ TEST_SUITE("leader") {
     CHECK(Driver::reply_to(a, 7)->kind == ClientReply::committed);
   }
 
+  TEST_CASE("a transaction whose PREPARE a participant would refuse as too long is refused") {
+    Driver d(config());
+    d.step(ev::LinkUp{1, 300});  // participant 1 accepts lines of 300 bytes
+    auto a = d.step(ev::Txn{1, "r1", {Op{OpKind::put, "k", std::string(250, 'v')}}, false});
+    CHECK(Driver::all<act::Send>(a).empty());
+    CHECK(Driver::reply_to(a, 1)->code == "TOOLONG");
+    // Escaping counts: 100 bytes that are each written %XX are 300 on the wire.
+    a = d.step(ev::Txn{2, "", {Op{OpKind::put, "k", std::string(100, '\n')}}, false});
+    CHECK(Driver::reply_to(a, 2)->code == "TOOLONG");
+    // Nothing was started: the next transaction takes the first sequence number.
+    CHECK(d.begin(3, "", put("k")) == "L.1.1");
+  }
+
   TEST_CASE("a pause holds new transactions and answers once nothing is in flight") {
     Driver d(config());
     auto t1 = d.begin(1, "r1", put("k"));
