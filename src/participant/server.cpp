@@ -123,6 +123,7 @@ void Server::handle(const std::string& line, Reply reply) {
   } else if (verb == "RESOLVE") {
     if (t.size() != 3 || (t[2] != "commit" && t[2] != "abort"))
       return fail(Status::error("PROTO", "usage: RESOLVE TXID commit|abort"));
+    if (Status s = protocol::check_txid(t[1]); !s) return fail(s);
     step(ev::Resolve{client(reply), std::string(t[1]), t[2] == "commit"});
   } else {
     fail(Status::error("PROTO", "unknown command " + escape(verb) + " (participant)"));

@@ -3,15 +3,37 @@
 #include <cctype>
 #include <charconv>
 
+#include "common/util.h"
+
 namespace tpc::protocol {
 namespace {
-constexpr size_t k_max_txid = 256;
+bool is_node_id(std::string_view s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') return false;
+  return true;
+}
 
+bool is_number(std::string_view s) {
+  if (s.empty() || s.size() > 20) return false;
+  for (char c : s)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+}  // namespace
+
+// LEADER-ID.INCARNATION.SEQUENCE: a leader id (1 to 64 letters, digits, - and _) and two
+// decimal numbers. Nothing else reaches a log, a lock table or an operator's terminal.
 Status check_txid(std::string_view t) {
-  if (t.empty() || t.size() > k_max_txid)
-    return Status::error("PROTO", "bad transaction id (1 to 256 bytes)");
+  auto a = t.find('.');
+  auto b = a == std::string_view::npos ? a : t.find('.', a + 1);
+  if (b == std::string_view::npos || !is_node_id(t.substr(0, a)) ||
+      !is_number(t.substr(a + 1, b - a - 1)) || !is_number(t.substr(b + 1)))
+    return Status::error("PROTO", "bad transaction id (LEADER-ID.INCARNATION.SEQUENCE)");
   return Status::ok();
 }
+
+namespace {
 }  // namespace
 
 Status check_request_id(std::string_view rid) {
@@ -98,6 +120,12 @@ Result<Prepare> decode_prepare(const std::vector<std::string_view>& t) {
   m.txid = t[1];
   m.leader = t[2];
   m.leader_addr = t[3];
+  if (!is_node_id(m.leader) || m.txid.compare(0, m.leader.size() + 1, m.leader + ".") != 0)
+    return Status::error("PROTO", "bad leader id (the transaction id's first part)");
+  std::string host;
+  uint16_t port;
+  if (!parse_host_port(m.leader_addr, &host, &port))
+    return Status::error("PROTO", "bad leader address (HOST:PORT)");
   size_t first_op = 4;
   if (t[4].substr(0, 4) == "rid=") {
     m.rid = t[4].substr(4);

@@ -83,6 +83,9 @@ std::string encode(const ReadReply& r);
 std::string encode(const Ack&);
 std::string encode(const Error& e);
 
+// LEADER-ID.INCARNATION.SEQUENCE; error PROTO for anything else.
+Status check_txid(std::string_view txid);
+
 // A client request id (also the tag "@RID" the client puts on its requests): 1 to 64 letters,
 // digits, '-' or '_'. The client makes 32 hex digits (128 bits) from the OS's CSPRNG.
 constexpr size_t k_max_request_id = 64;

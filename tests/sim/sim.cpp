@@ -405,7 +405,7 @@ void Cluster::start_leader(int i) {
   cfg.incarnation = *inc;
   cfg.peers = m_peers;
   cfg.replicas = static_cast<size_t>(m_replicas);
-  cfg.advertise = fmt::format("leader{}", i);
+  cfg.advertise = fmt::format("leader{}:5000", i);
   n.core = std::make_unique<leader::Core>(cfg);
   for (auto& r : rec.records) n.core->recover(r);
   trace(name(K_LEADER, i),
@@ -691,7 +691,7 @@ void Cluster::exec_part(int j, participant::Actions& a) {
       trace(name(K_PART, j), "  ask " + q->leader_addr + " OUTCOME " + q->txid);
       int l = -1;
       for (size_t i = 0; i < m_leaders.size(); ++i)
-        if (q->leader_addr == fmt::format("leader{}", i)) l = static_cast<int>(i);
+        if (q->leader_addr == fmt::format("leader{}:5000", i)) l = static_cast<int>(i);
       if (l < 0) {
         violation("unknown leader address " + q->leader_addr);
         continue;
