@@ -19,7 +19,7 @@ using Fields = std::map<std::string, std::string>;
 
 std::optional<std::string> ask(const std::string& addr, const std::string& line,
                                int timeout_ms = 2000) {
-  auto c = Connection::open(addr, timeout_ms);
+  auto c = Connection::open(addr, timeout_ms, "admin");
   if (!c) return std::nullopt;
   auto r = c->call(line, timeout_ms);
   if (!r) return std::nullopt;

@@ -37,7 +37,7 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
     return k_usage;
   }
   int64_t t0 = now_ms();
-  auto leader = Connection::open(o.leader, 3000);
+  auto leader = Connection::open(o.leader, 3000, "admin");
   if (!leader) {
     err << "backup: leader " << o.leader << ": " << leader.status().message() << "\n";
     return leader.status().code() == "CLUSTER" ? k_usage : k_unknown;
@@ -62,7 +62,7 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
     parts.push_back(std::move(p));
   }
   for (auto& p : parts) {
-    auto c = Connection::open(p.addr, 3000);
+    auto c = Connection::open(p.addr, 3000, "admin");
     auto s = c ? c->call("STATS", 5000) : Result<std::string>(c.status());
     if (!s) {
       err << "backup: participant " << p.addr << ": " << s.status().message() << "\n";

@@ -347,6 +347,9 @@ void Server::handle(const std::string& line, Reply reply) {
     auto txid = protocol::decode_txid_arg(t);
     if (!txid) return fail(Status::error("PROTO", "usage: OUTCOME TXID"));
     step(ev::Outcome{client(reply), std::move(*txid)});
+  } else if ((verb == "PAUSE" || verb == "RESUME") && reply.peer().role != "admin") {
+    log::warn("refused {} from {}: administrative, needs role admin", verb, reply.peer().address);
+    fail(Status::error("DENIED", std::string(verb) + " is administrative: role admin only"));
   } else if (verb == "PAUSE") {
     auto ms = t.size() == 2 ? parse_int(t[1]) : std::nullopt;
     if (!ms || *ms < 1 || *ms > 600000)

@@ -31,7 +31,7 @@ std::string encode_prepared(const Prepared& p) {
   e.str(p.txid).str(p.leader).str(p.leader_addr).u64(static_cast<uint64_t>(p.prepared_at_ms));
   e.u64(p.ops.size());
   for (auto& op : p.ops) e.u8(static_cast<uint8_t>(op.kind)).str(op.key).str(op.value);
-  e.str(p.rid);
+  e.str(p.rid).str(p.leader_node);
   return e.data();
 }
 
@@ -51,7 +51,9 @@ Result<Prepared> decode_prepared(const std::string& payload) {
     op.kind = static_cast<OpKind>(k);
     p.ops.push_back(std::move(op));
   }
-  if (!d.done() && (!d.str(&p.rid) || !d.done())) return bad;  // older records have no rid
+  // Older records end before the request id, or before the leader's node id.
+  if (!d.done() && !d.str(&p.rid)) return bad;
+  if (!d.done() && (!d.str(&p.leader_node) || !d.done())) return bad;
   return p;
 }
 
@@ -181,6 +183,7 @@ void Core::on(int64_t, int64_t wall, ev::Prepare& e, Actions& out) {
   Prepared p;
   p.txid = m.txid;
   p.rid = std::move(m.rid);
+  p.leader_node = std::move(e.from);
   p.leader = std::move(m.leader);
   p.leader_addr = std::move(m.leader_addr);
   p.ops = std::move(m.ops);
@@ -254,7 +257,28 @@ void Core::commit(const std::string& txid, ClientId client, Actions& out) {
   out.flush = true;
 }
 
-void Core::on(int64_t, int64_t, ev::Commit& e, Actions& out) { commit(e.txid, e.client, out); }
+bool Core::denied(const std::string& verb, const std::string& txid, const std::string& from,
+                  bool relayed, ClientId client, Actions& out) {
+  auto it = m_prepared.find(txid);
+  if (it == m_prepared.end() || it->second.leader_node.empty() || from == it->second.leader_node)
+    return false;
+  if (relayed) {
+    out.list.push_back(act::Note{act::Note::warn, fmt::format("{} of {}: the leader's decision "
+                                                              "relayed by an operator",
+                                                              verb, txid)});
+    return false;
+  }
+  std::string why = fmt::format("{} of {} from node {}, but leader node {} prepared it", verb, txid,
+                                from.empty() ? "(none)" : from, it->second.leader_node);
+  out.list.push_back(act::Note{act::Note::warn, "refused " + why});
+  reply(out, client, protocol::Error{"DENIED", why});
+  return true;
+}
+
+void Core::on(int64_t, int64_t, ev::Commit& e, Actions& out) {
+  if (denied("COMMIT", e.txid, e.from, e.relayed, e.client, out)) return;
+  commit(e.txid, e.client, out);
+}
 
 void Core::on(int64_t, int64_t, ev::Flush&, Actions& out) {
   if (!m_applying.empty() || m_commit_queue.empty()) return;  // next flush after Applied
@@ -335,7 +359,10 @@ void Core::abort(const std::string& txid, ClientId client, Actions& out) {
   reply(out, client, protocol::Ack{});
 }
 
-void Core::on(int64_t, int64_t, ev::Abort& e, Actions& out) { abort(e.txid, e.client, out); }
+void Core::on(int64_t, int64_t, ev::Abort& e, Actions& out) {
+  if (denied("ABORT", e.txid, e.from, e.relayed, e.client, out)) return;
+  abort(e.txid, e.client, out);
+}
 
 void Core::on(int64_t, int64_t, ev::Resolve& e, Actions& out) {
   auto it = m_prepared.find(e.txid);

@@ -48,8 +48,8 @@ using ClientId = uint64_t;  // the executor's handle of a waiting request; 0: no
 
 // Log record types of a participant.
 enum RecordType : uint8_t {
-  k_rec_prepared = 1,   // txid, leader id, leader address, at, ops[, request id]: forced
-                        // before voting YES
+  k_rec_prepared = 1,   // txid, leader id, leader address, at, ops[, request id[, leader
+                        // node]]: forced before voting YES
   k_rec_committed = 2,  // txid: written after the store applied it (forced lazily)
   k_rec_aborted = 3,    // txid (not forced: presumed abort covers its loss)
   k_rec_heuristic = 4,  // txid, decision (u8: 1 commit, 0 abort): an operator's forced
@@ -61,6 +61,7 @@ struct Prepared {
   std::string rid;          // the client's request id ("" when it sent none)
   std::string leader;       // leader id
   std::string leader_addr;  // HOST:PORT to ask for the outcome
+  std::string leader_node;  // node id of the leader that prepared it ("" : not known)
   std::vector<Op> ops;
   int64_t prepared_at_ms = 0;  // wall clock: ages survive restarts
   bool durable = false;        // PREPARED record forced
@@ -82,17 +83,26 @@ struct CoreConfig {
 };
 
 namespace ev {
+// `from`: the node id of the leader whose connection carried the message (its HELLO, or
+// its certificate). Only the leader that prepared a transaction may commit or abort it, or
+// an operator (admin role) relaying that leader's durable decision (`tpc client resolve`,
+// which asked the leader first): `relayed`.
 struct Prepare {
   ClientId client = 0;
   protocol::Prepare msg;
+  std::string from;
 };
 struct Commit {
   ClientId client = 0;
   std::string txid;
+  std::string from;
+  bool relayed = false;
 };
 struct Abort {
   ClientId client = 0;
   std::string txid;
+  std::string from;
+  bool relayed = false;
 };
 struct Read {
   ClientId client = 0;
@@ -202,6 +212,10 @@ class Core {
   void on(int64_t now, int64_t wall, ev::LogFull& e, Actions& out);
 
   void commit(const std::string& txid, ClientId client, Actions& out);
+  // A COMMIT or ABORT of a prepared transaction from another node than the leader that
+  // prepared it: refused (ERR DENIED, logged). True when refused.
+  bool denied(const std::string& verb, const std::string& txid, const std::string& from,
+              bool relayed, ClientId client, Actions& out);
   void abort(const std::string& txid, ClientId client, Actions& out);
   void finish(std::map<std::string, Prepared>::iterator it, Actions& out);
   void read(ClientId client, const std::string& key, int64_t now, int64_t deadline, Actions& out);

@@ -85,23 +85,62 @@ ClientId Server::client(Reply reply) {
   return id;
 }
 
+namespace {
+// Which declared roles may send each verb to a participant (docs/security.md). "leader+"
+// also needs the connection's JOIN accepted: the leader that admitted this participant.
+const char* allowed_roles(std::string_view verb) {
+  if (verb == "PREPARE") return "leader+";
+  if (verb == "COMMIT" || verb == "ABORT") return "leader+ admin";  // admin: a relayed decision
+  if (verb == "JOIN") return "leader";
+  if (verb == "READ") return "leader client admin";
+  if (verb == "STATS" || verb == "INDOUBT") return "leader participant client admin";
+  if (verb == "RESOLVE" || verb == "BACKUP" || verb == "FETCH" || verb == "DROP") return "admin";
+  if (verb == "MEMBERSHIP" || verb == "SNAPSHOT") return "participant admin";
+  return nullptr;  // unknown: answered PROTO below
+}
+}  // namespace
+
 void Server::handle(const std::string& line, Reply reply) {
   auto t = protocol::split(line);
   auto verb = t[0];
   auto fail = [&](const Status& s) {
     reply.send(LineBuilder("ERR").raw(s.code()).text(s.message()).str());
   };
+  if (const char* roles = allowed_roles(verb)) {
+    const auto& peer = reply.peer();
+    std::string rs = roles;
+    bool need_join = rs.find("leader+") != std::string::npos && peer.role == "leader";
+    if (auto plus = rs.find('+'); plus != std::string::npos) rs.erase(plus, 1);
+    bool ok = !peer.role.empty() && (" " + rs + " ").find(" " + peer.role + " ") !=
+                                        std::string::npos;
+    if (ok && need_join && !peer.joined) ok = false;
+    if (!ok) {
+      std::string why =
+          peer.role.empty()
+              ? fmt::format("{} needs a HELLO first (role {})", escape(verb), rs)
+          : need_join && peer.role == "leader"
+              ? fmt::format("{} only from the leader that admitted this participant (JOIN)",
+                            escape(verb))
+              : fmt::format("{} is not for role {} (only {})", escape(verb), escape(peer.role), rs);
+      log::warn("refused {} from {} (role {}, id {}, node {}): {}", escape(verb), peer.address,
+                peer.role.empty() ? "-" : escape(peer.role), escape(peer.id), escape(peer.node),
+                why);
+      return fail(Status::error("DENIED", why));
+    }
+  }
   if (verb == "PREPARE") {
     auto m = protocol::decode_prepare(t);
     if (!m) return fail(m.status());
-    step(ev::Prepare{client(reply), std::move(*m)});
+    step(ev::Prepare{client(reply), std::move(*m), reply.peer().node});
   } else if (verb == "COMMIT" || verb == "ABORT") {
     auto txid = protocol::decode_txid_arg(t);
     if (!txid) return fail(txid.status());
     if (verb == "COMMIT")
-      step(ev::Commit{client(reply), std::move(*txid)});
+      step(ev::Commit{client(reply), std::move(*txid), reply.peer().node,
+                      reply.peer().role == "admin"});
     else
-      step(ev::Abort{client(reply), std::move(*txid)});
+      step(ev::Abort{client(reply), std::move(*txid), reply.peer().node,
+                     reply.peer().role == "admin"});
   } else if (verb == "READ") {
     auto m = protocol::decode_read(t);
     if (!m) return fail(m.status());
@@ -149,6 +188,7 @@ void Server::on_join(const std::vector<std::string_view>& t, Reply reply) {
     node::save_identity(m_cfg.data_dir, m_ident);
     log::info("joined cluster {}", m_ident.cluster);
   }
+  reply.peer().joined = true;
   std::string line = node::encode_join(*m);
   if (line != m_membership) {
     txlog::write_file_atomic(m_cfg.data_dir + "/membership", line + "\n");

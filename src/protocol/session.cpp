@@ -7,6 +7,7 @@
 
 #include "common/logging.h"
 #include "common/util.h"
+#include "protocol/messages.h"
 
 namespace tpc::protocol {
 
@@ -16,6 +17,13 @@ using asio::ip::tcp;
 void Reply::send(std::string line) const {
   if (auto s = m_session.lock()) s->deliver(m_slot, m_tag, std::move(line));
 }
+PeerInfo& Reply::peer() const {
+  static thread_local PeerInfo nobody;
+  if (m_peer) return *m_peer;
+  nobody = PeerInfo{};
+  return nobody;
+}
+
 bool Reply::connected() const {
   auto s = m_session.lock();
   return s && s->is_open();
@@ -28,6 +36,7 @@ Session::Session(tcp::socket socket, const SessionConfig& cfg, Handler handler)
   auto ep = m_socket.remote_endpoint(ec);
   m_peer = ec ? "?" : fmt::format("{}:{}", ep.address().to_string(), ep.port());
   m_last_active_ms = now_ms();
+  m_peer_info = std::make_shared<PeerInfo>(PeerInfo{"", "", "", m_peer});
 }
 
 void Session::start() { read_more(); }
@@ -85,7 +94,7 @@ void Session::on_line(std::string line) {
   uint64_t slot = m_next_slot++;
   ++m_outstanding;
   if (tag.empty()) m_ordered.emplace_back(slot, std::nullopt);
-  Reply reply(weak_from_this(), slot, tag);
+  Reply reply(weak_from_this(), slot, tag, m_peer_info);
   if (bad_tag) {
     reply.send("ERR PROTO bad tag (@ and 1 to 64 letters, digits, - or _)");
     return;
@@ -117,6 +126,13 @@ void Session::on_line(std::string line) {
     }
     // How long this server keeps an idle connection, and its longest line: a peer that keeps
     // a connection open pings sooner, and never sends a line this server would refuse.
+    auto f = parse_fields(body);
+    m_peer_info = std::make_shared<PeerInfo>(
+        PeerInfo{tokens.size() > 2 ? std::string(tokens[2]) : "client",
+                 tokens.size() > 3 && tokens[3].find('=') == std::string_view::npos
+                     ? std::string(tokens[3])
+                     : "",
+                 f["node"], m_peer});
     reply.send(fmt::format("HELLO {} {} {}{} idle_ms={} max_line={}", k_version, m_cfg.role,
                            m_cfg.id, extra, m_cfg.idle_timeout_ms, m_cfg.max_line));
     return;
@@ -193,13 +209,13 @@ Server::Server(asio::io_context& io, const std::string& bind, uint16_t port, Ses
       m_handler(std::move(handler)) {
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(bind, ec);
-  if (ec) throw Error(fmt::format("bad bind address '{}': {}", bind, ec.message()), 2);
+  if (ec) throw tpc::Error(fmt::format("bad bind address '{}': {}", bind, ec.message()), 2);
   tcp::endpoint ep(addr, port);
   m_acceptor.open(ep.protocol(), ec);
   if (!ec) m_acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) m_acceptor.bind(ep, ec);
   if (!ec) m_acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) throw Error(fmt::format("cannot listen on {}:{}: {}", bind, port, ec.message()));
+  if (ec) throw tpc::Error(fmt::format("cannot listen on {}:{}: {}", bind, port, ec.message()));
   accept();
   sweep();
 }

@@ -25,20 +25,34 @@ namespace tpc::protocol {
 
 class Session;
 
+// Who is at the other end, as its HELLO declared it (docs/security.md: on a cluster without
+// certificates, the role rules apply to this declaration). Empty role: no HELLO yet.
+struct PeerInfo {
+  std::string role;  // client, admin, leader, participant
+  std::string id;    // its --id
+  std::string node;  // its node id (leaders and participants)
+  std::string address;
+  bool joined = false;  // a leader's JOIN was accepted on this connection (participants)
+};
+
 // Where to send the one reply of a request. Copyable; outlives its session harmlessly
 // (a reply to a closed session is dropped).
 class Reply {
  public:
   Reply() = default;
-  Reply(std::weak_ptr<Session> s, uint64_t slot, std::string tag)
-      : m_session(std::move(s)), m_slot(slot), m_tag(std::move(tag)) {}
+  Reply(std::weak_ptr<Session> s, uint64_t slot, std::string tag,
+        std::shared_ptr<PeerInfo> peer)
+      : m_session(std::move(s)), m_slot(slot), m_tag(std::move(tag)), m_peer(std::move(peer)) {}
   void send(std::string line) const;
   bool connected() const;
+  // The peer that sent the request, as of the request; its connection's state.
+  PeerInfo& peer() const;
 
  private:
   std::weak_ptr<Session> m_session;
   uint64_t m_slot = 0;
   std::string m_tag;
+  std::shared_ptr<PeerInfo> m_peer;
 };
 
 // Checks a peer's HELLO line (after the version) and returns the tokens to append to this
@@ -93,6 +107,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string m_peer;
   uint64_t m_writes = 0;
   size_t m_outstanding = 0;  // requests read, not yet answered
+  std::shared_ptr<PeerInfo> m_peer_info;
   int64_t m_last_active_ms = 0;
 };
 

@@ -196,7 +196,7 @@ TEST_SUITE("cluster") {
     REQUIRE(c.wait_ready());
     std::vector<client::Connection> held;
     for (int i = 0; i < 3; ++i) {
-      auto conn = client::Connection::open(c.leader_addr(), 2000);
+      auto conn = client::Connection::open(c.leader_addr(), 2000, "admin");  // PAUSE is admin's
       REQUIRE(conn.is_ok());
       held.push_back(std::move(*conn));
     }

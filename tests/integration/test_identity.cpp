@@ -96,6 +96,13 @@ TEST_SUITE("identity") {
         {TPC_BINARY, "leader", "--port", std::to_string(port), "--data-dir", d, "--peers", good},
         s.path() + "/leader.log");
     REQUIRE(wait_for_text(s.path() + "/leader.log", "admitted to cluster", 10000));
+    REQUIRE(wait_for(
+        [&] {
+          auto conn = client::Connection::open(fmt::format("127.0.0.1:{}", port), 500);
+          auto st = conn ? conn->call("STATS", 1000) : Result<std::string>(conn.status());
+          return st && st->find("peers_up=1/1") != std::string::npos;
+        },
+        10000));
     auto r = run_tpc({"client", "--leader", fmt::format("127.0.0.1:{}", port), "put", "k", "v"});
     CHECK(r.code == 0);
   }

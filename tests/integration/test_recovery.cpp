@@ -256,7 +256,11 @@ TEST_SUITE("recovery") {
     std::string old_txid = r1->substr(10);
     // The client retries the conflict with the first write's phase 2 still holding the lock.
     REQUIRE(c.client({"put", "k", "new"}).code == 0);
-    auto p = client::Connection::open(c.participant_addr(0), 2000);
+    // As the leader would replay it: on a connection that JOINed the participant.
+    auto p = client::Connection::open(c.participant_addr(0), 2000, "leader");
+    std::string join = read_file(c.data_dir(0) + "/membership");
+    join.pop_back();
+    REQUIRE(p->call(join, 5000).value() == "ACK");
     CHECK(p->call("COMMIT " + old_txid, 5000).value() == "ACK");
     CHECK(p->call("ABORT " + old_txid, 5000).value() == "ACK");
     CHECK(c.read_at(0, "k") == "new");

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "client/connection.h"
+#include "protocol/codec.h"
 #include "common/util.h"
 #include "harness.h"
 
@@ -29,7 +30,75 @@ unsigned mode_of(const std::string& path) {
 }
 }  // namespace
 
+namespace {
+// A connection to participant i that declares `role`; for "leader", also JOINed as the
+// cluster's leader would (with the membership the participant keeps), but under `node`.
+client::Connection stranger(Cluster& c, int i, const std::string& role, bool join = false,
+                            const std::string& node = "") {
+  std::string as = role;
+  if (!node.empty()) as += " x cluster=" + c.cluster_id() + " node=" + node;
+  auto conn = client::Connection::open(c.participant_addr(i), 2000, as);
+  REQUIRE(conn.is_ok());
+  if (join) {
+    std::string line = read_file(c.data_dir(i) + "/membership");
+    line.pop_back();
+    REQUIRE(conn->call(line, 5000).value() == "ACK");
+  }
+  return std::move(*conn);
+}
+bool denied(const Result<std::string>& r) { return r && r->rfind("ERR DENIED", 0) == 0; }
+}  // namespace
+
 TEST_SUITE("security") {
+  TEST_CASE("a stranger cannot abort, forge or resolve a transaction at a participant") {
+    Cluster::Options o;
+    // The transaction sits between its votes and its decision for a while.
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/beforeDecisionFsync=1*sleep(1500)"}};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    Scratch s;
+    Process put({TPC_BINARY, "client", "--leader", c.leader_addr(), "put", "k", "v"},
+                s.path() + "/out");
+    REQUIRE(wait_for([&] { return c.stat(0, "in_doubt") == 1; }, 5000));
+    auto client = stranger(c, 0, "client");
+    auto listed = client.call("INDOUBT", 5000);
+    REQUIRE(listed.is_ok());
+    auto t = protocol::split(*listed);
+    REQUIRE(t.size() > 2);
+    std::string txid(t[2]);
+    // A client may not address phase 2 at all; a declared leader must be the one that
+    // admitted this participant; even that connection's node must be the preparing leader's.
+    CHECK(denied(client.call("ABORT " + txid, 5000)));
+    CHECK(denied(stranger(c, 0, "leader").call("ABORT " + txid, 5000)));
+    CHECK(denied(stranger(c, 0, "leader", true, "0000-fake").call("ABORT " + txid, 5000)));
+    CHECK(denied(client.call("RESOLVE " + txid + " abort", 5000)));
+    // Nothing changed: the client is told OK and both participants commit.
+    CHECK(put.wait_exit(20000) == 0);
+    CHECK(c.read_at(0, "k") == "v");
+    CHECK(c.read_at(1, "k") == "v");
+    // A forged transaction from a client connection: refused, nothing written.
+    CHECK(denied(client.call("PREPARE 666.1.1 666 127.0.0.1:1 put victim forged", 5000)));
+    CHECK(denied(client.call("COMMIT 666.1.1", 5000)));
+    CHECK_FALSE(c.read_at(0, "victim").has_value());
+    CHECK(c.log_of_participant(0).find("refused ABORT") != std::string::npos);
+  }
+
+  TEST_CASE("a junk PREPARE gets ERR and locks nothing") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    auto leader = stranger(c, 0, "leader", true, "0000-fake");
+    for (std::string junk : {"PREPARE 7.7.7 7 not-an-address put hostage x",
+                             "PREPARE 7.7.%1B[31m 7 127.0.0.1:1 put hostage x",
+                             "PREPARE 8.1.1 7 127.0.0.1:1 put hostage x"}) {
+      INFO(junk);
+      auto r = leader.call(junk, 5000);
+      REQUIRE(r.is_ok());
+      CHECK(r->rfind("ERR PROTO", 0) == 0);
+    }
+    CHECK(c.stat(0, "in_doubt") == 0);
+    CHECK(c.client({"put", "hostage", "free"}).code == 0);
+  }
+
   TEST_CASE("data directories are 0700 and files 0600 under umask 0") {
     mode_t old = ::umask(0);  // the servers inherit it, and must not follow it
     Cluster c;

@@ -138,6 +138,10 @@ class Cluster {
   void exec_part(int j, participant::Actions& a);
   void leader_line(int i, const std::string& line, Incoming in);
   void part_line(int j, const std::string& line, Incoming in);
+  // The node id of the leader at the other end of a request's channel.
+  std::string from_node(const Incoming& in) const {
+    return fmt::format("node-L{}", m_chans[in.chan].from);
+  }
   void append(Kind k, int i, SimLog& log, uint8_t type, std::string payload, std::string txid,
               int mode, std::function<void()> done);
   void sync(Kind k, int i);
@@ -765,14 +769,14 @@ void Cluster::part_line(int j, const std::string& line, Incoming in) {
     if (!m) return violation("participant could not parse " + line);
     in.txid = m->txid;
     n.waiting[id] = in;
-    step_part(j, participant::ev::Prepare{id, std::move(*m)});
+    step_part(j, participant::ev::Prepare{id, std::move(*m), from_node(in)});
   } else if (t[0] == "COMMIT" || t[0] == "ABORT") {
     auto txid = protocol::decode_txid_arg(t);
     n.waiting[id] = in;
     if (t[0] == "COMMIT")
-      step_part(j, participant::ev::Commit{id, *txid});
+      step_part(j, participant::ev::Commit{id, *txid, from_node(in)});
     else
-      step_part(j, participant::ev::Abort{id, *txid});
+      step_part(j, participant::ev::Abort{id, *txid, from_node(in)});
   } else if (t[0] == "READ") {
     auto r = protocol::decode_read(t);
     n.waiting[id] = in;

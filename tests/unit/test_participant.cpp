@@ -50,11 +50,11 @@ struct Driver {
     return "";
   }
   void prepare(ClientId c, const std::string& txid, std::vector<Op> ops) {
-    step(ev::Prepare{c, protocol::Prepare{txid, "L", "127.0.0.1:9", std::move(ops), ""}});
+    step(ev::Prepare{c, protocol::Prepare{txid, "L", "127.0.0.1:9", std::move(ops), ""}, "L-node"});
   }
   void durable(uint8_t type, const std::string& txid) { step(ev::Durable{type, txid, 7}); }
   void commit(ClientId c, const std::string& txid) {
-    step(ev::Commit{c, txid});
+    step(ev::Commit{c, txid, "L-node"});
     if (core.find(txid) && core.find(txid)->applied) durable(k_rec_committed, txid);
   }
 };
@@ -77,7 +77,7 @@ TEST_SUITE("participant") {
     CHECK(d.reply(3).rfind("YES", 0) == 0);
     d.step(ev::Read{4, "k"});
     CHECK(d.reply(4).empty());  // waits for the prepared write
-    d.step(ev::Commit{5, "L.1.1"});
+    d.step(ev::Commit{5, "L.1.1", "L-node"});
     CHECK(s.m_data["k"] == "v");
     CHECK(d.reply(5).empty());  // acknowledged only once COMMITTED is durable
     CHECK(d.reply(4).empty());  // the keys stay locked until then
@@ -98,7 +98,7 @@ TEST_SUITE("participant") {
       d.durable(k_rec_prepared, t);
     }
     Actions a;
-    for (auto t : {"L.1.1", "L.1.2", "L.1.3"}) d.core.step(0, 0, ev::Commit{0, t}, a);
+    for (auto t : {"L.1.1", "L.1.2", "L.1.3"}) d.core.step(0, 0, ev::Commit{0, t, "L-node"}, a);
     CHECK(a.flush);
     auto f = d.core.step(0, 0, ev::Flush{});
     REQUIRE(f.list.size() == 1);
@@ -111,7 +111,7 @@ TEST_SUITE("participant") {
     d.prepare(1, "L.1.1", put("k", "1"));
     d.prepare(2, "L.1.2", put("k", "2"));
     CHECK(d.reply(2).rfind("NO CONFLICT", 0) == 0);
-    d.step(ev::Abort{3, "L.1.1"});
+    d.step(ev::Abort{3, "L.1.1", "L-node"});
     CHECK(d.reply(3) == "ACK");
     d.prepare(4, "L.1.2", put("k", "2"));
     CHECK(d.log.back().type == k_rec_prepared);
@@ -145,7 +145,7 @@ TEST_SUITE("participant") {
     store::MemStore s;
     Driver d(s);
     d.prepare(1, "L.1.1", put("k", "v"));
-    d.step(ev::Abort{0, "L.1.1"});
+    d.step(ev::Abort{0, "L.1.1", "L-node"});
     d.durable(k_rec_prepared, "L.1.1");
     CHECK(d.reply(1).rfind("NO ABORTED", 0) == 0);
     // A late duplicate PREPARE of an aborted txn is refused.
@@ -160,8 +160,8 @@ TEST_SUITE("participant") {
     Driver d(s);
     d.prepare(1, "L.1.1", put("k", "v"));
     d.durable(k_rec_prepared, "L.1.1");
-    d.step(ev::Commit{2, "L.1.1"});
-    d.step(ev::Abort{3, "L.1.1"});
+    d.step(ev::Commit{2, "L.1.1", "L-node"});
+    d.step(ev::Abort{3, "L.1.1", "L-node"});
     CHECK(d.reply(3).rfind("ERR STATE", 0) == 0);
     d.durable(k_rec_committed, "L.1.1");
     CHECK(s.m_data["k"] == "v");
@@ -217,8 +217,8 @@ TEST_SUITE("participant") {
         d.prepare(0, txid, put(std::string("k") + txid, "v"));
         d.durable(k_rec_prepared, txid);
       }
-      d.step(ev::Commit{0, "L.1.1"});  // applied; its COMMITTED record lost in the crash
-      d.step(ev::Abort{0, "L.1.3"});
+      d.step(ev::Commit{0, "L.1.1", "L-node"});  // applied; its COMMITTED record lost in the crash
+      d.step(ev::Abort{0, "L.1.3", "L-node"});
       for (auto& r : d.log)
         if (r.type != k_rec_committed) log.push_back(r);
     }
@@ -272,7 +272,7 @@ TEST_SUITE("participant") {
     d.durable(k_rec_prepared, "L.1.1");
     d.prepare(0, "L.1.2", put("b", "2"));
     d.durable(k_rec_prepared, "L.1.2");
-    d.step(ev::Commit{0, "L.1.2"});  // applied, COMMITTED not yet durable
+    d.step(ev::Commit{0, "L.1.2", "L-node"});  // applied, COMMITTED not yet durable
     d.step(ev::Resolve{5, "L.1.1", false});
     d.durable(k_rec_heuristic, "L.1.1");
     CHECK(d.reply(5) == "ACK");
@@ -290,6 +290,31 @@ TEST_SUITE("participant") {
 // Checksum fix-ups, as LevelDB's log_test does: records whose frame is valid but whose
 // payload is not. Recovery must stop loudly, never guess.
 TEST_SUITE("participant") {
+  TEST_CASE("only the leader that prepared a transaction may commit or abort it") {
+    store::MemStore s;
+    Driver d(s);
+    d.prepare(1, "L.1.1", put("a", "1"));
+    d.durable(k_rec_prepared, "L.1.1");
+    CHECK(d.reply(1).rfind("YES", 0) == 0);
+    // A stranger's COMMIT and ABORT change nothing.
+    d.step(ev::Commit{2, "L.1.1", "stranger"});
+    CHECK(d.reply(2).rfind("ERR DENIED", 0) == 0);
+    d.step(ev::Abort{3, "L.1.1", ""});
+    CHECK(d.reply(3).rfind("ERR DENIED", 0) == 0);
+    REQUIRE(d.core.find("L.1.1"));
+    CHECK(s.m_data.empty());
+    // After a restart the rule holds too: the leader's node is in the PREPARED record.
+    Core again(CoreConfig{}, s);
+    again.recover({k_rec_prepared, encode_prepared(*d.core.find("L.1.1"))});
+    again.start(0, 0, {});
+    Actions a;
+    again.step(0, 0, ev::Abort{4, "L.1.1", "stranger"}, a);
+    REQUIRE(again.find("L.1.1"));
+    // The preparing leader's COMMIT is applied.
+    d.step(ev::Commit{5, "L.1.1", "L-node"});
+    CHECK(s.m_data.at("a") == "1");
+  }
+
   TEST_CASE("recovery refuses records that pass the checksum but are malformed") {
     store::MemStore s;
     Prepared p;
@@ -307,17 +332,22 @@ TEST_SUITE("participant") {
           std::string::npos);
     CHECK(refuses({k_rec_prepared, good + "x"}).find("undecodable") != std::string::npos);
     std::string bad_kind = good;
-    bad_kind[bad_kind.size() - 4 - 1 - 4 - 1 - 4 - 1] = 9;  // the op kind byte
+    bad_kind[bad_kind.size() - 4 - 4 - 1 - 4 - 1 - 4 - 1] = 9;  // the op kind byte
     CHECK_FALSE(refuses({k_rec_prepared, bad_kind}).empty());
-    // The request id rides along; a record of an older version, without it, still decodes.
+    // The request id and the leader's node ride along; records of older versions, without
+    // them, still decode.
     p.rid = "0123abcd";
+    p.leader_node = "node-7";
     auto back = decode_prepared(encode_prepared(p));
     REQUIRE(back.is_ok());
     CHECK(back->rid == "0123abcd");
-    back = decode_prepared(good.substr(0, good.size() - 4));
-    REQUIRE(back.is_ok());
-    CHECK(back->rid.empty());
-    CHECK(back->ops == p.ops);
+    CHECK(back->leader_node == "node-7");
+    for (size_t cut : {4, 8}) {
+      back = decode_prepared(good.substr(0, good.size() - cut));
+      REQUIRE(back.is_ok());
+      CHECK(back->rid.empty());
+      CHECK(back->ops == p.ops);
+    }
     CHECK(refuses({k_rec_committed, ""}).find("undecodable") != std::string::npos);
     CHECK(refuses({k_rec_heuristic, txlog::Encoder().str("L.1.1").data()}).find("undecodable") !=
           std::string::npos);
