@@ -45,18 +45,47 @@ std::string human_ms(const std::string& s) {
   if (sec < 3600) return fmt::format("{}m{:02}s", sec / 60, sec % 60);
   return fmt::format("{}h{:02}m", sec / 3600, (sec / 60) % 60);
 }
+// A JSON string of text a node sent: valid UTF-8 always (a byte that is not part of valid
+// UTF-8 becomes U+FFFD), control bytes as \u00XX.
 std::string json_str(const std::string& s) {
   std::string o = "\"";
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size();) {
+    size_t n = protocol::utf8_sequence(std::string_view(s).substr(i));
+    auto c = static_cast<unsigned char>(s[i]);
+    if (n == 0) {
+      o += "\\ufffd";
+      ++i;
+      continue;
+    }
     if (c == '"' || c == '\\')
       o += '\\', o += static_cast<char>(c);
-    else if (c < 0x20)
+    else if (n == 1 && (c < 0x20 || c == 0x7f))
       o += fmt::format("\\u{:04x}", c);
     else
-      o += static_cast<char>(c);
+      o.append(s, i, n);
+    i += n;
   }
   return o + "\"";
 }
+// Free text from a node, for a terminal: spaces kept, control bytes and bytes that are not
+// valid UTF-8 as %XX.
+std::string safe_text(const std::string& s) {
+  std::string o;
+  for (size_t i = 0; i < s.size();) {
+    size_t n = protocol::utf8_sequence(std::string_view(s).substr(i));
+    auto c = static_cast<unsigned char>(s[i]);
+    if (n == 0 || (n == 1 && (c < 0x20 || c == 0x7f))) {
+      o += fmt::format("%{:02X}", c);
+      ++i;
+    } else {
+      o.append(s, i, n);
+      i += n;
+    }
+  }
+  return o;
+}
+// A JSON string of data (a key): its display escaping (docs/protocol.md), which reads back.
+std::string json_key(const std::string& k) { return json_str(protocol::escape_display(k)); }
 std::string num_or_null(const Fields& f, const char* k) {
   auto it = f.find(k);
   return it == f.end() ? "null" : it->second;
@@ -201,7 +230,7 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
   for (auto& r : rows) {
     std::string doubt = r.role == "leader" ? get(r.f, "active") : get(r.f, "in_doubt");
     out << fmt::format("{:<12} {:<4} {:<22} {:<5} {:>8} {:>10} {:>8} {:>8} {:>10} {:>8}\n", r.role,
-                       get(r.f, "id"), r.addr,
+                       protocol::escape_display(get(r.f, "id")), r.addr,
                        !r.refused.empty() ? "REFUSED"
                        : r.up             ? "up"
                                           : "DOWN",
@@ -215,7 +244,8 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
   }
   for (auto& r : rows)
     if (!r.refused.empty())
-      out << fmt::format("participant {} REFUSED by the leader: {}\n", r.addr, r.refused);
+      out << fmt::format("participant {} REFUSED by the leader: {}\n", r.addr,
+                         safe_text(r.refused));
   for (auto& r : rows)
     if (r.f.count("heuristic") && r.f.at("heuristic") != "0")
       out << fmt::format(
@@ -237,7 +267,7 @@ int run_in_doubt(const Options& o, bool json, std::ostream& out, std::ostream& e
     bool first = true;
     for (auto& [txid, d] : all) {
       std::string keys, holders;
-      for (auto& k : d.keys) keys += (keys.empty() ? "" : ",") + json_str(k);
+      for (auto& k : d.keys) keys += (keys.empty() ? "" : ",") + json_key(k);
       for (auto& h : d.holders) holders += (holders.empty() ? "" : ",") + json_str(h);
       s += fmt::format(
           "{}{{\"txid\":{},\"request\":{},\"leader\":{},\"leader_address\":{},"
@@ -258,10 +288,13 @@ int run_in_doubt(const Options& o, bool json, std::ostream& out, std::ostream& e
   for (auto& [txid, d] : all) {
     std::string holders, keys;
     for (auto& h : d.holders) holders += (holders.empty() ? "" : ",") + h;
-    for (auto& k : d.keys) keys += (keys.empty() ? "" : " ") + protocol::escape(k);
-    out << fmt::format("{:<16} {:<7} {:<22} {:<40} {:>8}  {:<32}  {}\n", txid, d.leader,
-                       d.leader_addr, holders, human_ms(std::to_string(d.age_ms)),
-                       d.rid.empty() ? "-" : d.rid, keys);
+    for (auto& k : d.keys) keys += (keys.empty() ? "" : " ") + protocol::escape_display(k);
+    // What participants sent reaches a terminal escaped: no control sequence gets through.
+    auto show = [](const std::string& s) { return protocol::escape_display(s); };
+    out << fmt::format("{:<16} {:<7} {:<22} {:<40} {:>8}  {:<32}  {}\n", show(txid),
+                       show(d.leader), show(d.leader_addr), holders,
+                       human_ms(std::to_string(d.age_ms)), d.rid.empty() ? "-" : show(d.rid),
+                       keys);
   }
   return down.empty() ? k_ok : k_unknown;
 }

@@ -39,6 +39,45 @@ std::string escape(std::string_view bytes) {
   return out;
 }
 
+size_t utf8_sequence(std::string_view s) {
+  if (s.empty()) return 0;
+  auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  unsigned char c = b(0);
+  size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+  if (n == 0 || n > s.size()) return 0;
+  for (size_t i = 1; i < n; ++i)
+    if ((b(i) & 0xC0) != 0x80) return 0;
+  // No overlong forms, no surrogates, nothing past U+10FFFF.
+  uint32_t cp = n == 1   ? c
+                : n == 2 ? ((c & 0x1Fu) << 6) | (b(1) & 0x3F)
+                : n == 3 ? ((c & 0x0Fu) << 12) | ((b(1) & 0x3Fu) << 6) | (b(2) & 0x3F)
+                         : ((c & 0x07u) << 18) | ((b(1) & 0x3Fu) << 12) | ((b(2) & 0x3Fu) << 6) |
+                               (b(3) & 0x3F);
+  static const uint32_t k_min[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < k_min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return n;
+}
+
+std::string escape_display(std::string_view bytes) {
+  if (bytes.empty()) return "\"\"";
+  std::string out;
+  out.reserve(bytes.size() + 2);
+  for (size_t i = 0; i < bytes.size();) {
+    size_t n = utf8_sequence(bytes.substr(i));
+    auto c = static_cast<unsigned char>(bytes[i]);
+    if (n == 0 || (n == 1 && needs_escape(c))) {
+      out += '%';
+      out += k_hex[c >> 4];
+      out += k_hex[c & 15];
+      ++i;
+    } else {
+      out.append(bytes.substr(i, n));
+      i += n;
+    }
+  }
+  return out;
+}
+
 Result<std::string> unescape(std::string_view token) {
   if (token == "\"\"") return std::string();
   std::string out;

@@ -26,6 +26,12 @@ inline constexpr size_t k_max_key = 4096;
 // Encodes `bytes` as one token.
 std::string escape(std::string_view bytes);
 void escape_to(std::string& out, std::string_view bytes);
+// The wire escaping, and also every byte that is not part of valid UTF-8 as %XX: for a
+// terminal and for JSON (always valid UTF-8, no control bytes), and still a valid token
+// that unescape() reads back (so it can be pasted into a command).
+std::string escape_display(std::string_view bytes);
+// The length of the valid UTF-8 sequence at the start of `s` (1 to 4), 0 if none.
+size_t utf8_sequence(std::string_view s);
 // Decodes one token. Error PROTO on a bad %-escape.
 Result<std::string> unescape(std::string_view token);
 // Splits a line (without its LF; a trailing CR is dropped) into raw tokens. Runs of spaces or

@@ -83,6 +83,33 @@ TEST_SUITE("security") {
     CHECK(c.log_of_participant(0).find("refused ABORT") != std::string::npos);
   }
 
+  TEST_CASE("in-doubt output escapes control bytes, and its JSON is valid UTF-8") {
+    Cluster::Options o;
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/beforeDecisionFsync=1*crash"}};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    Scratch s;
+    // A key of an ESC sequence and a byte that is not UTF-8, left in doubt.
+    Process put({TPC_BINARY, "client", "--leader", c.leader_addr(), "put", "\x1b[2J\xff", "v"},
+                s.path() + "/out");
+    REQUIRE(c.leader()->wait_exit(10000) == 128 + SIGKILL);
+    std::string peers = c.participant_addr(0) + "," + c.participant_addr(1);
+    for (bool json : {false, true}) {
+      std::vector<std::string> args = {"--peers", peers, "in-doubt"};
+      if (json) args.push_back("--json");
+      auto r = c.client(args);
+      INFO(r.out);
+      CHECK(r.code == 0);
+      CHECK(r.out.find("%1B[2J%FF") != std::string::npos);
+      for (size_t i = 0; i < r.out.size();) {
+        size_t len = protocol::utf8_sequence(std::string_view(r.out).substr(i));
+        REQUIRE(len > 0);  // valid UTF-8 throughout
+        CHECK((static_cast<unsigned char>(r.out[i]) >= 0x20 || r.out[i] == '\n'));
+        i += len;
+      }
+    }
+  }
+
   TEST_CASE("a junk PREPARE gets ERR and locks nothing") {
     Cluster c;
     REQUIRE(c.wait_ready());

@@ -169,4 +169,31 @@ TEST_SUITE("protocol") {
     CHECK_FALSE(decode_txid_arg(split("COMMIT")).is_ok());
     CHECK(decode_read(split(encode(Read{"a b"})))->key == "a b");
   }
+
+  TEST_CASE("display escaping: valid UTF-8 without control bytes, and it reads back") {
+    CHECK(escape_display("abc") == "abc");
+    CHECK(escape_display("a b") == "a%20b");
+    CHECK(escape_display("\x1b[31m") == "%1B[31m");
+    CHECK(escape_display("caf\xc3\xa9") == "caf\xc3\xa9");
+    CHECK(escape_display("\xff") == "%FF");
+    CHECK(escape_display("\xc3") == "%C3");                          // truncated sequence
+    CHECK(escape_display("\xc0\xaf") == "%C0%AF");                   // overlong '/'
+    CHECK(escape_display("\xed\xa0\x80") == "%ED%A0%80");            // a surrogate
+    CHECK(escape_display("\xf4\x90\x80\x80") == "%F4%90%80%80");     // past U+10FFFF
+    CHECK(escape_display("") == "\"\"");
+    std::mt19937 rng(7);
+    for (int n = 0; n < 2000; ++n) {
+      std::string raw(rng() % 12, '\0');
+      for (auto& c : raw) c = static_cast<char>(rng() % 256);
+      std::string shown = escape_display(raw);
+      CHECK(*unescape(shown) == raw);
+      for (size_t i = 0; i < shown.size();) {
+        size_t len = utf8_sequence(std::string_view(shown).substr(i));
+        REQUIRE(len > 0);
+        CHECK(static_cast<unsigned char>(shown[i]) > 0x20);
+        i += len;
+      }
+    }
+  }
 }
+
