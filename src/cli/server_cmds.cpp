@@ -23,6 +23,9 @@ namespace {
 // Options the leader and the participant share, bound straight into their configs.
 template <typename Config>
 void add_common(CLI::App* sub, Config& cfg, std::string& log_level) {
+  sub->add_flag("--insecure", cfg.insecure,
+                "serve plaintext beyond loopback without certificates (anyone who can reach "
+                "the port is trusted)");
   sub->add_option("--cluster-id", cfg.cluster_id,
                   "for a new data directory: the cluster it belongs to (a leader makes a new "
                   "one by default; a participant joins its first leader's); for an existing "
@@ -47,6 +50,32 @@ void add_common(CLI::App* sub, Config& cfg, std::string& log_level) {
                   "ERR BUSY")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+}
+
+// Without certificates a node serves plaintext to anyone who can reach its port. On loopback
+// (the default) that is this machine only; beyond it, only when told --insecure.
+bool is_loopback(const std::string& bind) {
+  boost::system::error_code ec;
+  auto a = asio::ip::make_address(bind, ec);
+  return !ec && a.is_loopback();
+}
+
+template <typename Config>
+void check_transport(const Config& cfg) {
+  if (is_loopback(cfg.bind)) {
+    log::info("insecure: plaintext, no certificates (loopback only)");
+    return;
+  }
+  if (!cfg.insecure)
+    throw Error(fmt::format("--bind {} serves beyond this machine, and without certificates "
+                            "anyone who can reach the port can read and change data and "
+                            "decide transactions: give --insecure to run it that way anyway "
+                            "(docs/security.md)",
+                            cfg.bind),
+                2);
+  log::warn("INSECURE: plaintext without certificates on {}; anyone who can reach this port is "
+            "trusted with the role it claims (docs/security.md)",
+            cfg.bind);
 }
 
 template <typename Config>
@@ -102,6 +131,7 @@ std::function<int()> setup_participant(CLI::App& app) {
     if (!std::regex_match(cfg->id, k_id_re)) throw Error("--id: letters, digits, - and _ only", 2);
     if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/participant-" + cfg->id;
     apply_common(*cfg, *log_level, "participant-" + cfg->id);
+    check_transport(*cfg);
     std::string host;
     uint16_t port;
     if (!cfg->restore_from.empty() && !parse_host_port(cfg->restore_from, &host, &port))
@@ -137,6 +167,7 @@ std::function<int()> setup_leader(CLI::App& app) {
     leader::validate(*cfg);
     if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/leader-" + cfg->id;
     apply_common(*cfg, *log_level, "leader-" + cfg->id);
+    check_transport(*cfg);
     asio::io_context io(1);
     leader::Server server(io, *cfg);
     return serve(io, server);

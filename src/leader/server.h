@@ -35,6 +35,7 @@ struct Config {
   size_t max_line = protocol::k_default_max_line;
   size_t max_connections = 4096;
   int64_t idle_timeout_ms = 300000;  // connections with nothing in flight this long are closed
+  bool insecure = false;  // serve plaintext beyond loopback (no certificates): told explicitly
   int prepare_timeout_ms = 2000;
   int resend_interval_ms = 200;
   uint64_t log_compact_bytes = 16ull << 20;  // rewrite the log past this size

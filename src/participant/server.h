@@ -32,6 +32,7 @@ struct Config {
   size_t max_line = protocol::k_default_max_line;
   size_t max_connections = 4096;
   int64_t idle_timeout_ms = 300000;  // connections with nothing in flight this long are closed
+  bool insecure = false;  // serve plaintext beyond loopback (no certificates): told explicitly
   int read_timeout_ms = 2000;   // a read of an in-doubt key waits this long, then ERR INDOUBT
   int resolve_after_ms = 1000;  // a prepared txn older than this asks its leader
   int resolve_max_backoff_ms = 5000;

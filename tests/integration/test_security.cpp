@@ -110,6 +110,26 @@ TEST_SUITE("security") {
     }
   }
 
+  TEST_CASE("beyond loopback without certificates only with --insecure, and a warning") {
+    Scratch s;
+    uint16_t port = free_port();
+    auto r = run_tpc({"participant", "--id", "1", "--port", std::to_string(port), "--bind",
+                      "0.0.0.0", "--data-dir", s.path() + "/p"});
+    CHECK(r.code == 2);
+    CHECK(r.err.find("--insecure") != std::string::npos);
+    CHECK_FALSE(fs::exists(s.path() + "/p"));
+    r = run_tpc({"leader", "--port", std::to_string(port), "--bind", "0.0.0.0", "--advertise",
+                 fmt::format("127.0.0.1:{}", port), "--peers", "127.0.0.1:1", "--data-dir",
+                 s.path() + "/l"});
+    CHECK(r.code == 2);
+    CHECK_FALSE(fs::exists(s.path() + "/l"));
+    Process p({TPC_BINARY, "participant", "--id", "1", "--port", std::to_string(port), "--bind",
+               "0.0.0.0", "--insecure", "--data-dir", s.path() + "/p"},
+              s.path() + "/p.log");
+    CHECK(wait_for_text(s.path() + "/p.log", "INSECURE", 5000));
+    CHECK(wait_for_text(s.path() + "/p.log", "listening", 5000));
+  }
+
   TEST_CASE("a junk PREPARE gets ERR and locks nothing") {
     Cluster c;
     REQUIRE(c.wait_ready());
