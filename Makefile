@@ -3,9 +3,9 @@ SHELL := /bin/bash
 BUILD   ?= build
 PREFIX  ?= /usr/local
 JOBS    ?= $(shell nproc)
-DEB_PACKAGES := g++ cmake make pkg-config libcli11-dev libboost-dev libsqlite3-dev libfmt-dev doctest-dev libedit-dev groff-base
+DEB_PACKAGES := g++ cmake make pkg-config libcli11-dev libboost-dev libsqlite3-dev libfmt-dev doctest-dev libedit-dev groff-base clang libclang-rt-14-dev
 
-.PHONY: all deps build test run clean install format bench crash-test sim
+.PHONY: all deps build test run clean install format bench crash-test sim fuzz fuzz-build sanitize
 
 all: build
 
@@ -28,10 +28,11 @@ build: $(BUILD)/Makefile
 
 # ctest hides the output of passing tests: the crash and bank tests' summaries are printed
 # after it, then ctest's closing line again, so that it stays the last line.
-test: deps build
+test: deps build fuzz-build
 	@cd $(BUILD) && set -o pipefail && ctest --output-on-failure -j 2 --timeout 600 | tee ctest.out; \
 	rc=$$?; grep -h -E '^(crash test|power-loss test|restart test|bank test|replace test[^:]*|backup test):' Testing/Temporary/LastTest.log || true; \
-	grep -E 'tests passed, [0-9]+ tests failed' ctest.out | tail -1; exit $$rc
+	cd .. && $(MAKE) -s fuzz-run FUZZ_SECONDS=10 || rc=1; \
+	grep -E 'tests passed, [0-9]+ tests failed' $(BUILD)/ctest.out | tail -1; exit $$rc
 
 run: deps build
 	$(BUILD)/tpc cluster --participants 2 --port 5000 --data-dir ./tpc-data
@@ -50,6 +51,32 @@ SIM_SEEDS ?= 20000
 sim: deps build
 	$(BUILD)/tpc_sim --seeds $(SIM_SEEDS)
 
+# Fuzzing (tests/fuzz/): each libFuzzer target for FUZZ_SECONDS, from the seed corpus in the
+# tree; new inputs go to $(FUZZ_BUILD)/corpus, findings to $(FUZZ_BUILD)/findings.
+FUZZ_SECONDS ?= 300
+FUZZ_BUILD ?= build-fuzz
+FUZZ_TARGETS := codec verbs txlog identity
+fuzz-build:
+	@test -f $(FUZZ_BUILD)/Makefile || CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD) -DTPC_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) $(addprefix --target fuzz_,$(FUZZ_TARGETS)) >/dev/null
+fuzz-run:
+	@mkdir -p $(FUZZ_BUILD)/findings; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+	  $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t -max_total_time=$(FUZZ_SECONDS) \
+	    -artifact_prefix=$(FUZZ_BUILD)/findings/$$t- -print_final_stats=1 >$(FUZZ_BUILD)/fuzz_$$t.log 2>&1 \
+	    || { echo "fuzz $$t: FINDING, see $(FUZZ_BUILD)/fuzz_$$t.log"; tail -30 $(FUZZ_BUILD)/fuzz_$$t.log; exit 1; }; \
+	  echo "fuzz $$t: $$(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' $(FUZZ_BUILD)/fuzz_$$t.log | grep -o '[0-9]*$$') runs in $(FUZZ_SECONDS) s, $$(grep -o 'cov: [0-9]*' $(FUZZ_BUILD)/fuzz_$$t.log | tail -1), no finding"; \
+	done
+fuzz: deps fuzz-build fuzz-run
+
+# The whole suite built with AddressSanitizer and UndefinedBehaviorSanitizer.
+SANITIZE_BUILD ?= build-sanitize
+sanitize: deps
+	@test -f $(SANITIZE_BUILD)/Makefile || cmake -S . -B $(SANITIZE_BUILD) -DTPC_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(SANITIZE_BUILD) -j $(JOBS)
+	cd $(SANITIZE_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --output-on-failure -j 2 --timeout 1200
+
 install: build
 	install -D -m 755 $(BUILD)/tpc $(DESTDIR)$(PREFIX)/bin/tpc
 	install -D -m 644 man/tpc.1 $(DESTDIR)$(PREFIX)/share/man/man1/tpc.1
@@ -58,4 +85,4 @@ format:
 	clang-format -i $$(find src tests -name '*.cpp' -o -name '*.h')
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(FUZZ_BUILD) $(SANITIZE_BUILD)

@@ -132,7 +132,7 @@ Status check_cluster(const std::string& expected, const std::string& hello_reply
                      const std::string& addr) {
   if (expected.empty()) return Status::ok();
   if (hello_reply.rfind("ERR CLUSTER", 0) == 0)
-    return Status::error("CLUSTER", addr + " refused: " + hello_reply.substr(12));
+    return Status::error("CLUSTER", addr + " refused: " + protocol::rest_after(hello_reply, 2));
   auto f = protocol::parse_fields(hello_reply);
   auto it = f.find("cluster");
   std::string theirs = it == f.end() ? "(none: an older tpc?)" : it->second;

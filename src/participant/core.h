@@ -235,7 +235,6 @@ class Core {
   std::vector<std::string> m_commit_queue;  // decided COMMIT, waiting for the next batch
   std::vector<std::string> m_applying;      // in the outstanding Apply
   bool m_redo_applying = false;             // the outstanding Apply is recovery's redo
-  bool m_flush_requested = false;
   struct Reader {
     ClientId client;
     int64_t deadline_ms;

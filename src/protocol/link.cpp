@@ -20,8 +20,8 @@ Link::Link(asio::io_context& io, std::string host, uint16_t port, std::string he
       m_socket(io),
       m_timer(io),
       m_max_line(max_line),
-      m_keepalive(io),
-      m_in(max_line) {}
+      m_in(max_line),
+      m_keepalive(io) {}
 
 void Link::start() { connect(); }
 

@@ -124,8 +124,11 @@ Result<Prepare> decode_prepare(const std::vector<std::string_view>& t) {
     return Status::error("PROTO", "bad leader id (the transaction id's first part)");
   std::string host;
   uint16_t port;
-  if (!parse_host_port(m.leader_addr, &host, &port))
-    return Status::error("PROTO", "bad leader address (HOST:PORT)");
+  bool host_ok = parse_host_port(m.leader_addr, &host, &port) && host.size() <= 253;
+  for (char c : host)  // a name, an IPv4 or an IPv6 address: nothing else reaches a log
+    host_ok = host_ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' ||
+                          c == ':' || c == '_');
+  if (!host_ok) return Status::error("PROTO", "bad leader address (HOST:PORT)");
   size_t first_op = 4;
   if (t[4].substr(0, 4) == "rid=") {
     m.rid = t[4].substr(4);

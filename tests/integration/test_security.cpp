@@ -223,7 +223,7 @@ TEST_SUITE("security") {
     CHECK(r.code == 2);
   }
 
-  TEST_CASE("an idle connection is closed after --idle-timeout; peer links stay up") {
+  TEST_CASE("an idle connection is closed after --idle-timeout, and peer links stay up") {
     Cluster::Options o;
     o.leader_args = {"--idle-timeout", "300"};
     o.participant_args = {"--idle-timeout", "300"};

@@ -2,6 +2,7 @@
 
 #include <random>
 
+#include "node/identity.h"
 #include "protocol/codec.h"
 #include "protocol/messages.h"
 #include "protocol/ops.h"
@@ -194,6 +195,23 @@ TEST_SUITE("protocol") {
         i += len;
       }
     }
+  }
+
+  TEST_CASE("identity: a file reads back, a bad one is refused, a bare ERR CLUSTER is handled") {
+    tpc::node::Identity id;
+    id.role = "participant";
+    id.node = tpc::new_uuid();
+    auto back = tpc::node::decode(tpc::node::encode(id));
+    REQUIRE(back.is_ok());
+    CHECK(back->node == id.node);
+    CHECK(back->cluster.empty());
+    CHECK_FALSE(tpc::node::decode("format 1\nrole participant\nnode not-a-uuid\n").is_ok());
+    // Found by fuzz_identity: a reply of exactly "ERR CLUSTER" threw out of substr().
+    auto s = tpc::node::check_cluster("c", "ERR CLUSTER", "a:1");
+    CHECK(s.code() == "CLUSTER");
+    CHECK(tpc::node::check_cluster("c", "HELLO tpc/1 leader 1 cluster=d", "a:1").code() ==
+          "CLUSTER");
+    CHECK(tpc::node::check_cluster("c", "HELLO tpc/1 leader 1 cluster=c", "a:1").is_ok());
   }
 }
 
