@@ -137,7 +137,7 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
         err << "aborted: " << code << ": " << res.detail << "\n";
       return k_aborted;
     }
-    if (res.kind == K::error && res.code == "RIDREUSE") {
+    if (res.kind == K::error && (res.code == "RIDREUSE" || res.code == "DENIED")) {
       err << "refused: " << res.detail << "\n";
       return k_usage;
     }
