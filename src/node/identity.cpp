@@ -35,7 +35,8 @@ Result<Identity> decode(const std::string& text) {
     std::string k = line.substr(0, sp), v = line.substr(sp + 1);
     if (k == "format") {
       auto n = parse_int(v);
-      if (!n || *n <= 0) return Status::error("CORRUPT", "identity has a bad format version");
+      if (!n || *n <= 0 || *n > 1000000)
+        return Status::error("CORRUPT", "identity has a bad format version");
       id.format = static_cast<int>(*n);
     } else if (k == "role") {
       id.role = v;

@@ -206,6 +206,10 @@ TEST_SUITE("protocol") {
     CHECK(back->node == id.node);
     CHECK(back->cluster.empty());
     CHECK_FALSE(tpc::node::decode("format 1\nrole participant\nnode not-a-uuid\n").is_ok());
+    // Found by fuzz_identity: a format number past int's range was cut to another number.
+    CHECK_FALSE(tpc::node::decode("format 00000000000002113255008736524514\nrole participant\n"
+                                  "node " + id.node + "\n")
+                    .is_ok());
     // Found by fuzz_identity: a reply of exactly "ERR CLUSTER" threw out of substr().
     auto s = tpc::node::check_cluster("c", "ERR CLUSTER", "a:1");
     CHECK(s.code() == "CLUSTER");
