@@ -2,7 +2,6 @@
 
 #include <boost/asio.hpp>
 #include <iostream>
-#include <regex>
 
 #include <fmt/format.h>
 
@@ -14,6 +13,7 @@
 #include "node/identity.h"
 #include "participant/restore.h"
 #include "participant/server.h"
+#include "protocol/messages.h"
 #include "txlog/record.h"
 
 namespace tpc::cli {
@@ -73,9 +73,10 @@ void check_transport(const Config& cfg) {
                             "(docs/security.md)",
                             cfg.bind),
                 2);
-  log::warn("INSECURE: plaintext without certificates on {}; anyone who can reach this port is "
-            "trusted with the role it claims (docs/security.md)",
-            cfg.bind);
+  log::warn(
+      "INSECURE: plaintext without certificates on {}; anyone who can reach this port is "
+      "trusted with the role it claims (docs/security.md)",
+      cfg.bind);
 }
 
 template <typename Config>
@@ -103,7 +104,6 @@ int serve(asio::io_context& io, Srv& server) {
   return 0;
 }
 
-const std::regex k_id_re("[A-Za-z0-9_-]{1,64}");
 }  // namespace
 
 std::function<int()> setup_participant(CLI::App& app) {
@@ -128,7 +128,7 @@ std::function<int()> setup_participant(CLI::App& app) {
   add_common(sub, *cfg, *log_level);
   return [sub, cfg, log_level]() -> int {
     if (!sub->parsed()) return -1;
-    if (!std::regex_match(cfg->id, k_id_re)) throw Error("--id: letters, digits, - and _ only", 2);
+    if (!protocol::is_id(cfg->id)) throw Error("--id: letters, digits, - and _ only", 2);
     if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/participant-" + cfg->id;
     apply_common(*cfg, *log_level, "participant-" + cfg->id);
     check_transport(*cfg);
@@ -162,7 +162,7 @@ std::function<int()> setup_leader(CLI::App& app) {
   add_common(sub, *cfg, *log_level);
   return [sub, cfg, log_level, peers]() -> int {
     if (!sub->parsed()) return -1;
-    if (!std::regex_match(cfg->id, k_id_re)) throw Error("--id: letters, digits, - and _ only", 2);
+    if (!protocol::is_id(cfg->id)) throw Error("--id: letters, digits, - and _ only", 2);
     cfg->peers = split_list(*peers, ',');
     leader::validate(*cfg);
     if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/leader-" + cfg->id;

@@ -91,32 +91,13 @@ std::string num_or_null(const Fields& f, const char* k) {
   return it == f.end() ? "null" : it->second;
 }
 
-// "PEERS {ADDR up|down|refused[ REASON]}" -> one entry per participant.
-struct PeerState {
-  std::string addr, state, reason;
-};
-std::vector<PeerState> parse_peers(const std::string& line) {
-  std::vector<PeerState> out;
-  auto t = protocol::split(line);
-  for (size_t i = 1; i + 1 < t.size(); i += 2) {
-    PeerState p{std::string(t[i]), std::string(t[i + 1]), ""};
-    if (p.state == "refused" && i + 2 < t.size()) {
-      auto r = protocol::unescape(t[i + 2]);
-      p.reason = r ? *r : std::string(t[i + 2]);
-      ++i;
-    }
-    out.push_back(std::move(p));
-  }
-  return out;
-}
-
 // Participant addresses: from the leader, else from --peers.
 std::vector<std::string> participants(const Options& o, bool* leader_up, std::ostream& err) {
   std::vector<std::string> out;
   auto r = ask(o.leader, "PEERS");
   *leader_up = r.has_value();
   if (r) {
-    for (auto& p : parse_peers(*r)) out.push_back(p.addr);
+    for (auto& p : protocol::parse_peers(*r)) out.push_back(p.addr);
     return out;
   }
   if (o.peers.empty()) {
@@ -180,8 +161,8 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
     err << "leader " << o.leader << " is unreachable\n";
     if (!json) return k_unknown;
   }
-  std::vector<PeerState> parts;
-  if (peers) parts = parse_peers(*peers);
+  std::vector<protocol::PeerState> parts;
+  if (peers) parts = protocol::parse_peers(*peers);
   struct Row {
     std::string role, addr;
     bool up;
@@ -291,10 +272,9 @@ int run_in_doubt(const Options& o, bool json, std::ostream& out, std::ostream& e
     for (auto& k : d.keys) keys += (keys.empty() ? "" : " ") + protocol::escape_display(k);
     // What participants sent reaches a terminal escaped: no control sequence gets through.
     auto show = [](const std::string& s) { return protocol::escape_display(s); };
-    out << fmt::format("{:<16} {:<7} {:<22} {:<40} {:>8}  {:<32}  {}\n", show(txid),
-                       show(d.leader), show(d.leader_addr), holders,
-                       human_ms(std::to_string(d.age_ms)), d.rid.empty() ? "-" : show(d.rid),
-                       keys);
+    out << fmt::format("{:<16} {:<7} {:<22} {:<40} {:>8}  {:<32}  {}\n", show(txid), show(d.leader),
+                       show(d.leader_addr), holders, human_ms(std::to_string(d.age_ms)),
+                       d.rid.empty() ? "-" : show(d.rid), keys);
   }
   return down.empty() ? k_ok : k_unknown;
 }

@@ -50,16 +50,13 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
   }
   auto lf = protocol::parse_fields(*stats);
   std::vector<Part> parts;
-  auto t = protocol::split(*peers);
-  for (size_t i = 1; i + 1 < t.size(); i += 2) {
-    Part p;
-    p.addr = std::string(t[i]);
-    if (t[i + 1] != "up") {
-      err << "backup: participant " << p.addr << " is " << t[i + 1]
+  for (auto& ps : protocol::parse_peers(*peers)) {
+    if (ps.state != "up") {
+      err << "backup: participant " << ps.addr << " is " << ps.state
           << "; every participant must be up for a backup\n";
       return k_unknown;
     }
-    parts.push_back(std::move(p));
+    parts.push_back(Part{ps.addr, "", "", 0, 0, {}});
   }
   for (auto& p : parts) {
     auto c = Connection::open(p.addr, 3000, "admin");

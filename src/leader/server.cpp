@@ -103,7 +103,10 @@ Server::Server(asio::io_context& io, Config cfg)
   // Nothing is written before the configuration is known good and the port is ours.
   validate(m_cfg);
   protocol::SessionConfig sc{
-      "leader", m_cfg.id, m_cfg.max_line, m_cfg.max_connections,
+      "leader",
+      m_cfg.id,
+      m_cfg.max_line,
+      m_cfg.max_connections,
       [this](const std::string& l) { return node::answer_hello(m_ident, l); },
       m_cfg.idle_timeout_ms};
   m_server = std::make_unique<protocol::Server>(
@@ -259,14 +262,10 @@ Result<std::string> Server::admit(size_t p, const std::string& reply) {
                                      "--peers names a node of another cluster",
                                      addr, cluster, m_ident.cluster));
   Pin& pin = m_pins[p];
-  if (pin.node.empty()) {
-    pin = Pin{pid, node};
-    save_pins();
-    resend_joins();
-    log::info("participant {} at {} admitted to cluster {} as node {}", pid, addr, m_ident.cluster,
-              node);
-  } else if (pin.node != node) {
-    if (f["replaces"] != pin.node || cluster != m_ident.cluster)
+  if (pin.node != node) {
+    // A first contact, or a new node in a pinned place: only a replacement restored from a
+    // replica (it names the node it replaces) takes a pinned place.
+    if (!pin.node.empty() && (f["replaces"] != pin.node || cluster != m_ident.cluster))
       return Status::error(
           "IDENTITY",
           fmt::format("participant {} at {} is node {}, but this cluster knows it as node {}: "
@@ -276,8 +275,12 @@ Result<std::string> Server::admit(size_t p, const std::string& reply) {
                       "--data-dir DIR --restore-from HOST:PORT`, HOST:PORT a live participant "
                       "(docs/operations.md)",
                       pid, addr, node, pin.node, pin.id));
-    log::warn("participant {} at {}: node {} (restored from a replica) replaces node {}", pid, addr,
-              node, pin.node);
+    if (pin.node.empty())
+      log::info("participant {} at {} admitted to cluster {} as node {}", pid, addr,
+                m_ident.cluster, node);
+    else
+      log::warn("participant {} at {}: node {} (restored from a replica) replaces node {}", pid,
+                addr, node, pin.node);
     pin = Pin{pid, node};
     save_pins();
     resend_joins();

@@ -61,7 +61,7 @@ void write_prepared(const std::string& dir, const std::map<std::string, protocol
   std::vector<txlog::Record> ignored;
   auto log = txlog::Log::open(
       txlog::open_posix_file(dir + "/txlog"), dir + "/txlog", &ignored,
-      txlog::Format{2, {k_rec_prepared, k_rec_committed, k_rec_aborted, k_rec_heuristic}});
+      log_format());
   std::promise<void> done;
   int64_t now = wall_ms();
   size_t left = txns.size();

@@ -30,7 +30,10 @@ Server::Server(asio::io_context& io, Config cfg)
   // The port first: a participant that cannot listen writes nothing (connections wait in the
   // backlog until recovery is done and the event loop runs).
   protocol::SessionConfig sc{
-      "participant", m_cfg.id, m_cfg.max_line, m_cfg.max_connections,
+      "participant",
+      m_cfg.id,
+      m_cfg.max_line,
+      m_cfg.max_connections,
       [this](const std::string& l) { return node::answer_hello(m_ident, l); },
       m_cfg.idle_timeout_ms};
   m_server = std::make_unique<protocol::Server>(
@@ -52,9 +55,8 @@ Server::Server(asio::io_context& io, Config cfg)
   cc.resolve_max_backoff_ms = m_cfg.resolve_max_backoff_ms;
   m_core = std::make_unique<Core>(std::move(cc), *m_store);
   std::vector<txlog::Record> recovered;
-  m_log = txlog::Log::open(
-      txlog::open_posix_file(m_cfg.data_dir + "/txlog"), m_cfg.data_dir + "/txlog", &recovered,
-      txlog::Format{2, {k_rec_prepared, k_rec_committed, k_rec_aborted, k_rec_heuristic}});
+  m_log = txlog::Log::open(txlog::open_posix_file(m_cfg.data_dir + "/txlog"),
+                           m_cfg.data_dir + "/txlog", &recovered, log_format());
   for (auto& r : recovered) m_core->recover(r);
   // What a crashed process committed to SQLite may not be durable yet (synchronous=NORMAL):
   // make it so before recovery counts those commits as done and acknowledges them.
@@ -86,17 +88,22 @@ ClientId Server::client(Reply reply) {
 }
 
 namespace {
-// Which declared roles may send each verb to a participant (docs/security.md). "leader+"
-// also needs the connection's JOIN accepted: the leader that admitted this participant.
+// Which declared roles may send each verb to a participant (docs/security.md), as the roles'
+// names separated by spaces; nullptr: an unknown verb (answered PROTO). A leader must also
+// have had its JOIN accepted on the connection for PREPARE, COMMIT and ABORT: the leader
+// that admitted this participant. Admin's COMMIT and ABORT relay the leader's decision.
 const char* allowed_roles(std::string_view verb) {
-  if (verb == "PREPARE") return "leader+";
-  if (verb == "COMMIT" || verb == "ABORT") return "leader+ admin";  // admin: a relayed decision
+  if (verb == "PREPARE") return "leader";
+  if (verb == "COMMIT" || verb == "ABORT") return "leader admin";
   if (verb == "JOIN") return "leader";
   if (verb == "READ") return "leader client admin";
   if (verb == "STATS" || verb == "INDOUBT") return "leader participant client admin";
   if (verb == "RESOLVE" || verb == "BACKUP" || verb == "FETCH" || verb == "DROP") return "admin";
   if (verb == "MEMBERSHIP" || verb == "SNAPSHOT") return "participant admin";
-  return nullptr;  // unknown: answered PROTO below
+  return nullptr;
+}
+bool needs_join(std::string_view verb) {
+  return verb == "PREPARE" || verb == "COMMIT" || verb == "ABORT";
 }
 }  // namespace
 
@@ -108,20 +115,18 @@ void Server::handle(const std::string& line, Reply reply) {
   };
   if (const char* roles = allowed_roles(verb)) {
     const auto& peer = reply.peer();
-    std::string rs = roles;
-    bool need_join = rs.find("leader+") != std::string::npos && peer.role == "leader";
-    if (auto plus = rs.find('+'); plus != std::string::npos) rs.erase(plus, 1);
-    bool ok = !peer.role.empty() && (" " + rs + " ").find(" " + peer.role + " ") !=
-                                        std::string::npos;
-    if (ok && need_join && !peer.joined) ok = false;
-    if (!ok) {
+    bool role_ok =
+        !peer.role.empty() &&
+        (" " + std::string(roles) + " ").find(" " + peer.role + " ") != std::string::npos;
+    bool join_missing = role_ok && peer.role == "leader" && needs_join(verb) && !peer.joined;
+    if (!role_ok || join_missing) {
       std::string why =
-          peer.role.empty()
-              ? fmt::format("{} needs a HELLO first (role {})", escape(verb), rs)
-          : need_join && peer.role == "leader"
+          peer.role.empty() ? fmt::format("{} needs a HELLO first (role {})", escape(verb), roles)
+          : join_missing
               ? fmt::format("{} only from the leader that admitted this participant (JOIN)",
                             escape(verb))
-              : fmt::format("{} is not for role {} (only {})", escape(verb), escape(peer.role), rs);
+              : fmt::format("{} is not for role {} (only {})", escape(verb), escape(peer.role),
+                            roles);
       log::warn("refused {} from {} (role {}, id {}, node {}): {}", escape(verb), peer.address,
                 peer.role.empty() ? "-" : escape(peer.role), escape(peer.id), escape(peer.node),
                 why);

@@ -24,6 +24,11 @@
 
 namespace tpc::participant {
 
+// The participant's log: its role and record types (txlog::Log::open refuses any other).
+inline txlog::Format log_format() {
+  return {2, {k_rec_prepared, k_rec_committed, k_rec_aborted, k_rec_heuristic}};
+}
+
 struct Config {
   std::string id = "1";
   std::string bind = "127.0.0.1";
@@ -32,8 +37,8 @@ struct Config {
   size_t max_line = protocol::k_default_max_line;
   size_t max_connections = 4096;
   int64_t idle_timeout_ms = 300000;  // connections with nothing in flight this long are closed
-  bool insecure = false;  // serve plaintext beyond loopback (no certificates): told explicitly
-  int read_timeout_ms = 2000;   // a read of an in-doubt key waits this long, then ERR INDOUBT
+  bool insecure = false;       // serve plaintext beyond loopback (no certificates): told explicitly
+  int read_timeout_ms = 2000;  // a read of an in-doubt key waits this long, then ERR INDOUBT
   int resolve_after_ms = 1000;  // a prepared txn older than this asks its leader
   int resolve_max_backoff_ms = 5000;
   uint64_t log_compact_bytes = 16ull << 20;  // rewrite the log past this size

@@ -6,14 +6,14 @@
 #include "common/util.h"
 
 namespace tpc::protocol {
-namespace {
-bool is_node_id(std::string_view s) {
+bool is_id(std::string_view s) {
   if (s.empty() || s.size() > 64) return false;
   for (char c : s)
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') return false;
   return true;
 }
 
+namespace {
 bool is_number(std::string_view s) {
   if (s.empty() || s.size() > 20) return false;
   for (char c : s)
@@ -27,22 +27,31 @@ bool is_number(std::string_view s) {
 Status check_txid(std::string_view t) {
   auto a = t.find('.');
   auto b = a == std::string_view::npos ? a : t.find('.', a + 1);
-  if (b == std::string_view::npos || !is_node_id(t.substr(0, a)) ||
+  if (b == std::string_view::npos || !is_id(t.substr(0, a)) ||
       !is_number(t.substr(a + 1, b - a - 1)) || !is_number(t.substr(b + 1)))
     return Status::error("PROTO", "bad transaction id (LEADER-ID.INCARNATION.SEQUENCE)");
   return Status::ok();
 }
 
-namespace {
-}  // namespace
-
 Status check_request_id(std::string_view rid) {
-  if (rid.empty() || rid.size() > k_max_request_id)
+  if (!is_id(rid))
     return Status::error("PROTO", "bad request id (1 to 64 letters, digits, - or _)");
-  for (char c : rid)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_')
-      return Status::error("PROTO", "bad request id (1 to 64 letters, digits, - or _)");
   return Status::ok();
+}
+
+std::vector<PeerState> parse_peers(const std::string& line) {
+  std::vector<PeerState> out;
+  auto t = split(line);
+  for (size_t i = 1; i + 1 < t.size(); i += 2) {
+    PeerState p{std::string(t[i]), std::string(t[i + 1]), ""};
+    if (p.state == "refused" && i + 2 < t.size()) {
+      auto r = unescape(t[i + 2]);
+      p.reason = r ? *r : std::string(t[i + 2]);
+      ++i;
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
 }
 
 std::map<std::string, std::string> parse_fields(std::string_view line) {
@@ -120,7 +129,7 @@ Result<Prepare> decode_prepare(const std::vector<std::string_view>& t) {
   m.txid = t[1];
   m.leader = t[2];
   m.leader_addr = t[3];
-  if (!is_node_id(m.leader) || m.txid.compare(0, m.leader.size() + 1, m.leader + ".") != 0)
+  if (!is_id(m.leader) || m.txid.compare(0, m.leader.size() + 1, m.leader + ".") != 0)
     return Status::error("PROTO", "bad leader id (the transaction id's first part)");
   std::string host;
   uint16_t port;

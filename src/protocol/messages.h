@@ -86,9 +86,11 @@ std::string encode(const Error& e);
 // LEADER-ID.INCARNATION.SEQUENCE; error PROTO for anything else.
 Status check_txid(std::string_view txid);
 
-// A client request id (also the tag "@RID" the client puts on its requests): 1 to 64 letters,
-// digits, '-' or '_'. The client makes 32 hex digits (128 bits) from the OS's CSPRNG.
-constexpr size_t k_max_request_id = 64;
+// An id on the wire or on the command line (node --id, request id, tag, a txid's leader part):
+// 1 to 64 letters, digits, '-' or '_'.
+bool is_id(std::string_view s);
+// A client request id (also the tag "@RID" the client puts on its requests): an id as above.
+// The client makes 32 hex digits (128 bits) from the OS's CSPRNG.
 Status check_request_id(std::string_view rid);
 
 // Request decoders take the split tokens of a whole line (verb first). Error PROTO names what
@@ -103,6 +105,12 @@ bool parse_ack(const Result<std::string>& line);
 Result<Decision> parse_decision(const Result<std::string>& line);
 ReadReply parse_read_reply(const Result<std::string>& line);
 TxnReply parse_txn_reply(const Result<std::string>& line);
+
+// To PEERS: "PEERS {ADDR up|down|refused[ REASON]}", one entry per participant.
+struct PeerState {
+  std::string addr, state, reason;  // reason: refused only
+};
+std::vector<PeerState> parse_peers(const std::string& line);
 
 // The "key=value" tokens of a line (STATS replies, HELLO identities): key -> value.
 std::map<std::string, std::string> parse_fields(std::string_view line);

@@ -1,7 +1,6 @@
 #include "protocol/session.h"
 
 #include <algorithm>
-#include <cctype>
 
 #include <fmt/format.h>
 
@@ -85,10 +84,8 @@ void Session::on_line(std::string line) {
     auto sp = body.find(' ');
     tag = std::string(body.substr(0, sp));
     body = sp == std::string_view::npos ? std::string_view() : body.substr(sp + 1);
-    // "@" and 1 to 64 letters, digits, '-' or '_' (a number, or a client's request id).
-    bad_tag = tag.size() < 2 || tag.size() > 65;
-    for (size_t i = 1; i < tag.size() && !bad_tag; ++i)
-      bad_tag = !std::isalnum(static_cast<unsigned char>(tag[i])) && tag[i] != '-' && tag[i] != '_';
+    // "@" and an id (a number, or a client's request id).
+    bad_tag = !is_id(std::string_view(tag).substr(1));
     if (bad_tag) tag.clear();  // answered untagged, in order
   }
   uint64_t slot = m_next_slot++;
@@ -127,12 +124,11 @@ void Session::on_line(std::string line) {
     // How long this server keeps an idle connection, and its longest line: a peer that keeps
     // a connection open pings sooner, and never sends a line this server would refuse.
     auto f = parse_fields(body);
-    m_peer_info = std::make_shared<PeerInfo>(
-        PeerInfo{tokens.size() > 2 ? std::string(tokens[2]) : "client",
-                 tokens.size() > 3 && tokens[3].find('=') == std::string_view::npos
-                     ? std::string(tokens[3])
-                     : "",
-                 f["node"], m_peer});
+    m_peer_info = std::make_shared<PeerInfo>(PeerInfo{
+        tokens.size() > 2 ? std::string(tokens[2]) : "client",
+        tokens.size() > 3 && tokens[3].find('=') == std::string_view::npos ? std::string(tokens[3])
+                                                                           : "",
+        f["node"], m_peer});
     reply.send(fmt::format("HELLO {} {} {}{} idle_ms={} max_line={}", k_version, m_cfg.role,
                            m_cfg.id, extra, m_cfg.idle_timeout_ms, m_cfg.max_line));
     return;
@@ -245,8 +241,8 @@ void Server::sweep() {
 bool Server::close_oldest_idle() {
   std::shared_ptr<Session> oldest;
   for (auto& w : m_sessions)
-    if (auto s = w.lock(); s && s->idle() &&
-                           (!oldest || s->last_active_ms() < oldest->last_active_ms()))
+    if (auto s = w.lock();
+        s && s->idle() && (!oldest || s->last_active_ms() < oldest->last_active_ms()))
       oldest = s;
   if (!oldest) return false;
   log::info("connection table full ({}): closing the longest idle one, {}", m_cfg.max_connections,
