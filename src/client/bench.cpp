@@ -13,7 +13,9 @@
 
 #include "client/client.h"
 #include "common/util.h"
+#include "client/connection.h"
 #include "protocol/codec.h"
+#include "protocol/stream.h"
 
 namespace tpc::client {
 
@@ -54,19 +56,32 @@ struct Stats {
 
 class Worker : public std::enable_shared_from_this<Worker> {
  public:
-  Worker(asio::io_context& io, tcp::endpoint ep, BenchConfig& cfg, Stats& st, int seed,
-         const bool& stop)
-      : m_socket(io), m_ep(ep), m_cfg(cfg), m_st(st), m_rng(seed), m_stop(stop) {}
+  // Over TLS when this process has certificates (Connection::tls()), like every client.
+  Worker(asio::io_context& io, tcp::endpoint ep, std::string host, BenchConfig& cfg, Stats& st,
+         int seed, const bool& stop)
+      : m_stream(tcp::socket(io), Connection::tls()),
+        m_ep(ep),
+        m_host(std::move(host)),
+        m_cfg(cfg),
+        m_st(st),
+        m_rng(seed),
+        m_stop(stop) {}
   void start() {
     auto self = shared_from_this();
-    m_socket.async_connect(m_ep, [this, self](boost::system::error_code ec) {
+    m_stream.socket().async_connect(m_ep, [this, self](boost::system::error_code ec) {
       if (ec) {
         ++m_st.errors;
         return;
       }
-      m_socket.set_option(tcp::no_delay(true));
-      m_handshake = true;
-      send(fmt::format("HELLO {} client", protocol::k_version));
+      m_stream.socket().set_option(tcp::no_delay(true));
+      m_stream.async_handshake(false, m_host, [this, self](Status s) {
+        if (!s) {
+          if (m_st.errors++ == 0) std::cerr << "bench: " << s.message() << "\n";
+          return;
+        }
+        m_handshake = true;
+        send(fmt::format("HELLO {} client", protocol::k_version));
+      });
     });
   }
 
@@ -104,8 +119,7 @@ class Worker : public std::enable_shared_from_this<Worker> {
     m_out += '\n';
     m_sent_us = now_us();
     auto self = shared_from_this();
-    asio::async_write(m_socket, asio::buffer(m_out),
-                      [this, self](boost::system::error_code ec, size_t) {
+    m_stream.async_write(asio::buffer(m_out), [this, self](boost::system::error_code ec, size_t) {
                         if (ec) {
                           ++m_st.errors;
                           return;
@@ -117,7 +131,7 @@ class Worker : public std::enable_shared_from_this<Worker> {
     std::string line;
     if (m_in.next(&line) == protocol::LineBuffer::Next::line) return on_reply(line);
     auto self = shared_from_this();
-    m_socket.async_read_some(asio::buffer(m_buf),
+    m_stream.async_read_some(asio::buffer(m_buf),
                              [this, self](boost::system::error_code ec, size_t n) {
                                if (ec) {
                                  ++m_st.errors;
@@ -152,8 +166,9 @@ class Worker : public std::enable_shared_from_this<Worker> {
     }
     next();
   }
-  tcp::socket m_socket;
+  protocol::Stream m_stream;
   tcp::endpoint m_ep;
+  std::string m_host;
   BenchConfig& m_cfg;
   Stats& m_st;
   std::mt19937_64 m_rng;
@@ -230,7 +245,7 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
   bool stop = false;
   std::vector<std::shared_ptr<Worker>> workers;
   for (int i = 0; i < cfg.clients; ++i) {
-    workers.push_back(std::make_shared<Worker>(io, *eps.begin(), cfg, st, 1000 + i, stop));
+    workers.push_back(std::make_shared<Worker>(io, *eps.begin(), host, cfg, st, 1000 + i, stop));
     workers.back()->start();
   }
   int64_t start = now_ms();

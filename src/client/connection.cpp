@@ -1,40 +1,56 @@
 #include "client/connection.h"
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include <utility>  // before asio: boost 1.74 needs it
 
-#include <cerrno>
-#include <cstring>
+#include <boost/asio.hpp>
 
 #include <fmt/format.h>
 
 #include "common/util.h"
 #include "node/identity.h"
+#include "protocol/stream.h"
 
 namespace tpc::client {
 
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+struct Connection::Impl {
+  asio::io_context io;
+  std::shared_ptr<protocol::Stream> stream;
+};
+
+Connection::Connection() = default;
 Connection::~Connection() { close(); }
-Connection::Connection(Connection&& o) noexcept : m_fd(o.m_fd), m_in(std::move(o.m_in)) {
-  o.m_fd = -1;
-}
+Connection::Connection(Connection&& o) noexcept : m_in(std::move(o.m_in)), m(std::move(o.m)) {}
 Connection& Connection::operator=(Connection&& o) noexcept {
   if (this != &o) {
     close();
-    m_fd = o.m_fd;
+    m = std::move(o.m);
     m_in = std::move(o.m_in);
-    o.m_fd = -1;
   }
   return *this;
 }
+bool Connection::is_open() const { return m && m->stream; }
 void Connection::close() {
-  if (m_fd >= 0) ::close(m_fd);
-  m_fd = -1;
+  if (!m || !m->stream) return;
+  m->stream->close();
+  // Let the aborted operations finish before the stream goes.
+  m->io.restart();
+  m->io.run();
+  m->stream.reset();
+}
+
+bool Connection::run(int64_t deadline_ms, const bool& done) {
+  while (!done) {
+    int64_t left = deadline_ms - now_ms();
+    if (left <= 0) break;
+    m->io.restart();
+    m->io.run_for(std::chrono::milliseconds(left));
+  }
+  if (done) return true;
+  close();
+  return false;
 }
 
 namespace {
@@ -42,9 +58,21 @@ std::string& cluster_slot() {
   static std::string c;
   return c;
 }
+struct TlsSlot {
+  std::shared_ptr<const tls::Context> ctx;
+  bool implicit = false;
+};
+TlsSlot& tls_slot() {
+  static TlsSlot t;
+  return t;
+}
 }  // namespace
 void Connection::expect_cluster(std::string cluster_id) { cluster_slot() = std::move(cluster_id); }
 const std::string& Connection::expected_cluster() { return cluster_slot(); }
+void Connection::use_tls(std::shared_ptr<const tls::Context> tls, bool implicit) {
+  tls_slot() = {std::move(tls), implicit};
+}
+std::shared_ptr<const tls::Context> Connection::tls() { return tls_slot().ctx; }
 
 Result<Connection> Connection::open(const std::string& host_port, int timeout_ms,
                                     const std::string& role) {
@@ -52,95 +80,114 @@ Result<Connection> Connection::open(const std::string& host_port, int timeout_ms
   uint16_t port;
   if (!parse_host_port(host_port, &host, &port))
     return Status::error("USAGE", "bad address '" + host_port + "', expected HOST:PORT");
-  addrinfo hints{}, *res = nullptr;
-  hints.ai_socktype = SOCK_STREAM;
-  if (int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res); rc != 0)
-    return Status::error("UNAVAILABLE",
-                         fmt::format("cannot resolve {}: {}", host, gai_strerror(rc)));
-  int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) {
-    freeaddrinfo(res);
-    return Status::error("UNAVAILABLE", std::strerror(errno));
-  }
-  int rc = ::connect(fd, res->ai_addr, res->ai_addrlen);
-  freeaddrinfo(res);
-  if (rc != 0 && errno != EINPROGRESS) {
-    int e = errno;
-    ::close(fd);
-    return Status::error("UNAVAILABLE",
-                         fmt::format("cannot connect to {}: {}", host_port, std::strerror(e)));
-  }
-  if (rc != 0) {
-    pollfd p{fd, POLLOUT, 0};
-    int n = ::poll(&p, 1, timeout_ms);
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (n <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-      ::close(fd);
-      return Status::error("UNAVAILABLE", fmt::format("cannot connect to {}: {}", host_port,
-                                                      n <= 0 ? "timed out" : std::strerror(err)));
+  int64_t deadline = now_ms() + timeout_ms;
+  auto tls = tls_slot().ctx;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    Connection c;
+    c.m = std::make_unique<Impl>();
+    boost::system::error_code ec;
+    tcp::resolver resolver(c.m->io);
+    auto eps = resolver.resolve(host, std::to_string(port), ec);
+    if (ec || eps.empty())
+      return Status::error("UNAVAILABLE", fmt::format("cannot resolve {}: {}", host,
+                                                      ec ? ec.message() : "no address"));
+    tcp::endpoint ep = eps.begin()->endpoint();
+    c.m->stream = std::make_shared<protocol::Stream>(tcp::socket(c.m->io), tls);
+    bool done = false;
+    c.m->stream->socket().async_connect(ep, [&](boost::system::error_code e) {
+      ec = e;
+      done = true;
+    });
+    if (!c.run(deadline, done))
+      return Status::error("UNAVAILABLE", fmt::format("cannot connect to {}: timed out",
+                                                      host_port));
+    if (ec)
+      return Status::error("UNAVAILABLE",
+                           fmt::format("cannot connect to {}: {}", host_port, ec.message()));
+    c.m->stream->socket().set_option(tcp::no_delay(true), ec);
+    Status hs;
+    done = false;
+    c.m->stream->async_handshake(false, host, [&](Status s) {
+      hs = std::move(s);
+      done = true;
+    });
+    if (!c.run(deadline, done))
+      return Status::error("TLS", fmt::format("TLS handshake with {}: timed out", host_port));
+    if (!hs) {
+      // Certificates found in the default place, not asked for: a server on this machine
+      // that runs without them (it closes a TLS client at once) is spoken to in plaintext.
+      if (tls && tls_slot().implicit && ep.address().is_loopback() &&
+          hs.message().find("closed the connection") != std::string::npos) {
+        tls = nullptr;
+        continue;
+      }
+      return Status::error("TLS", fmt::format("TLS handshake with {} failed: {}", host_port,
+                                              hs.message()));
     }
+    const std::string& cluster = expected_cluster();
+    auto hello = c.call(fmt::format("HELLO {} {}{}", protocol::k_version, role,
+                                    cluster.empty() ? "" : " cluster=" + cluster),
+                        static_cast<int>(std::max<int64_t>(deadline - now_ms(), 1)));
+    if (!hello)
+      return Status::error("UNAVAILABLE",
+                           "handshake with " + host_port + " failed: " + hello.status().message());
+    if (hello->rfind("ERR SECURE", 0) == 0)
+      return Status::error("SECURE", fmt::format("{} speaks TLS only: give the cluster's "
+                                                 "certificates with --certs-dir or "
+                                                 "TPC_CERTS_DIR (tpc cluster prints where they are)",
+                                                 host_port));
+    if (Status s = node::check_cluster(cluster, *hello, host_port); !s) return s;
+    if (hello->rfind("HELLO ", 0) != 0)
+      return Status::error("VERSION",
+                           "server at " + host_port + " refused the handshake: " + *hello);
+    return c;
   }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  Connection c;
-  c.m_fd = fd;
-  const std::string& cluster = expected_cluster();
-  auto hello = c.call(fmt::format("HELLO {} {}{}", protocol::k_version, role,
-                                  cluster.empty() ? "" : " cluster=" + cluster),
-                      timeout_ms);
-  if (!hello)
-    return Status::error("UNAVAILABLE",
-                         "handshake with " + host_port + " failed: " + hello.status().message());
-  if (Status s = node::check_cluster(cluster, *hello, host_port); !s) return s;
-  if (hello->rfind("HELLO ", 0) != 0)
-    return Status::error("VERSION", "server at " + host_port + " refused the handshake: " + *hello);
-  return c;
+  return Status::error("UNAVAILABLE", "cannot connect to " + host_port);
 }
 
 Status Connection::send_raw(const std::string& bytes) {
-  size_t off = 0;
-  while (off < bytes.size()) {
-    ssize_t w = ::send(m_fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-    if (w < 0 && errno == EAGAIN) {
-      pollfd p{m_fd, POLLOUT, 0};
-      ::poll(&p, 1, 1000);
-      continue;
-    }
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return Status::error("LOST", std::strerror(errno));
-    off += static_cast<size_t>(w);
-  }
+  if (!is_open()) return Status::error("LOST", "not connected");
+  boost::system::error_code ec;
+  bool done = false;
+  m->stream->async_write(asio::buffer(bytes), [&](boost::system::error_code e, size_t) {
+    ec = e;
+    done = true;
+  });
+  if (!run(now_ms() + 30000, done)) return Status::error("LOST", "the server does not read");
+  if (ec) return Status::error("LOST", ec.message());
   return Status::ok();
 }
 
 Result<std::string> Connection::read_line(int timeout_ms) {
   int64_t deadline = now_ms() + timeout_ms;
   std::string line;
+  char buf[65536];
   while (true) {
     auto r = m_in.next(&line);
     if (r == protocol::LineBuffer::Next::line) return line;
     if (r == protocol::LineBuffer::Next::too_long)
       return Status::error("LOST", "reply line too long");
-    int64_t left = deadline - now_ms();
-    if (left <= 0) return Status::error("LOST", "no reply before the deadline");
-    pollfd p{m_fd, POLLIN, 0};
-    int n = ::poll(&p, 1, static_cast<int>(left));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) continue;
-    char buf[65536];
-    ssize_t got = ::recv(m_fd, buf, sizeof buf, 0);
-    if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-    if (got <= 0)
-      return Status::error(
-          "LOST", got == 0 ? "connection closed by server" : std::string(std::strerror(errno)));
-    m_in.append(buf, static_cast<size_t>(got));
+    if (!is_open()) return Status::error("LOST", "not connected");
+    boost::system::error_code ec;
+    size_t got = 0;
+    bool done = false;
+    m->stream->async_read_some(asio::buffer(buf), [&](boost::system::error_code e, size_t n) {
+      ec = e;
+      got = n;
+      done = true;
+    });
+    if (!run(deadline, done)) return Status::error("LOST", "no reply before the deadline");
+    if (ec)
+      return Status::error("LOST", ec == asio::error::eof || ec == asio::ssl::error::stream_truncated
+                                       ? std::string("connection closed by server")
+                                       : ec.message());
+    m_in.append(buf, got);
   }
 }
 
 Result<std::string> Connection::call(const std::string& line, int timeout_ms,
                                      const std::string& tag) {
-  if (m_fd < 0) return Status::error("LOST", "not connected");
+  if (!is_open()) return Status::error("LOST", "not connected");
   std::string prefix = "@" + (tag.empty() ? random_hex(8) : tag) + " ";
   if (auto s = send_raw(prefix + line + "\n"); !s) return s;
   auto r = read_line(timeout_ms);

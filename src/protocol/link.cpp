@@ -17,7 +17,6 @@ Link::Link(asio::io_context& io, std::string host, uint16_t port, std::string he
       m_host(std::move(host)),
       m_port(port),
       m_hello(std::move(hello)),
-      m_socket(io),
       m_timer(io),
       m_max_line(max_line),
       m_in(max_line),
@@ -29,10 +28,13 @@ void Link::stop() {
   m_stopped = true;
   m_timer.cancel();
   m_keepalive.cancel();
-  boost::system::error_code ec;
-  m_socket.close(ec);
+  close_socket();
   m_up = false;
   fail_all();
+}
+
+void Link::close_socket() {
+  if (m_stream) m_stream->close();
 }
 
 void Link::connect() {
@@ -53,9 +55,9 @@ void Link::connect() {
     }
     addr = res.begin()->endpoint().address();
   }
-  m_socket = tcp::socket(m_io);
-  m_socket.async_connect(
-      tcp::endpoint(addr, m_port), [this, self, gen](boost::system::error_code ec) {
+  m_stream = std::make_shared<Stream>(tcp::socket(m_io), m_tls);
+  m_stream->socket().async_connect(
+      tcp::endpoint(addr, m_port), [this, self, gen, st = m_stream](boost::system::error_code ec) {
         if (gen != m_generation || m_stopped) return;
         if (ec) {
           if (!m_warned) log::warn("peer {} unreachable: {}; retrying", address(), ec.message());
@@ -64,14 +66,26 @@ void Link::connect() {
           return;
         }
         boost::system::error_code ig;
-        m_socket.set_option(tcp::no_delay(true), ig);
-        m_in = LineBuffer(m_max_line);
-        m_handshaken = false;
-        m_out = m_hello + "\n";
-        m_write_in_flight = false;
-        flush();
-        read_more();
+        m_stream->socket().set_option(tcp::no_delay(true), ig);
+        st->async_handshake(false, m_host, [this, self, gen, st](Status s) {
+          if (gen != m_generation || m_stopped) return;
+          if (s && m_stream->peer() && m_stream->peer()->role != m_tls_role)
+            s = Status::error("TLS", fmt::format("its certificate grants role '{}', not {}",
+                                                 escape_display(m_stream->peer()->role),
+                                                 m_tls_role));
+          if (!s) return refuse("TLS: " + s.message());
+          on_connected(gen);
+        });
       });
+}
+
+void Link::on_connected(uint64_t) {
+  m_in = LineBuffer(m_max_line);
+  m_handshaken = false;
+  m_out = m_hello + "\n";
+  m_write_in_flight = false;
+  flush();
+  read_more();
 }
 
 void Link::schedule_reconnect() {
@@ -96,8 +110,9 @@ void Link::fail_all() {
 void Link::read_more() {
   auto self = shared_from_this();
   uint64_t gen = m_generation;
-  m_socket.async_read_some(asio::buffer(m_read_buf),
-                           [this, self, gen](boost::system::error_code ec, size_t n) {
+  m_stream->async_read_some(asio::buffer(m_read_buf),
+                           [this, self, gen, st = m_stream](boost::system::error_code ec,
+                                                            size_t n) {
                              if (gen != m_generation || m_stopped) return;
                              if (ec) {
                                bool was_up = m_up;
@@ -105,8 +120,7 @@ void Link::read_more() {
                                  log::warn("connection to {} lost: {}", address(), ec.message());
                                m_up = false;
                                if (was_up && m_on_down) m_on_down();
-                               boost::system::error_code ig;
-                               m_socket.close(ig);
+                               close_socket();
                                fail_all();
                                schedule_reconnect();
                                return;
@@ -192,8 +206,7 @@ void Link::refuse(const std::string& why) {
   if (why != m_refused) log::error("peer {} refused: {}", address(), why);
   m_refused = why;
   m_warned = true;
-  boost::system::error_code ig;
-  m_socket.close(ig);
+  close_socket();
   ++m_generation;
   fail_all();
   m_backoff_ms = 3000;
@@ -239,8 +252,8 @@ void Link::flush() {
   ++m_writes;
   auto self = shared_from_this();
   uint64_t gen = m_generation;
-  asio::async_write(m_socket, asio::buffer(m_writing),
-                    [this, self, gen](boost::system::error_code ec, size_t) {
+  m_stream->async_write(asio::buffer(m_writing),
+                        [this, self, gen, st = m_stream](boost::system::error_code ec, size_t) {
                       if (gen != m_generation) return;
                       m_write_in_flight = false;
                       m_writing.clear();

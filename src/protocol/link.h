@@ -16,6 +16,7 @@
 
 #include "common/status.h"
 #include "protocol/codec.h"
+#include "protocol/stream.h"
 
 namespace tpc::protocol {
 
@@ -27,6 +28,13 @@ class Link : public std::enable_shared_from_this<Link> {
 
   Link(boost::asio::io_context& io, std::string host, uint16_t port, std::string hello,
        size_t max_line = k_default_max_line);
+  // Over TLS (call before start): the peer must present a certificate of this CA naming the
+  // link's host and granting `role`; otherwise it is refused like a wrong HELLO. A reload
+  // (SIGHUP) sets new certificates for the next connection.
+  void set_tls(std::shared_ptr<const tls::Context> tls, std::string role) {
+    m_tls = std::move(tls);
+    m_tls_role = std::move(role);
+  }
   void start();
   void stop();
   // Sends `line` now if the link is up; otherwise calls `cb` with UNAVAILABLE at once
@@ -52,6 +60,8 @@ class Link : public std::enable_shared_from_this<Link> {
 
  private:
   void connect();
+  void on_connected(uint64_t gen);
+  void close_socket();
   void schedule_reconnect();
   void read_more();
   void on_line(const std::string& line);
@@ -65,7 +75,11 @@ class Link : public std::enable_shared_from_this<Link> {
   std::string m_host;
   uint16_t m_port;
   std::string m_hello;
-  boost::asio::ip::tcp::socket m_socket;
+  // Handlers in flight hold the stream they were started on: a reconnect makes a new one
+  // while the old one's aborted operations still complete.
+  std::shared_ptr<Stream> m_stream;
+  std::shared_ptr<const tls::Context> m_tls;
+  std::string m_tls_role;
   boost::asio::steady_timer m_timer;
   size_t m_max_line;
   LineBuffer m_in;

@@ -29,28 +29,58 @@ bool Reply::connected() const {
 }
 
 Session::Session(tcp::socket socket, const SessionConfig& cfg, Handler handler)
-    : m_socket(std::move(socket)), m_cfg(cfg), m_handler(std::move(handler)), m_in(cfg.max_line) {
+    : m_stream(std::move(socket), cfg.tls),
+      m_cfg(cfg),
+      m_handler(std::move(handler)),
+      m_in(cfg.max_line) {
   boost::system::error_code ec;
-  m_socket.set_option(tcp::no_delay(true), ec);
-  auto ep = m_socket.remote_endpoint(ec);
+  m_stream.socket().set_option(tcp::no_delay(true), ec);
+  auto ep = m_stream.socket().remote_endpoint(ec);
   m_peer = ec ? "?" : fmt::format("{}:{}", ep.address().to_string(), ep.port());
   m_last_active_ms = now_ms();
-  m_peer_info = std::make_shared<PeerInfo>(PeerInfo{"", "", "", m_peer});
+  m_peer_info = std::make_shared<PeerInfo>();
+  m_peer_info->address = m_peer;
 }
 
-void Session::start() { read_more(); }
+std::string Session::describe() const {
+  if (m_peer_info->cert.empty()) return m_peer;
+  return fmt::format("{} ({} {})", m_peer, m_peer_info->role, escape_display(m_peer_info->cert));
+}
+
+void Session::start() {
+  auto self = shared_from_this();
+  m_stream.async_handshake(true, "", [this, self](Status s) {
+    if (!m_open) return;
+    if (!s) {
+      log::warn("connection {}: {}", m_peer, s.message());
+      close();
+      return;
+    }
+    if (const tls::CertInfo* c = m_stream.peer()) {
+      // Over TLS the certificate says who the peer is; a certificate granting no tpc role
+      // (a CA's, another system's) is refused here.
+      if (!tls::is_role(c->role)) {
+        log::warn("connection {}: refused certificate '{}': it grants no tpc role ({})", m_peer,
+                  escape_display(c->name), escape_display(c->role));
+        close();
+        return;
+      }
+      m_peer_info->role = c->role;
+      m_peer_info->cert = c->name;
+    }
+    read_more();
+  });
+}
 
 void Session::close() {
   if (!m_open) return;
   m_open = false;
-  boost::system::error_code ec;
-  m_socket.shutdown(tcp::socket::shutdown_both, ec);
-  m_socket.close(ec);
+  m_stream.close();
 }
 
 void Session::read_more() {
   auto self = shared_from_this();
-  m_socket.async_read_some(asio::buffer(m_read_buf), [this, self](boost::system::error_code ec,
+  m_stream.async_read_some(asio::buffer(m_read_buf), [this, self](boost::system::error_code ec,
                                                                   size_t n) {
     if (ec || !m_open) {
       close();
@@ -63,7 +93,8 @@ void Session::read_more() {
       auto r = m_in.next(&line);
       if (r == LineBuffer::Next::need_more) break;
       if (r == LineBuffer::Next::too_long) {
-        log::warn("connection {}: line longer than {} bytes; closing it", m_peer, m_cfg.max_line);
+        log::warn("connection {}: line longer than {} bytes; closing it", describe(),
+                  m_cfg.max_line);
         write(fmt::format("ERR TOOLONG line longer than {} bytes; closing connection",
                           m_cfg.max_line));
         m_close_after_write = true;
@@ -114,7 +145,7 @@ void Session::on_line(std::string line) {
     if (m_cfg.hello) {
       auto r = m_cfg.hello(std::string(body));
       if (!r) {
-        log::warn("connection {}: handshake refused: {}", m_peer, r.status().message());
+        log::warn("connection {}: handshake refused: {}", describe(), r.status().message());
         reply.send(fmt::format("ERR {} {}", r.status().code(), r.status().message()));
         m_close_after_write = true;
         return;
@@ -124,11 +155,14 @@ void Session::on_line(std::string line) {
     // How long this server keeps an idle connection, and its longest line: a peer that keeps
     // a connection open pings sooner, and never sends a line this server would refuse.
     auto f = parse_fields(body);
-    m_peer_info = std::make_shared<PeerInfo>(PeerInfo{
-        tokens.size() > 2 ? std::string(tokens[2]) : "client",
-        tokens.size() > 3 && tokens[3].find('=') == std::string_view::npos ? std::string(tokens[3])
-                                                                           : "",
-        f["node"], m_peer});
+    auto info = std::make_shared<PeerInfo>(*m_peer_info);
+    if (info->cert.empty()) info->role = tokens.size() > 2 ? std::string(tokens[2]) : "client";
+    info->id = tokens.size() > 3 && tokens[3].find('=') == std::string_view::npos
+                   ? std::string(tokens[3])
+                   : "";
+    info->node = f["node"];
+    info->joined = false;
+    m_peer_info = std::move(info);
     reply.send(fmt::format("HELLO {} {} {}{} idle_ms={} max_line={}", k_version, m_cfg.role,
                            m_cfg.id, extra, m_cfg.idle_timeout_ms, m_cfg.max_line));
     return;
@@ -162,7 +196,7 @@ void Session::schedule_flush() {
   if (m_flush_posted) return;
   m_flush_posted = true;
   auto self = shared_from_this();
-  boost::asio::post(m_socket.get_executor(), [this, self] {
+  boost::asio::post(m_stream.socket().get_executor(), [this, self] {
     m_flush_posted = false;
     flush();
   });
@@ -184,8 +218,8 @@ void Session::flush() {
   m_write_in_flight = true;
   ++m_writes;
   auto self = shared_from_this();
-  asio::async_write(m_socket, asio::buffer(m_writing),
-                    [this, self](boost::system::error_code ec, size_t) {
+  m_stream.async_write(asio::buffer(m_writing),
+                       [this, self](boost::system::error_code ec, size_t) {
                       m_write_in_flight = false;
                       m_writing.clear();
                       if (ec) {

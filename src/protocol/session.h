@@ -20,15 +20,18 @@
 
 #include "common/status.h"
 #include "protocol/codec.h"
+#include "protocol/stream.h"
 
 namespace tpc::protocol {
 
 class Session;
 
-// Who is at the other end, as its HELLO declared it (docs/security.md: on a cluster without
-// certificates, the role rules apply to this declaration). Empty role: no HELLO yet.
+// Who is at the other end (docs/security.md). Over TLS the role is the one its certificate
+// grants, whatever its HELLO says; without certificates the role rules apply to what its HELLO
+// declared. Empty role: no HELLO yet.
 struct PeerInfo {
   std::string role;  // client, admin, leader, participant
+  std::string cert;  // the certificate's name (CN); empty without TLS
   std::string id;    // its --id
   std::string node;  // its node id (leaders and participants)
   std::string address;
@@ -67,6 +70,7 @@ struct SessionConfig {
   size_t max_connections = 4096;  // past this, the oldest idle one is closed, else ERR BUSY
   HelloCheck hello;               // unset: any peer, no identity in the reply
   int64_t idle_timeout_ms = 300000;  // a connection with nothing in flight this long is closed
+  std::shared_ptr<const tls::Context> tls;  // null: plaintext
 };
 
 using Handler = std::function<void(const std::string& line, Reply reply)>;
@@ -79,6 +83,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool is_open() const { return m_open; }
   uint64_t writes() const { return m_writes; }
   std::string peer() const { return m_peer; }
+  // "ADDR" or, over TLS, "ADDR (ROLE NAME)": for log lines.
+  std::string describe() const;
   // Idle: open, no request waiting for its reply, nothing being written.
   bool idle() const { return m_open && m_outstanding == 0 && !m_write_in_flight; }
   int64_t last_active_ms() const { return m_last_active_ms; }
@@ -91,7 +97,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void write(const std::string& line);
   void flush();
   void schedule_flush();
-  boost::asio::ip::tcp::socket m_socket;
+  Stream m_stream;
   const SessionConfig& m_cfg;
   Handler m_handler;
   LineBuffer m_in;
@@ -119,6 +125,8 @@ class Server {
          Handler handler);
   uint16_t port() const;
   void stop();
+  // Certificates for connections accepted from now on (a reload: SIGHUP); open ones keep theirs.
+  void set_tls(std::shared_ptr<const tls::Context> tls) { m_cfg.tls = std::move(tls); }
   // Socket writes so far of the sessions still open.
   uint64_t writes() const;
 
