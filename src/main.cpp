@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::vector<std::function<int()>> runs = {
       tpc::cli::setup_participant(app), tpc::cli::setup_leader(app), tpc::cli::setup_client(app),
-      tpc::cli::setup_cluster(app)};
+      tpc::cli::setup_cluster(app), tpc::cli::setup_cert(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -8,8 +8,14 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "node/identity.h"
+#include "tls/context.h"
 
 namespace tpc::cli {
+
+namespace {
+// Where `tpc cluster` (with its default --data-dir) keeps the cluster's certificates.
+constexpr const char* k_default_certs_dir = "./tpc-data/certs";
+}  // namespace
 
 std::function<int()> setup_client(CLI::App& app) {
   auto* sub = app.add_subcommand(
@@ -26,6 +32,15 @@ std::function<int()> setup_client(CLI::App& app) {
   if (const char* env = std::getenv("TPC_CLUSTER_ID"); env && *env) *cluster = env;
   sub->add_option("--cluster-id", *cluster,
                   "refuse any node not of this cluster (env TPC_CLUSTER_ID; `status` shows it)");
+  auto certs = std::make_shared<std::string>();
+  auto user = std::make_shared<std::string>("root");
+  if (const char* env = std::getenv("TPC_CERTS_DIR"); env && *env) *certs = env;
+  if (const char* env = std::getenv("TPC_USER"); env && *env) *user = env;
+  sub->add_option("--certs-dir", *certs,
+                  "connect over TLS with DIR/ca.crt and DIR/client.USER.crt (env TPC_CERTS_DIR; "
+                  "default ./tpc-data/certs when it exists: where tpc cluster puts them)");
+  sub->add_option("--user", *user, "whose client certificate: client.USER.crt (env TPC_USER)")
+      ->capture_default_str();
   sub->add_option("--request-id", o->request_id,
                   "put/del/txn: run under this id (1-64 letters, digits, - _); the same "
                   "request sent again is answered with its first outcome, never run twice");
@@ -35,7 +50,7 @@ std::function<int()> setup_client(CLI::App& app) {
   // Everything after the command word is taken as is, so values may start with '-'.
   sub->prefix_command();
   sub->footer(client::k_help);
-  return [sub, o, cluster]() -> int {
+  return [sub, o, cluster, certs, user]() -> int {
     if (!sub->parsed()) return -1;
     log::set_role("client");
     if (!cluster->empty() && !node::is_uuid(*cluster))
@@ -44,6 +59,16 @@ std::function<int()> setup_client(CLI::App& app) {
                       "status` shows)",
                   2);
     client::Connection::expect_cluster(*cluster);
+    // Certificates: asked for (--certs-dir, TPC_CERTS_DIR), or found where `tpc cluster` (and
+    // so `make run`) puts them. Found ones give way to plaintext for a server on this machine
+    // that runs without certificates; asked-for ones never do.
+    bool implicit = certs->empty() && tls::has_certs(k_default_certs_dir);
+    std::string dir = implicit ? std::string(k_default_certs_dir) : *certs;
+    if (!dir.empty()) {
+      auto tls = tls::load(dir, "client." + *user, "");
+      if (!tls) throw Error("certificates: " + tls.status().message(), 2);
+      client::Connection::use_tls(*tls, implicit);
+    }
     auto args = sub->remaining();
     if (args.empty()) return client::run_shell(*o);
     if (args[0] == "bench") return client::run_bench_cli(*o, {args.begin() + 1, args.end()});

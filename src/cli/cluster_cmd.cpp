@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <thread>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "common/util.h"
+#include "tls/context.h"
 
 namespace tpc::cli {
 
@@ -53,6 +55,22 @@ std::string self_exe() {
   return std::string(buf, static_cast<size_t>(n));
 }
 
+// A CA and the certificates of a one-machine cluster: the leader's and the participants' for
+// localhost and 127.0.0.1, and client.root with the admin role (for the operator).
+void make_cluster_certs(const std::string& dir) {
+  tls::CreateOptions co{dir, "", 10 * 365 * 86400LL, false};
+  auto check = [&](const Result<std::vector<std::string>>& r) {
+    if (!r) throw Error("cannot create certificates in " + dir + ": " + r.status().message());
+  };
+  check(tls::create_ca(co));
+  co.lifetime_s = 5 * 365 * 86400LL;
+  check(tls::create_node(co, "leader", {"localhost", "127.0.0.1"}));
+  check(tls::create_node(co, "participant", {"localhost", "127.0.0.1"}));
+  check(tls::create_client(co, "root", "admin"));
+  std::cout << fmt::format("created a CA and certificates in {} (tpc cert list --certs-dir {})\n",
+                           dir, dir);
+}
+
 pid_t start_child(const std::vector<std::string>& args) {
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
@@ -80,6 +98,7 @@ std::function<int()> setup_cluster(CLI::App& app) {
     std::string data_dir = "./tpc-data";
     int replicas = 0;
     std::string log_level = "info";
+    bool insecure = false;
   };
   auto o = std::make_shared<Opts>();
   sub->add_option("--participants", o->participants, "number of participants")
@@ -92,10 +111,31 @@ std::function<int()> setup_cluster(CLI::App& app) {
   sub->add_option("--replicas", o->replicas, "participants that hold each key (0: all)")
       ->capture_default_str();
   sub->add_option("--log-level", o->log_level, "log level of every node")->capture_default_str();
+  sub->add_flag("--insecure", o->insecure,
+                "run without certificates: plaintext on loopback (default: TLS, with a CA and "
+                "certificates made in DATA_DIR/certs)");
   return [sub, o]() -> int {
     if (!sub->parsed()) return -1;
     log::set_role("cluster");
     std::string exe = self_exe();
+    std::string certs;
+    if (o->insecure) {
+      ::unsetenv("TPC_CERTS_DIR");  // the nodes must not find certificates there either
+    } else {
+      certs = o->data_dir + "/certs";
+      if (!tls::has_certs(certs)) make_cluster_certs(certs);
+      auto tls = tls::load(certs, "client.root", "");
+      if (!tls) throw Error("certificates in " + certs + ": " + tls.status().message(), 2);
+      client::Connection::use_tls(*tls);
+    }
+    // Every node gets the same certificates directory: each loads its role's certificate.
+    auto with_certs = [&](std::vector<std::string> args) {
+      if (!certs.empty()) {
+        args.push_back("--certs-dir");
+        args.push_back(certs);
+      }
+      return args;
+    };
     std::vector<Child> children;
     std::string peers;
     struct sigaction sa {};
@@ -106,10 +146,11 @@ std::function<int()> setup_cluster(CLI::App& app) {
       uint16_t port = static_cast<uint16_t>(o->port + i);
       peers += (i > 1 ? "," : "") + fmt::format("127.0.0.1:{}", port);
       children.push_back({fmt::format("participant {}", i),
-                          start_child({exe, "participant", "--port", std::to_string(port), "--id",
-                                       std::to_string(i), "--data-dir",
-                                       fmt::format("{}/participant-{}", o->data_dir, i),
-                                       "--log-level", o->log_level}),
+                          start_child(with_certs(
+                              {exe, "participant", "--port", std::to_string(port), "--id",
+                               std::to_string(i), "--data-dir",
+                               fmt::format("{}/participant-{}", o->data_dir, i), "--log-level",
+                               o->log_level})),
                           true});
     }
     // A child that dies during startup (a port in use, say) fails the whole cluster at once.
@@ -142,7 +183,7 @@ std::function<int()> setup_cluster(CLI::App& app) {
       largs.push_back("--replicas");
       largs.push_back(std::to_string(o->replicas));
     }
-    if (!failed) children.push_back({"leader", start_child(largs), true});
+    if (!failed) children.push_back({"leader", start_child(with_certs(largs)), true});
 
     // Ready when the leader sees every participant.
     std::string leader = fmt::format("127.0.0.1:{}", o->port);
@@ -170,6 +211,13 @@ std::function<int()> setup_cluster(CLI::App& app) {
       std::cout << fmt::format("  cluster id    {}  (clients with --cluster-id {} refuse any "
                                "other cluster)\n",
                                cluster_id, cluster_id);
+      if (certs.empty())
+        std::cout << "  insecure      plaintext, no certificates (loopback only)\n";
+      else
+        std::cout << fmt::format(
+            "  certificates  {}  (TLS 1.3; a client run from this directory finds them there; "
+            "from elsewhere: export TPC_CERTS_DIR={})\n",
+            certs, std::filesystem::absolute(certs).lexically_normal().string());
       std::cout << fmt::format("try:  {} client --leader {} put hello world\n", invoked_as(),
                                leader)
                 << "Ctrl-C stops the cluster.\n"

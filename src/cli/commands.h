@@ -11,4 +11,5 @@ std::function<int()> setup_participant(CLI::App& app);
 std::function<int()> setup_leader(CLI::App& app);
 std::function<int()> setup_client(CLI::App& app);
 std::function<int()> setup_cluster(CLI::App& app);
+std::function<int()> setup_cert(CLI::App& app);
 }  // namespace tpc::cli

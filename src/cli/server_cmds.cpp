@@ -14,6 +14,7 @@
 #include "participant/restore.h"
 #include "participant/server.h"
 #include "protocol/messages.h"
+#include "tls/context.h"
 #include "txlog/record.h"
 
 namespace tpc::cli {
@@ -23,6 +24,10 @@ namespace {
 // Options the leader and the participant share, bound straight into their configs.
 template <typename Config>
 void add_common(CLI::App* sub, Config& cfg, std::string& log_level) {
+  sub->add_option("--certs-dir", cfg.certs_dir,
+                  "serve and connect over TLS with the CA and this role's certificate in DIR "
+                  "(tpc cert; env TPC_CERTS_DIR)")
+      ->envname("TPC_CERTS_DIR");
   sub->add_flag("--insecure", cfg.insecure,
                 "serve plaintext beyond loopback without certificates (anyone who can reach "
                 "the port is trusted)");
@@ -61,7 +66,17 @@ bool is_loopback(const std::string& bind) {
 }
 
 template <typename Config>
-void check_transport(const Config& cfg) {
+void check_transport(Config& cfg, const std::string& role) {
+  if (!cfg.certs_dir.empty()) {
+    auto tls = tls::load(cfg.certs_dir, role, role);
+    if (!tls) throw Error("--certs-dir: " + tls.status().message(), 2);
+    cfg.tls = *tls;
+    log::info("secure: TLS 1.3, certificate {} ({} '{}', valid until {}), peers checked against "
+              "{}/ca.crt",
+              tls::cert_path(cfg.certs_dir, role), (*tls)->own.role, (*tls)->own.name,
+              tls::format_time((*tls)->own.not_after), cfg.certs_dir);
+    return;
+  }
   if (is_loopback(cfg.bind)) {
     log::info("insecure: plaintext, no certificates (loopback only)");
     return;
@@ -91,13 +106,38 @@ void apply_common(const Config& cfg, const std::string& log_level, const std::st
   failpoint::configure_from_env();
 }
 
+// SIGHUP reloads the certificates (rotation, docs/security.md): connections made from then on
+// use the new ones; a reload that fails keeps the old ones and says why.
 template <typename Srv>
-int serve(asio::io_context& io, Srv& server) {
+void reload_on_hup(asio::signal_set& hup, Srv& server, const std::string& dir,
+                   const std::string& role) {
+  hup.async_wait([&hup, &server, dir, role](boost::system::error_code ec, int) {
+    if (ec) return;
+    if (dir.empty()) {
+      log::info("SIGHUP: no --certs-dir, nothing to reload");
+    } else if (auto tls = tls::load(dir, role, role); !tls) {
+      log::error("SIGHUP: certificates not reloaded, keeping the old ones: {}",
+                 tls.status().message());
+    } else {
+      server.reload_tls(*tls);
+      log::info("SIGHUP: certificates reloaded ({} '{}', valid until {})", (*tls)->own.role,
+                (*tls)->own.name, tls::format_time((*tls)->own.not_after));
+    }
+    reload_on_hup(hup, server, dir, role);
+  });
+}
+
+template <typename Srv>
+int serve(asio::io_context& io, Srv& server, const std::string& certs_dir,
+          const std::string& role) {
+  asio::signal_set hup(io, SIGHUP);
+  reload_on_hup(hup, server, certs_dir, role);
   asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code ec, int sig) {
     if (ec) return;
     log::info("signal {}: stopping", sig);
     server.stop();
+    hup.cancel();
     io.stop();
   });
   io.run();
@@ -131,14 +171,14 @@ std::function<int()> setup_participant(CLI::App& app) {
     if (!protocol::is_id(cfg->id)) throw Error("--id: letters, digits, - and _ only", 2);
     if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/participant-" + cfg->id;
     apply_common(*cfg, *log_level, "participant-" + cfg->id);
-    check_transport(*cfg);
+    check_transport(*cfg, "participant");
     std::string host;
     uint16_t port;
     if (!cfg->restore_from.empty() && !parse_host_port(cfg->restore_from, &host, &port))
       throw Error("--restore-from: '" + cfg->restore_from + "' is not HOST:PORT", 2);
     asio::io_context io(1);
     participant::Server server(io, *cfg);
-    return serve(io, server);
+    return serve(io, server, cfg->certs_dir, "participant");
   };
 }
 
@@ -167,10 +207,10 @@ std::function<int()> setup_leader(CLI::App& app) {
     leader::validate(*cfg);
     if (cfg->data_dir.empty()) cfg->data_dir = "./tpc-data/leader-" + cfg->id;
     apply_common(*cfg, *log_level, "leader-" + cfg->id);
-    check_transport(*cfg);
+    check_transport(*cfg, "leader");
     asio::io_context io(1);
     leader::Server server(io, *cfg);
-    return serve(io, server);
+    return serve(io, server, cfg->certs_dir, "leader");
   };
 }
 

@@ -26,6 +26,11 @@ int open_failed(const Status& s, std::ostream& err) {
     err << "wrong cluster: " << s.message() << "\n";
     return k_usage;
   }
+  if (s.code() == "TLS" || s.code() == "SECURE") {
+    // Certificates are the caller's to fix: nothing was sent.
+    err << "not connected: " << s.message() << "\n";
+    return k_usage;
+  }
   err << "unavailable: " << s.message() << "\n";
   return s.code() == "USAGE" ? k_usage : k_unknown;
 }

@@ -108,7 +108,8 @@ Server::Server(asio::io_context& io, Config cfg)
       m_cfg.max_line,
       m_cfg.max_connections,
       [this](const std::string& l) { return node::answer_hello(m_ident, l); },
-      m_cfg.idle_timeout_ms};
+      m_cfg.idle_timeout_ms,
+      m_cfg.tls};
   m_server = std::make_unique<protocol::Server>(
       io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
   txlog::make_dirs(m_cfg.data_dir);
@@ -152,6 +153,7 @@ Server::Server(asio::io_context& io, Config cfg)
     uint16_t port;
     TPC_CHECK(parse_host_port(m_cfg.peers[p], &host, &port), "peer address checked by validate");
     auto link = std::make_shared<protocol::Link>(io, host, port, hello, m_cfg.max_line);
+    link->set_tls(m_cfg.tls, "participant");
     link->on_up([this, p] {
       resend_joins();  // the membership may have changed while it joined
       step(ev::LinkUp{p, m_links[p]->peer_max_line()});
@@ -169,6 +171,12 @@ Server::Server(asio::io_context& io, Config cfg)
 }
 
 Server::~Server() { stop(); }
+
+void Server::reload_tls(std::shared_ptr<const tls::Context> tls) {
+  m_cfg.tls = tls;
+  m_server->set_tls(tls);
+  for (auto& link : m_links) link->set_tls(tls, "participant");
+}
 
 void Server::stop() {
   if (m_stopped) return;

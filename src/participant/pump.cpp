@@ -7,6 +7,8 @@
 #include "common/util.h"
 #include "participant/server.h"
 
+#include "client/connection.h"
+
 namespace tpc::participant {
 
 namespace asio = boost::asio;
@@ -107,6 +109,13 @@ void Server::rewrite(act::Rewrite& rw) {
                  });
 }
 
+void Server::reload_tls(std::shared_ptr<const tls::Context> tls) {
+  m_cfg.tls = tls;
+  m_server->set_tls(tls);
+  for (auto& [addr, link] : m_leaders) link->set_tls(tls, "leader");
+  client::Connection::use_tls(tls);
+}
+
 std::shared_ptr<protocol::Link> Server::leader_link(const std::string& addr) {
   auto it = m_leaders.find(addr);
   if (it != m_leaders.end()) return it->second;
@@ -118,6 +127,7 @@ std::shared_ptr<protocol::Link> Server::leader_link(const std::string& addr) {
       fmt::format("HELLO {} participant {} {}", protocol::k_version, m_cfg.id,
                   node::hello_tokens(m_ident)),
       m_cfg.max_line);
+  link->set_tls(m_cfg.tls, "leader");
   // A leader of another cluster would answer ABORTED (presumed abort) for a transaction it
   // never saw: never ask it.
   link->on_hello([this, addr](const std::string& reply) -> Result<std::string> {

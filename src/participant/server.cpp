@@ -1,5 +1,7 @@
 #include "participant/server.h"
 
+#include "client/connection.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
@@ -35,9 +37,11 @@ Server::Server(asio::io_context& io, Config cfg)
       m_cfg.max_line,
       m_cfg.max_connections,
       [this](const std::string& l) { return node::answer_hello(m_ident, l); },
-      m_cfg.idle_timeout_ms};
+      m_cfg.idle_timeout_ms,
+      m_cfg.tls};
   m_server = std::make_unique<protocol::Server>(
       io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
+  client::Connection::use_tls(m_cfg.tls);  // restores read from replicas over it
   if (!m_cfg.restore_from.empty()) restore_from_replica(m_cfg, m_cfg.restore_from, std::cout);
   if (!m_cfg.restore_backup.empty()) restore_from_backup(m_cfg, m_cfg.restore_backup, std::cout);
   txlog::make_dirs(m_cfg.data_dir);

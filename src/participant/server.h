@@ -18,6 +18,7 @@
 #include "participant/core.h"
 #include "protocol/link.h"
 #include "protocol/session.h"
+#include "tls/context.h"
 #include "protocol/waker.h"
 #include "store/store.h"
 #include "txlog/log.h"
@@ -37,6 +38,8 @@ struct Config {
   size_t max_line = protocol::k_default_max_line;
   size_t max_connections = 4096;
   int64_t idle_timeout_ms = 300000;  // connections with nothing in flight this long are closed
+  std::string certs_dir;  // --certs-dir: TLS with ROLE.crt from here; empty: plaintext
+  std::shared_ptr<const tls::Context> tls;  // loaded from certs_dir (cli: check_transport)
   bool insecure = false;       // serve plaintext beyond loopback (no certificates): told explicitly
   int read_timeout_ms = 2000;  // a read of an in-doubt key waits this long, then ERR INDOUBT
   int resolve_after_ms = 1000;  // a prepared txn older than this asks its leader
@@ -54,6 +57,8 @@ class Server {
   ~Server();
   uint16_t port() const { return m_server->port(); }
   void stop();
+  // New certificates (SIGHUP): for connections made from now on; open ones keep theirs.
+  void reload_tls(std::shared_ptr<const tls::Context> tls);
 
  private:
   void handle(const std::string& line, protocol::Reply reply);
