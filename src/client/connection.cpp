@@ -128,6 +128,9 @@ Result<Connection> Connection::open(const std::string& host_port, int timeout_ms
     auto hello = c.call(fmt::format("HELLO {} {}{}", protocol::k_version, role,
                                     cluster.empty() ? "" : " cluster=" + cluster),
                         static_cast<int>(std::max<int64_t>(deadline - now_ms(), 1)));
+    if (!hello && tls)  // TLS 1.3: the server checks our certificate after our handshake ends
+      return Status::error("TLS", fmt::format("TLS with {} failed: {}", host_port,
+                                              hello.status().message()));
     if (!hello)
       return Status::error("UNAVAILABLE",
                            "handshake with " + host_port + " failed: " + hello.status().message());
@@ -180,7 +183,7 @@ Result<std::string> Connection::read_line(int timeout_ms) {
     if (ec)
       return Status::error("LOST", ec == asio::error::eof || ec == asio::ssl::error::stream_truncated
                                        ? std::string("connection closed by server")
-                                       : ec.message());
+                                       : protocol::describe_error(ec, true));
     m_in.append(buf, got);
   }
 }

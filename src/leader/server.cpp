@@ -359,7 +359,10 @@ void Server::handle(const std::string& line, Reply reply) {
     if (!txid) return fail(Status::error("PROTO", "usage: OUTCOME TXID"));
     step(ev::Outcome{client(reply), std::move(*txid)});
   } else if ((verb == "PAUSE" || verb == "RESUME") && reply.peer().role != "admin") {
-    log::warn("refused {} from {}: administrative, needs role admin", verb, reply.peer().address);
+    log::warn("refused {} from {} ({}role {}): administrative, needs role admin", verb,
+              reply.peer().address,
+              reply.peer().cert.empty() ? "" : "certificate '" + escape(reply.peer().cert) + "', ",
+              escape(reply.peer().role));
     fail(Status::error("DENIED", std::string(verb) + " is administrative: role admin only"));
   } else if (verb == "PAUSE") {
     auto ms = t.size() == 2 ? parse_int(t[1]) : std::nullopt;

@@ -131,7 +131,8 @@ void Server::handle(const std::string& line, Reply reply) {
                             escape(verb))
               : fmt::format("{} is not for role {} (only {})", escape(verb), escape(peer.role),
                             roles);
-      log::warn("refused {} from {} (role {}, id {}, node {}): {}", escape(verb), peer.address,
+      log::warn("refused {} from {} ({}role {}, id {}, node {}): {}", escape(verb), peer.address,
+                peer.cert.empty() ? "" : "certificate '" + escape(peer.cert) + "', ",
                 peer.role.empty() ? "-" : escape(peer.role), escape(peer.id), escape(peer.node),
                 why);
       return fail(Status::error("DENIED", why));

@@ -20,6 +20,26 @@ bool is_address(const std::string& host) {
   return !ec;
 }
 
+// Why a certificate chain failed, with what to do about the common cases.
+std::string verify_failure(X509_STORE_CTX* sc) {
+  int err = X509_STORE_CTX_get_error(sc);
+  std::string hint;
+  switch (err) {
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+      hint = " (signed by a CA this node does not trust: another cluster's?)";
+      break;
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+      hint = " (make a new one with tpc cert)";
+      break;
+    default:
+      break;
+  }
+  return X509_verify_cert_error_string(err) + hint;
+}
+
 std::string subject_of(X509* cert) {
   if (!cert) return "?";
   auto info = tls::cert_info(cert);
@@ -72,9 +92,9 @@ void Stream::async_handshake(bool server, const std::string& host,
           m_ssl->set_verify_callback([this](bool pre, ssl::verify_context& vc) {
             if (!pre && m_verify_error.empty()) {
               X509_STORE_CTX* sc = vc.native_handle();
-              m_verify_error = fmt::format(
-                  "{}: {}", subject_of(X509_STORE_CTX_get_current_cert(sc)),
-                  X509_verify_cert_error_string(X509_STORE_CTX_get_error(sc)));
+              m_verify_error = fmt::format("{}: {}",
+                                           subject_of(X509_STORE_CTX_get_current_cert(sc)),
+                                           verify_failure(sc));
             }
             return pre;
           });
@@ -94,9 +114,8 @@ void Stream::async_handshake(bool server, const std::string& host,
     X509_STORE_CTX* sc = vc.native_handle();
     if (!pre) {
       if (m_verify_error.empty())
-        m_verify_error =
-            fmt::format("{}: {}", subject_of(X509_STORE_CTX_get_current_cert(sc)),
-                        X509_verify_cert_error_string(X509_STORE_CTX_get_error(sc)));
+        m_verify_error = fmt::format("{}: {}", subject_of(X509_STORE_CTX_get_current_cert(sc)),
+                                     verify_failure(sc));
       return false;
     }
     if (X509_STORE_CTX_get_error_depth(sc) != 0) return true;
@@ -123,38 +142,35 @@ void Stream::finish(const boost::system::error_code& ec, const std::string& host
     m_peer = std::move(*info);
     return done(Status::ok());
   }
-  std::string why;
-  if (!m_verify_error.empty()) {
-    why = "refused the peer's certificate: " + m_verify_error;
-  } else if (ec.category() == asio::error::get_ssl_category()) {
-    switch (ERR_GET_REASON(static_cast<unsigned long>(ec.value()))) {
-      case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
-        why = "the peer refused our certificate: it has expired";
-        break;
-      case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
-      case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
-        why = "the peer refused our certificate: signed by a CA it does not trust";
-        break;
-      case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
-        why = "the peer requires a certificate";
-        break;
-      case SSL_R_WRONG_VERSION_NUMBER:
-      case SSL_R_PACKET_LENGTH_TOO_LONG:
-        why = "the peer does not speak TLS (does it run without certificates?)";
-        break;
-      default:
-        why = ec.message();
-    }
-  } else if (ec == asio::error::eof || ec == ssl::error::stream_truncated ||
-             ec == asio::error::connection_reset) {
-    why = host.empty() ? "the peer closed the connection during the TLS handshake"
-                       : "the server closed the connection during the TLS handshake (does it run "
-                         "without certificates, or did it refuse ours? its log says)";
-  } else {
-    why = ec.message();
-  }
+  std::string why = !m_verify_error.empty() ? "refused the peer's certificate: " + m_verify_error
+                                             : describe_error(ec, !host.empty());
   ERR_clear_error();
   done(Status::error("TLS", why));
+}
+
+std::string describe_error(const boost::system::error_code& ec, bool client) {
+  if (ec.category() == asio::error::get_ssl_category()) {
+    switch (ERR_GET_REASON(static_cast<unsigned long>(ec.value()))) {
+      case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+        return "the peer refused our certificate: it has expired";
+      case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+      case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+        return "the peer refused our certificate: signed by a CA it does not trust";
+      case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+        return "the peer requires a certificate";
+      case SSL_R_WRONG_VERSION_NUMBER:
+      case SSL_R_PACKET_LENGTH_TOO_LONG:
+        return "the peer does not speak TLS (does it run without certificates?)";
+      default:
+        return ec.message();
+    }
+  }
+  if (ec == asio::error::eof || ec == ssl::error::stream_truncated ||
+      ec == asio::error::connection_reset)
+    return client ? "the server closed the connection during the TLS handshake (does it run "
+                    "without certificates, or did it refuse ours? its log says)"
+                  : "the peer closed the connection during the TLS handshake";
+  return ec.message();
 }
 
 }  // namespace tpc::protocol

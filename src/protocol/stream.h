@@ -19,6 +19,11 @@
 
 namespace tpc::protocol {
 
+// A transport error as a person can act on it: a TLS alert from the peer (it refused our
+// certificate: expired, unknown CA), a plaintext peer, a peer that hung up. `client`: we
+// connected (the peer is a server).
+std::string describe_error(const boost::system::error_code& ec, bool client);
+
 class Stream {
  public:
   using tcp = boost::asio::ip::tcp;

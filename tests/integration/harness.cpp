@@ -196,6 +196,12 @@ Cluster::Cluster(Options o) : m_opt(std::move(o)) {
   for (int i = 0; i < m_opt.participants; ++i) m_part_ports.push_back(free_port());
   m_parts.resize(m_opt.participants);
   m_part_starts.resize(m_opt.participants);
+  if (m_opt.secure) {
+    make_certs(certs_dir());
+    m_opt.participant_args.insert(m_opt.participant_args.begin(), {"--certs-dir", certs_dir()});
+    m_opt.leader_args.insert(m_opt.leader_args.begin(), {"--certs-dir", certs_dir()});
+    m_certs = std::make_unique<UseCerts>(certs_dir());
+  }
   for (int i = 0; i < m_opt.participants; ++i) start_participant(i);
   start_leader();
 }
@@ -261,6 +267,7 @@ bool Cluster::wait_settled(int timeout_ms) {
 
 RunResult Cluster::client(const std::vector<std::string>& args, int timeout_ms) {
   std::vector<std::string> a = {"client", "--leader", leader_addr()};
+  if (m_opt.secure) a.insert(a.end(), {"--certs-dir", certs_dir()});
   a.insert(a.end(), args.begin(), args.end());
   return run_tpc(a, timeout_ms);
 }
@@ -298,5 +305,27 @@ std::string Cluster::log_of_leader() const { return read_file(dir() + "/leader.l
 std::string Cluster::log_of_participant(int i) const {
   return read_file(dir() + "/p" + std::to_string(i + 1) + ".log");
 }
+
+void make_certs(const std::string& dir) {
+  tls::CreateOptions co{dir, "", 86400, false};
+  for (auto r : {tls::create_ca(co), tls::create_node(co, "leader", {"localhost", "127.0.0.1"}),
+                 tls::create_node(co, "participant", {"localhost", "127.0.0.1"}),
+                 tls::create_client(co, "root", "admin")})
+    if (!r) throw std::runtime_error("certificates: " + r.status().message());
+}
+
+UseCerts::UseCerts(const std::string& dir, const std::string& name, const std::string& role,
+                   bool check_dates)
+    : m_old(client::Connection::tls()) {
+  std::shared_ptr<const tls::Context> ctx;
+  if (!dir.empty()) {
+    std::string base = role == "leader" || role == "participant" ? role : "client." + name;
+    auto r = tls::load(dir, base, role, check_dates);
+    if (!r) throw std::runtime_error("certificates: " + r.status().message());
+    ctx = *r;
+  }
+  client::Connection::use_tls(ctx);
+}
+UseCerts::~UseCerts() { client::Connection::use_tls(m_old); }
 
 }  // namespace tpc::it

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "client/connection.h"
+#include "tls/context.h"
 
 namespace tpc::it {
 
@@ -60,6 +61,23 @@ struct RunResult {
 RunResult run_tpc(const std::vector<std::string>& args, int timeout_ms = 30000,
                   const std::string& stdin_data = "", std::map<std::string, std::string> env = {});
 
+std::string read_file(const std::string& path);
+
+// Makes DIR/ca.crt (a new CA) and the certificates of a one-machine cluster in DIR, like
+// tpc cluster: leader, participant (localhost, 127.0.0.1), client.root (admin).
+void make_certs(const std::string& dir);
+// Makes this process's connections present DIR/client.NAME.crt (empty dir: plaintext), until
+// the object goes.
+class UseCerts {
+ public:
+  UseCerts(const std::string& dir, const std::string& name = "root",
+           const std::string& role = "", bool check_dates = true);
+  ~UseCerts();
+
+ private:
+  std::shared_ptr<const tls::Context> m_old;
+};
+
 class Cluster {
  public:
   struct Options {
@@ -69,6 +87,9 @@ class Cluster {
     std::map<int, std::map<std::string, std::string>> participant_env;
     std::vector<std::string> leader_args;
     std::vector<std::string> participant_args;
+    // TLS: a CA and leader, participant and client.root (admin) certificates in DIR/certs;
+    // every node gets --certs-dir, and this process's connections present client.root.
+    bool secure = false;
   };
   explicit Cluster(Options o);
   Cluster() : Cluster(Options{}) {}
@@ -98,6 +119,8 @@ class Cluster {
   // STATS line field of participant i (-1 on failure).
   long stat(int i, const std::string& field);
   const std::string& dir() const { return m_scratch.path(); }
+  // The certificates directory of a secure cluster ("" otherwise).
+  std::string certs_dir() const { return m_opt.secure ? dir() + "/certs" : ""; }
   std::string data_dir(int i) const { return dir() + "/p" + std::to_string(i + 1); }
   int size() const { return static_cast<int>(m_part_ports.size()); }
   std::string log_of_leader() const;
@@ -112,8 +135,9 @@ class Cluster {
   std::unique_ptr<Process> m_leader;
   int m_leader_starts = 0;
   std::vector<int> m_part_starts;
+  std::unique_ptr<UseCerts> m_certs;
 };
 
-std::string read_file(const std::string& path);
+
 
 }  // namespace tpc::it

@@ -15,6 +15,9 @@
 #include "common/util.h"
 #include "harness.h"
 
+#include <filesystem>
+namespace fs = std::filesystem;
+
 using namespace tpc;
 using namespace tpc::it;
 
@@ -77,7 +80,17 @@ TEST_SUITE("operability") {
     std::smatch id;
     REQUIRE(std::regex_search(banner, id, std::regex("cluster id +([0-9a-f-]{36})")));
 
-    auto r = run_tpc({"client", "--leader", leader, "--cluster-id", id[1], "put", "a", "1"});
+    // Secure by default: a CA and certificates in DATA/certs, named in the banner.
+    CHECK(banner.find("export TPC_CERTS_DIR=" + data + "/certs") != std::string::npos);
+    auto r = run_tpc({"client", "--leader", leader, "put", "a", "1"});
+    CHECK(r.code == 2);  // no certificates: told where they are, nothing sent
+    CHECK(r.err.find("speaks TLS only") != std::string::npos);
+    std::map<std::string, std::string> env = {{"TPC_CERTS_DIR", data + "/certs"}};
+    auto run_tpc = [&](std::vector<std::string> args, int timeout_ms = 30000,
+                       const std::string& in = "") {
+      return it::run_tpc(args, timeout_ms, in, env);
+    };
+    r = run_tpc({"client", "--leader", leader, "--cluster-id", id[1], "put", "a", "1"});
     CHECK(r.code == 0);
     r = run_tpc({"client", "--leader", leader, "status"});
     CHECK(r.code == 0);
@@ -112,14 +125,18 @@ TEST_SUITE("operability") {
     CHECK(wait_for([&] { return processes_with(data).empty(); }, 5000));
   }
 
-  TEST_CASE("tpc cluster leaves no orphans even when killed -9") {
+  TEST_CASE("tpc cluster --insecure leaves no orphans even when killed -9") {
     Scratch s;
     uint16_t base = free_port_run(2);
     std::string data = s.path() + "/data";
     Process cluster({TPC_BINARY, "cluster", "--port", std::to_string(base), "--data-dir", data,
-                     "--log-level", "warn"},
+                     "--log-level", "warn", "--insecure"},
                     s.path() + "/cluster.log");
     REQUIRE(wait_for_text(s.path() + "/cluster.log", "tpc cluster is up", 20000));
+    CHECK(read_file(s.path() + "/cluster.log").find("insecure") != std::string::npos);
+    CHECK_FALSE(fs::exists(data + "/certs"));
+    CHECK(run_tpc({"client", "--leader", "127.0.0.1:" + std::to_string(base), "put", "a", "1"})
+              .code == 0);
     cluster.kill9();
     CHECK(wait_for([&] { return processes_with(data).empty(); }, 10000));
   }
@@ -282,6 +299,9 @@ TEST_SUITE("operability") {
                                                {"leader", "--help"},
                                                {"client", "--help"},
                                                {"cluster", "--help"},
+                                               {"cert", "create-ca", "--help"},
+                                               {"cert", "create-node", "--help"},
+                                               {"cert", "create-client", "--help"},
                                                {"client", "bench", "--help"}}) {
       auto r = run_tpc(cmd);
       CHECK(r.code == 0);
