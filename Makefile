@@ -55,7 +55,7 @@ sim: deps build
 # tree; new inputs go to $(FUZZ_BUILD)/corpus, findings to $(FUZZ_BUILD)/findings.
 FUZZ_SECONDS ?= 300
 FUZZ_BUILD ?= build-fuzz
-FUZZ_TARGETS := codec verbs txlog identity
+FUZZ_TARGETS := codec verbs txlog identity certs
 fuzz-build:
 	@test -f $(FUZZ_BUILD)/Makefile || CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD) -DTPC_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j $(JOBS) $(addprefix --target fuzz_,$(FUZZ_TARGETS)) >/dev/null

@@ -22,7 +22,7 @@ struct Connection::Impl {
 
 Connection::Connection() = default;
 Connection::~Connection() { close(); }
-Connection::Connection(Connection&& o) noexcept : m_in(std::move(o.m_in)), m(std::move(o.m)) {}
+Connection::Connection(Connection&& o) noexcept : m(std::move(o.m)), m_in(std::move(o.m_in)) {}
 Connection& Connection::operator=(Connection&& o) noexcept {
   if (this != &o) {
     close();
