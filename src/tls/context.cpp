@@ -66,6 +66,11 @@ Result<std::shared_ptr<const Context>> load(const std::string& dir, const std::s
   SSL_CTX* native = ctx->native_handle();
   SSL_CTX_set_min_proto_version(native, TLS1_3_VERSION);
   SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_OFF);
+  // AES-128-GCM first: as safe for this use and cheaper per byte than AES-256 (both run on
+  // the CPU's AES instructions); the others stay for peers that prefer them.
+  SSL_CTX_set_ciphersuites(native,
+                           "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                           "TLS_CHACHA20_POLY1305_SHA256");
   boost::system::error_code ec;
   ctx->load_verify_file(ca, ec);
   if (ec) return Status::error("BADCERT", fmt::format("cannot load {}: {}", ca, ec.message()));

@@ -3,7 +3,9 @@
 #   W1 (the original): leader + 2 participants, full replication, single-key put, 100-byte values
 #   W2 (cross-shard):  leader + 3 participants, --replicas 1, two-key transactions over 100,000 keys
 # each at 1 and 64 clients; then throughput with 1, 2, 4 and 8 participants, and with
-# 1,000,000 keys stored. Prints one table and writes it as JSON (BENCH_OUT).
+# 1,000,000 keys stored, all in plaintext (tpc cluster --insecure); then W2 at 64 clients over
+# TLS and in plaintext, alternated, printed side by side. Prints one table and writes it as
+# JSON (BENCH_OUT).
 # Env: BENCH_SECONDS (10) per run, BENCH_MEMORY_SECONDS (60) for the W2 64-client run, which
 # also samples resident memory and log size.
 set -euo pipefail
@@ -15,6 +17,7 @@ MEM_SECS=${BENCH_MEMORY_SECONDS:-60}
 OUT=${BENCH_OUT:-$ROOT/build/bench-results.json}
 DATA=$ROOT/build/bench-data
 CLUSTER_PID=""
+CERTS=""  # the running cluster's certificates directory; empty: plaintext
 
 cleanup() {
   if [ -n "$CLUSTER_PID" ]; then kill -TERM "$CLUSTER_PID" 2>/dev/null || true; wait "$CLUSTER_PID" 2>/dev/null || true; fi
@@ -25,9 +28,11 @@ trap cleanup EXIT
 jget() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" | head -1; }
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-start_cluster() {  # participants replicas
+start_cluster() {  # participants replicas [tls]
   stop_cluster
-  local n=$1 r=$2 attempt
+  local n=$1 r=$2 attempt mode=--insecure
+  CERTS=""
+  if [ "${3:-}" = tls ]; then mode=""; CERTS=$DATA/c/certs; fi
   for attempt in 1 2 3 4 5 6 7 8; do
     rm -rf "$DATA/c"; mkdir -p "$DATA"
     BASE=$((20000 + RANDOM % 30000))
@@ -37,7 +42,7 @@ start_cluster() {  # participants replicas
     done
     [ $busy = 1 ] && continue
     "$TPC" cluster --participants "$n" --replicas "$r" --port "$BASE" --data-dir "$DATA/c" \
-      --log-level warn >"$DATA/cluster.out" 2>"$DATA/cluster.err" &
+      --log-level warn $mode >"$DATA/cluster.out" 2>"$DATA/cluster.err" &
     CLUSTER_PID=$!
     for _ in $(seq 1 300); do
       grep -q "tpc cluster is up" "$DATA/cluster.out" 2>/dev/null && return 0
@@ -52,10 +57,11 @@ stop_cluster() {
   if [ -n "$CLUSTER_PID" ]; then kill -TERM "$CLUSTER_PID" 2>/dev/null || true; wait "$CLUSTER_PID" 2>/dev/null || true; fi
   CLUSTER_PID=""
 }
+client() { "$TPC" client --leader "127.0.0.1:$BASE" ${CERTS:+--certs-dir "$CERTS"} "$@"; }
 bench() {  # clients ops seconds [extra...]
   local c=$1 o=$2 s=$3; shift 3
-  "$TPC" client --leader "127.0.0.1:$BASE" bench --clients "$c" --ops "$o" --duration "${s}s" \
-    --keys 100000 --value-size 100 --json "$@"
+  client bench --clients "$c" --ops "$o" --duration "${s}s" --keys 100000 --value-size 100 \
+    --json "$@"
 }
 
 echo "building..." >&2
@@ -104,7 +110,7 @@ while kill -0 "$BP" 2>/dev/null; do
   [ "$mx" -gt "$RSS_MAX" ] && RSS_MAX=$mx
   [ "$t" = "$half" ] && RSS_HALF=$mx
   RSS_END=$mx
-  lb=$("$TPC" client --leader "127.0.0.1:$BASE" status --json 2>/dev/null | grep -o '"log_bytes":[0-9]*' | cut -d: -f2 | sort -n | tail -1 || echo 0)
+  lb=$(client status --json 2>/dev/null | grep -o '"log_bytes":[0-9]*' | cut -d: -f2 | sort -n | tail -1 || echo 0)
   [ "${lb:-0}" -gt "$LOG_MAX" ] && LOG_MAX=$lb
 done
 wait "$BP"
@@ -123,9 +129,31 @@ done
 
 echo "1,000,000 keys stored (W2 at 64 clients)" >&2
 start_cluster 3 1
-"$TPC" client --leader "127.0.0.1:$BASE" bench --clients 16 --ops 64 --keys 1000000 --fill --json >/dev/null
-j=$("$TPC" client --leader "127.0.0.1:$BASE" bench --clients 64 --ops 2 --duration "${SECS}s" --keys 1000000 --json)
+client bench --clients 16 --ops 64 --keys 1000000 --fill --json >/dev/null
+j=$(client bench --clients 64 --ops 2 --duration "${SECS}s" --keys 1000000 --json)
 row "W2 with 1,000,000 keys" 3 1 64 "$j"
+
+# TLS against plaintext: W2 at 64 clients, alternated twice on fresh clusters so that both
+# see the same machine; the better run of each is compared.
+echo "TLS: W2 at 64 clients, TLS and plaintext alternated" >&2
+TLS_BEST=0; PLAIN_BEST=0; TLS_RUNS=""; PLAIN_RUNS=""
+for round in 1 2; do
+  for mode in plain tls; do
+    if [ $mode = tls ]; then start_cluster 3 1 tls; else start_cluster 3 1; fi
+    j=$(bench 64 2 "$SECS")
+    tps=$(echo "$j" | jget committed_per_s)
+    JSON_ROWS+=("{\"workload\":\"W2 $mode\",\"participants\":3,\"replicas\":\"1\",\"clients\":64,\"round\":$round,\"result\":$j}")
+    echo "  round $round $mode: $tps txn/s, p99 $(echo "$j" | jget p99_ms) ms" >&2
+    if [ $mode = tls ]; then
+      TLS_RUNS+="${TLS_RUNS:+, }$tps"
+      awk -v a="$tps" -v b="$TLS_BEST" 'BEGIN { exit !(a > b) }' && TLS_BEST=$tps
+    else
+      PLAIN_RUNS+="${PLAIN_RUNS:+, }$tps"
+      awk -v a="$tps" -v b="$PLAIN_BEST" 'BEGIN { exit !(a > b) }' && PLAIN_BEST=$tps
+    fi
+  done
+done
+TLS_PCT=$(awk -v t="$TLS_BEST" -v p="$PLAIN_BEST" 'BEGIN { printf "%.0f", p > 0 ? 100 * t / p : 0 }')
 stop_cluster
 
 {
@@ -135,10 +163,13 @@ stop_cluster
   printf '%-26s %3s %3s %5s %10s %8s %8s %8s %8s %8s %8s\n' workload P R cli "txn/s" "p50 ms" "p90 ms" "p99 ms" "p99.9" "max ms" "p50/flr"
   for r in "${ROWS[@]}"; do echo "$r"; done
   for s in "${SCALE[@]}"; do echo "scaling: $s"; done
+  printf 'W2, 64 clients:  plaintext %10s txn/s   TLS 1.3 %10s txn/s   TLS/plaintext %s%% (runs: plaintext %s; TLS %s)\n' \
+    "$PLAIN_BEST" "$TLS_BEST" "$TLS_PCT" "$PLAIN_RUNS" "$TLS_RUNS"
   echo "memory (W2, 64 clients, ${MEM_SECS}s, $W2_TXNS txns): max RSS of any node $((RSS_MAX / 1024)) MiB; at half time $((${RSS_HALF:-0} / 1024)) MiB, at the end $((${RSS_END:-0} / 1024)) MiB; largest log $((LOG_MAX / 1024)) KiB"
 }
 {
   echo "{\"machine\":{\"cores\":$(nproc),\"kernel\":\"$(uname -r)\"},\"floor\":$FLOORJ,"
+  echo "\"tls\":{\"plaintext_txn_per_s\":$PLAIN_BEST,\"tls_txn_per_s\":$TLS_BEST,\"percent\":$TLS_PCT},"
   echo "\"memory\":{\"seconds\":$MEM_SECS,\"max_rss_kib\":$RSS_MAX,\"half_rss_kib\":${RSS_HALF:-0},\"end_rss_kib\":${RSS_END:-0},\"max_log_bytes\":$LOG_MAX},"
   echo "\"runs\":["
   ( IFS=,; echo "${JSON_ROWS[*]}" )

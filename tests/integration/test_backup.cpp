@@ -74,10 +74,11 @@ void settle(Cluster& c) {
   REQUIRE(c.wait_settled());
 }
 
-void replace_under_load(int participants, int replicas) {
+void replace_under_load(int participants, int replicas, bool secure) {
   Cluster::Options o;
   o.participants = participants;
   o.replicas = replicas;
+  o.secure = secure;  // the replacement then restores over TLS, as a participant
   Cluster c(o);
   REQUIRE(c.wait_ready());
   Load load(c.leader_addr(), 2);
@@ -145,12 +146,12 @@ void replace_under_load(int participants, int replicas) {
 }  // namespace
 
 TEST_SUITE("replace") {
-  TEST_CASE("a wiped participant restored from a replica under load: every replica equal") {
-    replace_under_load(2, 0);
+  TEST_CASE("a wiped participant restored from a replica under load, over TLS: every replica equal") {
+    replace_under_load(2, 0, true);
   }
 
   TEST_CASE("restored from every co-owner when each key has 2 of 3 replicas") {
-    replace_under_load(3, 2);
+    replace_under_load(3, 2, false);
   }
 
   TEST_CASE("--restore-from refuses without another replica, or into a used directory") {

@@ -272,4 +272,23 @@ TEST_SUITE("tls") {
                    "3"})
               .code == 0);
   }
+
+  TEST_CASE("certificates found in ./tpc-data/certs give way to a plaintext node, asked-for ones do not") {
+    Cluster c;  // plaintext, on loopback
+    REQUIRE(c.wait_ready());
+    Scratch s;
+    make_certs(s.path() + "/tpc-data/certs");
+    auto in_dir = [&](const std::string& args) {
+      Process p({"/bin/sh", "-c",
+                 "cd " + s.path() + " && exec " + TPC_BINARY + " client --leader " +
+                     c.leader_addr() + " " + args},
+                s.path() + "/out");
+      return p.wait_exit(20000);
+    };
+    CHECK(in_dir("put found 1") == 0);
+    CHECK(c.read_at(0, "found") == "1");
+    CHECK(in_dir("--certs-dir tpc-data/certs put asked 1") == 2);
+    CHECK(read_file(s.path() + "/out").find("TLS") != std::string::npos);
+    CHECK_FALSE(c.read_at(0, "asked").has_value());
+  }
 }
