@@ -69,13 +69,18 @@ fuzz-run:
 	done
 fuzz: deps fuzz-build fuzz-run
 
-# The whole suite built with AddressSanitizer and UndefinedBehaviorSanitizer.
+# The whole suite built with AddressSanitizer and UndefinedBehaviorSanitizer; then the unit
+# tests of the log (its writer thread) and the store (its checkpointer) with ThreadSanitizer.
 SANITIZE_BUILD ?= build-sanitize
+TSAN_BUILD ?= build-tsan
 sanitize: deps
 	@test -f $(SANITIZE_BUILD)/Makefile || cmake -S . -B $(SANITIZE_BUILD) -DTPC_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build $(SANITIZE_BUILD) -j $(JOBS)
 	cd $(SANITIZE_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j 2 --timeout 1200
+	@test -f $(TSAN_BUILD)/Makefile || cmake -S . -B $(TSAN_BUILD) -DTPC_TSAN=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(TSAN_BUILD) -j $(JOBS) --target unit_tests
+	TSAN_OPTIONS=halt_on_error=1 $(TSAN_BUILD)/unit_tests -ts=txlog,store
 
 install: build
 	install -D -m 755 $(BUILD)/tpc $(DESTDIR)$(PREFIX)/bin/tpc
@@ -85,4 +90,4 @@ format:
 	clang-format -i $$(find src tests -name '*.cpp' -o -name '*.h')
 
 clean:
-	rm -rf $(BUILD) $(FUZZ_BUILD) $(SANITIZE_BUILD)
+	rm -rf $(BUILD) $(FUZZ_BUILD) $(SANITIZE_BUILD) $(TSAN_BUILD)
