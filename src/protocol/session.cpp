@@ -47,9 +47,9 @@ std::string Session::describe() const {
   return fmt::format("{} ({} {})", m_peer, m_peer_info->role, escape_display(m_peer_info->cert));
 }
 
-void Session::start() {
+void Session::handshake(std::function<void()> then) {
   auto self = shared_from_this();
-  m_stream.async_handshake(true, "", [this, self](Status s) {
+  m_stream.async_handshake(true, "", [this, self, then = std::move(then)](Status s) {
     if (!m_open) return;
     if (!s) {
       log::warn("connection {}: {}", m_peer, s.message());
@@ -68,13 +68,40 @@ void Session::start() {
       m_peer_info->role = c->role;
       m_peer_info->cert = c->name;
     }
-    read_more();
+    then();
+  });
+}
+
+void Session::start() { handshake([this] { read_more(); }); }
+
+void Session::refuse(std::string line) {
+  if (!m_stream.secure()) {
+    boost::system::error_code ig;
+    line += '\n';
+    m_stream.socket().non_blocking(true, ig);
+    m_stream.socket().write_some(asio::buffer(line), ig);
+    close();
+    return;
+  }
+  // Over TLS the refusal must be said inside TLS, or the client reads it as a broken
+  // handshake; the handshake costs little next to a client that cannot tell why. Bounded:
+  // this connection is not in the table, so it gets 2 s.
+  m_deadline = std::make_unique<asio::steady_timer>(m_stream.socket().get_executor());
+  m_deadline->expires_after(std::chrono::seconds(2));
+  m_deadline->async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (!ec) self->close();
+  });
+  handshake([this, line = std::move(line)] {
+    write(line);
+    m_close_after_write = true;
+    flush();
   });
 }
 
 void Session::close() {
   if (!m_open) return;
   m_open = false;
+  if (m_deadline) m_deadline->cancel();
   m_stream.close();
 }
 
@@ -310,13 +337,10 @@ void Server::accept() {
       if (open_sessions() >= m_cfg.max_connections && close_oldest_idle()) open_sessions();
       if (m_sessions.size() >= m_cfg.max_connections) {
         // Bounded: refuse clearly rather than run out of descriptors or memory.
-        std::string msg = fmt::format("ERR BUSY too many connections ({}); try again later\n",
-                                      m_cfg.max_connections);
-        boost::system::error_code ig;
-        socket.non_blocking(true, ig);
-        socket.write_some(asio::buffer(msg), ig);
-        socket.close(ig);
         log::warn("refused a connection: {} already open", m_sessions.size());
+        std::make_shared<Session>(std::move(socket), m_cfg, m_handler)
+            ->refuse(fmt::format("ERR BUSY too many connections ({}); try again later",
+                                 m_cfg.max_connections));
       } else {
         auto s = std::make_shared<Session>(std::move(socket), m_cfg, m_handler);
         m_sessions.push_back(s);

@@ -79,6 +79,9 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(boost::asio::ip::tcp::socket socket, const SessionConfig& cfg, Handler handler);
   void start();
+  // Instead of serving: says `line` and closes. On a TLS port the line goes after the TLS
+  // handshake, which gets 2 s; in plaintext it goes at once.
+  void refuse(std::string line);
   void close();
   bool is_open() const { return m_open; }
   uint64_t writes() const { return m_writes; }
@@ -93,6 +96,7 @@ class Session : public std::enable_shared_from_this<Session> {
   friend class Reply;
   void read_more();
   void on_line(std::string line);
+  void handshake(std::function<void()> then);
   void deliver(uint64_t slot, const std::string& tag, std::string line);
   void write(const std::string& line);
   void flush();
@@ -115,6 +119,7 @@ class Session : public std::enable_shared_from_this<Session> {
   size_t m_outstanding = 0;  // requests read, not yet answered
   std::shared_ptr<PeerInfo> m_peer_info;
   int64_t m_last_active_ms = 0;
+  std::unique_ptr<boost::asio::steady_timer> m_deadline;  // a refusal's
 };
 
 // Accepts connections on addr:port and runs a Session for each.

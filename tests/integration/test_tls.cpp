@@ -291,4 +291,19 @@ TEST_SUITE("tls") {
     CHECK(read_file(s.path() + "/out").find("TLS") != std::string::npos);
     CHECK_FALSE(c.read_at(0, "asked").has_value());
   }
+
+  TEST_CASE("a full TLS port says ERR BUSY inside TLS") {
+    Cluster::Options o;
+    o.secure = true;
+    o.leader_args = {"--max-connections", "1"};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    auto held = client::Connection::open(c.leader_addr(), 2000, "admin");
+    REQUIRE(held.is_ok());
+    REQUIRE(held->call("PAUSE 2000", 5000).value() == "OK");
+    REQUIRE(held->send_raw("TXN - put k v\n").is_ok());  // in flight: not idle
+    auto refused = client::Connection::open(c.leader_addr(), 3000);
+    REQUIRE_FALSE(refused.is_ok());
+    CHECK(refused.status().message().find("ERR BUSY") != std::string::npos);
+  }
 }
