@@ -99,6 +99,7 @@ std::function<int()> setup_cluster(CLI::App& app) {
     int replicas = 0;
     std::string log_level = "info";
     bool insecure = false;
+    std::string certs_dir;
   };
   auto o = std::make_shared<Opts>();
   sub->add_option("--participants", o->participants, "number of participants")
@@ -111,6 +112,10 @@ std::function<int()> setup_cluster(CLI::App& app) {
   sub->add_option("--replicas", o->replicas, "participants that hold each key (0: all)")
       ->capture_default_str();
   sub->add_option("--log-level", o->log_level, "log level of every node")->capture_default_str();
+  sub->add_option("--certs-dir", o->certs_dir,
+                  "the cluster's CA and certificates, made there if missing [DATA_DIR/certs] "
+                  "(env TPC_CERTS_DIR)")
+      ->envname("TPC_CERTS_DIR");
   sub->add_flag("--insecure", o->insecure,
                 "run without certificates: plaintext on loopback (default: TLS, with a CA and "
                 "certificates made in DATA_DIR/certs)");
@@ -122,7 +127,7 @@ std::function<int()> setup_cluster(CLI::App& app) {
     if (o->insecure) {
       ::unsetenv("TPC_CERTS_DIR");  // the nodes must not find certificates there either
     } else {
-      certs = o->data_dir + "/certs";
+      certs = o->certs_dir.empty() ? o->data_dir + "/certs" : o->certs_dir;
       if (!tls::has_certs(certs)) make_cluster_certs(certs);
       auto tls = tls::load(certs, "client.root", "");
       if (!tls) throw Error("certificates in " + certs + ": " + tls.status().message(), 2);
@@ -215,9 +220,12 @@ std::function<int()> setup_cluster(CLI::App& app) {
         std::cout << "  insecure      plaintext, no certificates (loopback only)\n";
       else
         std::cout << fmt::format(
-            "  certificates  {}  (TLS 1.3; a client run from this directory finds them there; "
-            "from elsewhere: export TPC_CERTS_DIR={})\n",
-            certs, std::filesystem::absolute(certs).lexically_normal().string());
+            "  certificates  {}  (TLS 1.3; {}export TPC_CERTS_DIR={})\n", certs,
+            std::filesystem::absolute(certs).lexically_normal() ==
+                    std::filesystem::absolute("./tpc-data/certs").lexically_normal()
+                ? "a client run from this directory finds them there; from elsewhere: "
+                : "for clients: ",
+            std::filesystem::absolute(certs).lexically_normal().string());
       std::cout << fmt::format("try:  {} client --leader {} put hello world\n", invoked_as(),
                                leader)
                 << "Ctrl-C stops the cluster.\n"
