@@ -49,6 +49,93 @@ client::Connection stranger(Cluster& c, int i, const std::string& role, bool joi
 bool denied(const Result<std::string>& r) { return r && r->rfind("ERR DENIED", 0) == 0; }
 }  // namespace
 
+namespace {
+void idle_flood(bool secure) {
+  rlimit rl{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &rl) == 0);
+  if (rl.rlim_max < 6000) {
+    MESSAGE("skipped: this machine allows " << rl.rlim_max << " descriptors, 6000 needed");
+    return;
+  }
+  rlimit want = rl;
+  want.rlim_cur = std::max<rlim_t>(rl.rlim_cur, 6000);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &want) == 0);
+  Cluster::Options o;
+  o.secure = secure;  // the flood never handshakes: it holds TCP connections only
+  Cluster c(o);
+  REQUIRE(c.wait_ready());
+  std::vector<int> fds;
+  std::string host = "127.0.0.1";
+  auto port = static_cast<uint16_t>(std::stoi(c.leader_addr().substr(10)));
+  for (int i = 0; i < 5000; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    ::inet_pton(AF_INET, host.c_str(), &a.sin_addr);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    fds.push_back(fd);
+  }
+  // Past --max-connections (4096) the longest idle ones make room; a client gets through.
+  auto r = c.client({"put", "k", "v"});
+  CHECK(r.code == 0);
+  CHECK(c.log_of_leader().find("closing the longest idle one") != std::string::npos);
+  // The first connections were the ones closed: reading them says so.
+  char b;
+  ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  CHECK(wait_for([&] { return ::recv(fds[0], &b, 1, 0) == 0; }, 5000));
+  for (int fd : fds) ::close(fd);
+  ::setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+void oversize_prepare(bool secure) {
+  Cluster::Options o;
+  o.secure = secure;
+  o.participant_args = {"--max-line", "65536"};
+  Cluster c(o);
+  REQUIRE(c.wait_ready());
+  // Legal at the leader (1 MiB lines), too long for the participants.
+  auto r = c.client({"put", "big", std::string(70000, 'x')});
+  CHECK(r.code == 2);
+  CHECK(r.err.find("too large") != std::string::npos);
+  CHECK_FALSE(c.read_at(0, "big").has_value());
+  // No link was reset: nothing lost, and the next put goes through.
+  CHECK(c.client({"put", "small", "x"}).code == 0);
+  CHECK(c.log_of_leader().find("lost") == std::string::npos);
+  // A line over the leader's own limit: refused as well, exit 2.
+  Cluster::Options o2;
+  o2.secure = secure;
+  o2.leader_args = {"--max-line", "65536"};
+  Cluster c2(o2);
+  REQUIRE(c2.wait_ready());
+  r = c2.client({"put", "big", std::string(70000, 'x')});
+  CHECK(r.code == 2);
+}
+
+void idle_timeout(bool secure) {
+  Cluster::Options o;
+  o.secure = secure;
+  o.leader_args = {"--idle-timeout", "300"};
+  o.participant_args = {"--idle-timeout", "300"};
+  Cluster c(o);
+  REQUIRE(c.wait_ready());
+  // Three idle connections in a row, each closed by the leader after the timeout: by then
+  // the leader-participant links carried no request for three participant timeouts.
+  for (int i = 0; i < 3; ++i) {
+    auto conn = client::Connection::open(c.leader_addr(), 2000);
+    REQUIRE(conn);
+    int64_t t0 = now_ms();
+    auto r = conn->read_line(5000);  // nothing sent: the leader closes it
+    CHECK_FALSE(r.is_ok());
+    CHECK(now_ms() - t0 >= 250);
+  }
+  // The links pinged before the participants' timeout: still up, and used.
+  CHECK(c.client({"put", "k", "v"}).code == 0);
+  CHECK(c.log_of_leader().find("lost") == std::string::npos);
+}
+}  // namespace
+
 TEST_SUITE("security") {
   TEST_CASE("a stranger cannot abort, forge or resolve a transaction at a participant") {
     Cluster::Options o;
@@ -164,83 +251,15 @@ TEST_SUITE("security") {
     CHECK(fs::exists(c.data_dir(0) + "/identity"));
   }
 
-  TEST_CASE("5,000 idle connections do not stop a normal put") {
-    rlimit rl{};
-    REQUIRE(::getrlimit(RLIMIT_NOFILE, &rl) == 0);
-    if (rl.rlim_max < 6000) {
-      MESSAGE("skipped: this machine allows " << rl.rlim_max << " descriptors, 6000 needed");
-      return;
-    }
-    rlimit want = rl;
-    want.rlim_cur = std::max<rlim_t>(rl.rlim_cur, 6000);
-    REQUIRE(::setrlimit(RLIMIT_NOFILE, &want) == 0);
-    Cluster c;
-    REQUIRE(c.wait_ready());
-    std::vector<int> fds;
-    std::string host = "127.0.0.1";
-    auto port = static_cast<uint16_t>(std::stoi(c.leader_addr().substr(10)));
-    for (int i = 0; i < 5000; ++i) {
-      int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      REQUIRE(fd >= 0);
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_port = htons(port);
-      ::inet_pton(AF_INET, host.c_str(), &a.sin_addr);
-      REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-      fds.push_back(fd);
-    }
-    // Past --max-connections (4096) the longest idle ones make room; a client gets through.
-    auto r = c.client({"put", "k", "v"});
-    CHECK(r.code == 0);
-    CHECK(c.log_of_leader().find("closing the longest idle one") != std::string::npos);
-    // The first connections were the ones closed: reading them says so.
-    char b;
-    ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
-    CHECK(wait_for([&] { return ::recv(fds[0], &b, 1, 0) == 0; }, 5000));
-    for (int fd : fds) ::close(fd);
-    ::setrlimit(RLIMIT_NOFILE, &rl);
-  }
+  TEST_CASE("5,000 idle connections do not stop a normal put") { idle_flood(false); }
 
-  TEST_CASE("a request whose PREPARE a participant would refuse gets TOOLONG, exit 2") {
-    Cluster::Options o;
-    o.participant_args = {"--max-line", "65536"};
-    Cluster c(o);
-    REQUIRE(c.wait_ready());
-    // Legal at the leader (1 MiB lines), too long for the participants.
-    auto r = c.client({"put", "big", std::string(70000, 'x')});
-    CHECK(r.code == 2);
-    CHECK(r.err.find("too large") != std::string::npos);
-    CHECK_FALSE(c.read_at(0, "big").has_value());
-    // No link was reset: nothing lost, and the next put goes through.
-    CHECK(c.client({"put", "small", "x"}).code == 0);
-    CHECK(c.log_of_leader().find("lost") == std::string::npos);
-    // A line over the leader's own limit: refused as well, exit 2.
-    Cluster::Options o2;
-    o2.leader_args = {"--max-line", "65536"};
-    Cluster c2(o2);
-    REQUIRE(c2.wait_ready());
-    r = c2.client({"put", "big", std::string(70000, 'x')});
-    CHECK(r.code == 2);
-  }
+  TEST_CASE("5,000 idle connections do not stop a normal put over TLS") { idle_flood(true); }
 
-  TEST_CASE("an idle connection is closed after --idle-timeout, and peer links stay up") {
-    Cluster::Options o;
-    o.leader_args = {"--idle-timeout", "300"};
-    o.participant_args = {"--idle-timeout", "300"};
-    Cluster c(o);
-    REQUIRE(c.wait_ready());
-    // Three idle connections in a row, each closed by the leader after the timeout: by then
-    // the leader-participant links carried no request for three participant timeouts.
-    for (int i = 0; i < 3; ++i) {
-      auto conn = client::Connection::open(c.leader_addr(), 2000);
-      REQUIRE(conn);
-      int64_t t0 = now_ms();
-      auto r = conn->read_line(5000);  // nothing sent: the leader closes it
-      CHECK_FALSE(r.is_ok());
-      CHECK(now_ms() - t0 >= 250);
-    }
-    // The links pinged before the participants' timeout: still up, and used.
-    CHECK(c.client({"put", "k", "v"}).code == 0);
-    CHECK(c.log_of_leader().find("lost") == std::string::npos);
-  }
+  TEST_CASE("a request whose PREPARE a participant would refuse gets TOOLONG, exit 2") { oversize_prepare(false); }
+
+  TEST_CASE("over TLS too, a request whose PREPARE a participant would refuse gets TOOLONG") { oversize_prepare(true); }
+
+  TEST_CASE("an idle connection is closed after --idle-timeout, and peer links stay up") { idle_timeout(false); }
+
+  TEST_CASE("over TLS too, an idle connection is closed after --idle-timeout and links stay up") { idle_timeout(true); }
 }
