@@ -153,7 +153,7 @@ for round in 1 2; do
     fi
   done
 done
-TLS_PCT=$(awk -v t="$TLS_BEST" -v p="$PLAIN_BEST" 'BEGIN { printf "%.0f", p > 0 ? 100 * t / p : 0 }')
+TLS_PCT=$(awk -v t="$TLS_BEST" -v p="$PLAIN_BEST" 'BEGIN { printf "%.0f", (p > 0 ? 100 * t / p : 0) }')
 stop_cluster
 
 {
