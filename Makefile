@@ -3,7 +3,7 @@ SHELL := /bin/bash
 BUILD   ?= build
 PREFIX  ?= /usr/local
 JOBS    ?= $(shell nproc)
-DEB_PACKAGES := g++ cmake make pkg-config libcli11-dev libboost-dev libsqlite3-dev libfmt-dev doctest-dev libedit-dev libssl-dev groff-base clang libclang-rt-14-dev
+DEB_PACKAGES := g++ cmake make pkg-config libcli11-dev libboost-dev libsqlite3-dev libfmt-dev doctest-dev libedit-dev libssl-dev nlohmann-json3-dev etcd-server groff-base clang libclang-rt-14-dev
 
 .PHONY: all deps build test run clean install format bench crash-test sim fuzz fuzz-build sanitize
 
