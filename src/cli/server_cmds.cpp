@@ -199,6 +199,17 @@ std::function<int()> setup_leader(CLI::App& app) {
   sub->add_option("--prepare-timeout", cfg->prepare_timeout_ms,
                   "ms to wait for all votes before aborting")
       ->capture_default_str();
+  sub->add_option("--decision-store", cfg->decision_store,
+                  "where commit decisions are kept: local (this leader's log) or "
+                  "etcd://HOST:PORT[,HOST:PORT...]")
+      ->capture_default_str();
+  sub->add_option("--cluster-name", cfg->cluster_name,
+                  "with an etcd decision store: the cluster's keys are under /tpc/NAME/")
+      ->capture_default_str();
+  sub->add_option("--lease-ttl", cfg->lease_ttl_s,
+                  "with an etcd decision store: seconds this leader's lease outlives it")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{60}));
   add_common(sub, *cfg, *log_level);
   return [sub, cfg, log_level, peers]() -> int {
     if (!sub->parsed()) return -1;

@@ -398,6 +398,12 @@ void Core::on(int64_t now, ev::Durable& e, Actions& out) {
   }
 }
 
+void Core::on(int64_t, ev::Refused& e, Actions& out) {
+  auto it = m_txns.find(e.txid);
+  if (it == m_txns.end() || it->second.phase != Phase::deciding) return;
+  abort_txn(it, "SETTLED", "another leader settled this transaction as aborted first", out);
+}
+
 void Core::send_commit(const std::string& txid, Txn& t, size_t part, int64_t now, Actions& out) {
   auto& pend = t.unacked[part];
   if (!m_up[part]) return;  // sent when the link comes up

@@ -102,6 +102,12 @@ struct Durable {  // the COMMIT record of txid is durable
   std::string txid;
   int64_t force_us = 0;
 };
+// The decision store holds another decision for txid than the COMMIT asked for (an etcd
+// decision store: a leader that took over settled it as aborted first). The transaction is
+// aborted: the client is told so, the participants get ABORT.
+struct Refused {
+  std::string txid;
+};
 struct LinkUp {
   size_t part = 0;
   size_t max_line = 0;  // the longest line the participant accepts (its HELLO); 0: not said
@@ -124,8 +130,8 @@ struct Resume {
 };
 }  // namespace ev
 using Event = std::variant<ev::Txn, ev::Get, ev::Result, ev::Outcome, ev::Vote, ev::CommitReply,
-                           ev::ReadReply, ev::Durable, ev::LinkUp, ev::LinkDown, ev::Tick,
-                           ev::LogFull, ev::Pause, ev::Resume>;
+                           ev::ReadReply, ev::Durable, ev::Refused, ev::LinkUp, ev::LinkDown,
+                           ev::Tick, ev::LogFull, ev::Pause, ev::Resume>;
 
 // What a client is told.
 struct ClientReply {
@@ -237,6 +243,7 @@ class Core {
   void on(int64_t now, ev::CommitReply& e, Actions& out);
   void on(int64_t now, ev::ReadReply& e, Actions& out);
   void on(int64_t now, ev::Durable& e, Actions& out);
+  void on(int64_t now, ev::Refused& e, Actions& out);
   void on(int64_t now, ev::LinkUp& e, Actions& out);
   void on(int64_t now, ev::LinkDown& e, Actions& out);
   void on(int64_t now, ev::Tick& e, Actions& out);

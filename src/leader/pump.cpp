@@ -36,6 +36,12 @@ void Server::execute(Actions& a) {
         failpoint::hit("leader/beforeEndRecord", ap->txid);
         ended = true;
       }
+      if (m_decisions) {
+        // The etcd decision store: the commit point is etcd's, not this log's.
+        if (ap->type == k_rec_commit) decide(ap->txid, std::move(ap->payload), now_us());
+        if (ap->type == k_rec_end) m_decisions->end(ap->txid);
+        continue;
+      }
       if (!ap->force) {
         m_log->append(ap->type, std::move(ap->payload), false);
         continue;
@@ -72,6 +78,31 @@ void Server::execute(Actions& a) {
   }
   m_wake.arm(a.wake_at);
   if (ended && m_log->wants_rewrite(m_cfg.log_compact_bytes)) step(ev::LogFull{});
+}
+
+void Server::decide(const std::string& txid, std::string payload, int64_t since_us) {
+  std::string copy = payload;
+  m_decisions->decide(txid, std::move(payload), [this, txid, copy, since_us](Result<bool> r) {
+    if (m_stopped) return;
+    if (!r) {
+      // etcd could not say: the transaction stays undecided (its participants prepared), and
+      // the same create-if-absent goes again; it can only find this decision or a settler's.
+      log::warn("decision of {} not taken yet: {}; retrying", txid, r.status().message());
+      auto timer = std::make_shared<asio::steady_timer>(m_io, std::chrono::milliseconds(200));
+      timer->async_wait([this, timer, txid, copy, since_us](boost::system::error_code ec) {
+        if (!ec && !m_stopped) decide(txid, copy, since_us);
+      });
+      return;
+    }
+    if (*r) {
+      failpoint::hit("leader/afterDecisionFsync", txid);
+      step(ev::Durable{txid, now_us() - since_us});
+    } else {
+      log::warn("decision of {}: the decision store holds an abort (settled by another leader)",
+                txid);
+      step(ev::Refused{txid});
+    }
+  });
 }
 
 void Server::send(act::Send& s, bool after_commit_send) {

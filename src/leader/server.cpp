@@ -37,6 +37,12 @@ bool is_wildcard(const std::string& host) {
 
 void validate(const Config& cfg, bool resolve) {
   if (cfg.peers.empty()) throw Error("--peers: at least one participant", 2);
+  if (cfg.decision_store != "local") {
+    if (auto eps = parse_decision_store(cfg.decision_store); !eps)
+      throw Error(eps.status().message(), 2);
+  }
+  if (!protocol::is_id(cfg.cluster_name))
+    throw Error("--cluster-name: letters, digits, - and _ only", 2);
   std::map<std::string, std::string> seen;  // "address port" -> the --peers entry naming it
   for (auto& p : cfg.peers) {
     std::string host;
@@ -118,16 +124,31 @@ Server::Server(asio::io_context& io, Config cfg)
   bool new_set = check_peers_file();
   load_pins();
   // Incarnation: bumped durably at every start, so transaction ids never repeat.
-  bool exists;
-  std::string inc = read_small_file(m_cfg.data_dir + "/incarnation", &exists);
-  auto next = next_incarnation(exists ? std::optional<std::string>(inc) : std::nullopt);
-  if (!next) throw Error(m_cfg.data_dir + "/" + next.status().message());
-  m_incarnation = *next;
+  if (m_cfg.advertise.empty()) m_cfg.advertise = fmt::format("{}:{}", m_cfg.bind, port());
+  std::optional<EtcdDecisions::Startup> etcd_start;
+  DecisionStoreOptions dso;
+  if (m_cfg.decision_store != "local") {
+    // The incarnation and this leader's unfinished decisions come from etcd; nothing of
+    // them is in the local log.
+    dso.endpoints = *parse_decision_store(m_cfg.decision_store);
+    dso.prefix = "/tpc/" + m_cfg.cluster_name + "/";
+    dso.leader_id = m_cfg.id;
+    dso.advertise = m_cfg.advertise;
+    dso.lease_ttl_s = m_cfg.lease_ttl_s;
+    etcd_start = EtcdDecisions::open(dso);
+    m_incarnation = etcd_start->incarnation;
+  } else {
+    bool exists;
+    std::string inc = read_small_file(m_cfg.data_dir + "/incarnation", &exists);
+    auto next = next_incarnation(exists ? std::optional<std::string>(inc) : std::nullopt);
+    if (!next) throw Error(m_cfg.data_dir + "/" + next.status().message());
+    m_incarnation = *next;
+  }
   m_ident = node::open_identity(m_cfg.data_dir, "leader", m_cfg.cluster_id);
   if (new_set) txlog::write_file_atomic(m_cfg.data_dir + "/participants", peers_file_text());
-  txlog::write_file_atomic(m_cfg.data_dir + "/incarnation", std::to_string(m_incarnation) + "\n");
-
-  if (m_cfg.advertise.empty()) m_cfg.advertise = fmt::format("{}:{}", m_cfg.bind, port());
+  if (!etcd_start)
+    txlog::write_file_atomic(m_cfg.data_dir + "/incarnation",
+                             std::to_string(m_incarnation) + "\n");
 
   CoreConfig cc;
   cc.id = m_cfg.id;
@@ -143,6 +164,15 @@ Server::Server(asio::io_context& io, Config cfg)
       txlog::Log::open(txlog::open_posix_file(m_cfg.data_dir + "/txlog"), m_cfg.data_dir + "/txlog",
                        &recovered, txlog::Format{1, {k_rec_commit, k_rec_end, k_rec_rid}});
   for (auto& r : recovered) m_core->recover(r);
+  if (etcd_start) {
+    for (auto& [txid, payload] : etcd_start->decisions)
+      m_core->recover(txlog::Record{k_rec_commit, payload});
+    m_decisions = std::make_unique<EtcdDecisions>(io, dso, etcd_start->lease);
+    m_decisions->start();
+    log::info("decision store: etcd at {}, prefix {}, lease {}; {} decisions to finish",
+              m_cfg.decision_store, dso.prefix, etcd_start->lease,
+              etcd_start->decisions.size());
+  }
   log::info("incarnation {}; recovered {} log records; {} committed transactions to finish",
             m_incarnation, recovered.size(), m_core->active());
 
@@ -182,6 +212,7 @@ void Server::stop() {
   if (m_stopped) return;
   m_stopped = true;
   m_wake.cancel();
+  if (m_decisions) m_decisions->stop();
   m_server->stop();
   for (auto& l : m_links) l->stop();
 }
@@ -326,6 +357,9 @@ void Server::handle(const std::string& line, Reply reply) {
     auto ops = protocol::parse_ops(ops_tokens, 0);
     if (!ops) return fail(ops.status());
     step(ev::Txn{client(reply), "", std::move(*ops), false});
+  } else if (verb == "TXN" && m_decisions && !m_decisions->healthy()) {
+    // Fail fast: a decision could not be taken now. Nothing is prepared.
+    fail(Status::error("UNAVAILABLE", "the decision store (etcd) is unreachable; try again"));
   } else if (verb == "TXN") {
     if (t.size() < 3) return fail(Status::error("PROTO", "usage: TXN RID|- [trace] OP [OP...]"));
     std::string rid = t[1] == "-" ? "" : std::string(t[1]);

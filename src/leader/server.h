@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "leader/core.h"
+#include "leader/decisions.h"
 #include "node/identity.h"
 #include "protocol/link.h"
 #include "protocol/session.h"
@@ -42,12 +43,18 @@ struct Config {
   int prepare_timeout_ms = 2000;
   int resend_interval_ms = 200;
   uint64_t log_compact_bytes = 16ull << 20;  // rewrite the log past this size
+  // Where decisions are kept: "local" (this leader's log) or etcd://HOST:PORT[,...]
+  // (docs/decision-store.md), under the prefix /tpc/CLUSTER-NAME/.
+  std::string decision_store = "local";
+  std::string cluster_name = "default";
+  int64_t lease_ttl_s = 3;
 };
 
 // Checks a leader's configuration before anything is written: every --peers entry is
 // HOST:PORT with a port in 1..65535 and a host that resolves; no participant is named twice,
 // also under another name (localhost:P and 127.0.0.1:P); a wildcard --bind (0.0.0.0, ::)
-// needs --advertise; --advertise is HOST:PORT and not a wildcard. Throws tpc::Error (exit 2)
+// needs --advertise; --advertise is HOST:PORT and not a wildcard; --decision-store is local
+// or etcd://HOST:PORT[,...], --cluster-name an id. Throws tpc::Error (exit 2)
 // naming the first problem. `resolve` off: syntax only (the simulator, unit tests).
 void validate(const Config& cfg, bool resolve = true);
 
@@ -79,6 +86,8 @@ class Server {
   Result<std::string> admit(size_t p, const std::string& hello_reply);
   std::string join_line(size_t p) const;  // JOIN for participant p: the current membership
   void resend_joins();
+  // The commit point in the etcd decision store; tried again until etcd answers.
+  void decide(const std::string& txid, std::string payload, int64_t since_us);
 
   boost::asio::io_context& m_io;
   Config m_cfg;
@@ -94,6 +103,7 @@ class Server {
   std::vector<uint64_t> m_join_gen;  // the m_pins_gen each participant's last JOIN carried
   std::unique_ptr<Core> m_core;
   std::unique_ptr<txlog::Log> m_log;
+  std::unique_ptr<EtcdDecisions> m_decisions;  // --decision-store etcd://...: the commit points
   std::vector<std::shared_ptr<protocol::Link>> m_links;
   std::unique_ptr<protocol::Server> m_server;
   std::unordered_map<ClientId, protocol::Reply> m_waiting;  // client handle -> its reply

@@ -7,9 +7,12 @@
 
 #include <boost/asio.hpp>
 #include <filesystem>
+#include <map>
+#include <optional>
 
 #include <fmt/format.h>
 
+#include "common/util.h"
 #include "etcd/client.h"
 #include "harness.h"
 
@@ -23,7 +26,9 @@ struct Etcd {
   uint16_t client_port = free_port();
   uint16_t peer_port = free_port();
   std::unique_ptr<Process> proc;
-  Etcd() {
+  Etcd() { start(); }
+  // Starts it again on the same directory and ports (after a kill).
+  void start() {
     std::string c = fmt::format("http://127.0.0.1:{}", client_port);
     std::string p = fmt::format("http://127.0.0.1:{}", peer_port);
     proc = std::make_unique<Process>(
@@ -35,6 +40,8 @@ struct Etcd {
         dir.path() + "/etcd.log");
   }
   std::string endpoint() const { return fmt::format("127.0.0.1:{}", client_port); }
+  std::string url() const { return "etcd://" + endpoint(); }
+  void kill() { proc.reset(); }
 };
 
 // Runs `f(client, done)` on a fresh io_context until done() is called or 10 s pass.
@@ -50,6 +57,22 @@ bool with_client(const std::vector<std::string>& eps, F f) {
   io.run_for(std::chrono::seconds(10));
   c->stop();
   return finished;
+}
+
+// The keys under `prefix` and their values; nullopt when etcd does not answer.
+std::optional<std::map<std::string, std::string>> keys(const std::string& ep,
+                                                       const std::string& prefix) {
+  std::optional<std::map<std::string, std::string>> out;
+  with_client({ep}, [&](etcd::Client& c, auto done) {
+    c.range(prefix, etcd::prefix_end(prefix), [&, done](Result<std::vector<etcd::KeyValue>> r) {
+      if (r) {
+        out.emplace();
+        for (auto& kv : *r) (*out)[kv.key] = kv.value;
+      }
+      done();
+    });
+  });
+  return out;
 }
 
 bool healthy(const std::string& ep) {
@@ -167,5 +190,84 @@ TEST_SUITE("etcd") {
     REQUIRE(kvs.size() == 3);
     CHECK(kvs[0].key == "p/0");
     CHECK(kvs[2].key == "p/2");
+  }
+
+  TEST_CASE("a leader over etcd: its decisions there, ended once acknowledged, a new incarnation per start") {
+    Etcd e;
+    REQUIRE(wait_for([&] { return healthy(e.endpoint()); }, 15000));
+    Cluster::Options o;
+    o.leader_args = {"--decision-store", e.url(), "--cluster-name", "t1"};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    for (int i = 0; i < 20; ++i)
+      REQUIRE(c.client({"put", fmt::format("k{}", i), "v"}).code == 0);
+    CHECK(c.read_at(0, "k19") == "v");
+    CHECK(c.read_at(1, "k19") == "v");
+    // Every decision was acknowledged: its key is gone.
+    CHECK(wait_for([&] { auto k = keys(e.endpoint(), "/tpc/t1/d/"); return k && k->empty(); },
+                   5000));
+    CHECK(keys(e.endpoint(), "/tpc/t1/incarnation/")->at("/tpc/t1/incarnation/1") == "1");
+    CHECK(keys(e.endpoint(), "/tpc/t1/leaders/")->count("/tpc/t1/leaders/1") == 1);
+    // The same leader id twice is refused while the first holds its lease.
+    auto r = run_tpc({"leader", "--port", std::to_string(free_port()), "--peers",
+                      c.participant_addr(0) + "," + c.participant_addr(1), "--data-dir",
+                      c.dir() + "/other", "--decision-store", e.url(), "--cluster-name", "t1"});
+    CHECK(r.code == 2);
+    CHECK(r.err.find("already running") != std::string::npos);
+    // A restart takes the next incarnation from etcd.
+    REQUIRE(c.leader()->terminate() == 0);
+    c.start_leader();
+    REQUIRE(c.wait_ready(15000));
+    CHECK(c.client({"put", "after", "restart"}).code == 0);
+    CHECK(keys(e.endpoint(), "/tpc/t1/incarnation/")->at("/tpc/t1/incarnation/1") == "2");
+  }
+
+  TEST_CASE("a leader killed after its decision in etcd: restarted, it finishes the commit") {
+    Etcd e;
+    REQUIRE(wait_for([&] { return healthy(e.endpoint()); }, 15000));
+    Cluster::Options o;
+    o.leader_args = {"--decision-store", e.url(), "--cluster-name", "t2"};
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/afterDecisionFsync=1*crash"}};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    auto r = c.client({"put", "k", "v"});
+    CHECK(r.code == 4);  // the leader died before it answered
+    REQUIRE(c.leader()->wait_exit(10000) == 128 + SIGKILL);
+    // The decision is in etcd; the participants are prepared, in doubt.
+    auto d = keys(e.endpoint(), "/tpc/t2/d/");
+    REQUIRE(d);
+    CHECK(d->size() == 1);
+    CHECK(c.stat(0, "in_doubt") == 1);
+    c.start_leader();  // without the failpoint
+    REQUIRE(c.wait_ready(15000));
+    REQUIRE(c.wait_settled());
+    CHECK(c.read_at(0, "k") == "v");
+    CHECK(c.read_at(1, "k") == "v");
+    CHECK(wait_for([&] { auto k = keys(e.endpoint(), "/tpc/t2/d/"); return k && k->empty(); },
+                   5000));
+  }
+
+  TEST_CASE("etcd down: puts fail fast with exit 4, nothing acknowledged is lost, and it resumes") {
+    Etcd e;
+    REQUIRE(wait_for([&] { return healthy(e.endpoint()); }, 15000));
+    Cluster::Options o;
+    o.leader_args = {"--decision-store", e.url(), "--cluster-name", "t3", "--lease-ttl", "3"};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    for (int i = 0; i < 10; ++i) REQUIRE(c.client({"put", fmt::format("a{}", i), "1"}).code == 0);
+    e.kill();
+    REQUIRE(wait_for_text(c.dir() + "/leader.log", "keepalive failed", 10000));
+    int64_t t0 = now_ms();
+    auto r = c.client({"put", "b", "1"});
+    CHECK(r.code == 4);
+    CHECK(r.err.find("decision store") != std::string::npos);
+    CHECK(now_ms() - t0 < 3000);  // fast: refused, not left to time out
+    CHECK_FALSE(c.read_at(0, "b").has_value());
+    e.start();
+    REQUIRE(wait_for([&] { return c.client({"put", "c", "1"}).code == 0; }, 20000));
+    for (int i = 0; i < 10; ++i) {
+      CHECK(c.read_at(0, fmt::format("a{}", i)) == "1");
+      CHECK(c.read_at(1, fmt::format("a{}", i)) == "1");
+    }
   }
 }

@@ -105,6 +105,27 @@ TEST_SUITE("leader") {
     CHECK(r->txid == "L.1.1");
   }
 
+  TEST_CASE("a decision store holding another decision aborts the transaction, never commits it") {
+    Driver d(config());
+    auto txid = d.begin(7, "r9", put("k"));
+    for (size_t p = 0; p < 3; ++p) d.step(ev::Vote{txid, p, Driver::yes()});
+    // The COMMIT was asked of the store; it answers that the transaction was settled aborted.
+    auto a = d.step(ev::Refused{txid});
+    auto r = Driver::reply_to(a, 7);
+    REQUIRE(r);
+    CHECK(r->kind == ClientReply::aborted);
+    CHECK(r->code == "SETTLED");
+    CHECK(Driver::sent<protocol::Abort>(a) == std::vector<size_t>{0, 1, 2});
+    CHECK(Driver::sent<protocol::Commit>(a).empty());
+    CHECK(d.core.decision(txid) == Decision::aborted);
+    CHECK(d.core.active() == 0);
+    r = Driver::reply_to(d.step(ev::Result{8, "r9"}), 8);
+    REQUIRE(r);
+    CHECK(r->kind == ClientReply::aborted);
+    // A refusal of a transaction not deciding (unknown, or already committed) changes nothing.
+    CHECK(d.step(ev::Refused{"L.1.99"}).list.empty());
+  }
+
   TEST_CASE("one NO aborts and tells those that may hold a prepare") {
     Driver d(config());
     auto txid = d.begin(1, "", put("k"));
