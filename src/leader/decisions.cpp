@@ -12,6 +12,8 @@ namespace tpc::leader {
 namespace asio = boost::asio;
 
 namespace {
+// A settler's decision (a COMMIT's value is a log record payload, never this text).
+constexpr const char* k_abort = "abort";
 // etcd's default --max-txn-ops is 128; a batch's compares and puts each stay below it.
 constexpr size_t k_max_batch = 100;
 
@@ -113,7 +115,8 @@ EtcdDecisions::Startup EtcdDecisions::open(const DecisionStoreOptions& o) {
       o, [&](etcd::Client& c, auto cb) { c.range(dprefix, etcd::prefix_end(dprefix), cb); });
   if (!ds) throw unreachable(ds.status());
   for (auto& kv : *ds)
-    st.decisions.emplace_back(kv.key.substr(o.prefix.size() + 2), std::move(kv.value));
+    if (kv.value != k_abort)  // settled by another leader: nothing to re-drive
+      st.decisions.emplace_back(kv.key.substr(o.prefix.size() + 2), std::move(kv.value));
   return st;
 }
 
@@ -260,6 +263,28 @@ void EtcdDecisions::decide_one(Pending p) {
       return shared->cb(Status::error("UNAVAILABLE", "decision store: this leader's lease was lost"));
     }
     shared->cb(found[0].value == shared->payload);
+  });
+}
+
+void EtcdDecisions::settle(const std::string& txid, const std::string& owner,
+                           std::function<void(Result<protocol::Decision>)> cb) {
+  std::string owner_key = m_o.prefix + "leaders/" + owner;
+  etcd::Txn t;
+  t.compare.push_back(etcd::Compare::absent(decision_key(txid)));
+  t.compare.push_back(etcd::Compare::absent(owner_key));
+  t.success.push_back(etcd::Op::put(decision_key(txid), k_abort));
+  t.failure.push_back(etcd::Op::get(decision_key(txid)));
+  m_client->txn(t, [this, alive = m_alive, txid, owner, cb = std::move(cb)](
+                       Result<etcd::TxnResult> r) {
+    if (!*alive) return;
+    if (!r) return cb(r.status());
+    if (r->succeeded) {
+      log::warn("settled {} as aborted: its leader {} is gone (its lease expired)", txid, owner);
+      return cb(protocol::Decision::aborted);
+    }
+    const auto& found = r->results.size() == 1 ? r->results[0] : std::vector<etcd::KeyValue>{};
+    if (found.empty()) return cb(protocol::Decision::pending);  // the owner lives: it decides
+    cb(found[0].value == k_abort ? protocol::Decision::aborted : protocol::Decision::committed);
   });
 }
 

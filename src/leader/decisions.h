@@ -6,7 +6,8 @@
 //   P/incarnation/ID    the leader's incarnation counter, bumped by compare-and-swap at start
 //   P/d/TXID            the decision: the COMMIT record's payload, created only if absent and
 //                       only while the leader's key is held by its lease (fencing); deleted
-//                       once every participant acknowledged (the END)
+//                       once every participant acknowledged (the END); or "abort", created by
+//                       another leader settling the transaction of a leader that is gone
 //
 // Single-threaded on the leader's io_context; callbacks run there.
 #pragma once
@@ -21,6 +22,7 @@
 
 #include "common/status.h"
 #include "etcd/client.h"
+#include "protocol/messages.h"
 
 namespace tpc::leader {
 
@@ -63,6 +65,14 @@ class EtcdDecisions {
   // or this leader's lease was lost): try again later, the transaction stays undecided.
   // Decisions asked for together go to etcd as one transaction.
   void decide(const std::string& txid, std::string payload, std::function<void(Result<bool>)> cb);
+  // The outcome of `txid`, a transaction of another leader `owner`, for a participant in
+  // doubt. Its decision key, when there is one; none and `owner`'s key gone (its lease
+  // expired: it is dead, or was paused past its lease): settles it, creating the key as
+  // ABORT only if still absent and only while the owner's key is absent (the owner's late
+  // COMMIT then fails); none and the owner alive: pending (the owner decides). Error
+  // UNAVAILABLE when etcd cannot say.
+  void settle(const std::string& txid, const std::string& owner,
+              std::function<void(Result<protocol::Decision>)> cb);
   // The transaction ended: its key goes (batched, best effort: a key left behind is re-driven
   // harmlessly after a restart).
   void end(const std::string& txid);

@@ -176,8 +176,8 @@ Server::Server(asio::io_context& io, Config cfg)
   log::info("incarnation {}; recovered {} log records; {} committed transactions to finish",
             m_incarnation, recovered.size(), m_core->active());
 
-  std::string hello = fmt::format("HELLO {} leader {} {}", protocol::k_version, m_cfg.id,
-                                  node::hello_tokens(m_ident));
+  std::string hello = fmt::format("HELLO {} leader {} {} advertise={}", protocol::k_version,
+                                  m_cfg.id, node::hello_tokens(m_ident), m_cfg.advertise);
   for (size_t p = 0; p < m_cfg.peers.size(); ++p) {
     std::string host;
     uint16_t port;
@@ -391,6 +391,20 @@ void Server::handle(const std::string& line, Reply reply) {
   } else if (verb == "OUTCOME") {
     auto txid = protocol::decode_txid_arg(t);
     if (!txid) return fail(Status::error("PROTO", "usage: OUTCOME TXID"));
+    std::string owner = txid->substr(0, txid->find('.'));
+    if (m_decisions && owner != m_cfg.id) {
+      // Another leader's transaction: the decision store knows, or this leader settles it
+      // if that leader is gone (docs/decision-store.md, takeover).
+      m_decisions->settle(*txid, owner, [reply, txid = *txid](Result<protocol::Decision> d) {
+        log::debug("OUTCOME {} of leader {}: {}", txid, txid.substr(0, txid.find('.')),
+                   d ? protocol::encode(*d) : d.status().message());
+        if (!d)
+          reply.send(LineBuilder("ERR").raw("UNAVAILABLE").text(d.status().message()).str());
+        else
+          reply.send(protocol::encode(*d));
+      });
+      return;
+    }
     step(ev::Outcome{client(reply), std::move(*txid)});
   } else if ((verb == "PAUSE" || verb == "RESUME") && reply.peer().role != "admin") {
     log::warn("refused {} from {} ({}role {}): administrative, needs role admin", verb,

@@ -1,5 +1,7 @@
 #include "participant/core.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "protocol/codec.h"
@@ -11,6 +13,7 @@ using protocol::Decision;
 using tpc::OpKind;
 namespace {
 constexpr int64_t k_scan_ms = 100;  // how often in-doubt transactions are looked at
+constexpr int64_t k_takeover_poll_ms = 1000;  // longest wait between asks, with several leaders
 
 protocol::Vote no(std::string code, std::string detail) {
   return {protocol::Vote::no, std::move(code), std::move(detail), 0};
@@ -446,14 +449,43 @@ void Core::on(int64_t now, int64_t wall, ev::Tick&, Actions& out) {
     (void)fresh;
     if (now < q->second.next_ms) continue;
     q->second.next_ms = now + q->second.backoff_ms;
-    q->second.backoff_ms = std::min(q->second.backoff_ms * 2, m_cfg.resolve_max_backoff_ms);
-    out.list.push_back(act::Ask{p.leader_addr, txid});
+    // With other leaders to ask, at least once a second: one of them settles the transaction
+    // as soon as its own leader's lease is gone.
+    int64_t cap = m_leaders_seen.size() > 1
+                      ? std::min<int64_t>(m_cfg.resolve_max_backoff_ms, k_takeover_poll_ms)
+                      : m_cfg.resolve_max_backoff_ms;
+    q->second.backoff_ms = std::min(q->second.backoff_ms * 2, cap);
+    // Its own leader first; every other query to another leader of the cluster, in turn:
+    // over a shared decision store any of them can answer, and settle it if its own leader
+    // is gone.
+    std::vector<const std::string*> others;
+    for (auto& a : m_leaders_seen)
+      if (a != p.leader_addr) others.push_back(&a);
+    uint64_t n = q->second.asked++;
+    const std::string& ask =
+        n % 2 == 0 || others.empty() ? p.leader_addr : *others[(n / 2) % others.size()];
+    out.list.push_back(act::Ask{ask, txid});
   }
 }
 
-void Core::on(int64_t, int64_t, ev::Outcome& e, Actions& out) {
+void Core::on(int64_t, int64_t, ev::LeaderSeen& e, Actions&) {
+  if (std::find(m_leaders_seen.begin(), m_leaders_seen.end(), e.addr) != m_leaders_seen.end())
+    return;
+  if (m_leaders_seen.size() >= 16) m_leaders_seen.erase(m_leaders_seen.begin());
+  m_leaders_seen.push_back(e.addr);
+}
+
+void Core::on(int64_t now, int64_t, ev::Outcome& e, Actions& out) {
   auto it = m_prepared.find(e.txid);
-  if (it == m_prepared.end() || it->second.applying || !e.decision) return;
+  if (it == m_prepared.end() || it->second.applying) return;
+  if (!e.decision) {
+    // That leader did not answer: the next one is asked at the next scan, not after the
+    // backoff (a dead leader must not slow down its takeover).
+    if (auto q = m_queries.find(e.txid); q != m_queries.end() && m_leaders_seen.size() > 1 &&
+                                         q->second.asked % 2 == 1)
+      q->second.next_ms = now;
+    return;
+  }
   if (*e.decision == Decision::pending) return;  // asked again after the backoff
   bool commit = *e.decision == Decision::committed;
   out.list.push_back(act::Note{

@@ -124,11 +124,18 @@ struct Outcome {    // a leader's answer to Ask, or its loss
   std::string txid;
   Result<protocol::Decision> decision = Status::error("UNAVAILABLE", "no answer");
 };
+// A leader of this participant's cluster (its JOIN was accepted) answers outcomes at `addr`.
+// With several leaders over one decision store (docs/decision-store.md), a transaction whose
+// own leader does not answer is asked of the others, which can settle it.
+struct LeaderSeen {
+  std::string addr;
+};
 struct Tick {};
 struct LogFull {};
 }  // namespace ev
 using Event = std::variant<ev::Prepare, ev::Commit, ev::Abort, ev::Read, ev::Resolve, ev::Durable,
-                           ev::Applied, ev::Flush, ev::Outcome, ev::Tick, ev::LogFull>;
+                           ev::Applied, ev::Flush, ev::Outcome, ev::LeaderSeen, ev::Tick,
+                           ev::LogFull>;
 
 using ReplyMsg = std::variant<protocol::Vote, protocol::Ack, protocol::ReadReply, protocol::Error>;
 std::string encode(const ReplyMsg& m);
@@ -208,6 +215,7 @@ class Core {
   void on(int64_t now, int64_t wall, ev::Applied& e, Actions& out);
   void on(int64_t now, int64_t wall, ev::Flush& e, Actions& out);
   void on(int64_t now, int64_t wall, ev::Outcome& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::LeaderSeen& e, Actions& out);
   void on(int64_t now, int64_t wall, ev::Tick& e, Actions& out);
   void on(int64_t now, int64_t wall, ev::LogFull& e, Actions& out);
 
@@ -244,7 +252,9 @@ class Core {
   struct Query {
     int64_t next_ms = 0;
     int64_t backoff_ms = 0;
+    uint64_t asked = 0;  // queries sent: odd ones go to another leader, when there is one
   };
+  std::vector<std::string> m_leaders_seen;  // ev::LeaderSeen, in order, at most 16
   std::map<std::string, Query> m_queries;  // in-doubt txid -> outcome query state
   int64_t m_next_scan_ms = 0;
   std::map<std::string, bool> m_heuristic;

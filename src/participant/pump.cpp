@@ -145,8 +145,16 @@ void Server::ask(const act::Ask& a) {
     log::error("in-doubt {}: bad leader address {}", a.txid, a.leader_addr);
     return;
   }
-  if (!link->up()) return;  // asked again after the backoff, once the leader is back
+  if (!link->up()) {
+    // Said at once, so that another leader is asked next (several leaders); with one
+    // leader, asked again after the backoff, once it is back.
+    asio::post(m_io, [this, txid = a.txid] {
+      step(ev::Outcome{txid, Status::error("UNAVAILABLE", "leader down")});
+    });
+    return;
+  }
   if (failpoint::hit("participant/askOutcome", a.txid)) return;  // query lost
+  log::debug("in-doubt {}: asking leader {} for the outcome", a.txid, a.leader_addr);
   link->request(protocol::encode(protocol::OutcomeQuery{a.txid}),
                 [this, txid = a.txid](Result<std::string> r) {
                   step(ev::Outcome{txid, protocol::parse_decision(r)});

@@ -199,6 +199,10 @@ void Server::on_join(const std::vector<std::string_view>& t, Reply reply) {
     log::info("joined cluster {}", m_ident.cluster);
   }
   reply.peer().joined = true;
+  std::string host;
+  uint16_t port;
+  if (const std::string& adv = reply.peer().advertise; parse_host_port(adv, &host, &port))
+    step(ev::LeaderSeen{adv});
   std::string line = node::encode_join(*m);
   if (line != m_membership) {
     txlog::write_file_atomic(m_cfg.data_dir + "/membership", line + "\n");

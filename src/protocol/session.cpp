@@ -188,6 +188,7 @@ void Session::on_line(std::string line) {
                    ? std::string(tokens[3])
                    : "";
     info->node = f["node"];
+    info->advertise = f["advertise"];
     info->joined = false;
     m_peer_info = std::move(info);
     reply.send(fmt::format("HELLO {} {} {}{} idle_ms={} max_line={}", k_version, m_cfg.role,

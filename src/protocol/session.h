@@ -35,6 +35,7 @@ struct PeerInfo {
   std::string id;    // its --id
   std::string node;  // its node id (leaders and participants)
   std::string address;
+  std::string advertise;  // a leader's: where it answers outcomes (its HELLO's advertise=)
   bool joined = false;  // a leader's JOIN was accepted on this connection (participants)
 };
 

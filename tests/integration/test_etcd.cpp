@@ -75,6 +75,25 @@ std::optional<std::map<std::string, std::string>> keys(const std::string& ep,
   return out;
 }
 
+// A second leader (--id 2) over the same participants and decision store as c's.
+std::unique_ptr<Process> second_leader(Cluster& c, const Etcd& e, const std::string& name,
+                                       uint16_t port) {
+  return std::make_unique<Process>(
+      std::vector<std::string>{TPC_BINARY, "leader", "--id", "2", "--port", std::to_string(port),
+                               "--peers", c.participant_addr(0) + "," + c.participant_addr(1),
+                               "--data-dir", c.dir() + "/leader2", "--decision-store", e.url(),
+                               "--cluster-name", name, "--lease-ttl", "2", "--cluster-id",
+                               c.cluster_id(), "--log-level", "debug"},
+      c.dir() + "/leader2.log");
+}
+
+bool leader_ready(const std::string& addr) {
+  auto conn = client::Connection::open(addr, 500);
+  if (!conn) return false;
+  auto r = conn->call("STATS", 1000);
+  return r && r->find("peers_up=2/2") != std::string::npos;
+}
+
 bool healthy(const std::string& ep) {
   bool ok = false;
   with_client({ep}, [&](etcd::Client& c, auto done) {
@@ -269,5 +288,63 @@ TEST_SUITE("etcd") {
       CHECK(c.read_at(0, fmt::format("a{}", i)) == "1");
       CHECK(c.read_at(1, fmt::format("a{}", i)) == "1");
     }
+  }
+
+  TEST_CASE("takeover: a leader dies between votes and decision, another settles it as aborted") {
+    Etcd e;
+    REQUIRE(wait_for([&] { return healthy(e.endpoint()); }, 15000));
+    Cluster::Options o;
+    o.leader_args = {"--decision-store", e.url(), "--cluster-name", "tk", "--lease-ttl", "2"};
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/afterVotes=1*crash"}};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    uint16_t port2 = free_port();
+    auto l2 = second_leader(c, e, "tk", port2);
+    std::string addr2 = fmt::format("127.0.0.1:{}", port2);
+    REQUIRE(wait_for([&] { return leader_ready(addr2); }, 15000));
+    Scratch s;
+    Process put({TPC_BINARY, "client", "--leader", c.leader_addr(), "put", "k", "v"},
+                s.path() + "/out");
+    REQUIRE(c.leader()->wait_exit(10000) == 128 + SIGKILL);
+    int64_t killed = now_ms();
+    CHECK(c.stat(0, "in_doubt") + c.stat(1, "in_doubt") >= 1);
+    // Its participants ask the other leader, which settles it once the dead one's lease is gone.
+    REQUIRE(wait_for([&] { return c.stat(0, "in_doubt") == 0 && c.stat(1, "in_doubt") == 0; },
+                     15000));
+    int64_t took = now_ms() - killed;
+    MESSAGE("in doubt for " << took << " ms after the kill (lease TTL 2 s)");
+    CHECK(took < 8000);
+    CHECK(put.wait_exit(20000) == 4);  // its leader died before answering: outcome unknown
+    CHECK(read_file(c.dir() + "/leader2.log").find("settled") != std::string::npos);
+    CHECK_FALSE(c.read_at(0, "k").has_value());
+    CHECK_FALSE(c.read_at(1, "k").has_value());
+    // The key is free again, through the live leader.
+    CHECK(run_tpc({"client", "--leader", addr2, "put", "k", "after"}).code == 0);
+    CHECK(c.read_at(0, "k") == "after");
+  }
+
+  TEST_CASE("fencing: a leader paused past its lease cannot commit what another settled") {
+    Etcd e;
+    REQUIRE(wait_for([&] { return healthy(e.endpoint()); }, 15000));
+    Cluster::Options o;
+    o.leader_args = {"--decision-store", e.url(), "--cluster-name", "fe", "--lease-ttl", "2"};
+    // Between its votes and its decision the leader stalls for 5 s (as under SIGSTOP): its
+    // lease expires meanwhile.
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/afterVotes=1*sleep(5000)"}};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    uint16_t port2 = free_port();
+    auto l2 = second_leader(c, e, "fe", port2);
+    REQUIRE(wait_for([&] { return leader_ready(fmt::format("127.0.0.1:{}", port2)); }, 15000));
+    auto r = c.client({"put", "k", "v"});
+    // The stalled leader's late COMMIT fails: the other leader settled it as aborted first.
+    CHECK(r.code == 3);
+    CHECK(r.err.find("SETTLED") != std::string::npos);
+    REQUIRE(c.wait_settled());
+    CHECK_FALSE(c.read_at(0, "k").has_value());
+    CHECK_FALSE(c.read_at(1, "k").has_value());
+    CHECK(c.log_of_leader().find("holds an abort") != std::string::npos);
+    // It took a new lease and goes on.
+    REQUIRE(wait_for([&] { return c.client({"put", "k2", "v"}).code == 0; }, 10000));
   }
 }
