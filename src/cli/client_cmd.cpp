@@ -24,7 +24,9 @@ std::function<int()> setup_client(CLI::App& app) {
       "no command opens a shell");
   auto o = std::make_shared<client::Options>();
   if (const char* env = std::getenv("TPC_LEADER"); env && *env) o->leader = env;
-  sub->add_option("--leader", o->leader, "leader address (env TPC_LEADER)")->capture_default_str();
+  sub->add_option("--leader", o->leader,
+                  "leader address, or several (HOST:PORT,HOST:PORT: the first that answers; "
+                  "env TPC_LEADER)")->capture_default_str();
   sub->add_option("--timeout", o->timeout_ms, "ms to wait for one reply")->capture_default_str();
   sub->add_option("--retries", o->retries, "times a conflict abort is retried")
       ->capture_default_str();

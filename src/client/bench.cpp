@@ -228,7 +228,9 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
   }
   std::string host;
   uint16_t port;
-  if (!parse_host_port(o.leader, &host, &port)) {
+  // With several leaders listed, the load goes to the first.
+  std::string first = o.leader.substr(0, o.leader.find(','));
+  if (!parse_host_port(first, &host, &port)) {
     std::cerr << "bad leader address " << o.leader << "\n";
     return k_usage;
   }

@@ -76,6 +76,22 @@ std::shared_ptr<const tls::Context> Connection::tls() { return tls_slot().ctx; }
 
 Result<Connection> Connection::open(const std::string& host_port, int timeout_ms,
                                     const std::string& role) {
+  if (host_port.find(',') != std::string::npos) {
+    // Several servers (leaders over one decision store): the first that answers, in order,
+    // each within the deadline that is left.
+    int64_t deadline = now_ms() + timeout_ms;
+    Status last = Status::error("USAGE", "no address in '" + host_port + "'");
+    for (const auto& one : split_list(host_port, ',')) {
+      int left = static_cast<int>(std::max<int64_t>(deadline - now_ms(), 1));
+      auto c = open(one, left, role);
+      if (c) return c;
+      last = c.status();
+      // A problem of ours (certificates, a bad address, another cluster) is the same
+      // everywhere: said now, not hidden behind the next server's.
+      if (last.code() != "UNAVAILABLE") return last;
+    }
+    return last;
+  }
   std::string host;
   uint16_t port;
   if (!parse_host_port(host_port, &host, &port))

@@ -31,6 +31,7 @@ class Connection {
   // TLS only and this process has no certificates), VERSION (the server speaks another
   // protocol version), CLUSTER (the server belongs to another cluster than the one set with
   // expect_cluster).
+  // `host_port` may list several servers, "A:P,B:P": the first that answers, in order.
   static Result<Connection> open(const std::string& host_port, int timeout_ms,
                                  const std::string& role = "client");
   // The cluster id every connection of this process must reach (--cluster-id,

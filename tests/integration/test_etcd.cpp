@@ -347,4 +347,27 @@ TEST_SUITE("etcd") {
     // It took a new lease and goes on.
     REQUIRE(wait_for([&] { return c.client({"put", "k2", "v"}).code == 0; }, 10000));
   }
+
+  TEST_CASE("a client given several leaders uses the first that answers") {
+    Etcd e;
+    REQUIRE(wait_for([&] { return healthy(e.endpoint()); }, 15000));
+    Cluster::Options o;
+    o.leader_args = {"--decision-store", e.url(), "--cluster-name", "cl", "--lease-ttl", "2"};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    uint16_t port2 = free_port();
+    auto l2 = second_leader(c, e, "cl", port2);
+    std::string addr2 = fmt::format("127.0.0.1:{}", port2);
+    REQUIRE(wait_for([&] { return leader_ready(addr2); }, 15000));
+    std::string both = c.leader_addr() + "," + addr2;
+    CHECK(run_tpc({"client", "--leader", both, "put", "a", "1"}).code == 0);
+    c.kill_leader();
+    CHECK(run_tpc({"client", "--leader", both, "put", "b", "2"}).code == 0);
+    CHECK(run_tpc({"client", "get", "b"}, 30000, "", {{"TPC_LEADER", both}}).out == "2\n");
+    CHECK(c.read_at(0, "a") == "1");
+    CHECK(c.read_at(1, "b") == "2");
+    // Every leader down: unavailable, exit 4.
+    l2.reset();
+    CHECK(run_tpc({"client", "--leader", both, "put", "c", "3"}).code == 4);
+  }
 }
