@@ -18,6 +18,7 @@
 
 #include "cli/commands.h"
 #include "client/connection.h"
+#include "etcd/client.h"
 #include "protocol/messages.h"
 #include "common/logging.h"
 #include "common/status.h"
@@ -100,6 +101,9 @@ std::function<int()> setup_cluster(CLI::App& app) {
     std::string log_level = "info";
     bool insecure = false;
     std::string certs_dir;
+    int leaders = 1;
+    std::string decision_store = "local";
+    int etcd_members = 1;
   };
   auto o = std::make_shared<Opts>();
   sub->add_option("--participants", o->participants, "number of participants")
@@ -112,6 +116,19 @@ std::function<int()> setup_cluster(CLI::App& app) {
   sub->add_option("--replicas", o->replicas, "participants that hold each key (0: all)")
       ->capture_default_str();
   sub->add_option("--log-level", o->log_level, "log level of every node")->capture_default_str();
+  sub->add_option("--leaders", o->leaders,
+                  "leaders over the same participants (more than one needs --decision-store "
+                  "etcd)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 9));
+  sub->add_option("--decision-store", o->decision_store,
+                  "local (each leader's log) or etcd: a local etcd from the etcd-server package, "
+                  "started and stopped with the cluster")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"local", "etcd"}));
+  sub->add_option("--etcd-members", o->etcd_members, "members of that etcd: 1 or 3")
+      ->capture_default_str()
+      ->check(CLI::IsMember({1, 3}));
   sub->add_option("--certs-dir", o->certs_dir,
                   "the cluster's CA and certificates, made there if missing [DATA_DIR/certs] "
                   "(env TPC_CERTS_DIR)")
@@ -122,6 +139,11 @@ std::function<int()> setup_cluster(CLI::App& app) {
   return [sub, o]() -> int {
     if (!sub->parsed()) return -1;
     log::set_role("cluster");
+    // Every check before anything is written (certificates, data directories).
+    if (o->leaders > 1 && o->decision_store != "etcd")
+      throw Error("--leaders above 1 needs --decision-store etcd (leaders share their decisions "
+                  "there)",
+                  2);
     std::string exe = self_exe();
     std::string certs;
     if (o->insecure) {
@@ -147,6 +169,34 @@ std::function<int()> setup_cluster(CLI::App& app) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
+    // Ports: leader 1 on --port, participants on the next ones, then the other leaders, then
+    // etcd's client and peer ports.
+    auto leader_port = [&](int k) {
+      return static_cast<uint16_t>(k == 1 ? o->port : o->port + o->participants + k - 1);
+    };
+    int etcd_base = o->port + o->participants + o->leaders;
+    if (etcd_base + 2 * o->etcd_members > 65535) throw Error("--port: too high for the cluster", 2);
+    std::string store = "local";
+    if (o->decision_store == "etcd") {
+      std::string initial;
+      for (int m = 0; m < o->etcd_members; ++m)
+        initial += fmt::format("{}e{}=http://127.0.0.1:{}", m ? "," : "", m,
+                               etcd_base + o->etcd_members + m);
+      store = "etcd://";
+      for (int m = 0; m < o->etcd_members; ++m) {
+        std::string client = fmt::format("http://127.0.0.1:{}", etcd_base + m);
+        std::string peer = fmt::format("http://127.0.0.1:{}", etcd_base + o->etcd_members + m);
+        store += fmt::format("{}127.0.0.1:{}", m ? "," : "", etcd_base + m);
+        children.push_back(
+            {fmt::format("etcd member {}", m),
+             start_child({"/usr/bin/etcd", "--name", fmt::format("e{}", m), "--data-dir",
+                          fmt::format("{}/etcd-{}", o->data_dir, m), "--listen-client-urls",
+                          client, "--advertise-client-urls", client, "--listen-peer-urls", peer,
+                          "--initial-advertise-peer-urls", peer, "--initial-cluster", initial,
+                          "--log-level", "warn", "--logger", "zap"}),
+             true});
+      }
+    }
     for (int i = 1; i <= o->participants; ++i) {
       uint16_t port = static_cast<uint16_t>(o->port + i);
       peers += (i > 1 ? "," : "") + fmt::format("127.0.0.1:{}", port);
@@ -180,31 +230,68 @@ std::function<int()> setup_cluster(CLI::App& app) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
     }
-    std::vector<std::string> largs = {
-        exe,           "leader",    "--port",     std::to_string(o->port),
-        "--peers",     peers,       "--data-dir", o->data_dir + "/leader-1",
-        "--log-level", o->log_level};
-    if (o->replicas) {
-      largs.push_back("--replicas");
-      largs.push_back(std::to_string(o->replicas));
-    }
-    if (!failed) children.push_back({"leader", start_child(with_certs(largs)), true});
-
-    // Ready when the leader sees every participant.
-    std::string leader = fmt::format("127.0.0.1:{}", o->port);
-    std::string want = fmt::format("peers_up={}/{}", o->participants, o->participants);
-    bool ready = false;
-    std::string cluster_id;
-    int64_t deadline = now_ms() + 15000;
-    while (!g_stop && !failed && now_ms() < deadline && !ready) {
-      if ((failed = child_died())) break;
-      auto c = client::Connection::open(leader, 300);
-      if (c) {
-        auto r = c->call("STATS", 1000);
-        ready = r && r->find(want) != std::string::npos;
-        if (ready) cluster_id = protocol::parse_fields(*r)["cluster"];
+    // With etcd: it answers before any leader starts (a leader refuses to start without it).
+    if (store != "local" && !failed) {
+      auto eps = split_list(store.substr(7), ',');
+      int64_t until = now_ms() + 20000;
+      bool up = false;
+      while (!g_stop && !up && now_ms() < until) {
+        if ((failed = child_died())) break;
+        boost::asio::io_context io;
+        auto c = std::make_shared<etcd::Client>(io, std::vector<std::string>{eps[0]}, 300);
+        c->range("health", "", [&](auto r) { up = r.is_ok(); });
+        io.run();
+        c->stop();
+        if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
-      if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (!up && !failed) {
+        std::cerr << "etcd did not answer within 20 s; stopping the cluster\n";
+        failed = true;
+      }
+    }
+    // Leader k; the others join leader 1's cluster.
+    auto start_leader = [&](int k, const std::string& cluster) {
+      std::vector<std::string> largs = {
+          exe,           "leader",    "--port",     std::to_string(leader_port(k)),
+          "--id",        std::to_string(k), "--peers", peers,
+          "--data-dir",  fmt::format("{}/leader-{}", o->data_dir, k),
+          "--log-level", o->log_level};
+      if (o->replicas) {
+        largs.push_back("--replicas");
+        largs.push_back(std::to_string(o->replicas));
+      }
+      if (store != "local") largs.insert(largs.end(), {"--decision-store", store});
+      if (!cluster.empty()) largs.insert(largs.end(), {"--cluster-id", cluster});
+      children.push_back(
+          {k == 1 ? std::string("leader") : fmt::format("leader {}", k),
+           start_child(with_certs(largs)), true});
+    };
+    // Ready when a leader sees every participant; its cluster id, or "" (not ready in 15 s).
+    std::string want = fmt::format("peers_up={}/{}", o->participants, o->participants);
+    auto wait_leader = [&](const std::string& addr) {
+      int64_t deadline = now_ms() + 15000;
+      while (!g_stop && !failed && now_ms() < deadline) {
+        if ((failed = child_died())) break;
+        if (auto c = client::Connection::open(addr, 300)) {
+          auto r = c->call("STATS", 1000);
+          if (r && r->find(want) != std::string::npos)
+            return protocol::parse_fields(*r)["cluster"];
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      return std::string();
+    };
+    std::string leader = fmt::format("127.0.0.1:{}", o->port);
+    std::string leaders = leader;
+    std::string cluster_id;
+    if (!failed) start_leader(1, "");
+    cluster_id = wait_leader(leader);
+    bool ready = !cluster_id.empty();
+    for (int k = 2; k <= o->leaders && ready; ++k) {
+      std::string addr = fmt::format("127.0.0.1:{}", leader_port(k));
+      leaders += "," + addr;
+      start_leader(k, cluster_id);
+      ready = !wait_leader(addr).empty();
     }
     if (ready) {
       std::cout << fmt::format("tpc cluster is up: leader on {}, {} participants\n", leader,
@@ -212,7 +299,12 @@ std::function<int()> setup_cluster(CLI::App& app) {
       for (int i = 1; i <= o->participants; ++i)
         std::cout << fmt::format("  participant {} on 127.0.0.1:{}  data {}/participant-{}\n", i,
                                  o->port + i, o->data_dir, i);
-      std::cout << fmt::format("  leader        on {}  data {}/leader-1\n", leader, o->data_dir);
+      for (int k = 1; k <= o->leaders; ++k)
+        std::cout << fmt::format("  leader {}      on 127.0.0.1:{}  data {}/leader-{}\n", k,
+                                 leader_port(k), o->data_dir, k);
+      if (store != "local")
+        std::cout << fmt::format("  decisions     in etcd at {}  (etcd data in {}/etcd-N)\n",
+                                 store.substr(7), o->data_dir);
       std::cout << fmt::format("  cluster id    {}  (clients with --cluster-id {} refuse any "
                                "other cluster)\n",
                                cluster_id, cluster_id);
@@ -227,7 +319,7 @@ std::function<int()> setup_cluster(CLI::App& app) {
                 : "for clients: ",
             std::filesystem::absolute(certs).lexically_normal().string());
       std::cout << fmt::format("try:  {} client --leader {} put hello world\n", invoked_as(),
-                               leader)
+                               leaders)
                 << "Ctrl-C stops the cluster.\n"
                 << std::flush;
     } else if (!g_stop && !failed) {

@@ -35,7 +35,7 @@ start_cluster() {  # participants replicas [tls]
   if [ "${3:-}" = tls ]; then mode=""; CERTS=$DATA/c/certs; fi
   for attempt in 1 2 3 4 5 6 7 8; do
     rm -rf "$DATA/c"; mkdir -p "$DATA"
-    BASE=$((20000 + RANDOM % 30000))
+    BASE=$((20000 + RANDOM % 12000))  # below the kernel's ephemeral ports
     local busy=0
     for i in $(seq 0 "$n"); do
       if port_busy $((BASE + i)) || ss -Htan 2>/dev/null | grep -q ":$((BASE + i)) "; then busy=1; fi

@@ -1,5 +1,9 @@
 #include "harness.h"
 
+#include <random>
+
+#include <set>
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -12,6 +16,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -37,17 +43,28 @@ Scratch::~Scratch() {
   }
 }
 
+// Below 32768: the kernel hands out ephemeral ports above it, so a client's connection can
+// never take a port a node is about to listen on. Random, checked by a bind, and never the
+// same twice in one process.
 uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
+  static std::set<uint16_t> given;
+  static std::mt19937 rng(
+      static_cast<unsigned>(now_us() ^ (static_cast<int64_t>(::getpid()) << 16)));
+  for (int tries = 0; tries < 1000; ++tries) {
+    auto port = static_cast<uint16_t>(20000 + rng() % 12000);
+    if (given.count(port)) continue;
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    if (!ok) continue;
+    given.insert(port);
+    return port;
+  }
+  throw std::runtime_error("no free port below 32768");
 }
 
 bool wait_for(const std::function<bool()>& cond, int timeout_ms) {

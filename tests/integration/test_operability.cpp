@@ -12,6 +12,8 @@
 #include <regex>
 #include <set>
 
+#include <fmt/format.h>
+
 #include "common/util.h"
 #include "harness.h"
 
@@ -36,7 +38,7 @@ bool port_free(uint16_t port) {
 uint16_t free_port_run(int n) {
   std::mt19937 rng(static_cast<unsigned>(now_us()));
   for (int tries = 0; tries < 200; ++tries) {
-    uint16_t base = static_cast<uint16_t>(20000 + rng() % 30000);
+    uint16_t base = static_cast<uint16_t>(20000 + rng() % 12000);  // below the ephemeral ports
     bool ok = true;
     for (int i = 0; i <= n && ok; ++i) ok = port_free(static_cast<uint16_t>(base + i));
     if (ok) return base;
@@ -123,6 +125,31 @@ TEST_SUITE("operability") {
     CHECK(cluster.terminate(10000) == 0);
     CHECK(read_file(s.path() + "/cluster.log").find("cluster stopped") != std::string::npos);
     CHECK(wait_for([&] { return processes_with(data).empty(); }, 5000));
+  }
+
+  TEST_CASE("tpc cluster with two leaders over a local etcd: both serve, SIGTERM stops all") {
+    Scratch s;
+    uint16_t base = free_port_run(2 + 2 + 2);
+    std::string data = s.path() + "/data";
+    Process cluster({TPC_BINARY, "cluster", "--port", std::to_string(base), "--data-dir", data,
+                     "--log-level", "warn", "--insecure", "--leaders", "2", "--decision-store",
+                     "etcd"},
+                    s.path() + "/cluster.log");
+    REQUIRE(wait_for_text(s.path() + "/cluster.log", "tpc cluster is up", 40000));
+    std::string banner = read_file(s.path() + "/cluster.log");
+    std::string l1 = fmt::format("127.0.0.1:{}", base), l2 = fmt::format("127.0.0.1:{}", base + 3);
+    CHECK(banner.find("--leader " + l1 + "," + l2) != std::string::npos);
+    CHECK(banner.find("decisions     in etcd at") != std::string::npos);
+    CHECK(processes_with(data).size() == 6);  // the cluster, etcd, two participants, two leaders
+    CHECK(run_tpc({"client", "--leader", l1, "put", "a", "1"}).code == 0);
+    CHECK(run_tpc({"client", "--leader", l2, "put", "b", "2"}).code == 0);
+    CHECK(run_tpc({"client", "--leader", l2, "get", "a"}).out == "1\n");
+    // Two leaders need etcd: refused before anything is written.
+    auto bad = run_tpc({"cluster", "--leaders", "2", "--data-dir", s.path() + "/bad"});
+    CHECK(bad.code == 2);
+    CHECK_FALSE(fs::exists(s.path() + "/bad"));
+    CHECK(cluster.terminate(15000) == 0);
+    CHECK(wait_for([&] { return processes_with(data).empty(); }, 10000));
   }
 
   TEST_CASE("tpc cluster --insecure leaves no orphans even when killed -9") {
