@@ -121,8 +121,7 @@ EtcdDecisions::Startup EtcdDecisions::open(const DecisionStoreOptions& o) {
 }
 
 EtcdDecisions::EtcdDecisions(asio::io_context& io, DecisionStoreOptions o, int64_t lease)
-    : m_io(io),
-      m_o(std::move(o)),
+    : m_o(std::move(o)),
       m_client(std::make_shared<etcd::Client>(io, m_o.endpoints, m_o.timeout_ms)),
       m_lease(lease),
       m_timer(io) {}
@@ -274,7 +273,7 @@ void EtcdDecisions::settle(const std::string& txid, const std::string& owner,
   t.compare.push_back(etcd::Compare::absent(owner_key));
   t.success.push_back(etcd::Op::put(decision_key(txid), k_abort));
   t.failure.push_back(etcd::Op::get(decision_key(txid)));
-  m_client->txn(t, [this, alive = m_alive, txid, owner, cb = std::move(cb)](
+  m_client->txn(t, [alive = m_alive, txid, owner, cb = std::move(cb)](
                        Result<etcd::TxnResult> r) {
     if (!*alive) return;
     if (!r) return cb(r.status());

@@ -93,7 +93,6 @@ class EtcdDecisions {
   std::string decision_key(const std::string& txid) const { return m_o.prefix + "d/" + txid; }
   std::string leader_key() const { return m_o.prefix + "leaders/" + m_o.leader_id; }
 
-  boost::asio::io_context& m_io;
   DecisionStoreOptions m_o;
   std::shared_ptr<etcd::Client> m_client;
   int64_t m_lease;

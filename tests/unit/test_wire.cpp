@@ -15,7 +15,9 @@ namespace asio = boost::asio;
 TEST_SUITE("protocol") {
   TEST_CASE("requests and replies of one event-loop turn share one write each") {
     asio::io_context io(1);
-    protocol::SessionConfig cfg{"participant", "9", protocol::k_default_max_line};
+    protocol::SessionConfig cfg;
+    cfg.role = "participant";
+    cfg.id = "9";
     int handled = 0;
     protocol::Server server(io, "127.0.0.1", 0, cfg,
                             [&](const std::string& line, protocol::Reply r) {
