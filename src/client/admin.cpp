@@ -155,12 +155,22 @@ std::map<std::string, InDoubt> collect(const std::vector<std::string>& parts,
 }  // namespace
 
 int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err) {
-  auto ls = ask(o.leader, "STATS");
-  auto peers = ask(o.leader, "PEERS");
+  // Every leader listed gets a row; the participants come from the first that answers.
+  std::vector<std::pair<std::string, std::optional<std::string>>> leader_stats;
+  std::optional<std::string> ls, peers;
+  for (const auto& addr : split_list(o.leader, ',')) {
+    auto st = ask(addr, "STATS");
+    if (st && !ls) {
+      ls = st;
+      peers = ask(addr, "PEERS");
+    }
+    leader_stats.emplace_back(addr, st);
+  }
   if (!ls || !peers) {
     err << "leader " << o.leader << " is unreachable\n";
     if (!json) return k_unknown;
   }
+  Fields lf = ls ? protocol::parse_fields(*ls) : Fields{};
   std::vector<protocol::PeerState> parts;
   if (peers) parts = protocol::parse_peers(*peers);
   struct Row {
@@ -170,9 +180,11 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
     std::string refused;  // why the leader refuses this participant
   };
   std::vector<Row> rows;
-  rows.push_back(
-      {"leader", o.leader, ls.has_value(), ls ? protocol::parse_fields(*ls) : Fields{}, ""});
-  int down = ls ? 0 : 1;
+  int down = 0;
+  for (auto& [addr, st] : leader_stats) {
+    rows.push_back({"leader", addr, st.has_value(), st ? protocol::parse_fields(*st) : Fields{}, ""});
+    down += !st;
+  }
   for (auto& p : parts) {
     auto r = ask(p.addr, "STATS");
     rows.push_back({"participant", p.addr, r.has_value(), r ? protocol::parse_fields(*r) : Fields{},
@@ -191,16 +203,20 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
           "{}{{\"role\":\"{}\",\"id\":{},\"address\":{},\"up\":{},\"refused\":{},"
           "\"keys\":{},\"committed\":{},"
           "\"aborted\":{},\"in_doubt\":{},\"heuristic\":{},\"log_bytes\":{},"
-          "\"uptime_ms\":{}}}",
+          "\"uptime_ms\":{}{}}}",
           i ? "," : "", r.role, r.f.count("id") ? json_str(r.f.at("id")) : "null", json_str(r.addr),
           r.up ? "true" : "false", r.refused.empty() ? "null" : json_str(r.refused),
           num_or_null(r.f, "keys"), num_or_null(r.f, "committed"), num_or_null(r.f, "aborted"),
           r.role == "leader" ? num_or_null(r.f, "active") : num_or_null(r.f, "in_doubt"),
           num_or_null(r.f, "heuristic"), num_or_null(r.f, "log_bytes"),
-          num_or_null(r.f, "uptime_ms"));
+          num_or_null(r.f, "uptime_ms"),
+          r.role == "leader" && r.f.count("decisions")
+              ? fmt::format(",\"decisions\":{},\"store_up\":{}", json_str(r.f.at("decisions")),
+                            get(r.f, "store") == "up" ? "true" : "false")
+              : std::string());
     }
     s += "]";
-    if (ls) s += ",\"cluster\":" + json_str(get(rows[0].f, "cluster"));
+    if (ls) s += ",\"cluster\":" + json_str(get(lf, "cluster"));
     s += "}";
     out << s << "\n";
     return down ? k_unknown : k_ok;
@@ -219,10 +235,16 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
                        get(r.f, "aborted"), doubt, r.up ? human_bytes(get(r.f, "log_bytes")) : "-",
                        r.up ? human_ms(get(r.f, "uptime_ms")) : "-");
   }
-  if (rows[0].up) {
+  if (ls) {
     out << "(leader IN-DOUBT counts transactions it is still deciding or finishing)\n";
-    out << "cluster " << get(rows[0].f, "cluster") << "\n";
+    out << "cluster " << get(lf, "cluster") << "\n";
   }
+  for (auto& r : rows)
+    if (r.role == "leader" && get(r.f, "decisions") == "etcd")
+      out << fmt::format("leader {} keeps its decisions in etcd: {}\n",
+                         protocol::escape_display(get(r.f, "id")),
+                         get(r.f, "store") == "up" ? "reachable, lease held"
+                                                   : "UNREACHABLE (new transactions refused)");
   for (auto& r : rows)
     if (!r.refused.empty())
       out << fmt::format("participant {} REFUSED by the leader: {}\n", r.addr,

@@ -433,10 +433,11 @@ void Server::on_stats(Reply reply) {
   for (auto& l : m_links) up += l->up();
   reply.send(fmt::format(
       "STATS id={} cluster={} node={} incarnation={} replicas={} committed={} aborted={} "
-      "active={} peers_up={}/{} log_bytes={} log_syncs={} uptime_ms={}",
+      "active={} peers_up={}/{} log_bytes={} log_syncs={} uptime_ms={} decisions={}{}",
       m_cfg.id, m_ident.cluster, m_ident.node, m_incarnation, m_cfg.replicas,
       m_core->committed_count(), m_core->aborted_count(), m_core->active(), up, m_links.size(),
-      ls.bytes, ls.syncs, now_ms() - m_started_ms));
+      ls.bytes, ls.syncs, now_ms() - m_started_ms, m_decisions ? "etcd" : "local",
+      m_decisions ? fmt::format(" store={}", m_decisions->healthy() ? "up" : "down") : ""));
 }
 
 }  // namespace tpc::leader

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <regex>
 
 #include <fmt/format.h>
 
@@ -361,7 +362,19 @@ TEST_SUITE("etcd") {
     REQUIRE(wait_for([&] { return leader_ready(addr2); }, 15000));
     std::string both = c.leader_addr() + "," + addr2;
     CHECK(run_tpc({"client", "--leader", both, "put", "a", "1"}).code == 0);
+    // status shows every leader listed, and the decision store as each sees it.
+    auto st = run_tpc({"client", "--leader", both, "status"});
+    CHECK(st.code == 0);
+    CHECK(std::regex_search(st.out, std::regex("leader +1 +127\\.0\\.0\\.1:\\d+ +up")));
+    CHECK(std::regex_search(st.out, std::regex("leader +2 +127\\.0\\.0\\.1:\\d+ +up")));
+    CHECK(st.out.find("leader 2 keeps its decisions in etcd: reachable") != std::string::npos);
+    auto js = run_tpc({"client", "--leader", both, "status", "--json"});
+    CHECK(js.out.find("\"decisions\":\"etcd\",\"store_up\":true") != std::string::npos);
     c.kill_leader();
+    st = run_tpc({"client", "--leader", both, "status"});
+    CHECK(st.code == 4);
+    CHECK(std::regex_search(st.out, std::regex("leader +- +127\\.0\\.0\\.1:\\d+ +DOWN")));
+    CHECK(std::regex_search(st.out, std::regex("participant +1 .* up")));
     CHECK(run_tpc({"client", "--leader", both, "put", "b", "2"}).code == 0);
     CHECK(run_tpc({"client", "get", "b"}, 30000, "", {{"TPC_LEADER", both}}).out == "2\n");
     CHECK(c.read_at(0, "a") == "1");
