@@ -6,6 +6,7 @@
 
 #include "common/logging.h"
 #include "common/util.h"
+#include "leader/core.h"
 
 namespace tpc::leader {
 
@@ -15,7 +16,7 @@ namespace {
 // A settler's decision (a COMMIT's value is a log record payload, never this text).
 constexpr const char* k_abort = "abort";
 // etcd's default --max-txn-ops is 128; a batch's compares and puts each stay below it.
-constexpr size_t k_max_batch = 100;
+constexpr size_t k_max_batch = 60;  // each decision is two puts (its key, its request id)
 
 // Runs one call on a private io_context, blocking up to the client's timeouts.
 template <typename T, typename Start>
@@ -124,17 +125,45 @@ EtcdDecisions::EtcdDecisions(asio::io_context& io, DecisionStoreOptions o, int64
     : m_o(std::move(o)),
       m_client(std::make_shared<etcd::Client>(io, m_o.endpoints, m_o.timeout_ms)),
       m_lease(lease),
+      m_rid_timer(io),
       m_timer(io) {}
 
 EtcdDecisions::~EtcdDecisions() { stop(); }
 
-void EtcdDecisions::start() { keepalive(); }
+void EtcdDecisions::start() {
+  keepalive();
+  renew_rid_lease();
+}
+
+void EtcdDecisions::renew_rid_lease() {
+  if (m_stopped) return;
+  m_client->lease_grant(3600, [this, alive = m_alive](Result<std::pair<int64_t, int64_t>> r) {
+    if (!*alive) return;
+    if (r) m_rid_lease = r->first;
+    // A new one every half hour (or a minute after a failure): keys live 30 to 60 minutes.
+    m_rid_timer.expires_after(std::chrono::seconds(r ? 1800 : 60));
+    m_rid_timer.async_wait([this, alive](boost::system::error_code ec) {
+      if (!ec && *alive) renew_rid_lease();
+    });
+  });
+}
+
+void EtcdDecisions::find_rid(const std::string& rid,
+                             std::function<void(Result<std::string>)> cb) {
+  m_client->range(rid_key(rid), "", [alive = m_alive, cb = std::move(cb)](
+                                        Result<std::vector<etcd::KeyValue>> r) {
+    if (!*alive) return;
+    if (!r) return cb(r.status());
+    cb(r->empty() ? std::string() : (*r)[0].value);
+  });
+}
 
 void EtcdDecisions::stop() {
   if (m_stopped) return;
   m_stopped = true;
   *m_alive = false;
   m_timer.cancel();
+  m_rid_timer.cancel();
   m_client->stop();
   // A stopping leader gives its lease back, so that it can start again at once (and, later,
   // others take over at once); bounded by the timeout.
@@ -219,6 +248,8 @@ void EtcdDecisions::flush() {
   for (auto& p : batch) {
     t.compare.push_back(etcd::Compare::absent(decision_key(p.txid)));
     t.success.push_back(etcd::Op::put(decision_key(p.txid), p.payload));
+    if (auto c = decode_commit(p.payload); c && !c->rid.empty() && m_rid_lease)
+      t.success.push_back(etcd::Op::put(rid_key(c->rid), p.txid, m_rid_lease));
   }
   m_in_flight = true;
   auto shared = std::make_shared<std::vector<Pending>>(std::move(batch));
@@ -245,6 +276,8 @@ void EtcdDecisions::decide_one(Pending p) {
   t.compare.push_back(etcd::Compare::leased(leader_key(), m_lease));
   t.compare.push_back(etcd::Compare::absent(decision_key(p.txid)));
   t.success.push_back(etcd::Op::put(decision_key(p.txid), p.payload));
+  if (auto c = decode_commit(p.payload); c && !c->rid.empty() && m_rid_lease)
+    t.success.push_back(etcd::Op::put(rid_key(c->rid), p.txid, m_rid_lease));
   t.failure.push_back(etcd::Op::get(decision_key(p.txid)));
   auto shared = std::make_shared<Pending>(std::move(p));
   m_client->txn(t, [this, alive = m_alive, shared](Result<etcd::TxnResult> r) {

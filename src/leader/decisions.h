@@ -4,6 +4,8 @@
 // Keys, under the prefix P = "/tpc/CLUSTER-NAME/":
 //   P/leaders/ID        this leader's advertise address, held by its lease (liveness)
 //   P/incarnation/ID    the leader's incarnation counter, bumped by compare-and-swap at start
+//   P/r/RID             a committed request's txid, for RESULT at any leader; held by a lease
+//                       of an hour taken anew every half hour, so kept 30 to 60 minutes
 //   P/d/TXID            the decision: the COMMIT record's payload, created only if absent and
 //                       only while the leader's key is held by its lease (fencing); deleted
 //                       once every participant acknowledged (the END); or "abort", created by
@@ -73,6 +75,9 @@ class EtcdDecisions {
   // UNAVAILABLE when etcd cannot say.
   void settle(const std::string& txid, const std::string& owner,
               std::function<void(Result<protocol::Decision>)> cb);
+  // The txid of request `rid` if some leader committed it in the last half hour or more;
+  // "" when none did (it may still be deciding at its leader); error UNAVAILABLE.
+  void find_rid(const std::string& rid, std::function<void(Result<std::string>)> cb);
   // The transaction ended: its key goes (batched, best effort: a key left behind is re-driven
   // harmlessly after a restart).
   void end(const std::string& txid);
@@ -92,10 +97,14 @@ class EtcdDecisions {
   void relet();
   std::string decision_key(const std::string& txid) const { return m_o.prefix + "d/" + txid; }
   std::string leader_key() const { return m_o.prefix + "leaders/" + m_o.leader_id; }
+  std::string rid_key(const std::string& rid) const { return m_o.prefix + "r/" + rid; }
+  void renew_rid_lease();
 
   DecisionStoreOptions m_o;
   std::shared_ptr<etcd::Client> m_client;
   int64_t m_lease;
+  int64_t m_rid_lease = 0;  // the request-id keys' lease (0: none yet: no key is written)
+  boost::asio::steady_timer m_rid_timer;
   bool m_healthy = true;
   bool m_stopped = false;
   bool m_in_flight = false;

@@ -387,7 +387,21 @@ void Server::handle(const std::string& line, Reply reply) {
   } else if (verb == "RESULT") {
     if (t.size() != 2) return fail(Status::error("PROTO", "usage: RESULT RID"));
     if (Status s = protocol::check_request_id(t[1]); !s) return fail(s);
-    step(ev::Result{client(reply), std::string(t[1])});
+    std::string rid(t[1]);
+    if (m_decisions && !m_core->knows_rid(rid)) {
+      // Several leaders: the request may be another's. Committed ones are in etcd; any other
+      // is not known here, so never "aborted" (its own leader may still commit it): PENDING.
+      m_decisions->find_rid(rid, [reply](Result<std::string> txid) {
+        if (!txid)
+          reply.send(LineBuilder("ERR").raw("UNAVAILABLE").text(txid.status().message()).str());
+        else if (txid->empty())
+          reply.send("PENDING");
+        else
+          reply.send("COMMITTED " + *txid);
+      });
+      return;
+    }
+    step(ev::Result{client(reply), std::move(rid)});
   } else if (verb == "OUTCOME") {
     auto txid = protocol::decode_txid_arg(t);
     if (!txid) return fail(Status::error("PROTO", "usage: OUTCOME TXID"));

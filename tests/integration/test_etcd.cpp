@@ -361,7 +361,20 @@ TEST_SUITE("etcd") {
     std::string addr2 = fmt::format("127.0.0.1:{}", port2);
     REQUIRE(wait_for([&] { return leader_ready(addr2); }, 15000));
     std::string both = c.leader_addr() + "," + addr2;
-    CHECK(run_tpc({"client", "--leader", both, "put", "a", "1"}).code == 0);
+    CHECK(run_tpc({"client", "--leader", both, "--request-id", "req-a", "put", "a", "1"}).code ==
+          0);
+    // The other leader knows the request's outcome from etcd; one it cannot know is never
+    // called aborted (its own leader may commit it).
+    {
+      auto conn = client::Connection::open(addr2, 2000);
+      REQUIRE(conn.is_ok());
+      auto r = conn->call("RESULT req-a", 5000);
+      REQUIRE(r.is_ok());
+      CHECK(r->rfind("COMMITTED 1.", 0) == 0);
+      r = conn->call("RESULT never-sent", 5000);
+      REQUIRE(r.is_ok());
+      CHECK(*r == "PENDING");
+    }
     // status shows every leader listed, and the decision store as each sees it.
     auto st = run_tpc({"client", "--leader", both, "status"});
     CHECK(st.code == 0);
