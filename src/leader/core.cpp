@@ -516,6 +516,14 @@ protocol::Decision Core::decision(const std::string& txid) const {
 
 void Core::on(int64_t, ev::Outcome& e, Actions& out) {
   ClientReply r;
+  // Another leader's transaction (several leaders over the same participants): this leader
+  // knows nothing of it, and presumed abort holds only for its own ids. PENDING, never a
+  // guess; with an etcd decision store the server answers such a query from etcd instead.
+  if (e.txid.substr(0, e.txid.find('.')) != m_cfg.id) {
+    r.kind = ClientReply::pending;
+    out.list.push_back(act::Reply{e.client, std::move(r)});
+    return;
+  }
   switch (decision(e.txid)) {
     case Decision::committed:
       r.kind = ClientReply::committed;

@@ -126,6 +126,17 @@ TEST_SUITE("leader") {
     CHECK(d.step(ev::Refused{"L.1.99"}).list.empty());
   }
 
+  TEST_CASE("OUTCOME of another leader's transaction is PENDING, never a presumed abort") {
+    Driver d(config());
+    auto r = Driver::reply_to(d.step(ev::Outcome{3, "M.1.1"}), 3);
+    REQUIRE(r);
+    CHECK(r->kind == ClientReply::pending);
+    // Its own unknown ids are presumed aborted, as always.
+    r = Driver::reply_to(d.step(ev::Outcome{4, "L.1.77"}), 4);
+    REQUIRE(r);
+    CHECK(r->kind == ClientReply::aborted);
+  }
+
   TEST_CASE("one NO aborts and tells those that may hold a prepare") {
     Driver d(config());
     auto txid = d.begin(1, "", put("k"));
