@@ -25,6 +25,7 @@
 #include <fmt/format.h>
 
 #include "common/util.h"
+#include "etcd/client.h"
 #include "protocol/codec.h"
 
 extern char** environ;
@@ -344,5 +345,33 @@ UseCerts::UseCerts(const std::string& dir, const std::string& name, const std::s
   client::Connection::use_tls(ctx);
 }
 UseCerts::~UseCerts() { client::Connection::use_tls(m_old); }
+
+void EtcdServer::start() {
+  std::string c = fmt::format("http://127.0.0.1:{}", m_client_port);
+  std::string p = fmt::format("http://127.0.0.1:{}", m_peer_port);
+  m_proc = std::make_unique<Process>(
+      std::vector<std::string>{"/usr/bin/etcd", "--name", "e0", "--data-dir",
+                               m_dir.path() + "/e0", "--listen-client-urls", c,
+                               "--advertise-client-urls", c, "--listen-peer-urls", p,
+                               "--initial-advertise-peer-urls", p, "--initial-cluster", "e0=" + p,
+                               "--log-level", "warn", "--logger", "zap"},
+      m_dir.path() + "/etcd.log");
+}
+
+std::string EtcdServer::endpoint() const { return fmt::format("127.0.0.1:{}", m_client_port); }
+
+bool EtcdServer::wait_healthy(int timeout_ms) const {
+  return wait_for(
+      [&] {
+        boost::asio::io_context io;
+        auto c = std::make_shared<etcd::Client>(io, std::vector<std::string>{endpoint()}, 500);
+        bool ok = false;
+        c->range("health", "", [&](Result<std::vector<etcd::KeyValue>> r) { ok = r.is_ok(); });
+        io.run();
+        c->stop();
+        return ok;
+      },
+      timeout_ms);
+}
 
 }  // namespace tpc::it

@@ -78,6 +78,25 @@ class UseCerts {
   std::shared_ptr<const tls::Context> m_old;
 };
 
+// A one-member etcd (Debian's etcd-server) in a scratch directory on free loopback ports;
+// killed at destruction. start() again after kill() reuses the directory and ports.
+class EtcdServer {
+ public:
+  EtcdServer() { start(); }
+  void start();
+  void kill() { m_proc.reset(); }
+  std::string endpoint() const;                 // HOST:PORT
+  std::string url() const { return "etcd://" + endpoint(); }
+  // True once etcd answers (a range read), within `timeout_ms`.
+  bool wait_healthy(int timeout_ms = 15000) const;
+
+ private:
+  Scratch m_dir;
+  uint16_t m_client_port = free_port();
+  uint16_t m_peer_port = free_port();
+  std::unique_ptr<Process> m_proc;
+};
+
 class Cluster {
  public:
   struct Options {

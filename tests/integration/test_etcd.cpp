@@ -21,29 +21,7 @@ using namespace tpc;
 using namespace tpc::it;
 
 namespace {
-// A one-member etcd in a scratch directory; killed at destruction.
-struct Etcd {
-  Scratch dir;
-  uint16_t client_port = free_port();
-  uint16_t peer_port = free_port();
-  std::unique_ptr<Process> proc;
-  Etcd() { start(); }
-  // Starts it again on the same directory and ports (after a kill).
-  void start() {
-    std::string c = fmt::format("http://127.0.0.1:{}", client_port);
-    std::string p = fmt::format("http://127.0.0.1:{}", peer_port);
-    proc = std::make_unique<Process>(
-        std::vector<std::string>{"/usr/bin/etcd", "--name", "e0", "--data-dir", dir.path() + "/e0",
-                                 "--listen-client-urls", c, "--advertise-client-urls", c,
-                                 "--listen-peer-urls", p, "--initial-advertise-peer-urls", p,
-                                 "--initial-cluster", "e0=" + p, "--log-level", "warn",
-                                 "--logger", "zap"},
-        dir.path() + "/etcd.log");
-  }
-  std::string endpoint() const { return fmt::format("127.0.0.1:{}", client_port); }
-  std::string url() const { return "etcd://" + endpoint(); }
-  void kill() { proc.reset(); }
-};
+using Etcd = EtcdServer;
 
 // Runs `f(client, done)` on a fresh io_context until done() is called or 10 s pass.
 template <typename F>
@@ -95,22 +73,12 @@ bool leader_ready(const std::string& addr) {
   return r && r->find("peers_up=2/2") != std::string::npos;
 }
 
-bool healthy(const std::string& ep) {
-  bool ok = false;
-  with_client({ep}, [&](etcd::Client& c, auto done) {
-    c.range("health", "", [&, done](Result<std::vector<etcd::KeyValue>> r) {
-      ok = r.is_ok();
-      done();
-    });
-  });
-  return ok;
-}
 }  // namespace
 
 TEST_SUITE("etcd") {
   TEST_CASE("a decision is created once: the second create-if-absent fails and reads the first") {
     Etcd e;
-    REQUIRE(wait_for([&] { return healthy(e.endpoint()); }, 15000));
+    REQUIRE(e.wait_healthy());
     std::vector<etcd::TxnResult> results;
     REQUIRE(with_client({e.endpoint()}, [&](etcd::Client& c, auto done) {
       auto decide = [&](const std::string& what, std::function<void()> then) {
@@ -137,7 +105,7 @@ TEST_SUITE("etcd") {
 
   TEST_CASE("a put fenced by a lease fails once the lease is gone") {
     Etcd e;
-    REQUIRE(wait_for([&] { return healthy(e.endpoint()); }, 15000));
+    REQUIRE(e.wait_healthy());
     int64_t lease = 0;
     bool first = false, after_revoke = true;
     int64_t ttl_left = -1;
@@ -184,7 +152,7 @@ TEST_SUITE("etcd") {
 
   TEST_CASE("a prefix range, and a down endpoint answered UNAVAILABLE then skipped") {
     Etcd e;
-    REQUIRE(wait_for([&] { return healthy(e.endpoint()); }, 15000));
+    REQUIRE(e.wait_healthy());
     std::string dead = fmt::format("127.0.0.1:{}", free_port());
     std::vector<Status> seen;
     std::vector<etcd::KeyValue> kvs;
@@ -214,7 +182,7 @@ TEST_SUITE("etcd") {
 
   TEST_CASE("a leader over etcd: its decisions there, ended once acknowledged, a new incarnation per start") {
     Etcd e;
-    REQUIRE(wait_for([&] { return healthy(e.endpoint()); }, 15000));
+    REQUIRE(e.wait_healthy());
     Cluster::Options o;
     o.leader_args = {"--decision-store", e.url(), "--cluster-name", "t1"};
     Cluster c(o);
@@ -244,7 +212,7 @@ TEST_SUITE("etcd") {
 
   TEST_CASE("a leader killed after its decision in etcd: restarted, it finishes the commit") {
     Etcd e;
-    REQUIRE(wait_for([&] { return healthy(e.endpoint()); }, 15000));
+    REQUIRE(e.wait_healthy());
     Cluster::Options o;
     o.leader_args = {"--decision-store", e.url(), "--cluster-name", "t2"};
     o.leader_env = {{"TPC_FAILPOINTS", "leader/afterDecisionFsync=1*crash"}};
@@ -269,7 +237,7 @@ TEST_SUITE("etcd") {
 
   TEST_CASE("etcd down: puts fail fast with exit 4, nothing acknowledged is lost, and it resumes") {
     Etcd e;
-    REQUIRE(wait_for([&] { return healthy(e.endpoint()); }, 15000));
+    REQUIRE(e.wait_healthy());
     Cluster::Options o;
     o.leader_args = {"--decision-store", e.url(), "--cluster-name", "t3", "--lease-ttl", "3"};
     Cluster c(o);
@@ -293,7 +261,7 @@ TEST_SUITE("etcd") {
 
   TEST_CASE("takeover: a leader dies between votes and decision, another settles it as aborted") {
     Etcd e;
-    REQUIRE(wait_for([&] { return healthy(e.endpoint()); }, 15000));
+    REQUIRE(e.wait_healthy());
     Cluster::Options o;
     o.leader_args = {"--decision-store", e.url(), "--cluster-name", "tk", "--lease-ttl", "2"};
     o.leader_env = {{"TPC_FAILPOINTS", "leader/afterVotes=1*crash"}};
@@ -326,7 +294,7 @@ TEST_SUITE("etcd") {
 
   TEST_CASE("fencing: a leader paused past its lease cannot commit what another settled") {
     Etcd e;
-    REQUIRE(wait_for([&] { return healthy(e.endpoint()); }, 15000));
+    REQUIRE(e.wait_healthy());
     Cluster::Options o;
     o.leader_args = {"--decision-store", e.url(), "--cluster-name", "fe", "--lease-ttl", "2"};
     // Between its votes and its decision the leader stalls for 5 s (as under SIGSTOP): its
@@ -351,7 +319,7 @@ TEST_SUITE("etcd") {
 
   TEST_CASE("a client given several leaders uses the first that answers") {
     Etcd e;
-    REQUIRE(wait_for([&] { return healthy(e.endpoint()); }, 15000));
+    REQUIRE(e.wait_healthy());
     Cluster::Options o;
     o.leader_args = {"--decision-store", e.url(), "--cluster-name", "cl", "--lease-ttl", "2"};
     Cluster c(o);
