@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <random>
@@ -62,6 +63,37 @@ void power_failure(Cluster& c) {
       std::filesystem::resize_file(d + "/txlog", synced, ec);
     CHECK_FALSE(ec);  // not REQUIRE: client threads are running
   }
+}
+
+// Four client threads writing two-key transactions ("a-ID", "b-ID") until `stop`, each to
+// the leader(s) leader_of(thread); every request id and its exit code go to `results`.
+std::vector<std::thread> writers(std::function<std::string(int)> leader_of,
+                                 const std::string& prefix, std::atomic<bool>& stop,
+                                 std::mutex& mu,
+                                 std::vector<std::pair<std::string, int>>& results) {
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t)
+    clients.emplace_back([&, t, leader_of, prefix] {
+      client::Options co;
+      co.leader = leader_of(t);
+      co.timeout_ms = 5000;
+      co.resolve_ms = 8000;
+      for (int n = 0; n < 100000 && !stop; ++n) {
+        std::string id = fmt::format("{}t{}n{}", prefix, t, n);
+        std::ostringstream out, err;
+        int code = client::run_txn(co,
+                                   {{protocol::OpKind::put, "a-" + id, "va-" + id},
+                                    {protocol::OpKind::put, "b-" + id, "vb-" + id}},
+                                   out, err);
+        {
+          std::lock_guard<std::mutex> g(mu);
+          results.emplace_back(id, code);
+        }
+        // Back off while the cluster is partly down instead of spinning on quick failures.
+        if (code != 0) std::this_thread::sleep_for(std::chrono::milliseconds(20 + t * 5));
+      }
+    });
+  return clients;
 }
 
 // After healing: every transaction all or nothing on every owner of its keys, as its exit
@@ -168,28 +200,8 @@ void one_run(int run, std::mt19937& rng, Totals& tot, double seconds, bool power
   std::atomic<bool> stop{false};
   std::mutex mu;
   std::vector<std::pair<std::string, int>> results;  // id -> exit code
-  std::vector<std::thread> clients;
-  for (int t = 0; t < 4; ++t)
-    clients.emplace_back([&, t] {
-      client::Options co;
-      co.leader = c.leader_addr();
-      co.timeout_ms = 5000;
-      co.resolve_ms = 8000;
-      for (int n = 0; n < 100000 && !stop; ++n) {
-        std::string id = fmt::format("r{}t{}n{}", run, t, n);
-        std::ostringstream out, err;
-        int code = client::run_txn(co,
-                                   {{protocol::OpKind::put, "a-" + id, "va-" + id},
-                                    {protocol::OpKind::put, "b-" + id, "vb-" + id}},
-                                   out, err);
-        {
-          std::lock_guard<std::mutex> g(mu);
-          results.emplace_back(id, code);
-        }
-        // Back off while the cluster is partly down instead of spinning on quick failures.
-        if (code != 0) std::this_thread::sleep_for(std::chrono::milliseconds(20 + t * 5));
-      }
-    });
+  auto clients = writers([&](int) { return c.leader_addr(); }, fmt::format("r{}", run), stop, mu,
+                         results);
 
   int kills = 0;
   int64_t end = now_ms() + static_cast<int64_t>(seconds * 1000);
@@ -271,27 +283,12 @@ void etcd_run(int run, std::mt19937& rng, Totals& tot, double seconds) {
   std::atomic<bool> stop{false};
   std::mutex mu;
   std::vector<std::pair<std::string, int>> results;
-  std::vector<std::thread> clients;
-  for (int t = 0; t < 4; ++t)
-    clients.emplace_back([&, t] {
-      client::Options co;
-      co.leader = t % 2 ? addr2 + "," + c.leader_addr() : c.leader_addr() + "," + addr2;
-      co.timeout_ms = 5000;
-      co.resolve_ms = 8000;
-      for (int n = 0; n < 100000 && !stop; ++n) {
-        std::string id = fmt::format("e{}t{}n{}", run, t, n);
-        std::ostringstream out, err;
-        int code = client::run_txn(co,
-                                   {{protocol::OpKind::put, "a-" + id, "va-" + id},
-                                    {protocol::OpKind::put, "b-" + id, "vb-" + id}},
-                                   out, err);
-        {
-          std::lock_guard<std::mutex> g(mu);
-          results.emplace_back(id, code);
-        }
-        if (code != 0) std::this_thread::sleep_for(std::chrono::milliseconds(20 + t * 5));
-      }
-    });
+  // Half the clients try leader 2 first.
+  auto clients = writers(
+      [&](int t) {
+        return t % 2 ? addr2 + "," + c.leader_addr() : c.leader_addr() + "," + addr2;
+      },
+      fmt::format("e{}", run), stop, mu, results);
   int kills = 0;
   int64_t end = now_ms() + static_cast<int64_t>(seconds * 1000);
   while (now_ms() < end) {
