@@ -317,7 +317,18 @@ void etcd_run(int run, std::mt19937& rng, Totals& tot, double seconds) {
   }
   stop = true;
   for (auto& t : clients) t.join();
-  REQUIRE(c.wait_ready(20000));
+  // Heal: everything up. A leader restarted right after a kill may have found its previous
+  // process's lease still live and refused to start (exit 2): start it again.
+  bool ready = wait_for(
+      [&] {
+        if (!c.leader()->alive()) c.start_leader();
+        if (!l2->alive()) start_l2();
+        for (int i = 0; i < c.size(); ++i)
+          if (!c.participant(i)->alive()) c.start_participant(i);
+        return c.wait_ready(2000);
+      },
+      30000);
+  REQUIRE(ready);
   int anomalies = 0;
   if (!c.wait_settled(45000)) {
     ++anomalies;
