@@ -89,15 +89,7 @@ void Stream::async_handshake(bool server, const std::string& host,
             socket().write_some(asio::buffer(msg, sizeof msg - 1), ig);
             return done(Status::error("TLS", "a plaintext client connected to a TLS port"));
           }
-          m_ssl->set_verify_callback([this](bool pre, ssl::verify_context& vc) {
-            if (!pre && m_verify_error.empty()) {
-              X509_STORE_CTX* sc = vc.native_handle();
-              m_verify_error = fmt::format("{}: {}",
-                                           subject_of(X509_STORE_CTX_get_current_cert(sc)),
-                                           verify_failure(sc));
-            }
-            return pre;
-          });
+          verify_peer("");
           m_ssl->async_handshake(ssl::stream_base::server,
                                  [this, done = std::move(done)](boost::system::error_code e) {
                                    finish(e, "", done);
@@ -110,16 +102,25 @@ void Stream::async_handshake(bool server, const std::string& host,
     return;
   }
   if (!is_address(host)) SSL_set_tlsext_host_name(m_ssl->native_handle(), host.c_str());
+  verify_peer(host);
+  m_ssl->async_handshake(ssl::stream_base::client,
+                         [this, host, done = std::move(done)](boost::system::error_code e) {
+                           finish(e, host, done);
+                         });
+}
+
+void Stream::verify_peer(const std::string& host) {
+  // OpenSSL's chain check, plus (connecting side) that the certificate names `host`; the
+  // first failure is kept for the message.
   m_ssl->set_verify_callback([this, host](bool pre, ssl::verify_context& vc) {
     X509_STORE_CTX* sc = vc.native_handle();
+    X509* cert = X509_STORE_CTX_get_current_cert(sc);
     if (!pre) {
       if (m_verify_error.empty())
-        m_verify_error = fmt::format("{}: {}", subject_of(X509_STORE_CTX_get_current_cert(sc)),
-                                     verify_failure(sc));
+        m_verify_error = fmt::format("{}: {}", subject_of(cert), verify_failure(sc));
       return false;
     }
-    if (X509_STORE_CTX_get_error_depth(sc) != 0) return true;
-    X509* cert = X509_STORE_CTX_get_current_cert(sc);
+    if (host.empty() || X509_STORE_CTX_get_error_depth(sc) != 0) return true;
     bool named = is_address(host) ? X509_check_ip_asc(cert, host.c_str(), 0) == 1
                                   : X509_check_host(cert, host.c_str(), host.size(), 0,
                                                     nullptr) == 1;
@@ -127,10 +128,6 @@ void Stream::async_handshake(bool server, const std::string& host,
       m_verify_error = fmt::format("{} is not a certificate for host {}", subject_of(cert), host);
     return named;
   });
-  m_ssl->async_handshake(ssl::stream_base::client,
-                         [this, host, done = std::move(done)](boost::system::error_code e) {
-                           finish(e, host, done);
-                         });
 }
 
 void Stream::finish(const boost::system::error_code& ec, const std::string& host,

@@ -60,6 +60,8 @@ class Stream {
   void close();
 
  private:
+  // Sets the certificate check: the CA chain, and the host name when `host` is not empty.
+  void verify_peer(const std::string& host);
   void finish(const boost::system::error_code& ec, const std::string& host,
               const std::function<void(Status)>& done);
   std::shared_ptr<const tls::Context> m_tls;

@@ -44,6 +44,17 @@ Scratch::~Scratch() {
   }
 }
 
+bool port_free(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
 // Below 32768: the kernel hands out ephemeral ports above it, so a client's connection can
 // never take a port a node is about to listen on. Random, checked by a bind, and never the
 // same twice in one process.
@@ -53,15 +64,7 @@ uint16_t free_port() {
       static_cast<unsigned>(now_us() ^ (static_cast<int64_t>(::getpid()) << 16)));
   for (int tries = 0; tries < 1000; ++tries) {
     auto port = static_cast<uint16_t>(20000 + rng() % 12000);
-    if (given.count(port)) continue;
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    ::close(fd);
-    if (!ok) continue;
+    if (given.count(port) || !port_free(port)) continue;
     given.insert(port);
     return port;
   }

@@ -27,6 +27,8 @@ class Scratch {
   std::string m_path;
 };
 
+// True when nothing listens on 127.0.0.1:port (a bind succeeds).
+bool port_free(uint16_t port);
 uint16_t free_port();
 
 // Polls `cond` every few milliseconds until it holds or `timeout_ms` passes.

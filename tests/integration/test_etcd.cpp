@@ -54,23 +54,31 @@ std::optional<std::map<std::string, std::string>> keys(const std::string& ep,
   return out;
 }
 
-// A second leader (--id 2) over the same participants and decision store as c's.
-std::unique_ptr<Process> second_leader(Cluster& c, const Etcd& e, const std::string& name,
-                                       uint16_t port) {
-  return std::make_unique<Process>(
-      std::vector<std::string>{TPC_BINARY, "leader", "--id", "2", "--port", std::to_string(port),
-                               "--peers", c.participant_addr(0) + "," + c.participant_addr(1),
-                               "--data-dir", c.dir() + "/leader2", "--decision-store", e.url(),
-                               "--cluster-name", name, "--lease-ttl", "2", "--cluster-id",
-                               c.cluster_id(), "--log-level", "debug"},
-      c.dir() + "/leader2.log");
-}
-
+// A second leader (--id 2) over the same participants and decision store as c's, started on
+// a free port and ready (it sees both participants).
+struct SecondLeader {
+  std::unique_ptr<Process> proc;
+  std::string addr;
+};
 bool leader_ready(const std::string& addr) {
   auto conn = client::Connection::open(addr, 500);
   if (!conn) return false;
   auto r = conn->call("STATS", 1000);
   return r && r->find("peers_up=2/2") != std::string::npos;
+}
+SecondLeader second_leader(Cluster& c, const Etcd& e, const std::string& name) {
+  uint16_t port = free_port();
+  SecondLeader l{std::make_unique<Process>(
+                     std::vector<std::string>{
+                         TPC_BINARY, "leader", "--id", "2", "--port", std::to_string(port),
+                         "--peers", c.participant_addr(0) + "," + c.participant_addr(1),
+                         "--data-dir", c.dir() + "/leader2", "--decision-store", e.url(),
+                         "--cluster-name", name, "--lease-ttl", "2", "--cluster-id",
+                         c.cluster_id(), "--log-level", "debug"},
+                     c.dir() + "/leader2.log"),
+                 fmt::format("127.0.0.1:{}", port)};
+  REQUIRE(wait_for([&] { return leader_ready(l.addr); }, 15000));
+  return l;
 }
 
 }  // namespace
@@ -267,10 +275,8 @@ TEST_SUITE("etcd") {
     o.leader_env = {{"TPC_FAILPOINTS", "leader/afterVotes=1*crash"}};
     Cluster c(o);
     REQUIRE(c.wait_ready());
-    uint16_t port2 = free_port();
-    auto l2 = second_leader(c, e, "tk", port2);
-    std::string addr2 = fmt::format("127.0.0.1:{}", port2);
-    REQUIRE(wait_for([&] { return leader_ready(addr2); }, 15000));
+    auto l2 = second_leader(c, e, "tk");
+    const std::string& addr2 = l2.addr;
     Scratch s;
     Process put({TPC_BINARY, "client", "--leader", c.leader_addr(), "put", "k", "v"},
                 s.path() + "/out");
@@ -302,9 +308,7 @@ TEST_SUITE("etcd") {
     o.leader_env = {{"TPC_FAILPOINTS", "leader/afterVotes=1*sleep(5000)"}};
     Cluster c(o);
     REQUIRE(c.wait_ready());
-    uint16_t port2 = free_port();
-    auto l2 = second_leader(c, e, "fe", port2);
-    REQUIRE(wait_for([&] { return leader_ready(fmt::format("127.0.0.1:{}", port2)); }, 15000));
+    auto l2 = second_leader(c, e, "fe");
     auto r = c.client({"put", "k", "v"});
     // The stalled leader's late COMMIT fails: the other leader settled it as aborted first.
     CHECK(r.code == 3);
@@ -324,10 +328,8 @@ TEST_SUITE("etcd") {
     o.leader_args = {"--decision-store", e.url(), "--cluster-name", "cl", "--lease-ttl", "2"};
     Cluster c(o);
     REQUIRE(c.wait_ready());
-    uint16_t port2 = free_port();
-    auto l2 = second_leader(c, e, "cl", port2);
-    std::string addr2 = fmt::format("127.0.0.1:{}", port2);
-    REQUIRE(wait_for([&] { return leader_ready(addr2); }, 15000));
+    auto l2 = second_leader(c, e, "cl");
+    const std::string& addr2 = l2.addr;
     std::string both = c.leader_addr() + "," + addr2;
     CHECK(run_tpc({"client", "--leader", both, "--request-id", "req-a", "put", "a", "1"}).code ==
           0);
@@ -361,7 +363,7 @@ TEST_SUITE("etcd") {
     CHECK(c.read_at(0, "a") == "1");
     CHECK(c.read_at(1, "b") == "2");
     // Every leader down: unavailable, exit 4.
-    l2.reset();
+    l2.proc.reset();
     CHECK(run_tpc({"client", "--leader", both, "put", "c", "3"}).code == 4);
   }
 }

@@ -24,16 +24,6 @@ using namespace tpc;
 using namespace tpc::it;
 
 namespace {
-bool port_free(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
 // A base port with `n` free ports after it.
 uint16_t free_port_run(int n) {
   std::mt19937 rng(static_cast<unsigned>(now_us()));
