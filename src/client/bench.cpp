@@ -56,10 +56,11 @@ struct Stats {
 
 class Worker : public std::enable_shared_from_this<Worker> {
  public:
-  // Over TLS when this process has certificates (Connection::tls()), like every client.
-  Worker(asio::io_context& io, tcp::endpoint ep, std::string host, BenchConfig& cfg, Stats& st,
-         int seed, const bool& stop)
-      : m_stream(tcp::socket(io), Connection::tls()),
+  // Over TLS with `tls`, else plaintext.
+  Worker(asio::io_context& io, tcp::endpoint ep, std::string host,
+         std::shared_ptr<const tls::Context> tls, BenchConfig& cfg, Stats& st, int seed,
+         const bool& stop)
+      : m_stream(tcp::socket(io), std::move(tls)),
         m_ep(ep),
         m_host(std::move(host)),
         m_cfg(cfg),
@@ -226,28 +227,51 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
     std::cerr << "bad --duration '" << cfg.duration << "': " << e.what() << "\n";
     return k_usage;
   }
-  std::string host;
-  uint16_t port;
-  // With several leaders listed, the load goes to the first.
-  std::string first = o.leader.substr(0, o.leader.find(','));
-  if (!parse_host_port(first, &host, &port)) {
-    std::cerr << "bad leader address " << o.leader << "\n";
-    return k_usage;
-  }
+  // With several leaders listed, the clients are spread over them in turn.
   asio::io_context io(1);
-  boost::system::error_code ec;
-  tcp::resolver res(io);
-  auto eps = res.resolve(host, std::to_string(port), ec);
-  if (ec || eps.empty()) {
-    std::cerr << "cannot resolve " << host << "\n";
-    return k_unknown;
+  struct Target {
+    tcp::endpoint ep;
+    std::string host;
+    std::shared_ptr<const tls::Context> tls;
+  };
+  std::vector<Target> targets;
+  for (const auto& addr : split_list(o.leader, ',')) {
+    std::string host;
+    uint16_t port;
+    if (!parse_host_port(addr, &host, &port)) {
+      std::cerr << "bad leader address " << addr << "\n";
+      return k_usage;
+    }
+    boost::system::error_code ec;
+    tcp::resolver res(io);
+    auto eps = res.resolve(host, std::to_string(port), ec);
+    if (ec || eps.empty()) {
+      std::cerr << "cannot resolve " << host << "\n";
+      return k_unknown;
+    }
+    // One connection first, as every client command opens it: it says whether this leader
+    // is spoken to over TLS (certificates found in the default place give way to plaintext
+    // for a loopback leader without them), and any error (certificates, another cluster).
+    auto probe = Connection::open(addr, 5000);
+    if (!probe) {
+      std::cerr << "bench: " << probe.status().message() << "\n";
+      const std::string& c = probe.status().code();
+      return c == "UNAVAILABLE" || c == "LOST" ? k_unknown : k_usage;
+    }
+    targets.push_back({*eps.begin(), host, probe->secure() ? Connection::tls() : nullptr});
+  }
+  if (targets.empty()) {
+    std::cerr << "no leader address\n";
+    return k_usage;
   }
   Stats st;
   st.lat_us.reserve(1 << 20);
   bool stop = false;
   std::vector<std::shared_ptr<Worker>> workers;
   for (int i = 0; i < cfg.clients; ++i) {
-    workers.push_back(std::make_shared<Worker>(io, *eps.begin(), host, cfg, st, 1000 + i, stop));
+    const auto& t = targets[static_cast<size_t>(i) % targets.size()];
+    workers.push_back(
+        std::make_shared<Worker>(io, t.ep, t.host, t.tls, cfg, st, 1000 + i, stop));
     workers.back()->start();
   }
   int64_t start = now_ms();

@@ -32,6 +32,7 @@ Connection& Connection::operator=(Connection&& o) noexcept {
   return *this;
 }
 bool Connection::is_open() const { return m && m->stream; }
+bool Connection::secure() const { return m && m->stream && m->stream->secure(); }
 void Connection::close() {
   if (!m || !m->stream) return;
   m->stream->close();

@@ -53,6 +53,8 @@ class Connection {
   Status send_raw(const std::string& bytes);
   Result<std::string> read_line(int timeout_ms);
   bool is_open() const;
+  // Over TLS (false: plaintext, also after the implicit certificates gave way).
+  bool secure() const;
   // Accept reply lines up to `n` bytes (default 2 MiB), for bulk replies (snapshots).
   void set_max_line(size_t n) { m_in = protocol::LineBuffer(n); }
   void close();
