@@ -210,6 +210,16 @@ std::function<int()> setup_leader(CLI::App& app) {
                   "with an etcd decision store: seconds this leader's lease outlives it")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{60}));
+  sub->add_option("--takeover-after", cfg->takeover_after_ms,
+                  "with an etcd decision store: ms a participant may hold a transaction in doubt "
+                  "before any leader may settle it, even while its own leader lives")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{100}, int64_t{86400000}));
+  sub->add_option("--batch-wait", cfg->batch_wait_ms,
+                  "with an etcd decision store: ms a decision waits for transactions still "
+                  "collecting votes, to share one etcd request with them (0: never)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{100}));
   add_common(sub, *cfg, *log_level);
   return [sub, cfg, log_level, peers]() -> int {
     if (!sub->parsed()) return -1;

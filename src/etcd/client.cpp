@@ -173,6 +173,13 @@ void Client::lease_grant(int64_t ttl_s,
   });
 }
 
+void Client::is_leader(std::function<void(Result<bool>)> cb) {
+  call("/v3/maintenance/status", "{}", [cb = std::move(cb)](Result<std::string> r) {
+    if (!r) return cb(r.status());
+    cb(decode_status_is_leader(*r));
+  });
+}
+
 void Client::lease_keepalive(int64_t id, std::function<void(Result<int64_t>)> cb) {
   call("/v3/lease/keepalive", encode_lease_id(id), [cb = std::move(cb)](Result<std::string> r) {
     if (!r) return cb(r.status());

@@ -44,6 +44,8 @@ class Client : public std::enable_shared_from_this<Client> {
   void lease_grant(int64_t ttl_s, std::function<void(Result<std::pair<int64_t, int64_t>>)> cb);
   void lease_keepalive(int64_t id, std::function<void(Result<int64_t>)> cb);
   void lease_revoke(int64_t id, std::function<void(Status)> cb);
+  // Whether the member this client talks to now is etcd's raft leader.
+  void is_leader(std::function<void(Result<bool>)> cb);
 
   // Fails every queued request (UNAVAILABLE) and closes the connection.
   void stop();

@@ -206,6 +206,7 @@ std::string encode_txn(const Txn& t) {
       case Compare::Target::value: e["value"] = base64(c.value); break;
       case Compare::Target::lease: e["lease"] = std::to_string(c.number); break;
     }
+    if (!c.range_end.empty()) e["range_end"] = base64(c.range_end);
     cmp.push_back(e);
   }
   j["compare"] = cmp;
@@ -280,6 +281,19 @@ Result<int64_t> decode_lease_keepalive(std::string_view body) {
   const json* r = &*j;
   if (auto it = j->find("result"); it != j->end() && it->is_object()) r = &*it;
   return int64_of(*r, "TTL");
+}
+
+Result<bool> decode_status_is_leader(std::string_view body) {
+  auto j = parse(body);
+  if (!j) return j.status();
+  auto h = j->find("header");
+  if (h == j->end() || !h->is_object()) return Status::error("PROTO", "etcd status: no header");
+  // Member ids are unsigned 64-bit: compared as the gateway writes them (decimal strings).
+  auto m = h->find("member_id");
+  auto l = j->find("leader");
+  if (m == h->end() || l == j->end() || !m->is_string() || !l->is_string())
+    return Status::error("PROTO", "etcd status: no member or leader id");
+  return m->get<std::string>() == l->get<std::string>();
 }
 
 }  // namespace tpc::etcd

@@ -37,11 +37,16 @@ struct Compare {
   Result result = Result::equal;
   int64_t number = 0;  // version, create or mod revision, lease id
   std::string value;   // Target::value
+  std::string range_end;  // non-empty: every key in [KEY, RANGE_END) (none: as if absent)
   // "KEY does not exist": its create revision is 0.
-  static Compare absent(std::string key) { return {std::move(key), Target::create, Result::equal, 0, {}}; }
+  static Compare absent(std::string key) { return {std::move(key), Target::create, Result::equal, 0, {}, {}}; }
+  // "No key starts with PREFIX".
+  static Compare none_under(const std::string& prefix) {
+    return {prefix, Target::create, Result::equal, 0, {}, prefix_end(prefix)};
+  }
   // "KEY is held by lease ID": a lease that expired took its keys with it.
   static Compare leased(std::string key, int64_t lease) {
-    return {std::move(key), Target::lease, Result::equal, lease, {}};
+    return {std::move(key), Target::lease, Result::equal, lease, {}, {}};
   }
 };
 
@@ -58,6 +63,9 @@ struct Op {
     return {Kind::put, std::move(k), std::move(v), {}, lease, 0};
   }
   static Op get(std::string k) { return {Kind::range, std::move(k), {}, {}, 0, 0}; }
+  static Op range(std::string k, std::string end) {
+    return {Kind::range, std::move(k), {}, std::move(end), 0, 0};
+  }
   static Op del(std::string k) { return {Kind::del, std::move(k), {}, {}, 0, 0}; }
 };
 
@@ -87,5 +95,7 @@ Result<std::pair<int64_t, int64_t>> decode_lease_grant(std::string_view body);
 std::string encode_lease_id(int64_t id);
 // A keepalive's reply: the TTL left; 0 when the lease is gone.
 Result<int64_t> decode_lease_keepalive(std::string_view body);
+// /v3/maintenance/status: whether the member that answered is the raft leader.
+Result<bool> decode_status_is_leader(std::string_view body);
 
 }  // namespace tpc::etcd

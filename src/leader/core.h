@@ -205,6 +205,8 @@ class Core {
   std::optional<Phase> phase(const std::string& txid) const;
   protocol::Decision decision(const std::string& txid) const;  // as OUTCOME answers
   size_t active() const { return m_txns.size(); }
+  // Transactions still collecting votes.
+  size_t preparing() const { return m_deadlines.size(); }
   // Whether this leader remembers request `rid` (RESULT answers from its memory).
   bool knows_rid(const std::string& rid) const { return m_rids.count(rid) > 0; }
   bool paused() const { return m_paused.has_value(); }

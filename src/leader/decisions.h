@@ -4,12 +4,17 @@
 // Keys, under the prefix P = "/tpc/CLUSTER-NAME/":
 //   P/leaders/ID        this leader's advertise address, held by its lease (liveness)
 //   P/incarnation/ID    the leader's incarnation counter, bumped by compare-and-swap at start
+//   P/b/ID/INC.SEQ      a batch of this leader's COMMIT decisions (encode_batch): created only
+//                       if absent, only while the leader's key is held by its lease (fencing)
+//                       and only while no P/d/TXID of its transactions exists; deleted once
+//                       every participant acknowledged each of them (the END)
+//   P/d/TXID            "abort": written by a leader settling the transaction of a leader
+//                       that is gone (or that held it past --takeover-after), only if absent;
+//                       from then on no batch holding TXID can be created
 //   P/r/RID             a committed request's txid, for RESULT at any leader; held by a lease
 //                       of an hour taken anew every half hour, so kept 30 to 60 minutes
-//   P/d/TXID            the decision: the COMMIT record's payload, created only if absent and
-//                       only while the leader's key is held by its lease (fencing); deleted
-//                       once every participant acknowledged (the END); or "abort", created by
-//                       another leader settling the transaction of a leader that is gone
+// A transaction is committed if and only if some batch holds it: a batch that holds it is
+// older than any abort key of it (the batch's create compares the abort key absent).
 //
 // Single-threaded on the leader's io_context; callbacks run there.
 #pragma once
@@ -20,6 +25,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
@@ -35,7 +42,17 @@ struct DecisionStoreOptions {
   std::string advertise;
   int64_t lease_ttl_s = 3;
   int timeout_ms = 2000;
+  // A transaction held in doubt this long by a participant may be settled by any leader,
+  // even while its own leader lives (--takeover-after).
+  int64_t takeover_after_ms = 2000;
+  // While other transactions collect votes, a batch waits up to this long for them.
+  int64_t batch_wait_us = 3000;
 };
+
+// A batch key's value: "tpcb1 N\n" and, per decision, "TXIDLEN PAYLOADLEN\n" TXID PAYLOAD.
+std::string encode_batch(const std::vector<std::pair<std::string, std::string>>& decisions);
+// Error CORRUPT unless `value` is exactly one whole batch.
+Result<std::vector<std::pair<std::string, std::string>>> decode_batch(std::string_view value);
 
 // Parses "etcd://HOST:PORT[,HOST:PORT...]"; error USAGE otherwise.
 Result<std::vector<std::string>> parse_decision_store(const std::string& url);
@@ -47,6 +64,10 @@ class EtcdDecisions {
     int64_t lease = 0;
     // Decisions this leader took that are not ended: txid -> COMMIT record payload.
     std::vector<std::pair<std::string, std::string>> decisions;
+    // The endpoints, etcd's raft leader first.
+    std::vector<std::string> endpoints;
+    // The batch keys that hold them, with the txids of each.
+    std::vector<std::pair<std::string, std::vector<std::string>>> batches;
   };
   // At start, blocking (a private io_context, bounded by the timeouts): takes a lease and
   // this leader's key (refused if another process holds it: the same --id runs elsewhere),
@@ -54,32 +75,37 @@ class EtcdDecisions {
   // (exit 4) when etcd cannot be reached, (exit 2) when the leader id is taken.
   static Startup open(const DecisionStoreOptions& o);
 
-  EtcdDecisions(boost::asio::io_context& io, DecisionStoreOptions o, int64_t lease);
+  // `st`: what open() found (its batches are ended as their transactions end).
+  EtcdDecisions(boost::asio::io_context& io, DecisionStoreOptions o, const Startup& st);
   ~EtcdDecisions();
+  // How many transactions are collecting votes (a batch waits a little for them).
+  void set_preparing(std::function<size_t()> f) { m_preparing = std::move(f); }
   // Starts renewing the lease.
   void start();
   void stop();
 
-  // The commit point of `txid`: creates P/d/TXID = payload unless it exists, while this
-  // leader's lease holds. cb(true): the key holds this decision (also when an earlier,
-  // unanswered attempt had created it); cb(false): it holds another decision (a settler's
-  // abort): the transaction is aborted; error UNAVAILABLE: etcd could not say (unreachable,
-  // or this leader's lease was lost): try again later, the transaction stays undecided.
-  // Decisions asked for together go to etcd as one transaction.
+  // The commit point of `txid`: puts it in a batch key (see above), created while this
+  // leader's lease holds and no abort key of the batch's transactions exists. cb(true): a
+  // batch holds this decision (also when an earlier, unanswered attempt had created it);
+  // cb(false): a settler's abort key exists: the transaction is aborted; error UNAVAILABLE:
+  // this leader lost its lease, the transaction stays undecided: try again later. While etcd
+  // does not answer, the same batch is sent again every 200 ms (so it lands once at most).
+  // Decisions asked for while a batch is in flight go together in the next one.
   void decide(const std::string& txid, std::string payload, std::function<void(Result<bool>)> cb);
-  // The outcome of `txid`, a transaction of another leader `owner`, for a participant in
-  // doubt. Its decision key, when there is one; none and `owner`'s key gone (its lease
-  // expired: it is dead, or was paused past its lease): settles it, creating the key as
-  // ABORT only if still absent and only while the owner's key is absent (the owner's late
-  // COMMIT then fails); none and the owner alive: pending (the owner decides). Error
-  // UNAVAILABLE when etcd cannot say.
-  void settle(const std::string& txid, const std::string& owner,
+  // The outcome of `txid`, a transaction of another leader `owner`, that a participant has
+  // held in doubt for `held_ms` (-1: unknown). Committed if a batch of `owner` holds it;
+  // else aborted if its abort key exists; else, if `owner`'s key is gone (its lease expired:
+  // it is dead, or was paused past its lease) or `held_ms` reached --takeover-after, settles
+  // it: creates the abort key, only if still absent (and the owner's key still gone), then
+  // reads the owner's batches again in the same etcd transaction; else pending (the owner
+  // decides). Error UNAVAILABLE when etcd cannot say.
+  void settle(const std::string& txid, const std::string& owner, int64_t held_ms,
               std::function<void(Result<protocol::Decision>)> cb);
   // The txid of request `rid` if some leader committed it in the last half hour or more;
   // "" when none did (it may still be deciding at its leader); error UNAVAILABLE.
   void find_rid(const std::string& rid, std::function<void(Result<std::string>)> cb);
-  // The transaction ended: its key goes (batched, best effort: a key left behind is re-driven
-  // harmlessly after a restart).
+  // The transaction ended: its batch key goes once all of its transactions ended (batched,
+  // best effort: a key left behind is re-driven harmlessly after a restart).
   void end(const std::string& txid);
   // The last call to etcd succeeded and the lease is held.
   bool healthy() const { return m_healthy; }
@@ -89,30 +115,53 @@ class EtcdDecisions {
   struct Pending {
     std::string txid, payload;
     std::function<void(Result<bool>)> cb;
+    int64_t since_us = 0;
+  };
+  struct Batch {
+    std::string key;
+    std::vector<Pending> items;
+    std::vector<std::string> ends;  // batch keys deleted along with it
+    etcd::Txn txn;
   };
   void flush();
-  void decide_one(Pending p);
+  void send(std::shared_ptr<Batch> b);
+  void landed(Batch& b);
   void flush_ends();
   void keepalive();
   void relet();
-  std::string decision_key(const std::string& txid) const { return m_o.prefix + "d/" + txid; }
-  std::string leader_key() const { return m_o.prefix + "leaders/" + m_o.leader_id; }
+  std::string abort_key(const std::string& txid) const { return m_o.prefix + "d/" + txid; }
+  std::string batches_of(const std::string& leader) const {
+    return m_o.prefix + "b/" + leader + "/";
+  }
+  std::string leader_key(const std::string& id) const { return m_o.prefix + "leaders/" + id; }
   std::string rid_key(const std::string& rid) const { return m_o.prefix + "r/" + rid; }
   void renew_rid_lease();
 
   DecisionStoreOptions m_o;
-  std::shared_ptr<etcd::Client> m_client;
+  std::shared_ptr<etcd::Client> m_client;   // leases, settling, ends, request ids
+  std::shared_ptr<etcd::Client> m_decider;  // batches, one at a time
   int64_t m_lease;
   int64_t m_rid_lease = 0;  // the request-id keys' lease (0: none yet: no key is written)
   boost::asio::steady_timer m_rid_timer;
+  boost::asio::steady_timer m_end_timer;
+  boost::asio::steady_timer m_retry_timer;  // re-sends a batch etcd did not answer
+  bool m_end_timer_set = false;
   bool m_healthy = true;
   bool m_stopped = false;
-  bool m_in_flight = false;
+  bool m_in_flight = false;  // a batch, on m_decider
   bool m_ends_in_flight = false;
   bool m_reletting = false;
+  uint64_t m_incarnation;
+  uint64_t m_batch_seq = 0;
   std::deque<Pending> m_queue;
-  std::vector<std::string> m_ends;
+  std::unordered_map<std::string, std::string> m_batch_of;  // txid -> its batch key
+  std::unordered_map<std::string, size_t> m_open;           // batch key -> txns not ended
+  std::vector<std::string> m_ends;                          // batch keys to delete
   boost::asio::steady_timer m_timer;
+  boost::asio::steady_timer m_linger;
+  bool m_lingering = false;
+  bool m_settled_seen = false;  // another leader settled one of this incarnation's
+  std::function<size_t()> m_preparing;
   std::shared_ptr<bool> m_alive = std::make_shared<bool>(true);
 };
 

@@ -135,6 +135,8 @@ Server::Server(asio::io_context& io, Config cfg)
     dso.leader_id = m_cfg.id;
     dso.advertise = m_cfg.advertise;
     dso.lease_ttl_s = m_cfg.lease_ttl_s;
+    dso.takeover_after_ms = m_cfg.takeover_after_ms;
+    dso.batch_wait_us = m_cfg.batch_wait_ms * 1000;
     etcd_start = EtcdDecisions::open(dso);
     m_incarnation = etcd_start->incarnation;
   } else {
@@ -167,7 +169,9 @@ Server::Server(asio::io_context& io, Config cfg)
   if (etcd_start) {
     for (auto& [txid, payload] : etcd_start->decisions)
       m_core->recover(txlog::Record{k_rec_commit, payload});
-    m_decisions = std::make_unique<EtcdDecisions>(io, dso, etcd_start->lease);
+    dso.endpoints = etcd_start->endpoints;
+    m_decisions = std::make_unique<EtcdDecisions>(io, dso, *etcd_start);
+    m_decisions->set_preparing([this] { return m_core->preparing(); });
     m_decisions->start();
     log::info("decision store: etcd at {}, prefix {}, lease {}; {} decisions to finish",
               m_cfg.decision_store, dso.prefix, etcd_start->lease,
@@ -403,13 +407,14 @@ void Server::handle(const std::string& line, Reply reply) {
     }
     step(ev::Result{client(reply), std::move(rid)});
   } else if (verb == "OUTCOME") {
-    auto txid = protocol::decode_txid_arg(t);
-    if (!txid) return fail(Status::error("PROTO", "usage: OUTCOME TXID"));
-    std::string owner = txid->substr(0, txid->find('.'));
+    auto q = protocol::decode_outcome_query(t);
+    if (!q) return fail(q.status());
+    std::string owner = q->txid.substr(0, q->txid.find('.'));
     if (m_decisions && owner != m_cfg.id) {
       // Another leader's transaction: the decision store knows, or this leader settles it
-      // if that leader is gone (docs/decision-store.md, takeover).
-      m_decisions->settle(*txid, owner, [reply, txid = *txid](Result<protocol::Decision> d) {
+      // if that leader is gone or held it too long (docs/decision-store.md, takeover).
+      m_decisions->settle(q->txid, owner, q->held_ms,
+                          [reply, txid = q->txid](Result<protocol::Decision> d) {
         log::debug("OUTCOME {} of leader {}: {}", txid, txid.substr(0, txid.find('.')),
                    d ? protocol::encode(*d) : d.status().message());
         if (!d)
@@ -419,7 +424,7 @@ void Server::handle(const std::string& line, Reply reply) {
       });
       return;
     }
-    step(ev::Outcome{client(reply), std::move(*txid)});
+    step(ev::Outcome{client(reply), std::move(q->txid)});
   } else if ((verb == "PAUSE" || verb == "RESUME") && reply.peer().role != "admin") {
     log::warn("refused {} from {} ({}role {}): administrative, needs role admin", verb,
               reply.peer().address,

@@ -48,6 +48,11 @@ struct Config {
   std::string decision_store = "local";
   std::string cluster_name = "default";
   int64_t lease_ttl_s = 3;
+  // A transaction a participant has held prepared this long may be settled (aborted, unless
+  // decided) by any leader, even while its own leader lives.
+  int64_t takeover_after_ms = 2000;
+  // While other transactions collect votes, a decision batch waits up to this long for them.
+  int64_t batch_wait_ms = 3;
 };
 
 // Checks a leader's configuration before anything is written: every --peers entry is

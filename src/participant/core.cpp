@@ -464,7 +464,7 @@ void Core::on(int64_t now, int64_t wall, ev::Tick&, Actions& out) {
     uint64_t n = q->second.asked++;
     const std::string& ask =
         n % 2 == 0 || others.empty() ? p.leader_addr : *others[(n / 2) % others.size()];
-    out.list.push_back(act::Ask{ask, txid});
+    out.list.push_back(act::Ask{ask, txid, std::max<int64_t>(0, wall - p.prepared_at_ms)});
   }
 }
 

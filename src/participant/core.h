@@ -157,6 +157,7 @@ struct Reply {
 };
 struct Ask {
   std::string leader_addr, txid;
+  int64_t held_ms = -1;  // how long it has been held prepared (wall clock)
 };
 struct Rewrite {
   std::vector<txlog::Record> live;

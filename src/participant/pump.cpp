@@ -155,7 +155,7 @@ void Server::ask(const act::Ask& a) {
   }
   if (failpoint::hit("participant/askOutcome", a.txid)) return;  // query lost
   log::debug("in-doubt {}: asking leader {} for the outcome", a.txid, a.leader_addr);
-  link->request(protocol::encode(protocol::OutcomeQuery{a.txid}),
+  link->request(protocol::encode(protocol::OutcomeQuery{a.txid, a.held_ms}),
                 [this, txid = a.txid](Result<std::string> r) {
                   step(ev::Outcome{txid, protocol::parse_decision(r)});
                 });

@@ -3,6 +3,8 @@
 #include <cctype>
 #include <charconv>
 
+#include <fmt/format.h>
+
 #include "common/util.h"
 
 namespace tpc::protocol {
@@ -84,7 +86,9 @@ std::string encode(const Prepare& m) {
 std::string encode(const Commit& m) { return "COMMIT " + m.txid; }
 std::string encode(const Abort& m) { return "ABORT " + m.txid; }
 std::string encode(const Read& m) { return LineBuilder("READ").arg(m.key).str(); }
-std::string encode(const OutcomeQuery& m) { return "OUTCOME " + m.txid; }
+std::string encode(const OutcomeQuery& m) {
+  return m.held_ms < 0 ? "OUTCOME " + m.txid : fmt::format("OUTCOME {} {}", m.txid, m.held_ms);
+}
 std::string encode(const PeerRequest& m) {
   return std::visit([](auto& x) { return encode(x); }, m);
 }
@@ -154,6 +158,19 @@ Result<std::string> decode_txid_arg(const std::vector<std::string_view>& t) {
   if (t.size() != 2) return Status::error("PROTO", std::string(t[0]) + " needs TXID");
   if (Status s = check_txid(t[1]); !s) return s;
   return std::string(t[1]);
+}
+
+Result<OutcomeQuery> decode_outcome_query(const std::vector<std::string_view>& t) {
+  if (t.size() != 2 && t.size() != 3)
+    return Status::error("PROTO", "usage: OUTCOME TXID [HELD-MS]");
+  if (Status s = check_txid(t[1]); !s) return s;
+  OutcomeQuery q{std::string(t[1]), -1};
+  if (t.size() == 3) {
+    auto ms = parse_int(t[2]);
+    if (!ms || *ms < 0) return Status::error("PROTO", "OUTCOME: HELD-MS is not a count of ms");
+    q.held_ms = *ms;
+  }
+  return q;
 }
 
 Result<Read> decode_read(const std::vector<std::string_view>& t) {

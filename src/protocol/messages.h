@@ -33,9 +33,12 @@ struct Read {  // READ KEY
 using PeerRequest = std::variant<Prepare, Commit, Abort, Read>;
 
 // --- participant -> leader request.
-struct OutcomeQuery {  // OUTCOME TXID
+struct OutcomeQuery {  // OUTCOME TXID [HELD-MS]
   std::string txid;
+  int64_t held_ms = -1;  // how long the asking participant has held it prepared (-1: not said)
 };
+// OUTCOME's arguments. Error PROTO on anything else.
+Result<OutcomeQuery> decode_outcome_query(const std::vector<std::string_view>& t);
 
 // --- replies.
 // To PREPARE: "YES [FORCE-US]" or "NO CODE TEXT". Anything else, or a lost connection, is an

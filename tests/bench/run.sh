@@ -4,14 +4,17 @@
 #   W2 (cross-shard):  leader + 3 participants, --replicas 1, two-key transactions over 100,000 keys
 # each at 1 and 64 clients; then throughput with 1, 2, 4 and 8 participants, and with
 # 1,000,000 keys stored, all in plaintext (tpc cluster --insecure); then W2 at 64 clients over
-# TLS and in plaintext, alternated, printed side by side. Prints one table and writes it as
-# JSON (BENCH_OUT).
+# TLS and in plaintext, alternated, printed side by side; then W2 at 64 clients with the etcd
+# decision store and two leaders over a three-member etcd, beside the local log and beside
+# etcd's own two-key transaction rate on the same etcd (etcd_bench). Prints one table and
+# writes it as JSON (BENCH_OUT).
 # Env: BENCH_SECONDS (10) per run, BENCH_MEMORY_SECONDS (60) for the W2 64-client run, which
 # also samples resident memory and log size.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TPC=$ROOT/build/tpc
 FLOOR=$ROOT/build/floor_bench
+ETCD_BENCH=$ROOT/build/etcd_bench
 SECS=${BENCH_SECONDS:-10}
 MEM_SECS=${BENCH_MEMORY_SECONDS:-60}
 OUT=${BENCH_OUT:-$ROOT/build/bench-results.json}
@@ -28,21 +31,24 @@ trap cleanup EXIT
 jget() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" | head -1; }
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-start_cluster() {  # participants replicas [tls]
+start_cluster() {  # participants replicas [tls|etcd]
   stop_cluster
-  local n=$1 r=$2 attempt mode=--insecure
+  local n=$1 r=$2 attempt mode=--insecure extra=() span=$1
   CERTS=""
   if [ "${3:-}" = tls ]; then mode=""; CERTS=$DATA/c/certs; fi
+  # Two leaders over a three-member etcd: one more leader port, then etcd's client and peer
+  # ports.
+  if [ "${3:-}" = etcd ]; then extra=(--leaders 2 --decision-store etcd --etcd-members 3); span=$((n + 7)); fi
   for attempt in 1 2 3 4 5 6 7 8; do
     rm -rf "$DATA/c"; mkdir -p "$DATA"
     BASE=$((20000 + RANDOM % 12000))  # below the kernel's ephemeral ports
     local busy=0
-    for i in $(seq 0 "$n"); do
+    for i in $(seq 0 "$span"); do
       if port_busy $((BASE + i)) || ss -Htan 2>/dev/null | grep -q ":$((BASE + i)) "; then busy=1; fi
     done
     [ $busy = 1 ] && continue
     "$TPC" cluster --participants "$n" --replicas "$r" --port "$BASE" --data-dir "$DATA/c" \
-      --log-level warn $mode >"$DATA/cluster.out" 2>"$DATA/cluster.err" &
+      --log-level warn $mode "${extra[@]}" >"$DATA/cluster.out" 2>"$DATA/cluster.err" &
     CLUSTER_PID=$!
     for _ in $(seq 1 300); do
       grep -q "tpc cluster is up" "$DATA/cluster.out" 2>/dev/null && return 0
@@ -57,7 +63,8 @@ stop_cluster() {
   if [ -n "$CLUSTER_PID" ]; then kill -TERM "$CLUSTER_PID" 2>/dev/null || true; wait "$CLUSTER_PID" 2>/dev/null || true; fi
   CLUSTER_PID=""
 }
-client() { "$TPC" client --leader "127.0.0.1:$BASE" ${CERTS:+--certs-dir "$CERTS"} "$@"; }
+LEADERS=""  # empty: the one leader at BASE
+client() { "$TPC" client --leader "${LEADERS:-127.0.0.1:$BASE}" ${CERTS:+--certs-dir "$CERTS"} "$@"; }
 bench() {  # clients ops seconds [extra...]
   local c=$1 o=$2 s=$3; shift 3
   client bench --clients "$c" --ops "$o" --duration "${s}s" --keys 100000 --value-size 100 \
@@ -154,6 +161,44 @@ for round in 1 2; do
   done
 done
 TLS_PCT=$(awk -v t="$TLS_BEST" -v p="$PLAIN_BEST" 'BEGIN { printf "%.0f", (p > 0 ? 100 * t / p : 0) }')
+
+# The etcd decision store: W2 at 64 clients spread over two leaders, a three-member etcd (the
+# decision store's smallest fault-tolerant size), alternated twice with the local log on fresh
+# clusters; after each etcd run, etcd's own rate for two-key transactions at 64 clients on the
+# same etcd, tpc idle. The better run of each is compared.
+echo "etcd decision store: W2 at 64 clients, two leaders, three etcd members; local log alternated" >&2
+ETCD_BEST=0; LOCAL_BEST=0; ETCD_OWN_BEST=0; ETCD_RUNS=""; LOCAL_RUNS=""; ETCD_OWN_RUNS=""
+for round in 1 2; do
+  for mode in local etcd; do
+    if [ $mode = etcd ]; then
+      start_cluster 3 1 etcd
+      LEADERS="127.0.0.1:$BASE,127.0.0.1:$((BASE + 4))"
+    else
+      start_cluster 3 1
+    fi
+    j=$(bench 64 2 "$SECS")
+    tps=$(echo "$j" | jget committed_per_s)
+    JSON_ROWS+=("{\"workload\":\"W2 decisions $mode\",\"participants\":3,\"replicas\":\"1\",\"clients\":64,\"round\":$round,\"result\":$j}")
+    echo "  round $round $mode: $tps txn/s, p99 $(echo "$j" | jget p99_ms) ms" >&2
+    if [ $mode = etcd ]; then
+      ETCD_RUNS+="${ETCD_RUNS:+, }$tps"
+      awk -v a="$tps" -v b="$ETCD_BEST" 'BEGIN { exit !(a > b) }' && ETCD_BEST=$tps
+      eps=$(sed -n 's/.*decisions *in etcd at \([^ ]*\).*/\1/p' "$DATA/cluster.out")
+      ej=$("$ETCD_BENCH" "$eps" 64 "$SECS")
+      own=$(echo "$ej" | jget txn_per_s)
+      JSON_ROWS+=("{\"workload\":\"etcd own 2-key txn\",\"members\":3,\"clients\":64,\"round\":$round,\"result\":$ej}")
+      echo "  round $round etcd's own 2-key txn: $own txn/s, p99 $(echo "$ej" | jget p99_ms) ms" >&2
+      ETCD_OWN_RUNS+="${ETCD_OWN_RUNS:+, }$own"
+      awk -v a="$own" -v b="$ETCD_OWN_BEST" 'BEGIN { exit !(a > b) }' && ETCD_OWN_BEST=$own
+      LEADERS=""
+    else
+      LOCAL_RUNS+="${LOCAL_RUNS:+, }$tps"
+      awk -v a="$tps" -v b="$LOCAL_BEST" 'BEGIN { exit !(a > b) }' && LOCAL_BEST=$tps
+    fi
+  done
+done
+ETCD_PCT=$(awk -v e="$ETCD_BEST" -v l="$LOCAL_BEST" 'BEGIN { printf "%.0f", (l > 0 ? 100 * e / l : 0) }')
+ETCD_X=$(awk -v e="$ETCD_BEST" -v o="$ETCD_OWN_BEST" 'BEGIN { printf "%.1f", (o > 0 ? e / o : 0) }')
 stop_cluster
 
 {
@@ -165,11 +210,15 @@ stop_cluster
   for s in "${SCALE[@]}"; do echo "scaling: $s"; done
   printf 'W2, 64 clients:  plaintext %10s txn/s   TLS 1.3 %10s txn/s   TLS/plaintext %s%% (runs: plaintext %s; TLS %s)\n' \
     "$PLAIN_BEST" "$TLS_BEST" "$TLS_PCT" "$PLAIN_RUNS" "$TLS_RUNS"
+  printf 'W2, 64 clients:  local log %10s txn/s   etcd decisions, 2 leaders %10s txn/s (%s%% of local)   etcd own 2-key txn %10s txn/s (tpc = %sx)\n' \
+    "$LOCAL_BEST" "$ETCD_BEST" "$ETCD_PCT" "$ETCD_OWN_BEST" "$ETCD_X"
+  echo "  runs: local $LOCAL_RUNS; etcd decisions $ETCD_RUNS; etcd own $ETCD_OWN_RUNS (three etcd members on this machine)"
   echo "memory (W2, 64 clients, ${MEM_SECS}s, $W2_TXNS txns): max RSS of any node $((RSS_MAX / 1024)) MiB; at half time $((${RSS_HALF:-0} / 1024)) MiB, at the end $((${RSS_END:-0} / 1024)) MiB; largest log $((LOG_MAX / 1024)) KiB"
 }
 {
   echo "{\"machine\":{\"cores\":$(nproc),\"kernel\":\"$(uname -r)\"},\"floor\":$FLOORJ,"
   echo "\"tls\":{\"plaintext_txn_per_s\":$PLAIN_BEST,\"tls_txn_per_s\":$TLS_BEST,\"percent\":$TLS_PCT},"
+  echo "\"etcd\":{\"local_txn_per_s\":$LOCAL_BEST,\"etcd_txn_per_s\":$ETCD_BEST,\"percent_of_local\":$ETCD_PCT,\"etcd_own_txn_per_s\":$ETCD_OWN_BEST,\"times_etcd_own\":$ETCD_X},"
   echo "\"memory\":{\"seconds\":$MEM_SECS,\"max_rss_kib\":$RSS_MAX,\"half_rss_kib\":${RSS_HALF:-0},\"end_rss_kib\":${RSS_END:-0},\"max_log_bytes\":$LOG_MAX},"
   echo "\"runs\":["
   ( IFS=,; echo "${JSON_ROWS[*]}" )

@@ -16,6 +16,7 @@
 #include "common/util.h"
 #include "etcd/client.h"
 #include "harness.h"
+#include "leader/decisions.h"
 
 using namespace tpc;
 using namespace tpc::it;
@@ -66,16 +67,17 @@ bool leader_ready(const std::string& addr) {
   auto r = conn->call("STATS", 1000);
   return r && r->find("peers_up=2/2") != std::string::npos;
 }
-SecondLeader second_leader(Cluster& c, const Etcd& e, const std::string& name) {
+SecondLeader second_leader(Cluster& c, const Etcd& e, const std::string& name,
+                           const std::vector<std::string>& extra = {}) {
   uint16_t port = free_port();
-  SecondLeader l{std::make_unique<Process>(
-                     std::vector<std::string>{
-                         TPC_BINARY, "leader", "--id", "2", "--port", std::to_string(port),
-                         "--peers", c.participant_addr(0) + "," + c.participant_addr(1),
-                         "--data-dir", c.dir() + "/leader2", "--decision-store", e.url(),
-                         "--cluster-name", name, "--lease-ttl", "2", "--cluster-id",
-                         c.cluster_id(), "--log-level", "debug"},
-                     c.dir() + "/leader2.log"),
+  std::vector<std::string> args{
+      TPC_BINARY, "leader", "--id", "2", "--port", std::to_string(port),
+      "--peers", c.participant_addr(0) + "," + c.participant_addr(1),
+      "--data-dir", c.dir() + "/leader2", "--decision-store", e.url(),
+      "--cluster-name", name, "--lease-ttl", "2", "--cluster-id",
+      c.cluster_id(), "--log-level", "debug"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  SecondLeader l{std::make_unique<Process>(args, c.dir() + "/leader2.log"),
                  fmt::format("127.0.0.1:{}", port)};
   REQUIRE(wait_for([&] { return leader_ready(l.addr); }, 15000));
   return l;
@@ -199,9 +201,10 @@ TEST_SUITE("etcd") {
       REQUIRE(c.client({"put", fmt::format("k{}", i), "v"}).code == 0);
     CHECK(c.read_at(0, "k19") == "v");
     CHECK(c.read_at(1, "k19") == "v");
-    // Every decision was acknowledged: its key is gone.
-    CHECK(wait_for([&] { auto k = keys(e.endpoint(), "/tpc/t1/d/"); return k && k->empty(); },
+    // Every decision was acknowledged: its batch key is gone; no abort key was ever written.
+    CHECK(wait_for([&] { auto k = keys(e.endpoint(), "/tpc/t1/b/"); return k && k->empty(); },
                    5000));
+    CHECK(keys(e.endpoint(), "/tpc/t1/d/")->empty());
     CHECK(keys(e.endpoint(), "/tpc/t1/incarnation/")->at("/tpc/t1/incarnation/1") == "1");
     CHECK(keys(e.endpoint(), "/tpc/t1/leaders/")->count("/tpc/t1/leaders/1") == 1);
     // The same leader id twice is refused while the first holds its lease.
@@ -229,17 +232,22 @@ TEST_SUITE("etcd") {
     auto r = c.client({"put", "k", "v"});
     CHECK(r.code == 4);  // the leader died before it answered
     REQUIRE(c.leader()->wait_exit(10000) == 128 + SIGKILL);
-    // The decision is in etcd; the participants are prepared, in doubt.
-    auto d = keys(e.endpoint(), "/tpc/t2/d/");
+    // The decision is in etcd, in a batch key of leader 1; the participants are prepared, in
+    // doubt.
+    auto d = keys(e.endpoint(), "/tpc/t2/b/1/");
     REQUIRE(d);
-    CHECK(d->size() == 1);
+    REQUIRE(d->size() == 1);
+    auto batch = leader::decode_batch(d->begin()->second);
+    REQUIRE(batch);
+    REQUIRE(batch->size() == 1);
+    CHECK(batch->at(0).first.rfind("1.1.", 0) == 0);
     CHECK(c.stat(0, "in_doubt") == 1);
     c.start_leader();  // without the failpoint
     REQUIRE(c.wait_ready(15000));
     REQUIRE(c.wait_settled());
     CHECK(c.read_at(0, "k") == "v");
     CHECK(c.read_at(1, "k") == "v");
-    CHECK(wait_for([&] { auto k = keys(e.endpoint(), "/tpc/t2/d/"); return k && k->empty(); },
+    CHECK(wait_for([&] { auto k = keys(e.endpoint(), "/tpc/t2/b/"); return k && k->empty(); },
                    5000));
   }
 
@@ -319,6 +327,30 @@ TEST_SUITE("etcd") {
     CHECK(c.log_of_leader().find("holds an abort") != std::string::npos);
     // It took a new lease and goes on.
     REQUIRE(wait_for([&] { return c.client({"put", "k2", "v"}).code == 0; }, 10000));
+  }
+
+  TEST_CASE("takeover-after: a live leader holding a transaction too long loses it to another") {
+    Etcd e;
+    REQUIRE(e.wait_healthy());
+    Cluster::Options o;
+    // Its lease (10 s) outlives the stall (4 s): the owner is alive all along.
+    o.leader_args = {"--decision-store", e.url(), "--cluster-name", "ta", "--lease-ttl", "10"};
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/afterVotes=1*sleep(4000)"}};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    auto l2 = second_leader(c, e, "ta", {"--takeover-after", "1000"});
+    auto r = c.client({"put", "k", "v"});
+    // Held in doubt past 1 s, it was settled by leader 2; the owner's late commit fails.
+    CHECK(r.code == 3);
+    CHECK(r.err.find("SETTLED") != std::string::npos);
+    REQUIRE(c.wait_settled());
+    CHECK_FALSE(c.read_at(0, "k").has_value());
+    CHECK_FALSE(c.read_at(1, "k").has_value());
+    CHECK(read_file(c.dir() + "/leader2.log").find("past --takeover-after") != std::string::npos);
+    // The owner never lost its lease, and its next batches still land (one compare each now).
+    CHECK(c.client({"put", "k", "after"}).code == 0);
+    CHECK(c.read_at(0, "k") == "after");
+    CHECK(keys(e.endpoint(), "/tpc/ta/d/")->size() == 1);
   }
 
   TEST_CASE("a client given several leaders uses the first that answers") {

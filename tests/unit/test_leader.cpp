@@ -4,6 +4,7 @@
 #include "fatal.h"
 
 #include "leader/core.h"
+#include "leader/decisions.h"
 
 using namespace tpc;
 using namespace tpc::leader;
@@ -425,5 +426,30 @@ TEST_SUITE("leader") {
     CHECK_FALSE(next_incarnation(std::string("")).is_ok());
     CHECK_FALSE(next_incarnation(std::string("x7")).is_ok());
     CHECK_FALSE(next_incarnation(std::string("0\n")).is_ok());
+  }
+}
+
+TEST_SUITE("decision batches") {
+  TEST_CASE("a batch round-trips any bytes, and anything else is refused") {
+    std::vector<std::pair<std::string, std::string>> ds{
+        {"1.2.3", encode_commit("1.2.3", "rid-a", {0, 2}, 42)},
+        {"1.2.4", std::string("\0\n tpcb1 9\n", 11)},
+        {"1.2.5", ""}};
+    std::string v = encode_batch(ds);
+    auto back = decode_batch(v);
+    REQUIRE(back);
+    CHECK(*back == ds);
+    auto c = decode_commit(back->at(0).second);
+    REQUIRE(c);
+    CHECK(c->rid == "rid-a");
+    CHECK(decode_batch(encode_batch({}))->empty());
+    // Cut anywhere, or with a byte more, it is no batch.
+    for (size_t n = 0; n < v.size(); ++n) CHECK_FALSE(decode_batch(v.substr(0, n)).is_ok());
+    CHECK_FALSE(decode_batch(v + "x").is_ok());
+    CHECK_FALSE(decode_batch("tpcb1 1\n0 0\n").is_ok());          // an empty txid
+    CHECK_FALSE(decode_batch("tpcb1 1\n-1 0\nx").is_ok());        // not a number
+    CHECK_FALSE(decode_batch("tpcb1 1\n1 99999999999\nx").is_ok());  // past every limit
+    CHECK_FALSE(decode_batch("tpcb2 0\n").is_ok());
+    CHECK_FALSE(decode_batch("abort").is_ok());
   }
 }
