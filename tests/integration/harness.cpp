@@ -349,30 +349,67 @@ UseCerts::UseCerts(const std::string& dir, const std::string& name, const std::s
 }
 UseCerts::~UseCerts() { client::Connection::use_tls(m_old); }
 
-void EtcdServer::start() {
-  std::string c = fmt::format("http://127.0.0.1:{}", m_client_port);
-  std::string p = fmt::format("http://127.0.0.1:{}", m_peer_port);
-  m_proc = std::make_unique<Process>(
-      std::vector<std::string>{"/usr/bin/etcd", "--name", "e0", "--data-dir",
-                               m_dir.path() + "/e0", "--listen-client-urls", c,
-                               "--advertise-client-urls", c, "--listen-peer-urls", p,
-                               "--initial-advertise-peer-urls", p, "--initial-cluster", "e0=" + p,
-                               "--log-level", "warn", "--logger", "zap"},
-      m_dir.path() + "/etcd.log");
+EtcdServer::EtcdServer(int members) {
+  for (int i = 0; i < members; ++i) {
+    m_client_ports.push_back(free_port());
+    m_peer_ports.push_back(free_port());
+  }
+  m_procs.resize(static_cast<size_t>(members));
+  start();
 }
 
-std::string EtcdServer::endpoint() const { return fmt::format("127.0.0.1:{}", m_client_port); }
+void EtcdServer::start() {
+  for (int i = 0; i < members(); ++i)
+    if (!member_alive(i)) start_member(i);
+}
+
+void EtcdServer::start_member(int i) {
+  auto u = static_cast<size_t>(i);
+  std::string initial;
+  for (size_t m = 0; m < m_peer_ports.size(); ++m)
+    initial += fmt::format("{}e{}=http://127.0.0.1:{}", m ? "," : "", m, m_peer_ports[m]);
+  std::string c = fmt::format("http://127.0.0.1:{}", m_client_ports[u]);
+  std::string p = fmt::format("http://127.0.0.1:{}", m_peer_ports[u]);
+  // A restart reuses the member's data directory; etcd then ignores the initial-cluster flags.
+  m_procs[u] = std::make_unique<Process>(
+      std::vector<std::string>{"/usr/bin/etcd", "--name", fmt::format("e{}", i), "--data-dir",
+                               fmt::format("{}/e{}", m_dir.path(), i), "--listen-client-urls", c,
+                               "--advertise-client-urls", c, "--listen-peer-urls", p,
+                               "--initial-advertise-peer-urls", p, "--initial-cluster", initial,
+                               "--initial-cluster-token", "tpc-test", "--log-level", "warn",
+                               "--logger", "zap"},
+      fmt::format("{}/etcd{}.log", m_dir.path(), i));
+}
+
+bool EtcdServer::member_alive(int i) {
+  const auto& p = m_procs.at(static_cast<size_t>(i));
+  return p && p->alive();
+}
+
+std::string EtcdServer::endpoint() const {
+  return fmt::format("127.0.0.1:{}", m_client_ports.at(0));
+}
+
+std::string EtcdServer::endpoints() const {
+  std::string out;
+  for (size_t m = 0; m < m_client_ports.size(); ++m)
+    out += fmt::format("{}127.0.0.1:{}", m ? "," : "", m_client_ports[m]);
+  return out;
+}
 
 bool EtcdServer::wait_healthy(int timeout_ms) const {
   return wait_for(
       [&] {
-        boost::asio::io_context io;
-        auto c = std::make_shared<etcd::Client>(io, std::vector<std::string>{endpoint()}, 500);
-        bool ok = false;
-        c->range("health", "", [&](Result<std::vector<etcd::KeyValue>> r) { ok = r.is_ok(); });
-        io.run();
-        c->stop();
-        return ok;
+        for (const auto& ep : split_list(endpoints(), ',')) {
+          boost::asio::io_context io;
+          auto c = std::make_shared<etcd::Client>(io, std::vector<std::string>{ep}, 500);
+          bool ok = false;
+          c->range("health", "", [&](Result<std::vector<etcd::KeyValue>> r) { ok = r.is_ok(); });
+          io.run();
+          c->stop();
+          if (ok) return true;
+        }
+        return false;
       },
       timeout_ms);
 }

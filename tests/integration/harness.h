@@ -82,21 +82,29 @@ class UseCerts {
 
 // A one-member etcd (Debian's etcd-server) in a scratch directory on free loopback ports;
 // killed at destruction. start() again after kill() reuses the directory and ports.
+// A real etcd of 1 or 3 members on loopback (Debian's etcd-server), stopped with the object.
 class EtcdServer {
  public:
-  EtcdServer() { start(); }
+  explicit EtcdServer(int members = 1);
+  // Every member that is not running (again, on its data: a restart).
   void start();
-  void kill() { m_proc.reset(); }
-  std::string endpoint() const;                 // HOST:PORT
-  std::string url() const { return "etcd://" + endpoint(); }
-  // True once etcd answers (a range read), within `timeout_ms`.
+  void kill() {  // every member, SIGKILL
+    for (auto& p : m_procs) p.reset();
+  }
+  void start_member(int i);
+  void kill_member(int i) { m_procs.at(static_cast<size_t>(i)).reset(); }
+  bool member_alive(int i);
+  int members() const { return static_cast<int>(m_procs.size()); }
+  std::string endpoint() const;  // the first member's HOST:PORT
+  std::string endpoints() const;  // every member's, comma-separated
+  std::string url() const { return "etcd://" + endpoints(); }
+  // True once etcd answers a (linearizable, so quorum) range read, within `timeout_ms`.
   bool wait_healthy(int timeout_ms = 15000) const;
 
  private:
   Scratch m_dir;
-  uint16_t m_client_port = free_port();
-  uint16_t m_peer_port = free_port();
-  std::unique_ptr<Process> m_proc;
+  std::vector<uint16_t> m_client_ports, m_peer_ports;
+  std::vector<std::unique_ptr<Process>> m_procs;
 };
 
 class Cluster {

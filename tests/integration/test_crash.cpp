@@ -252,12 +252,12 @@ void one_run(int run, std::mt19937& rng, Totals& tot, double seconds, bool power
   tot.anomalies += anomalies;
 }
 
-// The crash test with two leaders over an etcd decision store: leaders and participants
-// killed -9, a leader stalled with SIGSTOP past its lease and resumed, while clients that know
-// both leaders write. Every transaction must end all or nothing as its exit code says, and
+// The crash test with two leaders over a three-member etcd decision store: leaders,
+// participants and etcd members killed -9, etcd's quorum lost for a while, a leader stalled
+// with SIGSTOP past its lease and resumed, while clients that know both leaders write. Every transaction must end all or nothing as its exit code says, and
 // everything left in doubt must be settled once healed.
 void etcd_run(int run, std::mt19937& rng, Totals& tot, double seconds) {
-  EtcdServer e;
+  EtcdServer e(3);
   REQUIRE(e.wait_healthy());
   Cluster::Options o;
   o.leader_args = {"--decision-store", e.url(), "--cluster-name", "crash", "--lease-ttl", "2",
@@ -293,10 +293,18 @@ void etcd_run(int run, std::mt19937& rng, Totals& tot, double seconds) {
   int64_t end = now_ms() + static_cast<int64_t>(seconds * 1000);
   while (now_ms() < end) {
     std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 500));
-    switch (rng() % 5) {
+    switch (rng() % 7) {
       case 0: c.kill_leader(); break;
       case 1: l2.reset(); break;
       case 2: c.kill_participant(static_cast<int>(rng() % c.size())); break;
+      case 5: e.kill_member(static_cast<int>(rng() % 3)); break;  // restarted below
+      case 6: {  // quorum lost for a while, then restored
+        int keep = static_cast<int>(rng() % 3);
+        for (int m = 0; m < 3; ++m)
+          if (m != keep) e.kill_member(m);
+        std::this_thread::sleep_for(std::chrono::milliseconds(500 + rng() % 2000));
+        break;
+      }
       case 3: {  // a leader stalls past its lease, then resumes
         Process* p = rng() % 2 ? c.leader() : l2.get();
         if (p && p->alive()) {
@@ -310,6 +318,7 @@ void etcd_run(int run, std::mt19937& rng, Totals& tot, double seconds) {
     }
     ++kills;
     std::this_thread::sleep_for(std::chrono::milliseconds(50 + rng() % 300));
+    e.start();
     if (!c.leader() || !c.leader()->alive()) c.start_leader();
     if (!l2 || !l2->alive()) start_l2();
     for (int i = 0; i < c.size(); ++i)
@@ -319,6 +328,8 @@ void etcd_run(int run, std::mt19937& rng, Totals& tot, double seconds) {
   for (auto& t : clients) t.join();
   // Heal: everything up. A leader restarted right after a kill may have found its previous
   // process's lease still live and refused to start (exit 2): start it again.
+  e.start();
+  REQUIRE(e.wait_healthy());
   bool ready = wait_for(
       [&] {
         if (!c.leader()->alive()) c.start_leader();
@@ -492,6 +503,58 @@ TEST_SUITE("crash") {
               << std::endl;
     CHECK(tot.anomalies == 0);
     CHECK(tot.committed > 0);
+  }
+
+  TEST_CASE("etcd quorum lost and restored under load loses nothing acknowledged") {
+    EtcdServer e(3);
+    REQUIRE(e.wait_healthy());
+    Cluster::Options o;
+    o.leader_args = {"--decision-store", e.url(), "--cluster-name", "quorum", "--lease-ttl",
+                     "3", "--prepare-timeout", "1000"};
+    o.participant_args = {"--resolve-after", "300"};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    std::atomic<bool> stop{false};
+    std::mutex mu;
+    std::vector<std::pair<std::string, int>> results;
+    auto clients = writers([&](int) { return c.leader_addr(); }, "q", stop, mu, results);
+    auto outcomes = [&](size_t from) {
+      std::lock_guard<std::mutex> g(mu);
+      std::map<int, int> n;
+      for (size_t i = from; i < results.size(); ++i) ++n[results[i].second];
+      return std::make_pair(n, results.size());
+    };
+    REQUIRE(wait_for([&] { return outcomes(0).first[0] >= 20; }, 15000));
+    // Two of three members die: no quorum. The transactions in flight wait for etcd (their
+    // clients time out and are told "unknown"); after them, new ones fail fast with exit 4.
+    e.kill_member(1);
+    e.kill_member(2);
+    size_t killed_at = outcomes(0).second;
+    REQUIRE(wait_for([&] { return outcomes(killed_at).first[4] >= 8; }, 40000));
+    size_t mark = outcomes(0).second;
+    int64_t t0 = now_ms();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    auto [during, upto] = outcomes(mark);
+    int64_t spent = now_ms() - t0;
+    MESSAGE("without quorum for " << spent << " ms: " << during[0] << " committed, " << during[4]
+                                  << " unknown (exit 4), " << during[3] << " aborted");
+    CHECK(during[0] == 0);
+    CHECK(during[4] >= 4);  // fast: several per writer in 1.5 s, not one 5 s timeout each
+    // Quorum back: writes resume.
+    e.start();
+    REQUIRE(e.wait_healthy());
+    REQUIRE(wait_for([&] { return outcomes(upto).first[0] >= 20; }, 30000));
+    stop = true;
+    for (auto& t : clients) t.join();
+    REQUIRE(c.wait_settled(45000));
+    Totals tot;
+    CHECK(check_results(c, 0, results, 0, tot) == 0);
+    CHECK(tot.committed > 40);
+    std::cout << fmt::format(
+                     "etcd quorum test: {} txns ({} committed, {} aborted, {} unknown), "
+                     "{} committed while quorum was lost",
+                     results.size(), tot.committed, tot.aborted, tot.unknown, during[0])
+              << std::endl;
   }
 
   // TPC_RESTART_ROUNDS (default 6) bounds it; `make crash-test` runs 25.
