@@ -397,6 +397,26 @@ std::string EtcdServer::endpoints() const {
   return out;
 }
 
+std::unique_ptr<Process> start_second_leader(Cluster& c, const EtcdServer& e,
+                                             const std::string& name, uint16_t port,
+                                             const std::vector<std::string>& extra) {
+  std::vector<std::string> args{TPC_BINARY, "leader", "--id", "2", "--port",
+                                std::to_string(port), "--peers",
+                                c.participant_addr(0) + "," + c.participant_addr(1),
+                                "--data-dir", c.dir() + "/leader2", "--cluster-id",
+                                c.cluster_id(), "--log-level", "debug", "--decision-store",
+                                e.url(), "--cluster-name", name};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return std::make_unique<Process>(args, c.dir() + "/leader2.log");
+}
+
+bool leader_ready(const std::string& addr) {
+  auto conn = client::Connection::open(addr, 500);
+  if (!conn) return false;
+  auto r = conn->call("STATS", 1000);
+  return r && r->find("peers_up=2/2") != std::string::npos;
+}
+
 bool EtcdServer::wait_healthy(int timeout_ms) const {
   return wait_for(
       [&] {

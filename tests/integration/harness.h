@@ -107,6 +107,15 @@ class EtcdServer {
   std::vector<std::unique_ptr<Process>> m_procs;
 };
 
+class Cluster;
+// Leader 2 of `c`'s cluster (its two first participants) over the etcd decision store `e`,
+// under --cluster-name `name`, on `port`; logs to DIR/leader2.log. Not waited for.
+std::unique_ptr<Process> start_second_leader(Cluster& c, const EtcdServer& e,
+                                             const std::string& name, uint16_t port,
+                                             const std::vector<std::string>& extra = {});
+// The leader at `addr` answers STATS and sees two participants up.
+bool leader_ready(const std::string& addr);
+
 class Cluster {
  public:
   struct Options {

@@ -61,23 +61,12 @@ struct SecondLeader {
   std::unique_ptr<Process> proc;
   std::string addr;
 };
-bool leader_ready(const std::string& addr) {
-  auto conn = client::Connection::open(addr, 500);
-  if (!conn) return false;
-  auto r = conn->call("STATS", 1000);
-  return r && r->find("peers_up=2/2") != std::string::npos;
-}
 SecondLeader second_leader(Cluster& c, const Etcd& e, const std::string& name,
                            const std::vector<std::string>& extra = {}) {
   uint16_t port = free_port();
-  std::vector<std::string> args{
-      TPC_BINARY, "leader", "--id", "2", "--port", std::to_string(port),
-      "--peers", c.participant_addr(0) + "," + c.participant_addr(1),
-      "--data-dir", c.dir() + "/leader2", "--decision-store", e.url(),
-      "--cluster-name", name, "--lease-ttl", "2", "--cluster-id",
-      c.cluster_id(), "--log-level", "debug"};
+  std::vector<std::string> args{"--lease-ttl", "2"};
   args.insert(args.end(), extra.begin(), extra.end());
-  SecondLeader l{std::make_unique<Process>(args, c.dir() + "/leader2.log"),
+  SecondLeader l{start_second_leader(c, e, name, port, args),
                  fmt::format("127.0.0.1:{}", port)};
   REQUIRE(wait_for([&] { return leader_ready(l.addr); }, 15000));
   return l;
