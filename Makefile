@@ -3,14 +3,20 @@ SHELL := /bin/bash
 BUILD   ?= build
 PREFIX  ?= /usr/local
 JOBS    ?= $(shell nproc)
-DEB_PACKAGES := g++ cmake make pkg-config libcli11-dev libboost-dev libsqlite3-dev libfmt-dev doctest-dev libedit-dev libssl-dev nlohmann-json3-dev etcd-server groff-base clang libclang-rt-14-dev
+# What building tpc needs; then what its tests need (a real etcd, groff, clang's fuzzer).
+DEB_BUILD    := g++ cmake make pkg-config libcli11-dev libboost-dev libsqlite3-dev libfmt-dev doctest-dev libedit-dev libssl-dev nlohmann-json3-dev
+DEB_PACKAGES := $(DEB_BUILD) etcd-server groff-base clang libclang-rt-14-dev
 
-.PHONY: all deps build test run clean install format bench crash-test sim fuzz fuzz-build sanitize
+.PHONY: all deps deps-build install-packages build test run clean install uninstall format bench crash-test sim fuzz fuzz-build sanitize
 
 all: build
 
 deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	@$(MAKE) -s install-packages PACKAGES="$(DEB_PACKAGES)"
+deps-build:
+	@$(MAKE) -s install-packages PACKAGES="$(DEB_BUILD)"
+install-packages:
+	@missing=$$(for p in $(PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 	  echo "installing: $$missing"; \
@@ -83,9 +89,20 @@ sanitize: deps
 	cmake --build $(TSAN_BUILD) -j $(JOBS) --target unit_tests
 	TSAN_OPTIONS=halt_on_error=1 $(TSAN_BUILD)/unit_tests -ts=txlog,store
 
-install: build
-	install -D -m 755 $(BUILD)/tpc $(DESTDIR)$(PREFIX)/bin/tpc
+# Only the tpc binary is built (not the test suites), and installed stripped.
+INSTALLED_DOCS := README.md LICENSE $(wildcard docs/*.md)
+install: deps-build $(BUILD)/Makefile
+	cmake --build $(BUILD) -j $(JOBS) --target tpc
+	install -D -s -m 755 $(BUILD)/tpc $(DESTDIR)$(PREFIX)/bin/tpc
 	install -D -m 644 man/tpc.1 $(DESTDIR)$(PREFIX)/share/man/man1/tpc.1
+	install -d $(DESTDIR)$(PREFIX)/share/doc/tpc
+	install -m 644 $(INSTALLED_DOCS) $(DESTDIR)$(PREFIX)/share/doc/tpc/
+
+# Removes what install put there, nothing else (data directories stay).
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/tpc $(DESTDIR)$(PREFIX)/share/man/man1/tpc.1
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/doc/tpc/,$(notdir $(INSTALLED_DOCS)))
+	-rmdir $(DESTDIR)$(PREFIX)/share/doc/tpc 2>/dev/null
 
 format:
 	clang-format -i $$(find src tests -name '*.cpp' -o -name '*.h')
