@@ -66,10 +66,41 @@ int resolve_lost(const Options& o, const std::string& rid, const std::string& wh
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   err << "outcome unknown: " << why << "; could not learn the outcome of request " << rid << " ("
-      << last << ")\n";
+      << last << "); `tpc client result " << rid << "` asks again\n";
   return k_unknown;
 }
 }  // namespace
+
+int run_result(const Options& o, const std::string& rid, std::ostream& out, std::ostream& err) {
+  if (Status s = protocol::check_request_id(rid); !s) {
+    err << "result: " << s.message() << "\n";
+    return k_usage;
+  }
+  auto c = Connection::open(o.leader, o.timeout_ms);
+  if (!c) return open_failed(c.status(), err);
+  auto r = c->call("RESULT " + rid, o.timeout_ms);
+  if (!r) {
+    err << "outcome unknown: " << r.status().message() << "\n";
+    return k_unknown;
+  }
+  auto res = protocol::parse_txn_reply(r);
+  switch (res.kind) {
+    case protocol::TxnReply::committed:
+      out << "committed " << res.txid << "\n";
+      return k_ok;
+    case protocol::TxnReply::aborted:
+      // A request id the leader never saw is answered aborted, and from then on refused
+      // (DUPLICATE): a request still on its way can no longer commit behind our back.
+      err << "aborted (" << res.code << "): " << res.detail << " (not applied)\n";
+      return k_aborted;
+    case protocol::TxnReply::pending:
+      err << "pending: transaction " << res.txid << " is still being decided; ask again\n";
+      return k_unknown;
+    default:
+      err << "outcome unknown: " << res.code << " " << res.detail << "\n";
+      return k_unknown;
+  }
+}
 
 std::string new_request_id() { return random_hex(16); }
 

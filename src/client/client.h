@@ -28,6 +28,9 @@ struct Options {
 // Runs ops as one transaction. Writes "OK" to out on commit, reasons to err.
 int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream& out,
             std::ostream& err);
+// The outcome of request `rid` (after exit 4): 0 committed, 3 aborted (an id the leader never
+// saw is answered aborted and refused from then on), 4 still unknown.
+int run_result(const Options& o, const std::string& rid, std::ostream& out, std::ostream& err);
 // Prints the value's bytes exactly, then one newline.
 int run_get(const Options& o, const std::string& key, std::ostream& out, std::ostream& err);
 

@@ -25,6 +25,7 @@ const char* const k_help =
     "  status [--json]                    leader and participants, one row each\n"
     "  in-doubt [--json]                  transactions prepared but not finished\n"
     "  resolve TXID commit|abort [--force]  finish an in-doubt transaction by hand\n"
+    "  result REQUEST-ID                  outcome of a request after exit 4 (0, 3 or 4)\n"
     "  backup DIR                         consistent copy of every participant into DIR\n"
     "  bench [options]                    load generator (tpc client bench --help)\n"
     "  help, quit\n"
@@ -150,6 +151,10 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
     bool json = take_flag("--json");
     if (!rest.empty()) return usage("in-doubt [--json]");
     return run_in_doubt(o, json, out, err);
+  }
+  if (cmd == "result") {
+    if (rest.size() != 1 || rest[0].empty()) return usage("result REQUEST-ID");
+    return run_result(o, rest[0], out, err);
   }
   if (cmd == "backup") {
     if (rest.size() != 1 || rest[0].empty()) return usage("backup DIR");

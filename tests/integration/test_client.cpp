@@ -1,0 +1,68 @@
+// The client's surface (issue: operable in production): result after an unknown outcome, and
+// more of the command line as it grows.
+#include <doctest/doctest.h>
+
+#include <regex>
+
+#include "harness.h"
+
+using namespace tpc;
+using namespace tpc::it;
+
+namespace {
+// The request id an exit 4 names, from the command it tells the user to run.
+std::string rid_in(const std::string& err) {
+  std::smatch m;
+  if (!std::regex_search(err, m, std::regex("`tpc client result ([A-Za-z0-9_-]+)`"))) return "";
+  return m[1];
+}
+}  // namespace
+
+TEST_SUITE("client") {
+  TEST_CASE("result: after exit 4 the printed request id tells the outcome, 0 or 3") {
+    Cluster::Options o;
+    // The leader dies right after its decision is durable, before it answers: committed.
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/afterDecisionFsync=1*crash"}};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    auto put = c.client({"--timeout", "2000", "put", "k", "v"});
+    REQUIRE(put.code == 4);
+    std::string rid = rid_in(put.err);
+    INFO(put.err);
+    REQUIRE(rid.size() == 32);
+    // While the leader is down the outcome stays unknown.
+    CHECK(c.client({"result", rid}).code == 4);
+    c.start_leader({{"TPC_NONE", "1"}});
+    REQUIRE(c.wait_ready());
+    auto r = c.client({"result", rid});
+    CHECK(r.code == 0);
+    CHECK(r.out.rfind("committed ", 0) == 0);
+    CHECK(c.read_at(0, "k") == "v");
+
+    // The leader dies between the votes and its decision: nothing was decided, so aborted.
+    c.kill_leader();
+    c.start_leader({{"TPC_FAILPOINTS", "leader/afterVotes=1*crash"}});
+    REQUIRE(c.wait_ready());
+    auto put2 = c.client({"--timeout", "2000", "put", "k", "v2"});
+    REQUIRE(put2.code == 4);
+    std::string rid2 = rid_in(put2.err);
+    REQUIRE(!rid2.empty());
+    c.start_leader({{"TPC_NONE", "1"}});
+    REQUIRE(c.wait_ready());
+    auto r2 = c.client({"result", rid2});
+    CHECK(r2.code == 3);
+    CHECK(r2.err.find("not applied") != std::string::npos);
+    REQUIRE(c.wait_settled());
+    CHECK(c.read_at(0, "k") == "v");
+
+    // An id never seen is answered aborted, and a request under it is refused from then on.
+    CHECK(c.client({"result", "never-sent-1"}).code == 3);
+    auto late = c.client({"--request-id", "never-sent-1", "put", "k", "late"});
+    CHECK(late.code == 3);
+    CHECK(late.err.find("DUPLICATE") != std::string::npos);
+    CHECK(c.read_at(0, "k") == "v");
+    // A malformed id is a usage error.
+    CHECK(c.client({"result", "bad/id"}).code == 2);
+    CHECK(c.client({"result"}).code == 2);
+  }
+}
