@@ -192,6 +192,7 @@ int run_get(const Options& o, const std::string& key, std::ostream& out, std::os
   if (!c) {
     return open_failed(c.status(), err);
   }
+  c->set_max_line(protocol::k_max_line_limit + 1024);  // a value as large as any node takes
   auto r = c->call(protocol::LineBuilder("GET").arg(key).str(), o.timeout_ms);
   if (!r) {
     err << "unavailable: " << r.status().message() << "\n";
@@ -199,7 +200,10 @@ int run_get(const Options& o, const std::string& key, std::ostream& out, std::os
   }
   auto res = protocol::parse_read_reply(r);
   if (res.kind == protocol::ReadReply::found) {
-    out << (o.shell ? printable(res.value) : res.value) << "\n";
+    if (o.raw)
+      out << res.value << std::flush;
+    else
+      out << (o.shell ? printable(res.value) : res.value) << "\n";
     return k_ok;
   }
   if (res.kind == protocol::ReadReply::absent) {

@@ -20,6 +20,7 @@ struct Options {
   int retries = 3;         // definite aborts for conflict are retried this often
   bool trace = false;      // print the transaction's timeline across nodes
   bool shell = false;      // one result per line: values escaped when not printable
+  bool raw = false;        // get: the value's bytes exactly, no newline after them
   std::string peers;       // participants, when the leader is unreachable (in-doubt, resolve)
   std::string request_id;  // put/del/txn: this id instead of a fresh one (a script's safe
                            // retry: the leader never runs one id twice); no conflict retries

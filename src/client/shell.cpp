@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <iterator>
 #include <sstream>
 
 // libedit: line editing and history (BSD licence, Debian's libedit-dev).
@@ -16,8 +17,9 @@ namespace tpc::client {
 
 const char* const k_help =
     "commands:\n"
-    "  put [--trace] KEY VALUE            write VALUE\n"
-    "  get KEY                            print the value (exit 1: not found)\n"
+    "  put [--trace] KEY VALUE|-          write VALUE; -: read it from standard input\n"
+    "  get [--raw] KEY                    print the value (exit 1: not found); --raw: its\n"
+    "                                       exact bytes, no newline\n"
     "  del [--trace] KEY                  delete KEY\n"
     "  txn [--trace] OP [OP...]           all or nothing; OP is one of\n"
     "                                       put KEY VALUE | del KEY | check KEY VALUE | absent "
@@ -139,7 +141,8 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
     return k_ok;
   }
   if (cmd == "get") {
-    if (rest.size() != 1 || rest[0].empty()) return usage("get KEY");
+    o.raw |= !o.shell && take_flag("--raw");
+    if (rest.size() != 1 || rest[0].empty()) return usage("get [--raw] KEY");
     return run_get(o, rest[0], out, err);
   }
   if (cmd == "status") {
@@ -176,7 +179,19 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
   std::vector<Op> ops;
   if (cmd == "put" || cmd == "del" || cmd == "txn") o.trace |= take_flag("--trace");
   if (cmd == "put") {
-    if (rest.size() != 2) return usage("put [--trace] KEY VALUE");
+    if (rest.size() != 2) return usage("put [--trace] KEY VALUE|-");
+    if (rest[1] == "-") {
+      // The value from standard input, every byte of it (like etcdctl put with no value).
+      // A literal "-" is written with: txn put KEY -
+      if (o.shell) return usage("put KEY -: reads standard input, which is the shell's own");
+      std::string value((std::istreambuf_iterator<char>(std::cin)),
+                        std::istreambuf_iterator<char>());
+      if (std::cin.bad()) {
+        err << "put: cannot read standard input\n";
+        return k_usage;
+      }
+      rest[1] = std::move(value);
+    }
     ops.push_back(Op{OpKind::put, rest[0], rest[1]});
   } else if (cmd == "del") {
     if (rest.size() != 1) return usage("del [--trace] KEY");
