@@ -3,11 +3,13 @@
 #include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <iostream>
 
 #include "cli/commands.h"
 #include "common/logging.h"
 #include "common/status.h"
+#include "common/util.h"
 
 int main(int argc, char** argv) {
   // Whatever the caller's umask: data directories 0700, files 0600 (the store, the logs,
@@ -25,10 +27,40 @@ int main(int argc, char** argv) {
   std::vector<std::function<int()>> runs = {
       tpc::cli::setup_participant(app), tpc::cli::setup_leader(app), tpc::cli::setup_client(app),
       tpc::cli::setup_cluster(app), tpc::cli::setup_cert(app)};
+  // A mistyped subcommand is named, with the nearest one, instead of "a subcommand is
+  // required".
+  if (argc >= 2 && argv[1][0] != '-') {
+    std::vector<std::string> names;
+    for (const auto* s : app.get_subcommands({})) names.push_back(s->get_name());
+    std::string word = argv[1];
+    if (std::find(names.begin(), names.end(), word) == names.end()) {
+      names.push_back("--version");
+      names.push_back("--help");
+      std::string near = word == "version" ? "--version" : tpc::did_you_mean(word, names);
+      std::cerr << "tpc: unknown command '" << word << "'"
+                << (near.empty() ? "" : "; did you mean 'tpc " + near + "'?")
+                << " (tpc --help lists the commands)\n";
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);
+    // An unknown option: the nearest option of that command.
+    for (const auto* s : app.get_subcommands()) {
+        std::vector<std::string> opts;
+        for (const auto* opt : s->get_options())
+          for (const auto& n : opt->get_lnames()) opts.push_back("--" + n);
+        for (int i = 2; i < argc; ++i) {
+          std::string a = argv[i];
+          a = a.substr(0, a.find('='));
+          if (a.rfind("--", 0) != 0 || std::find(opts.begin(), opts.end(), a) != opts.end())
+            continue;
+          if (auto near = tpc::did_you_mean(a, opts); !near.empty())
+            std::cerr << "did you mean '" << near << "' for '" << a << "'?\n";
+        }
+    }
     return rc == 0 ? 0 : 2;
   }
   try {

@@ -1,5 +1,8 @@
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
+
+#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "client/client.h"
@@ -7,6 +10,7 @@
 #include "client/shell.h"
 #include "common/logging.h"
 #include "common/status.h"
+#include "common/util.h"
 #include "node/identity.h"
 #include "tls/context.h"
 
@@ -27,9 +31,13 @@ std::function<int()> setup_client(CLI::App& app) {
   sub->add_option("--leader", o->leader,
                   "leader address, or several (HOST:PORT,HOST:PORT: the first that answers; "
                   "env TPC_LEADER)")->capture_default_str();
-  sub->add_option("--timeout", o->timeout_ms, "ms to wait for one reply")->capture_default_str();
+  sub->add_option("--timeout", o->timeout_ms,
+                  "ms a whole command may take: connecting, retries, learning a lost outcome")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400000));
   sub->add_option("--retries", o->retries, "times a conflict abort is retried")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000));
   auto cluster = std::make_shared<std::string>();
   if (const char* env = std::getenv("TPC_CLUSTER_ID"); env && *env) *cluster = env;
   sub->add_option("--cluster-id", *cluster,
@@ -55,6 +63,58 @@ std::function<int()> setup_client(CLI::App& app) {
   return [sub, o, cluster, certs, user]() -> int {
     if (!sub->parsed()) return -1;
     log::set_role("client");
+    // tpc client's own options may also follow the command (before "--"; bench's options
+    // have other names).
+    auto args = sub->remaining();
+    std::vector<std::string> kept;
+    bool command = false;
+    for (size_t i = 0; i < args.size(); ++i) {
+      const std::string& a = args[i];
+      if (a == "--") {
+        kept.insert(kept.end(), args.begin() + static_cast<std::ptrdiff_t>(i), args.end());
+        break;
+      }
+      std::string name = a.substr(0, a.find('='));
+      const auto& g = client::global_options();
+      if (std::find(g.begin(), g.end(), name) == g.end()) {
+        if (!command && a.size() > 2 && a.rfind("--", 0) == 0 && a != "--help") {
+          // Before the command word: an option of tpc client, mistyped.
+          std::vector<std::string> known = g;
+          known.push_back("--trace");
+          std::string near = did_you_mean(name, known);
+          throw Error("unknown option '" + name + "'" +
+                          (near.empty() ? "" : "; did you mean '" + near + "'?") +
+                          " (tpc client --help)",
+                      2);
+        }
+        if (a.rfind("-", 0) != 0) command = true;
+        kept.push_back(a);
+        continue;
+      }
+      std::string value;
+      if (name.size() < a.size()) {
+        value = a.substr(name.size() + 1);
+      } else if (i + 1 < args.size()) {
+        value = args[++i];
+      } else {
+        throw Error(name + " needs a value", 2);
+      }
+      auto number = [&](int lo, int hi) {
+        auto v = parse_int(value);
+        if (!v || *v < lo || *v > hi)
+          throw Error(fmt::format("{}: '{}' is not a number in [{} - {}]", name, value, lo, hi), 2);
+        return static_cast<int>(*v);
+      };
+      if (name == "--leader") o->leader = value;
+      if (name == "--timeout") o->timeout_ms = number(1, 86400000);
+      if (name == "--retries") o->retries = number(0, 1000);
+      if (name == "--cluster-id") *cluster = value;
+      if (name == "--certs-dir") *certs = value;
+      if (name == "--user") *user = value;
+      if (name == "--request-id") o->request_id = value;
+      if (name == "--peers") o->peers = value;
+    }
+    args = std::move(kept);
     if (!cluster->empty() && !node::is_uuid(*cluster))
       throw Error("--cluster-id: '" + *cluster +
                       "' is not a cluster id (a UUID, as `tpc client "
@@ -71,9 +131,7 @@ std::function<int()> setup_client(CLI::App& app) {
       if (!tls) throw Error("certificates: " + tls.status().message(), 2);
       client::Connection::use_tls(*tls, implicit);
     }
-    auto args = sub->remaining();
     if (args.empty()) return client::run_shell(*o);
-    if (args[0] == "bench") return client::run_bench_cli(*o, {args.begin() + 1, args.end()});
     return client::execute(*o, args, std::cout, std::cerr);
   };
 }

@@ -114,7 +114,8 @@ std::function<int()> setup_cluster(CLI::App& app) {
   sub->add_option("--data-dir", o->data_dir, "parent of every node's data directory")
       ->capture_default_str();
   sub->add_option("--replicas", o->replicas, "participants that hold each key (0: all)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--log-level", o->log_level, "log level of every node")->capture_default_str();
   sub->add_option("--leaders", o->leaders,
                   "leaders over the same participants (more than one needs --decision-store "

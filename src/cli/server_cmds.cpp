@@ -38,7 +38,8 @@ void add_common(CLI::App* sub, Config& cfg, std::string& log_level) {
   sub->add_option("--bind", cfg.bind, "address to listen on")->capture_default_str();
   sub->add_option("--log-compact-bytes", cfg.log_compact_bytes,
                   "rewrite the log with only live records once it is this large")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1024}, uint64_t{1} << 40));
   sub->add_option("--log-level", log_level, "debug, info, warn, error or off")
       ->capture_default_str();
   static_assert(protocol::k_max_line_limit + (1 << 20) < txlog::k_max_payload);
@@ -155,10 +156,12 @@ std::function<int()> setup_participant(CLI::App& app) {
   sub->add_option("--data-dir", cfg->data_dir, "data directory [./tpc-data/participant-ID]");
   sub->add_option("--read-timeout", cfg->read_timeout_ms,
                   "ms a read of an in-doubt key waits before failing")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0, 3600000));
   sub->add_option("--resolve-after", cfg->resolve_after_ms,
                   "ms after which a prepared transaction asks its leader for the outcome")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400000));
   auto* rf = sub->add_option("--restore-from", cfg->restore_from,
                              "rebuild an empty --data-dir from the live participant HOST:PORT, "
                              "then join in participant --id's place");
@@ -195,10 +198,12 @@ std::function<int()> setup_leader(CLI::App& app) {
                   "HOST:PORT participants use to reach this leader [BIND:PORT]");
   sub->add_option("--replicas", cfg->replicas,
                   "participants that hold each key (0: all, the default)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--prepare-timeout", cfg->prepare_timeout_ms,
                   "ms to wait for all votes before aborting")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600000));
   sub->add_option("--decision-store", cfg->decision_store,
                   "where commit decisions are kept: local (this leader's log) or "
                   "etcd://HOST:PORT[,HOST:PORT...]")

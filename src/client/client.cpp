@@ -37,14 +37,16 @@ int open_failed(const Status& s, std::ostream& err) {
 
 // The connection was lost after the request was sent: ask the leader what became of `rid`
 // (bounded), never run it again under a new id.
+// What is left of the call's deadline, at least 1 ms.
+int left(int64_t deadline) { return static_cast<int>(std::max<int64_t>(deadline - now_ms(), 1)); }
+
 int resolve_lost(const Options& o, const std::string& rid, const std::string& why,
-                 std::ostream& out, std::ostream& err) {
-  int64_t deadline = now_ms() + o.resolve_ms;
-  std::string last = why;
+                 int64_t deadline, std::ostream& out, std::ostream& err) {
+  std::string last = "no time left";
   while (now_ms() < deadline) {
-    auto c = Connection::open(o.leader, 1000);
+    auto c = Connection::open(o.leader, std::min(left(deadline), 1000));
     if (c) {
-      auto r = c->call("RESULT " + rid, 2000);
+      auto r = c->call("RESULT " + rid, std::min(left(deadline), 2000));
       if (r) {
         auto res = protocol::parse_txn_reply(r);
         if (res.kind == protocol::TxnReply::committed) {
@@ -63,7 +65,7 @@ int resolve_lost(const Options& o, const std::string& rid, const std::string& wh
     } else {
       last = c.status().message();
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(left(deadline), 100)));
   }
   err << "outcome unknown: " << why << "; could not learn the outcome of request " << rid << " ("
       << last << "); `tpc client result " << rid << "` asks again\n";
@@ -136,18 +138,20 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
       err << "--request-id: " << s.message() << "\n";
       return k_usage;
     }
+  // --timeout bounds the whole call: connecting, waiting, retrying, learning the outcome.
+  int64_t deadline = now_ms() + o.timeout_ms;
   for (int attempt = 0;; ++attempt) {
     std::string rid = o.request_id.empty() ? new_request_id() : o.request_id;
     protocol::LineBuilder line("TXN");
     line.raw(rid);
     if (o.trace) line.raw("trace");
     protocol::append_ops(line, ops);
-    auto c = Connection::open(o.leader, std::min(o.timeout_ms, 3000));
+    auto c = Connection::open(o.leader, std::min(left(deadline), 3000));
     if (!c) {
       return open_failed(c.status(), err);
     }
-    auto r = c->call(line.str(), o.timeout_ms, rid);
-    if (!r) return resolve_lost(o, rid, r.status().message(), out, err);
+    auto r = c->call(line.str(), left(deadline), rid);
+    if (!r) return resolve_lost(o, rid, r.status().message(), deadline, out, err);
     auto res = protocol::parse_txn_reply(r);
     using K = protocol::TxnReply;
     if (o.trace && (res.kind == K::committed || res.kind == K::aborted)) print_trace(*c, rid, out);
@@ -157,9 +161,10 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
     }
     if (res.kind == K::aborted) {
       const std::string& code = res.code;
-      if (code == "CONFLICT" && attempt < o.retries && o.request_id.empty()) {
+      int base_ms = 5 << std::min(attempt, 6);
+      if (code == "CONFLICT" && attempt < o.retries && o.request_id.empty() &&
+          now_ms() + 2 * base_ms < deadline) {
         // A definite abort: safe to run again. Jittered exponential backoff.
-        int base_ms = 5 << std::min(attempt, 6);
         std::this_thread::sleep_for(
             std::chrono::milliseconds(base_ms + static_cast<int>(rng()() % (base_ms + 1))));
         continue;
@@ -181,19 +186,21 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
       err << (res.code == "TOOLONG" ? "too large: " : "bad request: ") << res.detail << "\n";
       return k_usage;
     }
-    if (res.kind == K::error && res.code == "PENDING") return resolve_lost(o, rid, *r, out, err);
+    if (res.kind == K::error && res.code == "PENDING")
+      return resolve_lost(o, rid, *r, deadline, out, err);
     err << "error: " << *r << "\n";
     return k_unknown;
   }
 }
 
 int run_get(const Options& o, const std::string& key, std::ostream& out, std::ostream& err) {
+  int64_t deadline = now_ms() + o.timeout_ms;
   auto c = Connection::open(o.leader, std::min(o.timeout_ms, 3000));
   if (!c) {
     return open_failed(c.status(), err);
   }
   c->set_max_line(protocol::k_max_line_limit + 1024);  // a value as large as any node takes
-  auto r = c->call(protocol::LineBuilder("GET").arg(key).str(), o.timeout_ms);
+  auto r = c->call(protocol::LineBuilder("GET").arg(key).str(), left(deadline));
   if (!r) {
     err << "unavailable: " << r.status().message() << "\n";
     return k_unknown;

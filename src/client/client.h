@@ -15,8 +15,7 @@ enum Exit { k_ok = 0, k_not_found = 1, k_usage = 2, k_aborted = 3, k_unknown = 4
 
 struct Options {
   std::string leader = "127.0.0.1:5000";
-  int timeout_ms = 10000;  // one request
-  int resolve_ms = 5000;   // after a lost connection: how long to ask for the outcome
+  int timeout_ms = 10000;  // a whole command: connecting, retries, learning a lost outcome
   int retries = 3;         // definite aborts for conflict are retried this often
   bool trace = false;      // print the transaction's timeline across nodes
   bool shell = false;      // one result per line: values escaped when not printable

@@ -129,7 +129,7 @@ Result<Connection> Connection::open(const std::string& host_port, int timeout_ms
       done = true;
     });
     if (!c.run(deadline, done))
-      return Status::error("TLS", fmt::format("TLS handshake with {}: timed out", host_port));
+      return Status::error("UNAVAILABLE", fmt::format("TLS handshake with {}: timed out", host_port));
     if (!hs) {
       // Certificates found in the default place, not asked for: a server on this machine
       // that runs without them (it closes a TLS client at once) is spoken to in plaintext.

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -109,77 +110,147 @@ Result<std::vector<std::string>> shell_split(const std::string& line) {
   return out;
 }
 
+namespace {
+struct Command {
+  const char* name;
+  const char* usage;
+  std::vector<std::string> flags;  // the command's own flags
+};
+const std::vector<Command>& commands() {
+  static const std::vector<Command> c = {
+      {"put", "put [--trace] KEY VALUE|-", {"--trace"}},
+      {"get", "get [--raw] KEY", {"--raw"}},
+      {"del", "del [--trace] KEY", {"--trace"}},
+      {"txn", "txn [--trace] OP [OP...]  (OP: put KEY VALUE | del KEY | check KEY VALUE | "
+              "absent KEY)",
+       {"--trace"}},
+      {"status", "status [--json]", {"--json"}},
+      {"in-doubt", "in-doubt [--json]", {"--json"}},
+      {"resolve", "resolve TXID commit|abort [--force]", {"--force"}},
+      {"result", "result REQUEST-ID", {}},
+      {"backup", "backup DIR", {}},
+      {"bench", "bench [options]", {}},
+      {"help", "help", {}},
+  };
+  return c;
+}
+}  // namespace
+
+const std::vector<std::string>& global_options() {
+  static const std::vector<std::string> g = {"--leader",   "--timeout",    "--retries",
+                                             "--cluster-id", "--certs-dir", "--user",
+                                             "--request-id", "--peers"};
+  return g;
+}
+
 int execute(Options o, const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   using protocol::Op;
   using protocol::OpKind;
-  if (args.empty()) {
-    err << k_help;
+  // Flags anywhere before "--"; after it, every word is an argument (a value may then start
+  // with "--"). A lone "-" and words like "-5" are arguments too.
+  if (!args.empty() && args[0] == "bench") {  // its own options, parsed by itself
+    if (o.shell) {
+      err << "bench runs from the command line: tpc client bench --help\n";
+      return k_usage;
+    }
+    return run_bench_cli(o, {args.begin() + 1, args.end()});
+  }
+  std::vector<std::string> words, flags;
+  bool help = false, ended = false;
+  for (const auto& a : args) {
+    if (ended) {
+      words.push_back(a);
+    } else if (a == "--") {
+      ended = true;
+    } else if (a == "--help" || a == "-h") {
+      help = true;
+    } else if (a.size() > 2 && a.rfind("--", 0) == 0) {
+      flags.push_back(a);
+    } else {
+      words.push_back(a);
+    }
+  }
+  if (words.empty()) {
+    (help ? out : err) << k_help;
+    return help ? k_ok : k_usage;
+  }
+  const std::string& cmd = words[0];
+  const Command* command = nullptr;
+  std::vector<std::string> names;
+  for (const auto& c : commands()) {
+    names.push_back(c.name);
+    if (cmd == c.name) command = &c;
+  }
+  if (!command) {
+    std::string near = did_you_mean(cmd, names);
+    err << "unknown command '" << cmd << "'"
+        << (near.empty() ? "" : "; did you mean '" + near + "'?") << " (help lists the commands)\n";
     return k_usage;
   }
-  const std::string& cmd = args[0];
-  std::vector<std::string> rest(args.begin() + 1, args.end());
-  // Flags come right after the command word; "--" ends them.
-  auto take_flag = [&](const char* flag) {
-    bool found = false;
-    while (!rest.empty() && rest[0].rfind("--", 0) == 0) {
-      if (rest[0] == "--") {
-        rest.erase(rest.begin());
-        break;
-      }
-      if (rest[0] != flag) break;
-      found = true;
-      rest.erase(rest.begin());
-    }
-    return found;
-  };
   auto usage = [&](const std::string& what) {
     err << "usage: " << what << "\n";
     return k_usage;
   };
+  if (help) {
+    out << "usage: " << command->usage << "\n";
+    return k_ok;
+  }
+  for (const auto& f : flags) {
+    if (std::find(command->flags.begin(), command->flags.end(), f) != command->flags.end())
+      continue;
+    std::vector<std::string> known = command->flags;
+    bool global = false;
+    for (const auto& g : global_options()) {
+      known.push_back(g);
+      global |= f == g || f.rfind(g + "=", 0) == 0;
+    }
+    if (global)
+      err << f << " is an option of tpc client, not of a shell command (usage: "
+          << command->usage << ")\n";
+    else if (auto near = did_you_mean(f, known); !near.empty())
+      err << "unknown option '" << f << "' of " << cmd << "; did you mean '" << near
+          << "'? (usage: " << command->usage << ")\n";
+    else
+      err << "unknown option '" << f << "' of " << cmd << " (usage: " << command->usage << ")\n";
+    return k_usage;
+  }
+  auto has = [&](const char* f) { return std::find(flags.begin(), flags.end(), f) != flags.end(); };
+  std::vector<std::string> rest(words.begin() + 1, words.end());
   if (cmd == "help") {
     out << k_help;
     return k_ok;
   }
   if (cmd == "get") {
-    o.raw |= !o.shell && take_flag("--raw");
-    if (rest.size() != 1 || rest[0].empty()) return usage("get [--raw] KEY");
+    o.raw |= !o.shell && has("--raw");
+    if (rest.size() != 1 || rest[0].empty()) return usage(command->usage);
     return run_get(o, rest[0], out, err);
   }
   if (cmd == "status") {
-    bool json = take_flag("--json");
-    if (!rest.empty()) return usage("status [--json]");
-    return run_status(o, json, out, err);
+    if (!rest.empty()) return usage(command->usage);
+    return run_status(o, has("--json"), out, err);
   }
   if (cmd == "in-doubt") {
-    bool json = take_flag("--json");
-    if (!rest.empty()) return usage("in-doubt [--json]");
-    return run_in_doubt(o, json, out, err);
+    if (!rest.empty()) return usage(command->usage);
+    return run_in_doubt(o, has("--json"), out, err);
   }
   if (cmd == "result") {
-    if (rest.size() != 1 || rest[0].empty()) return usage("result REQUEST-ID");
+    if (rest.size() != 1 || rest[0].empty()) return usage(command->usage);
     return run_result(o, rest[0], out, err);
   }
   if (cmd == "backup") {
-    if (rest.size() != 1 || rest[0].empty()) return usage("backup DIR");
+    if (rest.size() != 1 || rest[0].empty()) return usage(command->usage);
     return run_backup(o, rest[0], out, err);
   }
   if (cmd == "resolve") {
-    bool force = false;
-    std::vector<std::string> pos;
-    for (auto& a : rest) {
-      if (a == "--force")
-        force = true;
-      else
-        pos.push_back(a);
-    }
-    if (pos.size() != 2 || (pos[1] != "commit" && pos[1] != "abort"))
-      return usage("resolve TXID commit|abort [--force]");
-    return run_resolve(o, pos[0], pos[1] == "commit", force, out, err);
+    if (rest.size() != 2 || (rest[1] != "commit" && rest[1] != "abort"))
+      return usage(command->usage);
+    return run_resolve(o, rest[0], rest[1] == "commit", has("--force"), out, err);
   }
+  o.trace |= has("--trace");
+
   std::vector<Op> ops;
-  if (cmd == "put" || cmd == "del" || cmd == "txn") o.trace |= take_flag("--trace");
   if (cmd == "put") {
-    if (rest.size() != 2) return usage("put [--trace] KEY VALUE|-");
+    if (rest.size() != 2) return usage(command->usage);
     if (rest[1] == "-") {
       // The value from standard input, every byte of it (like etcdctl put with no value).
       // A literal "-" is written with: txn put KEY -
@@ -194,7 +265,7 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
     }
     ops.push_back(Op{OpKind::put, rest[0], rest[1]});
   } else if (cmd == "del") {
-    if (rest.size() != 1) return usage("del [--trace] KEY");
+    if (rest.size() != 1) return usage(command->usage);
     ops.push_back(Op{OpKind::del, rest[0], {}});
   } else if (cmd == "txn") {
     size_t i = 0;
@@ -213,9 +284,6 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
       i += 1 + n;
     }
     if (ops.empty()) return usage("txn OP [OP...]");
-  } else {
-    err << "unknown command '" << cmd << "' (help lists the commands)\n";
-    return k_usage;
   }
   for (auto& op : ops) {
     if (op.key.empty()) return usage(cmd + ": KEY must not be empty");

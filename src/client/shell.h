@@ -10,7 +10,10 @@
 namespace tpc::client {
 
 // Runs one client command (args[0] is the command word). Returns its exit code.
+// Runs one client command: args[0] is the command, its flags may come anywhere before "--".
 int execute(Options o, const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+// The options of `tpc client` itself (they may follow the command too, before "--").
+const std::vector<std::string>& global_options();
 
 // `tpc client` without a command: a shell with prompt, line editing and history on a terminal;
 // with standard input piped, one command per line and one result per line. Errors in one line

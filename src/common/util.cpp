@@ -1,5 +1,6 @@
 #include "common/util.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include <fcntl.h>
@@ -107,4 +108,34 @@ std::optional<int64_t> parse_int(std::string_view text) {
   if (ec != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
   return v;
 }
+std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates) {
+  auto distance = [](const std::string& a, const std::string& b) {
+    std::vector<size_t> row(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+      size_t diag = row[0];
+      row[0] = i;
+      for (size_t j = 1; j <= b.size(); ++j) {
+        size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+        diag = up;
+      }
+    }
+    return row[b.size()];
+  };
+  std::string best;
+  size_t best_d = 3;
+  for (const auto& c : candidates) {
+    size_t d = distance(word, c);
+    if (d < best_d && d * 2 < std::max<size_t>(word.size(), 2)) {
+      best = c;
+      best_d = d;
+    }
+  }
+  if (best.empty() && word.size() >= 2)
+    for (const auto& c : candidates)
+      if (c.rfind(word, 0) == 0) return c;
+  return best;
+}
+
 }  // namespace tpc

@@ -15,6 +15,9 @@ int64_t wall_ms();
 int64_t now_us();
 // The non-empty items of a `sep`-separated list: "a,,b" -> {a, b}.
 std::vector<std::string> split_list(const std::string& text, char sep);
+// The candidate closest to `word` by edit distance, if close enough to be a typo (at most 2
+// edits, and fewer than half its length), or one that `word` is a prefix of; "" otherwise.
+std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates);
 // The decimal integer that is all of `text`; nullopt for anything else (never throws: for
 // numbers that come from peers).
 std::optional<int64_t> parse_int(std::string_view text);

@@ -50,8 +50,7 @@ struct Load {
       threads.emplace_back([this, leader, t] {
         client::Options co;
         co.leader = leader;
-        co.timeout_ms = 5000;
-        co.resolve_ms = 8000;
+        co.timeout_ms = 13000;  // the reply, then the outcome of a lost one
         for (int i = 0; i < 100000 && !stop; ++i) {
           std::ostringstream out, err;
           std::string key = i % 3 ? fmt::format("k{}-{}", t, i) : fmt::format("hot{}", i % 7);

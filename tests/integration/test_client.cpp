@@ -2,8 +2,16 @@
 // more of the command line as it grows.
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <regex>
 
+#include <fmt/format.h>
+
+#include "common/util.h"
 #include "harness.h"
 
 using namespace tpc;
@@ -96,5 +104,98 @@ TEST_SUITE("client") {
     CHECK(plain.code == 0);
     CHECK(plain.out == "\n");
     CHECK(c.client({"get", "--raw", "small"}).out.empty());
+  }
+
+  TEST_CASE("the command line: options anywhere, -- everywhere, --help exits 0, suggestions") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    // Options after the arguments: the command's own and tpc client's.
+    auto traced = run_tpc({"client", "put", "k", "v", "--trace", "--leader", c.leader_addr()});
+    CHECK(traced.code == 0);
+    CHECK(traced.out.find("the commit point") != std::string::npos);
+    CHECK(run_tpc({"client", "get", "k", "--leader=" + c.leader_addr()}).out == "v\n");
+    // "--" works for every command.
+    CHECK(c.client({"get", "--", "k"}).out == "v\n");
+    CHECK(c.client({"del", "--", "k"}).code == 0);
+    CHECK(c.client({"status", "--json", "--"}).code == 0);
+    // --help on every command: its usage, exit 0.
+    for (std::string cmd : {"put", "get", "del", "txn", "status", "in-doubt", "resolve", "result",
+                            "backup", "bench"}) {
+      INFO(cmd);
+      auto h = run_tpc({"client", cmd, "--help"});
+      CHECK(h.code == 0);
+      CHECK(h.out.find(cmd == "bench" ? "--clients" : "usage: " + cmd) != std::string::npos);
+    }
+    CHECK(run_tpc({"client", "--help"}).code == 0);
+    CHECK(run_tpc({"--help"}).code == 0);
+    // Mistyped: named, with the nearest, exit 2.
+    auto sub = run_tpc({"participan", "--port", "1"});
+    CHECK(sub.code == 2);
+    CHECK(sub.err.find("did you mean 'tpc participant'") != std::string::npos);
+    auto ver = run_tpc({"version"});
+    CHECK(ver.code == 2);
+    CHECK(ver.err.find("tpc --version") != std::string::npos);
+    auto flag = run_tpc({"client", "--leaderr", c.leader_addr(), "put", "a", "b"});
+    CHECK(flag.code == 2);
+    CHECK(flag.err.find("did you mean '--leader'") != std::string::npos);
+    auto cmd = c.client({"pu", "a", "b"});
+    CHECK(cmd.code == 2);
+    CHECK(cmd.err.find("did you mean 'put'") != std::string::npos);
+    auto json = c.client({"status", "--jsn"});
+    CHECK(json.code == 2);
+    CHECK(json.err.find("did you mean '--json'") != std::string::npos);
+    auto server = run_tpc({"leader", "--peerz", "127.0.0.1:1"});
+    CHECK(server.code == 2);
+    CHECK(server.err.find("did you mean '--peers'") != std::string::npos);
+    CHECK_FALSE(c.read_at(0, "a").has_value());
+  }
+
+  TEST_CASE("numbers out of range are usage errors (exit 2)") {
+    Scratch s;
+    for (std::vector<std::string> args :
+         {std::vector<std::string>{"client", "--timeout", "-5", "get", "k"},
+          {"client", "get", "k", "--timeout", "-5"},
+          {"client", "--timeout", "0", "get", "k"},
+          {"client", "--retries", "-1", "get", "k"},
+          {"client", "get", "k", "--retries=x"},
+          {"participant", "--port", "1", "--id", "1", "--read-timeout", "-5", "--data-dir",
+           s.path() + "/p"},
+          {"participant", "--port", "1", "--id", "1", "--resolve-after", "0", "--data-dir",
+           s.path() + "/p"},
+          {"leader", "--peers", "127.0.0.1:1", "--prepare-timeout", "0", "--data-dir",
+           s.path() + "/l"},
+          {"leader", "--peers", "127.0.0.1:1", "--replicas", "-1", "--data-dir", s.path() + "/l"},
+          {"leader", "--peers", "127.0.0.1:1,127.0.0.1:2", "--replicas", "3", "--data-dir",
+           s.path() + "/l"},
+          {"cluster", "--port", "65535", "--data-dir", s.path() + "/c"}}) {
+      INFO(args[0] << " " << args[1] << " " << args[2]);
+      auto r = run_tpc(args, 10000);
+      CHECK(r.code == 2);
+    }
+  }
+
+  TEST_CASE("--timeout bounds the whole call, against a leader that never answers") {
+    // A listening socket that accepts nothing: the connection is made, no reply ever comes.
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    uint16_t port = free_port();
+    a.sin_port = htons(port);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(fd, 16) == 0);
+    std::string addr = fmt::format("127.0.0.1:{}", port);
+    for (std::string cmd : {"put", "get"}) {
+      int64_t t0 = now_ms();
+      auto r = cmd == "put"
+                   ? run_tpc({"client", "--leader", addr, "--timeout", "500", "put", "k", "v"})
+                   : run_tpc({"client", "--leader", addr, "--timeout", "500", "get", "k"});
+      int64_t took = now_ms() - t0;
+      INFO(cmd << ": " << r.err);
+      CHECK(r.code == 4);
+      CHECK(took < 1500);
+    }
+    ::close(fd);
   }
 }

@@ -41,13 +41,22 @@ TEST_SUITE("cluster") {
         {"empty-value", ""},
         {"-dash", "--looks-like-an-option"},
     };
+    // After "--" every word is an argument, also one that looks like an option.
     for (auto& [k, v] : kv) {
       INFO(k);
-      REQUIRE(c.client({"put", k, v}).code == 0);
-      auto r = c.client({"get", k});
+      REQUIRE(c.client({"put", "--", k, v}).code == 0);
+      auto r = c.client({"get", "--", k});
       CHECK(r.code == 0);
       CHECK(r.out == v + "\n");
     }
+    // Without it, a word starting with "--" is an option: refused, nothing written.
+    auto opt = c.client({"put", "k2", "--looks-like-an-option"});
+    CHECK(opt.code == 2);
+    CHECK(opt.err.find("unknown option '--looks-like-an-option'") != std::string::npos);
+    CHECK_FALSE(c.read_at(0, "k2").has_value());
+    // A single dash starts no option: "-dash" and "-5" are arguments.
+    CHECK(c.client({"put", "-dash", "-5"}).code == 0);
+    CHECK(c.client({"get", "-dash"}).out == "-5\n");
     // NUL cannot pass through argv; it goes over the wire directly.
     auto conn = client::Connection::open(c.leader_addr(), 2000);
     REQUIRE(conn.is_ok());

@@ -76,8 +76,7 @@ std::vector<std::thread> writers(std::function<std::string(int)> leader_of,
     clients.emplace_back([&, t, leader_of, prefix] {
       client::Options co;
       co.leader = leader_of(t);
-      co.timeout_ms = 5000;
-      co.resolve_ms = 8000;
+      co.timeout_ms = 13000;  // the reply, then the outcome of a lost one
       for (int n = 0; n < 100000 && !stop; ++n) {
         std::string id = fmt::format("{}t{}n{}", prefix, t, n);
         std::ostringstream out, err;
