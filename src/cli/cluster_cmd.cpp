@@ -104,6 +104,7 @@ std::function<int()> setup_cluster(CLI::App& app) {
     int leaders = 1;
     std::string decision_store = "local";
     int etcd_members = 1;
+    bool no_metrics = false;
   };
   auto o = std::make_shared<Opts>();
   sub->add_option("--participants", o->participants, "number of participants")
@@ -137,6 +138,9 @@ std::function<int()> setup_cluster(CLI::App& app) {
   sub->add_flag("--insecure", o->insecure,
                 "run without certificates: plaintext on loopback (default: TLS, with a CA and "
                 "certificates made in DATA_DIR/certs)");
+  sub->add_flag("--no-metrics", o->no_metrics,
+                "serve no metrics (default: every node serves /metrics and /healthz on a port of "
+                "its own, after the cluster's other ports)");
   return [sub, o]() -> int {
     if (!sub->parsed()) return -1;
     log::set_role("cluster");
@@ -176,7 +180,15 @@ std::function<int()> setup_cluster(CLI::App& app) {
       return static_cast<uint16_t>(k == 1 ? o->port : o->port + o->participants + k - 1);
     };
     int etcd_base = o->port + o->participants + o->leaders;
-    if (etcd_base + 2 * o->etcd_members > 65535) throw Error("--port: too high for the cluster", 2);
+    // Metrics: participants' ports first, then the leaders'.
+    int metrics_base = etcd_base + (o->decision_store == "etcd" ? 2 * o->etcd_members : 0);
+    int last_port = o->no_metrics ? metrics_base - 1 : metrics_base + o->participants + o->leaders - 1;
+    if (last_port > 65535) throw Error("--port: too high for the cluster", 2);
+    auto metrics_args = [&](int index) {
+      if (o->no_metrics) return std::vector<std::string>{};
+      return std::vector<std::string>{"--metrics-addr",
+                                      fmt::format("127.0.0.1:{}", metrics_base + index)};
+    };
     std::string store = "local";
     if (o->decision_store == "etcd") {
       std::string initial;
@@ -203,10 +215,16 @@ std::function<int()> setup_cluster(CLI::App& app) {
       peers += (i > 1 ? "," : "") + fmt::format("127.0.0.1:{}", port);
       children.push_back({fmt::format("participant {}", i),
                           start_child(with_certs(
-                              {exe, "participant", "--port", std::to_string(port), "--id",
-                               std::to_string(i), "--data-dir",
-                               fmt::format("{}/participant-{}", o->data_dir, i), "--log-level",
-                               o->log_level})),
+                              [&] {
+                                std::vector<std::string> a = {
+                                    exe, "participant", "--port", std::to_string(port), "--id",
+                                    std::to_string(i), "--data-dir",
+                                    fmt::format("{}/participant-{}", o->data_dir, i),
+                                    "--log-level", o->log_level};
+                                auto m = metrics_args(i - 1);
+                                a.insert(a.end(), m.begin(), m.end());
+                                return a;
+                              }())),
                           true});
     }
     // A child that dies during startup (a port in use, say) fails the whole cluster at once.
@@ -263,6 +281,8 @@ std::function<int()> setup_cluster(CLI::App& app) {
       }
       if (store != "local") largs.insert(largs.end(), {"--decision-store", store});
       if (!cluster.empty()) largs.insert(largs.end(), {"--cluster-id", cluster});
+      auto m = metrics_args(o->participants + k - 1);
+      largs.insert(largs.end(), m.begin(), m.end());
       children.push_back(
           {k == 1 ? std::string("leader") : fmt::format("leader {}", k),
            start_child(with_certs(largs)), true});
@@ -306,6 +326,11 @@ std::function<int()> setup_cluster(CLI::App& app) {
       if (store != "local")
         std::cout << fmt::format("  decisions     in etcd at {}  (etcd data in {}/etcd-N)\n",
                                  store.substr(7), o->data_dir);
+      if (!o->no_metrics)
+        std::cout << fmt::format(
+            "  metrics       http://127.0.0.1:{}/metrics to :{} (participants 1-{}, then leaders "
+            "1-{}); /healthz on each\n",
+            metrics_base, last_port, o->participants, o->leaders);
       std::cout << fmt::format("  cluster id    {}  (clients with --cluster-id {} refuse any "
                                "other cluster)\n",
                                cluster_id, cluster_id);

@@ -36,6 +36,9 @@ void add_common(CLI::App* sub, Config& cfg, std::string& log_level) {
                   "one by default; a participant joins its first leader's); for an existing "
                   "one: refuse to start unless it belongs to this cluster");
   sub->add_option("--bind", cfg.bind, "address to listen on")->capture_default_str();
+  sub->add_option("--metrics-addr", cfg.metrics_addr,
+                  "serve Prometheus metrics at http://HOST:PORT/metrics and health at /healthz "
+                  "(default: off)");
   sub->add_option("--log-compact-bytes", cfg.log_compact_bytes,
                   "rewrite the log with only live records once it is this large")
       ->capture_default_str()

@@ -61,7 +61,15 @@ void Server::execute(Actions& a) {
     } else if (auto* r = std::get_if<act::Reply>(&action)) {
       auto it = m_waiting.find(r->client);
       if (it == m_waiting.end()) continue;
-      it->second.send(encode(r->reply));
+      it->second.reply.send(encode(r->reply));
+      if (m_metrics && it->second.txn) {
+        if (r->reply.kind == ClientReply::committed) {
+          m_commit_seconds->observe(static_cast<double>(now_us() - it->second.since_us) / 1e6);
+        } else if (r->reply.kind == ClientReply::aborted) {
+          auto c = m_abort_reasons.find(r->reply.code);
+          (c != m_abort_reasons.end() ? c->second : m_abort_reasons[""])->inc();
+        }
+      }
       m_waiting.erase(it);
     } else if (auto* rw = std::get_if<act::Rewrite>(&action)) {
       size_t n = rw->live.size();

@@ -116,6 +116,11 @@ Server::Server(asio::io_context& io, Config cfg)
       [this](const std::string& l) { return node::answer_hello(m_ident, l); },
       m_cfg.idle_timeout_ms,
       m_cfg.tls};
+  if (!m_cfg.metrics_addr.empty()) {
+    m_metrics = std::make_unique<metrics::NodeMetrics>("leader", m_cfg.id);
+    sc.accepted = &m_metrics->accepted;
+    sc.refused = &m_metrics->refused;
+  }
   m_server = std::make_unique<protocol::Server>(
       io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
   txlog::make_dirs(m_cfg.data_dir);
@@ -200,6 +205,7 @@ Server::Server(asio::io_context& io, Config cfg)
   log::info("leader {} of cluster {} listening on {}:{}, {} participants, replicas {}, data in {}",
             m_cfg.id, m_ident.cluster, m_cfg.bind, port(), m_cfg.peers.size(),
             m_cfg.replicas ? std::to_string(m_cfg.replicas) : std::string("all"), m_cfg.data_dir);
+  if (m_metrics) start_metrics(io);
   auto a = m_core->start(now_ms());
   execute(a);
 }
@@ -218,6 +224,7 @@ void Server::stop() {
   m_wake.cancel();
   if (m_decisions) m_decisions->stop();
   m_server->stop();
+  if (m_metrics) m_metrics->stop();
   for (auto& l : m_links) l->stop();
 }
 
@@ -339,10 +346,46 @@ Result<std::string> Server::admit(size_t p, const std::string& reply) {
   return join_line(p);
 }
 
-ClientId Server::client(Reply reply) {
+ClientId Server::client(Reply reply, bool txn) {
   ClientId id = m_next_client++;
-  m_waiting.emplace(id, std::move(reply));
+  m_waiting.emplace(id, Waiting{std::move(reply), m_metrics ? now_us() : 0, txn});
   return id;
+}
+
+void Server::start_metrics(boost::asio::io_context& io) {
+  auto& r = m_metrics->registry;
+  m_metrics->watch(*m_log);
+  m_metrics->connections([this] { return static_cast<double>(m_server->connections()); });
+  r.counter_fn("tpc_transactions_total", "Transactions ended, by outcome.",
+               [this] { return static_cast<double>(m_core->committed_count()); },
+               "outcome=\"committed\"");
+  r.counter_fn("tpc_transactions_total", "Transactions ended, by outcome.",
+               [this] { return static_cast<double>(m_core->aborted_count()); },
+               "outcome=\"aborted\"");
+  for (const char* code : {"CONFLICT", "CHECK", "TIMEOUT", "UNAVAILABLE", "DUPLICATE", "SETTLED",
+                           "TOOLONG", ""})
+    m_abort_reasons[code] =
+        &r.counter("tpc_transaction_aborts_total",
+                   "Transactions answered ABORTED, by reason (OTHER: any other code).",
+                   fmt::format("reason=\"{}\"", *code ? code : "OTHER"));
+  m_commit_seconds = &r.histogram("tpc_commit_seconds",
+                                  "Request received to COMMITTED answered, at the leader.",
+                                  metrics::latency_buckets());
+  r.gauge("tpc_transactions_active", "Transactions collecting votes or finishing their commit.",
+          [this] { return static_cast<double>(m_core->active()); });
+  r.gauge("tpc_participants_up", "Participants this leader's links reach now.", [this] {
+    size_t up = 0;
+    for (auto& l : m_links) up += l->up();
+    return static_cast<double>(up);
+  });
+  if (m_decisions)
+    r.gauge("tpc_decision_store_up", "1 while the etcd decision store answers and the lease holds.",
+            [this] { return m_decisions->healthy() ? 1.0 : 0.0; });
+  m_metrics->serve(io, m_cfg.metrics_addr, [this] {
+    return m_decisions && !m_decisions->healthy() ? std::string("decision store (etcd) unreachable")
+                                                  : std::string();
+  });
+  log::info("metrics on http://{}/metrics", m_cfg.metrics_addr);
 }
 
 void Server::handle(const std::string& line, Reply reply) {
@@ -360,7 +403,7 @@ void Server::handle(const std::string& line, Reply reply) {
     for (size_t i = 1; i < t.size(); ++i) ops_tokens.push_back(t[i]);
     auto ops = protocol::parse_ops(ops_tokens, 0);
     if (!ops) return fail(ops.status());
-    step(ev::Txn{client(reply), "", std::move(*ops), false});
+    step(ev::Txn{client(reply, true), "", std::move(*ops), false});
   } else if (verb == "TXN" && m_decisions && !m_decisions->healthy()) {
     // Fail fast: a decision could not be taken now. Nothing is prepared.
     fail(Status::error("UNAVAILABLE", "the decision store (etcd) is unreachable; try again"));
@@ -372,7 +415,7 @@ void Server::handle(const std::string& line, Reply reply) {
     bool want_trace = t[2] == "trace";
     auto ops = protocol::parse_ops(t, want_trace ? 3 : 2);
     if (!ops) return fail(ops.status());
-    step(ev::Txn{client(reply), rid, std::move(*ops), want_trace});
+    step(ev::Txn{client(reply, true), rid, std::move(*ops), want_trace});
   } else if (verb == "TRACE") {
     if (t.size() != 2) return fail(Status::error("PROTO", "usage: TRACE TXID"));
     on_trace(std::string(t[1]), reply, now_ms() + 3000);

@@ -16,6 +16,7 @@
 
 #include "leader/core.h"
 #include "leader/decisions.h"
+#include "metrics/node.h"
 #include "node/identity.h"
 #include "protocol/link.h"
 #include "protocol/session.h"
@@ -39,6 +40,7 @@ struct Config {
   int64_t idle_timeout_ms = 300000;  // connections with nothing in flight this long are closed
   std::string certs_dir;  // --certs-dir: TLS with ROLE.crt from here; empty: plaintext
   std::shared_ptr<const tls::Context> tls;  // loaded from certs_dir (cli: check_transport)
+  std::string metrics_addr;  // HOST:PORT of /metrics and /healthz; empty: none (no counting)
   bool insecure = false;  // serve plaintext beyond loopback (no certificates): told explicitly
   int prepare_timeout_ms = 2000;
   int resend_interval_ms = 200;
@@ -75,7 +77,7 @@ class Server {
 
  private:
   void handle(const std::string& line, protocol::Reply reply);
-  ClientId client(protocol::Reply reply);
+  ClientId client(protocol::Reply reply, bool txn = false);
   void step(Event e);
   void execute(Actions& a);
   void send(act::Send& s, bool after_commit_send);
@@ -107,11 +109,22 @@ class Server {
   uint64_t m_pins_gen = 0;           // bumped at every change of m_pins
   std::vector<uint64_t> m_join_gen;  // the m_pins_gen each participant's last JOIN carried
   std::unique_ptr<Core> m_core;
+  // --metrics-addr: null without (nothing is counted then). Before the log: the log's writer
+  // thread observes into it until the log is gone.
+  std::unique_ptr<metrics::NodeMetrics> m_metrics;
+  metrics::Histogram* m_commit_seconds = nullptr;
+  std::map<std::string, metrics::Counter*> m_abort_reasons;  // CODE -> counter ("" : others)
+  void start_metrics(boost::asio::io_context& io);
   std::unique_ptr<txlog::Log> m_log;
   std::unique_ptr<EtcdDecisions> m_decisions;  // --decision-store etcd://...: the commit points
   std::vector<std::shared_ptr<protocol::Link>> m_links;
   std::unique_ptr<protocol::Server> m_server;
-  std::unordered_map<ClientId, protocol::Reply> m_waiting;  // client handle -> its reply
+  struct Waiting {
+    protocol::Reply reply;
+    int64_t since_us = 0;  // when it came (with metrics)
+    bool txn = false;      // a transaction (PUT, DEL, TXN): its outcome is counted
+  };
+  std::unordered_map<ClientId, Waiting> m_waiting;  // client handle -> its reply
   ClientId m_next_client = 1;
   protocol::Waker m_wake;  // the core's ticks
   struct Trace {

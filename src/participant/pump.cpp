@@ -61,7 +61,12 @@ void Server::execute(Actions& a) {
     } else if (auto* r = std::get_if<act::Reply>(&action)) {
       auto it = m_waiting.find(r->client);
       if (it == m_waiting.end()) continue;
-      it->second.send(encode(r->msg));
+      it->second.reply.send(encode(r->msg));
+      if (auto* v = std::get_if<protocol::Vote>(&r->msg); v && m_metrics) {
+        (v->kind == protocol::Vote::yes ? m_votes_yes : m_votes_no)->inc();
+        if (v->code == "CONFLICT") m_conflicts->inc();
+        m_prepare_seconds->observe(static_cast<double>(now_us() - it->second.since_us) / 1e6);
+      }
       m_waiting.erase(it);
       if (auto* v = std::get_if<protocol::Vote>(&r->msg);
           v && v->kind == protocol::Vote::yes && failpoint::detail::g_any)

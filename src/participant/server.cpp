@@ -39,6 +39,11 @@ Server::Server(asio::io_context& io, Config cfg)
       [this](const std::string& l) { return node::answer_hello(m_ident, l); },
       m_cfg.idle_timeout_ms,
       m_cfg.tls};
+  if (!m_cfg.metrics_addr.empty()) {
+    m_metrics = std::make_unique<metrics::NodeMetrics>("participant", m_cfg.id);
+    sc.accepted = &m_metrics->accepted;
+    sc.refused = &m_metrics->refused;
+  }
   m_server = std::make_unique<protocol::Server>(
       io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
   client::Connection::use_tls(m_cfg.tls);  // restores read from replicas over it
@@ -70,6 +75,7 @@ Server::Server(asio::io_context& io, Config cfg)
   execute(a);  // the redo is applied here, before anyone is served
   log::info("recovered {} log records; {} commits redone; {} transactions in doubt",
             recovered.size(), m_core->redone(), m_core->prepared().size());
+  if (m_metrics) start_metrics(io);
   log::info("participant {} (node {}, cluster {}) listening on {}:{}, data in {}", m_cfg.id,
             m_ident.node, m_ident.cluster.empty() ? "not joined yet" : m_ident.cluster, m_cfg.bind,
             port(), m_cfg.data_dir);
@@ -82,12 +88,45 @@ void Server::stop() {
   m_stopped = true;
   m_wake.cancel();
   m_server->stop();
+  if (m_metrics) m_metrics->stop();
   for (auto& [a, l] : m_leaders) l->stop();
+}
+
+void Server::start_metrics(boost::asio::io_context& io) {
+  auto& r = m_metrics->registry;
+  m_metrics->watch(*m_log);
+  m_metrics->connections([this] { return static_cast<double>(m_server->connections()); });
+  m_votes_yes = &r.counter("tpc_prepares_total", "PREPAREs answered, by vote.", "vote=\"yes\"");
+  m_votes_no = &r.counter("tpc_prepares_total", "PREPAREs answered, by vote.", "vote=\"no\"");
+  m_conflicts = &r.counter("tpc_conflicts_total",
+                           "PREPAREs refused because a key was locked by another transaction.");
+  m_prepare_seconds = &r.histogram(
+      "tpc_prepare_seconds", "PREPARE received to vote sent (locks, checks, log force).",
+      metrics::latency_buckets());
+  r.counter_fn("tpc_commits_total", "Transactions committed here.",
+               [this] { return static_cast<double>(m_core->committed_count()); });
+  r.counter_fn("tpc_aborts_total", "Prepared transactions aborted here.",
+               [this] { return static_cast<double>(m_core->aborted_count()); });
+  r.gauge("tpc_in_doubt", "Transactions prepared here, their outcome not known yet.",
+          [this] { return static_cast<double>(m_core->prepared().size()); });
+  r.gauge("tpc_in_doubt_oldest_seconds", "Age of the oldest transaction in doubt here (0: none).",
+          [this] {
+            int64_t oldest = 0, now = wall_ms();
+            for (const auto& [txid, p] : m_core->prepared())
+              oldest = std::max<int64_t>(oldest, now - p.prepared_at_ms);
+            return static_cast<double>(oldest) / 1000.0;
+          });
+  r.gauge("tpc_heuristic_decisions", "Heuristic decisions (resolve --force) recorded here.",
+          [this] { return static_cast<double>(m_core->heuristics().size()); });
+  r.gauge("tpc_keys", "Keys stored here.",
+          [this] { return static_cast<double>(m_store->key_count()); });
+  m_metrics->serve(io, m_cfg.metrics_addr, [] { return std::string(); });
+  log::info("metrics on http://{}/metrics", m_cfg.metrics_addr);
 }
 
 ClientId Server::client(Reply reply) {
   ClientId id = m_next_client++;
-  m_waiting.emplace(id, std::move(reply));
+  m_waiting.emplace(id, Waiting{std::move(reply), m_metrics ? now_us() : 0});
   return id;
 }
 

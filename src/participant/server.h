@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "node/identity.h"
+#include "metrics/node.h"
 #include "participant/core.h"
 #include "protocol/link.h"
 #include "protocol/session.h"
@@ -40,6 +41,7 @@ struct Config {
   int64_t idle_timeout_ms = 300000;  // connections with nothing in flight this long are closed
   std::string certs_dir;  // --certs-dir: TLS with ROLE.crt from here; empty: plaintext
   std::shared_ptr<const tls::Context> tls;  // loaded from certs_dir (cli: check_transport)
+  std::string metrics_addr;  // HOST:PORT of /metrics and /healthz; empty: none (no counting)
   bool insecure = false;       // serve plaintext beyond loopback (no certificates): told explicitly
   int read_timeout_ms = 2000;  // a read of an in-doubt key waits this long, then ERR INDOUBT
   int resolve_after_ms = 1000;  // a prepared txn older than this asks its leader
@@ -81,9 +83,19 @@ class Server {
   std::string m_membership;  // the last JOIN line, as kept in DIR/membership
   std::unique_ptr<store::SqliteStore> m_store;
   std::unique_ptr<Core> m_core;
+  // --metrics-addr: null without (nothing is counted then). Before the log: the log's writer
+  // thread observes into it until the log is gone.
+  std::unique_ptr<metrics::NodeMetrics> m_metrics;
   std::unique_ptr<txlog::Log> m_log;
   std::unique_ptr<protocol::Server> m_server;
-  std::unordered_map<ClientId, protocol::Reply> m_waiting;  // client handle -> its reply
+  struct Waiting {
+    protocol::Reply reply;
+    int64_t since_us = 0;  // when it came (with metrics)
+  };
+  std::unordered_map<ClientId, Waiting> m_waiting;  // client handle -> its reply
+  void start_metrics(boost::asio::io_context& io);
+  metrics::Counter *m_votes_yes = nullptr, *m_votes_no = nullptr, *m_conflicts = nullptr;
+  metrics::Histogram* m_prepare_seconds = nullptr;
   ClientId m_next_client = 1;
   std::map<std::string, std::shared_ptr<protocol::Link>> m_leaders;  // address -> link
   protocol::Waker m_wake;                                            // the core's ticks

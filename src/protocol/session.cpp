@@ -75,6 +75,7 @@ void Session::handshake(std::function<void()> then) {
 void Session::start() { handshake([this] { read_more(); }); }
 
 void Session::refuse(std::string line) {
+  if (m_cfg.refused) m_cfg.refused->inc();
   if (!m_stream.secure()) {
     boost::system::error_code ig;
     line += '\n';
@@ -344,6 +345,7 @@ void Server::accept() {
                                  m_cfg.max_connections));
       } else {
         auto s = std::make_shared<Session>(std::move(socket), m_cfg, m_handler);
+        if (m_cfg.accepted) m_cfg.accepted->inc();
         m_sessions.push_back(s);
         s->start();
       }

@@ -20,6 +20,7 @@
 
 #include "common/status.h"
 #include "protocol/codec.h"
+#include "metrics/metrics.h"
 #include "protocol/stream.h"
 
 namespace tpc::protocol {
@@ -72,6 +73,8 @@ struct SessionConfig {
   HelloCheck hello;               // unset: any peer, no identity in the reply
   int64_t idle_timeout_ms = 300000;  // a connection with nothing in flight this long is closed
   std::shared_ptr<const tls::Context> tls;  // null: plaintext
+  metrics::Counter* accepted = nullptr;     // counts here, when set (metrics)
+  metrics::Counter* refused = nullptr;
 };
 
 using Handler = std::function<void(const std::string& line, Reply reply)>;
@@ -135,6 +138,8 @@ class Server {
   void set_tls(std::shared_ptr<const tls::Context> tls) { m_cfg.tls = std::move(tls); }
   // Socket writes so far of the sessions still open.
   uint64_t writes() const;
+  // Connections open now.
+  size_t connections() { return open_sessions(); }
 
  private:
   void accept();

@@ -183,10 +183,20 @@ void Log::run() {
   std::vector<Done> dones;
   std::vector<Done> lazy;  // written, waiting for a sync to become durable
   bool unsynced = false;   // bytes written since the last sync
+  size_t batch_records = 0;  // in the write the next sync makes durable
   auto do_sync = [&] {
+    auto* force = m_force_seconds.load(std::memory_order_relaxed);
+    auto t0 = force ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     int e = failpoint::hit("txlog/sync");
     if (!e) e = m_file->sync();
     if (e) fail("fdatasync", e);
+    if (force) {
+      force->observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      if (auto* b = m_batch_records.load(std::memory_order_relaxed); b && batch_records)
+        b->observe(static_cast<double>(batch_records));
+    }
+    batch_records = 0;
     unsynced = false;
     record_synced();
     std::lock_guard<std::mutex> g(m_mutex);
@@ -228,6 +238,7 @@ void Log::run() {
         force |= it.force;
         if (it.done) (it.lazy ? lazy : dones).push_back(std::move(it.done));
         ++n;
+        ++batch_records;
         batch.pop_front();
       }
       if (!buf.empty()) {

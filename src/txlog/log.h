@@ -17,6 +17,7 @@
 // Threads: append(), rewrite() and stats() may be called from any thread. `done` callbacks run
 // on the log's writer thread and must be short (post to an executor).
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -27,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "metrics/metrics.h"
 #include "txlog/file.h"
 #include "txlog/record.h"
 
@@ -84,6 +86,12 @@ class Log {
     uint64_t rewrites = 0;
   };
   Stats stats() const;
+  // Where each fdatasync's duration and the records it made durable are observed (metrics;
+  // null: nowhere). Safe to set at any time.
+  void set_metrics(metrics::Histogram* force_seconds, metrics::Histogram* batch_records) {
+    m_force_seconds.store(force_seconds);
+    m_batch_records.store(batch_records);
+  }
 
  private:
   Log(std::unique_ptr<File> file, std::string name, Format format);
@@ -106,6 +114,7 @@ class Log {
   int m_synced_fd = -1;  // TPC_TEST_RECORD_SYNCED: where the synced length goes
   void record_synced();
   mutable std::mutex m_mutex;
+  std::atomic<metrics::Histogram*> m_force_seconds{nullptr}, m_batch_records{nullptr};
   std::condition_variable m_cv;
   std::deque<Item> m_queue;
   bool m_stopping = false;

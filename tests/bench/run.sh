@@ -31,14 +31,16 @@ trap cleanup EXIT
 jget() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" | head -1; }
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-start_cluster() {  # participants replicas [tls|etcd]
+start_cluster() {  # participants replicas [tls|etcd|nometrics]
   stop_cluster
-  local n=$1 r=$2 attempt mode=--insecure extra=() span=$1
+  # Ports: the leader, the participants, then every node's metrics.
+  local n=$1 r=$2 attempt mode=--insecure extra=() span=$((2 * $1 + 1))
   CERTS=""
   if [ "${3:-}" = tls ]; then mode=""; CERTS=$DATA/c/certs; fi
-  # Two leaders over a three-member etcd: one more leader port, then etcd's client and peer
-  # ports.
-  if [ "${3:-}" = etcd ]; then extra=(--leaders 2 --decision-store etcd --etcd-members 3); span=$((n + 7)); fi
+  if [ "${3:-}" = nometrics ]; then extra=(--no-metrics); span=$1; fi
+  # Two leaders over a three-member etcd: one more leader port, etcd's client and peer ports,
+  # then the metrics.
+  if [ "${3:-}" = etcd ]; then extra=(--leaders 2 --decision-store etcd --etcd-members 3); span=$((2 * n + 9)); fi
   for attempt in 1 2 3 4 5 6 7 8; do
     rm -rf "$DATA/c"; mkdir -p "$DATA"
     BASE=$((20000 + RANDOM % 12000))  # below the kernel's ephemeral ports
@@ -79,6 +81,14 @@ FSYNC=$(echo "$FLOORJ" | jget fdatasync_p50_us)
 RTT=$(echo "$FLOORJ" | jget rtt_p50_us)
 FLOOR_US=$(echo "$FLOORJ" | jget floor_us)
 echo "floor: fdatasync p50 ${FSYNC} us, loopback round trip p50 ${RTT} us -> one commit >= ${FLOOR_US} us" >&2
+
+# record NAME VALUE: appends VALUE to NAME_RUNS and keeps the larger in NAME_BEST.
+record() {
+  local runs="${1}_RUNS" best="${1}_BEST"
+  printf -v "$runs" '%s' "${!runs:+${!runs}, }$2"
+  awk -v a="$2" -v b="${!best:-0}" 'BEGIN { exit !(a > b) }' && printf -v "$best" '%s' "$2"
+  return 0
+}
 
 ROWS=()
 row() {  # name participants replicas clients json
@@ -151,16 +161,35 @@ for round in 1 2; do
     tps=$(echo "$j" | jget committed_per_s)
     JSON_ROWS+=("{\"workload\":\"W2 $mode\",\"participants\":3,\"replicas\":\"1\",\"clients\":64,\"round\":$round,\"result\":$j}")
     echo "  round $round $mode: $tps txn/s, p99 $(echo "$j" | jget p99_ms) ms" >&2
-    if [ $mode = tls ]; then
-      TLS_RUNS+="${TLS_RUNS:+, }$tps"
-      awk -v a="$tps" -v b="$TLS_BEST" 'BEGIN { exit !(a > b) }' && TLS_BEST=$tps
-    else
-      PLAIN_RUNS+="${PLAIN_RUNS:+, }$tps"
-      awk -v a="$tps" -v b="$PLAIN_BEST" 'BEGIN { exit !(a > b) }' && PLAIN_BEST=$tps
-    fi
+    if [ $mode = tls ]; then record TLS "$tps"; else record PLAIN "$tps"; fi
   done
 done
 TLS_PCT=$(awk -v t="$TLS_BEST" -v p="$PLAIN_BEST" 'BEGIN { printf "%.0f", (p > 0 ? 100 * t / p : 0) }')
+
+# Metrics: W2 at 64 clients with every node serving /metrics, scraped once a second, against
+# no metrics at all (nothing counted), alternated twice on fresh clusters.
+echo "metrics: W2 at 64 clients, metrics on (scraped every second) and off, alternated" >&2
+scrape() {  # every node's /metrics, once a second, until killed
+  while true; do
+    for p in $(seq $((BASE + 4)) $((BASE + 7))); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$p" && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3 >/dev/null) 2>/dev/null || true
+    done
+    sleep 1
+  done
+}
+MET_ON_BEST=0; MET_OFF_BEST=0; MET_ON_RUNS=""; MET_OFF_RUNS=""
+for round in 1 2; do
+  for mode in off on; do
+    if [ $mode = on ]; then start_cluster 3 1; scrape & SCRAPER=$!; else start_cluster 3 1 nometrics; fi
+    j=$(bench 64 2 "$SECS")
+    if [ $mode = on ]; then kill "$SCRAPER" 2>/dev/null; wait "$SCRAPER" 2>/dev/null || true; fi
+    tps=$(echo "$j" | jget committed_per_s)
+    JSON_ROWS+=("{\"workload\":\"W2 metrics $mode\",\"participants\":3,\"replicas\":\"1\",\"clients\":64,\"round\":$round,\"result\":$j}")
+    echo "  round $round metrics $mode: $tps txn/s, p99 $(echo "$j" | jget p99_ms) ms" >&2
+    if [ $mode = on ]; then record MET_ON "$tps"; else record MET_OFF "$tps"; fi
+  done
+done
+MET_PCT=$(awk -v a="$MET_ON_BEST" -v b="$MET_OFF_BEST" 'BEGIN { printf "%.0f", (b > 0 ? 100 * a / b : 0) }')
 
 # The etcd decision store: W2 at 64 clients spread over two leaders, a three-member etcd (the
 # decision store's smallest fault-tolerant size), alternated twice with the local log on fresh
@@ -181,19 +210,16 @@ for round in 1 2; do
     JSON_ROWS+=("{\"workload\":\"W2 decisions $mode\",\"participants\":3,\"replicas\":\"1\",\"clients\":64,\"round\":$round,\"result\":$j}")
     echo "  round $round $mode: $tps txn/s, p99 $(echo "$j" | jget p99_ms) ms" >&2
     if [ $mode = etcd ]; then
-      ETCD_RUNS+="${ETCD_RUNS:+, }$tps"
-      awk -v a="$tps" -v b="$ETCD_BEST" 'BEGIN { exit !(a > b) }' && ETCD_BEST=$tps
+      record ETCD "$tps"
       eps=$(sed -n 's/.*decisions *in etcd at \([^ ]*\).*/\1/p' "$DATA/cluster.out")
       ej=$("$ETCD_BENCH" "$eps" 64 "$SECS")
       own=$(echo "$ej" | jget txn_per_s)
       JSON_ROWS+=("{\"workload\":\"etcd own 2-key txn\",\"members\":3,\"clients\":64,\"round\":$round,\"result\":$ej}")
       echo "  round $round etcd's own 2-key txn: $own txn/s, p99 $(echo "$ej" | jget p99_ms) ms" >&2
-      ETCD_OWN_RUNS+="${ETCD_OWN_RUNS:+, }$own"
-      awk -v a="$own" -v b="$ETCD_OWN_BEST" 'BEGIN { exit !(a > b) }' && ETCD_OWN_BEST=$own
+      record ETCD_OWN "$own"
       LEADERS=""
     else
-      LOCAL_RUNS+="${LOCAL_RUNS:+, }$tps"
-      awk -v a="$tps" -v b="$LOCAL_BEST" 'BEGIN { exit !(a > b) }' && LOCAL_BEST=$tps
+      record LOCAL "$tps"
     fi
   done
 done
@@ -210,6 +236,8 @@ stop_cluster
   for s in "${SCALE[@]}"; do echo "scaling: $s"; done
   printf 'W2, 64 clients:  plaintext %10s txn/s   TLS 1.3 %10s txn/s   TLS/plaintext %s%% (runs: plaintext %s; TLS %s)\n' \
     "$PLAIN_BEST" "$TLS_BEST" "$TLS_PCT" "$PLAIN_RUNS" "$TLS_RUNS"
+  printf 'W2, 64 clients:  metrics off %10s txn/s   metrics on, scraped every second %10s txn/s (%s%% of off; runs: off %s; on %s)\n' \
+    "$MET_OFF_BEST" "$MET_ON_BEST" "$MET_PCT" "$MET_OFF_RUNS" "$MET_ON_RUNS"
   printf 'W2, 64 clients:  local log %10s txn/s   etcd decisions, 2 leaders %10s txn/s (%s%% of local)   etcd own 2-key txn %10s txn/s (tpc = %sx)\n' \
     "$LOCAL_BEST" "$ETCD_BEST" "$ETCD_PCT" "$ETCD_OWN_BEST" "$ETCD_X"
   echo "  runs: local $LOCAL_RUNS; etcd decisions $ETCD_RUNS; etcd own $ETCD_OWN_RUNS (three etcd members on this machine)"
@@ -218,6 +246,7 @@ stop_cluster
 {
   echo "{\"machine\":{\"cores\":$(nproc),\"kernel\":\"$(uname -r)\"},\"floor\":$FLOORJ,"
   echo "\"tls\":{\"plaintext_txn_per_s\":$PLAIN_BEST,\"tls_txn_per_s\":$TLS_BEST,\"percent\":$TLS_PCT},"
+  echo "\"metrics\":{\"off_txn_per_s\":$MET_OFF_BEST,\"on_txn_per_s\":$MET_ON_BEST,\"percent\":$MET_PCT},"
   echo "\"etcd\":{\"local_txn_per_s\":$LOCAL_BEST,\"etcd_txn_per_s\":$ETCD_BEST,\"percent_of_local\":$ETCD_PCT,\"etcd_own_txn_per_s\":$ETCD_OWN_BEST,\"times_etcd_own\":$ETCD_X},"
   echo "\"memory\":{\"seconds\":$MEM_SECS,\"max_rss_kib\":$RSS_MAX,\"half_rss_kib\":${RSS_HALF:-0},\"end_rss_kib\":${RSS_END:-0},\"max_log_bytes\":$LOG_MAX},"
   echo "\"runs\":["

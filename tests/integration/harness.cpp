@@ -398,6 +398,17 @@ std::string EtcdServer::endpoints() const {
   return out;
 }
 
+uint16_t free_port_run(int n) {
+  std::mt19937 rng(static_cast<unsigned>(now_us()));
+  for (int tries = 0; tries < 200; ++tries) {
+    uint16_t base = static_cast<uint16_t>(20000 + rng() % 12000);  // below the ephemeral ports
+    bool ok = true;
+    for (int i = 0; i <= n && ok; ++i) ok = port_free(static_cast<uint16_t>(base + i));
+    if (ok) return base;
+  }
+  throw std::runtime_error("no free port range");
+}
+
 std::unique_ptr<Process> start_second_leader(Cluster& c, const EtcdServer& e,
                                              const std::string& name, uint16_t port,
                                              const std::vector<std::string>& extra) {

@@ -107,6 +107,9 @@ class EtcdServer {
   std::vector<std::unique_ptr<Process>> m_procs;
 };
 
+// A base port with `n` free ports after it (below the kernel's ephemeral ports).
+uint16_t free_port_run(int n);
+
 class Cluster;
 // Leader 2 of `c`'s cluster (its two first participants) over the etcd decision store `e`,
 // under --cluster-name `name`, on `port`; logs to DIR/leader2.log. Not waited for.

@@ -74,7 +74,7 @@ TEST_SUITE("client") {
     CHECK(c.client({"result"}).code == 2);
   }
 
-  TEST_CASE("put KEY - takes a 5 MiB binary value from stdin; get --raw gives its exact bytes") {
+  TEST_CASE("put KEY - takes a 5 MiB binary value from stdin, get --raw gives its exact bytes") {
     Cluster::Options o;
     // Binary bytes travel %-escaped: a 5 MiB value is a line of about 11 MiB.
     o.leader_args = {"--max-line", "16777216"};

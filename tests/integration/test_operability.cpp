@@ -24,17 +24,6 @@ using namespace tpc;
 using namespace tpc::it;
 
 namespace {
-// A base port with `n` free ports after it.
-uint16_t free_port_run(int n) {
-  std::mt19937 rng(static_cast<unsigned>(now_us()));
-  for (int tries = 0; tries < 200; ++tries) {
-    uint16_t base = static_cast<uint16_t>(20000 + rng() % 12000);  // below the ephemeral ports
-    bool ok = true;
-    for (int i = 0; i <= n && ok; ++i) ok = port_free(static_cast<uint16_t>(base + i));
-    if (ok) return base;
-  }
-  throw std::runtime_error("no free port range");
-}
 // Processes whose command line mentions `needle`.
 std::vector<int> processes_with(const std::string& needle) {
   std::vector<int> out;
@@ -59,7 +48,7 @@ std::vector<int> processes_with(const std::string& needle) {
 TEST_SUITE("operability") {
   TEST_CASE("tpc cluster: start, use, status, script, SIGTERM, nothing left behind") {
     Scratch s;
-    uint16_t base = free_port_run(3);
+    uint16_t base = free_port_run(3 + 4);  // 3 participants, a leader, their metrics
     std::string data = s.path() + "/data";
     Process cluster({TPC_BINARY, "cluster", "--participants", "3", "--port", std::to_string(base),
                      "--data-dir", data, "--log-level", "warn"},
@@ -119,7 +108,7 @@ TEST_SUITE("operability") {
 
   TEST_CASE("tpc cluster with two leaders over a local etcd: both serve, SIGTERM stops all") {
     Scratch s;
-    uint16_t base = free_port_run(2 + 2 + 2);
+    uint16_t base = free_port_run(2 + 2 + 2 + 4);  // and every node's metrics
     std::string data = s.path() + "/data";
     Process cluster({TPC_BINARY, "cluster", "--port", std::to_string(base), "--data-dir", data,
                      "--log-level", "warn", "--insecure", "--leaders", "2", "--decision-store",
@@ -144,7 +133,7 @@ TEST_SUITE("operability") {
 
   TEST_CASE("tpc cluster --insecure leaves no orphans even when killed -9") {
     Scratch s;
-    uint16_t base = free_port_run(2);
+    uint16_t base = free_port_run(2 + 3);  // and every node's metrics
     std::string data = s.path() + "/data";
     Process cluster({TPC_BINARY, "cluster", "--port", std::to_string(base), "--data-dir", data,
                      "--log-level", "warn", "--insecure"},
