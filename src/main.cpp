@@ -4,9 +4,12 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/sources.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "common/util.h"
@@ -43,6 +46,27 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  // Every option of every command also comes from the environment, TPC_<NAME> (--log-level:
+  // TPC_LOG_LEVEL), and from --config FILE (TOML or INI, read by CLI11: 'name = value', at the
+  // top or under [COMMAND]). Precedence: the command line, then the environment, then the file;
+  // the others are taken as if given right after the command word, unless set before.
+  for (auto* sub : app.get_subcommands({}))
+    sub->add_option("--config")->type_name("FILE")->description(
+        "read options from FILE: TOML or INI, 'name = value' per option, at the top or under [" +
+        sub->get_name() + "] (the command line and TPC_<NAME> variables win over it)");
+  std::vector<std::string> args(argv, argv + argc);
+  try {
+    if (args.size() >= 2)
+      for (auto* sub : app.get_subcommands({}))
+        if (sub->get_name() == args[1]) tpc::cli::options_from_env_and_file(*sub, args);
+  } catch (const tpc::Error& e) {
+    std::cerr << "tpc: " << e.what() << "\n";
+    return e.exit_code();
+  }
+  std::vector<char*> argv2;
+  for (auto& a : args) argv2.push_back(a.data());
+  argc = static_cast<int>(argv2.size());
+  argv = argv2.data();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -43,8 +43,14 @@ void add_common(CLI::App* sub, Config& cfg, std::string& log_level) {
                   "rewrite the log with only live records once it is this large")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1024}, uint64_t{1} << 40));
-  sub->add_option("--log-level", log_level, "debug, info, warn, error or off")
+  sub->add_option("--log-level", log_level, "debug, info, warn, error or off (any case)")
       ->capture_default_str();
+  sub->add_option("--log-format", cfg.log_format,
+                  "text, or json: one JSON object per line (ts, level, node, msg)")
+      ->capture_default_str();
+  sub->add_option("--log-file", cfg.log_file,
+                  "write the log here (appended) instead of stderr; reopened on SIGHUP, for "
+                  "rotation");
   static_assert(protocol::k_max_line_limit + (1 << 20) < txlog::k_max_payload);
   sub->add_option("--max-line", cfg.max_line,
                   "longest accepted request line, in bytes (at most 32 MiB)")
@@ -106,17 +112,26 @@ void apply_common(const Config& cfg, const std::string& log_level, const std::st
   if (!log::parse_level(log_level, &l))
     throw Error("--log-level must be debug, info, warn, error or off", 2);
   log::set_level(l);
+  log::Format f;
+  if (!log::parse_format(cfg.log_format, &f)) throw Error("--log-format must be text or json", 2);
+  log::set_format(f);
+  if (std::string why; !log::set_file(cfg.log_file, &why)) throw Error("--log-file " + why, 2);
   log::set_role(role);
   failpoint::configure_from_env();
 }
 
-// SIGHUP reloads the certificates (rotation, docs/security.md): connections made from then on
-// use the new ones; a reload that fails keeps the old ones and says why.
+// SIGHUP reopens --log-file (after a rotation moved it) and reloads the certificates
+// (rotation, docs/security.md): connections made from then on use the new ones; a reload that
+// fails keeps the old ones and says why.
 template <typename Srv>
 void reload_on_hup(asio::signal_set& hup, Srv& server, const std::string& dir,
                    const std::string& role) {
   hup.async_wait([&hup, &server, dir, role](boost::system::error_code ec, int) {
     if (ec) return;
+    if (std::string why; !log::reopen(&why))
+      log::error("SIGHUP: log file not reopened, still writing to the old one: {}", why);
+    else
+      log::info("SIGHUP: log file reopened");
     if (dir.empty()) {
       log::info("SIGHUP: no --certs-dir, nothing to reload");
     } else if (auto tls = tls::load(dir, role, role); !tls) {

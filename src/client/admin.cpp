@@ -45,28 +45,7 @@ std::string human_ms(const std::string& s) {
   if (sec < 3600) return fmt::format("{}m{:02}s", sec / 60, sec % 60);
   return fmt::format("{}h{:02}m", sec / 3600, (sec / 60) % 60);
 }
-// A JSON string of text a node sent: valid UTF-8 always (a byte that is not part of valid
-// UTF-8 becomes U+FFFD), control bytes as \u00XX.
-std::string json_str(const std::string& s) {
-  std::string o = "\"";
-  for (size_t i = 0; i < s.size();) {
-    size_t n = protocol::utf8_sequence(std::string_view(s).substr(i));
-    auto c = static_cast<unsigned char>(s[i]);
-    if (n == 0) {
-      o += "\\ufffd";
-      ++i;
-      continue;
-    }
-    if (c == '"' || c == '\\')
-      o += '\\', o += static_cast<char>(c);
-    else if (n == 1 && (c < 0x20 || c == 0x7f))
-      o += fmt::format("\\u{:04x}", c);
-    else
-      o.append(s, i, n);
-    i += n;
-  }
-  return o + "\"";
-}
+std::string json_str(const std::string& s) { return protocol::json_string(s); }
 // Free text from a node, for a terminal: spaces kept, control bytes and bytes that are not
 // valid UTF-8 as %XX.
 std::string safe_text(const std::string& s) {

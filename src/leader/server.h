@@ -41,6 +41,8 @@ struct Config {
   std::string certs_dir;  // --certs-dir: TLS with ROLE.crt from here; empty: plaintext
   std::shared_ptr<const tls::Context> tls;  // loaded from certs_dir (cli: check_transport)
   std::string metrics_addr;  // HOST:PORT of /metrics and /healthz; empty: none (no counting)
+  std::string log_format = "text";  // text or json (applied by the command line)
+  std::string log_file;             // empty: stderr
   bool insecure = false;  // serve plaintext beyond loopback (no certificates): told explicitly
   int prepare_timeout_ms = 2000;
   int resend_interval_ms = 200;

@@ -42,6 +42,8 @@ struct Config {
   std::string certs_dir;  // --certs-dir: TLS with ROLE.crt from here; empty: plaintext
   std::shared_ptr<const tls::Context> tls;  // loaded from certs_dir (cli: check_transport)
   std::string metrics_addr;  // HOST:PORT of /metrics and /healthz; empty: none (no counting)
+  std::string log_format = "text";  // text or json (applied by the command line)
+  std::string log_file;             // empty: stderr
   bool insecure = false;       // serve plaintext beyond loopback (no certificates): told explicitly
   int read_timeout_ms = 2000;  // a read of an in-doubt key waits this long, then ERR INDOUBT
   int resolve_after_ms = 1000;  // a prepared txn older than this asks its leader

@@ -58,6 +58,27 @@ size_t utf8_sequence(std::string_view s) {
   return n;
 }
 
+std::string json_string(std::string_view s) {
+  std::string o = "\"";
+  for (size_t i = 0; i < s.size();) {
+    size_t n = utf8_sequence(s.substr(i));
+    auto c = static_cast<unsigned char>(s[i]);
+    if (n == 0) {
+      o += "\\ufffd";
+      ++i;
+      continue;
+    }
+    if (c == '"' || c == '\\')
+      o += '\\', o += static_cast<char>(c);
+    else if (n == 1 && (c < 0x20 || c == 0x7f))
+      o += fmt::format("\\u{:04x}", c);
+    else
+      o.append(s.substr(i, n));
+    i += n;
+  }
+  return o + "\"";
+}
+
 std::string escape_display(std::string_view bytes) {
   if (bytes.empty()) return "\"\"";
   std::string out;

@@ -32,6 +32,9 @@ void escape_to(std::string& out, std::string_view bytes);
 std::string escape_display(std::string_view bytes);
 // The length of the valid UTF-8 sequence at the start of `s` (1 to 4), 0 if none.
 size_t utf8_sequence(std::string_view s);
+// A JSON string (quoted) of any bytes: valid UTF-8 always (a byte that is not part of valid
+// UTF-8 becomes U+FFFD), control bytes as \u00XX.
+std::string json_string(std::string_view s);
 // Decodes one token. Error PROTO on a bad %-escape.
 Result<std::string> unescape(std::string_view token);
 // Splits a line (without its LF; a trailing CR is dropped) into raw tokens. Runs of spaces or
