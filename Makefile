@@ -5,7 +5,7 @@ PREFIX  ?= /usr/local
 JOBS    ?= $(shell nproc)
 # What building tpc needs; then what its tests need (a real etcd, groff, clang's fuzzer).
 DEB_BUILD    := g++ cmake make pkg-config libcli11-dev libboost-dev libsqlite3-dev libfmt-dev doctest-dev libedit-dev libssl-dev nlohmann-json3-dev
-DEB_PACKAGES := $(DEB_BUILD) etcd-server groff-base clang libclang-rt-14-dev
+DEB_PACKAGES := $(DEB_BUILD) etcd-server groff-base clang libclang-rt-14-dev systemd
 
 .PHONY: all deps deps-build install-packages build test run clean install uninstall format bench crash-test sim fuzz fuzz-build sanitize
 
@@ -97,11 +97,13 @@ install: deps-build $(BUILD)/Makefile
 	install -D -m 644 man/tpc.1 $(DESTDIR)$(PREFIX)/share/man/man1/tpc.1
 	install -d $(DESTDIR)$(PREFIX)/share/doc/tpc
 	install -m 644 $(INSTALLED_DOCS) $(DESTDIR)$(PREFIX)/share/doc/tpc/
+	install -D -m 644 -t $(DESTDIR)$(PREFIX)/lib/systemd/system packaging/systemd/tpc-participant@.service packaging/systemd/tpc-leader@.service
 
 # Removes what install put there, nothing else (data directories stay).
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/tpc $(DESTDIR)$(PREFIX)/share/man/man1/tpc.1
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/doc/tpc/,$(notdir $(INSTALLED_DOCS)))
+	rm -f $(DESTDIR)$(PREFIX)/lib/systemd/system/tpc-participant@.service $(DESTDIR)$(PREFIX)/lib/systemd/system/tpc-leader@.service
 	-rmdir $(DESTDIR)$(PREFIX)/share/doc/tpc 2>/dev/null
 
 format:

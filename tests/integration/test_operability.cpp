@@ -323,3 +323,30 @@ TEST_SUITE("operability") {
     CHECK(text.find("tpc " TPC_VERSION) != std::string::npos);
   }
 }
+
+TEST_SUITE("packaging") {
+  TEST_CASE("the systemd units verify clean (systemd-analyze verify)") {
+    if (!std::filesystem::exists("/usr/bin/systemd-analyze")) {
+      MESSAGE("skipped: systemd-analyze is not installed (make deps installs the systemd package)");
+      return;
+    }
+    Scratch s;
+    for (std::string unit : {"tpc-participant@", "tpc-leader@"}) {
+      INFO(unit);
+      // The installed path of the binary, as `make install` puts it, is this build's here.
+      std::string text = read_file(std::string(TPC_SOURCE_DIR) + "/packaging/systemd/" + unit +
+                                   ".service");
+      REQUIRE(text.find("/usr/local/bin/tpc ") != std::string::npos);
+      text = std::regex_replace(text, std::regex("/usr/local/bin/tpc "),
+                                std::string(TPC_BINARY) + " ");
+      std::string path = s.path() + "/" + unit + "1.service";
+      {
+        std::ofstream f(path);
+        f << text;
+      }
+      Process v({"/usr/bin/systemd-analyze", "verify", "--man=no", path}, s.path() + "/verify.log");
+      CHECK(v.wait_exit(30000) == 0);
+      CHECK(read_file(s.path() + "/verify.log").empty());
+    }
+  }
+}
