@@ -4,10 +4,14 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cctype>
+#include <csignal>
+#include <cstdlib>
 #include <boost/asio.hpp>
 #include <iostream>
 #include <map>
 #include <random>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -36,16 +40,22 @@ struct BenchConfig {
   bool fill = false;  // write keys 0..keys-1 once, in order, then stop
   int next_fill = 0;  // (single io thread: no atomics needed)
   int in_flight = 0;
+  bool keep = false;           // leave the keys written in place
+  std::vector<bool> written;   // which of the --keys were written (to remove them after)
 };
 
+// "10s", "500ms", "1m", "2.5s" (a bare number: seconds); 0 when it is not one.
 int64_t parse_duration_ms(const std::string& s) {
   size_t i = 0;
-  double v = std::stod(s, &i);
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  if (i == 0 || i > 12) return 0;
+  char* end = nullptr;
+  std::string num = s.substr(0, i);
+  double v = std::strtod(num.c_str(), &end);
+  if (end != num.c_str() + num.size() || !(v > 0)) return 0;
   std::string unit = s.substr(i);
-  if (unit.empty() || unit == "s") return static_cast<int64_t>(v * 1000);
-  if (unit == "ms") return static_cast<int64_t>(v);
-  if (unit == "m") return static_cast<int64_t>(v * 60000);
-  throw std::invalid_argument("duration unit must be ms, s or m");
+  double ms = unit.empty() || unit == "s" ? v * 1000 : unit == "ms" ? v : unit == "m" ? v * 60000 : -1;
+  return ms >= 1 ? static_cast<int64_t>(ms) : 0;
 }
 
 struct Stats {
@@ -111,7 +121,10 @@ class Worker : public std::enable_shared_from_this<Worker> {
     }
     std::string value(static_cast<size_t>(m_cfg.value_size), 'v');
     for (auto& c : value) c = static_cast<char>('a' + m_rng() % 26);
-    for (int k : ks) b.raw("put").raw(m_cfg.key_prefix + std::to_string(k)).raw(value);
+    for (int k : ks) {
+      b.raw("put").raw(m_cfg.key_prefix + std::to_string(k)).raw(value);
+      if (!m_cfg.keep) m_cfg.written[static_cast<size_t>(k)] = true;
+    }
     ++m_cfg.in_flight;
     send(b.str());
   }
@@ -211,6 +224,8 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
   app.add_option("--key-prefix", cfg.key_prefix, "prefix of the keys written")
       ->capture_default_str();
   app.add_flag("--json", cfg.json, "print one JSON line");
+  app.add_flag("--keep", cfg.keep,
+               "leave the keys written in place (default: removed at the end; --fill keeps)");
   app.add_flag("--fill", cfg.fill,
                "write every key of --keys once, --ops per transaction, then stop (preload)");
   std::vector<std::string> rev(args.rbegin(), args.rend());
@@ -220,13 +235,14 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
     int rc = app.exit(e);
     return rc == 0 ? k_ok : k_usage;
   }
-  int64_t duration_ms;
-  try {
-    duration_ms = parse_duration_ms(cfg.duration);
-  } catch (const std::exception& e) {
-    std::cerr << "bad --duration '" << cfg.duration << "': " << e.what() << "\n";
+  int64_t duration_ms = parse_duration_ms(cfg.duration);
+  if (duration_ms <= 0 || duration_ms > 7 * 86400 * 1000) {
+    std::cerr << "bad --duration '" << cfg.duration
+              << "': a time above 0 and at most a week, like 10s, 500ms or 1m\n";
     return k_usage;
   }
+  cfg.keep |= cfg.fill;  // a preload is meant to stay
+  if (!cfg.keep) cfg.written.assign(static_cast<size_t>(cfg.keys), false);
   // With several leaders listed, the clients are spread over them in turn.
   asio::io_context io(1);
   struct Target {
@@ -310,8 +326,15 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
   tick.async_wait([&](boost::system::error_code e) {
     if (!e) on_tick();
   });
+  // Ctrl-C (or SIGTERM) ends the run early: the summary of what was done is still printed.
+  asio::signal_set interrupt(io, SIGINT, SIGTERM);
+  interrupt.async_wait([&](boost::system::error_code e, int) {
+    if (e) return;
+    stop = true;
+    io.stop();
+  });
   io.run();
-  double secs = (now_ms() - start) / 1000.0;
+  double secs = std::max(0.001, (now_ms() - start) / 1000.0);
   if (!cfg.json) std::cerr << "\n";
   std::sort(st.lat_us.begin(), st.lat_us.end());
   uint64_t aborts = 0;
@@ -342,6 +365,41 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
         st.reads, rps, aborts, abort_list.empty() ? "" : "(" + abort_list + ")", st.errors,
         ms(pct(st.lat_us, 50)), ms(pct(st.lat_us, 90)), ms(pct(st.lat_us, 99)),
         ms(pct(st.lat_us, 99.9)), ms(st.lat_us.empty() ? 0 : st.lat_us.back()));
+  }
+  // Its keys go, in transactions of 100 deletes (a bounded effort: a minute at most).
+  if (!cfg.keep) {
+    workers.clear();
+    size_t removed = 0;
+    int64_t until = now_ms() + 60000;
+    if (auto c = Connection::open(o.leader, 3000)) {
+      protocol::LineBuilder b("TXN");
+      b.raw("-");
+      size_t n = 0;
+      auto flush = [&] {
+        // A conflict with a write still in flight when the run stopped: again, a little later.
+        for (int attempt = 0; n && attempt < 20 && now_ms() < until; ++attempt) {
+          auto r = c->call(b.str(), 10000);
+          if (r && r->rfind("COMMITTED", 0) == 0) {
+            removed += n;
+            break;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        b = protocol::LineBuilder("TXN");
+        b.raw("-");
+        n = 0;
+      };
+      for (size_t k = 0; k < cfg.written.size() && now_ms() < until; ++k) {
+        if (!cfg.written[k]) continue;
+        b.raw("del").raw(cfg.key_prefix + std::to_string(k));
+        if (++n == 100) flush();
+      }
+      flush();
+    }
+    size_t total = static_cast<size_t>(std::count(cfg.written.begin(), cfg.written.end(), true));
+    if (removed < total)
+      std::cerr << fmt::format("bench: {} of its {} keys removed; the rest remain under '{}'\n",
+                               removed, total, cfg.key_prefix);
   }
   return st.errors > 0 && st.committed == 0 && st.reads == 0 ? k_unknown : k_ok;
 }

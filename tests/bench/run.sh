@@ -69,7 +69,7 @@ LEADERS=""  # empty: the one leader at BASE
 client() { "$TPC" client --leader "${LEADERS:-127.0.0.1:$BASE}" ${CERTS:+--certs-dir "$CERTS"} "$@"; }
 bench() {  # clients ops seconds [extra...]
   local c=$1 o=$2 s=$3; shift 3
-  client bench --clients "$c" --ops "$o" --duration "${s}s" --keys 100000 --value-size 100 \
+  client bench --clients "$c" --ops "$o" --duration "${s}s" --keys 100000 --value-size 100 --keep \
     --json "$@"
 }
 

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <regex>
 
 #include <fmt/format.h>
@@ -197,5 +198,43 @@ TEST_SUITE("client") {
       CHECK(took < 1500);
     }
     ::close(fd);
+  }
+
+  TEST_CASE("bench: checked options, its keys removed unless --keep, a summary on Ctrl-C") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    auto keys = [&] { return c.stat(0, "keys"); };
+    for (std::string d : {"0s", "abc", "-1s", "5x"}) {
+      auto r = c.client({"bench", "--duration", d});
+      INFO(d << ": " << r.err);
+      CHECK(r.code == 2);
+      CHECK(r.err.find("bad --duration") != std::string::npos);
+      CHECK(r.err.find("stod") == std::string::npos);
+      CHECK(r.out.find("nan") == std::string::npos);
+    }
+    CHECK(c.client({"bench", "--clients", "0"}).code == 2);
+    CHECK(c.client({"bench", "--ops", "-1"}).code == 2);
+    // Its keys go at the end; the cluster's own stay.
+    REQUIRE(c.client({"put", "mine", "v"}).code == 0);
+    auto r = c.client({"bench", "--clients", "4", "--duration", "1s", "--keys", "500"});
+    CHECK(r.code == 0);
+    CHECK(r.out.find("committed ") != std::string::npos);
+    CHECK(keys() == 1);
+    CHECK(c.read_at(0, "mine") == "v");
+    // --keep leaves them.
+    CHECK(c.client({"bench", "--clients", "2", "--duration", "500ms", "--keys", "50", "--keep"})
+              .code == 0);
+    CHECK(keys() > 1);
+    // Ctrl-C: the summary of what was done, then its keys removed.
+    Scratch s;
+    Process p({TPC_BINARY, "client", "--leader", c.leader_addr(), "bench", "--clients", "4",
+               "--duration", "60s", "--keys", "300", "--key-prefix", "int:"},
+              s.path() + "/out");
+    REQUIRE(wait_for_text(s.path() + "/out", "done", 10000));
+    ::kill(p.pid(), SIGINT);
+    CHECK(p.wait_exit(30000) == 0);
+    std::string out = read_file(s.path() + "/out");
+    CHECK(out.find("latency ms") != std::string::npos);
+    for (int k = 0; k < 300; k += 37) CHECK_FALSE(c.read_at(0, fmt::format("int:{}", k)).has_value());
   }
 }
