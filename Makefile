@@ -98,11 +98,14 @@ install: deps-build $(BUILD)/Makefile
 	install -d $(DESTDIR)$(PREFIX)/share/doc/tpc
 	install -m 644 $(INSTALLED_DOCS) $(DESTDIR)$(PREFIX)/share/doc/tpc/
 	install -D -m 644 -t $(DESTDIR)$(PREFIX)/lib/systemd/system packaging/systemd/tpc-participant@.service packaging/systemd/tpc-leader@.service
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	$(BUILD)/tpc completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/tpc
 
 # Removes what install put there, nothing else (data directories stay).
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/tpc $(DESTDIR)$(PREFIX)/share/man/man1/tpc.1
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/doc/tpc/,$(notdir $(INSTALLED_DOCS)))
+	rm -f $(DESTDIR)$(PREFIX)/share/bash-completion/completions/tpc
 	rm -f $(DESTDIR)$(PREFIX)/lib/systemd/system/tpc-participant@.service $(DESTDIR)$(PREFIX)/lib/systemd/system/tpc-leader@.service
 	-rmdir $(DESTDIR)$(PREFIX)/share/doc/tpc 2>/dev/null
 

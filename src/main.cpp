@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::vector<std::function<int()>> runs = {
       tpc::cli::setup_participant(app), tpc::cli::setup_leader(app), tpc::cli::setup_client(app),
-      tpc::cli::setup_cluster(app), tpc::cli::setup_cert(app)};
+      tpc::cli::setup_cluster(app), tpc::cli::setup_cert(app), tpc::cli::setup_completion(app)};
   // A mistyped subcommand is named, with the nearest one, instead of "a subcommand is
   // required".
   if (argc >= 2 && argv[1][0] != '-') {

@@ -12,4 +12,6 @@ std::function<int()> setup_leader(CLI::App& app);
 std::function<int()> setup_client(CLI::App& app);
 std::function<int()> setup_cluster(CLI::App& app);
 std::function<int()> setup_cert(CLI::App& app);
+// tpc completion bash|zsh: a completion script made from `app`'s commands and options.
+std::function<int()> setup_completion(CLI::App& app);
 }  // namespace tpc::cli

@@ -136,6 +136,12 @@ const std::vector<Command>& commands() {
 }
 }  // namespace
 
+std::vector<std::string> command_names() {
+  std::vector<std::string> out;
+  for (const auto& c : commands()) out.push_back(c.name);
+  return out;
+}
+
 const std::vector<std::string>& global_options() {
   static const std::vector<std::string> g = {"--leader",   "--timeout",    "--retries",
                                              "--cluster-id", "--certs-dir", "--user",

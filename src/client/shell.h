@@ -12,6 +12,8 @@ namespace tpc::client {
 // Runs one client command (args[0] is the command word). Returns its exit code.
 // Runs one client command: args[0] is the command, its flags may come anywhere before "--".
 int execute(Options o, const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+// The client's commands (put, get, ...).
+std::vector<std::string> command_names();
 // The options of `tpc client` itself (they may follow the command too, before "--").
 const std::vector<std::string>& global_options();
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <fstream>
 #include <regex>
 
 #include <fmt/format.h>
@@ -19,6 +20,14 @@ using namespace tpc;
 using namespace tpc::it;
 
 namespace {
+// Runs `args` (a program and its arguments); its standard output.
+std::string run_cmd(const std::vector<std::string>& args) {
+  Scratch s;
+  Process p(args, s.path() + "/out");
+  p.wait_exit(10000);
+  return read_file(s.path() + "/out");
+}
+
 // The request id an exit 4 names, from the command it tells the user to run.
 std::string rid_in(const std::string& err) {
   std::smatch m;
@@ -236,5 +245,29 @@ TEST_SUITE("client") {
     std::string out = read_file(s.path() + "/out");
     CHECK(out.find("latency ms") != std::string::npos);
     for (int k = 0; k < 300; k += 37) CHECK_FALSE(c.read_at(0, fmt::format("int:{}", k)).has_value());
+  }
+
+  TEST_CASE("tpc completion bash completes commands and options, zsh through bashcompinit") {
+    auto bash = run_tpc({"completion", "bash"});
+    REQUIRE(bash.code == 0);
+    Scratch s;
+    {
+      std::ofstream f(s.path() + "/c.bash");
+      f << bash.out;
+    }
+    auto complete = [&](const std::string& words, int cword) {
+      return run_cmd({"/bin/bash", "-c",
+                      "source " + s.path() + "/c.bash; COMP_WORDS=(" + words +
+                          "); COMP_CWORD=" + std::to_string(cword) +
+                          "; _tpc; echo \"${COMPREPLY[*]}\""});
+    };
+    CHECK(complete("tpc parti", 1) == "participant\n");
+    CHECK(complete("tpc client res", 2) == "resolve result\n");
+    CHECK(complete("tpc leader --takeo", 2) == "--takeover-after\n");
+    CHECK(complete("tpc cert create-client --ro", 3) == "--role\n");
+    auto zsh = run_tpc({"completion", "zsh"});
+    CHECK(zsh.code == 0);
+    CHECK(zsh.out.find("bashcompinit") != std::string::npos);
+    CHECK(run_tpc({"completion", "fish"}).code == 2);
   }
 }
