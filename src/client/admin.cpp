@@ -145,13 +145,20 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
     }
     leader_stats.emplace_back(addr, st);
   }
-  if (!ls || !peers) {
-    err << "leader " << o.leader << " is unreachable\n";
-    if (!json) return k_unknown;
-  }
-  Fields lf = ls ? protocol::parse_fields(*ls) : Fields{};
   std::vector<protocol::PeerState> parts;
   if (peers) parts = protocol::parse_peers(*peers);
+  if (!ls || !peers) {
+    // The leader is down: the participants named by --peers are asked directly.
+    if (o.peers.empty()) {
+      err << "leader " << o.leader
+          << " is unreachable (--peers HOST:PORT,... reports the participants directly)\n";
+      if (!json) return k_unknown;
+    } else {
+      err << "leader " << o.leader << " is unreachable; the participants of --peers:\n";
+      for (const auto& a : split_list(o.peers, ',')) parts.push_back({a, "", ""});
+    }
+  }
+  Fields lf = ls ? protocol::parse_fields(*ls) : Fields{};
   struct Row {
     std::string role, addr;
     bool up;

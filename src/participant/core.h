@@ -29,6 +29,7 @@
 #pragma once
 #include <cstdint>
 #include <deque>
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
@@ -198,6 +199,12 @@ class Core {
 
   // --- read-only views, for status, INDOUBT and tests.
   const std::map<std::string, Prepared>& prepared() const { return m_prepared; }
+  // Prepared transactions whose outcome this participant does not know yet (not those whose
+  // COMMIT it is applying).
+  size_t in_doubt() const {
+    return static_cast<size_t>(std::count_if(m_prepared.begin(), m_prepared.end(),
+                                             [](const auto& p) { return !p.second.applying; }));
+  }
   const Prepared* find(const std::string& txid) const;
   const std::map<std::string, bool>& heuristics() const { return m_heuristic; }
   uint64_t committed_count() const { return m_committed; }

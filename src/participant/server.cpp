@@ -108,7 +108,7 @@ void Server::start_metrics(boost::asio::io_context& io) {
   r.counter_fn("tpc_aborts_total", "Prepared transactions aborted here.",
                [this] { return static_cast<double>(m_core->aborted_count()); });
   r.gauge("tpc_in_doubt", "Transactions prepared here, their outcome not known yet.",
-          [this] { return static_cast<double>(m_core->prepared().size()); });
+          [this] { return static_cast<double>(m_core->in_doubt()); });
   r.gauge("tpc_in_doubt_oldest_seconds", "Age of the oldest transaction in doubt here (0: none).",
           [this] {
             int64_t oldest = 0, now = wall_ms();
@@ -364,7 +364,7 @@ void Server::on_stats(Reply reply) {
       "STATS id={} cluster={} node={} keys={} committed={} aborted={} in_doubt={} "
       "heuristic={} log_bytes={} log_syncs={} uptime_ms={}",
       m_cfg.id, m_ident.cluster.empty() ? "-" : m_ident.cluster, m_ident.node, m_store->key_count(),
-      m_core->committed_count(), m_core->aborted_count(), m_core->prepared().size(),
+      m_core->committed_count(), m_core->aborted_count(), m_core->in_doubt(),
       m_core->heuristics().size(), ls.bytes, ls.syncs, now_ms() - m_started_ms));
 }
 

@@ -270,4 +270,32 @@ TEST_SUITE("client") {
     CHECK(zsh.out.find("bashcompinit") != std::string::npos);
     CHECK(run_tpc({"completion", "fish"}).code == 2);
   }
+
+  TEST_CASE("status: exact in-doubt counts right after a commit, --peers while the leader is down") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    for (int i = 0; i < 10; ++i) {
+      REQUIRE(c.client({"put", fmt::format("k{}", i), "v"}).code == 0);
+      auto st = c.client({"status", "--json"});
+      CHECK(st.code == 0);
+      // Both participants: committed (or applying the commit), in doubt about nothing.
+      CHECK(st.out.find("\"role\":\"participant\",\"id\":\"1\"") != std::string::npos);
+      std::regex in_doubt(R"("role":"participant"[^}]*"in_doubt":([0-9]+))");
+      int rows = 0;
+      for (auto it = std::sregex_iterator(st.out.begin(), st.out.end(), in_doubt);
+           it != std::sregex_iterator(); ++it, ++rows)
+        CHECK((*it)[1] == "0");
+      CHECK(rows == 2);
+    }
+    c.kill_leader();
+    std::string peers = c.participant_addr(0) + "," + c.participant_addr(1);
+    auto down = c.client({"--peers", peers, "status"});
+    CHECK(down.code == 4);  // a node is down
+    CHECK(down.out.find("DOWN") != std::string::npos);
+    CHECK(std::regex_search(down.out, std::regex("participant +1 +127\\.0\\.0\\.1:[0-9]+ +up +10 ")));
+    CHECK(std::regex_search(down.out, std::regex("participant +2 +127\\.0\\.0\\.1:[0-9]+ +up +10 ")));
+    auto plain = c.client({"status"});
+    CHECK(plain.code == 4);
+    CHECK(plain.err.find("--peers") != std::string::npos);
+  }
 }
