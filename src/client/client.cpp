@@ -126,9 +126,40 @@ void print_trace(Connection& c, const std::string& rid, std::ostream& out) {
 }  // namespace
 
 std::string printable(const std::string& v) {
-  for (unsigned char c : v)
-    if (c < 0x20 || c == 0x7f) return protocol::escape(v);
-  return v;
+  // Plain when it is one word of printable UTF-8; else double-quoted with the shell's own
+  // escapes (\" \\ \n \t \r \xHH), which its input reads back: pasteable, unambiguous.
+  bool plain = !v.empty();
+  for (size_t i = 0; i < v.size() && plain;) {
+    size_t n = protocol::utf8_sequence(std::string_view(v).substr(i));
+    auto c = static_cast<unsigned char>(v[i]);
+    plain = n > 0 && !(n == 1 && (c <= 0x20 || c == 0x7f || c == '"' || c == '\'' || c == '\\'));
+    i += n ? n : 1;
+  }
+  if (plain) return v;
+  std::string o = "\"";
+  for (size_t i = 0; i < v.size();) {
+    size_t n = protocol::utf8_sequence(std::string_view(v).substr(i));
+    auto c = static_cast<unsigned char>(v[i]);
+    if (n > 1) {
+      o.append(v, i, n);
+      i += n;
+      continue;
+    }
+    ++i;
+    switch (c) {
+      case '"': o += "\\\""; break;
+      case '\\': o += "\\\\"; break;
+      case '\n': o += "\\n"; break;
+      case '\t': o += "\\t"; break;
+      case '\r': o += "\\r"; break;
+      default:
+        if (n == 0 || c < 0x20 || c == 0x7f)
+          o += fmt::format("\\x{:02x}", c);
+        else
+          o += static_cast<char>(c);
+    }
+  }
+  return o + "\"";
 }
 
 int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream& out,

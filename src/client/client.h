@@ -53,7 +53,8 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
 // tpc client bench ARGS...: load generator; prints throughput and latency percentiles.
 int run_bench_cli(const Options& o, const std::vector<std::string>& args);
 
-// Prints a value for a terminal or a script: as is when printable, else in the wire escaping.
+// A value as the shell shows it: as is when one word of printable UTF-8, else double-quoted
+// with the escapes the shell's input reads back (\" \\ \n \t \r \xHH).
 std::string printable(const std::string& value);
 
 // A fresh request id: 128 bits from the OS's CSPRNG, as 32 hex digits.

@@ -1,9 +1,12 @@
 #include "client/shell.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <iostream>
 #include <iterator>
@@ -180,6 +183,8 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
     (help ? out : err) << k_help;
     return help ? k_ok : k_usage;
   }
+  // Commands in any case (PUT, Put, put); keys and values as given.
+  for (auto& ch : words[0]) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   const std::string& cmd = words[0];
   const Command* command = nullptr;
   std::vector<std::string> names;
@@ -327,6 +332,33 @@ int run_line(const Options& o, const std::string& line, bool tty) {
 }
 }  // namespace
 
+namespace {
+volatile std::sig_atomic_t g_interrupted = 0;
+
+char* complete_word(const char* text, int state) {
+  static std::vector<std::string> matches;
+  static size_t next = 0;
+  if (state == 0) {
+    matches.clear();
+    next = 0;
+    std::string t(text);
+    std::vector<std::string> words = command_names();
+    words.push_back("quit");
+    for (const auto& f : {"--trace", "--json", "--force", "--raw", "--help", "commit", "abort"})
+      words.push_back(f);
+    for (const auto& w : words)
+      if (w.rfind(t, 0) == 0) matches.push_back(w);
+  }
+  if (next >= matches.size()) return nullptr;
+  return strdup(matches[next++].c_str());
+}
+
+char** complete(const char* text, int, int) {
+  rl_attempted_completion_over = 1;  // no file names
+  return rl_completion_matches(text, complete_word);
+}
+}  // namespace
+
 int run_shell(const Options& base) {
   Options o = base;
   o.shell = true;
@@ -346,25 +378,48 @@ int run_shell(const Options& base) {
   if (const char* home = std::getenv("HOME")) history = std::string(home) + "/.tpc_history";
   using_history();
   if (!history.empty()) read_history(history.c_str());
+  // Tab completes command words, then flags.
+  rl_attempted_completion_function = complete;
+  // Ctrl-C abandons the line being typed (readline returns on the interrupted read), Ctrl-D
+  // leaves; the history is saved after every command, so nothing is lost either way.
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { g_interrupted = 1; };
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: the read returns
+  struct sigaction old_sa {};
+  sigaction(SIGINT, &sa, &old_sa);
   std::cout << "tpc " << TPC_VERSION << " shell, leader " << o.leader
-            << ". Type help for commands, quit to leave.\n";
+            << ". Type help for commands, Ctrl-D or quit to leave.\n";
   std::string prompt = "tpc " + o.leader + "> ";
   while (true) {
+    g_interrupted = 0;
     char* raw = readline(prompt.c_str());
     if (!raw) {
+      if (g_interrupted) {  // Ctrl-C: a new line, a new prompt
+        std::cout << "^C" << std::endl;
+        continue;
+      }
       std::cout << "\n";
       break;
     }
     std::string line(raw);
     std::free(raw);
+    if (g_interrupted) {
+      std::cout << std::endl;
+      continue;
+    }
     auto w = shell_split(line);
     if (w && !w->empty()) {
       add_history(line.c_str());
-      if ((*w)[0] == "quit" || (*w)[0] == "exit") break;
+      if (!history.empty()) write_history(history.c_str());
+      std::string first = (*w)[0];
+      for (auto& ch : first) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (first == "quit" || first == "exit") break;
     }
     int code = run_line(o, line, true);
     if (code > worst) worst = code;
   }
+  sigaction(SIGINT, &old_sa, nullptr);
   if (!history.empty()) write_history(history.c_str());
   return worst;
 }

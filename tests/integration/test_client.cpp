@@ -3,6 +3,9 @@
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
+#include <poll.h>
+#include <pty.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -297,5 +300,87 @@ TEST_SUITE("client") {
     auto plain = c.client({"status"});
     CHECK(plain.code == 4);
     CHECK(plain.err.find("--peers") != std::string::npos);
+  }
+
+  TEST_CASE("the shell on a terminal: commands in any case, tab completion, Ctrl-C, history") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    Scratch home;
+    int fd = -1;
+    pid_t pid = ::forkpty(&fd, nullptr, nullptr, nullptr);
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::setenv("HOME", home.path().c_str(), 1);
+      ::execl(TPC_BINARY, "tpc", "client", "--leader", c.leader_addr().c_str(),
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    std::string out;
+    // Reads what the shell writes until `want` shows up (or 10 s pass).
+    auto until = [&](const std::string& want) {
+      int64_t end = now_ms() + 10000;
+      while (out.find(want) == std::string::npos && now_ms() < end) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 100) > 0) {
+          char buf[4096];
+          ssize_t n = ::read(fd, buf, sizeof buf);
+          if (n <= 0) break;
+          out.append(buf, static_cast<size_t>(n));
+        }
+      }
+      return out.find(want) != std::string::npos;
+    };
+    auto type = [&](const std::string& s) { (void)!::write(fd, s.data(), s.size()); };
+    // The n-th prompt: input typed before it could be flushed when the line editor starts.
+    auto prompt = [&](size_t n) {
+      int64_t end = now_ms() + 10000;
+      auto count = [&] {
+        size_t k = 0;
+        for (size_t at = out.find("> "); at != std::string::npos; at = out.find("> ", at + 2)) ++k;
+        return k;
+      };
+      while (count() < n && now_ms() < end) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 100) > 0) {
+          char buf[4096];
+          ssize_t got = ::read(fd, buf, sizeof buf);
+          if (got <= 0) break;
+          out.append(buf, static_cast<size_t>(got));
+        }
+      }
+      return count() >= n;
+    };
+    CHECK(prompt(1));
+    type("PUT a \"x\\x01 y\"\r");
+    CHECK(until("OK"));
+    CHECK(prompt(2));
+    type("half a line");
+    CHECK(until("half a line"));
+    type("\x03");  // Ctrl-C: the line is dropped, the shell stays
+    CHECK(until("^C"));
+    CHECK(prompt(3));
+    type("Get a\r");
+    CHECK(until("\"x\\x01 y\""));  // shown as it can be typed back
+    CHECK(prompt(4));
+    type("sta\t");  // tab completes status
+    CHECK(until("tus"));
+    type("\r");
+    CHECK(until("ROLE"));
+    CHECK(prompt(5));
+    type("\x04");  // Ctrl-D leaves
+    int st = 0;
+    bool left = wait_for([&] { return ::waitpid(pid, &st, WNOHANG) == pid; }, 10000);
+    if (!left) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &st, 0);
+    }
+    INFO(out);
+    CHECK(left);
+    ::close(fd);
+    CHECK(c.read_at(0, "a") == std::string("x\x01 y"));
+    std::string hist = read_file(home.path() + "/.tpc_history");
+    CHECK(hist.find("PUT") != std::string::npos);
+    CHECK(hist.find("Get") != std::string::npos);
+    CHECK(hist.find("half") == std::string::npos);
   }
 }
