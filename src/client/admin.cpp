@@ -173,6 +173,20 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
   }
   for (auto& p : parts) {
     auto r = ask(p.addr, "STATS");
+    if (r) {
+      // In doubt: prepared, the outcome not known; not a commit the participant is applying.
+      auto f = protocol::parse_fields(*r);
+      if (f.count("in_doubt") && f.count("applying")) {
+        auto all = parse_int(f["in_doubt"]), applying = parse_int(f["applying"]);
+        if (all && applying && *all >= *applying) {
+          std::string line = *r;
+          size_t at = line.find(" in_doubt=");
+          size_t end = line.find(' ', at + 1);
+          line.replace(at, end - at, " in_doubt=" + std::to_string(*all - *applying));
+          r = line;
+        }
+      }
+    }
     rows.push_back({"participant", p.addr, r.has_value(), r ? protocol::parse_fields(*r) : Fields{},
                     p.state == "refused" ? p.reason : ""});
     down += !r || p.state == "refused";

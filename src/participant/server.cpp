@@ -362,9 +362,10 @@ void Server::on_stats(Reply reply) {
   auto ls = m_log->stats();
   reply.send(fmt::format(
       "STATS id={} cluster={} node={} keys={} committed={} aborted={} in_doubt={} "
-      "heuristic={} log_bytes={} log_syncs={} uptime_ms={}",
+      "applying={} heuristic={} log_bytes={} log_syncs={} uptime_ms={}",
       m_cfg.id, m_ident.cluster.empty() ? "-" : m_ident.cluster, m_ident.node, m_store->key_count(),
-      m_core->committed_count(), m_core->aborted_count(), m_core->in_doubt(),
+      m_core->committed_count(), m_core->aborted_count(), m_core->prepared().size(),
+      m_core->prepared().size() - m_core->in_doubt(),
       m_core->heuristics().size(), ls.bytes, ls.syncs, now_ms() - m_started_ms));
 }
 

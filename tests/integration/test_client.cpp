@@ -332,8 +332,8 @@ TEST_SUITE("client") {
     };
     auto type = [&](const std::string& s) { (void)!::write(fd, s.data(), s.size()); };
     // The n-th prompt: input typed before it could be flushed when the line editor starts.
-    auto prompt = [&](size_t n) {
-      int64_t end = now_ms() + 10000;
+    auto prompt = [&](size_t n, int64_t within_ms = 10000) {
+      int64_t end = now_ms() + within_ms;
       auto count = [&] {
         size_t k = 0;
         for (size_t at = out.find("> "); at != std::string::npos; at = out.find("> ", at + 2)) ++k;
@@ -356,17 +356,23 @@ TEST_SUITE("client") {
     CHECK(prompt(2));
     type("half a line");
     CHECK(until("half a line"));
-    type("\x03");  // Ctrl-C: the line is dropped, the shell stays
-    CHECK(until("^C"));
+    // Ctrl-C drops the line. If it lands while the editor waits for a key the prompt comes
+    // back at once, else at the next Enter: either way the line is not run.
+    type("\x03");
+    type("\r");
     CHECK(prompt(3));
+    prompt(4, 500);  // the other case's extra prompt, if any (none is no error)
+    size_t prompts_before_get = 0;
+    for (size_t at = out.find("> "); at != std::string::npos; at = out.find("> ", at + 2))
+      ++prompts_before_get;
     type("Get a\r");
     CHECK(until("\"x\\x01 y\""));  // shown as it can be typed back
-    CHECK(prompt(4));
+    CHECK(prompt(prompts_before_get + 1));
     type("sta\t");  // tab completes status
     CHECK(until("tus"));
     type("\r");
     CHECK(until("ROLE"));
-    CHECK(prompt(5));
+    CHECK(prompt(prompts_before_get + 2));
     type("\x04");  // Ctrl-D leaves
     int st = 0;
     bool left = wait_for([&] { return ::waitpid(pid, &st, WNOHANG) == pid; }, 10000);

@@ -98,7 +98,7 @@ TEST_SUITE("operability") {
     CHECK(lines[3].rfind("(error 2) unknown command", 0) == 0);
     CHECK(lines[4].rfind("(error 2)", 0) == 0);
     CHECK(lines[5] == "OK");
-    CHECK(lines[6] == "two%0Alines");
+    CHECK(lines[6] == "\"two\\nlines\"");  // as it is typed: pasteable
     CHECK(run_tpc({"client", "--leader", leader, "get", "x y"}).out == "two\nlines\n");
 
     CHECK(cluster.terminate(10000) == 0);
