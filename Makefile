@@ -36,7 +36,7 @@ build: $(BUILD)/Makefile
 # after it, then ctest's closing line again, so that it stays the last line.
 test: deps build fuzz-build
 	@cd $(BUILD) && set -o pipefail && ctest --output-on-failure -j 2 --timeout 600 | tee ctest.out; \
-	rc=$$?; grep -h -E '^(crash test|power-loss test|etcd crash test|etcd quorum test|restart test|bank test|replace test[^:]*|backup test):' Testing/Temporary/LastTest.log || true; \
+	rc=$$?; grep -h -E '^(crash test|power-loss test|etcd crash test|etcd quorum test|leader kill test|restart test|bank test|replace test[^:]*|backup test):' Testing/Temporary/LastTest.log || true; \
 	cd .. && $(MAKE) -s fuzz-run FUZZ_SECONDS=10 || rc=1; \
 	grep -E 'tests passed, [0-9]+ tests failed' $(BUILD)/ctest.out | tail -1; exit $$rc
 
