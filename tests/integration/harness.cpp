@@ -8,7 +8,9 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <spawn.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -58,14 +60,31 @@ bool port_free(uint16_t port) {
 // Below 32768: the kernel hands out ephemeral ports above it, so a client's connection can
 // never take a port a node is about to listen on. Random, checked by a bind, and never the
 // same twice in one process.
-uint16_t free_port() {
+// A port handed out is also claimed across the test processes ctest runs side by side: a lock
+// on /tmp/tpc-test-ports/PORT held until this process ends. Without it, a port left free for a
+// moment by a node a crash test killed could be given to another test's node, whose answers
+// the crash test would then read as its own.
+bool claim_port(uint16_t port) {
   static std::set<uint16_t> given;
+  if (given.count(port)) return false;
+  ::mkdir("/tmp/tpc-test-ports", 0777);
+  int fd = ::open(fmt::format("/tmp/tpc-test-ports/{}", port).c_str(),
+                  O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) return false;
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return false;
+  }
+  given.insert(port);  // the descriptor stays open: the lock lasts as long as this process
+  return true;
+}
+
+uint16_t free_port() {
   static std::mt19937 rng(
       static_cast<unsigned>(now_us() ^ (static_cast<int64_t>(::getpid()) << 16)));
   for (int tries = 0; tries < 1000; ++tries) {
     auto port = static_cast<uint16_t>(20000 + rng() % 12000);
-    if (given.count(port) || !port_free(port)) continue;
-    given.insert(port);
+    if (!port_free(port) || !claim_port(port)) continue;
     return port;
   }
   throw std::runtime_error("no free port below 32768");
@@ -404,6 +423,7 @@ uint16_t free_port_run(int n) {
     uint16_t base = static_cast<uint16_t>(20000 + rng() % 12000);  // below the ephemeral ports
     bool ok = true;
     for (int i = 0; i <= n && ok; ++i) ok = port_free(static_cast<uint16_t>(base + i));
+    for (int i = 0; i <= n && ok; ++i) ok = claim_port(static_cast<uint16_t>(base + i));
     if (ok) return base;
   }
   throw std::runtime_error("no free port range");
