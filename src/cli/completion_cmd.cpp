@@ -1,5 +1,6 @@
 // tpc completion bash|zsh: shell completion of commands and options, made from the command
 // line's own definition (so it never lags behind it).
+#include <algorithm>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -26,7 +27,8 @@ std::string bash_script(const CLI::App& app) {
     std::vector<std::string> more;
     if (s->get_name() == "client") {
       more = client::command_names();
-      for (const auto& f : {"--json", "--force", "--raw"}) more.push_back(f);
+      for (const auto& f : client::command_flags())
+        if (std::find(more.begin(), more.end(), f) == more.end()) more.push_back(f);
     }
     cases += fmt::format("    {}) opts=\"{}\" ;;\n", s->get_name(), words_of(s, more));
     for (const auto* sub2 : s->get_subcommands({}))

@@ -263,4 +263,49 @@ int run_get(const Options& o, const std::string& key, std::ostream& out, std::os
   return k_unknown;
 }
 
+int run_scan(const Options& o, const std::string& prefix, uint64_t limit, bool keys_only,
+             std::ostream& out, std::ostream& err) {
+  int64_t deadline = now_ms() + o.timeout_ms;
+  auto c = Connection::open(o.leader, std::min(o.timeout_ms, 3000));
+  if (!c) return open_failed(c.status(), err);
+  c->set_max_line(protocol::k_max_line_limit + 1024);
+  constexpr uint64_t k_page = 1000;  // keys per request (the leader also bounds its bytes)
+  std::string after;
+  uint64_t shown = 0;
+  int conflicts = 0;
+  while (limit == 0 || shown < limit) {
+    uint64_t want = limit == 0 ? k_page : std::min(k_page, limit - shown);
+    auto r = c->call(protocol::LineBuilder("SCAN").arg(prefix).arg(after).num(
+                         static_cast<long long>(want)).str(),
+                     left(deadline));
+    if (!r) {
+      err << "unavailable: " << r.status().message() << "\n";
+      return k_unknown;
+    }
+    auto page = protocol::parse_scan_reply(r);
+    if (page.kind == protocol::ScanReply::error) {
+      if (page.code == "CONFLICT" && conflicts++ < o.retries && now_ms() < deadline) continue;
+      if (page.code == "PROTO" && page.detail.rfind("unexpected reply", 0) == 0)
+        err << "bad reply from leader: " << r->substr(0, 200) << "\n";
+      else if (page.code == "PROTO")
+        err << "bad request: " << page.detail << "\n";
+      else
+        err << (page.code == "INDOUBT" ? "in doubt: " : "unavailable: ") << page.detail << "\n";
+      return page.code == "PROTO" && page.detail.rfind("unexpected reply", 0) != 0 ? k_usage
+                                                                                     : k_unknown;
+    }
+    for (auto& [k, v] : page.kvs) {
+      if (keys_only)
+        out << printable(k) << "\n";
+      else
+        out << printable(k) << " " << printable(v) << "\n";
+    }
+    out << std::flush;
+    shown += page.kvs.size();
+    if (!page.more || page.kvs.empty()) break;
+    after = page.kvs.back().first;
+  }
+  return k_ok;
+}
+
 }  // namespace tpc::client

@@ -34,6 +34,13 @@ int run_result(const Options& o, const std::string& rid, std::ostream& out, std:
 // Prints the value's bytes exactly, then one newline.
 int run_get(const Options& o, const std::string& key, std::ostream& out, std::ostream& err);
 
+// Keys starting with `prefix` in key order, at most `limit` (0: all), one "KEY VALUE" line
+// each as the shell shows values (pasteable), or only the keys. Read a page at a time, each
+// page linearizable; a page whose keys kept changing is read again (`retries`). Exit 0 (also
+// for none), 4 when the keys cannot be read (unavailable, in doubt, still changing).
+int run_scan(const Options& o, const std::string& prefix, uint64_t limit, bool keys_only,
+             std::ostream& out, std::ostream& err);
+
 // Cluster overview: one row per node. `json`: one machine-readable line.
 int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err);
 // Transactions prepared somewhere but not finished.

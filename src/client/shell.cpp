@@ -25,6 +25,8 @@ const char* const k_help =
     "  get [--raw] KEY                    print the value (exit 1: not found); --raw: its\n"
     "                                       exact bytes, no newline\n"
     "  del [--trace] KEY                  delete KEY\n"
+    "  scan [--prefix P] [--limit N] [--keys-only]\n"
+    "                                     keys (under P) in key order, KEY VALUE per line\n"
     "  txn [--trace] OP [OP...]           all or nothing; OP is one of\n"
     "                                       put KEY VALUE | del KEY | check KEY VALUE | absent "
     "KEY\n"
@@ -124,6 +126,7 @@ const std::vector<Command>& commands() {
       {"put", "put [--trace] KEY VALUE|-", {"--trace"}},
       {"get", "get [--raw] KEY", {"--raw"}},
       {"del", "del [--trace] KEY", {"--trace"}},
+      {"scan", "scan [--prefix P] [--limit N] [--keys-only]", {"--prefix", "--limit", "--keys-only"}},
       {"txn", "txn [--trace] OP [OP...]  (OP: put KEY VALUE | del KEY | check KEY VALUE | "
               "absent KEY)",
        {"--trace"}},
@@ -142,6 +145,14 @@ const std::vector<Command>& commands() {
 std::vector<std::string> command_names() {
   std::vector<std::string> out;
   for (const auto& c : commands()) out.push_back(c.name);
+  return out;
+}
+
+std::vector<std::string> command_flags() {
+  std::vector<std::string> out;
+  for (const auto& c : commands())
+    for (const auto& f : c.flags)
+      if (std::find(out.begin(), out.end(), f) == out.end()) out.push_back(f);
   return out;
 }
 
@@ -166,13 +177,16 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
   }
   std::vector<std::string> words, flags;
   bool help = false, ended = false;
-  for (const auto& a : args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const auto& a = args[i];
     if (ended) {
       words.push_back(a);
     } else if (a == "--") {
       ended = true;
     } else if (a == "--help" || a == "-h") {
       help = true;
+    } else if ((a == "--prefix" || a == "--limit") && i + 1 < args.size()) {
+      flags.push_back(a + "=" + args[++i]);  // a flag with a value: --prefix P, --prefix=P
     } else if (a.size() > 2 && a.rfind("--", 0) == 0) {
       flags.push_back(a);
     } else {
@@ -206,8 +220,17 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
     out << "usage: " << command->usage << "\n";
     return k_ok;
   }
+  auto value_of = [&](const std::string& flag) -> std::optional<std::string> {
+    std::optional<std::string> v;
+    for (const auto& f : flags)
+      if (f.rfind(flag + "=", 0) == 0) v = f.substr(flag.size() + 1);
+    return v;
+  };
   for (const auto& f : flags) {
-    if (std::find(command->flags.begin(), command->flags.end(), f) != command->flags.end())
+    std::string name = f.substr(0, f.find('='));
+    if (std::find(command->flags.begin(), command->flags.end(), f) != command->flags.end() ||
+        ((name == "--prefix" || name == "--limit") && name != f &&
+         std::find(command->flags.begin(), command->flags.end(), name) != command->flags.end()))
       continue;
     std::vector<std::string> known = command->flags;
     bool global = false;
@@ -235,6 +258,18 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
     o.raw |= !o.shell && has("--raw");
     if (rest.size() != 1 || rest[0].empty()) return usage(command->usage);
     return run_get(o, rest[0], out, err);
+  }
+  if (cmd == "scan") {
+    if (!rest.empty() || has("--prefix") || has("--limit")) return usage(command->usage);
+    uint64_t limit = 0;
+    if (auto l = value_of("--limit")) {
+      auto n = parse_int(*l);
+      if (!n || *n < 0) return usage("scan --limit N: N a count of keys, 0 for all");
+      limit = static_cast<uint64_t>(*n);
+    }
+    std::string prefix = value_of("--prefix").value_or("");
+    if (prefix.size() > protocol::k_max_key) return usage("scan: PREFIX longer than 4096 bytes");
+    return run_scan(o, prefix, limit, has("--keys-only"), out, err);
   }
   if (cmd == "status") {
     if (!rest.empty()) return usage(command->usage);
@@ -344,8 +379,8 @@ char* complete_word(const char* text, int state) {
     std::string t(text);
     std::vector<std::string> words = command_names();
     words.push_back("quit");
-    for (const auto& f : {"--trace", "--json", "--force", "--raw", "--help", "commit", "abort"})
-      words.push_back(f);
+    for (const auto& f : command_flags()) words.push_back(f);
+    for (const auto& f : {"--help", "commit", "abort"}) words.push_back(f);
     for (const auto& w : words)
       if (w.rfind(t, 0) == 0) matches.push_back(w);
   }

@@ -14,6 +14,8 @@ namespace tpc::client {
 int execute(Options o, const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 // The client's commands (put, get, ...).
 std::vector<std::string> command_names();
+// Every flag of those commands (each once), for completion.
+std::vector<std::string> command_flags();
 // The options of `tpc client` itself (they may follow the command too, before "--").
 const std::vector<std::string>& global_options();
 

@@ -44,6 +44,13 @@ std::string encode(const ClientReply& r) {
       return "NOTFOUND";
     case ClientReply::ok:
       return r.detail.empty() ? "OK" : LineBuilder("OK").text(r.detail).str();
+    case ClientReply::keys: {
+      protocol::ScanReply s;
+      s.kind = protocol::ScanReply::keys;
+      s.more = r.more;
+      s.kvs = r.kvs;
+      return protocol::encode(s);
+    }
     case ClientReply::error:
       break;
   }
@@ -581,6 +588,144 @@ void Core::on(int64_t, ev::ReadReply& e, Actions& out) {
   }
   out.list.push_back(act::Reply{it->second.client, std::move(r)});
   m_reads.erase(it);
+}
+
+// --- scans: docs/protocol.md ("SCAN") -----------------------------------------------------
+
+protocol::ScanReply merge_scan(const std::vector<protocol::ScanReply>& pages, uint64_t limit,
+                               uint64_t max_bytes) {
+  std::optional<std::string> cut;
+  for (auto& p : pages)
+    if (p.more && !p.kvs.empty() && (!cut || p.kvs.back().first < *cut))
+      cut = p.kvs.back().first;
+  std::map<std::string, const std::string*> keys;
+  for (auto& p : pages)
+    for (auto& [k, v] : p.kvs)
+      if (!cut || k <= *cut) keys.emplace(k, &v);
+  protocol::ScanReply out;
+  out.kind = protocol::ScanReply::keys;
+  out.more = cut.has_value();
+  uint64_t bytes = 0;
+  for (auto& [k, v] : keys) {
+    if (out.kvs.size() >= limit || (!out.kvs.empty() && bytes + k.size() + v->size() > max_bytes)) {
+      out.more = true;
+      break;
+    }
+    bytes += k.size() + v->size();
+    out.kvs.emplace_back(k, *v);
+  }
+  return out;
+}
+
+// A scan reads every participant that may hold keys of the range, or one when each holds
+// every key. Several participants are read at different moments, so their pages are one
+// snapshot only if no transaction prepared a write in the range at any of them between its
+// read and the last one: each keeps a watch on the range it answered for, and SCANCHECK asks
+// after every page is in. A changed range is read again (k_scan_attempts in all).
+void Core::on(int64_t, ev::Scan& e, Actions& out) {
+  PendingScan s;
+  s.req = std::move(e);
+  size_t n = m_cfg.peers.size();
+  if (m_cfg.replicas == 0 || m_cfg.replicas >= n) {
+    for (size_t i = 0; i < n; ++i) s.order.push_back((m_read_rr + i) % n);
+    ++m_read_rr;
+  }
+  uint64_t id = m_next_read++;
+  m_scans.emplace(id, std::move(s));
+  start_scan(id, out);
+}
+
+void Core::start_scan(uint64_t id, Actions& out) {
+  auto& s = m_scans.at(id);
+  auto fail = [&](const char* code, std::string why) {
+    out.list.push_back(act::Reply{s.req.client, reply(ClientReply::error, code, std::move(why))});
+    m_scans.erase(id);
+  };
+  s.pages.clear();
+  s.checks.clear();
+  s.parts.clear();
+  if (!s.order.empty()) {
+    while (s.next < s.order.size() && !m_up[s.order[s.next]]) ++s.next;
+    if (s.next >= s.order.size()) return fail("UNAVAILABLE", "no live participant");
+    s.parts.push_back(s.order[s.next]);
+  } else {
+    for (size_t p = 0; p < m_up.size(); ++p)
+      if (m_up[p]) s.parts.push_back(p);
+    size_t down = m_up.size() - s.parts.size();
+    if (down >= m_cfg.replicas)
+      return fail("UNAVAILABLE",
+                  fmt::format("{} of {} participants are down: keys held only by them (each key "
+                              "has {} owners) cannot be listed",
+                              down, m_up.size(), m_cfg.replicas));
+    s.watch = fmt::format("{}-{}-{}-{}", m_cfg.id, m_cfg.incarnation, id, s.attempt);
+  }
+  const auto& r = s.req;
+  for (size_t p : s.parts)
+    out.list.push_back(
+        act::Send{p, protocol::Scan{r.prefix, r.after, r.limit, r.max_bytes, s.watch}, id});
+}
+
+void Core::on(int64_t, ev::ScanReply& e, Actions& out) {
+  auto it = m_scans.find(e.scan);
+  if (it == m_scans.end()) return;
+  auto& s = it->second;
+  if (std::find(s.parts.begin(), s.parts.end(), e.part) == s.parts.end() || s.pages.count(e.part))
+    return;
+  if (s.watch.empty() && e.reply.kind == protocol::ScanReply::error &&
+      e.reply.code == "UNAVAILABLE") {
+    ++s.next;  // that participant went away: the next one
+    return start_scan(e.scan, out);
+  }
+  s.pages[e.part] = std::move(e.reply);
+  if (s.pages.size() < s.parts.size()) return;
+  for (auto& [p, page] : s.pages) {
+    if (page.kind != protocol::ScanReply::error) continue;
+    for (auto& [q, other] : s.pages)  // release the others' watches
+      if (!s.watch.empty() && other.kind == protocol::ScanReply::keys)
+        out.list.push_back(act::Send{q, protocol::ScanCheck{s.watch}, e.scan});
+    if (page.code == "UNAVAILABLE" && ++s.attempt < k_scan_attempts)
+      return start_scan(e.scan, out);  // a participant went away: who is up now?
+    out.list.push_back(act::Reply{s.req.client, reply(ClientReply::error, page.code, page.detail)});
+    m_scans.erase(it);
+    return;
+  }
+  std::vector<protocol::ScanReply> pages;
+  for (auto& [p, page] : s.pages) pages.push_back(std::move(page));
+  s.merged = merge_scan(pages, s.req.limit, s.req.max_bytes);
+  if (s.watch.empty()) return finish_scan(it, out);
+  for (size_t p : s.parts)
+    out.list.push_back(act::Send{p, protocol::ScanCheck{s.watch}, e.scan});
+}
+
+void Core::finish_scan(std::map<uint64_t, PendingScan>::iterator it, Actions& out) {
+  ClientReply r;
+  r.kind = ClientReply::keys;
+  r.more = it->second.merged.more;
+  r.kvs = std::move(it->second.merged.kvs);
+  out.list.push_back(act::Reply{it->second.req.client, std::move(r)});
+  m_scans.erase(it);
+}
+
+void Core::on(int64_t, ev::ScanChecked& e, Actions& out) {
+  auto it = m_scans.find(e.scan);
+  if (it == m_scans.end() || e.watch != it->second.watch) return;
+  auto& s = it->second;
+  if (s.pages.size() < s.parts.size()) return;  // a release of an attempt that failed
+  s.checks[e.part] = e.clean;
+  if (s.checks.size() < s.parts.size()) return;
+  bool clean = std::all_of(s.checks.begin(), s.checks.end(), [](auto& c) { return c.second; });
+  if (clean) {
+    finish_scan(it, out);
+  } else if (++s.attempt < k_scan_attempts) {
+    start_scan(e.scan, out);
+  } else {
+    out.list.push_back(act::Reply{
+        s.req.client,
+        reply(ClientReply::error, "CONFLICT",
+              fmt::format("keys under the prefix kept changing while they were read ({} tries)",
+                          k_scan_attempts))});
+    m_scans.erase(it);
+  }
 }
 
 std::optional<Core::Phase> Core::phase(const std::string& txid) const {

@@ -75,6 +75,25 @@ struct Get {
   ClientId client = 0;
   std::string key;
 };
+// SCAN PREFIX AFTER LIMIT from a client: keys under PREFIX after AFTER in key order, at most
+// LIMIT of them and about `max_bytes` (at least one key), linearizably (docs/protocol.md).
+struct Scan {
+  ClientId client = 0;
+  std::string prefix, after;
+  uint64_t limit = 1;
+  uint64_t max_bytes = 1;
+};
+struct ScanReply {  // a participant's reply to SCAN (or its loss)
+  uint64_t scan = 0;
+  size_t part = 0;
+  protocol::ScanReply reply;
+};
+struct ScanChecked {  // a participant's reply to SCANCHECK (or its loss: not clean)
+  uint64_t scan = 0;
+  size_t part = 0;
+  std::string watch;
+  bool clean = false;
+};
 struct Result {  // RESULT RID
   ClientId client = 0;
   std::string rid;
@@ -129,9 +148,10 @@ struct Resume {
   ClientId client = 0;
 };
 }  // namespace ev
-using Event = std::variant<ev::Txn, ev::Get, ev::Result, ev::Outcome, ev::Vote, ev::CommitReply,
-                           ev::ReadReply, ev::Durable, ev::Refused, ev::LinkUp, ev::LinkDown,
-                           ev::Tick, ev::LogFull, ev::Pause, ev::Resume>;
+using Event = std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Vote,
+                           ev::CommitReply, ev::ReadReply, ev::ScanReply, ev::ScanChecked,
+                           ev::Durable, ev::Refused, ev::LinkUp, ev::LinkDown, ev::Tick,
+                           ev::LogFull, ev::Pause, ev::Resume>;
 
 // What a client is told.
 struct ClientReply {
@@ -143,9 +163,19 @@ struct ClientReply {
     found,      // VALUE V
     not_found,  // NOTFOUND
     ok,         // OK [DETAIL]
+    keys,       // KEYS MORE|END COUNT {KEY VALUE}
   } kind = error;
   std::string txid, code, detail, value;
+  std::vector<std::pair<std::string, std::string>> kvs;  // keys
+  bool more = false;                                     // keys
 };
+
+// One page of a scan from the participants' pages: the keys up to the smallest last key of a
+// page that said MORE (beyond it that participant did not say), one copy of each key, then at
+// most `limit` keys and `max_bytes` (at least one key). MORE when anything was cut.
+protocol::ScanReply merge_scan(const std::vector<protocol::ScanReply>& pages, uint64_t limit,
+                               uint64_t max_bytes);
+inline constexpr int k_scan_attempts = 8;  // a scan whose range kept changing: ERR CONFLICT
 std::string encode(const ClientReply& r);
 
 namespace act {
@@ -158,7 +188,8 @@ struct Append {
 struct Send {
   size_t part = 0;
   protocol::PeerRequest msg;
-  uint64_t read = 0;  // Read: the id to report in ev::ReadReply
+  uint64_t read = 0;  // Read, Scan, ScanCheck: the id to report in ev::ReadReply, ev::ScanReply,
+                      // ev::ScanChecked
 };
 struct Reply {
   ClientId client = 0;
@@ -241,6 +272,13 @@ class Core {
 
   void on(int64_t now, ev::Txn& e, Actions& out);
   void on(int64_t now, ev::Get& e, Actions& out);
+  void on(int64_t now, ev::Scan& e, Actions& out);
+  void on(int64_t now, ev::ScanReply& e, Actions& out);
+  void on(int64_t now, ev::ScanChecked& e, Actions& out);
+  void start_scan(uint64_t id, Actions& out);
+  struct PendingScan;
+  // Replies with the merged page and forgets the scan.
+  void finish_scan(std::map<uint64_t, PendingScan>::iterator it, Actions& out);
   void on(int64_t now, ev::Result& e, Actions& out);
   void on(int64_t now, ev::Outcome& e, Actions& out);
   void on(int64_t now, ev::Vote& e, Actions& out);
@@ -284,6 +322,18 @@ class Core {
   std::map<std::string, RidOutcome> m_rids;
   std::deque<std::string> m_rid_order;  // bounded memory of client request outcomes
   std::map<uint64_t, PendingRead> m_reads;
+  struct PendingScan {
+    ev::Scan req;
+    std::vector<size_t> order;  // every key on every participant: one of them, in rotation
+    size_t next = 0;
+    std::vector<size_t> parts;  // asked in this attempt
+    std::string watch;          // this attempt's watch id ("": one participant, no check)
+    int attempt = 0;
+    std::map<size_t, protocol::ScanReply> pages;
+    std::map<size_t, bool> checks;
+    protocol::ScanReply merged;
+  };
+  std::map<uint64_t, PendingScan> m_scans;
   uint64_t m_next_read = 1;
   size_t m_read_rr = 0;
   uint64_t m_committed = 0;

@@ -130,6 +130,14 @@ void Server::send(act::Send& s, bool after_commit_send) {
     link->request(encode(*rd), [this, id = s.read, p](Result<std::string> r) {
       step(ev::ReadReply{id, p, protocol::parse_read_reply(r)});
     });
+  } else if (auto* sc = std::get_if<protocol::Scan>(&s.msg)) {
+    link->request(encode(*sc), [this, id = s.read, p](Result<std::string> r) {
+      step(ev::ScanReply{id, p, protocol::parse_scan_reply(r)});
+    });
+  } else if (auto* ck = std::get_if<protocol::ScanCheck>(&s.msg)) {
+    link->request(encode(*ck), [this, id = s.read, p, watch = ck->watch](Result<std::string> r) {
+      step(ev::ScanChecked{id, p, watch, protocol::parse_scan_checked(r).clean});
+    });
   } else {
     link->request(encode(s.msg), [](Result<std::string>) {});  // ABORT: nothing to wait for
   }

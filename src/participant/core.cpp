@@ -19,6 +19,13 @@ protocol::Vote no(std::string code, std::string detail) {
   return {protocol::Vote::no, std::move(code), std::move(detail), 0};
 }
 protocol::Vote yes(int64_t force_us) { return {protocol::Vote::yes, "", "", force_us}; }
+// A key of the range a scan answered for: under `prefix`, after `after`, and (when `bounded`)
+// not after `upto`.
+bool in_range(const std::string& key, const std::string& prefix, const std::string& after,
+              bool bounded, const std::string& upto) {
+  return key.compare(0, prefix.size(), prefix) == 0 && key > after && (!bounded || key <= upto);
+}
+
 protocol::ReadReply read_reply(protocol::ReadReply::Kind k, std::string value = {},
                                std::string code = {}, std::string detail = {}) {
   return {k, std::move(value), std::move(code), std::move(detail)};
@@ -135,6 +142,7 @@ void Core::step(int64_t now, int64_t wall, Event e, Actions& out) {
 int64_t Core::next_wake(int64_t now) const {
   int64_t w = 0;
   if (!m_read_deadlines.empty()) w = m_read_deadlines.begin()->first;
+  for (auto& l : m_listers) w = w == 0 ? l.deadline_ms : std::min(w, l.deadline_ms);
   if (!m_prepared.empty()) {
     int64_t s = std::max(m_next_scan_ms, now);
     w = w == 0 ? s : std::min(w, s);
@@ -199,6 +207,10 @@ void Core::on(int64_t, int64_t wall, ev::Prepare& e, Actions& out) {
                                             "limit of {} bytes",
                                             record.size(), txlog::k_max_payload)));
   for (auto& op : p.ops) m_locks[op.key] = p.txid;
+  // A write in a watched range: the scan that read it no longer holds (docs/protocol.md).
+  for (auto& [id, w] : m_watches)
+    for (auto& op : p.ops)
+      if (op.is_write() && in_range(op.key, w.prefix, w.after, w.bounded, w.upto)) w.changed = true;
   if (e.client) m_vote_waiters[p.txid].push_back(e.client);
   out.list.push_back(act::Append{act::Append::force, k_rec_prepared, std::move(record), p.txid});
   std::string txid = p.txid;
@@ -335,6 +347,7 @@ void Core::finish(std::map<std::string, Prepared>::iterator it, Actions& out) {
   m_prepared.erase(it);
   m_queries.erase(txid);
   wake_readers(released, out);
+  if (!m_listers.empty() && !released.empty()) wake_listers(m_now, out);
 }
 
 void Core::abort(const std::string& txid, ClientId client, Actions& out) {
@@ -429,6 +442,99 @@ void Core::wake_readers(const std::vector<std::string>& keys, Actions& out) {
   }
 }
 
+// --- scans --------------------------------------------------------------------------------
+
+void Core::on(int64_t now, int64_t, ev::Scan& e, Actions& out) {
+  list(Lister{e.client, std::move(e.msg), std::move(e.from), now + m_cfg.read_timeout_ms}, now,
+       out);
+}
+
+void Core::list(Lister l, int64_t now, Actions& out) {
+  auto& m = l.msg;
+  auto fail = [&](const char* code, std::string why) {
+    protocol::ScanReply r;
+    r.code = code;
+    r.detail = std::move(why);
+    reply(out, l.client, std::move(r));
+  };
+  // Keys with the prefix after `after`, in chunks, up to the limit and the byte budget (at
+  // least one key). MORE when a key with the prefix follows the last one taken.
+  protocol::ScanReply page;
+  page.kind = protocol::ScanReply::keys;
+  size_t bytes = 0;
+  bool done = false;
+  if (m.after < m.prefix) {
+    auto v = m_store.get(m.prefix);  // the prefix itself is a key under it
+    if (!v) return fail("STORAGE", v.status().message());
+    if (v->has_value()) {
+      bytes += m.prefix.size() + (*v)->size();
+      page.kvs.emplace_back(m.prefix, std::move(**v));
+    }
+  }
+  std::string cursor = m.after < m.prefix ? m.prefix : m.after;
+  while (!done) {
+    size_t want = static_cast<size_t>(
+        std::min<uint64_t>(m.limit - std::min<uint64_t>(m.limit, page.kvs.size()) + 1, 32));
+    auto chunk = m_store.scan(cursor, want, SIZE_MAX);
+    if (!chunk) return fail("STORAGE", chunk.status().message());
+    for (auto& [k, v] : *chunk) {
+      if (k.compare(0, m.prefix.size(), m.prefix) != 0) {
+        done = true;  // past the prefix
+        break;
+      }
+      if (page.kvs.size() >= m.limit ||
+          (!page.kvs.empty() && bytes + k.size() + v.size() > m.max_bytes)) {
+        page.more = true;
+        done = true;
+        break;
+      }
+      bytes += k.size() + v.size();
+      page.kvs.emplace_back(std::move(k), std::move(v));
+    }
+    if (chunk->size() < want) done = true;  // the end of the store
+    if (!done) cursor = page.kvs.back().first;
+  }
+  std::string upto = page.more ? page.kvs.back().first : std::string();
+  // A prepared write in the range may commit: wait for its outcome, as a read does.
+  auto lk = m.after < m.prefix ? m_locks.lower_bound(m.prefix) : m_locks.upper_bound(m.after);
+  for (; lk != m_locks.end() && in_range(lk->first, m.prefix, m.after, page.more, upto); ++lk) {
+    auto& p = m_prepared.at(lk->second);
+    bool writes = false;
+    for (auto& op : p.ops) writes |= op.key == lk->first && op.is_write();
+    if (!writes) continue;
+    if (now >= l.deadline_ms)
+      return fail("INDOUBT", fmt::format("key {} has a prepared write of {} whose outcome is not "
+                                         "known yet",
+                                         protocol::escape(lk->first), p.txid));
+    if (m_listers.size() >= k_max_waiting_scans)
+      return fail("BUSY", "too many scans wait for in-doubt keys here");
+    m_listers.push_back(std::move(l));
+    return;
+  }
+  if (!m.watch.empty()) {
+    std::erase_if(m_watches, [&](auto& w) { return w.second.expires_ms <= now; });
+    if (m_watches.size() >= k_max_watches)
+      return fail("BUSY", "too many scans in flight here");
+    m_watches[l.from + " " + m.watch] =
+        Watch{m.prefix, m.after, upto, page.more, false, now + k_watch_ms};
+  }
+  reply(out, l.client, std::move(page));
+}
+
+void Core::wake_listers(int64_t now, Actions& out) {
+  std::vector<Lister> waiting;
+  waiting.swap(m_listers);
+  for (auto& l : waiting) list(std::move(l), now, out);
+}
+
+void Core::on(int64_t now, int64_t, ev::ScanCheck& e, Actions& out) {
+  // An unknown watch (expired, or forgotten by a restart) cannot vouch for its range.
+  auto it = m_watches.find(e.from + " " + e.watch);
+  bool clean = it != m_watches.end() && !it->second.changed && it->second.expires_ms > now;
+  if (it != m_watches.end()) m_watches.erase(it);
+  reply(out, e.client, protocol::ScanChecked{clean});
+}
+
 // --- time ---------------------------------------------------------------------------------
 
 void Core::on(int64_t now, int64_t wall, ev::Tick&, Actions& out) {
@@ -437,6 +543,9 @@ void Core::on(int64_t now, int64_t wall, ev::Tick&, Actions& out) {
   for (auto it = m_read_deadlines.begin(); it != m_read_deadlines.end() && it->first <= now; ++it)
     expired.push_back(it->second);
   wake_readers(expired, out);
+  if (std::any_of(m_listers.begin(), m_listers.end(),
+                  [&](const Lister& l) { return l.deadline_ms <= now; }))
+    wake_listers(now, out);
   if (now < m_next_scan_ms) return;
   m_next_scan_ms = now + k_scan_ms;
   // A prepared participant never decides alone: it asks the leader, with backoff.

@@ -109,6 +109,19 @@ struct Read {
   ClientId client = 0;
   std::string key;
 };
+// SCAN: keys under a prefix in key order, waiting (as Read does) while a prepared transaction
+// writes a key in the range answered for. With a watch id, the range stays watched (for
+// k_watch_ms) until ScanCheck asks whether a transaction prepared a write in it since.
+struct Scan {
+  ClientId client = 0;
+  protocol::Scan msg;
+  std::string from;  // the asking node (watch ids are per node)
+};
+struct ScanCheck {
+  ClientId client = 0;
+  std::string watch;
+  std::string from;
+};
 struct Resolve {  // an operator's heuristic decision (tpc client resolve --force)
   ClientId client = 0;
   std::string txid;
@@ -134,11 +147,16 @@ struct LeaderSeen {
 struct Tick {};
 struct LogFull {};
 }  // namespace ev
-using Event = std::variant<ev::Prepare, ev::Commit, ev::Abort, ev::Read, ev::Resolve, ev::Durable,
-                           ev::Applied, ev::Flush, ev::Outcome, ev::LeaderSeen, ev::Tick,
-                           ev::LogFull>;
+using Event = std::variant<ev::Prepare, ev::Commit, ev::Abort, ev::Read, ev::Scan, ev::ScanCheck,
+                           ev::Resolve, ev::Durable, ev::Applied, ev::Flush, ev::Outcome,
+                           ev::LeaderSeen, ev::Tick, ev::LogFull>;
 
-using ReplyMsg = std::variant<protocol::Vote, protocol::Ack, protocol::ReadReply, protocol::Error>;
+using ReplyMsg = std::variant<protocol::Vote, protocol::Ack, protocol::ReadReply,
+                              protocol::ScanReply, protocol::ScanChecked, protocol::Error>;
+
+inline constexpr int64_t k_watch_ms = 10000;     // a scan's watch is forgotten after this
+inline constexpr size_t k_max_watches = 4096;    // watches kept at once (more: ERR BUSY)
+inline constexpr size_t k_max_waiting_scans = 1024;
 std::string encode(const ReplyMsg& m);
 
 namespace act {
@@ -218,6 +236,8 @@ class Core {
   void on(int64_t now, int64_t wall, ev::Commit& e, Actions& out);
   void on(int64_t now, int64_t wall, ev::Abort& e, Actions& out);
   void on(int64_t now, int64_t wall, ev::Read& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::Scan& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::ScanCheck& e, Actions& out);
   void on(int64_t now, int64_t wall, ev::Resolve& e, Actions& out);
   void on(int64_t now, int64_t wall, ev::Durable& e, Actions& out);
   void on(int64_t now, int64_t wall, ev::Applied& e, Actions& out);
@@ -237,6 +257,15 @@ class Core {
   void read(ClientId client, const std::string& key, int64_t now, int64_t deadline, Actions& out);
   // Re-runs the blocked reads of `keys` at the current step's time.
   void wake_readers(const std::vector<std::string>& keys, Actions& out);
+  struct Lister {  // a SCAN waiting for an in-doubt key of its range
+    ClientId client = 0;
+    protocol::Scan msg;
+    std::string from;
+    int64_t deadline_ms = 0;
+  };
+  void list(Lister l, int64_t now, Actions& out);
+  // Re-runs the waiting scans (after locks were released, or at their deadline).
+  void wake_listers(int64_t now, Actions& out);
   static void reply(Actions& out, ClientId c, ReplyMsg m);
   int64_t next_wake(int64_t now) const;
 
@@ -257,6 +286,14 @@ class Core {
   };
   std::multimap<std::string, Reader> m_readers;                // blocked reads by key
   std::set<std::pair<int64_t, std::string>> m_read_deadlines;  // (deadline, key)
+  std::vector<Lister> m_listers;                               // waiting scans
+  struct Watch {  // the range a scan answered for: prefix, after `after`, up to `upto`
+    std::string prefix, after, upto;
+    bool bounded = false;  // false: to the end of the prefix
+    bool changed = false;  // a transaction prepared a write in the range since
+    int64_t expires_ms = 0;
+  };
+  std::map<std::string, Watch> m_watches;  // "NODE WATCH-ID" -> range
   struct Query {
     int64_t next_ms = 0;
     int64_t backoff_ms = 0;

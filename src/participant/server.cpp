@@ -139,7 +139,7 @@ const char* allowed_roles(std::string_view verb) {
   if (verb == "PREPARE") return "leader";
   if (verb == "COMMIT" || verb == "ABORT") return "leader admin";
   if (verb == "JOIN") return "leader";
-  if (verb == "READ") return "leader client admin";
+  if (verb == "READ" || verb == "SCAN" || verb == "SCANCHECK") return "leader client admin";
   if (verb == "STATS" || verb == "INDOUBT") return "leader participant client admin";
   if (verb == "RESOLVE" || verb == "BACKUP" || verb == "FETCH" || verb == "DROP") return "admin";
   if (verb == "MEMBERSHIP" || verb == "SNAPSHOT") return "participant admin";
@@ -194,6 +194,14 @@ void Server::handle(const std::string& line, Reply reply) {
     auto m = protocol::decode_read(t);
     if (!m) return fail(m.status());
     step(ev::Read{client(reply), std::move(m->key)});
+  } else if (verb == "SCAN") {
+    auto m = protocol::decode_scan(t);
+    if (!m) return fail(m.status());
+    step(ev::Scan{client(reply), std::move(*m), reply.peer().node});
+  } else if (verb == "SCANCHECK") {
+    auto m = protocol::decode_scan_check(t);
+    if (!m) return fail(m.status());
+    step(ev::ScanCheck{client(reply), std::move(m->watch), reply.peer().node});
   } else if (verb == "JOIN") {
     on_join(t, reply);
   } else if (verb == "MEMBERSHIP") {

@@ -86,6 +86,22 @@ std::string encode(const Prepare& m) {
 std::string encode(const Commit& m) { return "COMMIT " + m.txid; }
 std::string encode(const Abort& m) { return "ABORT " + m.txid; }
 std::string encode(const Read& m) { return LineBuilder("READ").arg(m.key).str(); }
+std::string encode(const Scan& m) {
+  LineBuilder b("SCAN");
+  b.arg(m.prefix).arg(m.after).num(static_cast<long long>(m.limit));
+  b.num(static_cast<long long>(m.max_bytes));
+  if (!m.watch.empty()) b.raw(m.watch);
+  return b.str();
+}
+std::string encode(const ScanCheck& m) { return "SCANCHECK " + m.watch; }
+std::string encode(const ScanReply& r) {
+  if (r.kind == ScanReply::error) return LineBuilder("ERR").raw(r.code).text(r.detail).str();
+  LineBuilder b("KEYS");
+  b.raw(r.more ? "MORE" : "END").num(static_cast<long long>(r.kvs.size()));
+  for (auto& [k, v] : r.kvs) b.arg(k).arg(v);
+  return b.str();
+}
+std::string encode(const ScanChecked& r) { return r.clean ? "CLEAN" : "CHANGED"; }
 std::string encode(const OutcomeQuery& m) {
   return m.held_ms < 0 ? "OUTCOME " + m.txid : fmt::format("OUTCOME {} {}", m.txid, m.held_ms);
 }
@@ -180,6 +196,32 @@ Result<Read> decode_read(const std::vector<std::string_view>& t) {
   return Read{std::move(*key)};
 }
 
+Result<Scan> decode_scan(const std::vector<std::string_view>& t) {
+  if (t.size() != 5 && t.size() != 6)
+    return Status::error("PROTO", "usage: SCAN PREFIX AFTER LIMIT MAX-BYTES [WATCH]");
+  auto prefix = unescape(t[1]);
+  if (!prefix) return prefix.status();
+  auto after = unescape(t[2]);
+  if (!after) return after.status();
+  auto limit = parse_int(t[3]);
+  auto bytes = parse_int(t[4]);
+  if (!limit || *limit < 1 || static_cast<uint64_t>(*limit) > k_max_scan_limit)
+    return Status::error("PROTO", fmt::format("SCAN: LIMIT must be 1 to {}", k_max_scan_limit));
+  if (!bytes || *bytes < 1) return Status::error("PROTO", "SCAN: MAX-BYTES must be at least 1");
+  Scan m{std::move(*prefix), std::move(*after), static_cast<uint64_t>(*limit),
+         static_cast<uint64_t>(*bytes), ""};
+  if (t.size() == 6) {
+    if (!is_id(t[5])) return Status::error("PROTO", "SCAN: WATCH must be an id");
+    m.watch = t[5];
+  }
+  return m;
+}
+
+Result<ScanCheck> decode_scan_check(const std::vector<std::string_view>& t) {
+  if (t.size() != 2 || !is_id(t[1])) return Status::error("PROTO", "usage: SCANCHECK WATCH");
+  return ScanCheck{std::string(t[1])};
+}
+
 Vote parse_vote(const Result<std::string>& line) {
   Vote v;
   if (!line) {
@@ -245,6 +287,44 @@ ReadReply parse_read_reply(const Result<std::string>& line) {
   r.code = "PROTO";
   r.detail = "unexpected reply to READ: " + escape(*line);
   return r;
+}
+
+ScanReply parse_scan_reply(const Result<std::string>& line) {
+  ScanReply r;
+  if (!line) {
+    r.code = "UNAVAILABLE";
+    r.detail = line.status().message();
+    return r;
+  }
+  auto t = split(*line);
+  if (t.size() >= 2 && t[0] == "ERR") {
+    r.code = t[1];
+    r.detail = rest_after(*line, 2);
+    return r;
+  }
+  auto count = t.size() >= 3 ? parse_int(t[2]) : std::nullopt;
+  if (t.size() >= 3 && t[0] == "KEYS" && (t[1] == "MORE" || t[1] == "END") && count &&
+      *count >= 0 && t.size() == 3 + 2 * static_cast<size_t>(*count)) {
+    for (size_t i = 3; i < t.size(); i += 2) {
+      auto k = unescape(t[i]);
+      auto v = unescape(t[i + 1]);
+      if (!k || !v) break;
+      r.kvs.emplace_back(std::move(*k), std::move(*v));
+    }
+    if (r.kvs.size() == static_cast<size_t>(*count) && (t[1] == "END" || !r.kvs.empty())) {
+      r.kind = ScanReply::keys;
+      r.more = t[1] == "MORE";
+      return r;
+    }
+    r.kvs.clear();
+  }
+  r.code = "PROTO";
+  r.detail = "unexpected reply to SCAN: " + escape(line->substr(0, 200));
+  return r;
+}
+
+ScanChecked parse_scan_checked(const Result<std::string>& line) {
+  return ScanChecked{line && *line == "CLEAN"};
 }
 
 TxnReply parse_txn_reply(const Result<std::string>& line) {

@@ -30,7 +30,19 @@ struct Abort {  // ABORT TXID
 struct Read {  // READ KEY
   std::string key;
 };
-using PeerRequest = std::variant<Prepare, Commit, Abort, Read>;
+// SCAN PREFIX AFTER LIMIT MAX-BYTES [WATCH]: keys starting with PREFIX, after AFTER, in key
+// order. With WATCH (an id), the participant then watches the range it answered for, until
+// SCANCHECK WATCH says whether a transaction prepared a write in it since (docs/protocol.md).
+struct Scan {
+  std::string prefix, after;
+  uint64_t limit = 1;
+  uint64_t max_bytes = 1;
+  std::string watch;  // "": none
+};
+struct ScanCheck {  // SCANCHECK WATCH
+  std::string watch;
+};
+using PeerRequest = std::variant<Prepare, Commit, Abort, Read, Scan, ScanCheck>;
 
 // --- participant -> leader request.
 struct OutcomeQuery {  // OUTCOME TXID [HELD-MS]
@@ -65,6 +77,19 @@ struct ReadReply {
   std::string detail;
 };
 
+// To SCAN (from a participant, and from the leader to a client): "KEYS MORE|END COUNT {KEY
+// VALUE}" or "ERR CODE TEXT". MORE: keys after the last one may follow.
+struct ScanReply {
+  enum Kind { keys, error } kind = error;
+  bool more = false;
+  std::vector<std::pair<std::string, std::string>> kvs;
+  std::string code, detail;  // error: INDOUBT, STORAGE, BUSY, UNAVAILABLE, ...
+};
+// To SCANCHECK: "CLEAN" (nothing in the range changed), or "CHANGED" (anything else too).
+struct ScanChecked {
+  bool clean = false;
+};
+
 // To TXN, PUT, DEL (and RESULT): "COMMITTED [TXID]", "ABORTED [CODE TEXT]", "PENDING [TXID]"
 // or "ERR CODE TEXT". A lost connection is an error UNAVAILABLE.
 struct TxnReply {
@@ -78,6 +103,10 @@ std::string encode(const Prepare& m);
 std::string encode(const Commit& m);
 std::string encode(const Abort& m);
 std::string encode(const Read& m);
+std::string encode(const Scan& m);
+std::string encode(const ScanCheck& m);
+std::string encode(const ScanReply& r);
+std::string encode(const ScanChecked& r);
 std::string encode(const OutcomeQuery& m);
 std::string encode(const PeerRequest& m);
 std::string encode(const Vote& v);
@@ -101,12 +130,18 @@ Status check_request_id(std::string_view rid);
 Result<Prepare> decode_prepare(const std::vector<std::string_view>& t);
 Result<std::string> decode_txid_arg(const std::vector<std::string_view>& t);  // COMMIT/ABORT/...
 Result<Read> decode_read(const std::vector<std::string_view>& t);
+// SCAN's arguments: LIMIT 1 to k_max_scan_limit, MAX-BYTES at least 1, WATCH an id.
+Result<Scan> decode_scan(const std::vector<std::string_view>& t);
+Result<ScanCheck> decode_scan_check(const std::vector<std::string_view>& t);
+inline constexpr uint64_t k_max_scan_limit = 100000;
 
 // Reply parsers take the reply line, or the error of a request that got none.
 Vote parse_vote(const Result<std::string>& line);
 bool parse_ack(const Result<std::string>& line);
 Result<Decision> parse_decision(const Result<std::string>& line);
 ReadReply parse_read_reply(const Result<std::string>& line);
+ScanReply parse_scan_reply(const Result<std::string>& line);
+ScanChecked parse_scan_checked(const Result<std::string>& line);
 TxnReply parse_txn_reply(const Result<std::string>& line);
 
 // To PEERS: "PEERS {ADDR up|down|refused[ REASON]}", one entry per participant.

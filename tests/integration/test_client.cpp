@@ -302,6 +302,82 @@ TEST_SUITE("client") {
     CHECK(plain.err.find("--peers") != std::string::npos);
   }
 
+  TEST_CASE("scan --prefix over three participants with --replicas 1: every key once, in order") {
+    // Each key lives on one participant: a scan must read all three and merge their pages.
+    Cluster::Options o;
+    o.participants = 3;
+    o.leader_args = {"--replicas", "1"};
+    // A third of the leader's COMMIT sends are lost (sent again after 200 ms, then with
+    // backoff), so a participant often still holds a transaction's prepared writes when its
+    // client has the answer: a scan must wait for them (linearizable). The participants wait
+    // long enough for seven losses in a row (12.6 s; 0.3^7 = 2e-4).
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/sendCommit=30%error(EIO)"}};
+    o.participant_args = {"--read-timeout", "15000"};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    std::map<std::string, std::string> want;
+    for (int t = 0; t < 10; ++t) {  // 2500 keys, more than a page (1000)
+      std::vector<std::string> args{"txn"};
+      for (int i = 0; i < 250; ++i) {
+        std::string k = fmt::format("user/{:05}", t * 250 + i);
+        want[k] = "v " + std::to_string(t * 250 + i);
+        args.insert(args.end(), {"put", k, want[k]});
+      }
+      REQUIRE(c.client(args).code == 0);
+    }
+    REQUIRE(c.client({"put", "user", "the prefix itself"}).code == 0);
+    REQUIRE(c.client({"put", "usex", "outside"}).code == 0);
+    REQUIRE(c.client({"put", "a", "outside"}).code == 0);
+    want["user"] = "the prefix itself";
+    auto expected = [&](size_t limit) {
+      std::string s;
+      size_t n = 0;
+      for (auto& [k, v] : want) {
+        if (limit && n++ == limit) break;
+        s += k + " \"" + v + "\"\n";
+      }
+      return s;
+    };
+    auto all = c.client({"scan", "--prefix", "user"});  // at once: it waits for lost COMMITs
+    CHECK(all.code == 0);
+    CHECK(all.out == expected(0));
+    REQUIRE(c.wait_settled());
+    long held = 0;
+    for (int i = 0; i < 3; ++i) {
+      long n = c.stat(i, "keys");
+      CHECK(n > 0);
+      CHECK(n < 2503);  // spread, not copied
+      held += n;
+    }
+    CHECK(held == 2503);
+    auto some = c.client({"scan", "--limit", "1500", "--prefix=user"});
+    CHECK(some.code == 0);
+    CHECK(some.out == expected(1500));
+    auto keys = c.client({"scan", "--keys-only", "--prefix", "user/0000"});
+    CHECK(keys.out == "user/00000\nuser/00001\nuser/00002\nuser/00003\nuser/00004\n"
+                      "user/00005\nuser/00006\nuser/00007\nuser/00008\nuser/00009\n");
+    CHECK(c.client({"scan", "--prefix", "nothing"}).out.empty());
+    // Right after a transaction over every participant returned, a scan sees all of it.
+    for (int round = 0; round < 3; ++round) {
+      std::vector<std::string> args{"txn"};
+      std::string v = "round" + std::to_string(round);
+      for (int i = 0; i < 30; ++i) args.insert(args.end(), {"put", fmt::format("hot/{:02}", i), v});
+      REQUIRE(c.client(args).code == 0);
+      auto r = c.client({"scan", "--prefix", "hot/"});
+      CHECK(r.code == 0);
+      size_t lines = 0, fresh = 0;
+      for (size_t at = 0; (at = r.out.find('\n', at)) != std::string::npos; ++at) ++lines;
+      for (size_t at = 0; (at = r.out.find(" " + v + "\n", at)) != std::string::npos; ++at) ++fresh;
+      CHECK(lines == 30);
+      CHECK(fresh == 30);
+    }
+    // With one owner per key, a participant down leaves keys nobody can list: exit 4.
+    c.kill_participant(1);
+    auto down = c.client({"scan", "--prefix", "user"});
+    CHECK(down.code == 4);
+    CHECK(down.err.find("participants are down") != std::string::npos);
+  }
+
   TEST_CASE("the shell on a terminal: commands in any case, tab completion, Ctrl-C, history") {
     Cluster c;
     REQUIRE(c.wait_ready());

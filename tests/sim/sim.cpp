@@ -498,6 +498,18 @@ void Cluster::exec_leader(int i, leader::Actions& a) {
           if (m_leaders[i].alive && m_leaders[i].gen == gen)
             step_leader(i, leader::ev::Vote{txid, p, protocol::parse_vote(r)});
         });
+      } else if (std::holds_alternative<protocol::Scan>(s->msg)) {
+        request(c, line, [this, i, p, id = s->read, gen = n.gen](Result<std::string> r) {
+          if (m_leaders[i].alive && m_leaders[i].gen == gen)
+            step_leader(i, leader::ev::ScanReply{id, p, protocol::parse_scan_reply(r)});
+        });
+      } else if (auto* ck = std::get_if<protocol::ScanCheck>(&s->msg)) {
+        request(c, line,
+                [this, i, p, id = s->read, w = ck->watch, gen = n.gen](Result<std::string> r) {
+                  if (m_leaders[i].alive && m_leaders[i].gen == gen)
+                    step_leader(i, leader::ev::ScanChecked{
+                                       id, p, w, protocol::parse_scan_checked(r).clean});
+                });
       } else {
         request(c, line, [this, i, p, id = s->read, gen = n.gen](Result<std::string> r) {
           if (m_leaders[i].alive && m_leaders[i].gen == gen)
@@ -782,6 +794,14 @@ void Cluster::part_line(int j, const std::string& line, Incoming in) {
     n.waiting[id] = in;
     in.txid.clear();
     step_part(j, participant::ev::Read{id, r->key});
+  } else if (t[0] == "SCAN" || t[0] == "SCANCHECK") {
+    n.waiting[id] = in;
+    in.txid.clear();
+    if (t[0] == "SCAN")
+      step_part(j, participant::ev::Scan{id, *protocol::decode_scan(t), from_node(in)});
+    else
+      step_part(j, participant::ev::ScanCheck{id, protocol::decode_scan_check(t)->watch,
+                                              from_node(in)});
   } else {
     violation("participant got " + line);
   }

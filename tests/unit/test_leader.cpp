@@ -453,3 +453,106 @@ TEST_SUITE("decision batches") {
     CHECK_FALSE(decode_batch("abort").is_ok());
   }
 }
+
+TEST_SUITE("leader scan") {
+  protocol::ScanReply page(bool more, std::vector<std::pair<std::string, std::string>> kvs) {
+    protocol::ScanReply r;
+    r.kind = protocol::ScanReply::keys;
+    r.more = more;
+    r.kvs = std::move(kvs);
+    return r;
+  }
+
+  TEST_CASE("pages merge up to the smallest MORE page's last key, once per key") {
+    auto m = merge_scan({page(true, {{"a", "1"}, {"c", "3"}}), page(false, {{"b", "2"}, {"d", "4"}}),
+                         page(false, {{"a", "1"}})},
+                        10, 1000);
+    CHECK(protocol::encode(m) == "KEYS MORE 3 a 1 b 2 c 3");  // d is after c: not yet known
+    m = merge_scan({page(false, {{"a", "1"}, {"c", "3"}}), page(false, {{"b", "2"}})}, 10, 1000);
+    CHECK(protocol::encode(m) == "KEYS END 3 a 1 b 2 c 3");
+    m = merge_scan({page(false, {{"a", "1"}, {"c", "3"}}), page(false, {{"b", "2"}})}, 2, 1000);
+    CHECK(protocol::encode(m) == "KEYS MORE 2 a 1 b 2");
+    m = merge_scan({page(false, {{"a", "1"}, {"c", "3"}}), page(false, {{"b", "2"}})}, 10, 3);
+    CHECK(protocol::encode(m) == "KEYS MORE 1 a 1");
+    m = merge_scan({page(false, {}), page(false, {})}, 10, 3);
+    CHECK(protocol::encode(m) == "KEYS END 0");
+  }
+
+  TEST_CASE("every key on every participant: one is read, the next when it is gone") {
+    Driver d(config());
+    auto a = d.step(ev::Scan{1, "p/", "", 10, 1000});
+    auto s = Driver::all<act::Send>(a);
+    REQUIRE(s.size() == 1);
+    CHECK(std::get<protocol::Scan>(s[0].msg).watch.empty());  // one snapshot: nothing to check
+    a = d.step(ev::ScanReply{s[0].read, s[0].part,
+                             protocol::parse_scan_reply(Status::error("UNAVAILABLE", "lost"))});
+    auto s2 = Driver::all<act::Send>(a);
+    REQUIRE(s2.size() == 1);
+    CHECK(s2[0].part != s[0].part);
+    a = d.step(ev::ScanReply{s2[0].read, s2[0].part,
+                             protocol::parse_scan_reply(std::string("KEYS END 1 p/a 1"))});
+    auto r = Driver::reply_to(a, 1);
+    REQUIRE(r);
+    CHECK(encode(*r) == "KEYS END 1 p/a 1");
+  }
+
+  TEST_CASE("spread keys: every participant is read, and the pages hold only if no range changed") {
+    Driver d(config(1, 1));
+    auto a = d.step(ev::Scan{1, "p/", "", 10, 1000});
+    auto s = Driver::all<act::Send>(a);
+    REQUIRE(s.size() == 3);
+    std::string watch = std::get<protocol::Scan>(s[0].msg).watch;
+    CHECK_FALSE(watch.empty());
+    std::vector<std::string> pages = {"KEYS END 1 p/a 1", "KEYS END 1 p/c 3", "KEYS END 1 p/b 2"};
+    auto answer = [&](const std::vector<act::Send>& sends) {
+      Actions last;
+      for (auto& x : sends)
+        last = d.step(ev::ScanReply{x.read, x.part, protocol::parse_scan_reply(pages[x.part])});
+      return last;
+    };
+    a = answer(s);
+    CHECK_FALSE(Driver::reply_to(a, 1));  // not before every participant vouched for its page
+    auto checks = Driver::all<act::Send>(a);
+    REQUIRE(checks.size() == 3);
+    CHECK(std::get<protocol::ScanCheck>(checks[0].msg).watch == watch);
+    // One range changed (a write was prepared there after that participant's page): again.
+    a = d.step(ev::ScanChecked{checks[0].read, 0, watch, true});
+    a = d.step(ev::ScanChecked{checks[1].read, 1, watch, false});
+    a = d.step(ev::ScanChecked{checks[2].read, 2, watch, true});
+    CHECK_FALSE(Driver::reply_to(a, 1));
+    auto again = Driver::all<act::Send>(a);
+    REQUIRE(again.size() == 3);
+    std::string watch2 = std::get<protocol::Scan>(again[0].msg).watch;
+    CHECK(watch2 != watch);
+    a = answer(again);
+    for (size_t p = 0; p < 3; ++p) a = d.step(ev::ScanChecked{again[0].read, p, watch2, true});
+    auto r = Driver::reply_to(a, 1);
+    REQUIRE(r);
+    CHECK(encode(*r) == "KEYS END 3 p/a 1 p/b 2 p/c 3");
+  }
+
+  TEST_CASE("a range that keeps changing is ERR CONFLICT; a participant down is UNAVAILABLE") {
+    Driver d(config(1, 1));
+    auto a = d.step(ev::Scan{1, "p/", "", 10, 1000});
+    for (int attempt = 0; attempt < k_scan_attempts; ++attempt) {
+      auto s = Driver::all<act::Send>(a);
+      REQUIRE(s.size() == 3);
+      std::string w = std::get<protocol::Scan>(s[0].msg).watch;
+      for (auto& x : s)
+        a = d.step(ev::ScanReply{x.read, x.part, protocol::parse_scan_reply(std::string("KEYS END 0"))});
+      for (size_t p = 0; p < 3; ++p) a = d.step(ev::ScanChecked{s[0].read, p, w, p != 2});
+    }
+    auto r = Driver::reply_to(a, 1);
+    REQUIRE(r);
+    CHECK(r->code == "CONFLICT");
+    // With one owner per key, any participant down leaves keys nobody can list.
+    d.step(ev::LinkDown{1});
+    r = Driver::reply_to(d.step(ev::Scan{2, "", "", 10, 1000}), 2);
+    REQUIRE(r);
+    CHECK(r->code == "UNAVAILABLE");
+    // With two owners, one down is fine: every key has an owner up.
+    Driver d2(config(1, 2));
+    d2.step(ev::LinkDown{1});
+    CHECK(Driver::all<act::Send>(d2.step(ev::Scan{3, "", "", 10, 1000})).size() == 2);
+  }
+}

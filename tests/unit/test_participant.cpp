@@ -354,3 +354,91 @@ TEST_SUITE("participant") {
     CHECK(refuses({42, good}).find("unknown record type") != std::string::npos);
   }
 }
+
+TEST_SUITE("participant scan") {
+  protocol::Scan scan(std::string prefix, std::string after, uint64_t limit,
+                      uint64_t max_bytes = 1 << 20, std::string watch = "") {
+    return protocol::Scan{std::move(prefix), std::move(after), limit, max_bytes, std::move(watch)};
+  }
+
+  TEST_CASE("keys under a prefix in key order, after a cursor, by count and by bytes") {
+    store::MemStore s;
+    s.m_data = {{"a", "0"}, {"b", "1"}, {"b/x", "2"}, {"b/y", "3"}, {"b/z", "4"}, {"c", "5"}};
+    Driver d(s);
+    d.step(ev::Scan{1, scan("b", "", 10), "L-node"});
+    CHECK(d.reply(1) == "KEYS END 4 b 1 b/x 2 b/y 3 b/z 4");  // the prefix itself is under it
+    d.step(ev::Scan{2, scan("b/", "", 2), "L-node"});
+    CHECK(d.reply(2) == "KEYS MORE 2 b/x 2 b/y 3");
+    d.step(ev::Scan{3, scan("b/", "b/y", 2), "L-node"});
+    CHECK(d.reply(3) == "KEYS END 1 b/z 4");
+    d.step(ev::Scan{4, scan("b/", "", 100, 6), "L-node"});  // "b/x"+"2" = 4 bytes, two are 8
+    CHECK(d.reply(4) == "KEYS MORE 1 b/x 2");
+    d.step(ev::Scan{5, scan("b/", "", 100, 1), "L-node"});  // at least one key, however large
+    CHECK(d.reply(5) == "KEYS MORE 1 b/x 2");
+    d.step(ev::Scan{6, scan("", "", 100), "L-node"});
+    CHECK(d.reply(6) == "KEYS END 6 a 0 b 1 b/x 2 b/y 3 b/z 4 c 5");
+    d.step(ev::Scan{7, scan("d", "", 100), "L-node"});
+    CHECK(d.reply(7) == "KEYS END 0");
+    d.step(ev::Scan{8, scan("b/", "b/z", 5), "L-node"});  // exactly at the end
+    CHECK(d.reply(8) == "KEYS END 0");
+  }
+
+  TEST_CASE("a scan waits for a prepared write in its range, not for one outside it") {
+    store::MemStore s;
+    s.m_data = {{"p/1", "a"}, {"p/2", "b"}, {"p/3", "c"}};
+    Driver d(s);
+    d.prepare(1, "L.1.1", put("p/9", "new"));  // a new key at the end of the prefix
+    d.durable(k_rec_prepared, "L.1.1");
+    d.prepare(2, "L.1.2", put("q", "x"));  // outside the prefix
+    d.durable(k_rec_prepared, "L.1.2");
+    d.step(ev::Scan{3, scan("p/", "", 2), "L-node"});
+    CHECK(d.reply(3) == "KEYS MORE 2 p/1 a p/2 b");  // its range ends at p/2: no wait
+    d.step(ev::Scan{4, scan("p/", "", 10), "L-node"});
+    CHECK(d.reply(4).empty());  // p/9 may commit: waits
+    d.commit(5, "L.1.1");
+    CHECK(d.reply(4) == "KEYS END 4 p/1 a p/2 b p/3 c p/9 new");
+    // A wait has a deadline, as a read's: then ERR INDOUBT.
+    d.prepare(6, "L.1.3", put("p/2", "changed"));
+    d.durable(k_rec_prepared, "L.1.3");
+    d.step(ev::Scan{7, scan("p/", "", 10), "L-node"});
+    CHECK(d.reply(7).empty());
+    d.now += CoreConfig{}.read_timeout_ms;
+    d.step(ev::Tick{});
+    CHECK(d.reply(7).rfind("ERR INDOUBT key p/2 has a prepared write of L.1.3", 0) == 0);
+    // A lock of a check (no write) does not hold a scan.
+    d.step(ev::Abort{8, "L.1.3", "L-node"});
+    d.prepare(9, "L.1.4", {Op{OpKind::check, "p/1", "a"}});
+    d.durable(k_rec_prepared, "L.1.4");
+    d.step(ev::Scan{10, scan("p/", "", 10), "L-node"});
+    CHECK(d.reply(10) == "KEYS END 4 p/1 a p/2 b p/3 c p/9 new");
+  }
+
+  TEST_CASE("a watch says whether a write was prepared in the range answered for") {
+    store::MemStore s;
+    s.m_data = {{"p/1", "a"}, {"p/2", "b"}, {"p/3", "c"}};
+    Driver d(s);
+    d.step(ev::Scan{1, scan("p/", "", 2, 1 << 20, "w1"), "L-node"});
+    CHECK(d.reply(1) == "KEYS MORE 2 p/1 a p/2 b");
+    d.step(ev::Scan{2, scan("p/", "", 10, 1 << 20, "w2"), "L-node"});
+    d.step(ev::Scan{3, scan("p/", "", 10, 1 << 20, "w3"), "L-node"});
+    d.step(ev::Scan{4, scan("p/", "", 10, 1 << 20, "w4"), "L-node"});
+    d.prepare(5, "L.1.1", put("p/25", "x"));  // inside w2..w4's range, after w1's
+    d.step(ev::ScanCheck{6, "w1", "L-node"});
+    CHECK(d.reply(6) == "CLEAN");
+    d.step(ev::ScanCheck{7, "w2", "L-node"});
+    CHECK(d.reply(7) == "CHANGED");
+    d.step(ev::ScanCheck{8, "w1", "L-node"});  // asked once: then forgotten
+    CHECK(d.reply(8) == "CHANGED");
+    d.step(ev::ScanCheck{9, "w3", "other-node"});  // watch ids are per node
+    CHECK(d.reply(9) == "CHANGED");
+    d.step(ev::ScanCheck{10, "nope", "L-node"});
+    CHECK(d.reply(10) == "CHANGED");
+    // A watch is forgotten after k_watch_ms: it cannot vouch for its range any more.
+    d.step(ev::Abort{11, "L.1.1", "L-node"});
+    d.step(ev::Scan{12, scan("p/", "", 10, 1 << 20, "w5"), "L-node"});
+    CHECK(d.reply(12) == "KEYS END 3 p/1 a p/2 b p/3 c");
+    d.now += k_watch_ms;
+    d.step(ev::ScanCheck{13, "w5", "L-node"});
+    CHECK(d.reply(13) == "CHANGED");
+  }
+}
