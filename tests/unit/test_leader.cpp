@@ -531,7 +531,7 @@ TEST_SUITE("leader scan") {
     CHECK(encode(*r) == "KEYS END 3 p/a 1 p/b 2 p/c 3");
   }
 
-  TEST_CASE("a range that keeps changing is ERR CONFLICT; a participant down is UNAVAILABLE") {
+  TEST_CASE("a range that keeps changing is ERR CONFLICT, a participant down UNAVAILABLE") {
     Driver d(config(1, 1));
     auto a = d.step(ev::Scan{1, "p/", "", 10, 1000});
     for (int attempt = 0; attempt < k_scan_attempts; ++attempt) {
