@@ -45,7 +45,6 @@ std::string human_ms(const std::string& s) {
   if (sec < 3600) return fmt::format("{}m{:02}s", sec / 60, sec % 60);
   return fmt::format("{}h{:02}m", sec / 3600, (sec / 60) % 60);
 }
-std::string json_str(const std::string& s) { return protocol::json_string(s); }
 // Free text from a node, for a terminal: spaces kept, control bytes and bytes that are not
 // valid UTF-8 as %XX.
 std::string safe_text(const std::string& s) {
@@ -64,7 +63,9 @@ std::string safe_text(const std::string& s) {
   return o;
 }
 // A JSON string of data (a key): its display escaping (docs/protocol.md), which reads back.
-std::string json_key(const std::string& k) { return json_str(protocol::escape_display(k)); }
+std::string json_key(const std::string& k) {
+  return protocol::json_string(protocol::escape_display(k));
+}
 std::string num_or_null(const Fields& f, const char* k) {
   auto it = f.find(k);
   return it == f.end() ? "null" : it->second;
@@ -168,7 +169,8 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
   std::vector<Row> rows;
   int down = 0;
   for (auto& [addr, st] : leader_stats) {
-    rows.push_back({"leader", addr, st.has_value(), st ? protocol::parse_fields(*st) : Fields{}, ""});
+    rows.push_back(
+        {"leader", addr, st.has_value(), st ? protocol::parse_fields(*st) : Fields{}, ""});
     down += !st;
   }
   for (auto& p : parts) {
@@ -204,19 +206,21 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
           "\"keys\":{},\"committed\":{},"
           "\"aborted\":{},\"in_doubt\":{},\"heuristic\":{},\"log_bytes\":{},"
           "\"uptime_ms\":{}{}}}",
-          i ? "," : "", r.role, r.f.count("id") ? json_str(r.f.at("id")) : "null", json_str(r.addr),
-          r.up ? "true" : "false", r.refused.empty() ? "null" : json_str(r.refused),
-          num_or_null(r.f, "keys"), num_or_null(r.f, "committed"), num_or_null(r.f, "aborted"),
+          i ? "," : "", r.role, r.f.count("id") ? protocol::json_string(r.f.at("id")) : "null",
+          protocol::json_string(r.addr), r.up ? "true" : "false",
+          r.refused.empty() ? "null" : protocol::json_string(r.refused), num_or_null(r.f, "keys"),
+          num_or_null(r.f, "committed"), num_or_null(r.f, "aborted"),
           r.role == "leader" ? num_or_null(r.f, "active") : num_or_null(r.f, "in_doubt"),
           num_or_null(r.f, "heuristic"), num_or_null(r.f, "log_bytes"),
           num_or_null(r.f, "uptime_ms"),
           r.role == "leader" && r.f.count("decisions")
-              ? fmt::format(",\"decisions\":{},\"store_up\":{}", json_str(r.f.at("decisions")),
+              ? fmt::format(",\"decisions\":{},\"store_up\":{}",
+                            protocol::json_string(r.f.at("decisions")),
                             get(r.f, "store") == "up" ? "true" : "false")
               : std::string());
     }
     s += "]";
-    if (ls) s += ",\"cluster\":" + json_str(get(lf, "cluster"));
+    if (ls) s += ",\"cluster\":" + protocol::json_string(get(lf, "cluster"));
     s += "}";
     out << s << "\n";
     return down ? k_unknown : k_ok;
@@ -271,12 +275,13 @@ int run_in_doubt(const Options& o, bool json, std::ostream& out, std::ostream& e
     for (auto& [txid, d] : all) {
       std::string keys, holders;
       for (auto& k : d.keys) keys += (keys.empty() ? "" : ",") + json_key(k);
-      for (auto& h : d.holders) holders += (holders.empty() ? "" : ",") + json_str(h);
+      for (auto& h : d.holders) holders += (holders.empty() ? "" : ",") + protocol::json_string(h);
       s += fmt::format(
           "{}{{\"txid\":{},\"request\":{},\"leader\":{},\"leader_address\":{},"
           "\"participants\":[{}],\"age_ms\":{},\"keys\":[{}]}}",
-          first ? "" : ",", json_str(txid), d.rid.empty() ? "null" : json_str(d.rid),
-          json_str(d.leader), json_str(d.leader_addr), holders, d.age_ms, keys);
+          first ? "" : ",", protocol::json_string(txid),
+          d.rid.empty() ? "null" : protocol::json_string(d.rid), protocol::json_string(d.leader),
+          protocol::json_string(d.leader_addr), holders, d.age_ms, keys);
       first = false;
     }
     out << s << "]}\n";

@@ -275,8 +275,11 @@ int run_scan(const Options& o, const std::string& prefix, uint64_t limit, bool k
   int conflicts = 0;
   while (limit == 0 || shown < limit) {
     uint64_t want = limit == 0 ? k_page : std::min(k_page, limit - shown);
-    auto r = c->call(protocol::LineBuilder("SCAN").arg(prefix).arg(after).num(
-                         static_cast<long long>(want)).str(),
+    auto r = c->call(protocol::LineBuilder("SCAN")
+                         .arg(prefix)
+                         .arg(after)
+                         .num(static_cast<long long>(want))
+                         .str(),
                      left(deadline));
     if (!r) {
       err << "unavailable: " << r.status().message() << "\n";
@@ -292,7 +295,7 @@ int run_scan(const Options& o, const std::string& prefix, uint64_t limit, bool k
       else
         err << (page.code == "INDOUBT" ? "in doubt: " : "unavailable: ") << page.detail << "\n";
       return page.code == "PROTO" && page.detail.rfind("unexpected reply", 0) != 0 ? k_usage
-                                                                                     : k_unknown;
+                                                                                   : k_unknown;
     }
     for (auto& [k, v] : page.kvs) {
       if (keys_only)

@@ -126,9 +126,12 @@ const std::vector<Command>& commands() {
       {"put", "put [--trace] KEY VALUE|-", {"--trace"}},
       {"get", "get [--raw] KEY", {"--raw"}},
       {"del", "del [--trace] KEY", {"--trace"}},
-      {"scan", "scan [--prefix P] [--limit N] [--keys-only]", {"--prefix", "--limit", "--keys-only"}},
-      {"txn", "txn [--trace] OP [OP...]  (OP: put KEY VALUE | del KEY | check KEY VALUE | "
-              "absent KEY)",
+      {"scan",
+       "scan [--prefix P] [--limit N] [--keys-only]",
+       {"--prefix", "--limit", "--keys-only"}},
+      {"txn",
+       "txn [--trace] OP [OP...]  (OP: put KEY VALUE | del KEY | check KEY VALUE | "
+       "absent KEY)",
        {"--trace"}},
       {"status", "status [--json]", {"--json"}},
       {"in-doubt", "in-doubt [--json]", {"--json"}},

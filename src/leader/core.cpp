@@ -596,8 +596,7 @@ protocol::ScanReply merge_scan(const std::vector<protocol::ScanReply>& pages, ui
                                uint64_t max_bytes) {
   std::optional<std::string> cut;
   for (auto& p : pages)
-    if (p.more && !p.kvs.empty() && (!cut || p.kvs.back().first < *cut))
-      cut = p.kvs.back().first;
+    if (p.more && !p.kvs.empty() && (!cut || p.kvs.back().first < *cut)) cut = p.kvs.back().first;
   std::map<std::string, const std::string*> keys;
   for (auto& p : pages)
     for (auto& [k, v] : p.kvs)
@@ -693,8 +692,7 @@ void Core::on(int64_t, ev::ScanReply& e, Actions& out) {
   for (auto& [p, page] : s.pages) pages.push_back(std::move(page));
   s.merged = merge_scan(pages, s.req.limit, s.req.max_bytes);
   if (s.watch.empty()) return finish_scan(it, out);
-  for (size_t p : s.parts)
-    out.list.push_back(act::Send{p, protocol::ScanCheck{s.watch}, e.scan});
+  for (size_t p : s.parts) out.list.push_back(act::Send{p, protocol::ScanCheck{s.watch}, e.scan});
 }
 
 void Core::finish_scan(std::map<uint64_t, PendingScan>::iterator it, Actions& out) {

@@ -148,10 +148,10 @@ struct Resume {
   ClientId client = 0;
 };
 }  // namespace ev
-using Event = std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Vote,
-                           ev::CommitReply, ev::ReadReply, ev::ScanReply, ev::ScanChecked,
-                           ev::Durable, ev::Refused, ev::LinkUp, ev::LinkDown, ev::Tick,
-                           ev::LogFull, ev::Pause, ev::Resume>;
+using Event =
+    std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Vote, ev::CommitReply,
+                 ev::ReadReply, ev::ScanReply, ev::ScanChecked, ev::Durable, ev::Refused,
+                 ev::LinkUp, ev::LinkDown, ev::Tick, ev::LogFull, ev::Pause, ev::Resume>;
 
 // What a client is told.
 struct ClientReply {

@@ -513,8 +513,7 @@ void Core::list(Lister l, int64_t now, Actions& out) {
   }
   if (!m.watch.empty()) {
     std::erase_if(m_watches, [&](auto& w) { return w.second.expires_ms <= now; });
-    if (m_watches.size() >= k_max_watches)
-      return fail("BUSY", "too many scans in flight here");
+    if (m_watches.size() >= k_max_watches) return fail("BUSY", "too many scans in flight here");
     m_watches[l.from + " " + m.watch] =
         Watch{m.prefix, m.after, upto, page.more, false, now + k_watch_ms};
   }

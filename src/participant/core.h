@@ -154,8 +154,8 @@ using Event = std::variant<ev::Prepare, ev::Commit, ev::Abort, ev::Read, ev::Sca
 using ReplyMsg = std::variant<protocol::Vote, protocol::Ack, protocol::ReadReply,
                               protocol::ScanReply, protocol::ScanChecked, protocol::Error>;
 
-inline constexpr int64_t k_watch_ms = 10000;     // a scan's watch is forgotten after this
-inline constexpr size_t k_max_watches = 4096;    // watches kept at once (more: ERR BUSY)
+inline constexpr int64_t k_watch_ms = 10000;   // a scan's watch is forgotten after this
+inline constexpr size_t k_max_watches = 4096;  // watches kept at once (more: ERR BUSY)
 inline constexpr size_t k_max_waiting_scans = 1024;
 std::string encode(const ReplyMsg& m);
 

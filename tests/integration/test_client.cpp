@@ -354,8 +354,9 @@ TEST_SUITE("client") {
     CHECK(some.code == 0);
     CHECK(some.out == expected(1500));
     auto keys = c.client({"scan", "--keys-only", "--prefix", "user/0000"});
-    CHECK(keys.out == "user/00000\nuser/00001\nuser/00002\nuser/00003\nuser/00004\n"
-                      "user/00005\nuser/00006\nuser/00007\nuser/00008\nuser/00009\n");
+    CHECK(keys.out ==
+          "user/00000\nuser/00001\nuser/00002\nuser/00003\nuser/00004\n"
+          "user/00005\nuser/00006\nuser/00007\nuser/00008\nuser/00009\n");
     CHECK(c.client({"scan", "--prefix", "nothing"}).out.empty());
     // Right after a transaction over every participant returned, a scan sees all of it.
     for (int round = 0; round < 3; ++round) {
@@ -413,9 +414,11 @@ TEST_SUITE("client") {
     // like Ctrl-C, Tab and Ctrl-D are typed once the shell is blocked reading the terminal:
     // read(2), syscall 0, on fd 0.
     auto editor_reads = [&] {
-      return wait_for([&] {
-        return read_file("/proc/" + std::to_string(pid) + "/syscall").rfind("0 0x0 ", 0) == 0;
-      }, 10000);
+      return wait_for(
+          [&] {
+            return read_file("/proc/" + std::to_string(pid) + "/syscall").rfind("0 0x0 ", 0) == 0;
+          },
+          10000);
     };
     // The prompt that follows a command's output.
     auto prompt_after = [&](const std::string& output) {

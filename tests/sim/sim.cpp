@@ -504,12 +504,12 @@ void Cluster::exec_leader(int i, leader::Actions& a) {
             step_leader(i, leader::ev::ScanReply{id, p, protocol::parse_scan_reply(r)});
         });
       } else if (auto* ck = std::get_if<protocol::ScanCheck>(&s->msg)) {
-        request(c, line,
-                [this, i, p, id = s->read, w = ck->watch, gen = n.gen](Result<std::string> r) {
-                  if (m_leaders[i].alive && m_leaders[i].gen == gen)
-                    step_leader(i, leader::ev::ScanChecked{
-                                       id, p, w, protocol::parse_scan_checked(r).clean});
-                });
+        request(
+            c, line, [this, i, p, id = s->read, w = ck->watch, gen = n.gen](Result<std::string> r) {
+              if (m_leaders[i].alive && m_leaders[i].gen == gen)
+                step_leader(
+                    i, leader::ev::ScanChecked{id, p, w, protocol::parse_scan_checked(r).clean});
+            });
       } else {
         request(c, line, [this, i, p, id = s->read, gen = n.gen](Result<std::string> r) {
           if (m_leaders[i].alive && m_leaders[i].gen == gen)
@@ -800,8 +800,8 @@ void Cluster::part_line(int j, const std::string& line, Incoming in) {
     if (t[0] == "SCAN")
       step_part(j, participant::ev::Scan{id, *protocol::decode_scan(t), from_node(in)});
     else
-      step_part(j, participant::ev::ScanCheck{id, protocol::decode_scan_check(t)->watch,
-                                              from_node(in)});
+      step_part(
+          j, participant::ev::ScanCheck{id, protocol::decode_scan_check(t)->watch, from_node(in)});
   } else {
     violation("participant got " + line);
   }

@@ -464,8 +464,8 @@ TEST_SUITE("leader scan") {
   }
 
   TEST_CASE("pages merge up to the smallest MORE page's last key, once per key") {
-    auto m = merge_scan({page(true, {{"a", "1"}, {"c", "3"}}), page(false, {{"b", "2"}, {"d", "4"}}),
-                         page(false, {{"a", "1"}})},
+    auto m = merge_scan({page(true, {{"a", "1"}, {"c", "3"}}),
+                         page(false, {{"b", "2"}, {"d", "4"}}), page(false, {{"a", "1"}})},
                         10, 1000);
     CHECK(protocol::encode(m) == "KEYS MORE 3 a 1 b 2 c 3");  // d is after c: not yet known
     m = merge_scan({page(false, {{"a", "1"}, {"c", "3"}}), page(false, {{"b", "2"}})}, 10, 1000);
@@ -539,7 +539,8 @@ TEST_SUITE("leader scan") {
       REQUIRE(s.size() == 3);
       std::string w = std::get<protocol::Scan>(s[0].msg).watch;
       for (auto& x : s)
-        a = d.step(ev::ScanReply{x.read, x.part, protocol::parse_scan_reply(std::string("KEYS END 0"))});
+        a = d.step(
+            ev::ScanReply{x.read, x.part, protocol::parse_scan_reply(std::string("KEYS END 0"))});
       for (size_t p = 0; p < 3; ++p) a = d.step(ev::ScanChecked{s[0].read, p, w, p != 2});
     }
     auto r = Driver::reply_to(a, 1);
