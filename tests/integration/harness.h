@@ -29,6 +29,10 @@ class Scratch {
 
 // True when nothing listens on 127.0.0.1:port (a bind succeeds).
 bool port_free(uint16_t port);
+// A TCP socket connected to 127.0.0.1:port (close-on-exec), or -1.
+int connect_loopback(uint16_t port);
+// A TCP socket bound to 127.0.0.1:port and listening, or -1.
+int listen_loopback(uint16_t port);
 uint16_t free_port();
 
 // Polls `cond` every few milliseconds until it holds or `timeout_ms` passes.

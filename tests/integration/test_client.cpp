@@ -189,15 +189,9 @@ TEST_SUITE("client") {
 
   TEST_CASE("--timeout bounds the whole call, against a leader that never answers") {
     // A listening socket that accepts nothing: the connection is made, no reply ever comes.
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     uint16_t port = free_port();
-    a.sin_port = htons(port);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::listen(fd, 16) == 0);
+    int fd = listen_loopback(port);
+    REQUIRE(fd >= 0);
     std::string addr = fmt::format("127.0.0.1:{}", port);
     for (std::string cmd : {"put", "get"}) {
       int64_t t0 = now_ms();

@@ -72,6 +72,27 @@ SecondLeader second_leader(Cluster& c, const Etcd& e, const std::string& name,
   return l;
 }
 
+// A leader over `e` that stalls `stall_ms` between its votes and its decision, once (as under
+// SIGSTOP), holding a lease of `lease_s` seconds.
+Cluster::Options stalling_leader(const Etcd& e, const std::string& name, int lease_s,
+                                 int stall_ms) {
+  Cluster::Options o;
+  o.leader_args = {"--decision-store", e.url(), "--cluster-name", name, "--lease-ttl",
+                   std::to_string(lease_s)};
+  o.leader_env = {{"TPC_FAILPOINTS", fmt::format("leader/afterVotes=1*sleep({})", stall_ms)}};
+  return o;
+}
+
+// A put through the stalling leader: another leader settled it as aborted first, so its late
+// COMMIT fails (exit 3, SETTLED) and nothing of it is written anywhere.
+void put_loses_to_other_leader(Cluster& c) {
+  auto r = c.client({"put", "k", "v"});
+  CHECK(r.code == 3);
+  CHECK(r.err.find("SETTLED") != std::string::npos);
+  REQUIRE(c.wait_settled());
+  CHECK_FALSE(c.read_at(0, "k").has_value());
+  CHECK_FALSE(c.read_at(1, "k").has_value());
+}
 }  // namespace
 
 TEST_SUITE("etcd") {
@@ -298,21 +319,11 @@ TEST_SUITE("etcd") {
   TEST_CASE("fencing: a leader paused past its lease cannot commit what another settled") {
     Etcd e;
     REQUIRE(e.wait_healthy());
-    Cluster::Options o;
-    o.leader_args = {"--decision-store", e.url(), "--cluster-name", "fe", "--lease-ttl", "2"};
-    // Between its votes and its decision the leader stalls for 5 s (as under SIGSTOP): its
-    // lease expires meanwhile.
-    o.leader_env = {{"TPC_FAILPOINTS", "leader/afterVotes=1*sleep(5000)"}};
-    Cluster c(o);
+    // Its lease (2 s) expires during the stall (5 s).
+    Cluster c(stalling_leader(e, "fe", 2, 5000));
     REQUIRE(c.wait_ready());
     auto l2 = second_leader(c, e, "fe");
-    auto r = c.client({"put", "k", "v"});
-    // The stalled leader's late COMMIT fails: the other leader settled it as aborted first.
-    CHECK(r.code == 3);
-    CHECK(r.err.find("SETTLED") != std::string::npos);
-    REQUIRE(c.wait_settled());
-    CHECK_FALSE(c.read_at(0, "k").has_value());
-    CHECK_FALSE(c.read_at(1, "k").has_value());
+    put_loses_to_other_leader(c);
     CHECK(c.log_of_leader().find("holds an abort") != std::string::npos);
     // It took a new lease and goes on.
     REQUIRE(wait_for([&] { return c.client({"put", "k2", "v"}).code == 0; }, 10000));
@@ -321,20 +332,12 @@ TEST_SUITE("etcd") {
   TEST_CASE("takeover-after: a live leader holding a transaction too long loses it to another") {
     Etcd e;
     REQUIRE(e.wait_healthy());
-    Cluster::Options o;
-    // Its lease (10 s) outlives the stall (4 s): the owner is alive all along.
-    o.leader_args = {"--decision-store", e.url(), "--cluster-name", "ta", "--lease-ttl", "10"};
-    o.leader_env = {{"TPC_FAILPOINTS", "leader/afterVotes=1*sleep(4000)"}};
-    Cluster c(o);
+    // Its lease (10 s) outlives the stall (4 s): the owner is alive all along, and leader 2
+    // settles what participants held in doubt past 1 s.
+    Cluster c(stalling_leader(e, "ta", 10, 4000));
     REQUIRE(c.wait_ready());
     auto l2 = second_leader(c, e, "ta", {"--takeover-after", "1000"});
-    auto r = c.client({"put", "k", "v"});
-    // Held in doubt past 1 s, it was settled by leader 2; the owner's late commit fails.
-    CHECK(r.code == 3);
-    CHECK(r.err.find("SETTLED") != std::string::npos);
-    REQUIRE(c.wait_settled());
-    CHECK_FALSE(c.read_at(0, "k").has_value());
-    CHECK_FALSE(c.read_at(1, "k").has_value());
+    put_loses_to_other_leader(c);
     CHECK(read_file(c.dir() + "/leader2.log").find("past --takeover-after") != std::string::npos);
     // The owner never lost its lease, and its next batches still land (one compare each now).
     CHECK(c.client({"put", "k", "after"}).code == 0);

@@ -22,17 +22,10 @@ using namespace tpc::it;
 namespace {
 // One HTTP/1.0 GET to 127.0.0.1:port; "" when nothing answers. Status line and body.
 std::pair<std::string, std::string> http_get(uint16_t port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
+  int fd = connect_loopback(port);
+  if (fd < 0) return {};
   timeval tv{5, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return {};
-  }
   std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
   (void)!::write(fd, req.data(), req.size());
   std::string resp;

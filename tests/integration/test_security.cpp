@@ -65,16 +65,10 @@ void idle_flood(bool secure) {
   Cluster c(o);
   REQUIRE(c.wait_ready());
   std::vector<int> fds;
-  std::string host = "127.0.0.1";
   auto port = static_cast<uint16_t>(std::stoi(c.leader_addr().substr(10)));
   for (int i = 0; i < 5000; ++i) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = connect_loopback(port);
     REQUIRE(fd >= 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    ::inet_pton(AF_INET, host.c_str(), &a.sin_addr);
-    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
     fds.push_back(fd);
   }
   // Past --max-connections (4096) the longest idle ones make room; a client gets through.
