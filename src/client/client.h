@@ -36,8 +36,9 @@ int run_get(const Options& o, const std::string& key, std::ostream& out, std::os
 
 // Keys starting with `prefix` in key order, at most `limit` (0: all), one "KEY VALUE" line
 // each as the shell shows values (pasteable), or only the keys. Read a page at a time, each
-// page linearizable; a page whose keys kept changing is read again (`retries`). Exit 0 (also
-// for none), 4 when the keys cannot be read (unavailable, in doubt, still changing).
+// page linearizable; a page the leader could not read as one snapshot (ERR CONFLICT) is read
+// again (`retries`). Exit 0 (also for none), 4 when the keys cannot be read (unavailable, in
+// doubt, no snapshot).
 int run_scan(const Options& o, const std::string& prefix, uint64_t limit, bool keys_only,
              std::ostream& out, std::ostream& err);
 

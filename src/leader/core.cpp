@@ -619,8 +619,9 @@ protocol::ScanReply merge_scan(const std::vector<protocol::ScanReply>& pages, ui
 // A scan reads every participant that may hold keys of the range, or one when each holds
 // every key. Several participants are read at different moments, so their pages are one
 // snapshot only if no transaction prepared a write in the range at any of them between its
-// read and the last one: each keeps a watch on the range it answered for, and SCANCHECK asks
-// after every page is in. A changed range is read again (k_scan_attempts in all).
+// read and the last one: each holds a read lock (a watch, refusing writes) on the range it
+// answered for, and SCANCHECK asks, once every page is in, whether it still held it. A lock
+// lost (it expires) means the page is read again (k_scan_attempts in all).
 void Core::on(int64_t, ev::Scan& e, Actions& out) {
   PendingScan s;
   s.req = std::move(e);
@@ -720,7 +721,7 @@ void Core::on(int64_t, ev::ScanChecked& e, Actions& out) {
     out.list.push_back(act::Reply{
         s.req.client,
         reply(ClientReply::error, "CONFLICT",
-              fmt::format("keys under the prefix kept changing while they were read ({} tries)",
+              fmt::format("a participant's read lock on the range was lost ({} tries)",
                           k_scan_attempts))});
     m_scans.erase(it);
   }

@@ -175,7 +175,7 @@ struct ClientReply {
 // most `limit` keys and `max_bytes` (at least one key). MORE when anything was cut.
 protocol::ScanReply merge_scan(const std::vector<protocol::ScanReply>& pages, uint64_t limit,
                                uint64_t max_bytes);
-inline constexpr int k_scan_attempts = 8;  // a scan whose range kept changing: ERR CONFLICT
+inline constexpr int k_scan_attempts = 8;  // a scan whose read lock kept being lost: ERR CONFLICT
 std::string encode(const ClientReply& r);
 
 namespace act {

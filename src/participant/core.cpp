@@ -174,6 +174,13 @@ void Core::on(int64_t, int64_t wall, ev::Prepare& e, Actions& out) {
                    no("CONFLICT",
                       fmt::format("key {} is locked by {}", protocol::escape(op.key), it->second)));
   }
+  // A write into a range a scan reads (or waits to read) waits for the scan: refused now.
+  if (!m_listers.empty() || !m_watches.empty())
+    for (auto& op : m.ops)
+      if (op.is_write() && scanned(op.key, m_now))
+        return reply(out, e.client,
+                     no("CONFLICT", fmt::format("key {} is in a range being scanned",
+                                                protocol::escape(op.key))));
   // Conditions are evaluated against committed data; the locks taken below keep them true
   // until the decision.
   for (auto& op : m.ops) {
@@ -207,10 +214,6 @@ void Core::on(int64_t, int64_t wall, ev::Prepare& e, Actions& out) {
                                             "limit of {} bytes",
                                             record.size(), txlog::k_max_payload)));
   for (auto& op : p.ops) m_locks[op.key] = p.txid;
-  // A write in a watched range: the scan that read it no longer holds (docs/protocol.md).
-  for (auto& [id, w] : m_watches)
-    for (auto& op : p.ops)
-      if (op.is_write() && in_range(op.key, w.prefix, w.after, w.bounded, w.upto)) w.changed = true;
   if (e.client) m_vote_waiters[p.txid].push_back(e.client);
   out.list.push_back(act::Append{act::Append::force, k_rec_prepared, std::move(record), p.txid});
   std::string txid = p.txid;
@@ -508,16 +511,25 @@ void Core::list(Lister l, int64_t now, Actions& out) {
                                          protocol::escape(lk->first), p.txid));
     if (m_listers.size() >= k_max_waiting_scans)
       return fail("BUSY", "too many scans wait for in-doubt keys here");
+    l.bounded = page.more;
+    l.upto = upto;
     m_listers.push_back(std::move(l));
     return;
   }
   if (!m.watch.empty()) {
     std::erase_if(m_watches, [&](auto& w) { return w.second.expires_ms <= now; });
     if (m_watches.size() >= k_max_watches) return fail("BUSY", "too many scans in flight here");
-    m_watches[l.from + " " + m.watch] =
-        Watch{m.prefix, m.after, upto, page.more, false, now + k_watch_ms};
+    m_watches[l.from + " " + m.watch] = Watch{m.prefix, m.after, upto, page.more, now + k_watch_ms};
   }
   reply(out, l.client, std::move(page));
+}
+
+bool Core::scanned(const std::string& key, int64_t now) const {
+  for (auto& l : m_listers)
+    if (in_range(key, l.msg.prefix, l.msg.after, l.bounded, l.upto)) return true;
+  for (auto& [id, w] : m_watches)
+    if (w.expires_ms > now && in_range(key, w.prefix, w.after, w.bounded, w.upto)) return true;
+  return false;
 }
 
 void Core::wake_listers(int64_t now, Actions& out) {
@@ -529,7 +541,7 @@ void Core::wake_listers(int64_t now, Actions& out) {
 void Core::on(int64_t now, int64_t, ev::ScanCheck& e, Actions& out) {
   // An unknown watch (expired, or forgotten by a restart) cannot vouch for its range.
   auto it = m_watches.find(e.from + " " + e.watch);
-  bool clean = it != m_watches.end() && !it->second.changed && it->second.expires_ms > now;
+  bool clean = it != m_watches.end() && it->second.expires_ms > now;
   if (it != m_watches.end()) m_watches.erase(it);
   reply(out, e.client, protocol::ScanChecked{clean});
 }

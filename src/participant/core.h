@@ -110,8 +110,9 @@ struct Read {
   std::string key;
 };
 // SCAN: keys under a prefix in key order, waiting (as Read does) while a prepared transaction
-// writes a key in the range answered for. With a watch id, the range stays watched (for
-// k_watch_ms) until ScanCheck asks whether a transaction prepared a write in it since.
+// writes a key in the range answered for; new writes there are refused meanwhile. With a
+// watch id, the range stays read-locked (writes to it refused, for at most k_watch_ms) until
+// ScanCheck asks whether it still is: the leader's proof that its pages are one snapshot.
 struct Scan {
   ClientId client = 0;
   protocol::Scan msg;
@@ -154,7 +155,7 @@ using Event = std::variant<ev::Prepare, ev::Commit, ev::Abort, ev::Read, ev::Sca
 using ReplyMsg = std::variant<protocol::Vote, protocol::Ack, protocol::ReadReply,
                               protocol::ScanReply, protocol::ScanChecked, protocol::Error>;
 
-inline constexpr int64_t k_watch_ms = 10000;   // a scan's watch is forgotten after this
+inline constexpr int64_t k_watch_ms = 5000;    // a scan's watch is forgotten after this
 inline constexpr size_t k_max_watches = 4096;  // watches kept at once (more: ERR BUSY)
 inline constexpr size_t k_max_waiting_scans = 1024;
 std::string encode(const ReplyMsg& m);
@@ -262,7 +263,12 @@ class Core {
     protocol::Scan msg;
     std::string from;
     int64_t deadline_ms = 0;
+    bool bounded = false;  // its range as last read: under the prefix, after msg.after,
+    std::string upto;      // up to `upto` when bounded
   };
+  // A waiting scan's or a watch's range holding `key`: a write to it is refused (CONFLICT),
+  // so that scans never starve behind new writers and a watched range stays as read.
+  bool scanned(const std::string& key, int64_t now) const;
   void list(Lister l, int64_t now, Actions& out);
   // Re-runs the waiting scans (after locks were released, or at their deadline).
   void wake_listers(int64_t now, Actions& out);
@@ -290,7 +296,6 @@ class Core {
   struct Watch {  // the range a scan answered for: prefix, after `after`, up to `upto`
     std::string prefix, after, upto;
     bool bounded = false;  // false: to the end of the prefix
-    bool changed = false;  // a transaction prepared a write in the range since
     int64_t expires_ms = 0;
   };
   std::map<std::string, Watch> m_watches;  // "NODE WATCH-ID" -> range
