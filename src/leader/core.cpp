@@ -718,11 +718,11 @@ void Core::on(int64_t, ev::ScanChecked& e, Actions& out) {
   } else if (++s.attempt < k_scan_attempts) {
     start_scan(e.scan, out);
   } else {
-    out.list.push_back(act::Reply{
-        s.req.client,
-        reply(ClientReply::error, "CONFLICT",
-              fmt::format("a participant's read lock on the range was lost ({} tries)",
-                          k_scan_attempts))});
+    out.list.push_back(
+        act::Reply{s.req.client,
+                   reply(ClientReply::error, "CONFLICT",
+                         fmt::format("a participant's read lock on the range was lost ({} tries)",
+                                     k_scan_attempts))});
     m_scans.erase(it);
   }
 }

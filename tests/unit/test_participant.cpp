@@ -422,7 +422,7 @@ TEST_SUITE("participant scan") {
     Driver d(s);
     d.step(ev::Scan{1, scan("p/", "", 2, 1 << 20, "w1"), "L-node"});
     CHECK(d.reply(1) == "KEYS MORE 2 p/1 a p/2 b");  // its range: up to p/2
-    d.prepare(2, "L.1.1", put("p/25", "x"));        // after w1's range: prepared
+    d.prepare(2, "L.1.1", put("p/25", "x"));         // after w1's range: prepared
     CHECK(d.log.size() == 1);
     d.step(ev::Abort{3, "L.1.1", "L-node"});
     d.step(ev::Scan{4, scan("p/", "", 10, 1 << 20, "w2"), "L-node"});
@@ -453,5 +453,4 @@ TEST_SUITE("participant scan") {
     d.step(ev::ScanCheck{16, "nope", "L-node"});
     CHECK(d.reply(16) == "CHANGED");
   }
-
 }
