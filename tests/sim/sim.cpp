@@ -84,6 +84,12 @@ struct ClientRead {
   uint64_t invoked = 0, answered = 0;
 };
 
+struct ClientScan {  // SCAN PREFIX "" LIMIT, answered whole (END)
+  std::string prefix;
+  std::vector<std::pair<std::string, std::string>> kvs;
+  uint64_t invoked = 0, answered = 0;
+};
+
 struct ClientNode {
   int leader = 0;
   int ops_left = 0;
@@ -185,6 +191,7 @@ class Cluster {
   std::map<std::string, TxnInfo> m_txns;
   std::vector<ClientTxn> m_ctxns;
   std::vector<ClientRead> m_creads;
+  std::vector<ClientScan> m_cscans;
   std::map<std::string, size_t> m_ctxn_by_rid;
 };
 
@@ -582,6 +589,10 @@ void Cluster::leader_line(int i, const std::string& line, Incoming in) {
     auto r = protocol::decode_read(t);
     n.waiting[id] = in;
     step_leader(i, leader::ev::Get{id, r->key});
+  } else if (t[0] == "SCAN") {
+    n.waiting[id] = in;
+    step_leader(i, leader::ev::Scan{id, *protocol::unescape(t[1]), *protocol::unescape(t[2]),
+                                    static_cast<uint64_t>(*parse_int(t[3])), 1 << 20});
   } else if (t[0] == "RESULT") {
     n.waiting[id] = in;
     step_leader(i, leader::ev::Result{id, std::string(t[1])});
@@ -964,6 +975,23 @@ void Cluster::client_next(int c) {
     m_clients[c].busy = false;
     m_s.after(m_rng.range(0, 30) * k_ms, [this, c] { client_next(c); });
   };
+  if (kind < 6) {  // a scan of every key, or of those under k1
+    ClientScan sc{m_rng.chance(0.5) ? "k" : "k1", {}, ++m_stamp, 0};
+    std::string line = protocol::LineBuilder("SCAN").arg(sc.prefix).arg("").num(1000).str();
+    trace(name(K_CLIENT, c), line);
+    request(ch, line, [this, c, sc, next](Result<std::string> r) mutable {
+      auto page = protocol::parse_scan_reply(r);
+      trace(name(K_CLIENT, c), "got " + (r ? r->substr(0, 120) : r.status().message()));
+      if (page.kind == protocol::ScanReply::keys) {
+        if (page.more) violation("a scan of at most 1000 keys said MORE");
+        sc.answered = ++m_stamp;
+        sc.kvs = std::move(page.kvs);
+        m_cscans.push_back(std::move(sc));
+      }
+      next();
+    });
+    return;
+  }
   if (kind < 25) {
     ClientRead rd{key(), std::nullopt, ++m_stamp, 0};
     std::string line = protocol::LineBuilder("GET").arg(rd.key).str();
@@ -1186,6 +1214,44 @@ void Cluster::final_checks() {
     if (!ok)
       violation(fmt::format("read of {} returned {} between events {} and {}: not linearizable",
                             r.key, r.value.value_or("(absent)"), r.invoked, r.answered));
+  }
+  // Scans are linearizable too: their keys in order, once each, and one point between the
+  // invocation and the answer at which every key under the prefix had the value shown (or
+  // was absent, as not shown).
+  for (auto& sc : m_cscans) {
+    for (size_t i = 1; i < sc.kvs.size(); ++i)
+      if (!(sc.kvs[i - 1].first < sc.kvs[i].first))
+        violation("a scan's keys are not in order, once each: " + sc.kvs[i].first);
+    std::map<std::string, std::string> got(sc.kvs.begin(), sc.kvs.end());
+    std::set<std::string> keys;
+    for (auto& [k, ws] : writes)
+      if (k.rfind(sc.prefix, 0) == 0) keys.insert(k);
+    for (auto& [k, v] : got) {
+      if (k.rfind(sc.prefix, 0) != 0) violation("a scan of " + sc.prefix + " returned " + k);
+      keys.insert(k);
+    }
+    std::vector<uint64_t> points{sc.invoked};
+    for (auto& k : keys)
+      for (auto& [at, w] : writes[k])
+        if (at > sc.invoked && at < sc.answered) points.push_back(at);
+    bool ok = false;
+    for (size_t i = 0; i < points.size() && !ok; ++i) {
+      ok = true;
+      for (auto& k : keys) {
+        std::optional<std::string> want;
+        for (auto& [at, w] : writes[k])
+          if (at <= points[i]) want = w;
+        auto g = got.find(k);
+        if (want != (g == got.end() ? std::nullopt : std::optional<std::string>(g->second))) {
+          ok = false;
+          break;
+        }
+      }
+    }
+    if (!ok)
+      violation(fmt::format("scan of {} ({} keys) between events {} and {}: no moment had that "
+                            "state",
+                            sc.prefix, sc.kvs.size(), sc.invoked, sc.answered));
   }
 }
 
