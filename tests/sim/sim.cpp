@@ -1249,9 +1249,10 @@ void Cluster::final_checks() {
       }
     }
     if (!ok)
-      violation(fmt::format("scan of {} ({} keys) between events {} and {}: no moment had that "
-                            "state",
-                            sc.prefix, sc.kvs.size(), sc.invoked, sc.answered));
+      violation(
+          fmt::format("scan of {} ({} keys) between events {} and {}: no moment had that "
+                      "state",
+                      sc.prefix, sc.kvs.size(), sc.invoked, sc.answered));
   }
 }
 
