@@ -35,6 +35,22 @@ int open_failed(const Status& s, std::ostream& err) {
   return s.code() == "USAGE" ? k_usage : k_unknown;
 }
 
+// A read (GET, SCAN) answered with an error: says why, returns the exit code. A reply the
+// parser did not understand is the leader's fault (4); a request it refused, the caller's (2).
+int read_failed(const std::string& code, const std::string& detail, const std::string& line,
+                std::ostream& err) {
+  if (code == "PROTO" && detail.rfind("unexpected reply", 0) == 0) {
+    err << "bad reply from leader: " << line.substr(0, 200) << "\n";
+    return k_unknown;
+  }
+  if (code == "PROTO") {
+    err << "bad request: " << detail << "\n";
+    return k_usage;
+  }
+  err << (code == "INDOUBT" ? "in doubt: " : "unavailable: ") << detail << "\n";
+  return k_unknown;
+}
+
 // The connection was lost after the request was sent: ask the leader what became of `rid`
 // (bounded), never run it again under a new id.
 // What is left of the call's deadline, at least 1 ms.
@@ -248,19 +264,7 @@ int run_get(const Options& o, const std::string& key, std::ostream& out, std::os
     err << "not found\n";
     return k_not_found;
   }
-  if (res.code == "PROTO" && res.detail.rfind("unexpected reply", 0) == 0) {
-    err << "bad reply from leader: " << *r << "\n";
-    return k_unknown;
-  }
-  if (res.code == "PROTO") {
-    err << "bad request: " << res.detail << "\n";
-    return k_usage;
-  }
-  if (res.code == "INDOUBT")
-    err << "in doubt: " << res.detail << "\n";
-  else
-    err << "unavailable: " << res.detail << "\n";
-  return k_unknown;
+  return read_failed(res.code, res.detail, *r, err);
 }
 
 int run_scan(const Options& o, const std::string& prefix, uint64_t limit, bool keys_only,
@@ -288,14 +292,7 @@ int run_scan(const Options& o, const std::string& prefix, uint64_t limit, bool k
     auto page = protocol::parse_scan_reply(r);
     if (page.kind == protocol::ScanReply::error) {
       if (page.code == "CONFLICT" && conflicts++ < o.retries && now_ms() < deadline) continue;
-      if (page.code == "PROTO" && page.detail.rfind("unexpected reply", 0) == 0)
-        err << "bad reply from leader: " << r->substr(0, 200) << "\n";
-      else if (page.code == "PROTO")
-        err << "bad request: " << page.detail << "\n";
-      else
-        err << (page.code == "INDOUBT" ? "in doubt: " : "unavailable: ") << page.detail << "\n";
-      return page.code == "PROTO" && page.detail.rfind("unexpected reply", 0) != 0 ? k_usage
-                                                                                   : k_unknown;
+      return read_failed(page.code, page.detail, *r, err);
     }
     for (auto& [k, v] : page.kvs) {
       if (keys_only)

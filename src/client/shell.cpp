@@ -143,6 +143,8 @@ const std::vector<Command>& commands() {
   };
   return c;
 }
+// The commands' flags that take a value (--prefix P, or --prefix=P); the others take none.
+bool takes_value(const std::string& flag) { return flag == "--prefix" || flag == "--limit"; }
 }  // namespace
 
 std::vector<std::string> command_names() {
@@ -188,7 +190,7 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
       ended = true;
     } else if (a == "--help" || a == "-h") {
       help = true;
-    } else if ((a == "--prefix" || a == "--limit") && i + 1 < args.size()) {
+    } else if (takes_value(a) && i + 1 < args.size()) {
       flags.push_back(a + "=" + args[++i]);  // a flag with a value: --prefix P, --prefix=P
     } else if (a.size() > 2 && a.rfind("--", 0) == 0) {
       flags.push_back(a);
@@ -230,10 +232,9 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
     return v;
   };
   for (const auto& f : flags) {
-    std::string name = f.substr(0, f.find('='));
-    if (std::find(command->flags.begin(), command->flags.end(), f) != command->flags.end() ||
-        ((name == "--prefix" || name == "--limit") && name != f &&
-         std::find(command->flags.begin(), command->flags.end(), name) != command->flags.end()))
+    std::string name = f.substr(0, f.find('='));  // --prefix=P: --prefix
+    if (std::find(command->flags.begin(), command->flags.end(), name) != command->flags.end() &&
+        (name == f || takes_value(name)))
       continue;
     std::vector<std::string> known = command->flags;
     bool global = false;

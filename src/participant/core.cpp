@@ -19,13 +19,6 @@ protocol::Vote no(std::string code, std::string detail) {
   return {protocol::Vote::no, std::move(code), std::move(detail), 0};
 }
 protocol::Vote yes(int64_t force_us) { return {protocol::Vote::yes, "", "", force_us}; }
-// A key of the range a scan answered for: under `prefix`, after `after`, and (when `bounded`)
-// not after `upto`.
-bool in_range(const std::string& key, const std::string& prefix, const std::string& after,
-              bool bounded, const std::string& upto) {
-  return key.compare(0, prefix.size(), prefix) == 0 && key > after && (!bounded || key <= upto);
-}
-
 protocol::ReadReply read_reply(protocol::ReadReply::Kind k, std::string value = {},
                                std::string code = {}, std::string detail = {}) {
   return {k, std::move(value), std::move(code), std::move(detail)};
@@ -448,7 +441,7 @@ void Core::wake_readers(const std::vector<std::string>& keys, Actions& out) {
 // --- scans --------------------------------------------------------------------------------
 
 void Core::on(int64_t now, int64_t, ev::Scan& e, Actions& out) {
-  list(Lister{e.client, std::move(e.msg), std::move(e.from), now + m_cfg.read_timeout_ms}, now,
+  list(Lister{e.client, std::move(e.msg), std::move(e.from), now + m_cfg.read_timeout_ms, {}}, now,
        out);
 }
 
@@ -497,10 +490,10 @@ void Core::list(Lister l, int64_t now, Actions& out) {
     if (chunk->size() < want) done = true;  // the end of the store
     if (!done) cursor = page.kvs.back().first;
   }
-  std::string upto = page.more ? page.kvs.back().first : std::string();
+  l.range = ScanRange{m.prefix, m.after, page.more ? page.kvs.back().first : "", page.more};
   // A prepared write in the range may commit: wait for its outcome, as a read does.
   auto lk = m.after < m.prefix ? m_locks.lower_bound(m.prefix) : m_locks.upper_bound(m.after);
-  for (; lk != m_locks.end() && in_range(lk->first, m.prefix, m.after, page.more, upto); ++lk) {
+  for (; lk != m_locks.end() && l.range.holds(lk->first); ++lk) {
     auto& p = m_prepared.at(lk->second);
     bool writes = false;
     for (auto& op : p.ops) writes |= op.key == lk->first && op.is_write();
@@ -511,24 +504,22 @@ void Core::list(Lister l, int64_t now, Actions& out) {
                                          protocol::escape(lk->first), p.txid));
     if (m_listers.size() >= k_max_waiting_scans)
       return fail("BUSY", "too many scans wait for in-doubt keys here");
-    l.bounded = page.more;
-    l.upto = upto;
     m_listers.push_back(std::move(l));
     return;
   }
   if (!m.watch.empty()) {
     std::erase_if(m_watches, [&](auto& w) { return w.second.expires_ms <= now; });
     if (m_watches.size() >= k_max_watches) return fail("BUSY", "too many scans in flight here");
-    m_watches[l.from + " " + m.watch] = Watch{m.prefix, m.after, upto, page.more, now + k_watch_ms};
+    m_watches[l.from + " " + m.watch] = Watch{std::move(l.range), now + k_watch_ms};
   }
   reply(out, l.client, std::move(page));
 }
 
 bool Core::scanned(const std::string& key, int64_t now) const {
   for (auto& l : m_listers)
-    if (in_range(key, l.msg.prefix, l.msg.after, l.bounded, l.upto)) return true;
+    if (l.range.holds(key)) return true;
   for (auto& [id, w] : m_watches)
-    if (w.expires_ms > now && in_range(key, w.prefix, w.after, w.bounded, w.upto)) return true;
+    if (w.expires_ms > now && w.range.holds(key)) return true;
   return false;
 }
 

@@ -258,13 +258,22 @@ class Core {
   void read(ClientId client, const std::string& key, int64_t now, int64_t deadline, Actions& out);
   // Re-runs the blocked reads of `keys` at the current step's time.
   void wake_readers(const std::vector<std::string>& keys, Actions& out);
+  // The range a scan answered for (or would): under `prefix`, after `after`, and up to `upto`
+  // when `bounded` (a page that said MORE), else to the end of the prefix.
+  struct ScanRange {
+    std::string prefix, after, upto;
+    bool bounded = false;
+    bool holds(const std::string& key) const {
+      return key.compare(0, prefix.size(), prefix) == 0 && key > after &&
+             (!bounded || key <= upto);
+    }
+  };
   struct Lister {  // a SCAN waiting for an in-doubt key of its range
     ClientId client = 0;
     protocol::Scan msg;
     std::string from;
     int64_t deadline_ms = 0;
-    bool bounded = false;  // its range as last read: under the prefix, after msg.after,
-    std::string upto;      // up to `upto` when bounded
+    ScanRange range;  // as last read
   };
   // A waiting scan's or a watch's range holding `key`: a write to it is refused (CONFLICT),
   // so that scans never starve behind new writers and a watched range stays as read.
@@ -293,9 +302,8 @@ class Core {
   std::multimap<std::string, Reader> m_readers;                // blocked reads by key
   std::set<std::pair<int64_t, std::string>> m_read_deadlines;  // (deadline, key)
   std::vector<Lister> m_listers;                               // waiting scans
-  struct Watch {  // the range a scan answered for: prefix, after `after`, up to `upto`
-    std::string prefix, after, upto;
-    bool bounded = false;  // false: to the end of the prefix
+  struct Watch {  // a scan's read lock on the range it answered for
+    ScanRange range;
     int64_t expires_ms = 0;
   };
   std::map<std::string, Watch> m_watches;  // "NODE WATCH-ID" -> range

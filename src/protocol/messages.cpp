@@ -261,14 +261,29 @@ Result<Decision> parse_decision(const Result<std::string>& line) {
   return Status::error("PROTO", "unexpected reply to OUTCOME: " + escape(*line));
 }
 
-ReadReply parse_read_reply(const Result<std::string>& line) {
-  ReadReply r;
+namespace {
+// A request that got no reply (UNAVAILABLE: the connection was lost) or "ERR CODE TEXT":
+// fills the reply's code and detail and returns true.
+template <class R>
+bool failed(const Result<std::string>& line, const std::vector<std::string_view>& t, R& r) {
   if (!line) {
     r.code = "UNAVAILABLE";
     r.detail = line.status().message();
-    return r;
+    return true;
   }
-  auto t = split(*line);
+  if (t.size() >= 2 && t[0] == "ERR") {
+    r.code = t[1];
+    r.detail = rest_after(*line, 2);
+    return true;
+  }
+  return false;
+}
+}  // namespace
+
+ReadReply parse_read_reply(const Result<std::string>& line) {
+  ReadReply r;
+  auto t = line ? split(*line) : std::vector<std::string_view>{};
+  if (failed(line, t, r)) return r;
   if (t.size() == 2 && t[0] == "VALUE") {
     auto v = unescape(t[1]);
     if (v) {
@@ -279,10 +294,6 @@ ReadReply parse_read_reply(const Result<std::string>& line) {
   } else if (t.size() == 1 && t[0] == "NOTFOUND") {
     r.kind = ReadReply::absent;
     return r;
-  } else if (t.size() >= 2 && t[0] == "ERR") {
-    r.code = t[1];
-    r.detail = rest_after(*line, 2);
-    return r;
   }
   r.code = "PROTO";
   r.detail = "unexpected reply to READ: " + escape(*line);
@@ -291,17 +302,8 @@ ReadReply parse_read_reply(const Result<std::string>& line) {
 
 ScanReply parse_scan_reply(const Result<std::string>& line) {
   ScanReply r;
-  if (!line) {
-    r.code = "UNAVAILABLE";
-    r.detail = line.status().message();
-    return r;
-  }
-  auto t = split(*line);
-  if (t.size() >= 2 && t[0] == "ERR") {
-    r.code = t[1];
-    r.detail = rest_after(*line, 2);
-    return r;
-  }
+  auto t = line ? split(*line) : std::vector<std::string_view>{};
+  if (failed(line, t, r)) return r;
   auto count = t.size() >= 3 ? parse_int(t[2]) : std::nullopt;
   if (t.size() >= 3 && t[0] == "KEYS" && (t[1] == "MORE" || t[1] == "END") && count &&
       *count >= 0 && t.size() == 3 + 2 * static_cast<size_t>(*count)) {
