@@ -432,18 +432,19 @@ void Server::handle(const std::string& line, Reply reply) {
     if (!r) return fail(Status::error("PROTO", "usage: GET KEY"));
     step(ev::Get{client(reply), std::move(r->key)});
   } else if (verb == "SCAN") {
-    auto prefix = t.size() == 4 ? protocol::unescape(t[1]) : Status::error("PROTO", "");
-    auto after = t.size() == 4 ? protocol::unescape(t[2]) : Status::error("PROTO", "");
-    auto limit = t.size() == 4 ? parse_int(t[3]) : std::nullopt;
-    if (!prefix || !after || !limit || *limit < 1 ||
-        static_cast<uint64_t>(*limit) > protocol::k_max_scan_limit)
+    // The participants' SCAN without MAX-BYTES: a page's keys and values, raw, in a quarter
+    // of a line, so that escaped (at most three bytes per byte) it fits a participant's
+    // reply and the reply to the client.
+    std::vector<std::string_view> args(t);
+    std::string bytes = std::to_string(std::max<size_t>(1, m_cfg.max_line / 4));
+    if (t.size() == 4) args.push_back(bytes);
+    auto m = protocol::decode_scan(args);
+    if (t.size() != 4 || !m)
       return fail(Status::error(
           "PROTO", fmt::format("usage: SCAN PREFIX AFTER LIMIT (LIMIT 1 to {}; \"\" for none)",
                                protocol::k_max_scan_limit)));
-    // A page's keys and values, raw, in a quarter of a line: escaped (at most three bytes per
-    // byte) it fits a participant's reply and the reply to the client.
-    step(ev::Scan{client(reply), std::move(*prefix), std::move(*after),
-                  static_cast<uint64_t>(*limit), std::max<uint64_t>(1, m_cfg.max_line / 4)});
+    step(ev::Scan{client(reply), std::move(m->prefix), std::move(m->after), m->limit,
+                  m->max_bytes});
   } else if (verb == "RESULT") {
     if (t.size() != 2) return fail(Status::error("PROTO", "usage: RESULT RID"));
     if (Status s = protocol::check_request_id(t[1]); !s) return fail(s);
