@@ -443,8 +443,8 @@ void Server::handle(const std::string& line, Reply reply) {
       return fail(Status::error(
           "PROTO", fmt::format("usage: SCAN PREFIX AFTER LIMIT (LIMIT 1 to {}; \"\" for none)",
                                protocol::k_max_scan_limit)));
-    step(ev::Scan{client(reply), std::move(m->prefix), std::move(m->after), m->limit,
-                  m->max_bytes});
+    step(
+        ev::Scan{client(reply), std::move(m->prefix), std::move(m->after), m->limit, m->max_bytes});
   } else if (verb == "RESULT") {
     if (t.size() != 2) return fail(Status::error("PROTO", "usage: RESULT RID"));
     if (Status s = protocol::check_request_id(t[1]); !s) return fail(s);
