@@ -255,9 +255,14 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
                          safe_text(r.refused));
   for (auto& r : rows)
     if (r.f.count("heuristic") && r.f.at("heuristic") != "0")
-      out << fmt::format(
-          "participant {} holds {} heuristic decision(s) made with resolve --force\n",
-          get(r.f, "id"), r.f.at("heuristic"));
+      out << (r.role == "leader"
+                  ? fmt::format("leader {} records {} HEURISTIC MISMATCH(es): participants "
+                                "finished transactions against its decision (tpc client "
+                                "heuristics)\n",
+                                get(r.f, "id"), r.f.at("heuristic"))
+                  : fmt::format(
+                        "participant {} holds {} heuristic decision(s) made with resolve --force\n",
+                        get(r.f, "id"), r.f.at("heuristic")));
   return down ? k_unknown : k_ok;
 }
 
@@ -339,11 +344,13 @@ int run_resolve(const Options& o, const std::string& txid, bool commit, bool for
           << "; resolving it as " << want << " would contradict it\n";
       return k_aborted;
     }
+    // Relayed as a recorded operator's decision (RESOLVE ... relayed): each participant
+    // reports it to the leader, which would record a mismatch had it decided otherwise.
     int done = 0;
     for (auto& h : d.holders)
-      done += protocol::parse_ack(ask(h, decided_commit ? protocol::encode(protocol::Commit{txid})
-                                                        : protocol::encode(protocol::Abort{txid}))
-                                      .value_or(""));
+      done += protocol::parse_ack(
+          ask(h, fmt::format("RESOLVE {} {} relayed", txid, decided_commit ? "commit" : "abort"))
+              .value_or(""));
     out << fmt::format("{} {} on {} participant(s), following leader {}'s decision\n",
                        decided_commit ? "committed" : "aborted", txid, done, d.leader);
     return done == static_cast<int>(d.holders.size()) ? k_ok : k_unknown;
@@ -366,6 +373,72 @@ int run_resolve(const Options& o, const std::string& txid, bool commit, bool for
   out << fmt::format("{} {} on {} participant(s) (heuristic)\n", commit ? "committed" : "aborted",
                      txid, done);
   return done == static_cast<int>(d.holders.size()) ? k_ok : k_unknown;
+}
+
+}  // namespace tpc::client
+
+namespace tpc::client {
+
+int run_heuristics(const Options& o, bool json, std::ostream& out, std::ostream& err) {
+  auto r = ask(o.leader, "HEURISTICS", o.timeout_ms);
+  if (!r) {
+    err << "leader " << o.leader << " is unreachable\n";
+    return k_unknown;
+  }
+  auto t = protocol::split(*r);
+  auto n = t.size() >= 2 && t[0] == "HEURISTICS" ? parse_int(t[1]) : std::nullopt;
+  if (!n || *n < 0 || t.size() != 2 + 5 * static_cast<size_t>(*n)) {
+    err << "leader " << o.leader << ": unexpected reply to HEURISTICS: "
+        << protocol::escape_display(*r) << "\n";
+    return k_unknown;
+  }
+  if (json) {
+    std::string s = "[";
+    for (size_t i = 2; i < t.size(); i += 5)
+      s += fmt::format(
+          "{}{{\"txid\":{},\"request\":{},\"participant\":{},\"decided\":\"{}\",\"outcome\":"
+          "\"{}\"}}",
+          i > 2 ? "," : "", protocol::json_string(std::string(t[i])),
+          t[i + 1] == "-" ? "null" : protocol::json_string(std::string(t[i + 1])),
+          protocol::json_string(std::string(t[i + 2])), t[i + 3] == "commit" ? "commit" : "abort",
+          t[i + 4] == "commit" ? "commit" : "abort");
+    out << s << "]\n";
+    return k_ok;
+  }
+  if (*n == 0) {
+    out << "no heuristic mismatches\n";
+    return k_ok;
+  }
+  auto show = [](std::string_view s) { return protocol::escape_display(std::string(s)); };
+  out << fmt::format("{:<16} {:<32}  {:<22} {:<8} {}\n", "TXID", "REQUEST", "PARTICIPANT",
+                     "DECIDED", "PARTICIPANT'S OUTCOME (operator's order)");
+  for (size_t i = 2; i < t.size(); i += 5)
+    out << fmt::format("{:<16} {:<32}  {:<22} {:<8} {}\n", show(t[i]), show(t[i + 1]),
+                       show(t[i + 2]), show(t[i + 3]), show(t[i + 4]));
+  out << "the participants' data disagrees with the decision for these keys: repair it, then "
+         "tpc client forget TXID\n";
+  return k_ok;
+}
+
+int run_forget(const Options& o, const std::string& txid, std::ostream& out, std::ostream& err) {
+  if (Status s = protocol::check_txid(txid); !s) {
+    err << "forget: " << s.message() << "\n";
+    return k_usage;
+  }
+  auto r = ask(o.leader, "FORGET " + txid, o.timeout_ms);
+  if (!r) {
+    err << "leader " << o.leader << " is unreachable\n";
+    return k_unknown;
+  }
+  if (*r == "OK") {
+    out << "forgot the heuristic mismatch(es) of " << txid << "\n";
+    return k_ok;
+  }
+  auto t = protocol::split(*r);
+  err << "forget: " << protocol::escape_display(*r) << "\n";
+  if (t.size() >= 2 && t[1] == "NOTFOUND") return k_not_found;
+  if (t.size() >= 2 && t[1] == "DENIED") return k_usage;
+  return k_unknown;
 }
 
 }  // namespace tpc::client

@@ -114,6 +114,11 @@ int run_result(const Options& o, const std::string& rid, std::ostream& out, std:
     case protocol::TxnReply::pending:
       err << "pending: transaction " << res.txid << " is still being decided; ask again\n";
       return k_unknown;
+    case protocol::TxnReply::heuristic:
+      out << "heuristic mismatch " << res.txid << "\n";
+      err << "HEURISTIC MISMATCH: the leader decided " << res.decision << " of " << res.txid
+          << ", but " << res.detail << "\n";
+      return k_heuristic;
     default:
       err << "outcome unknown: " << res.code << " " << res.detail << "\n";
       return k_unknown;

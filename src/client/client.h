@@ -1,7 +1,8 @@
 // The client commands: one transaction or read against the leader, with the exit codes of the
 // man page:
 //   0 done; 1 key not found (get); 2 usage error or bad input; 3 aborted, known not applied
-//   anywhere; 4 unavailable or outcome unknown.
+//   anywhere; 4 unavailable or outcome unknown; 5 (result) a heuristic mismatch: the leader
+//   decided, and a participant finished the transaction otherwise on an operator's order.
 #pragma once
 #include <iosfwd>
 #include <string>
@@ -11,7 +12,7 @@
 
 namespace tpc::client {
 
-enum Exit { k_ok = 0, k_not_found = 1, k_usage = 2, k_aborted = 3, k_unknown = 4 };
+enum Exit { k_ok = 0, k_not_found = 1, k_usage = 2, k_aborted = 3, k_unknown = 4, k_heuristic = 5 };
 
 struct Options {
   std::string leader = "127.0.0.1:5000";
@@ -29,7 +30,8 @@ struct Options {
 int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream& out,
             std::ostream& err);
 // The outcome of request `rid` (after exit 4): 0 committed, 3 aborted (an id the leader never
-// saw is answered aborted and refused from then on), 4 still unknown.
+// saw is answered aborted and refused from then on), 4 still unknown, 5 a heuristic mismatch
+// (the leader's decision and what a participant did on an operator's order differ).
 int run_result(const Options& o, const std::string& rid, std::ostream& out, std::ostream& err);
 // Prints the value's bytes exactly, then one newline.
 int run_get(const Options& o, const std::string& key, std::ostream& out, std::ostream& err);
@@ -51,6 +53,13 @@ int run_in_doubt(const Options& o, bool json, std::ostream& out, std::ostream& e
 // logged by the participants). Exit 1: not in doubt anywhere; 4: cannot reach what it needs.
 int run_resolve(const Options& o, const std::string& txid, bool commit, bool force,
                 std::ostream& out, std::ostream& err);
+
+// The leader's heuristic mismatches (transactions a participant finished otherwise than the
+// leader decided, on an operator's order), until forgotten. Exit 4: leader unreachable.
+int run_heuristics(const Options& o, bool json, std::ostream& out, std::ostream& err);
+// Acknowledges (and removes from the listing) the mismatches of `txid`. Exit 1: none; 2: not
+// an admin; 4: leader unreachable.
+int run_forget(const Options& o, const std::string& txid, std::ostream& out, std::ostream& err);
 
 // A transactionally consistent backup of every participant into `dir` (empty or new): the
 // leader pauses new transactions until those in flight ended, each participant copies its

@@ -33,12 +33,15 @@ const char* const k_help =
     "  status [--json]                    leader and participants, one row each\n"
     "  in-doubt [--json]                  transactions prepared but not finished\n"
     "  resolve TXID commit|abort [--force]  finish an in-doubt transaction by hand\n"
-    "  result REQUEST-ID                  outcome of a request after exit 4 (0, 3 or 4)\n"
+    "  result REQUEST-ID                  outcome of a request after exit 4 (0, 3, 4 or 5)\n"
+    "  heuristics [--json]                transactions a participant finished against the\n"
+    "                                       leader's decision (an operator's resolve)\n"
+    "  forget TXID                        acknowledge a heuristic mismatch (admin)\n"
     "  backup DIR                         consistent copy of every participant into DIR\n"
     "  bench [options]                    load generator (tpc client bench --help)\n"
     "  help, quit\n"
     "exit codes: 0 done, 1 not found, 2 usage, 3 aborted (nothing applied), 4 unavailable or "
-    "outcome unknown\n";
+    "outcome unknown, 5 heuristic mismatch (result)\n";
 
 Result<std::vector<std::string>> shell_split(const std::string& line) {
   std::vector<std::string> out;
@@ -137,6 +140,8 @@ const std::vector<Command>& commands() {
       {"in-doubt", "in-doubt [--json]", {"--json"}},
       {"resolve", "resolve TXID commit|abort [--force]", {"--force"}},
       {"result", "result REQUEST-ID", {}},
+      {"heuristics", "heuristics [--json]", {"--json"}},
+      {"forget", "forget TXID", {}},
       {"backup", "backup DIR", {}},
       {"bench", "bench [options]", {}},
       {"help", "help", {}},
@@ -286,6 +291,14 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
   if (cmd == "result") {
     if (rest.size() != 1 || rest[0].empty()) return usage(command->usage);
     return run_result(o, rest[0], out, err);
+  }
+  if (cmd == "heuristics") {
+    if (!rest.empty()) return usage(command->usage);
+    return run_heuristics(o, has("--json"), out, err);
+  }
+  if (cmd == "forget") {
+    if (rest.size() != 1 || rest[0].empty()) return usage(command->usage);
+    return run_forget(o, rest[0], out, err);
   }
   if (cmd == "backup") {
     if (rest.size() != 1 || rest[0].empty()) return usage(command->usage);

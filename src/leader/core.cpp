@@ -51,6 +51,8 @@ std::string encode(const ClientReply& r) {
       s.kvs = r.kvs;
       return protocol::encode(s);
     }
+    case ClientReply::heuristic:
+      return LineBuilder("HEURISTIC").raw(r.txid).raw(r.code).text(r.detail).str();
     case ClientReply::error:
       break;
   }
@@ -90,6 +92,30 @@ Result<CommitRecord> decode_commit(const std::string& payload) {
   return c;
 }
 
+std::string encode_mismatch(const Mismatch& m) {
+  return txlog::Encoder()
+      .str(m.txid)
+      .str(m.rid)
+      .u64(m.part)
+      .u8(m.decided_commit ? 1 : 0)
+      .u8(m.their_commit ? 1 : 0)
+      .data();
+}
+
+Result<Mismatch> decode_mismatch(const std::string& payload) {
+  txlog::Decoder d(payload);
+  Mismatch m;
+  uint64_t part;
+  uint8_t decided, theirs;
+  if (!d.str(&m.txid) || !d.str(&m.rid) || !d.u64(&part) || !d.u8(&decided) || !d.u8(&theirs) ||
+      !d.done() || decided > 1 || theirs > 1 || part > 1u << 20)
+    return Status::error("CORRUPT", "undecodable HEURISTIC record");
+  m.part = static_cast<size_t>(part);
+  m.decided_commit = decided != 0;
+  m.their_commit = theirs != 0;
+  return m;
+}
+
 Core::Core(CoreConfig cfg)
     : m_cfg(std::move(cfg)),
       m_up(m_cfg.peers.size(), false),
@@ -124,6 +150,16 @@ void Core::recover(const txlog::Record& rec) {
     TPC_CHECK(d.str(&rid) && d.str(&txid) && (d.done() || (d.u64(&digest) && d.done())),
               "undecodable RID record");
     remember(rid, Decision::committed, txid, digest);
+  } else if (rec.type == k_rec_heuristic) {
+    auto m = decode_mismatch(rec.payload);
+    TPC_CHECK(m.is_ok(), m.status().message());
+    auto key = std::make_pair(m->txid, m->part);
+    m_mismatches[key] = std::move(*m);
+  } else if (rec.type == k_rec_forget) {
+    txlog::Decoder d(rec.payload);
+    std::string txid;
+    TPC_CHECK(d.str(&txid) && d.done(), "undecodable FORGET record");
+    std::erase_if(m_mismatches, [&](auto& kv) { return kv.first.first == txid; });
   } else if (rec.type == k_rec_end) {
     txlog::Decoder d(rec.payload);
     std::string txid;
@@ -379,6 +415,16 @@ void Core::on(int64_t, ev::Vote& e, Actions& out) {
 }
 
 void Core::on(int64_t now, ev::Durable& e, Actions& out) {
+  if (e.type == k_rec_heuristic) {
+    auto f = m_mismatch_forcing.find(e.txid);
+    TPC_CHECK(f != m_mismatch_forcing.end(), "HEURISTIC durable without its append: " + e.txid);
+    if (--f->second > 0) return;
+    m_mismatch_forcing.erase(f);
+    auto [b, end] = m_mismatch_waiters.equal_range(e.txid);
+    for (auto w = b; w != end; ++w) out.list.push_back(act::Reply{w->second.first, w->second.second});
+    m_mismatch_waiters.erase(b, end);
+    return;
+  }
   auto it = m_txns.find(e.txid);
   TPC_CHECK(it != m_txns.end() && it->second.phase == Phase::deciding,
             "decision durable for unknown txn " + e.txid);
@@ -420,11 +466,37 @@ void Core::send_commit(const std::string& txid, Txn& t, size_t part, int64_t now
   out.list.push_back(act::Send{part, protocol::Commit{txid}, 0});
 }
 
+void Core::mismatch(Mismatch m, ClientId waiter, ClientReply r, Actions& out) {
+  auto key = std::make_pair(m.txid, m.part);
+  bool fresh = !m_mismatches.count(key);
+  if (fresh) {
+    out.list.push_back(act::Append{k_rec_heuristic, encode_mismatch(m), true, m.txid});
+    ++m_mismatch_forcing[m.txid];
+  }
+  if (waiter && !m_mismatch_forcing.count(m.txid)) {
+    out.list.push_back(act::Reply{waiter, std::move(r)});  // recorded before, and durable
+    return;
+  }
+  if (waiter) m_mismatch_waiters.emplace(m.txid, std::make_pair(waiter, std::move(r)));
+  if (fresh) m_mismatches.emplace(key, std::move(m));
+}
+
+void Core::on(int64_t, ev::AbortReply& e, Actions& out) {
+  if (e.part >= m_cfg.peers.size()) return;
+  mismatch(Mismatch{e.txid, "", e.part, false, true}, 0, {}, out);
+}
+
 void Core::on(int64_t, ev::CommitReply& e, Actions& out) {
-  if (!e.acked) return;  // re-sent after its backoff
+  if (!e.acked && !e.heuristic) return;  // re-sent after its backoff
   auto it = m_txns.find(e.txid);
   if (it == m_txns.end() || it->second.phase != Phase::committed) return;
   Txn& t = it->second;
+  if (e.heuristic && t.unacked.count(e.part)) {
+    // Recorded before the END record that may follow: a crash loses both or neither.
+    mismatch(Mismatch{e.txid, t.rid, e.part, true, false}, 0, {}, out);
+    if (t.trace)
+      trace(e.txid, t, "HEURISTIC MISMATCH: " + m_cfg.peers[e.part] + " aborted it by hand", out);
+  }
   if (!t.unacked.erase(e.part)) return;
   if (t.trace)
     trace(e.txid, t, "COMMIT acknowledged by " + m_cfg.peers[e.part] + " (applied)", out);
@@ -492,11 +564,23 @@ void Core::on(int64_t, ev::LogFull&, Actions& out) {
   for (auto& [txid, t] : m_txns)
     if (t.phase != Phase::preparing)
       rw.live.push_back({k_rec_commit, encode_commit(txid, t.rid, t.parts, t.digest)});
+  // Mismatches stay until an operator forgets them (they are few).
+  for (auto& [key, m] : m_mismatches) rw.live.push_back({k_rec_heuristic, encode_mismatch(m)});
   out.list.push_back(std::move(rw));
 }
 
 void Core::on(int64_t, ev::Result& e, Actions& out) {
   ClientReply r;
+  for (auto& [key, m] : m_mismatches) {
+    if (m.rid != e.rid) continue;
+    r.kind = ClientReply::heuristic;
+    r.txid = m.txid;
+    r.code = m.decided_commit ? "commit" : "abort";
+    r.detail = fmt::format("participant {} {} it on an operator's order (tpc client heuristics)",
+                           m_cfg.peers.at(m.part), m.their_commit ? "committed" : "aborted");
+    out.list.push_back(act::Reply{e.client, std::move(r)});
+    return;
+  }
   auto it = m_rids.find(e.rid);
   if (it == m_rids.end()) {
     // Unknown: record it as aborted, so the request arriving later is refused instead of
@@ -521,6 +605,17 @@ protocol::Decision Core::decision(const std::string& txid) const {
   return it->second.phase == Phase::committed ? Decision::committed : Decision::pending;
 }
 
+void Core::on(int64_t, ev::Forget& e, Actions& out) {
+  size_t n = std::erase_if(m_mismatches, [&](auto& kv) { return kv.first.first == e.txid; });
+  if (n == 0) {
+    out.list.push_back(act::Reply{
+        e.client, reply(ClientReply::error, "NOTFOUND", "no heuristic mismatch of " + e.txid)});
+    return;
+  }
+  out.list.push_back(act::Append{k_rec_forget, txlog::Encoder().str(e.txid).data(), false, e.txid});
+  out.list.push_back(act::Reply{e.client, reply(ClientReply::ok)});
+}
+
 void Core::on(int64_t, ev::Outcome& e, Actions& out) {
   ClientReply r;
   // Another leader's transaction (several leaders over the same participants): this leader
@@ -531,7 +626,26 @@ void Core::on(int64_t, ev::Outcome& e, Actions& out) {
     out.list.push_back(act::Reply{e.client, std::move(r)});
     return;
   }
-  switch (decision(e.txid)) {
+  Decision d = decision(e.txid);
+  if (e.heuristic) {
+    // A report: what this leader decided, never forgotten sooner than the participant's
+    // record of it (a mismatch recorded from COMMIT's reply; a request id that committed).
+    if (auto m = m_mismatches.find({e.txid, e.part}); m != m_mismatches.end())
+      d = m->second.decided_commit ? Decision::committed : Decision::aborted;
+    else if (auto rid = m_rids.find(e.rid);
+             d == Decision::aborted && !e.rid.empty() && rid != m_rids.end() &&
+             rid->second.txid == e.txid && rid->second.decision == Decision::committed)
+      d = Decision::committed;
+  }
+  if (e.heuristic && d != Decision::pending && e.part < m_cfg.peers.size() &&
+      *e.heuristic != (d == Decision::committed)) {
+    r.kind = d == Decision::committed ? ClientReply::committed : ClientReply::aborted;
+    std::string rid = e.rid;
+    if (auto t = m_txns.find(e.txid); t != m_txns.end() && !t->second.rid.empty()) rid = t->second.rid;
+    return mismatch(Mismatch{e.txid, rid, e.part, d == Decision::committed, *e.heuristic},
+                    e.client, std::move(r), out);
+  }
+  switch (d) {
     case Decision::committed:
       r.kind = ClientReply::committed;
       break;

@@ -42,7 +42,24 @@ enum RecordType : uint8_t {
   k_rec_end = 2,     // txid: every participant acknowledged (not forced)
   k_rec_rid = 3,  // rid, txid[, ops digest]: a recent client request that committed (written by log
                   // rewrites, so RESULT survives them and a restart)
+  k_rec_heuristic = 4,  // txid, rid, participant index, decided (u8), theirs (u8): a HEURISTIC
+                        // MISMATCH (forced); kept until FORGET
+  k_rec_forget = 5,     // txid: an operator acknowledged its mismatches (not forced: a lost
+                        // one only shows them again)
 };
+
+// A participant finished a transaction on an operator's order (tpc client resolve) otherwise
+// than this leader decided it: a heuristic outcome, as Narayana and the XA standard call it.
+// Recorded durably and shown (RESULT, HEURISTICS, STATS) until an operator forgets it.
+struct Mismatch {
+  std::string txid, rid;
+  size_t part = 0;
+  bool decided_commit = false;  // this leader's decision
+  bool their_commit = false;    // the participant's outcome
+};
+std::string encode_mismatch(const Mismatch& m);
+// Error CORRUPT when `payload` is not a whole HEURISTIC record.
+Result<Mismatch> decode_mismatch(const std::string& payload);
 
 // Owners of `key` among `peers`: rendezvous hashing of the key over the peer addresses.
 // `replicas` 0 or >= peers.size(): every peer.
@@ -98,7 +115,17 @@ struct Result {  // RESULT RID
   ClientId client = 0;
   std::string rid;
 };
-struct Outcome {  // OUTCOME TXID from a participant in doubt
+// OUTCOME TXID from a participant in doubt; or, with `heuristic`, its report of an outcome an
+// operator forced there: a contradicting one is recorded (durably, before the reply).
+struct Outcome {
+  ClientId client = 0;
+  std::string txid;
+  std::optional<bool> heuristic;  // the participant's outcome: true commit, false abort
+  std::string rid;                // the client's request id, as the participant knows it
+  size_t part = SIZE_MAX;         // the reporting participant (SIZE_MAX: not one of ours)
+};
+// FORGET TXID: an operator acknowledged TXID's heuristic mismatches.
+struct Forget {
   ClientId client = 0;
   std::string txid;
 };
@@ -111,15 +138,24 @@ struct CommitReply {  // reply to COMMIT (or its loss)
   std::string txid;
   size_t part = 0;
   bool acked = false;
+  bool heuristic = false;  // "HEURISTIC ABORTED": the participant aborted it on an operator's
+                           // order (recorded; it counts as its answer)
+};
+// "HEURISTIC COMMITTED" in reply to ABORT: the participant committed it on an operator's
+// order. (Other replies to ABORT are not reported.)
+struct AbortReply {
+  std::string txid;
+  size_t part = 0;
 };
 struct ReadReply {
   uint64_t read = 0;
   size_t part = 0;
   protocol::ReadReply reply;
 };
-struct Durable {  // the COMMIT record of txid is durable
+struct Durable {  // the forced record `type` (COMMIT or HEURISTIC) of txid is durable
   std::string txid;
   int64_t force_us = 0;
+  uint8_t type = k_rec_commit;
 };
 // The decision store holds another decision for txid than the COMMIT asked for (an etcd
 // decision store: a leader that took over settled it as aborted first). The transaction is
@@ -149,8 +185,8 @@ struct Resume {
 };
 }  // namespace ev
 using Event =
-    std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Vote, ev::CommitReply,
-                 ev::ReadReply, ev::ScanReply, ev::ScanChecked, ev::Durable, ev::Refused,
+    std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Forget, ev::Vote,
+                 ev::CommitReply, ev::AbortReply, ev::ReadReply, ev::ScanReply, ev::ScanChecked, ev::Durable, ev::Refused,
                  ev::LinkUp, ev::LinkDown, ev::Tick, ev::LogFull, ev::Pause, ev::Resume>;
 
 // What a client is told.
@@ -164,6 +200,7 @@ struct ClientReply {
     not_found,  // NOTFOUND
     ok,         // OK [DETAIL]
     keys,       // KEYS MORE|END COUNT {KEY VALUE}
+    heuristic,  // HEURISTIC TXID commit|abort TEXT (code: this leader's decision)
   } kind = error;
   std::string txid, code, detail, value;
   std::vector<std::pair<std::string, std::string>> kvs;  // keys
@@ -246,6 +283,10 @@ class Core {
   uint64_t committed_count() const { return m_committed; }
   uint64_t aborted_count() const { return m_aborted; }
   const CoreConfig& config() const { return m_cfg; }
+  // Heuristic mismatches recorded and not yet forgotten, by (txid, participant).
+  const std::map<std::pair<std::string, size_t>, Mismatch>& mismatches() const {
+    return m_mismatches;
+  }
 
  private:
   struct Txn {
@@ -281,8 +322,12 @@ class Core {
   void finish_scan(std::map<uint64_t, PendingScan>::iterator it, Actions& out);
   void on(int64_t now, ev::Result& e, Actions& out);
   void on(int64_t now, ev::Outcome& e, Actions& out);
+  void on(int64_t now, ev::Forget& e, Actions& out);
   void on(int64_t now, ev::Vote& e, Actions& out);
   void on(int64_t now, ev::CommitReply& e, Actions& out);
+  void on(int64_t now, ev::AbortReply& e, Actions& out);
+  // Records a mismatch once (forced); `waiter` gets `r` once it is durable (0: nobody).
+  void mismatch(Mismatch m, ClientId waiter, ClientReply r, Actions& out);
   void on(int64_t now, ev::ReadReply& e, Actions& out);
   void on(int64_t now, ev::Durable& e, Actions& out);
   void on(int64_t now, ev::Refused& e, Actions& out);
@@ -344,6 +389,10 @@ class Core {
     std::deque<ev::Txn> held;
   };
   std::optional<Paused> m_paused;
+  std::map<std::pair<std::string, size_t>, Mismatch> m_mismatches;
+  // Replies held until a HEURISTIC record of txid is durable.
+  std::multimap<std::string, std::pair<ClientId, ClientReply>> m_mismatch_waiters;
+  std::map<std::string, int> m_mismatch_forcing;  // txid -> HEURISTIC records being forced
 };
 
 // The incarnation of a starting leader, from the content of its incarnation file (nullopt:

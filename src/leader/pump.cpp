@@ -36,8 +36,18 @@ void Server::execute(Actions& a) {
         failpoint::hit("leader/beforeEndRecord", ap->txid);
         ended = true;
       }
-      if (m_decisions) {
-        // The etcd decision store: the commit point is etcd's, not this log's.
+      if (ap->type == k_rec_heuristic) {
+        // Once per mismatch: the core records each (txid, participant) once.
+        if (auto m = decode_mismatch(ap->payload))
+          log::error("HEURISTIC MISMATCH: {} was decided {} here, but participant {} {} it on "
+                     "an operator's order (tpc client heuristics; forget it with tpc client "
+                     "forget {})",
+                     m->txid, m->decided_commit ? "commit" : "abort", m_cfg.peers.at(m->part),
+                     m->their_commit ? "committed" : "aborted", m->txid);
+      }
+      if (m_decisions && ap->type != k_rec_heuristic && ap->type != k_rec_forget) {
+        // The etcd decision store: the commit point is etcd's, not this log's. Mismatches
+        // stay in this leader's own log (docs/decision-store.md).
         if (ap->type == k_rec_commit) decide(ap->txid, std::move(ap->payload), now_us());
         if (ap->type == k_rec_end) m_decisions->end(ap->txid);
         continue;
@@ -47,14 +57,16 @@ void Server::execute(Actions& a) {
         continue;
       }
       int64_t at = now_us();
-      m_log->append(ap->type, std::move(ap->payload), true, [this, txid = ap->txid, at] {
-        int64_t took = now_us() - at;
-        asio::post(m_io, [this, txid, took] {
-          if (m_stopped) return;
-          failpoint::hit("leader/afterDecisionFsync", txid);
-          step(ev::Durable{txid, took});
-        });
-      });
+      m_log->append(ap->type, std::move(ap->payload), true,
+                    [this, txid = ap->txid, at, type = ap->type] {
+                      int64_t took = now_us() - at;
+                      asio::post(m_io, [this, txid, took, type] {
+                        if (m_stopped) return;
+                        if (type == k_rec_commit)
+                          failpoint::hit("leader/afterDecisionFsync", txid);
+                        step(ev::Durable{txid, took, type});
+                      });
+                    });
     } else if (auto* s = std::get_if<act::Send>(&action)) {
       if (auto* c = std::get_if<protocol::Commit>(&s->msg)) commit_sent = &c->txid;
       send(*s, commit_sent && last_commit_sent && *commit_sent == *last_commit_sent);
@@ -120,7 +132,9 @@ void Server::send(act::Send& s, bool after_commit_send) {
     if (after_commit_send) failpoint::hit("leader/betweenCommitSends", c->txid);
     if (failpoint::hit("leader/sendCommit", c->txid)) return;  // lost; the core re-sends it
     link->request(encode(*c), [this, txid = c->txid, p](Result<std::string> r) {
-      step(ev::CommitReply{txid, p, protocol::parse_ack(r)});
+      auto k = protocol::parse_phase_two(r);
+      step(ev::CommitReply{txid, p, k == protocol::PhaseTwo::acked,
+                           k == protocol::PhaseTwo::heuristic_aborted});
     });
   } else if (auto* pr = std::get_if<protocol::Prepare>(&s.msg)) {
     link->request(encode(*pr), [this, txid = pr->txid, p](Result<std::string> r) {
@@ -138,8 +152,12 @@ void Server::send(act::Send& s, bool after_commit_send) {
     link->request(encode(*ck), [this, id = s.read, p, watch = ck->watch](Result<std::string> r) {
       step(ev::ScanChecked{id, p, watch, protocol::parse_scan_checked(r).clean});
     });
-  } else {
-    link->request(encode(s.msg), [](Result<std::string>) {});  // ABORT: nothing to wait for
+  } else if (auto* ab = std::get_if<protocol::Abort>(&s.msg)) {
+    // Only a contradicting heuristic outcome is reported: ABORT is not re-sent.
+    link->request(encode(*ab), [this, txid = ab->txid, p](Result<std::string> r) {
+      if (protocol::parse_phase_two(r) == protocol::PhaseTwo::heuristic_committed)
+        step(ev::AbortReply{txid, p});
+    });
   }
 }
 

@@ -169,7 +169,7 @@ Server::Server(asio::io_context& io, Config cfg)
   std::vector<txlog::Record> recovered;
   m_log =
       txlog::Log::open(txlog::open_posix_file(m_cfg.data_dir + "/txlog"), m_cfg.data_dir + "/txlog",
-                       &recovered, txlog::Format{1, {k_rec_commit, k_rec_end, k_rec_rid}});
+                       &recovered, txlog::Format{1, {k_rec_commit, k_rec_end, k_rec_rid, k_rec_heuristic, k_rec_forget}});
   for (auto& r : recovered) m_core->recover(r);
   if (etcd_start) {
     for (auto& [txid, payload] : etcd_start->decisions)
@@ -373,6 +373,9 @@ void Server::start_metrics(boost::asio::io_context& io) {
                                   metrics::latency_buckets());
   r.gauge("tpc_transactions_active", "Transactions collecting votes or finishing their commit.",
           [this] { return static_cast<double>(m_core->active()); });
+  r.gauge("tpc_heuristic_mismatches",
+          "Heuristic mismatches recorded and not yet forgotten (tpc client heuristics).",
+          [this] { return static_cast<double>(m_core->mismatches().size()); });
   r.gauge("tpc_participants_up", "Participants this leader's links reach now.", [this] {
     size_t up = 0;
     for (auto& l : m_links) up += l->up();
@@ -481,8 +484,27 @@ void Server::handle(const std::string& line, Reply reply) {
       });
       return;
     }
-    step(ev::Outcome{client(reply), std::move(q->txid)});
-  } else if ((verb == "PAUSE" || verb == "RESUME") && reply.peer().role != "admin") {
+    // A report of an operator's outcome names its participant by the node id this leader
+    // pinned for it: any other peer's report is answered, never recorded.
+    size_t part = SIZE_MAX;
+    if (q->heuristic && reply.peer().role == "participant" && !reply.peer().node.empty())
+      for (size_t i = 0; i < m_pins.size(); ++i)
+        if (m_pins[i].node == reply.peer().node) part = i;
+    step(ev::Outcome{client(reply), std::move(q->txid), q->heuristic, std::move(q->rid), part});
+  } else if (verb == "HEURISTICS") {
+    // HEURISTICS COUNT {TXID RID|- PARTICIPANT DECIDED THEIRS}
+    if (t.size() != 1) return fail(Status::error("PROTO", "usage: HEURISTICS"));
+    LineBuilder b("HEURISTICS");
+    b.num(static_cast<long long>(m_core->mismatches().size()));
+    for (auto& [key, m] : m_core->mismatches())
+      b.raw(m.txid)
+          .raw(m.rid.empty() ? "-" : m.rid)
+          .raw(m_cfg.peers.at(m.part))
+          .raw(m.decided_commit ? "commit" : "abort")
+          .raw(m.their_commit ? "commit" : "abort");
+    reply.send(b.str());
+  } else if ((verb == "PAUSE" || verb == "RESUME" || verb == "FORGET") &&
+             reply.peer().role != "admin") {
     log::warn("refused {} from {} ({}role {}): administrative, needs role admin", verb,
               reply.peer().address,
               reply.peer().cert.empty() ? "" : "certificate '" + escape(reply.peer().cert) + "', ",
@@ -495,11 +517,15 @@ void Server::handle(const std::string& line, Reply reply) {
     step(ev::Pause{client(reply), *ms});
   } else if (verb == "RESUME") {
     step(ev::Resume{client(reply)});
+  } else if (verb == "FORGET") {
+    auto txid = protocol::decode_txid_arg(t);
+    if (!txid) return fail(Status::error("PROTO", "usage: FORGET TXID"));
+    step(ev::Forget{client(reply), std::move(*txid)});
   } else if (verb == "STATS") {
     on_stats(reply);
   } else {
     fail(Status::error("PROTO", "unknown command " + escape(verb) +
-                                    " (try PUT, GET, SCAN, DEL, TXN, RESULT, STATS, PING)"));
+                                    " (try PUT, GET, SCAN, DEL, TXN, RESULT, STATS, HEURISTICS, PING)"));
   }
 }
 
@@ -509,9 +535,11 @@ void Server::on_stats(Reply reply) {
   for (auto& l : m_links) up += l->up();
   reply.send(fmt::format(
       "STATS id={} cluster={} node={} incarnation={} replicas={} committed={} aborted={} "
-      "active={} peers_up={}/{} log_bytes={} log_syncs={} uptime_ms={} decisions={}{}",
+      "active={} heuristic={} peers_up={}/{} log_bytes={} log_syncs={} uptime_ms={} "
+      "decisions={}{}",
       m_cfg.id, m_ident.cluster, m_ident.node, m_incarnation, m_cfg.replicas,
-      m_core->committed_count(), m_core->aborted_count(), m_core->active(), up, m_links.size(),
+      m_core->committed_count(), m_core->aborted_count(), m_core->active(),
+      m_core->mismatches().size(), up, m_links.size(),
       ls.bytes, ls.syncs, now_ms() - m_started_ms, m_decisions ? "etcd" : "local",
       m_decisions ? fmt::format(" store={}", m_decisions->healthy() ? "up" : "down") : ""));
 }

@@ -60,6 +60,36 @@ Result<Prepared> decode_prepared(const std::string& payload) {
   return p;
 }
 
+std::string encode_heuristic(const std::string& txid, const Heuristic& h) {
+  return txlog::Encoder()
+      .str(txid)
+      .u8(h.commit ? 1 : 0)
+      .str(h.leader_addr)
+      .str(h.rid)
+      .u8(h.relayed ? 1 : 0)
+      .u8(h.reported ? 1 : 0)
+      .data();
+}
+
+Result<std::pair<std::string, Heuristic>> decode_heuristic(const std::string& payload) {
+  const Status bad = Status::error("CORRUPT", "undecodable HEURISTIC record");
+  txlog::Decoder d(payload);
+  std::pair<std::string, Heuristic> r;
+  uint8_t commit, relayed, reported;
+  if (!d.str(&r.first) || !d.u8(&commit) || commit > 1) return bad;
+  r.second.commit = commit != 0;
+  if (d.done()) {  // an older record: nothing to report it to
+    r.second.reported = true;
+    return r;
+  }
+  if (!d.str(&r.second.leader_addr) || !d.str(&r.second.rid) || !d.u8(&relayed) ||
+      !d.u8(&reported) || !d.done() || relayed > 1 || reported > 1)
+    return bad;
+  r.second.relayed = relayed != 0;
+  r.second.reported = reported != 0;
+  return r;
+}
+
 // --- recovery -----------------------------------------------------------------------------
 
 void Core::recover(const txlog::Record& rec) {
@@ -71,11 +101,14 @@ void Core::recover(const txlog::Record& rec) {
     p.recovered = true;
     m_prepared[p.txid] = std::move(p);
   } else if (rec.type == k_rec_heuristic) {
+    auto h = decode_heuristic(rec.payload);
+    TPC_CHECK(h.is_ok(), h.status().message());
+    m_heuristic[h->first] = std::move(h->second);
+  } else if (rec.type == k_rec_reported) {
     txlog::Decoder d(rec.payload);
     std::string txid;
-    uint8_t commit;
-    TPC_CHECK(d.str(&txid) && d.u8(&commit) && d.done(), "undecodable HEURISTIC record");
-    m_heuristic[txid] = commit != 0;
+    TPC_CHECK(d.str(&txid) && d.done(), "undecodable REPORTED record");
+    if (auto h = m_heuristic.find(txid); h != m_heuristic.end()) h->second.reported = true;
   } else if (rec.type == k_rec_committed || rec.type == k_rec_aborted) {
     txlog::Decoder d(rec.payload);
     std::string txid;
@@ -136,7 +169,9 @@ int64_t Core::next_wake(int64_t now) const {
   int64_t w = 0;
   if (!m_read_deadlines.empty()) w = m_read_deadlines.begin()->first;
   for (auto& l : m_listers) w = w == 0 ? l.deadline_ms : std::min(w, l.deadline_ms);
-  if (!m_prepared.empty()) {
+  if (!m_prepared.empty() ||
+      std::any_of(m_heuristic.begin(), m_heuristic.end(),
+                  [this](const auto& h) { return report_due(h.second); })) {
     int64_t s = std::max(m_next_scan_ms, now);
     w = w == 0 ? s : std::min(w, s);
   }
@@ -230,9 +265,10 @@ void Core::on(int64_t, int64_t, ev::Durable& e, Actions& out) {
   } else if (e.type == k_rec_heuristic) {
     auto r = m_resolvers.find(e.txid);
     TPC_CHECK(r != m_resolvers.end(), "HEURISTIC durable without a resolve of " + e.txid);
-    auto [client, commit] = r->second;
+    ClientId client = r->second.client;
+    bool commit = r->second.h.commit;
+    m_heuristic[e.txid] = std::move(r->second.h);
     m_resolvers.erase(r);
-    m_heuristic[e.txid] = commit;
     if (it == m_prepared.end() || it->second.applying)
       return reply(out, client, protocol::Ack{});          // resolved meanwhile
     if (commit) return this->commit(e.txid, client, out);  // ACK once durable
@@ -243,11 +279,17 @@ void Core::on(int64_t, int64_t, ev::Durable& e, Actions& out) {
 void Core::commit(const std::string& txid, ClientId client, Actions& out) {
   auto it = m_prepared.find(txid);
   if (it == m_prepared.end()) {
-    if (auto h = m_heuristic.find(txid); h != m_heuristic.end() && !h->second)
-      out.list.push_back(
-          act::Note{act::Note::error, fmt::format("HEURISTIC MISMATCH: {} was aborted by hand "
-                                                  "(resolve --force) but its leader decided commit",
-                                                  txid)});
+    if (auto h = m_heuristic.find(txid); h != m_heuristic.end()) {
+      // The leader's COMMIT is its decision: a report of the operator's outcome is answered.
+      if (client) mark_reported(txid, h->second, out);
+      if (!h->second.commit) {
+        out.list.push_back(act::Note{
+            act::Note::error, fmt::format("HEURISTIC MISMATCH: {} was aborted here on an "
+                                          "operator's order but its leader decided commit",
+                                          txid)});
+        return reply(out, client, protocol::HeuristicReply{false});
+      }
+    }
     // Already applied (or never prepared here): acknowledge, apply nothing.
     return reply(out, client, protocol::Ack{});
   }
@@ -269,16 +311,10 @@ void Core::commit(const std::string& txid, ClientId client, Actions& out) {
 }
 
 bool Core::denied(const std::string& verb, const std::string& txid, const std::string& from,
-                  bool relayed, ClientId client, Actions& out) {
+                  ClientId client, Actions& out) {
   auto it = m_prepared.find(txid);
   if (it == m_prepared.end() || it->second.leader_node.empty() || from == it->second.leader_node)
     return false;
-  if (relayed) {
-    out.list.push_back(act::Note{act::Note::warn, fmt::format("{} of {}: the leader's decision "
-                                                              "relayed by an operator",
-                                                              verb, txid)});
-    return false;
-  }
   std::string why = fmt::format("{} of {} from node {}, but leader node {} prepared it", verb, txid,
                                 from.empty() ? "(none)" : from, it->second.leader_node);
   out.list.push_back(act::Note{act::Note::warn, "refused " + why});
@@ -287,7 +323,7 @@ bool Core::denied(const std::string& verb, const std::string& txid, const std::s
 }
 
 void Core::on(int64_t, int64_t, ev::Commit& e, Actions& out) {
-  if (denied("COMMIT", e.txid, e.from, e.relayed, e.client, out)) return;
+  if (denied("COMMIT", e.txid, e.from, e.client, out)) return;
   commit(e.txid, e.client, out);
 }
 
@@ -356,11 +392,19 @@ void Core::abort(const std::string& txid, ClientId client, Actions& out) {
     return reply(out, client, protocol::Error{"STATE", "transaction is committing"});
   }
   if (it == m_prepared.end())
-    if (auto h = m_heuristic.find(txid); h != m_heuristic.end() && h->second)
-      out.list.push_back(
-          act::Note{act::Note::error, fmt::format("HEURISTIC MISMATCH: {} was committed by hand "
-                                                  "(resolve --force) but its leader decided abort",
-                                                  txid)});
+    if (auto h = m_heuristic.find(txid); h != m_heuristic.end()) {
+      if (!h->second.commit) {
+        if (client) mark_reported(txid, h->second, out);  // the leader decided abort too
+      } else {
+        // Reported to the leader by OUTCOME until it answers: an ABORT is not re-sent, so
+        // this reply alone could be lost.
+        out.list.push_back(act::Note{
+            act::Note::error, fmt::format("HEURISTIC MISMATCH: {} was committed here on an "
+                                          "operator's order but its leader decided abort",
+                                          txid)});
+        return reply(out, client, protocol::HeuristicReply{true});
+      }
+    }
   m_recent_aborted.insert(txid);
   if (it != m_prepared.end()) {
     out.list.push_back(
@@ -372,7 +416,7 @@ void Core::abort(const std::string& txid, ClientId client, Actions& out) {
 }
 
 void Core::on(int64_t, int64_t, ev::Abort& e, Actions& out) {
-  if (denied("ABORT", e.txid, e.from, e.relayed, e.client, out)) return;
+  if (denied("ABORT", e.txid, e.from, e.client, out)) return;
   abort(e.txid, e.client, out);
 }
 
@@ -381,13 +425,42 @@ void Core::on(int64_t, int64_t, ev::Resolve& e, Actions& out) {
   if (it == m_prepared.end() || !it->second.durable || it->second.applying ||
       m_resolvers.count(e.txid))
     return reply(out, e.client, protocol::Error{"NOTFOUND", e.txid + " is not in doubt here"});
+  out.list.push_back(act::Note{
+      act::Note::warn,
+      e.relayed ? fmt::format("{} {} on an operator's order, relaying its leader's decision; "
+                              "reported to the leader",
+                              e.commit ? "commit" : "abort", e.txid)
+                : fmt::format("HEURISTIC decision by an operator: {} {} without its leader",
+                              e.commit ? "commit" : "abort", e.txid)});
+  Heuristic h;
+  h.commit = e.commit;
+  h.relayed = e.relayed;
+  h.leader_addr = it->second.leader_addr;
+  h.rid = it->second.rid;
   out.list.push_back(
-      act::Note{act::Note::warn, fmt::format("HEURISTIC decision by an operator: {} {} without its "
-                                             "leader",
-                                             e.commit ? "commit" : "abort", e.txid)});
-  m_resolvers[e.txid] = {e.client, e.commit};
-  out.list.push_back(act::Append{act::Append::force, k_rec_heuristic,
-                                 txlog::Encoder().str(e.txid).u8(e.commit ? 1 : 0).data(), e.txid});
+      act::Append{act::Append::force, k_rec_heuristic, encode_heuristic(e.txid, h), e.txid});
+  m_resolvers[e.txid] = {e.client, std::move(h)};
+}
+
+void Core::mark_reported(const std::string& txid, Heuristic& h, Actions& out) {
+  if (h.reported) return;
+  h.reported = true;
+  m_queries.erase(txid);
+  out.list.push_back(
+      act::Append{act::Append::none, k_rec_reported, txlog::Encoder().str(txid).data(), txid});
+}
+
+void Core::report_heuristics(int64_t now, Actions& out) {
+  for (auto& [txid, h] : m_heuristic) {
+    if (!report_due(h) || m_prepared.count(txid)) continue;
+    auto [q, fresh] = m_queries.try_emplace(txid, Query{now, m_cfg.resolve_backoff_ms});
+    (void)fresh;
+    if (now < q->second.next_ms) continue;
+    q->second.next_ms = now + q->second.backoff_ms;
+    q->second.backoff_ms = std::min(q->second.backoff_ms * 2, m_cfg.resolve_max_backoff_ms);
+    act::Ask a{h.leader_addr, txid, -1, h.commit, h.rid};
+    out.list.push_back(std::move(a));
+  }
 }
 
 // --- reads --------------------------------------------------------------------------------
@@ -575,8 +648,10 @@ void Core::on(int64_t now, int64_t wall, ev::Tick&, Actions& out) {
     uint64_t n = q->second.asked++;
     const std::string& ask =
         n % 2 == 0 || others.empty() ? p.leader_addr : *others[(n / 2) % others.size()];
-    out.list.push_back(act::Ask{ask, txid, std::max<int64_t>(0, wall - p.prepared_at_ms)});
+    out.list.push_back(
+        act::Ask{ask, txid, std::max<int64_t>(0, wall - p.prepared_at_ms), std::nullopt, ""});
   }
+  report_heuristics(now, out);
 }
 
 void Core::on(int64_t, int64_t, ev::LeaderSeen& e, Actions&) {
@@ -587,6 +662,25 @@ void Core::on(int64_t, int64_t, ev::LeaderSeen& e, Actions&) {
 }
 
 void Core::on(int64_t now, int64_t, ev::Outcome& e, Actions& out) {
+  if (auto h = m_heuristic.find(e.txid);
+      h != m_heuristic.end() && report_due(h->second) && !m_prepared.count(e.txid)) {
+    // The answer to a report: the leader's decision. It recorded a mismatch before answering.
+    if (!e.decision || *e.decision == Decision::pending) return;  // reported again later
+    bool leader_commit = *e.decision == Decision::committed;
+    if (leader_commit != h->second.commit)
+      out.list.push_back(act::Note{
+          act::Note::error,
+          fmt::format("HEURISTIC MISMATCH: {} was {} here on an operator's order but its leader "
+                      "decided {}; the leader recorded it",
+                      e.txid, h->second.commit ? "committed" : "aborted",
+                      leader_commit ? "commit" : "abort")});
+    else
+      out.list.push_back(act::Note{
+          act::Note::info, fmt::format("the operator's {} of {} agrees with its leader's decision",
+                                       h->second.commit ? "commit" : "abort", e.txid)});
+    mark_reported(e.txid, h->second, out);
+    return;
+  }
   auto it = m_prepared.find(e.txid);
   if (it == m_prepared.end() || it->second.applying) return;
   if (!e.decision) {
@@ -617,8 +711,8 @@ void Core::on(int64_t, int64_t, ev::LogFull&, Actions& out) {
   for (auto& [txid, p] : m_prepared)
     if (!p.applied) rw.live.push_back({k_rec_prepared, encode_prepared(p)});
   // Heuristic decisions stay visible for good (they are few, and an operator must see them).
-  for (auto& [txid, commit] : m_heuristic)
-    rw.live.push_back({k_rec_heuristic, txlog::Encoder().str(txid).u8(commit ? 1 : 0).data()});
+  for (auto& [txid, h] : m_heuristic)
+    rw.live.push_back({k_rec_heuristic, encode_heuristic(txid, h)});
   out.list.push_back(std::move(rw));
 }
 

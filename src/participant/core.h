@@ -53,9 +53,27 @@ enum RecordType : uint8_t {
                         // node]]: forced before voting YES
   k_rec_committed = 2,  // txid: written after the store applied it (forced lazily)
   k_rec_aborted = 3,    // txid (not forced: presumed abort covers its loss)
-  k_rec_heuristic = 4,  // txid, decision (u8: 1 commit, 0 abort): an operator's forced
-                        // resolution without the leader (forced)
+  k_rec_heuristic = 4,  // txid, decision (u8: 1 commit, 0 abort)[, leader address, request
+                        // id, relayed (u8), reported (u8)]: an operator's resolution (forced)
+  k_rec_reported = 5,   // txid: the leader heard of that heuristic decision (not forced: a
+                        // lost one only means reporting it again)
 };
+
+// An outcome an operator gave a prepared transaction here (tpc client resolve). It is kept
+// for good: a later COMMIT or ABORT that contradicts it is answered with it, and it is
+// reported to the transaction's leader, which records a HEURISTIC MISMATCH if it decided
+// otherwise (docs/recovery.md).
+struct Heuristic {
+  bool commit = false;
+  bool relayed = false;     // the operator relayed the leader's decision (resolve without
+                            // --force); false: decided without the leader (--force)
+  std::string leader_addr;  // where to report it ("": nowhere, a record of an older version)
+  std::string rid;          // the client's request id ("" when it sent none)
+  bool reported = false;    // the leader answered the report with its decision
+};
+std::string encode_heuristic(const std::string& txid, const Heuristic& h);
+// Error CORRUPT when `payload` is not a whole HEURISTIC record.
+Result<std::pair<std::string, Heuristic>> decode_heuristic(const std::string& payload);
 
 struct Prepared {
   std::string txid;
@@ -85,9 +103,8 @@ struct CoreConfig {
 
 namespace ev {
 // `from`: the node id of the leader whose connection carried the message (its HELLO, or
-// its certificate). Only the leader that prepared a transaction may commit or abort it, or
-// an operator (admin role) relaying that leader's durable decision (`tpc client resolve`,
-// which asked the leader first): `relayed`.
+// its certificate). Only the leader that prepared a transaction may commit or abort it; an
+// operator decides only through Resolve, which is recorded and reported to that leader.
 struct Prepare {
   ClientId client = 0;
   protocol::Prepare msg;
@@ -97,13 +114,11 @@ struct Commit {
   ClientId client = 0;
   std::string txid;
   std::string from;
-  bool relayed = false;
 };
 struct Abort {
   ClientId client = 0;
   std::string txid;
   std::string from;
-  bool relayed = false;
 };
 struct Read {
   ClientId client = 0;
@@ -123,10 +138,14 @@ struct ScanCheck {
   std::string watch;
   std::string from;
 };
-struct Resolve {  // an operator's heuristic decision (tpc client resolve --force)
+// An operator's decision (tpc client resolve): forced to the log as a HEURISTIC record, then
+// carried out. `relayed`: the operator relays the leader's decision (it asked the leader
+// first); the participant cannot tell, so it reports it to the leader as any other.
+struct Resolve {
   ClientId client = 0;
   std::string txid;
   bool commit = false;
+  bool relayed = false;
 };
 struct Durable {  // a forced or lazy record is durable
   uint8_t type = 0;
@@ -152,7 +171,8 @@ using Event = std::variant<ev::Prepare, ev::Commit, ev::Abort, ev::Read, ev::Sca
                            ev::Resolve, ev::Durable, ev::Applied, ev::Flush, ev::Outcome,
                            ev::LeaderSeen, ev::Tick, ev::LogFull>;
 
-using ReplyMsg = std::variant<protocol::Vote, protocol::Ack, protocol::ReadReply,
+using ReplyMsg = std::variant<protocol::Vote, protocol::Ack, protocol::HeuristicReply,
+                              protocol::ReadReply,
                               protocol::ScanReply, protocol::ScanChecked, protocol::Error>;
 
 inline constexpr int64_t k_watch_ms = 5000;    // a scan's watch is forgotten after this
@@ -178,6 +198,10 @@ struct Reply {
 struct Ask {
   std::string leader_addr, txid;
   int64_t held_ms = -1;  // how long it has been held prepared (wall clock)
+  // A report of an operator's outcome (no longer in doubt here): OUTCOME's heuristic= and
+  // rid=. The answer is the leader's decision, stepped as ev::Outcome as for a query.
+  std::optional<bool> heuristic;
+  std::string rid;
 };
 struct Rewrite {
   std::vector<txlog::Record> live;
@@ -225,7 +249,12 @@ class Core {
                                              [](const auto& p) { return !p.second.applying; }));
   }
   const Prepared* find(const std::string& txid) const;
-  const std::map<std::string, bool>& heuristics() const { return m_heuristic; }
+  const std::map<std::string, Heuristic>& heuristics() const { return m_heuristic; }
+  // Heuristic decisions made without the leader (resolve --force), as status counts them.
+  size_t forced_heuristics() const {
+    return static_cast<size_t>(std::count_if(m_heuristic.begin(), m_heuristic.end(),
+                                             [](const auto& h) { return !h.second.relayed; }));
+  }
   uint64_t committed_count() const { return m_committed; }
   uint64_t aborted_count() const { return m_aborted; }
   uint64_t redone() const { return m_redone; }
@@ -252,7 +281,7 @@ class Core {
   // A COMMIT or ABORT of a prepared transaction from another node than the leader that
   // prepared it: refused (ERR DENIED, logged). True when refused.
   bool denied(const std::string& verb, const std::string& txid, const std::string& from,
-              bool relayed, ClientId client, Actions& out);
+              ClientId client, Actions& out);
   void abort(const std::string& txid, ClientId client, Actions& out);
   void finish(std::map<std::string, Prepared>::iterator it, Actions& out);
   void read(ClientId client, const std::string& key, int64_t now, int64_t deadline, Actions& out);
@@ -291,7 +320,11 @@ class Core {
   std::map<std::string, std::string> m_locks;                     // key -> txid
   std::map<std::string, std::vector<ClientId>> m_vote_waiters;    // PREPARED being forced
   std::map<std::string, std::vector<ClientId>> m_commit_waiters;  // COMMITTED being forced
-  std::map<std::string, std::pair<ClientId, bool>> m_resolvers;   // HEURISTIC being forced
+  struct Resolver {
+    ClientId client = 0;
+    Heuristic h;
+  };
+  std::map<std::string, Resolver> m_resolvers;  // HEURISTIC being forced
   std::vector<std::string> m_commit_queue;  // decided COMMIT, waiting for the next batch
   std::vector<std::string> m_applying;      // in the outstanding Apply
   bool m_redo_applying = false;             // the outstanding Apply is recovery's redo
@@ -315,7 +348,12 @@ class Core {
   std::vector<std::string> m_leaders_seen;  // ev::LeaderSeen, in order, at most 16
   std::map<std::string, Query> m_queries;  // in-doubt txid -> outcome query state
   int64_t m_next_scan_ms = 0;
-  std::map<std::string, bool> m_heuristic;
+  std::map<std::string, Heuristic> m_heuristic;
+  // Heuristic decisions the leader has not heard of yet: reported at every scan, with backoff.
+  bool report_due(const Heuristic& h) const { return !h.reported && !h.leader_addr.empty(); }
+  void report_heuristics(int64_t now, Actions& out);
+  // The leader answered with its decision (an OUTCOME report, or its COMMIT or ABORT).
+  void mark_reported(const std::string& txid, Heuristic& h, Actions& out);
   // Recently finished transactions, so a late duplicate PREPARE is not run again.
   RecentSet<std::string> m_recent_aborted{10000};
   RecentSet<std::string> m_recent_committed{10000};

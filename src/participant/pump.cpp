@@ -159,8 +159,9 @@ void Server::ask(const act::Ask& a) {
     return;
   }
   if (failpoint::hit("participant/askOutcome", a.txid)) return;  // query lost
-  log::debug("in-doubt {}: asking leader {} for the outcome", a.txid, a.leader_addr);
-  link->request(protocol::encode(protocol::OutcomeQuery{a.txid, a.held_ms}),
+  log::debug("{} {}: asking leader {} for the outcome", a.heuristic ? "heuristic" : "in-doubt",
+             a.txid, a.leader_addr);
+  link->request(protocol::encode(protocol::OutcomeQuery{a.txid, a.held_ms, a.heuristic, a.rid}),
                 [this, txid = a.txid](Result<std::string> r) {
                   step(ev::Outcome{txid, protocol::parse_decision(r)});
                 });

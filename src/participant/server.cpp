@@ -117,7 +117,7 @@ void Server::start_metrics(boost::asio::io_context& io) {
             return static_cast<double>(oldest) / 1000.0;
           });
   r.gauge("tpc_heuristic_decisions", "Heuristic decisions (resolve --force) recorded here.",
-          [this] { return static_cast<double>(m_core->heuristics().size()); });
+          [this] { return static_cast<double>(m_core->forced_heuristics()); });
   r.gauge("tpc_keys", "Keys stored here.",
           [this] { return static_cast<double>(m_store->key_count()); });
   m_metrics->serve(io, m_cfg.metrics_addr, [] { return std::string(); });
@@ -134,10 +134,11 @@ namespace {
 // Which declared roles may send each verb to a participant (docs/security.md), as the roles'
 // names separated by spaces; nullptr: an unknown verb (answered PROTO). A leader must also
 // have had its JOIN accepted on the connection for PREPARE, COMMIT and ABORT: the leader
-// that admitted this participant. Admin's COMMIT and ABORT relay the leader's decision.
+// that admitted this participant. An operator decides only with RESOLVE (recorded, and
+// reported to the leader): never with a bare COMMIT or ABORT.
 const char* allowed_roles(std::string_view verb) {
   if (verb == "PREPARE") return "leader";
-  if (verb == "COMMIT" || verb == "ABORT") return "leader admin";
+  if (verb == "COMMIT" || verb == "ABORT") return "leader";
   if (verb == "JOIN") return "leader";
   if (verb == "READ" || verb == "SCAN" || verb == "SCANCHECK") return "leader client admin";
   if (verb == "STATS" || verb == "INDOUBT") return "leader participant client admin";
@@ -185,11 +186,9 @@ void Server::handle(const std::string& line, Reply reply) {
     auto txid = protocol::decode_txid_arg(t);
     if (!txid) return fail(txid.status());
     if (verb == "COMMIT")
-      step(ev::Commit{client(reply), std::move(*txid), reply.peer().node,
-                      reply.peer().role == "admin"});
+      step(ev::Commit{client(reply), std::move(*txid), reply.peer().node});
     else
-      step(ev::Abort{client(reply), std::move(*txid), reply.peer().node,
-                     reply.peer().role == "admin"});
+      step(ev::Abort{client(reply), std::move(*txid), reply.peer().node});
   } else if (verb == "READ") {
     auto m = protocol::decode_read(t);
     if (!m) return fail(m.status());
@@ -217,10 +216,11 @@ void Server::handle(const std::string& line, Reply reply) {
   } else if (verb == "INDOUBT") {
     on_indoubt(reply);
   } else if (verb == "RESOLVE") {
-    if (t.size() != 3 || (t[2] != "commit" && t[2] != "abort"))
-      return fail(Status::error("PROTO", "usage: RESOLVE TXID commit|abort"));
+    if ((t.size() != 3 && t.size() != 4) || (t[2] != "commit" && t[2] != "abort") ||
+        (t.size() == 4 && t[3] != "relayed"))
+      return fail(Status::error("PROTO", "usage: RESOLVE TXID commit|abort [relayed]"));
     if (Status s = protocol::check_txid(t[1]); !s) return fail(s);
-    step(ev::Resolve{client(reply), std::string(t[1]), t[2] == "commit"});
+    step(ev::Resolve{client(reply), std::string(t[1]), t[2] == "commit", t.size() == 4});
   } else {
     fail(Status::error("PROTO", "unknown command " + escape(verb) + " (participant)"));
   }
@@ -374,7 +374,7 @@ void Server::on_stats(Reply reply) {
       m_cfg.id, m_ident.cluster.empty() ? "-" : m_ident.cluster, m_ident.node, m_store->key_count(),
       m_core->committed_count(), m_core->aborted_count(), m_core->prepared().size(),
       m_core->prepared().size() - m_core->in_doubt(),
-      m_core->heuristics().size(), ls.bytes, ls.syncs, now_ms() - m_started_ms));
+      m_core->forced_heuristics(), ls.bytes, ls.syncs, now_ms() - m_started_ms));
 }
 
 void Server::on_indoubt(Reply reply) {

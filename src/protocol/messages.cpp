@@ -103,7 +103,11 @@ std::string encode(const ScanReply& r) {
 }
 std::string encode(const ScanChecked& r) { return r.clean ? "CLEAN" : "CHANGED"; }
 std::string encode(const OutcomeQuery& m) {
-  return m.held_ms < 0 ? "OUTCOME " + m.txid : fmt::format("OUTCOME {} {}", m.txid, m.held_ms);
+  std::string s = "OUTCOME " + m.txid;
+  if (m.held_ms >= 0) s += fmt::format(" {}", m.held_ms);
+  if (m.heuristic) s += *m.heuristic ? " heuristic=commit" : " heuristic=abort";
+  if (m.heuristic && !m.rid.empty()) s += " rid=" + m.rid;
+  return s;
 }
 std::string encode(const PeerRequest& m) {
   return std::visit([](auto& x) { return encode(x); }, m);
@@ -139,6 +143,9 @@ std::string encode(const ReadReply& r) {
 }
 
 std::string encode(const Ack&) { return "ACK"; }
+std::string encode(const HeuristicReply& r) {
+  return r.committed ? "HEURISTIC COMMITTED" : "HEURISTIC ABORTED";
+}
 std::string encode(const Error& e) { return LineBuilder("ERR").raw(e.code).text(e.detail).str(); }
 
 Result<Prepare> decode_prepare(const std::vector<std::string_view>& t) {
@@ -177,15 +184,28 @@ Result<std::string> decode_txid_arg(const std::vector<std::string_view>& t) {
 }
 
 Result<OutcomeQuery> decode_outcome_query(const std::vector<std::string_view>& t) {
-  if (t.size() != 2 && t.size() != 3)
-    return Status::error("PROTO", "usage: OUTCOME TXID [HELD-MS]");
+  const Status usage =
+      Status::error("PROTO", "usage: OUTCOME TXID [HELD-MS] [heuristic=commit|abort [rid=RID]]");
+  if (t.size() < 2 || t.size() > 5) return usage;
   if (Status s = check_txid(t[1]); !s) return s;
-  OutcomeQuery q{std::string(t[1]), -1};
-  if (t.size() == 3) {
-    auto ms = parse_int(t[2]);
+  OutcomeQuery q{std::string(t[1]), -1, std::nullopt, ""};
+  size_t i = 2;
+  if (i < t.size() && t[i].find('=') == std::string_view::npos) {
+    auto ms = parse_int(t[i]);
     if (!ms || *ms < 0) return Status::error("PROTO", "OUTCOME: HELD-MS is not a count of ms");
     q.held_ms = *ms;
+    ++i;
   }
+  if (i < t.size() && (t[i] == "heuristic=commit" || t[i] == "heuristic=abort")) {
+    q.heuristic = t[i] == "heuristic=commit";
+    ++i;
+    if (i < t.size() && t[i].substr(0, 4) == "rid=") {
+      if (Status s = check_request_id(t[i].substr(4)); !s) return s;
+      q.rid = std::string(t[i].substr(4));
+      ++i;
+    }
+  }
+  if (i != t.size()) return usage;
   return q;
 }
 
@@ -250,6 +270,16 @@ bool parse_ack(const Result<std::string>& line) {
   if (!line) return false;
   auto t = split(*line);
   return !t.empty() && t[0] == "ACK";
+}
+
+PhaseTwo parse_phase_two(const Result<std::string>& line) {
+  if (!line) return PhaseTwo::none;
+  auto t = split(*line);
+  if (t.size() == 1 && t[0] == "ACK") return PhaseTwo::acked;
+  if (t.size() == 2 && t[0] == "HEURISTIC" && t[1] == "COMMITTED")
+    return PhaseTwo::heuristic_committed;
+  if (t.size() == 2 && t[0] == "HEURISTIC" && t[1] == "ABORTED") return PhaseTwo::heuristic_aborted;
+  return PhaseTwo::none;
 }
 
 Result<Decision> parse_decision(const Result<std::string>& line) {
@@ -341,6 +371,11 @@ TxnReply parse_txn_reply(const Result<std::string>& line) {
   if (w == "COMMITTED" || w == "PENDING") {
     r.kind = w == "COMMITTED" ? TxnReply::committed : TxnReply::pending;
     if (t.size() > 1) r.txid = t[1];
+  } else if (w == "HEURISTIC" && t.size() >= 3 && (t[2] == "commit" || t[2] == "abort")) {
+    r.kind = TxnReply::heuristic;
+    r.txid = t[1];
+    r.decision = t[2];
+    r.detail = rest_after(*line, 3);
   } else if (w == "ABORTED" || (w == "ERR" && t.size() > 1)) {
     r.kind = w == "ERR" ? TxnReply::error : TxnReply::aborted;
     if (t.size() > 1) r.code = t[1];

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -45,9 +46,15 @@ struct ScanCheck {  // SCANCHECK WATCH
 using PeerRequest = std::variant<Prepare, Commit, Abort, Read, Scan, ScanCheck>;
 
 // --- participant -> leader request.
-struct OutcomeQuery {  // OUTCOME TXID [HELD-MS]
+// OUTCOME TXID [HELD-MS] [heuristic=commit|abort [rid=RID]]. With `heuristic`, the
+// participant no longer holds TXID in doubt: it reports the outcome an operator forced
+// (tpc client resolve), and the leader records a HEURISTIC MISMATCH when its own decision
+// differs (docs/protocol.md).
+struct OutcomeQuery {
   std::string txid;
   int64_t held_ms = -1;  // how long the asking participant has held it prepared (-1: not said)
+  std::optional<bool> heuristic;  // the operator's outcome there: true commit, false abort
+  std::string rid;                // the client's request id of TXID ("": not known)
 };
 // OUTCOME's arguments. Error PROTO on anything else.
 Result<OutcomeQuery> decode_outcome_query(const std::vector<std::string_view>& t);
@@ -63,6 +70,14 @@ struct Vote {
 };
 // To COMMIT, ABORT and RESOLVE: "ACK"; anything else is not an acknowledgement.
 struct Ack {};
+// To COMMIT or ABORT from a participant that finished TXID otherwise on an operator's order
+// (RESOLVE): "HEURISTIC COMMITTED|ABORTED", its own outcome; never a plain ACK.
+struct HeuristicReply {
+  bool committed = false;
+};
+// A reply to COMMIT or ABORT: acknowledged, a contradicting heuristic outcome, or neither
+// (lost, an error, anything else: re-sent).
+enum class PhaseTwo { none, acked, heuristic_committed, heuristic_aborted };
 // Any request may be answered "ERR CODE TEXT".
 struct Error {
   std::string code, detail;
@@ -92,11 +107,14 @@ struct ScanChecked {
 
 // To TXN, PUT, DEL (and RESULT): "COMMITTED [TXID]", "ABORTED [CODE TEXT]", "PENDING [TXID]"
 // or "ERR CODE TEXT". A lost connection is an error UNAVAILABLE.
+// RESULT also: "HEURISTIC TXID commit|abort TEXT": the leader decided TXID so, and a
+// participant finished it otherwise on an operator's order (a HEURISTIC MISMATCH).
 struct TxnReply {
-  enum Kind { committed, aborted, pending, error } kind = error;
+  enum Kind { committed, aborted, pending, error, heuristic } kind = error;
   std::string txid;    // committed, pending
   std::string code;    // aborted, error
-  std::string detail;  // aborted, error
+  std::string detail;  // aborted, error, heuristic
+  std::string decision;  // heuristic: the leader's decision, commit or abort
 };
 
 std::string encode(const Prepare& m);
@@ -113,6 +131,7 @@ std::string encode(const Vote& v);
 std::string encode(Decision d);
 std::string encode(const ReadReply& r);
 std::string encode(const Ack&);
+std::string encode(const HeuristicReply& r);
 std::string encode(const Error& e);
 
 // LEADER-ID.INCARNATION.SEQUENCE; error PROTO for anything else.
@@ -138,6 +157,7 @@ inline constexpr uint64_t k_max_scan_limit = 100000;
 // Reply parsers take the reply line, or the error of a request that got none.
 Vote parse_vote(const Result<std::string>& line);
 bool parse_ack(const Result<std::string>& line);
+PhaseTwo parse_phase_two(const Result<std::string>& line);
 Result<Decision> parse_decision(const Result<std::string>& line);
 ReadReply parse_read_reply(const Result<std::string>& line);
 ScanReply parse_scan_reply(const Result<std::string>& line);

@@ -491,4 +491,22 @@ bool EtcdServer::wait_healthy(int timeout_ms) const {
       timeout_ms);
 }
 
+std::pair<std::string, std::string> http_get(uint16_t port, const std::string& path) {
+  int fd = connect_loopback(port);
+  if (fd < 0) return {};
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  (void)!::write(fd, req.data(), req.size());
+  std::string resp;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) resp.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  size_t head = resp.find("\r\n\r\n");
+  if (head == std::string::npos) return {};
+  return {resp.substr(0, resp.find("\r\n")), resp.substr(head + 4)};
+}
+
+
 }  // namespace tpc::it

@@ -34,6 +34,8 @@ int connect_loopback(uint16_t port);
 // A TCP socket bound to 127.0.0.1:port and listening, or -1.
 int listen_loopback(uint16_t port);
 uint16_t free_port();
+// One HTTP/1.0 GET to 127.0.0.1:port; "" when nothing answers. Status line and body.
+std::pair<std::string, std::string> http_get(uint16_t port, const std::string& path);
 
 // Polls `cond` every few milliseconds until it holds or `timeout_ms` passes.
 bool wait_for(const std::function<bool()>& cond, int timeout_ms);

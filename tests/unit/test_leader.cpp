@@ -557,3 +557,110 @@ TEST_SUITE("leader scan") {
     CHECK(Driver::all<act::Send>(d2.step(ev::Scan{3, "", "", 10, 1000})).size() == 2);
   }
 }
+
+// Heuristic outcomes (an operator finished a transaction at a participant): recorded durably
+// when they contradict the decision, shown by RESULT, kept across restarts and rewrites until
+// forgotten.
+TEST_SUITE("leader heuristics") {
+  std::string committed(Driver& d, const std::string& rid) {
+    auto txid = d.begin(7, rid, put("bank"));
+    for (size_t p = 0; p < 3; ++p) d.step(ev::Vote{txid, p, Driver::yes()});
+    d.step(ev::Durable{txid, 0});
+    return txid;
+  }
+
+  TEST_CASE("HEURISTIC ABORTED in reply to COMMIT is recorded before END, and RESULT says so") {
+    Driver d(config());
+    auto txid = committed(d, "r1");
+    d.step(ev::CommitReply{txid, 0, true});
+    auto a = d.step(ev::CommitReply{txid, 1, false, true});
+    auto app = Driver::all<act::Append>(a);
+    REQUIRE(app.size() == 1);
+    CHECK(app[0].type == k_rec_heuristic);
+    CHECK(app[0].force);
+    a = d.step(ev::CommitReply{txid, 2, true});
+    app = Driver::all<act::Append>(a);
+    REQUIRE(app.size() == 1);
+    CHECK(app[0].type == k_rec_end);  // the mismatch counted as participant 1's answer
+    // The same reply again (a re-send crossed it): recorded once.
+    CHECK(Driver::all<act::Append>(d.step(ev::CommitReply{txid, 1, false, true})).empty());
+    auto r = Driver::reply_to(d.step(ev::Result{8, "r1"}), 8);
+    REQUIRE(r);
+    CHECK(r->kind == ClientReply::heuristic);
+    CHECK(encode(*r) ==
+          "HEURISTIC L.1.1 commit participant 127.0.0.1:2 aborted it on an operator's order "
+          "(tpc client heuristics)");
+    REQUIRE(d.core.mismatches().size() == 1);
+    // Across a restart and a log rewrite, until an operator forgets it.
+    Core c2(config(2));
+    for (auto& rec : d.log) c2.recover(rec);
+    CHECK(c2.mismatches().size() == 1);
+    auto rw = Driver::all<act::Rewrite>(c2.step(0, ev::LogFull{}));
+    REQUIRE(rw.size() == 1);
+    size_t kept = std::count_if(rw[0].live.begin(), rw[0].live.end(),
+                                [](auto& x) { return x.type == k_rec_heuristic; });
+    CHECK(kept == 1);
+    a = d.step(ev::Forget{9, txid});
+    CHECK(Driver::reply_to(a, 9)->kind == ClientReply::ok);
+    CHECK(d.core.mismatches().empty());
+    CHECK(Driver::reply_to(d.step(ev::Forget{10, txid}), 10)->code == "NOTFOUND");
+    CHECK(Driver::reply_to(d.step(ev::Result{11, "r1"}), 11)->kind == ClientReply::committed);
+    Core c3(config(3));
+    for (auto& rec : d.log) c3.recover(rec);
+    CHECK(c3.mismatches().empty());
+  }
+
+  TEST_CASE("a participant's report contradicting a presumed abort is forced before it is answered") {
+    Driver d(config());
+    // The leader never decided L.1.5 (it died first): presumed abort. The operator committed
+    // it at participant 2.
+    auto a = d.step(ev::Outcome{3, "L.1.5", true, "rid5", 2});
+    CHECK(!Driver::reply_to(a, 3));  // not before the record is durable
+    auto app = Driver::all<act::Append>(a);
+    REQUIRE(app.size() == 1);
+    CHECK(app[0].type == k_rec_heuristic);
+    CHECK(app[0].force);
+    // A second report while the force runs waits for it too.
+    CHECK(!Driver::reply_to(d.step(ev::Outcome{4, "L.1.5", true, "rid5", 2}), 4));
+    a = d.step(ev::Durable{"L.1.5", 0, k_rec_heuristic});
+    CHECK(Driver::reply_to(a, 3)->kind == ClientReply::aborted);
+    CHECK(Driver::reply_to(a, 4)->kind == ClientReply::aborted);
+    auto r = Driver::reply_to(d.step(ev::Result{8, "rid5"}), 8);
+    CHECK(r->kind == ClientReply::heuristic);
+    CHECK(r->code == "abort");
+    // An agreeing report records nothing.
+    a = d.step(ev::Outcome{5, "L.1.6", false, "", 1});
+    CHECK(Driver::all<act::Append>(a).empty());
+    CHECK(Driver::reply_to(a, 5)->kind == ClientReply::aborted);
+    // A report from a peer that is none of the participants is answered, not recorded.
+    a = d.step(ev::Outcome{6, "L.1.7", true, "", SIZE_MAX});
+    CHECK(Driver::all<act::Append>(a).empty());
+    CHECK(d.core.mismatches().size() == 1);
+  }
+
+  TEST_CASE("a report of an agreeing commit after END is not taken for a mismatch") {
+    Driver d(config());
+    auto txid = committed(d, "r2");
+    for (size_t p = 0; p < 3; ++p) d.step(ev::CommitReply{txid, p, true});
+    CHECK(d.core.decision(txid) == Decision::aborted);  // forgotten: presumed abort
+    // The request id still says committed: the report agrees.
+    auto a = d.step(ev::Outcome{3, txid, true, "r2", 0});
+    CHECK(Driver::all<act::Append>(a).empty());
+    CHECK(Driver::reply_to(a, 3)->kind == ClientReply::committed);
+  }
+
+  TEST_CASE("HEURISTIC COMMITTED in reply to ABORT is recorded") {
+    Driver d(config());
+    auto txid = d.begin(7, "r3", put("k"));
+    d.step(ev::Vote{txid, 0, Driver::yes()});
+    d.step(ev::Vote{txid, 1, protocol::Vote{protocol::Vote::no, "CONFLICT", "x", 0}});
+    auto a = d.step(ev::AbortReply{txid, 0});
+    auto app = Driver::all<act::Append>(a);
+    REQUIRE(app.size() == 1);
+    CHECK(app[0].type == k_rec_heuristic);
+    auto m = decode_mismatch(app[0].payload);
+    REQUIRE(m.is_ok());
+    CHECK(!m->decided_commit);
+    CHECK(m->their_commit);
+  }
+}

@@ -454,3 +454,124 @@ TEST_SUITE("participant scan") {
     CHECK(d.reply(16) == "CHANGED");
   }
 }
+
+// An operator's outcome (RESOLVE) against the leader's decision: never a silent ACK.
+TEST_SUITE("participant heuristics") {
+  TEST_CASE("an operator's abort answers the leader's later COMMIT with HEURISTIC ABORTED") {
+    store::MemStore s;
+    Driver d(s);
+    d.prepare(1, "L.1.1", put("bank", "100"));
+    d.durable(k_rec_prepared, "L.1.1");
+    d.step(ev::Resolve{2, "L.1.1", false, false});
+    d.durable(k_rec_heuristic, "L.1.1");
+    CHECK(d.reply(2) == "ACK");
+    CHECK(d.core.forced_heuristics() == 1);
+    d.step(ev::Commit{3, "L.1.1", "L-node"});
+    CHECK(d.reply(3) == "HEURISTIC ABORTED");
+    CHECK(!s.m_data.count("bank"));  // nothing applied behind the operator's back
+    // Answered so again after a restart: the HEURISTIC record is in the log.
+    store::MemStore s2;
+    Driver r(s2);
+    for (auto& rec : d.log) r.core.recover(rec);
+    r.execute(r.core.start(0, 0, {}));
+    r.step(ev::Commit{4, "L.1.1", "L-node"});
+    CHECK(r.reply(4) == "HEURISTIC ABORTED");
+    // An ABORT agrees with it: a plain ACK.
+    r.step(ev::Abort{5, "L.1.1", "L-node"});
+    CHECK(r.reply(5) == "ACK");
+  }
+
+  TEST_CASE("an operator's commit answers the leader's ABORT with HEURISTIC COMMITTED") {
+    store::MemStore s;
+    Driver d(s);
+    d.prepare(1, "L.1.1", put("k", "v"));
+    d.durable(k_rec_prepared, "L.1.1");
+    d.step(ev::Resolve{2, "L.1.1", true, false});
+    d.durable(k_rec_heuristic, "L.1.1");
+    d.durable(k_rec_committed, "L.1.1");
+    CHECK(d.reply(2) == "ACK");
+    CHECK(s.m_data["k"] == "v");
+    d.step(ev::Abort{3, "L.1.1", "L-node"});
+    CHECK(d.reply(3) == "HEURISTIC COMMITTED");
+    d.step(ev::Commit{4, "L.1.1", "L-node"});
+    CHECK(d.reply(4) == "ACK");
+  }
+
+  TEST_CASE("every operator's outcome is reported to the leader until it answers") {
+    store::MemStore s;
+    Driver d(s);
+    d.step(ev::Prepare{1, protocol::Prepare{"L.1.1", "L", "127.0.0.1:9", put("k", "v"), "rid7"},
+                       "L-node"});
+    d.durable(k_rec_prepared, "L.1.1");
+    d.step(ev::Resolve{2, "L.1.1", true, false});
+    d.durable(k_rec_heuristic, "L.1.1");
+    d.durable(k_rec_committed, "L.1.1");
+    d.asks.clear();
+    d.now += 1000;
+    d.step(ev::Tick{});
+    REQUIRE(d.asks.size() == 1);
+    CHECK(d.asks[0].leader_addr == "127.0.0.1:9");
+    CHECK(protocol::encode(protocol::OutcomeQuery{d.asks[0].txid, d.asks[0].held_ms,
+                                                  d.asks[0].heuristic, d.asks[0].rid}) ==
+          "OUTCOME L.1.1 heuristic=commit rid=rid7");
+    // No answer, or PENDING: asked again after the backoff.
+    d.step(ev::Outcome{"L.1.1", Status::error("UNAVAILABLE", "down")});
+    d.step(ev::Outcome{"L.1.1", Decision::pending});
+    d.asks.clear();
+    d.now += 10000;
+    d.step(ev::Tick{});
+    CHECK(d.asks.size() == 1);
+    // The leader decided abort (presumed): it recorded the mismatch; nothing more to report.
+    size_t before = d.log.size();
+    d.step(ev::Outcome{"L.1.1", Decision::aborted});
+    REQUIRE(d.log.size() == before + 1);
+    CHECK(d.log.back().type == k_rec_reported);
+    d.asks.clear();
+    d.now += 10000;
+    d.step(ev::Tick{});
+    CHECK(d.asks.empty());
+    // Still answered with its outcome, and reported state survives a restart and a rewrite.
+    store::MemStore s2;
+    Driver r(s2);
+    for (auto& rec : d.log) r.core.recover(rec);
+    r.execute(r.core.start(0, 0, {}));
+    r.now += 10000;
+    r.step(ev::Tick{});
+    CHECK(r.asks.empty());
+    auto a = r.core.step(0, 0, ev::LogFull{});
+    auto& rw = std::get<act::Rewrite>(a.list.at(0));
+    REQUIRE(rw.live.size() == 1);
+    auto h = decode_heuristic(rw.live[0].payload);
+    REQUIRE(h.is_ok());
+    CHECK(h->second.commit);
+    CHECK(h->second.reported);
+    CHECK(h->second.rid == "rid7");
+  }
+
+  TEST_CASE("the leader's own COMMIT answers the report of an agreeing relayed commit") {
+    store::MemStore s;
+    Driver d(s);
+    d.prepare(1, "L.1.1", put("k", "v"));
+    d.durable(k_rec_prepared, "L.1.1");
+    d.step(ev::Resolve{2, "L.1.1", true, true});
+    d.durable(k_rec_heuristic, "L.1.1");
+    d.durable(k_rec_committed, "L.1.1");
+    CHECK(d.core.forced_heuristics() == 0);  // relayed: not counted as the operator's own
+    d.step(ev::Commit{3, "L.1.1", "L-node"});
+    CHECK(d.reply(3) == "ACK");
+    CHECK(d.log.back().type == k_rec_reported);
+    d.asks.clear();
+    d.now += 10000;
+    d.step(ev::Tick{});
+    CHECK(d.asks.empty());
+  }
+
+  TEST_CASE("an older HEURISTIC record (txid and decision only) is read as already reported") {
+    auto h = decode_heuristic(txlog::Encoder().str("L.1.1").u8(0).data());
+    REQUIRE(h.is_ok());
+    CHECK(!h->second.commit);
+    CHECK(h->second.reported);
+    CHECK(!decode_heuristic(txlog::Encoder().str("L.1.1").u8(2).data()).is_ok());
+    CHECK(!decode_heuristic(txlog::Encoder().str("L.1.1").u8(1).str("a").data()).is_ok());
+  }
+}

@@ -1,0 +1,170 @@
+// Phase two trusts only what it should (docs/security.md, docs/recovery.md): an operator's
+// outcome that contradicts the leader's durable decision is reported, never hidden.
+#include <doctest/doctest.h>
+
+#include <regex>
+
+#include "client/connection.h"
+#include "harness.h"
+
+using namespace tpc;
+using namespace tpc::it;
+
+namespace {
+// The txid in doubt for `key` at the participants, from `tpc client in-doubt --peers`.
+std::string in_doubt_txid(Cluster& c, const std::string& key) {
+  std::string peers = c.participant_addr(0) + "," + c.participant_addr(1);
+  std::string txid;
+  wait_for(
+      [&] {
+        auto r = c.client({"--peers", peers, "in-doubt"});
+        std::smatch m;
+        if (!std::regex_search(r.out, m, std::regex("\n(1\\.\\d+\\.\\d+) .* " + key + "\n")))
+          return false;
+        txid = m[1];
+        return true;
+      },
+      10000);
+  return txid;
+}
+
+size_t count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+}  // namespace
+
+TEST_SUITE("trust") {
+  TEST_CASE("an operator's abort of a durable COMMIT is a heuristic mismatch: recorded, shown, "
+            "exit 5, until forgotten") {
+    Cluster::Options o;
+    // The decision is durable; the leader dies before phase 2.
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/afterDecisionFsync=1*crash"}};
+    uint16_t metrics = free_port();
+    o.leader_args = {"--metrics-addr", "127.0.0.1:" + std::to_string(metrics)};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    Scratch s;
+    const std::string rid = "bank-deposit-1";
+    Process put({TPC_BINARY, "client", "--leader", c.leader_addr(), "--request-id", rid, "put",
+                 "bank", "100"},
+                s.path() + "/out");
+    REQUIRE(c.leader()->wait_exit(10000) == 128 + SIGKILL);
+    std::string txid = in_doubt_txid(c, "bank");
+    REQUIRE(!txid.empty());
+    // The bare ABORT an admin could send before is refused: only RESOLVE decides by hand.
+    for (int i = 0; i < 2; ++i) {
+      auto admin = client::Connection::open(c.participant_addr(i), 2000, "admin");
+      REQUIRE(admin.is_ok());
+      auto r = admin->call("ABORT " + txid, 5000);
+      REQUIRE(r.is_ok());
+      CHECK(r->rfind("ERR DENIED", 0) == 0);
+      CHECK(c.stat(i, "in_doubt") == 1);
+    }
+    std::string peers = c.participant_addr(0) + "," + c.participant_addr(1);
+    auto r = c.client({"--peers", peers, "resolve", txid, "abort", "--force"});
+    INFO(r.out << r.err);
+    REQUIRE(r.code == 0);
+    put.kill9();
+    c.start_leader();  // re-sends its COMMIT: each participant answers HEURISTIC ABORTED
+    REQUIRE(c.wait_ready());
+    RunResult res;
+    CHECK(wait_for(
+        [&] {
+          res = c.client({"result", rid});
+          return res.code == 5;
+        },
+        15000));
+    INFO(res.out << res.err);
+    CHECK(res.err.find("HEURISTIC MISMATCH: the leader decided commit of " + txid) !=
+          std::string::npos);
+    CHECK(wait_for([&] { return c.stat(-1, "heuristic") == 2; }, 10000));
+    // The data is the operator's, the same on every replica and on every read.
+    for (int i = 0; i < 5; ++i) CHECK(c.client({"get", "bank"}).code == 1);
+    CHECK(!c.read_at(0, "bank"));
+    CHECK(!c.read_at(1, "bank"));
+    auto h = c.client({"heuristics"});
+    CHECK(h.code == 0);
+    CHECK(count(h.out, txid + " ") == 2);
+    CHECK(h.out.find(rid) != std::string::npos);
+    CHECK(c.client({"heuristics", "--json"}).out.find("\"decided\":\"commit\",\"outcome\":\"abort\"") !=
+          std::string::npos);
+    auto st = c.client({"status"});
+    CHECK(st.out.find("records 2 HEURISTIC MISMATCH") != std::string::npos);
+    CHECK(http_get(metrics, "/metrics").second.find("\ntpc_heuristic_mismatches 2\n") !=
+          std::string::npos);
+    // Logged once per participant at error level, not again on the re-sends.
+    CHECK(count(c.log_of_leader(), "HEURISTIC MISMATCH: " + txid) == 2);
+    // Durable: a restart of the leader still shows them.
+    c.kill_leader();
+    c.start_leader();
+    REQUIRE(c.wait_ready());
+    CHECK(c.stat(-1, "heuristic") == 2);
+    CHECK(c.client({"result", rid}).code == 5);
+    // An operator acknowledges them.
+    auto f = c.client({"forget", txid});
+    CHECK(f.code == 0);
+    CHECK(c.client({"forget", txid}).code == 1);
+    CHECK(c.client({"heuristics"}).out.find("no heuristic mismatches") != std::string::npos);
+    CHECK(c.stat(-1, "heuristic") == 0);
+  }
+
+  TEST_CASE("resolve --force commit of a presumed-abort transaction is reported when its leader "
+            "returns") {
+    Cluster::Options o;
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/beforeDecisionFsync=1*crash"}};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    Scratch s;
+    const std::string rid = "forced-commit-1";
+    Process put({TPC_BINARY, "client", "--leader", c.leader_addr(), "--request-id", rid, "put",
+                 "stuck", "v"},
+                s.path() + "/out");
+    REQUIRE(c.leader()->wait_exit(10000) == 128 + SIGKILL);
+    std::string txid = in_doubt_txid(c, "stuck");
+    REQUIRE(!txid.empty());
+    std::string peers = c.participant_addr(0) + "," + c.participant_addr(1);
+    auto r = c.client({"--peers", peers, "resolve", txid, "commit", "--force"});
+    REQUIRE(r.code == 0);
+    CHECK(c.read_at(0, "stuck") == "v");
+    put.kill9();
+    c.start_leader();  // it never decided: presumed abort; the participants report to it
+    REQUIRE(c.wait_ready());
+    RunResult res;
+    CHECK(wait_for(
+        [&] {
+          res = c.client({"result", rid});
+          return res.code == 5;
+        },
+        15000));
+    INFO(res.out << res.err);
+    CHECK(res.err.find("the leader decided abort") != std::string::npos);
+    CHECK(wait_for([&] { return c.stat(-1, "heuristic") == 2; }, 10000));
+    CHECK(c.log_of_participant(0).find("HEURISTIC MISMATCH: " + txid) != std::string::npos);
+  }
+
+  TEST_CASE("a relayed resolve that agrees with the leader records no mismatch") {
+    Cluster::Options o;
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/sendCommit=error(EIO)"}};
+    o.participant_env[0] = {{"TPC_FAILPOINTS", "participant/askOutcome=3*error(EIO)"}};
+    o.participant_env[1] = {{"TPC_FAILPOINTS", "participant/askOutcome=3*error(EIO)"}};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    REQUIRE(c.client({"--request-id", "agree-1", "put", "decided", "yes"}).code == 0);
+    std::string txid = in_doubt_txid(c, "decided");
+    REQUIRE(!txid.empty());
+    auto r = c.client({"resolve", txid, "commit"});
+    CHECK(r.code == 0);
+    CHECK(r.out.find("following leader") != std::string::npos);
+    // Each participant reports the relayed commit; the leader agrees.
+    CHECK(wait_for(
+        [&] {
+          return c.log_of_participant(0).find("agrees with its leader") != std::string::npos &&
+                 c.log_of_participant(1).find("agrees with its leader") != std::string::npos;
+        },
+        15000));
+    CHECK(c.stat(-1, "heuristic") == 0);
+    CHECK(c.client({"result", "agree-1"}).code == 0);
+  }
+}
