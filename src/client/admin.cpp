@@ -326,7 +326,8 @@ int run_resolve(const Options& o, const std::string& txid, bool commit, bool for
   const InDoubt& d = it->second;
   const char* want = commit ? "commit" : "abort";
   // The leader's durable decision wins, whatever the operator asked.
-  auto outcome = ask(d.leader_addr, protocol::encode(protocol::OutcomeQuery{txid}));
+  auto outcome =
+      ask(d.leader_addr, protocol::encode(protocol::OutcomeQuery{txid, -1, std::nullopt, ""}));
   if (outcome) {
     auto decision = protocol::parse_decision(*outcome);
     if (!decision) {

@@ -152,6 +152,18 @@ Actions Core::start(int64_t now, int64_t, const std::set<std::string>& applied) 
     m_queries[it->first] = Query{now, m_cfg.resolve_backoff_ms};  // ask at once
     ++it;
   }
+  // An operator's decision forced to the log before the crash, not yet carried out: it is
+  // carried out now, never replaced by the leader's (the record is what gets reported).
+  std::vector<std::pair<std::string, bool>> decided;
+  for (auto& [txid, p] : m_prepared)
+    if (auto h = m_heuristic.find(txid); h != m_heuristic.end())
+      decided.emplace_back(txid, h->second.commit);
+  for (auto& [txid, commit] : decided) {
+    if (commit)
+      this->commit(txid, 0, out);
+    else
+      abort(txid, 0, out);
+  }
   m_next_scan_ms = now;
   out.wake_at = next_wake(now);
   return out;
@@ -322,8 +334,18 @@ bool Core::denied(const std::string& verb, const std::string& txid, const std::s
   return true;
 }
 
+// While an operator's decision is being forced, the leader's COMMIT or ABORT is refused
+// (COMMIT is re-sent, and then answered by that decision): the operator's order, once
+// accepted, is what this participant carries out and reports.
+bool Core::resolving(const std::string& txid, ClientId client, Actions& out) {
+  if (!m_resolvers.count(txid)) return false;
+  reply(out, client,
+        protocol::Error{"STATE", "an operator's decision of " + txid + " is being recorded"});
+  return true;
+}
+
 void Core::on(int64_t, int64_t, ev::Commit& e, Actions& out) {
-  if (denied("COMMIT", e.txid, e.from, e.client, out)) return;
+  if (denied("COMMIT", e.txid, e.from, e.client, out) || resolving(e.txid, e.client, out)) return;
   commit(e.txid, e.client, out);
 }
 
@@ -416,7 +438,7 @@ void Core::abort(const std::string& txid, ClientId client, Actions& out) {
 }
 
 void Core::on(int64_t, int64_t, ev::Abort& e, Actions& out) {
-  if (denied("ABORT", e.txid, e.from, e.client, out)) return;
+  if (denied("ABORT", e.txid, e.from, e.client, out) || resolving(e.txid, e.client, out)) return;
   abort(e.txid, e.client, out);
 }
 
@@ -662,9 +684,10 @@ void Core::on(int64_t, int64_t, ev::LeaderSeen& e, Actions&) {
 }
 
 void Core::on(int64_t now, int64_t, ev::Outcome& e, Actions& out) {
-  if (auto h = m_heuristic.find(e.txid);
-      h != m_heuristic.end() && report_due(h->second) && !m_prepared.count(e.txid)) {
-    // The answer to a report: the leader's decision. It recorded a mismatch before answering.
+  if (auto h = m_heuristic.find(e.txid); h != m_heuristic.end() && !m_prepared.count(e.txid)) {
+    // Only the answer to a report says the leader heard of the operator's outcome (and
+    // recorded a mismatch before answering); an earlier query's answer does not.
+    if (!e.report || !report_due(h->second)) return;
     if (!e.decision || *e.decision == Decision::pending) return;  // reported again later
     bool leader_commit = *e.decision == Decision::committed;
     if (leader_commit != h->second.commit)
@@ -682,7 +705,7 @@ void Core::on(int64_t now, int64_t, ev::Outcome& e, Actions& out) {
     return;
   }
   auto it = m_prepared.find(e.txid);
-  if (it == m_prepared.end() || it->second.applying) return;
+  if (it == m_prepared.end() || it->second.applying || m_resolvers.count(e.txid)) return;
   if (!e.decision) {
     // That leader did not answer: the next one is asked at the next scan, not after the
     // backoff (a dead leader must not slow down its takeover).

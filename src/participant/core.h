@@ -157,6 +157,7 @@ struct Flush {};    // end of an event-loop turn
 struct Outcome {    // a leader's answer to Ask, or its loss
   std::string txid;
   Result<protocol::Decision> decision = Status::error("UNAVAILABLE", "no answer");
+  bool report = false;  // the Ask was a report of an operator's outcome (Ask::heuristic)
 };
 // A leader of this participant's cluster (its JOIN was accepted) answers outcomes at `addr`.
 // With several leaders over one decision store (docs/decision-store.md), a transaction whose
@@ -282,6 +283,7 @@ class Core {
   // prepared it: refused (ERR DENIED, logged). True when refused.
   bool denied(const std::string& verb, const std::string& txid, const std::string& from,
               ClientId client, Actions& out);
+  bool resolving(const std::string& txid, ClientId client, Actions& out);
   void abort(const std::string& txid, ClientId client, Actions& out);
   void finish(std::map<std::string, Prepared>::iterator it, Actions& out);
   void read(ClientId client, const std::string& key, int64_t now, int64_t deadline, Actions& out);

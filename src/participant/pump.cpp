@@ -153,8 +153,8 @@ void Server::ask(const act::Ask& a) {
   if (!link->up()) {
     // Said at once, so that another leader is asked next (several leaders); with one
     // leader, asked again after the backoff, once it is back.
-    asio::post(m_io, [this, txid = a.txid] {
-      step(ev::Outcome{txid, Status::error("UNAVAILABLE", "leader down")});
+    asio::post(m_io, [this, txid = a.txid, report = a.heuristic.has_value()] {
+      step(ev::Outcome{txid, Status::error("UNAVAILABLE", "leader down"), report});
     });
     return;
   }
@@ -162,8 +162,8 @@ void Server::ask(const act::Ask& a) {
   log::debug("{} {}: asking leader {} for the outcome", a.heuristic ? "heuristic" : "in-doubt",
              a.txid, a.leader_addr);
   link->request(protocol::encode(protocol::OutcomeQuery{a.txid, a.held_ms, a.heuristic, a.rid}),
-                [this, txid = a.txid](Result<std::string> r) {
-                  step(ev::Outcome{txid, protocol::parse_decision(r)});
+                [this, txid = a.txid, report = a.heuristic.has_value()](Result<std::string> r) {
+                  step(ev::Outcome{txid, protocol::parse_decision(r), report});
                 });
 }
 

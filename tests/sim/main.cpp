@@ -39,7 +39,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  uint64_t events = 0, crashes = 0, faults = 0, txns = 0, violations = 0;
+  uint64_t events = 0, crashes = 0, faults = 0, txns = 0, violations = 0, heuristics = 0,
+           mismatches = 0;
   for (uint64_t seed = start; seed < start + count; ++seed) {
     tpc::sim::Options o;
     o.seed = seed;
@@ -51,6 +52,8 @@ int main(int argc, char** argv) {
     crashes += r.crashes;
     faults += r.faults;
     txns += r.txns;
+    heuristics += r.heuristics;
+    mismatches += r.mismatches;
     if (!r.violations.empty()) {
       ++violations;
       std::printf("sim: seed %llu: %zu violation(s) (%s)\n", (unsigned long long)seed,
@@ -60,8 +63,10 @@ int main(int argc, char** argv) {
     }
   }
   std::printf(
-      "sim: %llu seeds, %llu events, %llu crashes, %llu faults, %llu txns, %llu violations\n",
+      "sim: %llu seeds, %llu events, %llu crashes, %llu faults, %llu txns, %llu forced outcomes "
+      "(%llu against the decision), %llu violations\n",
       (unsigned long long)count, (unsigned long long)events, (unsigned long long)crashes,
-      (unsigned long long)faults, (unsigned long long)txns, (unsigned long long)violations);
+      (unsigned long long)faults, (unsigned long long)txns, (unsigned long long)heuristics,
+      (unsigned long long)mismatches, (unsigned long long)violations);
   return violations ? 1 : 0;
 }

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <climits>
 #include <memory>
 #include <stdexcept>
 
@@ -109,7 +110,10 @@ struct TxnInfo {
 class Cluster {
  public:
   explicit Cluster(const Options& opt)
-      : m_opt(opt), m_rng(opt.seed), m_pause_rng(opt.seed * 0x9e3779b97f4a7c15ull + 1) {}
+      : m_opt(opt),
+        m_rng(opt.seed),
+        m_pause_rng(opt.seed * 0x9e3779b97f4a7c15ull + 1),
+        m_op_rng(opt.seed * 0xbf58476d1ce4e5b9ull + 7) {}
   Report run();
 
  private:
@@ -170,6 +174,21 @@ class Cluster {
   // the other seeds keep their schedules (and the regression seeds their meaning).
   Rng m_pause_rng;
   bool pauses() const { return m_opt.seed % 5 == 3; }
+  // An operator's forced outcomes (tpc client resolve --force), in one seed of seven
+  // (seed % 7 == 6), from a generator of their own: at a participant, an in-doubt
+  // transaction committed or aborted without its leader. Every one that contradicts the
+  // leader's decision must end up recorded by that leader (docs/recovery.md); the keys such
+  // transactions wrote leave the data checks (they hold what the operator chose).
+  Rng m_op_rng;
+  bool operators() const { return m_opt.seed % 7 == 6; }
+  void operate();
+  std::map<std::pair<std::string, int>, bool> m_op_intent;  // (txid, P) -> commit: being forced
+  std::map<std::pair<std::string, int>, bool> m_heur;       // (txid, P) -> commit: durable
+  bool heuristic_at(const std::string& txid, int j) const { return m_heur.count({txid, j}) > 0; }
+  bool heuristic_txn(const std::string& txid) const {
+    auto it = m_heur.lower_bound({txid, INT_MIN});
+    return it != m_heur.end() && it->first.first == txid;
+  }
   void client_pause(int c);
   Scheduler m_s;
   Report m_result;
@@ -250,6 +269,7 @@ void Cluster::setup() {
   for (size_t c = 0; c < m_chans.size(); ++c) reconnect(static_cast<int>(c));
   for (int c = 0; c < nc; ++c) m_s.after(m_rng.range(1, 20) * k_ms, [this, c] { client_next(c); });
   m_s.after(m_rng.range(10, 300) * k_ms, [this] { chaos(); });
+  if (operators()) m_s.after(m_op_rng.range(200, 2000) * k_ms, [this] { operate(); });
 }
 
 template <class F>
@@ -392,6 +412,13 @@ void Cluster::sync(Kind k, int i) {
       m_parts[i].durable_prepared.insert(p.txid);
     if (k == K_PART && p.type == participant::k_rec_committed)
       m_parts[i].durable_committed.insert(p.txid);
+    if (k == K_PART && p.type == participant::k_rec_heuristic) {
+      auto it = m_op_intent.find({p.txid, i});
+      if (it == m_op_intent.end())
+        violation(name(k, i) + " wrote a HEURISTIC record of " + p.txid + " nobody asked for");
+      else
+        m_heur[{p.txid, i}] = it->second;
+    }
   }
   trace(name(k, i), fmt::format("log sync: {} records durable", batch.size()));
   for (auto& p : batch) {
@@ -479,7 +506,9 @@ void Cluster::exec_leader(int i, leader::Actions& a) {
             fmt::format("  append type {} {}{}", ap->type, ap->txid, ap->force ? " (forced)" : ""));
       std::function<void()> done;
       if (ap->force)
-        done = [this, i, txid = ap->txid] { step_leader(i, leader::ev::Durable{txid, 1}); };
+        done = [this, i, txid = ap->txid, type = ap->type] {
+          step_leader(i, leader::ev::Durable{txid, 1, type});
+        };
       append(K_LEADER, i, n.log, ap->type, std::move(ap->payload), ap->txid, ap->force ? 1 : 0,
              std::move(done));
     } else if (auto* s = std::get_if<leader::act::Send>(&x)) {
@@ -492,14 +521,20 @@ void Cluster::exec_leader(int i, leader::Actions& a) {
         if (!t.decided_at)
           violation("leader sent COMMIT for " + cm->txid + " with no durable decision");
         request(c, line, [this, i, p, txid = cm->txid, gen = n.gen](Result<std::string> r) {
-          if (m_leaders[i].alive && m_leaders[i].gen == gen)
-            step_leader(i, leader::ev::CommitReply{txid, p, protocol::parse_ack(r)});
+          if (!m_leaders[i].alive || m_leaders[i].gen != gen) return;
+          auto k = protocol::parse_phase_two(r);
+          step_leader(i, leader::ev::CommitReply{txid, p, k == protocol::PhaseTwo::acked,
+                                                 k == protocol::PhaseTwo::heuristic_aborted});
         });
       } else if (auto* ab = std::get_if<protocol::Abort>(&s->msg)) {
         auto& t = m_txns[ab->txid];
         t.leader_aborted = true;
         if (t.decided_at) violation("leader sent ABORT for " + ab->txid + ", decided COMMIT");
-        request(c, line, [](Result<std::string>) {});
+        request(c, line, [this, i, p, txid = ab->txid, gen = n.gen](Result<std::string> r) {
+          if (m_leaders[i].alive && m_leaders[i].gen == gen &&
+              protocol::parse_phase_two(r) == protocol::PhaseTwo::heuristic_committed)
+            step_leader(i, leader::ev::AbortReply{txid, p});
+        });
       } else if (auto* pr = std::get_if<protocol::Prepare>(&s->msg)) {
         request(c, line, [this, i, p, txid = pr->txid, gen = n.gen](Result<std::string> r) {
           if (m_leaders[i].alive && m_leaders[i].gen == gen)
@@ -597,9 +632,14 @@ void Cluster::leader_line(int i, const std::string& line, Incoming in) {
     n.waiting[id] = in;
     step_leader(i, leader::ev::Result{id, std::string(t[1])});
   } else if (t[0] == "OUTCOME") {
-    in.txid = t[1];
+    auto q = protocol::decode_outcome_query(t);
+    if (!q) return violation("leader could not parse " + line);
+    in.txid = q->txid;
     n.waiting[id] = in;
-    step_leader(i, leader::ev::Outcome{id, std::string(t[1])});
+    // The server knows the reporting participant by its node id; here, by its channel.
+    size_t part = m_chans[in.chan].from_kind == K_PART ? static_cast<size_t>(m_chans[in.chan].from)
+                                                       : SIZE_MAX;
+    step_leader(i, leader::ev::Outcome{id, q->txid, q->heuristic, q->rid, part});
   } else if (t[0] == "PAUSE") {
     n.waiting[id] = in;
     step_leader(i, leader::ev::Pause{id, *parse_int(t[1])});
@@ -634,7 +674,7 @@ void Cluster::start_part(int j) {
   exec_part(j, a);  // the redo of lost commits is applied here
   // A prepared participant never forgets: every YES it gave is still prepared (or applied).
   for (auto& txid : n.voted_yes)
-    if (!n.core->find(txid) && !n.store.current().history.count(txid))
+    if (!n.core->find(txid) && !n.store.current().history.count(txid) && !heuristic_at(txid, j))
       violation(name(K_PART, j) + " forgot " + txid + " after a restart, though it voted YES");
   check_part(j, true);
 }
@@ -676,7 +716,8 @@ void Cluster::exec_part(int j, participant::Actions& a) {
   for (auto& x : a.list) {
     if (auto* ap = std::get_if<participant::act::Append>(&x)) {
       trace(name(K_PART, j), fmt::format("  append type {} {}", ap->type, ap->txid));
-      if (ap->type == participant::k_rec_aborted && n.voted_yes.count(ap->txid)) {
+      if (ap->type == participant::k_rec_aborted && n.voted_yes.count(ap->txid) &&
+          !heuristic_at(ap->txid, j)) {
         auto& t = m_txns[ap->txid];
         if (t.decided_at)
           violation(name(K_PART, j) + " aborted " + ap->txid + ", which its leader committed");
@@ -694,7 +735,8 @@ void Cluster::exec_part(int j, participant::Actions& a) {
     } else if (auto* ap = std::get_if<participant::act::Apply>(&x)) {
       for (auto& [txid, ops] : ap->batch) {
         trace(name(K_PART, j), "  apply " + txid);
-        if (!m_txns[txid].decided_at)
+        auto h = m_heur.find({txid, j});
+        if (!m_txns[txid].decided_at && (h == m_heur.end() || !h->second))
           violation(name(K_PART, j) + " applied " + txid + ", which its leader did not commit");
         (void)n.store.apply(txid, *ops);
       }
@@ -723,10 +765,12 @@ void Cluster::exec_part(int j, participant::Actions& a) {
         violation("unknown leader address " + q->leader_addr);
         continue;
       }
-      request(chan(K_PART, j, K_LEADER, l), protocol::encode(protocol::OutcomeQuery{q->txid}),
-              [this, j, txid = q->txid, gen = n.gen](Result<std::string> r) {
+      request(chan(K_PART, j, K_LEADER, l),
+              protocol::encode(protocol::OutcomeQuery{q->txid, q->held_ms, q->heuristic, q->rid}),
+              [this, j, txid = q->txid, report = q->heuristic.has_value(),
+               gen = n.gen](Result<std::string> r) {
                 if (m_parts[j].alive && m_parts[j].gen == gen)
-                  step_part(j, participant::ev::Outcome{txid, protocol::parse_decision(r)});
+                  step_part(j, participant::ev::Outcome{txid, protocol::parse_decision(r), report});
               });
     } else if (auto* rw = std::get_if<participant::act::Rewrite>(&x)) {
       trace(name(K_PART, j), fmt::format("  rewrite log: {} live records", rw->live.size()));
@@ -915,6 +959,26 @@ void Cluster::chaos() {
   m_s.after(m_rng.range(50, 1500) * k_ms, [this] { chaos(); });
 }
 
+void Cluster::operate() {
+  if (!m_chaos) return;  // the operator stops with the faults
+  int j = static_cast<int>(m_op_rng.below(m_parts.size()));
+  auto& n = m_parts[j];
+  if (n.alive) {
+    std::vector<std::string> doubt;
+    for (auto& [txid, p] : n.core->prepared())
+      if (p.durable && !p.applying) doubt.push_back(txid);
+    if (!doubt.empty()) {
+      std::string txid = doubt[m_op_rng.below(doubt.size())];
+      bool commit = m_op_rng.chance(0.5);
+      m_op_intent[{txid, j}] = commit;
+      trace("--", fmt::format("operator: resolve --force {} {} at P{}", commit ? "commit" : "abort",
+                              txid, j));
+      step_part(j, participant::ev::Resolve{0, txid, commit, false});
+    }
+  }
+  m_s.after(m_op_rng.range(50, 500) * k_ms, [this] { operate(); });
+}
+
 void Cluster::heal() {
   m_chaos = false;
   m_partitions.clear();
@@ -945,7 +1009,8 @@ void Cluster::client_pause(int c) {
         if (info.leader != l || !info.decided_at) continue;
         for (auto& op : info.ops)
           for (auto p : leader::place(m_peers, static_cast<size_t>(m_replicas), op.key))
-            if (m_parts[p].alive && !m_parts[p].store.current().history.count(txid))
+            if (m_parts[p].alive && !m_parts[p].store.current().history.count(txid) &&
+                !heuristic_at(txid, static_cast<int>(p)))
               violation(fmt::format("L{} paused (OK) while its commit {} is not applied on P{}", l,
                                     txid, p));
       }
@@ -1074,10 +1139,14 @@ void Cluster::client_resolve(int c, size_t idx, int attempt) {
               auto& t = m_ctxns[idx];
               auto res = protocol::parse_txn_reply(r);
               trace(name(K_CLIENT, c), "got " + (r ? *r : r.status().message()));
-              if (res.kind == protocol::TxnReply::committed) {
+              if (res.kind == protocol::TxnReply::committed ||
+                  (res.kind == protocol::TxnReply::heuristic && res.decision == "commit")) {
+                // A heuristic mismatch names the leader's decision: the data of the keys is
+                // the operator's (they leave the data checks), the decision is still checked.
                 t.outcome = ClientTxn::committed;
                 t.txid = res.txid;
-              } else if (res.kind == protocol::TxnReply::aborted) {
+              } else if (res.kind == protocol::TxnReply::aborted ||
+                         res.kind == protocol::TxnReply::heuristic) {
                 t.outcome = ClientTxn::aborted;
               } else {
                 return client_resolve(c, idx, attempt + 1);  // pending, or lost: ask again
@@ -1131,6 +1200,34 @@ void Cluster::final_checks() {
       violation(fmt::format("L{} still has {} active transactions after healing", i,
                             m_leaders[i].core->active()));
 
+  // Every operator's outcome that contradicts its leader's decision is recorded by that leader
+  // (and no other mismatch is): an unreported contradiction is a violation.
+  std::set<std::string> tainted;  // keys an operator's outcome wrote (or kept from a write)
+  for (auto& [key, commit] : m_heur) {
+    auto& [txid, j] = key;
+    auto& t = m_txns[txid];
+    for (auto& op : t.ops) tainted.insert(op.key);
+    bool decided = t.decided_at != 0;
+    ++m_result.heuristics;
+    if (commit == decided) continue;
+    ++m_result.mismatches;
+    const auto& ms = m_leaders.at(static_cast<size_t>(t.leader)).core->mismatches();
+    auto it = ms.find({txid, static_cast<size_t>(j)});
+    if (it == ms.end() || it->second.decided_commit != decided || it->second.their_commit != commit)
+      violation(fmt::format("P{} {} {} on an operator's order, its leader L{} decided {}: no "
+                            "HEURISTIC MISMATCH recorded",
+                            j, commit ? "committed" : "aborted", txid, t.leader,
+                            decided ? "commit" : "abort"));
+  }
+  for (size_t i = 0; i < m_leaders.size(); ++i)
+    for (auto& [key, m] : m_leaders[i].core->mismatches()) {
+      auto h = m_heur.find({m.txid, static_cast<int>(m.part)});
+      if (h == m_heur.end() || h->second != m.their_commit ||
+          m.decided_commit != (m_txns[m.txid].decided_at != 0))
+        violation(fmt::format("L{} recorded a HEURISTIC MISMATCH of {} at P{} that did not happen",
+                              i, m.txid, m.part));
+    }
+
   // The committed history in decision order; it is the order of every key's writes.
   std::vector<std::pair<uint64_t, std::string>> order;
   for (auto& [txid, t] : m_txns)
@@ -1149,6 +1246,7 @@ void Cluster::final_checks() {
     // Conditions held at the decision (the transaction's locks kept them true since).
     std::set<std::string> seen;
     for (auto& op : t.ops) {
+      if (tainted.count(op.key)) continue;
       if (!seen.insert(op.key + "\x01" + op.value + std::to_string(static_cast<int>(op.kind)))
                .second)
         continue;
@@ -1168,6 +1266,7 @@ void Cluster::final_checks() {
   // Every owner holds the last committed value; non-owners hold nothing.
   for (int k = 0; k < m_keys; ++k) {
     std::string key = fmt::format("k{}", k);
+    if (tainted.count(key)) continue;
     auto want = value_before(key, UINT64_MAX);
     auto owners = leader::place(m_peers, static_cast<size_t>(m_replicas), key);
     for (size_t j = 0; j < m_parts.size(); ++j) {
@@ -1183,7 +1282,7 @@ void Cluster::final_checks() {
   }
   // Acknowledged commits are on every owner; aborted ones nowhere.
   for (auto& t : m_ctxns) {
-    if (t.outcome == ClientTxn::committed) {
+    if (t.outcome == ClientTxn::committed && !heuristic_txn(t.txid)) {
       auto& info = m_txns[t.txid];
       if (!info.decided_at) violation("acknowledged " + t.rid + " has no durable decision");
       std::set<size_t> parts;
@@ -1202,6 +1301,7 @@ void Cluster::final_checks() {
   // Reads are linearizable: each returns the latest write decided before some point
   // between its invocation and its answer.
   for (auto& r : m_creads) {
+    if (tainted.count(r.key)) continue;
     auto& ws = writes[r.key];
     bool ok = false;
     // Candidate i: the i-th write (or the initial absent state, i = -1).
@@ -1230,6 +1330,7 @@ void Cluster::final_checks() {
       if (k.rfind(sc.prefix, 0) != 0) violation("a scan of " + sc.prefix + " returned " + k);
       keys.insert(k);
     }
+    for (auto& k : tainted) keys.erase(k);
     std::vector<uint64_t> points{sc.invoked};
     for (auto& k : keys)
       for (auto& [at, w] : writes[k])

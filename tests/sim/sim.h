@@ -22,6 +22,8 @@ struct Options {
 
 struct Report {
   uint64_t events = 0, crashes = 0, faults = 0, txns = 0;
+  // Operators' forced outcomes (in one seed of seven), and those that contradicted the leader.
+  uint64_t heuristics = 0, mismatches = 0;
   std::vector<std::string> violations;
   std::string trace;
   std::string shape;  // the cluster the seed chose, one line

@@ -129,11 +129,11 @@ TEST_SUITE("leader") {
 
   TEST_CASE("OUTCOME of another leader's transaction is PENDING, never a presumed abort") {
     Driver d(config());
-    auto r = Driver::reply_to(d.step(ev::Outcome{3, "M.1.1"}), 3);
+    auto r = Driver::reply_to(d.step(ev::Outcome{3, "M.1.1", std::nullopt, "", 0}), 3);
     REQUIRE(r);
     CHECK(r->kind == ClientReply::pending);
     // Its own unknown ids are presumed aborted, as always.
-    r = Driver::reply_to(d.step(ev::Outcome{4, "L.1.77"}), 4);
+    r = Driver::reply_to(d.step(ev::Outcome{4, "L.1.77", std::nullopt, "", 0}), 4);
     REQUIRE(r);
     CHECK(r->kind == ClientReply::aborted);
   }

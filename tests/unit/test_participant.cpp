@@ -514,16 +514,20 @@ TEST_SUITE("participant heuristics") {
     CHECK(protocol::encode(protocol::OutcomeQuery{d.asks[0].txid, d.asks[0].held_ms,
                                                   d.asks[0].heuristic, d.asks[0].rid}) ==
           "OUTCOME L.1.1 heuristic=commit rid=rid7");
-    // No answer, or PENDING: asked again after the backoff.
-    d.step(ev::Outcome{"L.1.1", Status::error("UNAVAILABLE", "down")});
-    d.step(ev::Outcome{"L.1.1", Decision::pending});
+    // No answer, or PENDING: asked again after the backoff. The answer to a query sent
+    // before the operator decided is no answer to the report.
+    d.step(ev::Outcome{"L.1.1", Status::error("UNAVAILABLE", "down"), true});
+    d.step(ev::Outcome{"L.1.1", Decision::pending, true});
+    size_t logged = d.log.size();
+    d.step(ev::Outcome{"L.1.1", Decision::aborted, false});
+    CHECK(d.log.size() == logged);
     d.asks.clear();
     d.now += 10000;
     d.step(ev::Tick{});
     CHECK(d.asks.size() == 1);
     // The leader decided abort (presumed): it recorded the mismatch; nothing more to report.
     size_t before = d.log.size();
-    d.step(ev::Outcome{"L.1.1", Decision::aborted});
+    d.step(ev::Outcome{"L.1.1", Decision::aborted, true});
     REQUIRE(d.log.size() == before + 1);
     CHECK(d.log.back().type == k_rec_reported);
     d.asks.clear();
@@ -573,5 +577,46 @@ TEST_SUITE("participant heuristics") {
     CHECK(h->second.reported);
     CHECK(!decode_heuristic(txlog::Encoder().str("L.1.1").u8(2).data()).is_ok());
     CHECK(!decode_heuristic(txlog::Encoder().str("L.1.1").u8(1).str("a").data()).is_ok());
+  }
+
+  TEST_CASE("the leader's COMMIT while an operator's abort is being forced is refused, then "
+            "answered by it") {
+    store::MemStore s;
+    Driver d(s);
+    d.prepare(1, "L.1.1", put("k", "v"));
+    d.durable(k_rec_prepared, "L.1.1");
+    d.step(ev::Resolve{2, "L.1.1", false, false});
+    d.step(ev::Commit{3, "L.1.1", "L-node"});
+    CHECK(d.reply(3).rfind("ERR STATE", 0) == 0);  // not applied: the leader re-sends it
+    d.step(ev::Outcome{"L.1.1", Decision::committed});  // an answer to an earlier query
+    CHECK(d.core.find("L.1.1") != nullptr);
+    CHECK(!d.core.find("L.1.1")->applying);
+    d.durable(k_rec_heuristic, "L.1.1");
+    CHECK(d.reply(2) == "ACK");
+    CHECK(d.core.find("L.1.1") == nullptr);
+    d.step(ev::Commit{4, "L.1.1", "L-node"});
+    CHECK(d.reply(4) == "HEURISTIC ABORTED");
+    CHECK(!s.m_data.count("k"));
+  }
+
+  TEST_CASE("an operator's decision durable before a crash is carried out at the restart") {
+    for (bool commit : {true, false}) {
+      INFO(commit);
+      store::MemStore s;
+      Driver d(s);
+      d.prepare(1, "L.1.1", put("k", "v"));
+      d.durable(k_rec_prepared, "L.1.1");
+      d.step(ev::Resolve{2, "L.1.1", commit, false});
+      // The HEURISTIC record is in the log; the crash comes before the decision is carried out.
+      store::MemStore s2;
+      Driver r(s2);
+      for (auto& rec : d.log) r.core.recover(rec);
+      r.execute(r.core.start(0, 0, {}));
+      if (commit && r.core.find("L.1.1")) r.durable(k_rec_committed, "L.1.1");
+      CHECK(r.core.find("L.1.1") == nullptr);
+      CHECK(s2.m_data.count("k") == (commit ? 1u : 0u));
+      r.step(ev::Commit{3, "L.1.1", "L-node"});
+      CHECK(r.reply(3) == (commit ? "ACK" : "HEURISTIC ABORTED"));
+    }
   }
 }
