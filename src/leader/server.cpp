@@ -222,6 +222,7 @@ void Server::stop() {
   if (m_stopped) return;
   m_stopped = true;
   m_wake.cancel();
+  if (m_pause_watch) m_pause_watch->cancel();
   if (m_decisions) m_decisions->stop();
   m_server->stop();
   if (m_metrics) m_metrics->stop();
@@ -514,7 +515,9 @@ void Server::handle(const std::string& line, Reply reply) {
     auto ms = t.size() == 2 ? parse_int(t[1]) : std::nullopt;
     if (!ms || *ms < 1 || *ms > 600000)
       return fail(Status::error("PROTO", "usage: PAUSE MS (1 to 600000)"));
+    bool was = m_core->paused();
     step(ev::Pause{client(reply), *ms});
+    if (!was && m_core->paused()) watch_pause(reply);
   } else if (verb == "RESUME") {
     step(ev::Resume{client(reply)});
   } else if (verb == "FORGET") {
@@ -527,6 +530,19 @@ void Server::handle(const std::string& line, Reply reply) {
     fail(Status::error("PROTO", "unknown command " + escape(verb) +
                                     " (try PUT, GET, SCAN, DEL, TXN, RESULT, STATS, HEURISTICS, PING)"));
   }
+}
+
+void Server::watch_pause(Reply pauser) {
+  // Every 50 ms while paused: a pause whose connection closed (a backup client that died, or
+  // a stranger's) ends at once instead of holding every write until its deadline.
+  if (!m_pause_watch) m_pause_watch = std::make_unique<asio::steady_timer>(m_io);
+  m_pause_watch->expires_after(std::chrono::milliseconds(50));
+  m_pause_watch->async_wait([this, pauser](boost::system::error_code ec) {
+    if (ec || m_stopped || !m_core->paused()) return;
+    if (pauser.connected()) return watch_pause(pauser);
+    log::warn("pause ended: the connection that asked for it ({}) closed", pauser.peer().address);
+    step(ev::Resume{0});
+  });
 }
 
 void Server::on_stats(Reply reply) {

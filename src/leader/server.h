@@ -95,6 +95,8 @@ class Server {
   Result<std::string> admit(size_t p, const std::string& hello_reply);
   std::string join_line(size_t p) const;  // JOIN for participant p: the current membership
   void resend_joins();
+  // A pause lasts no longer than the connection that asked for it: polled while paused.
+  void watch_pause(protocol::Reply pauser);
   // The commit point in the etcd decision store; tried again until etcd answers.
   void decide(const std::string& txid, std::string payload, int64_t since_us);
 
@@ -129,6 +131,7 @@ class Server {
   std::unordered_map<ClientId, Waiting> m_waiting;  // client handle -> its reply
   ClientId m_next_client = 1;
   protocol::Waker m_wake;  // the core's ticks
+  std::unique_ptr<boost::asio::steady_timer> m_pause_watch;  // while paused: its connection
   struct Trace {
     int64_t start_us = 0;
     int64_t created_ms = 0;

@@ -167,4 +167,44 @@ TEST_SUITE("trust") {
     CHECK(c.stat(-1, "heuristic") == 0);
     CHECK(c.client({"result", "agree-1"}).code == 0);
   }
+
+  TEST_CASE("a pause ends when the connection that asked for it closes: writes resume within 2 s") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    for (int round = 0; round < 2; ++round) {
+      INFO("round " << round);
+      // An admin pauses for ten minutes and goes away (a backup client that died).
+      auto admin = client::Connection::open(c.leader_addr(), 2000, "admin");
+      REQUIRE(admin.is_ok());
+      auto paused = admin->call("PAUSE 600000", 5000);
+      REQUIRE(paused.is_ok());
+      REQUIRE(*paused == "OK");
+      Scratch s;
+      Process put({TPC_BINARY, "client", "--leader", c.leader_addr(), "put",
+                   "after-pause-" + std::to_string(round), "v"},
+                  s.path() + "/out");
+      // Held, not refused, while the connection lives.
+      CHECK(put.wait_exit(300) == -1);
+      CHECK(!c.read_at(0, "after-pause-" + std::to_string(round)));
+      auto closed_at = std::chrono::steady_clock::now();
+      {
+        auto gone = std::move(*admin);  // closed at the end of this scope
+      }
+      CHECK(put.wait_exit(2000) == 0);
+      auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - closed_at)
+                      .count();
+      MESSAGE("pause round " << round << ": the held write committed " << took
+                             << " ms after the pausing connection closed");
+      CHECK(took < 2000);
+      CHECK(c.read_at(0, "after-pause-" + std::to_string(round)) == "v");
+    }
+    CHECK(c.log_of_leader().find("pause ended: the connection that asked for it") !=
+          std::string::npos);
+    // A backup (PAUSE, copies, RESUME on one connection) still works.
+    Scratch b;
+    auto r = c.client({"backup", b.path() + "/copy"});
+    INFO(r.out << r.err);
+    CHECK(r.code == 0);
+  }
 }
