@@ -47,6 +47,10 @@ int read_failed(const std::string& code, const std::string& detail, const std::s
     err << "bad request: " << detail << "\n";
     return k_usage;
   }
+  if (code == "VIEW") {
+    err << "refused: " << detail << "\n";
+    return k_usage;
+  }
   err << (code == "INDOUBT" ? "in doubt: " : "unavailable: ") << detail << "\n";
   return k_unknown;
 }
@@ -230,7 +234,8 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
         err << "aborted: " << code << ": " << res.detail << "\n";
       return k_aborted;
     }
-    if (res.kind == K::error && (res.code == "RIDREUSE" || res.code == "DENIED")) {
+    if (res.kind == K::error &&
+        (res.code == "RIDREUSE" || res.code == "DENIED" || res.code == "VIEW")) {
       err << "refused: " << res.detail << "\n";
       return k_usage;
     }

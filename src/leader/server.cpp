@@ -254,6 +254,7 @@ bool Server::check_peers_file() {
 // DIR/members: one line per participant admitted so far, "SLOT ID NODE-ID", in --peers order.
 void Server::load_pins() {
   m_pins.assign(m_cfg.peers.size(), Pin{});
+  m_foreign.assign(m_cfg.peers.size(), false);
   m_join_gen.assign(m_cfg.peers.size(), 0);
   bool exists;
   std::string text = read_small_file(m_cfg.data_dir + "/members", &exists);
@@ -279,9 +280,10 @@ void Server::save_pins() {
 }
 
 std::string Server::join_line(size_t p) const {
-  node::Membership m{m_ident.cluster, p, m_cfg.replicas, {}};
+  node::Membership m{m_ident.cluster, p, m_cfg.replicas, {}, ""};
   for (size_t i = 0; i < m_pins.size(); ++i)
     m.members.push_back({m_cfg.peers[i], m_pins[i].id, m_pins[i].node});
+  if (m_cfg.decision_store != "local") m.store = "etcd/" + m_cfg.cluster_name;
   return node::encode_join(m);
 }
 
@@ -307,7 +309,8 @@ Result<std::string> Server::admit(size_t p, const std::string& reply) {
     return Status::error("IDENTITY", fmt::format("{} reports no node identity (a tpc older "
                                                  "than this leader?): upgrade it",
                                                  addr));
-  if (!cluster.empty() && cluster != "-" && cluster != m_ident.cluster)
+  m_foreign[p] = !cluster.empty() && cluster != "-" && cluster != m_ident.cluster;
+  if (m_foreign[p])
     return Status::error("CLUSTER",
                          fmt::format("{} belongs to cluster {}, this leader to cluster {}: "
                                      "--peers names a node of another cluster",
@@ -398,6 +401,11 @@ void Server::handle(const std::string& line, Reply reply) {
   auto fail = [&](const Status& s) {
     reply.send(LineBuilder("ERR").raw(s.code()).text(s.message()).str());
   };
+  if (verb == "PUT" || verb == "DEL" || verb == "TXN" || verb == "GET" || verb == "SCAN")
+    if (std::string why = view_refused(); !why.empty())
+      return fail(Status::error("VIEW", "this leader's view of the cluster is refused by "
+                                        "participant " +
+                                            why + " (fix this leader's configuration)"));
   if (verb == "PUT" || verb == "DEL") {
     size_t want = verb == "PUT" ? 3 : 2;
     if (t.size() != want)
@@ -530,6 +538,16 @@ void Server::handle(const std::string& line, Reply reply) {
     fail(Status::error("PROTO", "unknown command " + escape(verb) +
                                     " (try PUT, GET, SCAN, DEL, TXN, RESULT, STATS, HEURISTICS, PING)"));
   }
+}
+
+std::string Server::view_refused() const {
+  for (size_t p = 0; p < m_links.size(); ++p) {
+    const std::string& r = m_links[p]->refused();
+    if (m_foreign[p] || r.rfind("ERR VIEW", 0) == 0 || r.rfind("ERR CLUSTER", 0) == 0 ||
+        r.rfind("handshake failed: ERR CLUSTER", 0) == 0)
+      return m_cfg.peers[p] + ": " + r;
+  }
+  return "";
 }
 
 void Server::watch_pause(Reply pauser) {

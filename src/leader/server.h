@@ -95,6 +95,10 @@ class Server {
   Result<std::string> admit(size_t p, const std::string& hello_reply);
   std::string join_line(size_t p) const;  // JOIN for participant p: the current membership
   void resend_joins();
+  // "ADDR: REASON" of the first participant that refuses this leader's view of the cluster
+  // (another cluster, or its JOIN's --peers, --replicas or decision store), "" when none.
+  // Such a leader serves no read or write: its placement is not the cluster's.
+  std::string view_refused() const;
   // A pause lasts no longer than the connection that asked for it: polled while paused.
   void watch_pause(protocol::Reply pauser);
   // The commit point in the etcd decision store; tried again until etcd answers.
@@ -110,6 +114,7 @@ class Server {
     std::string node;  // its node id; empty: not yet seen
   };
   std::vector<Pin> m_pins;
+  std::vector<bool> m_foreign;  // participant p said it is of another cluster (its HELLO)
   uint64_t m_pins_gen = 0;           // bumped at every change of m_pins
   std::vector<uint64_t> m_join_gen;  // the m_pins_gen each participant's last JOIN carried
   std::unique_ptr<Core> m_core;

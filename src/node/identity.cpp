@@ -154,6 +154,7 @@ std::string encode_join(const Membership& m) {
   b.num(static_cast<long long>(m.members.size()));
   for (auto& x : m.members)
     b.raw(x.addr).raw(x.id.empty() ? "-" : x.id).raw(x.node.empty() ? "-" : x.node);
+  if (!m.store.empty()) b.raw("store=" + m.store);
   return b.str();
 }
 
@@ -165,11 +166,18 @@ Result<Membership> decode_join(const std::vector<std::string_view>& t) {
   m.cluster = t[1];
   auto slot = parse_int(t[2]), replicas = parse_int(t[3]), n = parse_int(t[4]);
   if (!is_uuid(m.cluster) || !slot || !replicas || !n || *n < 1 || *n > 100000 || *slot < 0 ||
-      *slot >= *n || *replicas < 0 || t.size() != 5 + 3 * static_cast<size_t>(*n))
+      *slot >= *n || *replicas < 0 || t.size() < 5 + 3 * static_cast<size_t>(*n) ||
+      t.size() > 6 + 3 * static_cast<size_t>(*n))
     return bad;
   m.slot = static_cast<size_t>(*slot);
   m.replicas = static_cast<size_t>(*replicas);
-  for (size_t i = 5; i < t.size(); i += 3) {
+  size_t end = 5 + 3 * static_cast<size_t>(*n);
+  if (t.size() == end + 1) {
+    if (t[end].substr(0, 6) != "store=" || t[end].size() == 6) return bad;
+    m.store = std::string(t[end].substr(6));
+    if (m.store.substr(0, 5) != "etcd/" || !protocol::is_id(m.store.substr(5))) return bad;
+  }
+  for (size_t i = 5; i < end; i += 3) {
     Member x{std::string(t[i]), std::string(t[i + 1]), std::string(t[i + 2])};
     if (x.id == "-") x.id.clear();
     if (x.node == "-") x.node.clear();
@@ -177,6 +185,44 @@ Result<Membership> decode_join(const std::vector<std::string_view>& t) {
     m.members.push_back(std::move(x));
   }
   return m;
+}
+
+std::string view_difference(const Membership& admitted, const Membership& offered) {
+  std::vector<std::string> diff;
+  auto addrs = [](const Membership& m) {
+    std::string s;
+    for (auto& x : m.members) s += (s.empty() ? "" : ",") + x.addr;
+    return s;
+  };
+  auto replicas = [](const Membership& m) {
+    size_t n = m.members.size();
+    return m.replicas == 0 || m.replicas >= n ? std::string("all") : std::to_string(m.replicas);
+  };
+  auto store = [](const Membership& m) {
+    return m.store.empty() ? std::string("the leader's own log") : m.store;
+  };
+  if (admitted.cluster != offered.cluster)
+    diff.push_back(fmt::format("cluster {}, not {}", offered.cluster, admitted.cluster));
+  if (addrs(admitted) != addrs(offered)) {
+    diff.push_back(fmt::format("--peers {}, not {}", addrs(offered), addrs(admitted)));
+  } else {
+    for (size_t i = 0; i < admitted.members.size(); ++i) {
+      const auto &a = admitted.members[i], &o = offered.members[i];
+      if (!a.id.empty() && !o.id.empty() && a.id != o.id)
+        diff.push_back(fmt::format("participant {} has --id {}, not {}", a.addr, o.id, a.id));
+    }
+    if (admitted.slot != offered.slot)
+      diff.push_back(fmt::format("this participant at place {}, not {}", offered.slot,
+                                 admitted.slot));
+  }
+  if (replicas(admitted) != replicas(offered))
+    diff.push_back(fmt::format("--replicas {}, not {}", replicas(offered), replicas(admitted)));
+  if (admitted.store != offered.store)
+    diff.push_back(
+        fmt::format("decisions in {}, not in {}", store(offered), store(admitted)));
+  std::string s;
+  for (auto& d : diff) s += (s.empty() ? "" : "; ") + d;
+  return s;
 }
 
 }  // namespace tpc::node

@@ -70,9 +70,10 @@ bool is_uuid(const std::string& s);
 namespace tpc::node {
 
 // The cluster as a leader describes it to a participant when admitting it:
-//   JOIN CLUSTER SLOT REPLICAS N {ADDR ID NODE}   (ID, NODE "-" for one not admitted yet)
-// The participant keeps it (DIR/membership); a replacement restored from it needs the
-// placement (addresses and replica count) and the node id it replaces.
+//   JOIN CLUSTER SLOT REPLICAS N {ADDR ID NODE} [store=etcd/NAME]
+// (ID, NODE "-" for one not admitted yet; store= only with an etcd decision store, NAME its
+// --cluster-name). The participant keeps it (DIR/membership); a replacement restored from it
+// needs the placement (addresses and replica count) and the node id it replaces.
 struct Member {
   std::string addr, id, node;
 };
@@ -81,9 +82,17 @@ struct Membership {
   size_t slot = 0;      // the receiving participant's place in --peers
   size_t replicas = 0;  // 0: every participant holds every key
   std::vector<Member> members;
+  std::string store;  // the decision store's cluster: "etcd/NAME"; "": the leader's own log
 };
 std::string encode_join(const Membership& m);
 // Takes the split tokens of a JOIN line; error PROTO names what is wrong.
 Result<Membership> decode_join(const std::vector<std::string_view>& t);
+
+// How the view of the cluster in `offered` (a leader's JOIN) differs from the one this
+// participant was admitted with (`admitted`): the cluster, its own place, the participants'
+// addresses and --ids (in order), the effective replica count, the decision store. Node ids
+// are not compared: they are pinned as participants are admitted or replaced. "" when the
+// views agree; else each difference, "; "-separated, in words an operator can act on.
+std::string view_difference(const Membership& admitted, const Membership& offered);
 
 }  // namespace tpc::node

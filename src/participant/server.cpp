@@ -236,6 +236,19 @@ void Server::on_join(const std::vector<std::string_view>& t, Reply reply) {
   if (!m_ident.cluster.empty() && m->cluster != m_ident.cluster)
     return fail("CLUSTER", fmt::format("this participant belongs to cluster {}, not {}",
                                        m_ident.cluster, m->cluster));
+  // Only a leader whose view of the cluster is the one this participant was admitted with:
+  // a stray leader (another --peers or --replicas, a stale configuration) is refused, and
+  // serves no write (docs/identity.md).
+  if (!m_membership.empty()) {
+    auto was = node::decode_join(protocol::split(m_membership));
+    if (was) {
+      std::string diff = node::view_difference(*was, *m);
+      if (!diff.empty())
+        return fail("VIEW", fmt::format("this participant was admitted to another view of the "
+                                        "cluster; this leader says {}",
+                                        diff));
+    }
+  }
   if (m->members[m->slot].node != m_ident.node)
     return fail("IDENTITY", fmt::format("the leader admits node {} at this place, not this "
                                         "node {}",

@@ -207,4 +207,59 @@ TEST_SUITE("trust") {
     INFO(r.out << r.err);
     CHECK(r.code == 0);
   }
+
+  TEST_CASE("a leader with another view of the cluster is refused, serves nothing, and reads "
+            "stay the same") {
+    Cluster::Options o;
+    o.participants = 3;
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    REQUIRE(c.client({"put", "bank", "100"}).code == 0);
+    struct Stray {
+      std::string name;
+      std::vector<std::string> args;
+      std::string says;
+    };
+    std::vector<Stray> strays = {
+        // A typo in --peers: a subset of the cluster.
+        {"subset", {"--peers", c.participant_addr(0) + "," + c.participant_addr(1)}, "--peers "},
+        // A stale configuration: another replica count.
+        {"replicas",
+         {"--peers",
+          c.participant_addr(0) + "," + c.participant_addr(1) + "," + c.participant_addr(2),
+          "--replicas", "1"},
+         "--replicas 1, not all"},
+    };
+    for (auto& st : strays) {
+      INFO(st.name);
+      uint16_t port = free_port();
+      std::vector<std::string> args = {TPC_BINARY,  "leader",       "--id",
+                                       "2",         "--port",       std::to_string(port),
+                                       "--data-dir", c.dir() + "/stray-" + st.name,
+                                       "--cluster-id", c.cluster_id()};
+      args.insert(args.end(), st.args.begin(), st.args.end());
+      std::string log = c.dir() + "/stray-" + st.name + ".log";
+      Process stray(args, log);
+      // Every participant it names refuses it, naming the difference.
+      REQUIRE(wait_for_text(log, "ERR VIEW", 10000));
+      CHECK(read_file(log).find(st.says) != std::string::npos);
+      CHECK(c.log_of_participant(0).find("refusing JOIN: this participant was admitted to "
+                                         "another view") != std::string::npos);
+      std::string at = "127.0.0.1:" + std::to_string(port);
+      auto r = run_tpc({"client", "--leader", at, "put", "bank", "0"});
+      CHECK(r.code == 2);
+      CHECK(r.err.find("view of the cluster is refused") != std::string::npos);
+      CHECK(run_tpc({"client", "--leader", at, "get", "bank"}).code == 2);
+      // Nothing changed: every read through the real leader says the same.
+      for (int i = 0; i < 10; ++i) {
+        auto g = c.client({"get", "bank"});
+        CHECK(g.code == 0);
+        CHECK(g.out == "100\n");
+      }
+      for (int j = 0; j < 3; ++j) CHECK(c.read_at(j, "bank") == "100");
+    }
+    // The real leader is still admitted by all.
+    CHECK(c.client({"put", "bank", "200"}).code == 0);
+    CHECK(c.read_at(2, "bank") == "200");
+  }
 }

@@ -1,0 +1,63 @@
+// The view of the cluster a participant was admitted with, against a leader's JOIN.
+#include <doctest/doctest.h>
+
+#include "node/identity.h"
+#include "protocol/codec.h"
+
+using namespace tpc;
+using node::Membership;
+
+namespace {
+const std::string k_cluster = "3f1c9a2e-0000-4000-8000-000000000001";
+
+Membership view(std::vector<std::string> addrs, size_t replicas = 0, std::string store = "") {
+  Membership m{k_cluster, 0, replicas, {}, std::move(store)};
+  for (size_t i = 0; i < addrs.size(); ++i)
+    m.members.push_back({addrs[i], std::to_string(i + 1), ""});
+  return m;
+}
+}  // namespace
+
+TEST_SUITE("identity") {
+  TEST_CASE("a JOIN with the admitted view agrees, whatever node ids were pinned since") {
+    auto was = view({"a:1", "b:2", "c:3"});
+    auto now = was;
+    now.members[1].node = "9a0bd771-0000-4000-8000-000000000002";  // admitted since
+    CHECK(node::view_difference(was, now).empty());
+    // Effective replica counts: 0 and 3 of 3 are both "every participant".
+    now.replicas = 3;
+    CHECK(node::view_difference(was, now).empty());
+  }
+
+  TEST_CASE("each difference of view is named") {
+    auto was = view({"a:1", "b:2", "c:3"}, 2);
+    // Two replicas of two participants is every participant: that differs too.
+    CHECK(node::view_difference(was, view({"a:1", "b:2"}, 2)) ==
+          "--peers a:1,b:2, not a:1,b:2,c:3; --replicas all, not 2");
+    CHECK(node::view_difference(was, view({"a:1", "b:2", "c:3"}, 1)) == "--replicas 1, not 2");
+    CHECK(node::view_difference(was, view({"a:1", "b:2", "c:3"}, 2, "etcd/prod")) ==
+          "decisions in etcd/prod, not in the leader's own log");
+    auto other = was;
+    other.cluster = "3f1c9a2e-0000-4000-8000-000000000009";
+    other.slot = 2;
+    other.members[2].id = "7";
+    CHECK(node::view_difference(was, other) ==
+          "cluster 3f1c9a2e-0000-4000-8000-000000000009, not " + k_cluster +
+              "; participant c:3 has --id 7, not 3; this participant at place 2, not 0");
+  }
+
+  TEST_CASE("JOIN carries the decision store, and a JOIN of an older leader without it reads") {
+    auto m = view({"a:1", "b:2"}, 0, "etcd/prod");
+    std::string line = node::encode_join(m);
+    CHECK(line.substr(line.size() - 16) == " store=etcd/prod");
+    auto back = node::decode_join(protocol::split(line));
+    REQUIRE(back.is_ok());
+    CHECK(back->store == "etcd/prod");
+    auto old = node::decode_join(protocol::split(node::encode_join(view({"a:1", "b:2"}))));
+    REQUIRE(old.is_ok());
+    CHECK(old->store.empty());
+    CHECK(!node::decode_join(protocol::split(line + " x")).is_ok());
+    CHECK(!node::decode_join(protocol::split(node::encode_join(view({"a:1"})) + " store=local"))
+               .is_ok());
+  }
+}
