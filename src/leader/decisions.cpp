@@ -60,6 +60,28 @@ Result<std::vector<std::string>> parse_decision_store(const std::string& url) {
   return eps;
 }
 
+std::pair<std::string, std::string> EtcdDecisions::claim_cluster(const DecisionStoreOptions& o,
+                                                                 const std::string& cluster,
+                                                                 const std::string& view) {
+  std::string key = o.prefix + "cluster";
+  etcd::Txn claim;
+  claim.compare.push_back(etcd::Compare::absent(key));
+  claim.success.push_back(etcd::Op::put(key, "tpcc1\n" + cluster + "\n" + view));
+  claim.failure.push_back(etcd::Op::get(key));
+  auto r = blocking<etcd::TxnResult>(o, [&](etcd::Client& c, auto cb) { c.txn(claim, cb); });
+  if (!r)
+    throw Error("decision store: " + r.status().message() + " (is etcd running? --decision-store)",
+                4);
+  if (r->succeeded) return {cluster, view};
+  if (r->results.size() != 1 || r->results[0].size() != 1)
+    throw Error("decision store: " + key + " vanished while read; try again", 4);
+  const std::string& v = r->results[0][0].value;
+  auto nl = v.find('\n', 6);
+  if (v.rfind("tpcc1\n", 0) != 0 || nl == std::string::npos)
+    throw Error("decision store: " + key + " is damaged; refusing to start", 1);
+  return {v.substr(6, nl - 6), v.substr(nl + 1)};
+}
+
 EtcdDecisions::Startup EtcdDecisions::open(const DecisionStoreOptions& o) {
   auto unreachable = [](const Status& s) {
     return Error("decision store: " + s.message() + " (is etcd running? --decision-store)", 4);

@@ -2,6 +2,8 @@
 // --decision-store etcd://... puts its commit points instead of its local log.
 //
 // Keys, under the prefix P = "/tpc/CLUSTER-NAME/":
+//   P/cluster           "tpcc1\nCLUSTER-ID\nVIEW": the cluster's identity and view (--peers,
+//                       --replicas), created once by compare-and-swap; every leader adopts it
 //   P/leaders/ID        this leader's advertise address, held by its lease (liveness)
 //   P/incarnation/ID    the leader's incarnation counter, bumped by compare-and-swap at start
 //   P/b/ID/INC.SEQ      a batch of this leader's COMMIT decisions (encode_batch): created only
@@ -69,6 +71,14 @@ class EtcdDecisions {
     // The batch keys that hold them, with the txids of each.
     std::vector<std::pair<std::string, std::vector<std::string>>> batches;
   };
+  // The cluster of the store: at start, blocking, before open(). Creates P/cluster with
+  // `cluster` and `view` only if absent (one compare-and-swap: of leaders started at once,
+  // one wins and the others adopt its cluster), and returns what P/cluster holds then: the
+  // cluster id and view every leader must have. Throws tpc::Error (exit 4) when etcd cannot
+  // be reached, (exit 1) when the key is damaged.
+  static std::pair<std::string, std::string> claim_cluster(const DecisionStoreOptions& o,
+                                                           const std::string& cluster,
+                                                           const std::string& view);
   // At start, blocking (a private io_context, bounded by the timeouts): takes a lease and
   // this leader's key (refused if another process holds it: the same --id runs elsewhere),
   // bumps the incarnation, and reads this leader's unfinished decisions. Throws tpc::Error

@@ -142,6 +142,7 @@ Server::Server(asio::io_context& io, Config cfg)
     dso.lease_ttl_s = m_cfg.lease_ttl_s;
     dso.takeover_after_ms = m_cfg.takeover_after_ms;
     dso.batch_wait_us = m_cfg.batch_wait_ms * 1000;
+    adopt_cluster(dso);
     etcd_start = EtcdDecisions::open(dso);
     m_incarnation = etcd_start->incarnation;
   } else {
@@ -227,6 +228,49 @@ void Server::stop() {
   m_server->stop();
   if (m_metrics) m_metrics->stop();
   for (auto& l : m_links) l->stop();
+}
+
+std::string Server::view_text() const {
+  size_t n = m_cfg.peers.size();
+  std::string view = "peers " + fmt::format("{}", fmt::join(m_cfg.peers, ",")) + "\nreplicas ";
+  view += m_cfg.replicas == 0 || m_cfg.replicas >= n ? std::string("all")
+                                                      : std::to_string(m_cfg.replicas);
+  return view + "\n";
+}
+
+void Server::adopt_cluster(const DecisionStoreOptions& dso) {
+  // This directory's cluster (if it has one), else --cluster-id, else a new one: proposed to
+  // the store, which keeps the first proposal it got. Every leader then runs under that.
+  std::string local;
+  if (node::has_identity(m_cfg.data_dir)) local = node::open_identity(m_cfg.data_dir, "leader", "").cluster;
+  std::string mine = !local.empty() ? local : !m_cfg.cluster_id.empty() ? m_cfg.cluster_id : new_uuid();
+  auto [cluster, view] = EtcdDecisions::claim_cluster(dso, mine, view_text());
+  std::string where = fmt::format("the decision store ({}, {})", m_cfg.decision_store, dso.prefix);
+  if (!local.empty() && local != cluster)
+    throw Error(fmt::format("this leader's data directory {} belongs to cluster {}, but {} holds "
+                            "cluster {}: use the data directory of a leader of that cluster, "
+                            "or another --cluster-name",
+                            m_cfg.data_dir, local, where, cluster),
+                2);
+  if (!m_cfg.cluster_id.empty() && m_cfg.cluster_id != cluster)
+    throw Error(fmt::format("--cluster-id {}, but {} holds cluster {}", m_cfg.cluster_id, where,
+                            cluster),
+                2);
+  if (view != view_text()) {
+    auto line = [](const std::string& v) {
+      std::string s = v;
+      std::replace(s.begin(), s.end(), '\n', ' ');
+      while (!s.empty() && s.back() == ' ') s.pop_back();
+      return s;
+    };
+    throw Error(fmt::format("the cluster {} in {} has {}; this leader was started with {}: "
+                            "start it with the cluster's --peers and --replicas",
+                            cluster, where, line(view), line(view_text())),
+                2);
+  }
+  if (local.empty() && cluster != mine)
+    log::info("adopting cluster {} from {} (another leader created it first)", cluster, where);
+  m_cfg.cluster_id = cluster;
 }
 
 std::string Server::peers_file_text() const {

@@ -89,6 +89,12 @@ class Server {
   // Whether DIR/participants is still to be written; throws if it records another set.
   bool check_peers_file();
   std::string peers_file_text() const;
+  // The cluster's view as this leader's flags give it: "peers A,B,...\nreplicas R|all\n".
+  std::string view_text() const;
+  // With an etcd decision store: takes the cluster's id and view from the store (creating
+  // them by one compare-and-swap if absent), and sets m_cfg.cluster_id to it. Throws
+  // tpc::Error (exit 2) when this directory, --cluster-id or the flags' view differ.
+  void adopt_cluster(const DecisionStoreOptions& dso);
   void load_pins();
   void save_pins();
   // The handshake check of participant p's link: its identity against the pinned one.

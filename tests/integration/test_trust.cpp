@@ -2,10 +2,13 @@
 // outcome that contradicts the leader's durable decision is reported, never hidden.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <regex>
 
 #include "client/connection.h"
 #include "harness.h"
+#include "protocol/messages.h"
 
 using namespace tpc;
 using namespace tpc::it;
@@ -261,5 +264,100 @@ TEST_SUITE("trust") {
     // The real leader is still admitted by all.
     CHECK(c.client({"put", "bank", "200"}).code == 0);
     CHECK(c.read_at(2, "bank") == "200");
+  }
+
+  TEST_CASE("two leaders started in the same second over a fresh etcd form one cluster, and "
+            "writes through either commit (20 runs)") {
+    EtcdServer e;
+    REQUIRE(e.wait_healthy());
+    for (int run = 0; run < 20; ++run) {
+      INFO("run " << run);
+      std::string name = "race-" + std::to_string(run);
+      Cluster::Options o;
+      o.participants = 3;
+      o.leader_args = {"--decision-store", e.url(), "--cluster-name", name};
+      Cluster c(o);  // leader 1 starts here
+      uint16_t port2 = free_port();
+      std::string peers =
+          c.participant_addr(0) + "," + c.participant_addr(1) + "," + c.participant_addr(2);
+      Process l2({TPC_BINARY, "leader", "--id", "2", "--port", std::to_string(port2), "--peers",
+                  peers, "--data-dir", c.dir() + "/leader2", "--decision-store", e.url(),
+                  "--cluster-name", name},
+                 c.dir() + "/leader2.log");
+      std::string addr2 = "127.0.0.1:" + std::to_string(port2);
+      REQUIRE(c.wait_ready());
+      REQUIRE(wait_for(
+          [&] {
+            auto conn = client::Connection::open(addr2, 300);
+            if (!conn) return false;
+            auto r = conn->call("STATS", 1000);
+            return r && r->find("peers_up=3/3") != std::string::npos;
+          },
+          10000));
+      // One cluster: both leaders and every participant name the same one.
+      auto cluster_of = [](const std::string& addr) {
+        auto conn = client::Connection::open(addr, 1000);
+        if (!conn) return std::string("?");
+        auto r = conn->call("STATS", 1000);
+        return r ? protocol::parse_fields(*r)["cluster"] : std::string("?");
+      };
+      std::string cluster = cluster_of(c.leader_addr());
+      CHECK(cluster.size() == 36);
+      CHECK(cluster_of(addr2) == cluster);
+      for (int j = 0; j < 3; ++j) CHECK(cluster_of(c.participant_addr(j)) == cluster);
+      auto r1 = c.client({"put", "k1", "one"});
+      auto r2 = run_tpc({"client", "--leader", addr2, "put", "k2", "two"});
+      INFO(r1.err << r2.err);
+      CHECK(r1.code == 0);
+      CHECK(r2.code == 0);
+      CHECK(run_tpc({"client", "--leader", addr2, "get", "k1"}).out == "one\n");
+      CHECK(c.client({"get", "k2"}).out == "two\n");
+    }
+  }
+
+  TEST_CASE("over etcd, a leader whose directory or flags name another cluster or view stops at "
+            "start") {
+    EtcdServer e;
+    REQUIRE(e.wait_healthy());
+    Cluster::Options o;
+    o.leader_args = {"--decision-store", e.url(), "--cluster-name", "solo"};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    std::string peers = c.participant_addr(0) + "," + c.participant_addr(1);
+    Scratch s;
+    // A leader's directory of another cluster.
+    std::filesystem::create_directories(s.path() + "/l3");
+    std::ofstream(s.path() + "/l3/identity")
+        << "format 1\nrole leader\ncluster 00000000-0000-4000-8000-00000000000a\n"
+           "node 00000000-0000-4000-8000-00000000000b\norigin init\n";
+    auto r = run_tpc({"leader", "--id", "3", "--port", std::to_string(free_port()), "--peers",
+                      peers, "--data-dir", s.path() + "/l3", "--decision-store", e.url(),
+                      "--cluster-name", "solo"},
+                     20000);
+    CHECK(r.code == 2);
+    CHECK(r.err.find("belongs to cluster 00000000-0000-4000-8000-00000000000a, but the decision "
+                     "store") != std::string::npos);
+    // The view: another --peers or --replicas than the cluster's.
+    auto v = run_tpc({"leader", "--id", "4", "--port", std::to_string(free_port()), "--peers",
+                      c.participant_addr(0), "--data-dir", s.path() + "/l4", "--decision-store",
+                      e.url(), "--cluster-name", "solo"},
+                     20000);
+    CHECK(v.code == 2);
+    CHECK(v.err.find("start it with the cluster's --peers and --replicas") != std::string::npos);
+    CHECK(v.err.find("peers " + peers) != std::string::npos);
+    auto w = run_tpc({"leader", "--id", "5", "--port", std::to_string(free_port()), "--peers",
+                      peers, "--replicas", "1", "--data-dir", s.path() + "/l5",
+                      "--decision-store", e.url(), "--cluster-name", "solo"},
+                     20000);
+    CHECK(w.code == 2);
+    CHECK(w.err.find("replicas 1") != std::string::npos);
+    // --cluster-id of another cluster.
+    auto x = run_tpc({"leader", "--id", "6", "--port", std::to_string(free_port()), "--peers",
+                      peers, "--data-dir", s.path() + "/l6", "--decision-store", e.url(),
+                      "--cluster-name", "solo", "--cluster-id",
+                      "00000000-0000-4000-8000-000000000000"},
+                     20000);
+    CHECK(x.code == 2);
+    CHECK(x.err.find("holds cluster " + c.cluster_id()) != std::string::npos);
   }
 }
