@@ -103,6 +103,10 @@ EtcdDecisions::Startup EtcdDecisions::open(const DecisionStoreOptions& o) {
   auto took = blocking<etcd::TxnResult>(o, [&](etcd::Client& c, auto cb) { c.txn(take, cb); });
   while (took && !took->succeeded && now_ms() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    // Our own lease is as short: kept alive while we wait (else the take finds it gone).
+    auto kept = blocking<int64_t>(
+        o, [&](etcd::Client& c, auto cb) { c.lease_keepalive(st.lease, cb); });
+    if (!kept) throw unreachable(kept.status());
     took = blocking<etcd::TxnResult>(o, [&](etcd::Client& c, auto cb) { c.txn(take, cb); });
   }
   if (!took) throw unreachable(took.status());
@@ -153,6 +157,12 @@ EtcdDecisions::Startup EtcdDecisions::open(const DecisionStoreOptions& o) {
     }
     st.batches.emplace_back(kv.key, std::move(txids));
   }
+  // Heuristic mismatches of this leader's transactions ("ID." txids).
+  std::string hprefix = o.prefix + "h/" + o.leader_id + ".";
+  auto hs = blocking<std::vector<etcd::KeyValue>>(
+      o, [&](etcd::Client& c, auto cb) { c.range(hprefix, etcd::prefix_end(hprefix), cb); });
+  if (!hs) throw unreachable(hs.status());
+  for (auto& kv : *hs) st.mismatches.push_back(kv.value);
   // etcd's raft leader first: a request to a follower is forwarded to it, at a cost in CPU
   // and time. Only at start: a leader elected later is reached through the follower.
   st.endpoints = o.endpoints;
@@ -265,6 +275,27 @@ void EtcdDecisions::find_rid(const std::string& rid,
     if (!*alive) return;
     if (!r) return cb(r.status());
     cb(r->empty() ? std::string() : (*r)[0].value);
+  });
+}
+
+void EtcdDecisions::record_mismatch(const std::string& txid, size_t part, std::string payload,
+                                    std::function<void(Status)> cb) {
+  etcd::Txn t;
+  t.success.push_back(etcd::Op::put(fmt::format("{}h/{}/{}", m_o.prefix, txid, part),
+                                    std::move(payload)));
+  m_client->txn(t, [alive = m_alive, cb = std::move(cb)](Result<etcd::TxnResult> r) {
+    if (!*alive) return;
+    cb(r ? Status() : r.status());
+  });
+}
+
+void EtcdDecisions::forget_mismatches(const std::string& txid) {
+  std::string prefix = m_o.prefix + "h/" + txid + "/";
+  etcd::Txn t;
+  t.success.push_back({etcd::Op::Kind::del, prefix, {}, etcd::prefix_end(prefix), 0, 0});
+  m_client->txn(t, [txid](Result<etcd::TxnResult> r) {
+    if (!r) log::warn("decision store: mismatches of {} not forgotten in etcd: {}", txid,
+                      r.status().message());
   });
 }
 

@@ -13,6 +13,8 @@
 //   P/d/TXID            "abort": written by a leader settling the transaction of a leader
 //                       that is gone (or that held it past --takeover-after), only if absent;
 //                       from then on no batch holding TXID can be created
+//   P/h/TXID/PART       a HEURISTIC MISMATCH of this leader's TXID at participant PART (the
+//                       leader's HEURISTIC record), until an operator forgets it
 //   P/r/RID             a committed request's txid, for RESULT at any leader; held by a lease
 //                       of an hour taken anew every half hour, so kept 30 to 60 minutes
 // A transaction is committed if and only if some batch holds it: a batch that holds it is
@@ -70,6 +72,8 @@ class EtcdDecisions {
     std::vector<std::string> endpoints;
     // The batch keys that hold them, with the txids of each.
     std::vector<std::pair<std::string, std::vector<std::string>>> batches;
+    // This leader's heuristic mismatches not forgotten: HEURISTIC record payloads.
+    std::vector<std::string> mismatches;
   };
   // The cluster of the store: at start, blocking, before open(). Creates P/cluster with
   // `cluster` and `view` only if absent (one compare-and-swap: of leaders started at once,
@@ -114,6 +118,13 @@ class EtcdDecisions {
   // The txid of request `rid` if some leader committed it in the last half hour or more;
   // "" when none did (it may still be deciding at its leader); error UNAVAILABLE.
   void find_rid(const std::string& rid, std::function<void(Result<std::string>)> cb);
+  // Records a heuristic mismatch of `txid` at participant `part` (its HEURISTIC record's
+  // payload) as P/h/TXID/PART. cb(OK) once etcd has it; an error: try again.
+  void record_mismatch(const std::string& txid, size_t part, std::string payload,
+                       std::function<void(Status)> cb);
+  // An operator forgot the mismatches of `txid`: P/h/TXID/ goes (best effort: a key left
+  // behind only shows them again after a restart).
+  void forget_mismatches(const std::string& txid);
   // The transaction ended: its batch key goes once all of its transactions ended (batched,
   // best effort: a key left behind is re-driven harmlessly after a restart).
   void end(const std::string& txid);

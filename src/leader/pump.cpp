@@ -45,9 +45,10 @@ void Server::execute(Actions& a) {
                      m->txid, m->decided_commit ? "commit" : "abort", m_cfg.peers.at(m->part),
                      m->their_commit ? "committed" : "aborted", m->txid);
       }
+      if (m_decisions && ap->type == k_rec_forget) m_decisions->forget_mismatches(ap->txid);
       if (m_decisions && ap->type != k_rec_heuristic && ap->type != k_rec_forget) {
-        // The etcd decision store: the commit point is etcd's, not this log's. Mismatches
-        // stay in this leader's own log (docs/decision-store.md).
+        // The etcd decision store: the commit point is etcd's, not this log's. Mismatches go
+        // to both (docs/decision-store.md).
         if (ap->type == k_rec_commit) decide(ap->txid, std::move(ap->payload), now_us());
         if (ap->type == k_rec_end) m_decisions->end(ap->txid);
         continue;
@@ -57,13 +58,16 @@ void Server::execute(Actions& a) {
         continue;
       }
       int64_t at = now_us();
+      // With etcd, a mismatch is durable once in this log and in etcd.
+      std::string copy = m_decisions && ap->type == k_rec_heuristic ? ap->payload : "";
       m_log->append(ap->type, std::move(ap->payload), true,
-                    [this, txid = ap->txid, at, type = ap->type] {
+                    [this, txid = ap->txid, at, type = ap->type, copy = std::move(copy)] {
                       int64_t took = now_us() - at;
-                      asio::post(m_io, [this, txid, took, type] {
+                      asio::post(m_io, [this, txid, took, type, copy] {
                         if (m_stopped) return;
                         if (type == k_rec_commit)
                           failpoint::hit("leader/afterDecisionFsync", txid);
+                        if (!copy.empty()) return store_mismatch(txid, copy, took);
                         step(ev::Durable{txid, took, type});
                       });
                     });
@@ -98,6 +102,20 @@ void Server::execute(Actions& a) {
   }
   m_wake.arm(a.wake_at);
   if (ended && m_log->wants_rewrite(m_cfg.log_compact_bytes)) step(ev::LogFull{});
+}
+
+void Server::store_mismatch(const std::string& txid, const std::string& payload, int64_t took) {
+  auto m = decode_mismatch(payload);
+  TPC_CHECK(m.is_ok(), "HEURISTIC record this leader wrote is undecodable");
+  m_decisions->record_mismatch(txid, m->part, payload, [this, txid, payload, took](Status s) {
+    if (m_stopped) return;
+    if (s) return step(ev::Durable{txid, took, k_rec_heuristic});
+    log::warn("heuristic mismatch of {} not yet in etcd: {}; retrying", txid, s.message());
+    auto timer = std::make_shared<asio::steady_timer>(m_io, std::chrono::milliseconds(200));
+    timer->async_wait([this, timer, txid, payload, took](boost::system::error_code ec) {
+      if (!ec && !m_stopped) store_mismatch(txid, payload, took);
+    });
+  });
 }
 
 void Server::decide(const std::string& txid, std::string payload, int64_t since_us) {

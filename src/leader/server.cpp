@@ -175,6 +175,11 @@ Server::Server(asio::io_context& io, Config cfg)
   if (etcd_start) {
     for (auto& [txid, payload] : etcd_start->decisions)
       m_core->recover(txlog::Record{k_rec_commit, payload});
+    // Mismatches in etcd that this log lacks (a lost disk): kept as if recovered here.
+    for (auto& payload : etcd_start->mismatches)
+      if (auto m = decode_mismatch(payload);
+          m && !m_core->mismatches().count({m->txid, m->part}) && m->part < m_cfg.peers.size())
+        m_core->recover(txlog::Record{k_rec_heuristic, payload});
     dso.endpoints = etcd_start->endpoints;
     m_decisions = std::make_unique<EtcdDecisions>(io, dso, *etcd_start);
     m_decisions->set_preparing([this] { return m_core->preparing(); });

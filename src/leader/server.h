@@ -107,6 +107,9 @@ class Server {
   std::string view_refused() const;
   // A pause lasts no longer than the connection that asked for it: polled while paused.
   void watch_pause(protocol::Reply pauser);
+  // A HEURISTIC record durable in the log goes to etcd too (tried again until etcd answers);
+  // then ev::Durable.
+  void store_mismatch(const std::string& txid, const std::string& payload, int64_t took);
   // The commit point in the etcd decision store; tried again until etcd answers.
   void decide(const std::string& txid, std::string payload, int64_t since_us);
 

@@ -390,4 +390,46 @@ TEST_SUITE("etcd") {
     l2.proc.reset();
     CHECK(run_tpc({"client", "--leader", both, "put", "c", "3"}).code == 4);
   }
+
+  TEST_CASE("a heuristic mismatch over etcd is in the leader's log and in etcd, until forgotten") {
+    Etcd e;
+    REQUIRE(e.wait_healthy());
+    Cluster::Options o;
+    o.leader_args = {"--decision-store", e.url(), "--cluster-name", "heur"};
+    o.leader_env = {{"TPC_FAILPOINTS", "leader/afterDecisionFsync=1*crash"}};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    Scratch s;
+    Process put({TPC_BINARY, "client", "--leader", c.leader_addr(), "--request-id", "heur-1",
+                 "put", "k", "v"},
+                s.path() + "/out");
+    REQUIRE(c.leader()->wait_exit(10000) == 128 + SIGKILL);
+    std::string peers = c.participant_addr(0) + "," + c.participant_addr(1);
+    std::string txid;
+    REQUIRE(wait_for(
+        [&] {
+          auto r = c.client({"--peers", peers, "in-doubt"});
+          std::smatch m;
+          if (!std::regex_search(r.out, m, std::regex("\n(1\\.\\d+\\.\\d+) "))) return false;
+          txid = m[1];
+          return true;
+        },
+        10000));
+    REQUIRE(c.client({"--peers", peers, "resolve", txid, "abort", "--force"}).code == 0);
+    put.kill9();
+    c.start_leader({{"TPC_NONE", "1"}});
+    REQUIRE(c.wait_ready(15000));
+    CHECK(wait_for([&] { return c.client({"result", "heur-1"}).code == 5; }, 15000));
+    auto h = keys(e.endpoint(), "/tpc/heur/h/");
+    REQUIRE(h);
+    CHECK(h->size() == 2);
+    CHECK(h->count("/tpc/heur/h/" + txid + "/0") == 1);
+    CHECK(c.client({"forget", txid}).code == 0);
+    CHECK(wait_for(
+        [&] {
+          auto k = keys(e.endpoint(), "/tpc/heur/h/");
+          return k && k->empty();
+        },
+        5000));
+  }
 }
