@@ -15,6 +15,7 @@
 #include "common/util.h"
 #include "leader/core.h"  // place(): which keys a participant owns
 #include "participant/restore.h"
+#include "tls/certs.h"
 #include "txlog/file.h"
 
 namespace tpc::participant {
@@ -248,6 +249,18 @@ void Server::on_join(const std::vector<std::string_view>& t, Reply reply) {
                                         "cluster; this leader says {}",
                                         diff));
     }
+  }
+  // Over TLS, the leader's certificate must name the host it advertises (where this
+  // participant will ask it for outcomes), as a leader checks a participant's names the host
+  // it dialled: a leader certificate of another machine cannot pose as this cluster's leader.
+  if (const auto& peer = reply.peer(); !peer.cert.empty()) {
+    std::string host;
+    uint16_t port;
+    if (!parse_host_port(peer.advertise, &host, &port) || !tls::names_host(peer.cert_hosts, host))
+      return fail("DENIED", fmt::format("the leader's certificate '{}' names {}, not the host "
+                                        "it advertises ({})",
+                                        peer.cert, fmt::join(peer.cert_hosts, ", "),
+                                        peer.advertise.empty() ? "none" : peer.advertise));
   }
   if (m->members[m->slot].node != m_ident.node)
     return fail("IDENTITY", fmt::format("the leader admits node {} at this place, not this "

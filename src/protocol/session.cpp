@@ -67,6 +67,7 @@ void Session::handshake(std::function<void()> then) {
       }
       m_peer_info->role = c->role;
       m_peer_info->cert = c->name;
+      m_peer_info->cert_hosts = c->hosts;
     }
     then();
   });
@@ -166,6 +167,15 @@ void Session::on_line(std::string line) {
           fmt::format("ERR VERSION this server speaks {}, peer sent {}; upgrade the older "
                       "binary",
                       k_version, tokens.size() < 2 ? "nothing" : std::string(tokens[1])));
+      m_close_after_write = true;
+      return;
+    }
+    // Only the roles there are: an unknown one is refused (it matches no verb's roles, but
+    // would be logged and listed as if it meant something).
+    if (tokens.size() > 2 && tokens[2] != "client" && tokens[2] != "admin" &&
+        tokens[2] != "leader" && tokens[2] != "participant") {
+      reply.send("ERR PROTO unknown role " + escape(tokens[2]) +
+                 " (client, admin, leader or participant)");
       m_close_after_write = true;
       return;
     }

@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "protocol/codec.h"
@@ -33,6 +34,7 @@ class Session;
 struct PeerInfo {
   std::string role;  // client, admin, leader, participant
   std::string cert;  // the certificate's name (CN); empty without TLS
+  std::vector<std::string> cert_hosts;  // the certificate's subjectAltName hosts (TLS)
   std::string id;    // its --id
   std::string node;  // its node id (leaders and participants)
   std::string address;

@@ -1,5 +1,6 @@
 #include "tls/certs.h"
 
+#include <arpa/inet.h>
 #include <sys/stat.h>
 
 #include <openssl/bio.h>
@@ -343,6 +344,35 @@ Result<std::vector<std::string>> create_client(const CreateOptions& o, const std
   auto kp = signed_by_ca(o, {role, name, {}, now - 3600, now + o.lifetime_s});
   if (!kp) return kp.status();
   return write_pair(o, "client." + name, *kp, key_path(o.dir, "client." + name));
+}
+
+bool names_host(const std::vector<std::string>& hosts, const std::string& host) {
+  auto lower = [](std::string x) {
+    for (auto& ch : x) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return x;
+  };
+  // An address: compared as bytes, so that ::1 and 0:0::1 are the same.
+  auto addr = [](const std::string& x) -> std::optional<std::string> {
+    unsigned char buf[16];
+    if (inet_pton(AF_INET, x.c_str(), buf) == 1) return std::string(reinterpret_cast<char*>(buf), 4);
+    if (inet_pton(AF_INET6, x.c_str(), buf) == 1)
+      return std::string(reinterpret_cast<char*>(buf), 16);
+    return std::nullopt;
+  };
+  std::string want = lower(host);
+  auto want_addr = addr(host);
+  for (const auto& h : hosts) {
+    if (want_addr) {
+      if (addr(h) == want_addr) return true;
+      continue;
+    }
+    std::string name = lower(h);
+    if (name == want) return true;
+    auto dot = want.find('.');
+    if (name.rfind("*.", 0) == 0 && dot != std::string::npos && name.substr(1) == want.substr(dot))
+      return true;
+  }
+  return false;
 }
 
 }  // namespace tpc::tls

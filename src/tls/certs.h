@@ -44,6 +44,11 @@ Result<CertInfo> parse_cert(std::string_view pem);
 // The same, of a certificate OpenSSL already holds (a TLS peer's).
 Result<CertInfo> cert_info(const x509_st* cert);
 
+// Whether a certificate whose subjectAltName holds `hosts` names `host`: a DNS name equal to
+// it (case-insensitive; "*.example" matches one label), or the same IP address (any textual
+// form of it).
+bool names_host(const std::vector<std::string>& hosts, const std::string& host);
+
 // "2031-11-25 21:30:00 UTC".
 std::string format_time(int64_t epoch_s);
 

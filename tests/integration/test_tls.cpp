@@ -129,8 +129,21 @@ TEST_SUITE("tls") {
     CHECK(denied(app.call("RESOLVE " + txid + " abort", 5000)));
     CHECK(denied(app.call("PREPARE 666.1.1 666 127.0.0.1:1 put victim forged", 5000)));
     CHECK(denied(app.call("PREPARE 7.7.7 7 not-an-address put hostage x", 5000)));
+    // Only a leader certificate may JOIN or PREPARE: a client's or a participant's that
+    // claims the leader role (with the cluster's own membership) is refused at each.
+    std::string membership = read_file(c.data_dir(0) + "/membership");
+    membership.pop_back();
+    auto part_cert = connect_as(c, 0, certs, "participant", "participant",
+                                "leader x cluster=" + c.cluster_id() + " node=0000-fake");
+    for (auto* conn : {&app, &part_cert}) {
+      CHECK(denied(conn->call(membership, 5000)));
+      CHECK(denied(conn->call("PREPARE 1.99.1 1 127.0.0.1:1 put victim forged", 5000)));
+      CHECK(denied(conn->call("COMMIT " + txid, 5000)));
+      CHECK(denied(conn->call("ABORT " + txid, 5000)));
+    }
     // A leader certificate on another connection than the preparing leader's: still refused.
-    auto rogue = connect_as(c, 0, certs, "leader", "leader", "leader x node=0000-fake");
+    auto rogue = connect_as(c, 0, certs, "leader", "leader",
+                            "leader x node=0000-fake advertise=127.0.0.1:1");
     std::string join = read_file(c.data_dir(0) + "/membership");
     join.pop_back();
     REQUIRE(rogue.call(join, 5000).value() == "ACK");
@@ -305,5 +318,27 @@ TEST_SUITE("tls") {
     auto refused = client::Connection::open(c.leader_addr(), 3000);
     REQUIRE_FALSE(refused.is_ok());
     CHECK(refused.status().message().find("ERR BUSY") != std::string::npos);
+  }
+
+  TEST_CASE("a leader certificate that does not name the host the leader advertises cannot JOIN") {
+    Cluster::Options o;
+    o.secure = true;
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    // A leader certificate of the same CA, for another machine.
+    std::string other = c.dir() + "/other-certs";
+    std::filesystem::create_directories(other);
+    std::filesystem::copy_file(tls::cert_path(c.certs_dir(), "ca"), tls::cert_path(other, "ca"));
+    tls::CreateOptions co{other, tls::key_path(c.certs_dir(), "ca"), 86400, false};
+    REQUIRE(tls::create_node(co, "leader", {"db9.example"}).is_ok());
+    uint16_t port = free_port();
+    Process l2({TPC_BINARY, "leader", "--id", "2", "--port", std::to_string(port), "--peers",
+                c.participant_addr(0) + "," + c.participant_addr(1), "--data-dir",
+                c.dir() + "/leader2", "--cluster-id", c.cluster_id(), "--certs-dir", other},
+               c.dir() + "/leader2.log");
+    REQUIRE(wait_for_text(c.dir() + "/leader2.log", "not the host it advertises", 10000));
+    CHECK(read_file(c.dir() + "/leader2.log").find("names db9.example") != std::string::npos);
+    // The cluster's own leader, whose certificate names 127.0.0.1, is admitted as before.
+    CHECK(c.client({"put", "k", "v"}).code == 0);
   }
 }
