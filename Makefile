@@ -97,7 +97,10 @@ install: deps-build $(BUILD)/Makefile
 	install -D -m 644 man/tpc.1 $(DESTDIR)$(PREFIX)/share/man/man1/tpc.1
 	install -d $(DESTDIR)$(PREFIX)/share/doc/tpc
 	install -m 644 $(INSTALLED_DOCS) $(DESTDIR)$(PREFIX)/share/doc/tpc/
-	install -D -m 644 -t $(DESTDIR)$(PREFIX)/lib/systemd/system packaging/systemd/tpc-participant@.service packaging/systemd/tpc-leader@.service
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	for u in tpc-participant@ tpc-leader@; do \
+	  sed 's|@BINDIR@|$(PREFIX)/bin|g' packaging/systemd/$$u.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$u.service; \
+	  chmod 644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$$u.service; done
 	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 	$(BUILD)/tpc completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/tpc
 

@@ -68,6 +68,7 @@ std::function<int()> setup_client(CLI::App& app) {
     auto args = sub->remaining();
     std::vector<std::string> kept;
     bool command = false;
+    bool json_first = false;
     for (size_t i = 0; i < args.size(); ++i) {
       const std::string& a = args[i];
       if (a == "--") {
@@ -76,6 +77,11 @@ std::function<int()> setup_client(CLI::App& app) {
       }
       std::string name = a.substr(0, a.find('='));
       const auto& g = client::global_options();
+      if (!command && a == "--json") {
+        // `tpc client --json status`: the command's own flag, given before it.
+        json_first = true;
+        continue;
+      }
       if (std::find(g.begin(), g.end(), name) == g.end()) {
         if (!command && a.size() > 2 && a.rfind("--", 0) == 0 && a != "--help") {
           // Before the command word: an option of tpc client, mistyped.
@@ -113,6 +119,12 @@ std::function<int()> setup_client(CLI::App& app) {
       if (name == "--user") *user = value;
       if (name == "--request-id") o->request_id = value;
       if (name == "--peers") o->peers = value;
+    }
+    if (json_first) {
+      auto word = std::find_if(kept.begin(), kept.end(),
+                               [](const std::string& a) { return a.rfind("-", 0) != 0; });
+      if (word == kept.end()) throw Error("--json needs a command (status, in-doubt, heuristics)", 2);
+      kept.insert(word + 1, "--json");
     }
     args = std::move(kept);
     if (!cluster->empty() && !node::is_uuid(*cluster))

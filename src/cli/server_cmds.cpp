@@ -77,6 +77,10 @@ bool is_loopback(const std::string& bind) {
 
 template <typename Config>
 void check_transport(Config& cfg, const std::string& role) {
+  // A name (localhost) is listened on as its address: loopback if it resolves to loopback.
+  auto addr = bind_address(cfg.bind);
+  if (!addr) throw Error(addr.status().message(), 2);
+  cfg.bind = *addr;
   if (!cfg.certs_dir.empty()) {
     auto tls = tls::load(cfg.certs_dir, role, role);
     if (!tls) throw Error("--certs-dir: " + tls.status().message(), 2);

@@ -45,23 +45,6 @@ std::string human_ms(const std::string& s) {
   if (sec < 3600) return fmt::format("{}m{:02}s", sec / 60, sec % 60);
   return fmt::format("{}h{:02}m", sec / 3600, (sec / 60) % 60);
 }
-// Free text from a node, for a terminal: spaces kept, control bytes and bytes that are not
-// valid UTF-8 as %XX.
-std::string safe_text(const std::string& s) {
-  std::string o;
-  for (size_t i = 0; i < s.size();) {
-    size_t n = protocol::utf8_sequence(std::string_view(s).substr(i));
-    auto c = static_cast<unsigned char>(s[i]);
-    if (n == 0 || (n == 1 && (c < 0x20 || c == 0x7f))) {
-      o += fmt::format("%{:02X}", c);
-      ++i;
-    } else {
-      o.append(s, i, n);
-      i += n;
-    }
-  }
-  return o;
-}
 // A JSON string of data (a key): its display escaping (docs/protocol.md), which reads back.
 std::string json_key(const std::string& k) {
   return protocol::json_string(protocol::escape_display(k));
@@ -252,7 +235,7 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
   for (auto& r : rows)
     if (!r.refused.empty())
       out << fmt::format("participant {} REFUSED by the leader: {}\n", r.addr,
-                         safe_text(r.refused));
+                         protocol::display_text(r.refused));
   for (auto& r : rows)
     if (r.f.count("heuristic") && r.f.at("heuristic") != "0")
       out << (r.role == "leader"

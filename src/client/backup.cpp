@@ -75,10 +75,14 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
   auto paused = leader->call("PAUSE 10000", 15000);
   auto resume = [&] { (void)leader->call("RESUME", 5000); };
   if (!paused || *paused != "OK") {
-    resume();
-    err << "backup: the leader could not pause: " << (paused ? *paused : paused.status().message())
+    bool denied = paused && paused->rfind("ERR DENIED", 0) == 0;
+    if (!denied) resume();
+    err << "backup: the leader could not pause: "
+        << protocol::display_text(paused ? *paused : paused.status().message())
+        << (denied ? " (a backup needs the admin role: tpc cert create-client NAME --role admin)"
+                   : "")
         << "\n";
-    return k_unknown;
+    return denied ? k_usage : k_unknown;
   }
   for (auto& p : parts) {
     auto r = p.conn.call("BACKUP", 60000);
@@ -87,6 +91,11 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
     auto keys = bt.size() == 3 ? parse_int(bt[2]) : std::nullopt;
     if (!bytes || !keys) {
       resume();
+      if (r && r->rfind("ERR DENIED", 0) == 0) {
+        err << "backup: participant " << p.addr << " refused: " << protocol::display_text(*r)
+            << "\n";
+        return k_usage;
+      }
       err << "backup: participant " << p.addr
           << " could not copy its store: " << (r ? *r : r.status().message()) << "\n";
       return k_unknown;

@@ -44,14 +44,14 @@ int read_failed(const std::string& code, const std::string& detail, const std::s
     return k_unknown;
   }
   if (code == "PROTO") {
-    err << "bad request: " << detail << "\n";
+    err << "bad request: " << protocol::display_text(detail) << "\n";
     return k_usage;
   }
   if (code == "VIEW") {
-    err << "refused: " << detail << "\n";
+    err << "refused: " << protocol::display_text(detail) << "\n";
     return k_usage;
   }
-  err << (code == "INDOUBT" ? "in doubt: " : "unavailable: ") << detail << "\n";
+  err << (code == "INDOUBT" ? "in doubt: " : "unavailable: ") << protocol::display_text(detail) << "\n";
   return k_unknown;
 }
 
@@ -113,7 +113,7 @@ int run_result(const Options& o, const std::string& rid, std::ostream& out, std:
     case protocol::TxnReply::aborted:
       // A request id the leader never saw is answered aborted, and from then on refused
       // (DUPLICATE): a request still on its way can no longer commit behind our back.
-      err << "aborted (" << res.code << "): " << res.detail << " (not applied)\n";
+      err << "aborted (" << protocol::display_text(res.code) << "): " << protocol::display_text(res.detail) << " (not applied)\n";
       return k_aborted;
     case protocol::TxnReply::pending:
       err << "pending: transaction " << res.txid << " is still being decided; ask again\n";
@@ -121,10 +121,10 @@ int run_result(const Options& o, const std::string& rid, std::ostream& out, std:
     case protocol::TxnReply::heuristic:
       out << "heuristic mismatch " << res.txid << "\n";
       err << "HEURISTIC MISMATCH: the leader decided " << res.decision << " of " << res.txid
-          << ", but " << res.detail << "\n";
+          << ", but " << protocol::display_text(res.detail) << "\n";
       return k_heuristic;
     default:
-      err << "outcome unknown: " << res.code << " " << res.detail << "\n";
+      err << "outcome unknown: " << protocol::display_text(res.code) << " " << protocol::display_text(res.detail) << "\n";
       return k_unknown;
   }
 }
@@ -226,21 +226,21 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
         continue;
       }
       if (code == "CONFLICT")
-        err << "aborted: conflict: " << res.detail << " (gave up after " << attempt + 1
+        err << "aborted: conflict: " << protocol::display_text(res.detail) << " (gave up after " << attempt + 1
             << " attempts)\n";
       else if (code == "CHECK")
-        err << "aborted: condition failed: " << res.detail << "\n";
+        err << "aborted: condition failed: " << protocol::display_text(res.detail) << "\n";
       else
-        err << "aborted: " << code << ": " << res.detail << "\n";
+        err << "aborted: " << protocol::display_text(code) << ": " << protocol::display_text(res.detail) << "\n";
       return k_aborted;
     }
     if (res.kind == K::error &&
         (res.code == "RIDREUSE" || res.code == "DENIED" || res.code == "VIEW")) {
-      err << "refused: " << res.detail << "\n";
+      err << "refused: " << protocol::display_text(res.detail) << "\n";
       return k_usage;
     }
     if (res.kind == K::error && (res.code == "PROTO" || res.code == "TOOLONG")) {
-      err << (res.code == "TOOLONG" ? "too large: " : "bad request: ") << res.detail << "\n";
+      err << (res.code == "TOOLONG" ? "too large: " : "bad request: ") << protocol::display_text(res.detail) << "\n";
       return k_usage;
     }
     if (res.kind == K::error && res.code == "PENDING")

@@ -443,6 +443,7 @@ int run_shell(const Options& base) {
   std::cout << "tpc " << TPC_VERSION << " shell, leader " << o.leader
             << ". Type help for commands, Ctrl-D or quit to leave.\n";
   std::string prompt = "tpc " + o.leader + "> ";
+  int last = 0;
   while (true) {
     g_interrupted = 0;
     char* raw = readline(prompt.c_str());
@@ -468,12 +469,13 @@ int run_shell(const Options& base) {
       for (auto& ch : first) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
       if (first == "quit" || first == "exit") break;
     }
-    int code = run_line(o, line, true);
-    if (code > worst) worst = code;
+    last = run_line(o, line, true);
   }
   sigaction(SIGINT, &old_sa, nullptr);
   if (!history.empty()) write_history(history.c_str());
-  return worst;
+  // As a shell does: the status of the last command run (0 if none). A script piped in
+  // gets the worst instead (above): one failed line must not hide behind later ones.
+  return last;
 }
 
 }  // namespace tpc::client

@@ -1,5 +1,9 @@
 #include "common/util.h"
 
+#include <utility>  // before asio: boost 1.74 needs it
+
+#include <boost/asio.hpp>
+
 #include <algorithm>
 #include <charconv>
 
@@ -59,6 +63,26 @@ bool parse_host_port(const std::string& text, std::string* host, uint16_t* port)
   *port = static_cast<uint16_t>(v);
   return true;
 }
+std::string host_port(const std::string& host, uint16_t port) {
+  return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
+                                              : fmt::format("{}:{}", host, port);
+}
+
+Result<std::string> bind_address(const std::string& bind) {
+  boost::system::error_code ec;
+  boost::asio::ip::make_address(bind, ec);
+  if (!ec) return bind;
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::resolver r(io);
+  auto res = r.resolve(bind, "0", ec);
+  if (ec || res.empty())
+    return Status::error("USAGE", fmt::format("--bind {}: not an address, and it does not resolve ({})",
+                                              bind, ec ? ec.message() : "no address"));
+  for (auto& e : res)
+    if (e.endpoint().address().is_v4()) return e.endpoint().address().to_string();
+  return res.begin()->endpoint().address().to_string();
+}
+
 void lock_data_dir(const std::string& dir) {
   // Once per process: a second flock on another descriptor of the same file would conflict
   // with our own (a restore locks the directory before the server that follows it).

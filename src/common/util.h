@@ -1,5 +1,6 @@
 // Small helpers shared by every role.
 #pragma once
+#include "common/status.h"
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -23,6 +24,11 @@ std::string did_you_mean(const std::string& word, const std::vector<std::string>
 std::optional<int64_t> parse_int(std::string_view text);
 // Splits "HOST:PORT"; returns false when malformed.
 bool parse_host_port(const std::string& text, std::string* host, uint16_t* port);
+// HOST:PORT, with an IPv6 address in brackets ([::1]:5000), as parse_host_port reads it back.
+std::string host_port(const std::string& host, uint16_t port);
+// A --bind value as an address to listen on: an address as is; a name (localhost) resolved,
+// IPv4 first. Error USAGE when it does not resolve.
+Result<std::string> bind_address(const std::string& bind);
 // `n` bytes from the kernel's CSPRNG (getrandom), as 2n lower-case hex digits. Request ids,
 // node ids and cluster ids come from here, never from a seeded generator.
 std::string random_hex(size_t n);

@@ -129,7 +129,7 @@ Server::Server(asio::io_context& io, Config cfg)
   bool new_set = check_peers_file();
   load_pins();
   // Incarnation: bumped durably at every start, so transaction ids never repeat.
-  if (m_cfg.advertise.empty()) m_cfg.advertise = fmt::format("{}:{}", m_cfg.bind, port());
+  if (m_cfg.advertise.empty()) m_cfg.advertise = host_port(m_cfg.bind, port());
   std::optional<EtcdDecisions::Startup> etcd_start;
   DecisionStoreOptions dso;
   if (m_cfg.decision_store != "local") {
@@ -490,7 +490,8 @@ void Server::handle(const std::string& line, Reply reply) {
     reply.send(b.str());
   } else if (verb == "GET") {
     auto r = protocol::decode_read(t);
-    if (!r) return fail(Status::error("PROTO", "usage: GET KEY"));
+    if (!r)
+      return fail(t.size() == 2 ? r.status() : Status::error("PROTO", "usage: GET KEY"));
     step(ev::Get{client(reply), std::move(r->key)});
   } else if (verb == "SCAN") {
     // The participants' SCAN without MAX-BYTES: a page's keys and values, raw, in a quarter

@@ -142,6 +142,24 @@ LineBuilder& LineBuilder::arg(std::string_view bytes) {
   return *this;
 }
 LineBuilder& LineBuilder::num(long long v) { return raw(fmt::format("{}", v)); }
+std::string display_text(std::string_view s) {
+  std::string o;
+  for (size_t i = 0; i < s.size();) {
+    size_t n = utf8_sequence(s.substr(i));
+    auto c = static_cast<unsigned char>(s[i]);
+    if (n == 0 || (n == 1 && (c < 0x20 || c == 0x7f))) {
+      o += '%';
+      o += k_hex[c >> 4];
+      o += k_hex[c & 15];
+      ++i;
+    } else {
+      o.append(s, i, n);
+      i += n;
+    }
+  }
+  return o;
+}
+
 LineBuilder& LineBuilder::text(std::string_view text) {
   m_line += ' ';
   for (unsigned char c : text) {

@@ -30,6 +30,9 @@ void escape_to(std::string& out, std::string_view bytes);
 // terminal and for JSON (always valid UTF-8, no control bytes), and still a valid token
 // that unescape() reads back (so it can be pasted into a command).
 std::string escape_display(std::string_view bytes);
+// Free text from a node (an error's or abort's reason), for a terminal: spaces kept, control
+// bytes and bytes that are not valid UTF-8 as %XX.
+std::string display_text(std::string_view s);
 // The length of the valid UTF-8 sequence at the start of `s` (1 to 4), 0 if none.
 size_t utf8_sequence(std::string_view s);
 // A JSON string (quoted) of any bytes: valid UTF-8 always (a byte that is not part of valid

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "common/util.h"
 #include "protocol/codec.h"
 #include "protocol/stream.h"
 
@@ -41,7 +42,7 @@ class Link : public std::enable_shared_from_this<Link> {
   // (from the io_context, never inline).
   void request(const std::string& line, Callback cb);
   bool up() const { return m_up; }
-  std::string address() const { return m_host + ":" + std::to_string(m_port); }
+  std::string address() const { return host_port(m_host, m_port); }
   // Called each time the link becomes up (after the handshake).
   void on_up(std::function<void()> f) { m_on_up = std::move(f); }
   // Called each time an up link goes down (before its pending requests fail).

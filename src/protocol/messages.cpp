@@ -73,7 +73,24 @@ std::string rest_after(std::string_view line, size_t n) {
     while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
   }
   while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
-  return std::string(line.substr(i));
+  // LineBuilder::text's escapes (%XX) undone, so that free text relayed to another node is
+  // escaped once there, not once per hop. A '%' not followed by two hex digits stays.
+  auto hex = [](char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                        : c >= 'A' && c <= 'F'   ? c - 'A' + 10
+                                                                 : -1;
+  };
+  std::string out;
+  for (; i < line.size(); ++i) {
+    if (line[i] == '%' && i + 2 < line.size() && hex(line[i + 1]) >= 0 &&
+        hex(line[i + 2]) >= 0) {
+      out += static_cast<char>(hex(line[i + 1]) * 16 + hex(line[i + 2]));
+      i += 2;
+    } else {
+      out += line[i];
+    }
+  }
+  return out;
 }
 
 std::string encode(const Prepare& m) {
@@ -211,7 +228,7 @@ Result<OutcomeQuery> decode_outcome_query(const std::vector<std::string_view>& t
 
 Result<Read> decode_read(const std::vector<std::string_view>& t) {
   if (t.size() != 2) return Status::error("PROTO", "usage: READ KEY");
-  auto key = unescape(t[1]);
+  auto key = decode_key(t[1]);
   if (!key) return key.status();
   return Read{std::move(*key)};
 }

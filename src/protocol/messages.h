@@ -173,7 +173,8 @@ std::vector<PeerState> parse_peers(const std::string& line);
 // The "key=value" tokens of a line (STATS replies, HELLO identities): key -> value.
 std::map<std::string, std::string> parse_fields(std::string_view line);
 
-// Text after the first `n` tokens of `line` (spaces kept), for "CODE TEXT" replies.
+// Text after the first `n` tokens of `line` (spaces kept), for "CODE TEXT" replies, with the
+// escapes of LineBuilder::text undone.
 std::string rest_after(std::string_view line, size_t n);
 
 }  // namespace tpc::protocol

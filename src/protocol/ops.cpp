@@ -16,6 +16,15 @@ const char* op_name(OpKind k) {
   return "?";
 }
 
+Result<std::string> decode_key(std::string_view token) {
+  auto key = unescape(token);
+  if (!key) return key.status();
+  if (key->empty()) return Status::error("PROTO", "empty key");
+  if (key->size() > k_max_key)
+    return Status::error("PROTO", "key longer than " + std::to_string(k_max_key) + " bytes");
+  return key;
+}
+
 Result<std::vector<Op>> parse_ops(const std::vector<std::string_view>& t, size_t i) {
   std::vector<Op> ops;
   if (i >= t.size()) return Status::error("PROTO", "a transaction needs at least one op");
@@ -37,11 +46,8 @@ Result<std::vector<Op>> parse_ops(const std::vector<std::string_view>& t, size_t
     if (i + nargs >= t.size())
       return Status::error("PROTO",
                            std::string(name) + " needs " + (nargs == 2 ? "KEY VALUE" : "KEY"));
-    auto key = unescape(t[i + 1]);
+    auto key = decode_key(t[i + 1]);
     if (!key) return key.status();
-    if (key->empty()) return Status::error("PROTO", "empty key");
-    if (key->size() > k_max_key)
-      return Status::error("PROTO", "key longer than " + std::to_string(k_max_key) + " bytes");
     op.key = std::move(*key);
     if (nargs == 2) {
       auto v = unescape(t[i + 2]);

@@ -15,6 +15,9 @@ using tpc::OpKind;
 
 const char* op_name(OpKind kind);
 // Parses ops from raw tokens [begin, end). Error PROTO names the first bad op.
+// A key token: unescaped, 1 to k_max_key bytes. Error PROTO ("empty key", "key longer
+// than ...") otherwise.
+Result<std::string> decode_key(std::string_view token);
 Result<std::vector<Op>> parse_ops(const std::vector<std::string_view>& tokens, size_t begin);
 void append_ops(LineBuilder& line, const std::vector<Op>& ops);
 

@@ -36,7 +36,7 @@ Session::Session(tcp::socket socket, const SessionConfig& cfg, Handler handler)
   boost::system::error_code ec;
   m_stream.socket().set_option(tcp::no_delay(true), ec);
   auto ep = m_stream.socket().remote_endpoint(ec);
-  m_peer = ec ? "?" : fmt::format("{}:{}", ep.address().to_string(), ep.port());
+  m_peer = ec ? "?" : host_port(ep.address().to_string(), ep.port());
   m_last_active_ms = now_ms();
   m_peer_info = std::make_shared<PeerInfo>();
   m_peer_info->address = m_peer;

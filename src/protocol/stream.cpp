@@ -126,6 +126,11 @@ void Stream::verify_peer(const std::string& host) {
                                                     nullptr) == 1;
     if (!named && m_verify_error.empty())
       m_verify_error = fmt::format("{} is not a certificate for host {}", subject_of(cert), host);
+    // Said to the peer as a certificate it must fix (alert bad_certificate), not as an
+    // "internal error" it could not explain.
+    if (!named)
+      X509_STORE_CTX_set_error(sc, is_address(host) ? X509_V_ERR_IP_ADDRESS_MISMATCH
+                                                     : X509_V_ERR_HOSTNAME_MISMATCH);
     return named;
   });
 }
@@ -151,8 +156,14 @@ std::string describe_error(const boost::system::error_code& ec, bool client) {
       case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
         return "the peer refused our certificate: it has expired";
       case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
-      case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
         return "the peer refused our certificate: signed by a CA it does not trust";
+      case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+        // What tpc's own check sends when our certificate does not name the host it dialled
+        // (a CA it does not trust is "unknown CA" above).
+        return "the peer refused our certificate: it does not name the host the peer connected "
+               "to (a node's certificate must name every host and address it is reached at)";
+      case SSL_R_TLSV1_ALERT_INTERNAL_ERROR:
+        return "the peer refused the TLS handshake (alert internal error: its log says why)";
       case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
         return "the peer requires a certificate";
       case SSL_R_WRONG_VERSION_NUMBER:

@@ -12,6 +12,7 @@
 #include <openssl/x509v3.h>
 
 #include <cstring>
+#include <filesystem>
 #include <ctime>
 #include <fstream>
 #include <memory>
@@ -148,6 +149,9 @@ Result<std::vector<std::string>> write_pair(const CreateOptions& o, const std::s
   try {
     txlog::make_dirs(o.dir);
     ::chmod(o.dir.c_str(), 0700);
+    // The key's own directory (--ca-key safe/ca.key): made 0700 when new.
+    auto key_dir = std::filesystem::path(key_at).parent_path();
+    if (!key_dir.empty()) txlog::make_dirs(key_dir.string());
     txlog::write_file_atomic(key_at, kp.key_pem);  // 0600
     txlog::write_file_atomic(crt, kp.cert_pem);
   } catch (const Error& e) {

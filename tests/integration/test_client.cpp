@@ -450,6 +450,8 @@ TEST_SUITE("client") {
     CHECK(prompt_after("half a line"));
     type("Get a\r");
     CHECK(prompt_after("\"x\\x01 y\""));  // shown as it can be typed back
+    type("get no-such-key\r");  // exit 1, but not the last command: the shell exits 0
+    CHECK(prompt_after("(nil)"));
     type("sta");
     CHECK(until("sta", out.rfind("> ")) != std::string::npos);
     CHECK(editor_reads());
@@ -467,6 +469,8 @@ TEST_SUITE("client") {
     }
     INFO(out);
     CHECK(left);
+    CHECK(WIFEXITED(st));
+    CHECK(WEXITSTATUS(st) == 0);  // the last command's status (status: 0)
     ::close(fd);
     CHECK(c.read_at(0, "a") == std::string("x\x01 y"));
     std::string hist = read_file(home.path() + "/.tpc_history");
