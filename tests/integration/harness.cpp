@@ -1,6 +1,7 @@
 #include "harness.h"
 
 #include <random>
+#include <regex>
 
 #include <set>
 
@@ -508,5 +509,34 @@ std::pair<std::string, std::string> http_get(uint16_t port, const std::string& p
   return {resp.substr(0, resp.find("\r\n")), resp.substr(head + 4)};
 }
 
+
+unsigned mode_of(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw std::runtime_error("cannot stat " + path);
+  return st.st_mode & 0777;
+}
+
+InDoubtPut put_until_leader_dies(Cluster& c, const std::string& rid, const std::string& key,
+                                 const std::string& value, const std::string& scratch_dir) {
+  InDoubtPut r;
+  r.put = std::make_unique<Process>(
+      std::vector<std::string>{TPC_BINARY, "client", "--leader", c.leader_addr(), "--request-id",
+                               rid, "put", key, value},
+      scratch_dir + "/put.out");
+  if (c.leader()->wait_exit(10000) != 128 + SIGKILL) return r;
+  std::string peers;
+  for (int i = 0; i < c.size(); ++i) peers += (i ? "," : "") + c.participant_addr(i);
+  std::regex line("\n([0-9]+\\.[0-9]+\\.[0-9]+) .* " + key + "\n");
+  wait_for(
+      [&] {
+        auto out = c.client({"--peers", peers, "in-doubt"}).out;
+        std::smatch m;
+        if (!std::regex_search(out, m, line)) return false;
+        r.txid = m[1];
+        return true;
+      },
+      10000);
+  return r;
+}
 
 }  // namespace tpc::it

@@ -116,7 +116,20 @@ class EtcdServer {
 // A base port with `n` free ports after it (below the kernel's ephemeral ports).
 uint16_t free_port_run(int n);
 
+// The permission bits of a file or directory (fails the test if it cannot be read).
+unsigned mode_of(const std::string& path);
+
 class Cluster;
+// A put under request id `rid` that kills the leader (started with a crash failpoint) mid
+// transaction: `put` is the client's process (kill it once done with it), `txid` the
+// transaction its participants hold in doubt ("" if none shows up within 10 s).
+struct InDoubtPut {
+  std::unique_ptr<Process> put;
+  std::string txid;
+};
+InDoubtPut put_until_leader_dies(Cluster& c, const std::string& rid, const std::string& key,
+                                 const std::string& value, const std::string& scratch_dir);
+
 // Leader 2 of `c`'s cluster (its two first participants) over the etcd decision store `e`,
 // under --cluster-name `name`, on `port`; logs to DIR/leader2.log. Not waited for.
 std::unique_ptr<Process> start_second_leader(Cluster& c, const EtcdServer& e,

@@ -400,23 +400,11 @@ TEST_SUITE("etcd") {
     Cluster c(o);
     REQUIRE(c.wait_ready());
     Scratch s;
-    Process put({TPC_BINARY, "client", "--leader", c.leader_addr(), "--request-id", "heur-1",
-                 "put", "k", "v"},
-                s.path() + "/out");
-    REQUIRE(c.leader()->wait_exit(10000) == 128 + SIGKILL);
+    auto [put, txid] = put_until_leader_dies(c, "heur-1", "k", "v", s.path());
+    REQUIRE(!txid.empty());
     std::string peers = c.participant_addr(0) + "," + c.participant_addr(1);
-    std::string txid;
-    REQUIRE(wait_for(
-        [&] {
-          auto r = c.client({"--peers", peers, "in-doubt"});
-          std::smatch m;
-          if (!std::regex_search(r.out, m, std::regex("\n(1\\.\\d+\\.\\d+) "))) return false;
-          txid = m[1];
-          return true;
-        },
-        10000));
     REQUIRE(c.client({"--peers", peers, "resolve", txid, "abort", "--force"}).code == 0);
-    put.kill9();
+    put->kill9();
     c.start_leader({{"TPC_NONE", "1"}});
     REQUIRE(c.wait_ready(15000));
     CHECK(wait_for([&] { return c.client({"result", "heur-1"}).code == 5; }, 15000));

@@ -23,11 +23,6 @@ using namespace tpc::it;
 namespace fs = std::filesystem;
 
 namespace {
-unsigned mode_of(const std::string& path) {
-  struct stat st {};
-  REQUIRE(::stat(path.c_str(), &st) == 0);
-  return st.st_mode & 0777;
-}
 }  // namespace
 
 namespace {

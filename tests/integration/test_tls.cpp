@@ -35,12 +35,6 @@ void write_cert(const std::string& dir, const std::string& base, const std::stri
   txlog::write_file_atomic(tls::key_path(dir, base), kp->key_pem);
 }
 
-unsigned mode_of(const std::string& path) {
-  struct stat st {};
-  REQUIRE(::stat(path.c_str(), &st) == 0);
-  return st.st_mode & 0777;
-}
-
 // A connection to participant i as the holder of `base`'s certificate in `dir`, declaring
 // `hello_role` in its HELLO (what a stranger would claim).
 client::Connection connect_as(Cluster& c, int i, const std::string& dir, const std::string& base,

@@ -16,11 +16,6 @@ using namespace tpc;
 using namespace tpc::it;
 
 namespace {
-unsigned mode_of(const std::string& path) {
-  struct stat st {};
-  REQUIRE(::stat(path.c_str(), &st) == 0);
-  return st.st_mode & 0777;
-}
 bool has(const std::string& text, const std::string& what) {
   return text.find(what) != std::string::npos;
 }

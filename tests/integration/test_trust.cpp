@@ -14,21 +14,16 @@ using namespace tpc;
 using namespace tpc::it;
 
 namespace {
-// The txid in doubt for `key` at the participants, from `tpc client in-doubt --peers`.
-std::string in_doubt_txid(Cluster& c, const std::string& key) {
-  std::string peers = c.participant_addr(0) + "," + c.participant_addr(1);
-  std::string txid;
+// `tpc client result RID` once it reports a heuristic mismatch (exit 5), or after 15 s.
+RunResult heuristic_result(Cluster& c, const std::string& rid) {
+  RunResult res;
   wait_for(
       [&] {
-        auto r = c.client({"--peers", peers, "in-doubt"});
-        std::smatch m;
-        if (!std::regex_search(r.out, m, std::regex("\n(1\\.\\d+\\.\\d+) .* " + key + "\n")))
-          return false;
-        txid = m[1];
-        return true;
+        res = c.client({"result", rid});
+        return res.code == 5;
       },
-      10000);
-  return txid;
+      15000);
+  return res;
 }
 
 size_t count(const std::string& text, const std::string& what) {
@@ -50,11 +45,7 @@ TEST_SUITE("trust") {
     REQUIRE(c.wait_ready());
     Scratch s;
     const std::string rid = "bank-deposit-1";
-    Process put({TPC_BINARY, "client", "--leader", c.leader_addr(), "--request-id", rid, "put",
-                 "bank", "100"},
-                s.path() + "/out");
-    REQUIRE(c.leader()->wait_exit(10000) == 128 + SIGKILL);
-    std::string txid = in_doubt_txid(c, "bank");
+    auto [put, txid] = put_until_leader_dies(c, rid, "bank", "100", s.path());
     REQUIRE(!txid.empty());
     // The bare ABORT an admin could send before is refused: only RESOLVE decides by hand.
     for (int i = 0; i < 2; ++i) {
@@ -69,17 +60,12 @@ TEST_SUITE("trust") {
     auto r = c.client({"--peers", peers, "resolve", txid, "abort", "--force"});
     INFO(r.out << r.err);
     REQUIRE(r.code == 0);
-    put.kill9();
+    put->kill9();
     c.start_leader();  // re-sends its COMMIT: each participant answers HEURISTIC ABORTED
     REQUIRE(c.wait_ready());
-    RunResult res;
-    CHECK(wait_for(
-        [&] {
-          res = c.client({"result", rid});
-          return res.code == 5;
-        },
-        15000));
+    RunResult res = heuristic_result(c, rid);
     INFO(res.out << res.err);
+    CHECK(res.code == 5);
     CHECK(res.err.find("HEURISTIC MISMATCH: the leader decided commit of " + txid) !=
           std::string::npos);
     CHECK(wait_for([&] { return c.stat(-1, "heuristic") == 2; }, 10000));
@@ -121,27 +107,18 @@ TEST_SUITE("trust") {
     REQUIRE(c.wait_ready());
     Scratch s;
     const std::string rid = "forced-commit-1";
-    Process put({TPC_BINARY, "client", "--leader", c.leader_addr(), "--request-id", rid, "put",
-                 "stuck", "v"},
-                s.path() + "/out");
-    REQUIRE(c.leader()->wait_exit(10000) == 128 + SIGKILL);
-    std::string txid = in_doubt_txid(c, "stuck");
+    auto [put, txid] = put_until_leader_dies(c, rid, "stuck", "v", s.path());
     REQUIRE(!txid.empty());
     std::string peers = c.participant_addr(0) + "," + c.participant_addr(1);
     auto r = c.client({"--peers", peers, "resolve", txid, "commit", "--force"});
     REQUIRE(r.code == 0);
     CHECK(c.read_at(0, "stuck") == "v");
-    put.kill9();
+    put->kill9();
     c.start_leader();  // it never decided: presumed abort; the participants report to it
     REQUIRE(c.wait_ready());
-    RunResult res;
-    CHECK(wait_for(
-        [&] {
-          res = c.client({"result", rid});
-          return res.code == 5;
-        },
-        15000));
+    RunResult res = heuristic_result(c, rid);
     INFO(res.out << res.err);
+    CHECK(res.code == 5);
     CHECK(res.err.find("the leader decided abort") != std::string::npos);
     CHECK(wait_for([&] { return c.stat(-1, "heuristic") == 2; }, 10000));
     CHECK(c.log_of_participant(0).find("HEURISTIC MISMATCH: " + txid) != std::string::npos);
@@ -155,8 +132,16 @@ TEST_SUITE("trust") {
     Cluster c(o);
     REQUIRE(c.wait_ready());
     REQUIRE(c.client({"--request-id", "agree-1", "put", "decided", "yes"}).code == 0);
-    std::string txid = in_doubt_txid(c, "decided");
-    REQUIRE(!txid.empty());
+    std::string txid;
+    REQUIRE(wait_for(
+        [&] {
+          std::smatch m;
+          std::string out = c.client({"in-doubt"}).out;
+          if (!std::regex_search(out, m, std::regex("\n(1\\.\\d+\\.\\d+) "))) return false;
+          txid = m[1];
+          return true;
+        },
+        10000));
     auto r = c.client({"resolve", txid, "commit"});
     CHECK(r.code == 0);
     CHECK(r.out.find("following leader") != std::string::npos);
