@@ -1,6 +1,6 @@
 // Randomized crash test: concurrent client load while processes are killed with -9 at random
 // moments and at random failpoints, then healed and checked for anomalies.
-// TPC_CRASH_RUNS (default 4) and TPC_CRASH_SECONDS (default 2.5) bound it; `make crash-test`
+// TPC_CRASH_RUNS (default 4) and TPC_CRASH_MS (default 2500) bound it; `make crash-test`
 // runs a longer one. Also the restart loop (SIGTERM and restart of every process under load).
 #include <doctest/doctest.h>
 

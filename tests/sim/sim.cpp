@@ -1180,6 +1180,10 @@ Report Cluster::run() {
     final_checks();
   } catch (const Fatal& f) {
     violation(std::string("a node stopped: ") + f.what());
+  } catch (const std::exception& e) {
+    // A broken invariant inside the simulator itself (a map lookup that failed, ...): a
+    // violation with its seed, never a crash of the run that would pass unnoticed.
+    violation(std::string("the simulation stopped on an exception: ") + e.what());
   }
   set_fatal_hook(nullptr);
   m_result.events = m_events;

@@ -25,6 +25,7 @@ struct MemFile : File {
   std::mutex m;
   std::condition_variable cv;
   bool block_sync = false;  // test holds syncs until released
+  std::atomic<int> held{0};  // syncs waiting for the release
   int append(const char* d, size_t n) override {
     std::lock_guard<std::mutex> g(m);
     data->append(d, n);
@@ -32,6 +33,7 @@ struct MemFile : File {
   }
   int sync() override {
     std::unique_lock<std::mutex> lk(m);
+    if (block_sync) ++held;
     cv.wait(lk, [&] { return !block_sync; });
     *durable = *data;
     ++syncs;
@@ -286,7 +288,11 @@ TEST_SUITE("txlog") {
     raw->block_sync = true;
     for (int i = 0; i < 20; ++i) log->append_lazy(3, "x", [&] { ++acked; });
     log->append(1, "forced", true, [&] { ++acked; });
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    // Once the writer is held in a sync (every sync since block_sync is), nothing may have
+    // been acknowledged: no acknowledgement comes before its sync returns.
+    for (int i = 0; i < 5000 && raw->held.load() == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    REQUIRE(raw->held.load() > 0);
     CHECK(acked.load() == 0);  // nothing before the sync
     {
       std::lock_guard<std::mutex> g(raw->m);
