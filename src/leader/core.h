@@ -48,6 +48,15 @@ enum RecordType : uint8_t {
                         // one only shows them again)
 };
 
+// Every record type of the leader's log with its name (docs/log-format.md has a row for each;
+// a unit test checks it). The server opens its log with these types only.
+inline constexpr std::pair<uint8_t, const char*> k_records[] = {
+    {k_rec_commit, "COMMIT"},
+    {k_rec_end, "END"},
+    {k_rec_rid, "RID"},
+    {k_rec_heuristic, "HEURISTIC"},
+    {k_rec_forget, "FORGET"}};
+
 // A participant finished a transaction on an operator's order (tpc client resolve) otherwise
 // than this leader decided it: a heuristic outcome, as Narayana and the XA standard call it.
 // Recorded durably and shown (RESULT, HEURISTICS, STATS) until an operator forgets it.

@@ -101,6 +101,14 @@ void validate(const Config& cfg, bool resolve) {
   }
 }
 
+namespace {
+std::vector<uint8_t> record_types() {
+  std::vector<uint8_t> types;
+  for (auto& [type, name] : k_records) types.push_back(type);
+  return types;
+}
+}  // namespace
+
 Server::Server(asio::io_context& io, Config cfg)
     : m_io(io),
       m_cfg(std::move(cfg)),
@@ -170,7 +178,7 @@ Server::Server(asio::io_context& io, Config cfg)
   std::vector<txlog::Record> recovered;
   m_log =
       txlog::Log::open(txlog::open_posix_file(m_cfg.data_dir + "/txlog"), m_cfg.data_dir + "/txlog",
-                       &recovered, txlog::Format{1, {k_rec_commit, k_rec_end, k_rec_rid, k_rec_heuristic, k_rec_forget}});
+                       &recovered, txlog::Format{1, record_types()});
   for (auto& r : recovered) m_core->recover(r);
   if (etcd_start) {
     for (auto& [txid, payload] : etcd_start->decisions)

@@ -59,6 +59,14 @@ enum RecordType : uint8_t {
                         // lost one only means reporting it again)
 };
 
+// Every record type of the participant's log with its name (docs/log-format.md has a row for
+// each; a unit test checks it). The server opens its log with these types only.
+inline constexpr std::pair<uint8_t, const char*> k_records[] = {{k_rec_prepared, "PREPARED"},
+                                                               {k_rec_committed, "COMMITTED"},
+                                                               {k_rec_aborted, "ABORTED"},
+                                                               {k_rec_heuristic, "HEURISTIC"},
+                                                               {k_rec_reported, "REPORTED"}};
+
 // An outcome an operator gave a prepared transaction here (tpc client resolve). It is kept
 // for good: a later COMMIT or ABORT that contradicts it is answered with it, and it is
 // reported to the transaction's leader, which records a HEURISTIC MISMATCH if it decided

@@ -206,6 +206,9 @@ void restore_from_replica(const Config& cfg, const std::string& source, std::ost
       keys = st.key_count();
     }
     write_prepared(cfg.data_dir, prepared);
+    // The membership as this participant's own (its place, not the source's): the leader's
+    // next JOIN must find the view it was admitted with (docs/identity.md).
+    membership->slot = slot;
     txlog::write_file_atomic(cfg.data_dir + "/membership", node::encode_join(*membership) + "\n");
     // Last: the identity. A restore cut short leaves a directory without one, which a plain
     // start turns into a new node that the leader refuses: never a half copy admitted.

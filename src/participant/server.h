@@ -28,8 +28,11 @@ namespace tpc::participant {
 
 // The participant's log: its role and record types (txlog::Log::open refuses any other).
 inline txlog::Format log_format() {
-  return {2, {k_rec_prepared, k_rec_committed, k_rec_aborted, k_rec_heuristic, k_rec_reported}};
+  txlog::Format f{2, {}};
+  for (auto& [type, name] : k_records) f.types.push_back(type);
+  return f;
 }
+
 
 struct Config {
   std::string id = "1";
