@@ -142,6 +142,21 @@ LineBuilder& LineBuilder::arg(std::string_view bytes) {
   return *this;
 }
 LineBuilder& LineBuilder::num(long long v) { return raw(fmt::format("{}", v)); }
+std::string unescape_text(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    int hi = text[i] == '%' && i + 2 < text.size() ? hexval(text[i + 1]) : -1;
+    int lo = hi >= 0 ? hexval(text[i + 2]) : -1;
+    if (lo >= 0) {
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
 std::string display_text(std::string_view s) {
   std::string o;
   for (size_t i = 0; i < s.size();) {

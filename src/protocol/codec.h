@@ -30,6 +30,9 @@ void escape_to(std::string& out, std::string_view bytes);
 // terminal and for JSON (always valid UTF-8, no control bytes), and still a valid token
 // that unescape() reads back (so it can be pasted into a command).
 std::string escape_display(std::string_view bytes);
+// LineBuilder::text's escapes undone: each %XX is its byte; a '%' not followed by two hex
+// digits stays as it is (free text is never refused).
+std::string unescape_text(std::string_view text);
 // Free text from a node (an error's or abort's reason), for a terminal: spaces kept, control
 // bytes and bytes that are not valid UTF-8 as %XX.
 std::string display_text(std::string_view s);
@@ -51,7 +54,8 @@ class LineBuilder {
   LineBuilder& raw(std::string_view token);  // written as is (verbs, numbers, codes)
   LineBuilder& arg(std::string_view bytes);  // escaped
   LineBuilder& num(long long v);
-  // Appends the rest of the line as free text (spaces kept, control bytes escaped).
+  // Appends the rest of the line as free text (spaces kept, control bytes and % escaped as
+  // %XX); unescape_text reads it back.
   LineBuilder& text(std::string_view text);
   std::string str() const { return m_line; }
 

@@ -73,24 +73,9 @@ std::string rest_after(std::string_view line, size_t n) {
     while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
   }
   while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
-  // LineBuilder::text's escapes (%XX) undone, so that free text relayed to another node is
-  // escaped once there, not once per hop. A '%' not followed by two hex digits stays.
-  auto hex = [](char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                        : c >= 'A' && c <= 'F'   ? c - 'A' + 10
-                                                                 : -1;
-  };
-  std::string out;
-  for (; i < line.size(); ++i) {
-    if (line[i] == '%' && i + 2 < line.size() && hex(line[i + 1]) >= 0 &&
-        hex(line[i + 2]) >= 0) {
-      out += static_cast<char>(hex(line[i + 1]) * 16 + hex(line[i + 2]));
-      i += 2;
-    } else {
-      out += line[i];
-    }
-  }
-  return out;
+  // Undone once here, so that free text relayed to another node is escaped once there, not
+  // once per hop.
+  return unescape_text(line.substr(i));
 }
 
 std::string encode(const Prepare& m) {

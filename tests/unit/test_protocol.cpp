@@ -219,3 +219,15 @@ TEST_SUITE("protocol") {
   }
 }
 
+
+TEST_SUITE("codec") {
+  TEST_CASE("free text: unescape_text reads back what LineBuilder::text wrote, and keeps a stray %") {
+    std::string text = "found x%20y: 100% \x01\x7f done";
+    std::string line = LineBuilder("NO").raw("CHECK").text(text).str();
+    CHECK(line.find('\x01') == std::string::npos);
+    CHECK(unescape_text(line.substr(9)) == text);
+    CHECK(rest_after(line, 2) == text);
+    CHECK(unescape_text("50%zz and 7%") == "50%zz and 7%");
+    CHECK(unescape_text("%4") == "%4");
+  }
+}
