@@ -152,6 +152,8 @@ Actions Core::start(int64_t now, int64_t, const std::set<std::string>& applied) 
     m_queries[it->first] = Query{now, m_cfg.resolve_backoff_ms};  // ask at once
     ++it;
   }
+  for (auto& [txid, h] : m_heuristic)
+    if (report_due(h)) m_reports_due.insert(txid);
   // An operator's decision forced to the log before the crash, not yet carried out: it is
   // carried out now, never replaced by the leader's (the record is what gets reported).
   std::vector<std::pair<std::string, bool>> decided;
@@ -181,9 +183,7 @@ int64_t Core::next_wake(int64_t now) const {
   int64_t w = 0;
   if (!m_read_deadlines.empty()) w = m_read_deadlines.begin()->first;
   for (auto& l : m_listers) w = w == 0 ? l.deadline_ms : std::min(w, l.deadline_ms);
-  if (!m_prepared.empty() ||
-      std::any_of(m_heuristic.begin(), m_heuristic.end(),
-                  [this](const auto& h) { return report_due(h.second); })) {
+  if (!m_prepared.empty() || !m_reports_due.empty()) {
     int64_t s = std::max(m_next_scan_ms, now);
     w = w == 0 ? s : std::min(w, s);
   }
@@ -279,6 +279,7 @@ void Core::on(int64_t, int64_t, ev::Durable& e, Actions& out) {
     TPC_CHECK(r != m_resolvers.end(), "HEURISTIC durable without a resolve of " + e.txid);
     ClientId client = r->second.client;
     bool commit = r->second.h.commit;
+    if (report_due(r->second.h)) m_reports_due.insert(e.txid);
     m_heuristic[e.txid] = std::move(r->second.h);
     m_resolvers.erase(r);
     if (it == m_prepared.end() || it->second.applying)
@@ -467,14 +468,16 @@ void Core::on(int64_t, int64_t, ev::Resolve& e, Actions& out) {
 void Core::mark_reported(const std::string& txid, Heuristic& h, Actions& out) {
   if (h.reported) return;
   h.reported = true;
+  m_reports_due.erase(txid);
   m_queries.erase(txid);
   out.list.push_back(
       act::Append{act::Append::none, k_rec_reported, txlog::Encoder().str(txid).data(), txid});
 }
 
 void Core::report_heuristics(int64_t now, Actions& out) {
-  for (auto& [txid, h] : m_heuristic) {
-    if (!report_due(h) || m_prepared.count(txid)) continue;
+  for (auto& txid : m_reports_due) {
+    if (m_prepared.count(txid)) continue;  // its decision is still being carried out
+    const Heuristic& h = m_heuristic.at(txid);
     auto [q, fresh] = m_queries.try_emplace(txid, Query{now, m_cfg.resolve_backoff_ms});
     (void)fresh;
     if (now < q->second.next_ms) continue;
@@ -687,7 +690,7 @@ void Core::on(int64_t now, int64_t, ev::Outcome& e, Actions& out) {
   if (auto h = m_heuristic.find(e.txid); h != m_heuristic.end() && !m_prepared.count(e.txid)) {
     // Only the answer to a report says the leader heard of the operator's outcome (and
     // recorded a mismatch before answering); an earlier query's answer does not.
-    if (!e.report || !report_due(h->second)) return;
+    if (!e.report || !m_reports_due.count(e.txid)) return;
     if (!e.decision || *e.decision == Decision::pending) return;  // reported again later
     bool leader_commit = *e.decision == Decision::committed;
     if (leader_commit != h->second.commit)

@@ -361,6 +361,9 @@ class Core {
   std::map<std::string, Heuristic> m_heuristic;
   // Heuristic decisions the leader has not heard of yet: reported at every scan, with backoff.
   bool report_due(const Heuristic& h) const { return !h.reported && !h.leader_addr.empty(); }
+  // The txids of m_heuristic whose report is due: an index, so that a step (next_wake) and a
+  // scan look at none of the others, which are kept for good.
+  std::set<std::string> m_reports_due;
   void report_heuristics(int64_t now, Actions& out);
   // The leader answered with its decision (an OUTCOME report, or its COMMIT or ABORT).
   void mark_reported(const std::string& txid, Heuristic& h, Actions& out);
