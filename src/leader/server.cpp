@@ -311,7 +311,6 @@ bool Server::check_peers_file() {
 // DIR/members: one line per participant admitted so far, "SLOT ID NODE-ID", in --peers order.
 void Server::load_pins() {
   m_pins.assign(m_cfg.peers.size(), Pin{});
-  m_foreign.assign(m_cfg.peers.size(), false);
   m_join_gen.assign(m_cfg.peers.size(), 0);
   bool exists;
   std::string text = read_small_file(m_cfg.data_dir + "/members", &exists);
@@ -366,8 +365,7 @@ Result<std::string> Server::admit(size_t p, const std::string& reply) {
     return Status::error("IDENTITY", fmt::format("{} reports no node identity (a tpc older "
                                                  "than this leader?): upgrade it",
                                                  addr));
-  m_foreign[p] = !cluster.empty() && cluster != "-" && cluster != m_ident.cluster;
-  if (m_foreign[p])
+  if (!cluster.empty() && cluster != "-" && cluster != m_ident.cluster)
     return Status::error("CLUSTER",
                          fmt::format("{} belongs to cluster {}, this leader to cluster {}: "
                                      "--peers names a node of another cluster",
@@ -600,10 +598,8 @@ void Server::handle(const std::string& line, Reply reply) {
 
 std::string Server::view_refused() const {
   for (size_t p = 0; p < m_links.size(); ++p) {
-    const std::string& r = m_links[p]->refused();
-    if (m_foreign[p] || r.rfind("ERR VIEW", 0) == 0 || r.rfind("ERR CLUSTER", 0) == 0 ||
-        r.rfind("handshake failed: ERR CLUSTER", 0) == 0)
-      return m_cfg.peers[p] + ": " + r;
+    const std::string& code = m_links[p]->refused_code();
+    if (code == "VIEW" || code == "CLUSTER") return m_cfg.peers[p] + ": " + m_links[p]->refused();
   }
   return "";
 }

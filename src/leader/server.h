@@ -123,7 +123,6 @@ class Server {
     std::string node;  // its node id; empty: not yet seen
   };
   std::vector<Pin> m_pins;
-  std::vector<bool> m_foreign;  // participant p said it is of another cluster (its HELLO)
   uint64_t m_pins_gen = 0;           // bumped at every change of m_pins
   std::vector<uint64_t> m_join_gen;  // the m_pins_gen each participant's last JOIN carried
   std::unique_ptr<Core> m_core;

@@ -73,7 +73,7 @@ void Link::connect() {
             s = Status::error("TLS", fmt::format("its certificate grants role '{}', not {}",
                                                  escape_display(m_stream->peer()->role),
                                                  m_tls_role));
-          if (!s) return refuse("TLS: " + s.message());
+          if (!s) return refuse("TLS", "TLS: " + s.message());
           on_connected(gen);
         });
       });
@@ -149,20 +149,20 @@ void Link::on_line(const std::string& line) {
       m_peer_max_line = ml && *ml > 0 ? static_cast<size_t>(*ml) : 0;
       Result<std::string> first = std::string();
       if (m_on_hello) first = m_on_hello(line);
-      if (!first) return refuse(first.status().message());
+      if (!first) return refuse(first.status().code(), first.status().message());
       if (first->empty()) return go_up();
       // The first request (JOIN) must be acknowledged before anything else is sent.
       uint64_t tag = m_next_tag++;
       m_pending.emplace(tag, [this, gen = m_generation](Result<std::string> r) {
         if (gen != m_generation || m_stopped || !r) return;  // lost: the reader reconnects
         if (*r == "ACK") return go_up();
-        refuse(*r);
+        refuse_reply(*r, *r);
       });
       m_out += fmt::format("@{} {}\n", tag, *first);
       schedule_flush();
       return;
     }
-    return refuse("handshake failed: " + line);
+    return refuse_reply(line, "handshake failed: " + line);
   }
   if (line.empty() || line[0] != '@') {
     log::warn("peer {} sent an untagged line: {}", address(), line.substr(0, 200));
@@ -199,12 +199,19 @@ void Link::go_up() {
   if (m_warned || !m_refused.empty()) log::info("peer {} is up", address());
   m_warned = false;
   m_refused.clear();
+  m_refused_code.clear();
   if (m_on_up) m_on_up();
 }
 
-void Link::refuse(const std::string& why) {
+void Link::refuse_reply(const std::string& line, const std::string& why) {
+  auto t = split(line);
+  refuse(t.size() >= 2 && t[0] == "ERR" ? std::string(t[1]) : std::string("PROTO"), why);
+}
+
+void Link::refuse(const std::string& code, const std::string& why) {
   if (why != m_refused) log::error("peer {} refused: {}", address(), why);
   m_refused = why;
+  m_refused_code = code;
   m_warned = true;
   close_socket();
   ++m_generation;

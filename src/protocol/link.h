@@ -54,6 +54,9 @@ class Link : public std::enable_shared_from_this<Link> {
   void on_hello(HelloCheck f) { m_on_hello = std::move(f); }
   // Why the peer was refused at its last handshake; empty when it was not.
   const std::string& refused() const { return m_refused; }
+  // The refusal's error code: the peer's own ("ERR CODE ..." in reply to HELLO or to the
+  // first request), the HelloCheck's status code, or TLS; empty when not refused.
+  const std::string& refused_code() const { return m_refused_code; }
   // The longest line the peer accepts, from its HELLO (0: not said).
   size_t peer_max_line() const { return m_peer_max_line; }
   // Number of socket writes so far (each carries every line queued since the last one).
@@ -69,7 +72,9 @@ class Link : public std::enable_shared_from_this<Link> {
   void fail_all();
   void go_up();
   void keepalive(uint64_t gen);
-  void refuse(const std::string& why);
+  void refuse(const std::string& code, const std::string& why);
+  // The same, for a reply line of the peer: its code when it is "ERR CODE ...", else PROTO.
+  void refuse_reply(const std::string& line, const std::string& why);
   void flush();
   void schedule_flush();
   boost::asio::io_context& m_io;
@@ -99,6 +104,7 @@ class Link : public std::enable_shared_from_this<Link> {
   std::function<void()> m_on_down;
   HelloCheck m_on_hello;
   std::string m_refused;
+  std::string m_refused_code;
   // The peer closes connections idle for its idle_ms: a PING goes out well before that.
   boost::asio::steady_timer m_keepalive;
   int64_t m_keepalive_ms = 0;
