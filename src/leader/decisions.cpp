@@ -60,6 +60,13 @@ Result<std::vector<std::string>> parse_decision_store(const std::string& url) {
   return eps;
 }
 
+namespace {
+// At start: etcd did not answer (exit 4).
+Error unreachable(const Status& s) {
+  return Error("decision store: " + s.message() + " (is etcd running? --decision-store)", 4);
+}
+}  // namespace
+
 std::pair<std::string, std::string> EtcdDecisions::claim_cluster(const DecisionStoreOptions& o,
                                                                  const std::string& cluster,
                                                                  const std::string& view) {
@@ -69,9 +76,7 @@ std::pair<std::string, std::string> EtcdDecisions::claim_cluster(const DecisionS
   claim.success.push_back(etcd::Op::put(key, "tpcc1\n" + cluster + "\n" + view));
   claim.failure.push_back(etcd::Op::get(key));
   auto r = blocking<etcd::TxnResult>(o, [&](etcd::Client& c, auto cb) { c.txn(claim, cb); });
-  if (!r)
-    throw Error("decision store: " + r.status().message() + " (is etcd running? --decision-store)",
-                4);
+  if (!r) throw unreachable(r.status());
   if (r->succeeded) return {cluster, view};
   if (r->results.size() != 1 || r->results[0].size() != 1)
     throw Error("decision store: " + key + " vanished while read; try again", 4);
@@ -83,9 +88,6 @@ std::pair<std::string, std::string> EtcdDecisions::claim_cluster(const DecisionS
 }
 
 EtcdDecisions::Startup EtcdDecisions::open(const DecisionStoreOptions& o) {
-  auto unreachable = [](const Status& s) {
-    return Error("decision store: " + s.message() + " (is etcd running? --decision-store)", 4);
-  };
   Startup st;
   auto lease = blocking<std::pair<int64_t, int64_t>>(
       o, [&](etcd::Client& c, auto cb) { c.lease_grant(o.lease_ttl_s, cb); });
