@@ -116,6 +116,11 @@ class EtcdServer {
 // A base port with `n` free ports after it (below the kernel's ephemeral ports).
 uint16_t free_port_run(int n);
 
+// Whether `text` holds `part`.
+inline bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
 // The permission bits of a file or directory (fails the test if it cannot be read).
 unsigned mode_of(const std::string& path);
 

@@ -15,12 +15,6 @@ using namespace tpc;
 using namespace tpc::it;
 namespace fs = std::filesystem;
 
-namespace {
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-}  // namespace
-
 TEST_SUITE("identity") {
   TEST_CASE("a wiped participant is refused, and reads never answer not found for its keys") {
     Cluster c;

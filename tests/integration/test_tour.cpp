@@ -15,12 +15,6 @@
 using namespace tpc;
 using namespace tpc::it;
 
-namespace {
-bool has(const std::string& text, const std::string& what) {
-  return text.find(what) != std::string::npos;
-}
-}  // namespace
-
 TEST_SUITE("tour") {
   TEST_CASE("an abort reason is escaped once, however many nodes relay it") {
     Cluster c;
@@ -28,8 +22,8 @@ TEST_SUITE("tour") {
     REQUIRE(c.client({"put", "a b", "x y"}).code == 0);
     auto r = c.client({"txn", "check", "a b", "nope z", "put", "q", "1"});
     CHECK(r.code == 3);
-    CHECK(has(r.err, "check a%20b nope%20z failed: found x%20y"));
-    CHECK_FALSE(has(r.err, "%25"));
+    CHECK(contains(r.err, "check a%20b nope%20z failed: found x%20y"));
+    CHECK_FALSE(contains(r.err, "%25"));
   }
 
   TEST_CASE("GET and DEL of an empty or oversize key are usage errors, on the wire too") {
@@ -41,7 +35,7 @@ TEST_SUITE("tour") {
       CHECK(c.client({cmd, ""}).code == 2);
       auto r = c.client({cmd, huge});
       CHECK(r.code == 2);
-      CHECK(has(r.err, "longer than 4096 bytes"));
+      CHECK(contains(r.err, "longer than 4096 bytes"));
     }
     auto leader = client::Connection::open(c.leader_addr(), 2000);
     REQUIRE(leader.is_ok());
@@ -69,7 +63,7 @@ TEST_SUITE("tour") {
       while ((n = ::read(fd, buf, sizeof buf)) > 0) got.append(buf, static_cast<size_t>(n));
       ::close(fd);  // the server closed it after the refusal (read returned 0)
       CHECK(n == 0);
-      CHECK(has(got, "ERR PROTO unknown role wizard"));
+      CHECK(contains(got, "ERR PROTO unknown role wizard"));
     }
   }
 
@@ -89,7 +83,7 @@ TEST_SUITE("tour") {
                "localhost", "--data-dir", s.path() + "/p"},
               s.path() + "/p.log");
     REQUIRE(wait_for_text(s.path() + "/p.log", "listening on 127.0.0.1:", 10000));
-    CHECK(has(read_file(s.path() + "/p.log"), "loopback only"));
+    CHECK(contains(read_file(s.path() + "/p.log"), "loopback only"));
     if (!std::filesystem::exists("/proc/net/if_inet6")) {
       MESSAGE("skipped the IPv6 half: this machine has no IPv6");
       return;
@@ -111,8 +105,8 @@ TEST_SUITE("tour") {
         },
         10000));
     INFO(st.out << st.err);
-    CHECK(has(st.out, fmt::format("[::1]:{}", p6)));
-    CHECK(has(st.out, fmt::format("[::1]:{}", lp)));
+    CHECK(contains(st.out, fmt::format("[::1]:{}", p6)));
+    CHECK(contains(st.out, fmt::format("[::1]:{}", lp)));
     CHECK(run_tpc({"client", "--leader", leader, "put", "k", "v"}).code == 0);
   }
 
@@ -144,7 +138,7 @@ TEST_SUITE("tour") {
     Scratch s;
     auto b = c.client({"--user", "app", "backup", s.path() + "/copy"});
     CHECK(b.code == 2);
-    CHECK(has(b.err, "admin"));
+    CHECK(contains(b.err, "admin"));
     // Participant 1 restarted with a certificate for another host only: the leader refuses
     // it, and the participant's log says why instead of "internal error".
     // (Participant 2 keeps the certificate it loaded at its start.)
@@ -153,7 +147,7 @@ TEST_SUITE("tour") {
     REQUIRE(tls::create_node(co, "participant", {"db9.example"}).is_ok());
     c.start_participant(0);
     CHECK(wait_for_text(c.dir() + "/p1.log", "does not name the host", 15000));
-    CHECK_FALSE(has(read_file(c.dir() + "/p1.log"), "internal error"));
+    CHECK_FALSE(contains(read_file(c.dir() + "/p1.log"), "internal error"));
     CHECK(wait_for_text(c.dir() + "/leader.log", "is not a certificate for host", 15000));
   }
 }
