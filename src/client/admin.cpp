@@ -372,8 +372,8 @@ int run_heuristics(const Options& o, bool json, std::ostream& out, std::ostream&
   auto t = protocol::split(*r);
   auto n = t.size() >= 2 && t[0] == "HEURISTICS" ? parse_int(t[1]) : std::nullopt;
   if (!n || *n < 0 || t.size() != 2 + 5 * static_cast<size_t>(*n)) {
-    err << "leader " << o.leader << ": unexpected reply to HEURISTICS: "
-        << protocol::escape_display(*r) << "\n";
+    err << "leader " << o.leader
+        << ": unexpected reply to HEURISTICS: " << protocol::escape_display(*r) << "\n";
     return k_unknown;
   }
   if (json) {

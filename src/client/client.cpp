@@ -51,7 +51,8 @@ int read_failed(const std::string& code, const std::string& detail, const std::s
     err << "refused: " << protocol::display_text(detail) << "\n";
     return k_usage;
   }
-  err << (code == "INDOUBT" ? "in doubt: " : "unavailable: ") << protocol::display_text(detail) << "\n";
+  err << (code == "INDOUBT" ? "in doubt: " : "unavailable: ") << protocol::display_text(detail)
+      << "\n";
   return k_unknown;
 }
 
@@ -113,7 +114,8 @@ int run_result(const Options& o, const std::string& rid, std::ostream& out, std:
     case protocol::TxnReply::aborted:
       // A request id the leader never saw is answered aborted, and from then on refused
       // (DUPLICATE): a request still on its way can no longer commit behind our back.
-      err << "aborted (" << protocol::display_text(res.code) << "): " << protocol::display_text(res.detail) << " (not applied)\n";
+      err << "aborted (" << protocol::display_text(res.code)
+          << "): " << protocol::display_text(res.detail) << " (not applied)\n";
       return k_aborted;
     case protocol::TxnReply::pending:
       err << "pending: transaction " << res.txid << " is still being decided; ask again\n";
@@ -124,7 +126,8 @@ int run_result(const Options& o, const std::string& rid, std::ostream& out, std:
           << ", but " << protocol::display_text(res.detail) << "\n";
       return k_heuristic;
     default:
-      err << "outcome unknown: " << protocol::display_text(res.code) << " " << protocol::display_text(res.detail) << "\n";
+      err << "outcome unknown: " << protocol::display_text(res.code) << " "
+          << protocol::display_text(res.detail) << "\n";
       return k_unknown;
   }
 }
@@ -226,12 +229,13 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
         continue;
       }
       if (code == "CONFLICT")
-        err << "aborted: conflict: " << protocol::display_text(res.detail) << " (gave up after " << attempt + 1
-            << " attempts)\n";
+        err << "aborted: conflict: " << protocol::display_text(res.detail) << " (gave up after "
+            << attempt + 1 << " attempts)\n";
       else if (code == "CHECK")
         err << "aborted: condition failed: " << protocol::display_text(res.detail) << "\n";
       else
-        err << "aborted: " << protocol::display_text(code) << ": " << protocol::display_text(res.detail) << "\n";
+        err << "aborted: " << protocol::display_text(code) << ": "
+            << protocol::display_text(res.detail) << "\n";
       return k_aborted;
     }
     if (res.kind == K::error &&
@@ -240,7 +244,8 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
       return k_usage;
     }
     if (res.kind == K::error && (res.code == "PROTO" || res.code == "TOOLONG")) {
-      err << (res.code == "TOOLONG" ? "too large: " : "bad request: ") << protocol::display_text(res.detail) << "\n";
+      err << (res.code == "TOOLONG" ? "too large: " : "bad request: ")
+          << protocol::display_text(res.detail) << "\n";
       return k_usage;
     }
     if (res.kind == K::error && res.code == "PENDING")

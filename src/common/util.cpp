@@ -65,7 +65,7 @@ bool parse_host_port(const std::string& text, std::string* host, uint16_t* port)
 }
 std::string host_port(const std::string& host, uint16_t port) {
   return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
-                                              : fmt::format("{}:{}", host, port);
+                                             : fmt::format("{}:{}", host, port);
 }
 
 Result<std::string> bind_address(const std::string& bind) {
@@ -76,8 +76,9 @@ Result<std::string> bind_address(const std::string& bind) {
   boost::asio::ip::tcp::resolver r(io);
   auto res = r.resolve(bind, "0", ec);
   if (ec || res.empty())
-    return Status::error("USAGE", fmt::format("--bind {}: not an address, and it does not resolve ({})",
-                                              bind, ec ? ec.message() : "no address"));
+    return Status::error(
+        "USAGE", fmt::format("--bind {}: not an address, and it does not resolve ({})", bind,
+                             ec ? ec.message() : "no address"));
   for (auto& e : res)
     if (e.endpoint().address().is_v4()) return e.endpoint().address().to_string();
   return res.begin()->endpoint().address().to_string();

@@ -1,11 +1,11 @@
 // Small helpers shared by every role.
 #pragma once
-#include "common/status.h"
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+#include "common/status.h"
 
 namespace tpc {
 // Milliseconds of a monotonic clock.

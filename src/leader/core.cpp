@@ -421,7 +421,8 @@ void Core::on(int64_t now, ev::Durable& e, Actions& out) {
     if (--f->second > 0) return;
     m_mismatch_forcing.erase(f);
     auto [b, end] = m_mismatch_waiters.equal_range(e.txid);
-    for (auto w = b; w != end; ++w) out.list.push_back(act::Reply{w->second.first, w->second.second});
+    for (auto w = b; w != end; ++w)
+      out.list.push_back(act::Reply{w->second.first, w->second.second});
     m_mismatch_waiters.erase(b, end);
     return;
   }
@@ -632,18 +633,19 @@ void Core::on(int64_t, ev::Outcome& e, Actions& out) {
     // record of it (a mismatch recorded from COMMIT's reply; a request id that committed).
     if (auto m = m_mismatches.find({e.txid, e.part}); m != m_mismatches.end())
       d = m->second.decided_commit ? Decision::committed : Decision::aborted;
-    else if (auto rid = m_rids.find(e.rid);
-             d == Decision::aborted && !e.rid.empty() && rid != m_rids.end() &&
-             rid->second.txid == e.txid && rid->second.decision == Decision::committed)
+    else if (auto rid = m_rids.find(e.rid); d == Decision::aborted && !e.rid.empty() &&
+                                            rid != m_rids.end() && rid->second.txid == e.txid &&
+                                            rid->second.decision == Decision::committed)
       d = Decision::committed;
   }
   if (e.heuristic && d != Decision::pending && e.part < m_cfg.peers.size() &&
       *e.heuristic != (d == Decision::committed)) {
     r.kind = d == Decision::committed ? ClientReply::committed : ClientReply::aborted;
     std::string rid = e.rid;
-    if (auto t = m_txns.find(e.txid); t != m_txns.end() && !t->second.rid.empty()) rid = t->second.rid;
-    return mismatch(Mismatch{e.txid, rid, e.part, d == Decision::committed, *e.heuristic},
-                    e.client, std::move(r), out);
+    if (auto t = m_txns.find(e.txid); t != m_txns.end() && !t->second.rid.empty())
+      rid = t->second.rid;
+    return mismatch(Mismatch{e.txid, rid, e.part, d == Decision::committed, *e.heuristic}, e.client,
+                    std::move(r), out);
   }
   switch (d) {
     case Decision::committed:

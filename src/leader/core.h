@@ -50,12 +50,11 @@ enum RecordType : uint8_t {
 
 // Every record type of the leader's log with its name (docs/log-format.md has a row for each;
 // a unit test checks it). The server opens its log with these types only.
-inline constexpr std::pair<uint8_t, const char*> k_records[] = {
-    {k_rec_commit, "COMMIT"},
-    {k_rec_end, "END"},
-    {k_rec_rid, "RID"},
-    {k_rec_heuristic, "HEURISTIC"},
-    {k_rec_forget, "FORGET"}};
+inline constexpr std::pair<uint8_t, const char*> k_records[] = {{k_rec_commit, "COMMIT"},
+                                                                {k_rec_end, "END"},
+                                                                {k_rec_rid, "RID"},
+                                                                {k_rec_heuristic, "HEURISTIC"},
+                                                                {k_rec_forget, "FORGET"}};
 
 // A participant finished a transaction on an operator's order (tpc client resolve) otherwise
 // than this leader decided it: a heuristic outcome, as Narayana and the XA standard call it.
@@ -193,10 +192,10 @@ struct Resume {
   ClientId client = 0;
 };
 }  // namespace ev
-using Event =
-    std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Forget, ev::Vote,
-                 ev::CommitReply, ev::AbortReply, ev::ReadReply, ev::ScanReply, ev::ScanChecked, ev::Durable, ev::Refused,
-                 ev::LinkUp, ev::LinkDown, ev::Tick, ev::LogFull, ev::Pause, ev::Resume>;
+using Event = std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Forget,
+                           ev::Vote, ev::CommitReply, ev::AbortReply, ev::ReadReply, ev::ScanReply,
+                           ev::ScanChecked, ev::Durable, ev::Refused, ev::LinkUp, ev::LinkDown,
+                           ev::Tick, ev::LogFull, ev::Pause, ev::Resume>;
 
 // What a client is told.
 struct ClientReply {

@@ -106,8 +106,8 @@ EtcdDecisions::Startup EtcdDecisions::open(const DecisionStoreOptions& o) {
   while (took && !took->succeeded && now_ms() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     // Our own lease is as short: kept alive while we wait (else the take finds it gone).
-    auto kept = blocking<int64_t>(
-        o, [&](etcd::Client& c, auto cb) { c.lease_keepalive(st.lease, cb); });
+    auto kept =
+        blocking<int64_t>(o, [&](etcd::Client& c, auto cb) { c.lease_keepalive(st.lease, cb); });
     if (!kept) throw unreachable(kept.status());
     took = blocking<etcd::TxnResult>(o, [&](etcd::Client& c, auto cb) { c.txn(take, cb); });
   }
@@ -283,8 +283,8 @@ void EtcdDecisions::find_rid(const std::string& rid,
 void EtcdDecisions::record_mismatch(const std::string& txid, size_t part, std::string payload,
                                     std::function<void(Status)> cb) {
   etcd::Txn t;
-  t.success.push_back(etcd::Op::put(fmt::format("{}h/{}/{}", m_o.prefix, txid, part),
-                                    std::move(payload)));
+  t.success.push_back(
+      etcd::Op::put(fmt::format("{}h/{}/{}", m_o.prefix, txid, part), std::move(payload)));
   m_client->txn(t, [alive = m_alive, cb = std::move(cb)](Result<etcd::TxnResult> r) {
     if (!*alive) return;
     cb(r ? Status() : r.status());
@@ -296,8 +296,9 @@ void EtcdDecisions::forget_mismatches(const std::string& txid) {
   etcd::Txn t;
   t.success.push_back({etcd::Op::Kind::del, prefix, {}, etcd::prefix_end(prefix), 0, 0});
   m_client->txn(t, [txid](Result<etcd::TxnResult> r) {
-    if (!r) log::warn("decision store: mismatches of {} not forgotten in etcd: {}", txid,
-                      r.status().message());
+    if (!r)
+      log::warn("decision store: mismatches of {} not forgotten in etcd: {}", txid,
+                r.status().message());
   });
 }
 

@@ -39,11 +39,12 @@ void Server::execute(Actions& a) {
       if (ap->type == k_rec_heuristic) {
         // Once per mismatch: the core records each (txid, participant) once.
         if (auto m = decode_mismatch(ap->payload))
-          log::error("HEURISTIC MISMATCH: {} was decided {} here, but participant {} {} it on "
-                     "an operator's order (tpc client heuristics; forget it with tpc client "
-                     "forget {})",
-                     m->txid, m->decided_commit ? "commit" : "abort", m_cfg.peers.at(m->part),
-                     m->their_commit ? "committed" : "aborted", m->txid);
+          log::error(
+              "HEURISTIC MISMATCH: {} was decided {} here, but participant {} {} it on "
+              "an operator's order (tpc client heuristics; forget it with tpc client "
+              "forget {})",
+              m->txid, m->decided_commit ? "commit" : "abort", m_cfg.peers.at(m->part),
+              m->their_commit ? "committed" : "aborted", m->txid);
       }
       if (m_decisions && ap->type == k_rec_forget) m_decisions->forget_mismatches(ap->txid);
       if (m_decisions && ap->type != k_rec_heuristic && ap->type != k_rec_forget) {
@@ -65,8 +66,7 @@ void Server::execute(Actions& a) {
                       int64_t took = now_us() - at;
                       asio::post(m_io, [this, txid, took, type, copy] {
                         if (m_stopped) return;
-                        if (type == k_rec_commit)
-                          failpoint::hit("leader/afterDecisionFsync", txid);
+                        if (type == k_rec_commit) failpoint::hit("leader/afterDecisionFsync", txid);
                         if (!copy.empty()) return store_mismatch(txid, copy, took);
                         step(ev::Durable{txid, took, type});
                       });

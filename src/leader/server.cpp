@@ -176,9 +176,8 @@ Server::Server(asio::io_context& io, Config cfg)
   cc.resend_ms = m_cfg.resend_interval_ms;
   m_core = std::make_unique<Core>(std::move(cc));
   std::vector<txlog::Record> recovered;
-  m_log =
-      txlog::Log::open(txlog::open_posix_file(m_cfg.data_dir + "/txlog"), m_cfg.data_dir + "/txlog",
-                       &recovered, txlog::Format{1, record_types()});
+  m_log = txlog::Log::open(txlog::open_posix_file(m_cfg.data_dir + "/txlog"),
+                           m_cfg.data_dir + "/txlog", &recovered, txlog::Format{1, record_types()});
   for (auto& r : recovered) m_core->recover(r);
   if (etcd_start) {
     for (auto& [txid, payload] : etcd_start->decisions)
@@ -247,7 +246,7 @@ std::string Server::view_text() const {
   size_t n = m_cfg.peers.size();
   std::string view = "peers " + fmt::format("{}", fmt::join(m_cfg.peers, ",")) + "\nreplicas ";
   view += m_cfg.replicas == 0 || m_cfg.replicas >= n ? std::string("all")
-                                                      : std::to_string(m_cfg.replicas);
+                                                     : std::to_string(m_cfg.replicas);
   return view + "\n";
 }
 
@@ -255,8 +254,11 @@ void Server::adopt_cluster(const DecisionStoreOptions& dso) {
   // This directory's cluster (if it has one), else --cluster-id, else a new one: proposed to
   // the store, which keeps the first proposal it got. Every leader then runs under that.
   std::string local;
-  if (node::has_identity(m_cfg.data_dir)) local = node::open_identity(m_cfg.data_dir, "leader", "").cluster;
-  std::string mine = !local.empty() ? local : !m_cfg.cluster_id.empty() ? m_cfg.cluster_id : new_uuid();
+  if (node::has_identity(m_cfg.data_dir))
+    local = node::open_identity(m_cfg.data_dir, "leader", "").cluster;
+  std::string mine = !local.empty()              ? local
+                     : !m_cfg.cluster_id.empty() ? m_cfg.cluster_id
+                                                 : new_uuid();
   auto [cluster, view] = EtcdDecisions::claim_cluster(dso, mine, view_text());
   std::string where = fmt::format("the decision store ({}, {})", m_cfg.decision_store, dso.prefix);
   if (!local.empty() && local != cluster)
@@ -266,9 +268,9 @@ void Server::adopt_cluster(const DecisionStoreOptions& dso) {
                             m_cfg.data_dir, local, where, cluster),
                 2);
   if (!m_cfg.cluster_id.empty() && m_cfg.cluster_id != cluster)
-    throw Error(fmt::format("--cluster-id {}, but {} holds cluster {}", m_cfg.cluster_id, where,
-                            cluster),
-                2);
+    throw Error(
+        fmt::format("--cluster-id {}, but {} holds cluster {}", m_cfg.cluster_id, where, cluster),
+        2);
   if (view != view_text()) {
     auto line = [](const std::string& v) {
       std::string s = v;
@@ -458,9 +460,10 @@ void Server::handle(const std::string& line, Reply reply) {
   };
   if (verb == "PUT" || verb == "DEL" || verb == "TXN" || verb == "GET" || verb == "SCAN")
     if (std::string why = view_refused(); !why.empty())
-      return fail(Status::error("VIEW", "this leader's view of the cluster is refused by "
-                                        "participant " +
-                                            why + " (fix this leader's configuration)"));
+      return fail(Status::error("VIEW",
+                                "this leader's view of the cluster is refused by "
+                                "participant " +
+                                    why + " (fix this leader's configuration)"));
   if (verb == "PUT" || verb == "DEL") {
     size_t want = verb == "PUT" ? 3 : 2;
     if (t.size() != want)
@@ -496,8 +499,7 @@ void Server::handle(const std::string& line, Reply reply) {
     reply.send(b.str());
   } else if (verb == "GET") {
     auto r = protocol::decode_read(t);
-    if (!r)
-      return fail(t.size() == 2 ? r.status() : Status::error("PROTO", "usage: GET KEY"));
+    if (!r) return fail(t.size() == 2 ? r.status() : Status::error("PROTO", "usage: GET KEY"));
     step(ev::Get{client(reply), std::move(r->key)});
   } else if (verb == "SCAN") {
     // The participants' SCAN without MAX-BYTES: a page's keys and values, raw, in a quarter
@@ -591,8 +593,9 @@ void Server::handle(const std::string& line, Reply reply) {
   } else if (verb == "STATS") {
     on_stats(reply);
   } else {
-    fail(Status::error("PROTO", "unknown command " + escape(verb) +
-                                    " (try PUT, GET, SCAN, DEL, TXN, RESULT, STATS, HEURISTICS, PING)"));
+    fail(Status::error("PROTO",
+                       "unknown command " + escape(verb) +
+                           " (try PUT, GET, SCAN, DEL, TXN, RESULT, STATS, HEURISTICS, PING)"));
   }
 }
 
@@ -627,8 +630,8 @@ void Server::on_stats(Reply reply) {
       "decisions={}{}",
       m_cfg.id, m_ident.cluster, m_ident.node, m_incarnation, m_cfg.replicas,
       m_core->committed_count(), m_core->aborted_count(), m_core->active(),
-      m_core->mismatches().size(), up, m_links.size(),
-      ls.bytes, ls.syncs, now_ms() - m_started_ms, m_decisions ? "etcd" : "local",
+      m_core->mismatches().size(), up, m_links.size(), ls.bytes, ls.syncs, now_ms() - m_started_ms,
+      m_decisions ? "etcd" : "local",
       m_decisions ? fmt::format(" store={}", m_decisions->healthy() ? "up" : "down") : ""));
 }
 

@@ -212,14 +212,13 @@ std::string view_difference(const Membership& admitted, const Membership& offere
         diff.push_back(fmt::format("participant {} has --id {}, not {}", a.addr, o.id, a.id));
     }
     if (admitted.slot != offered.slot)
-      diff.push_back(fmt::format("this participant at place {}, not {}", offered.slot,
-                                 admitted.slot));
+      diff.push_back(
+          fmt::format("this participant at place {}, not {}", offered.slot, admitted.slot));
   }
   if (replicas(admitted) != replicas(offered))
     diff.push_back(fmt::format("--replicas {}, not {}", replicas(offered), replicas(admitted)));
   if (admitted.store != offered.store)
-    diff.push_back(
-        fmt::format("decisions in {}, not in {}", store(offered), store(admitted)));
+    diff.push_back(fmt::format("decisions in {}, not in {}", store(offered), store(admitted)));
   std::string s;
   for (auto& d : diff) s += (s.empty() ? "" : "; ") + d;
   return s;

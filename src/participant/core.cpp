@@ -296,10 +296,10 @@ void Core::commit(const std::string& txid, ClientId client, Actions& out) {
       // The leader's COMMIT is its decision: a report of the operator's outcome is answered.
       if (client) mark_reported(txid, h->second, out);
       if (!h->second.commit) {
-        out.list.push_back(act::Note{
-            act::Note::error, fmt::format("HEURISTIC MISMATCH: {} was aborted here on an "
-                                          "operator's order but its leader decided commit",
-                                          txid)});
+        out.list.push_back(act::Note{act::Note::error,
+                                     fmt::format("HEURISTIC MISMATCH: {} was aborted here on an "
+                                                 "operator's order but its leader decided commit",
+                                                 txid)});
         return reply(out, client, protocol::HeuristicReply{false});
       }
     }
@@ -421,10 +421,10 @@ void Core::abort(const std::string& txid, ClientId client, Actions& out) {
       } else {
         // Reported to the leader by OUTCOME until it answers: an ABORT is not re-sent, so
         // this reply alone could be lost.
-        out.list.push_back(act::Note{
-            act::Note::error, fmt::format("HEURISTIC MISMATCH: {} was committed here on an "
-                                          "operator's order but its leader decided abort",
-                                          txid)});
+        out.list.push_back(act::Note{act::Note::error,
+                                     fmt::format("HEURISTIC MISMATCH: {} was committed here on an "
+                                                 "operator's order but its leader decided abort",
+                                                 txid)});
         return reply(out, client, protocol::HeuristicReply{true});
       }
     }

@@ -62,10 +62,10 @@ enum RecordType : uint8_t {
 // Every record type of the participant's log with its name (docs/log-format.md has a row for
 // each; a unit test checks it). The server opens its log with these types only.
 inline constexpr std::pair<uint8_t, const char*> k_records[] = {{k_rec_prepared, "PREPARED"},
-                                                               {k_rec_committed, "COMMITTED"},
-                                                               {k_rec_aborted, "ABORTED"},
-                                                               {k_rec_heuristic, "HEURISTIC"},
-                                                               {k_rec_reported, "REPORTED"}};
+                                                                {k_rec_committed, "COMMITTED"},
+                                                                {k_rec_aborted, "ABORTED"},
+                                                                {k_rec_heuristic, "HEURISTIC"},
+                                                                {k_rec_reported, "REPORTED"}};
 
 // An outcome an operator gave a prepared transaction here (tpc client resolve). It is kept
 // for good: a later COMMIT or ABORT that contradicts it is answered with it, and it is
@@ -180,9 +180,9 @@ using Event = std::variant<ev::Prepare, ev::Commit, ev::Abort, ev::Read, ev::Sca
                            ev::Resolve, ev::Durable, ev::Applied, ev::Flush, ev::Outcome,
                            ev::LeaderSeen, ev::Tick, ev::LogFull>;
 
-using ReplyMsg = std::variant<protocol::Vote, protocol::Ack, protocol::HeuristicReply,
-                              protocol::ReadReply,
-                              protocol::ScanReply, protocol::ScanChecked, protocol::Error>;
+using ReplyMsg =
+    std::variant<protocol::Vote, protocol::Ack, protocol::HeuristicReply, protocol::ReadReply,
+                 protocol::ScanReply, protocol::ScanChecked, protocol::Error>;
 
 inline constexpr int64_t k_watch_ms = 5000;    // a scan's watch is forgotten after this
 inline constexpr size_t k_max_watches = 4096;  // watches kept at once (more: ERR BUSY)

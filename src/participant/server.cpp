@@ -394,13 +394,13 @@ void Server::on_backup(const std::vector<std::string_view>& t, Reply reply) {
 
 void Server::on_stats(Reply reply) {
   auto ls = m_log->stats();
-  reply.send(fmt::format(
-      "STATS id={} cluster={} node={} keys={} committed={} aborted={} in_doubt={} "
-      "applying={} heuristic={} log_bytes={} log_syncs={} uptime_ms={}",
-      m_cfg.id, m_ident.cluster.empty() ? "-" : m_ident.cluster, m_ident.node, m_store->key_count(),
-      m_core->committed_count(), m_core->aborted_count(), m_core->prepared().size(),
-      m_core->prepared().size() - m_core->in_doubt(),
-      m_core->forced_heuristics(), ls.bytes, ls.syncs, now_ms() - m_started_ms));
+  reply.send(
+      fmt::format("STATS id={} cluster={} node={} keys={} committed={} aborted={} in_doubt={} "
+                  "applying={} heuristic={} log_bytes={} log_syncs={} uptime_ms={}",
+                  m_cfg.id, m_ident.cluster.empty() ? "-" : m_ident.cluster, m_ident.node,
+                  m_store->key_count(), m_core->committed_count(), m_core->aborted_count(),
+                  m_core->prepared().size(), m_core->prepared().size() - m_core->in_doubt(),
+                  m_core->forced_heuristics(), ls.bytes, ls.syncs, now_ms() - m_started_ms));
 }
 
 void Server::on_indoubt(Reply reply) {

@@ -33,7 +33,6 @@ inline txlog::Format log_format() {
   return f;
 }
 
-
 struct Config {
   std::string id = "1";
   std::string bind = "127.0.0.1";

@@ -129,8 +129,8 @@ void Stream::verify_peer(const std::string& host) {
     // Said to the peer as a certificate it must fix (alert bad_certificate), not as an
     // "internal error" it could not explain.
     if (!named)
-      X509_STORE_CTX_set_error(sc, is_address(host) ? X509_V_ERR_IP_ADDRESS_MISMATCH
-                                                     : X509_V_ERR_HOSTNAME_MISMATCH);
+      X509_STORE_CTX_set_error(
+          sc, is_address(host) ? X509_V_ERR_IP_ADDRESS_MISMATCH : X509_V_ERR_HOSTNAME_MISMATCH);
     return named;
   });
 }

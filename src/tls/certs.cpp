@@ -12,8 +12,8 @@
 #include <openssl/x509v3.h>
 
 #include <cstring>
-#include <filesystem>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -358,7 +358,8 @@ bool names_host(const std::vector<std::string>& hosts, const std::string& host) 
   // An address: compared as bytes, so that ::1 and 0:0::1 are the same.
   auto addr = [](const std::string& x) -> std::optional<std::string> {
     unsigned char buf[16];
-    if (inet_pton(AF_INET, x.c_str(), buf) == 1) return std::string(reinterpret_cast<char*>(buf), 4);
+    if (inet_pton(AF_INET, x.c_str(), buf) == 1)
+      return std::string(reinterpret_cast<char*>(buf), 4);
     if (inet_pton(AF_INET6, x.c_str(), buf) == 1)
       return std::string(reinterpret_cast<char*>(buf), 16);
     return std::nullopt;

@@ -509,7 +509,6 @@ std::pair<std::string, std::string> http_get(uint16_t port, const std::string& p
   return {resp.substr(0, resp.find("\r\n")), resp.substr(head + 4)};
 }
 
-
 unsigned mode_of(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw std::runtime_error("cannot stat " + path);

@@ -450,7 +450,7 @@ TEST_SUITE("client") {
     CHECK(prompt_after("half a line"));
     type("Get a\r");
     CHECK(prompt_after("\"x\\x01 y\""));  // shown as it can be typed back
-    type("get no-such-key\r");  // exit 1, but not the last command: the shell exits 0
+    type("get no-such-key\r");            // exit 1, but not the last command: the shell exits 0
     CHECK(prompt_after("(nil)"));
     type("sta");
     CHECK(until("sta", out.rfind("> ")) != std::string::npos);

@@ -22,8 +22,7 @@ using namespace tpc;
 using namespace tpc::it;
 namespace fs = std::filesystem;
 
-namespace {
-}  // namespace
+namespace {}  // namespace
 
 namespace {
 // A connection to participant i that declares `role`; for "leader", also JOINed as the

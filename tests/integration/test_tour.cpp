@@ -110,13 +110,14 @@ TEST_SUITE("tour") {
     CHECK(run_tpc({"client", "--leader", leader, "put", "k", "v"}).code == 0);
   }
 
-  TEST_CASE("the README's first TLS commands work on a fresh directory, the CA key's directory "
-            "is 0700") {
+  TEST_CASE(
+      "the README's first TLS commands work on a fresh directory, the CA key's directory "
+      "is 0700") {
     Scratch s;
     auto cert = [&](std::vector<std::string> args) {
       args.insert(args.begin(), "cert");
-      args.insert(args.end(), {"--certs-dir", s.path() + "/certs", "--ca-key",
-                               s.path() + "/safe/ca.key"});
+      args.insert(args.end(),
+                  {"--certs-dir", s.path() + "/certs", "--ca-key", s.path() + "/safe/ca.key"});
       return run_tpc(args);
     };
     CHECK(cert({"create-ca"}).code == 0);
@@ -128,7 +129,8 @@ TEST_SUITE("tour") {
     CHECK(std::filesystem::exists(s.path() + "/certs/client.ops.crt"));
   }
 
-  TEST_CASE("over TLS: a denied backup exits 2, and a wrong-host refusal is explained on both sides") {
+  TEST_CASE(
+      "over TLS: a denied backup exits 2, and a wrong-host refusal is explained on both sides") {
     Cluster::Options o;
     o.secure = true;
     Cluster c(o);

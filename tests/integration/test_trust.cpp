@@ -34,8 +34,9 @@ size_t count(const std::string& text, const std::string& what) {
 }  // namespace
 
 TEST_SUITE("trust") {
-  TEST_CASE("an operator's abort of a durable COMMIT is a heuristic mismatch: recorded, shown, "
-            "exit 5, until forgotten") {
+  TEST_CASE(
+      "an operator's abort of a durable COMMIT is a heuristic mismatch: recorded, shown, "
+      "exit 5, until forgotten") {
     Cluster::Options o;
     // The decision is durable; the leader dies before phase 2.
     o.leader_env = {{"TPC_FAILPOINTS", "leader/afterDecisionFsync=1*crash"}};
@@ -77,8 +78,8 @@ TEST_SUITE("trust") {
     CHECK(h.code == 0);
     CHECK(count(h.out, txid + " ") == 2);
     CHECK(h.out.find(rid) != std::string::npos);
-    CHECK(c.client({"heuristics", "--json"}).out.find("\"decided\":\"commit\",\"outcome\":\"abort\"") !=
-          std::string::npos);
+    CHECK(c.client({"heuristics", "--json"})
+              .out.find("\"decided\":\"commit\",\"outcome\":\"abort\"") != std::string::npos);
     auto st = c.client({"status"});
     CHECK(st.out.find("records 2 HEURISTIC MISMATCH") != std::string::npos);
     CHECK(http_get(metrics, "/metrics").second.find("\ntpc_heuristic_mismatches 2\n") !=
@@ -99,8 +100,9 @@ TEST_SUITE("trust") {
     CHECK(c.stat(-1, "heuristic") == 0);
   }
 
-  TEST_CASE("resolve --force commit of a presumed-abort transaction is reported when its leader "
-            "returns") {
+  TEST_CASE(
+      "resolve --force commit of a presumed-abort transaction is reported when its leader "
+      "returns") {
     Cluster::Options o;
     o.leader_env = {{"TPC_FAILPOINTS", "leader/beforeDecisionFsync=1*crash"}};
     Cluster c(o);
@@ -196,8 +198,9 @@ TEST_SUITE("trust") {
     CHECK(r.code == 0);
   }
 
-  TEST_CASE("a leader with another view of the cluster is refused, serves nothing, and reads "
-            "stay the same") {
+  TEST_CASE(
+      "a leader with another view of the cluster is refused, serves nothing, and reads "
+      "stay the same") {
     Cluster::Options o;
     o.participants = 3;
     Cluster c(o);
@@ -221,9 +224,10 @@ TEST_SUITE("trust") {
     for (auto& st : strays) {
       INFO(st.name);
       uint16_t port = free_port();
-      std::vector<std::string> args = {TPC_BINARY,  "leader",       "--id",
-                                       "2",         "--port",       std::to_string(port),
-                                       "--data-dir", c.dir() + "/stray-" + st.name,
+      std::vector<std::string> args = {TPC_BINARY,     "leader",
+                                       "--id",         "2",
+                                       "--port",       std::to_string(port),
+                                       "--data-dir",   c.dir() + "/stray-" + st.name,
                                        "--cluster-id", c.cluster_id()};
       args.insert(args.end(), st.args.begin(), st.args.end());
       std::string log = c.dir() + "/stray-" + st.name + ".log";
@@ -251,8 +255,9 @@ TEST_SUITE("trust") {
     CHECK(c.read_at(2, "bank") == "200");
   }
 
-  TEST_CASE("two leaders started in the same second over a fresh etcd form one cluster, and "
-            "writes through either commit (20 runs)") {
+  TEST_CASE(
+      "two leaders started in the same second over a fresh etcd form one cluster, and "
+      "writes through either commit (20 runs)") {
     EtcdServer e;
     REQUIRE(e.wait_healthy());
     for (int run = 0; run < 20; ++run) {
@@ -265,10 +270,10 @@ TEST_SUITE("trust") {
       uint16_t port2 = free_port();
       std::string peers =
           c.participant_addr(0) + "," + c.participant_addr(1) + "," + c.participant_addr(2);
-      Process l2({TPC_BINARY, "leader", "--id", "2", "--port", std::to_string(port2), "--peers",
-                  peers, "--data-dir", c.dir() + "/leader2", "--decision-store", e.url(),
-                  "--cluster-name", name},
-                 c.dir() + "/leader2.log");
+      Process l2(
+          {TPC_BINARY, "leader", "--id", "2", "--port", std::to_string(port2), "--peers", peers,
+           "--data-dir", c.dir() + "/leader2", "--decision-store", e.url(), "--cluster-name", name},
+          c.dir() + "/leader2.log");
       std::string addr2 = "127.0.0.1:" + std::to_string(port2);
       REQUIRE(c.wait_ready());
       REQUIRE(wait_for(
@@ -300,8 +305,9 @@ TEST_SUITE("trust") {
     }
   }
 
-  TEST_CASE("over etcd, a leader whose directory or flags name another cluster or view stops at "
-            "start") {
+  TEST_CASE(
+      "over etcd, a leader whose directory or flags name another cluster or view stops at "
+      "start") {
     EtcdServer e;
     REQUIRE(e.wait_healthy());
     Cluster::Options o;
@@ -315,10 +321,10 @@ TEST_SUITE("trust") {
     std::ofstream(s.path() + "/l3/identity")
         << "format 1\nrole leader\ncluster 00000000-0000-4000-8000-00000000000a\n"
            "node 00000000-0000-4000-8000-00000000000b\norigin init\n";
-    auto r = run_tpc({"leader", "--id", "3", "--port", std::to_string(free_port()), "--peers",
-                      peers, "--data-dir", s.path() + "/l3", "--decision-store", e.url(),
-                      "--cluster-name", "solo"},
-                     20000);
+    auto r = run_tpc(
+        {"leader", "--id", "3", "--port", std::to_string(free_port()), "--peers", peers,
+         "--data-dir", s.path() + "/l3", "--decision-store", e.url(), "--cluster-name", "solo"},
+        20000);
     CHECK(r.code == 2);
     CHECK(r.err.find("belongs to cluster 00000000-0000-4000-8000-00000000000a, but the decision "
                      "store") != std::string::npos);
@@ -331,17 +337,17 @@ TEST_SUITE("trust") {
     CHECK(v.err.find("start it with the cluster's --peers and --replicas") != std::string::npos);
     CHECK(v.err.find("peers " + peers) != std::string::npos);
     auto w = run_tpc({"leader", "--id", "5", "--port", std::to_string(free_port()), "--peers",
-                      peers, "--replicas", "1", "--data-dir", s.path() + "/l5",
-                      "--decision-store", e.url(), "--cluster-name", "solo"},
+                      peers, "--replicas", "1", "--data-dir", s.path() + "/l5", "--decision-store",
+                      e.url(), "--cluster-name", "solo"},
                      20000);
     CHECK(w.code == 2);
     CHECK(w.err.find("replicas 1") != std::string::npos);
     // --cluster-id of another cluster.
-    auto x = run_tpc({"leader", "--id", "6", "--port", std::to_string(free_port()), "--peers",
-                      peers, "--data-dir", s.path() + "/l6", "--decision-store", e.url(),
-                      "--cluster-name", "solo", "--cluster-id",
-                      "00000000-0000-4000-8000-000000000000"},
-                     20000);
+    auto x =
+        run_tpc({"leader", "--id", "6", "--port", std::to_string(free_port()), "--peers", peers,
+                 "--data-dir", s.path() + "/l6", "--decision-store", e.url(), "--cluster-name",
+                 "solo", "--cluster-id", "00000000-0000-4000-8000-000000000000"},
+                20000);
     CHECK(x.code == 2);
     CHECK(x.err.find("holds cluster " + c.cluster_id()) != std::string::npos);
   }

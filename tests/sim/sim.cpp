@@ -1226,10 +1226,10 @@ void Cluster::final_checks() {
     const auto& ms = m_leaders.at(static_cast<size_t>(t.leader)).core->mismatches();
     auto it = ms.find({txid, static_cast<size_t>(j)});
     if (it == ms.end() || it->second.decided_commit != decided || it->second.their_commit != commit)
-      violation(fmt::format("P{} {} {} on an operator's order, its leader L{} decided {}: no "
-                            "HEURISTIC MISMATCH recorded",
-                            j, commit ? "committed" : "aborted", txid, t.leader,
-                            decided ? "commit" : "abort"));
+      violation(fmt::format(
+          "P{} {} {} on an operator's order, its leader L{} decided {}: no "
+          "HEURISTIC MISMATCH recorded",
+          j, commit ? "committed" : "aborted", txid, t.leader, decided ? "commit" : "abort"));
   }
   for (size_t i = 0; i < m_leaders.size(); ++i)
     for (auto& [key, m] : m_leaders[i].core->mismatches()) {

@@ -1,8 +1,8 @@
 // The specs beside the code stay complete: every log record type, every event and action of
 // both cores, and every failpoint has its line in the docs. Adding one without its line fails
 // here.
-#include <doctest/doctest.h>
 #include <cxxabi.h>
+#include <doctest/doctest.h>
 
 #include <filesystem>
 #include <fstream>
@@ -87,8 +87,8 @@ TEST_SUITE("docs") {
     std::string doc = section(read("docs/recovery.md"), "## Failpoints");
     std::regex hit("failpoint::hit\\(\"([a-zA-Z]+/[a-zA-Z]+)\"");
     std::set<std::string> found;
-    for (auto& e : std::filesystem::recursive_directory_iterator(std::string(TPC_SOURCE_DIR) +
-                                                                 "/src")) {
+    for (auto& e :
+         std::filesystem::recursive_directory_iterator(std::string(TPC_SOURCE_DIR) + "/src")) {
       if (e.path().extension() != ".cpp") continue;
       std::ifstream f(e.path());
       std::stringstream ss;

@@ -562,7 +562,7 @@ TEST_SUITE("leader scan") {
 // when they contradict the decision, shown by RESULT, kept across restarts and rewrites until
 // forgotten.
 TEST_SUITE("leader heuristics") {
-  std::string committed(Driver& d, const std::string& rid) {
+  std::string committed(Driver & d, const std::string& rid) {
     auto txid = d.begin(7, rid, put("bank"));
     for (size_t p = 0; p < 3; ++p) d.step(ev::Vote{txid, p, Driver::yes()});
     d.step(ev::Durable{txid, 0});
@@ -610,7 +610,8 @@ TEST_SUITE("leader heuristics") {
     CHECK(c3.mismatches().empty());
   }
 
-  TEST_CASE("a participant's report contradicting a presumed abort is forced before it is answered") {
+  TEST_CASE(
+      "a participant's report contradicting a presumed abort is forced before it is answered") {
     Driver d(config());
     // The leader never decided L.1.5 (it died first): presumed abort. The operator committed
     // it at participant 2.

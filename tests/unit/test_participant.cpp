@@ -579,15 +579,16 @@ TEST_SUITE("participant heuristics") {
     CHECK(!decode_heuristic(txlog::Encoder().str("L.1.1").u8(1).str("a").data()).is_ok());
   }
 
-  TEST_CASE("the leader's COMMIT while an operator's abort is being forced is refused, then "
-            "answered by it") {
+  TEST_CASE(
+      "the leader's COMMIT while an operator's abort is being forced is refused, then "
+      "answered by it") {
     store::MemStore s;
     Driver d(s);
     d.prepare(1, "L.1.1", put("k", "v"));
     d.durable(k_rec_prepared, "L.1.1");
     d.step(ev::Resolve{2, "L.1.1", false, false});
     d.step(ev::Commit{3, "L.1.1", "L-node"});
-    CHECK(d.reply(3).rfind("ERR STATE", 0) == 0);  // not applied: the leader re-sends it
+    CHECK(d.reply(3).rfind("ERR STATE", 0) == 0);       // not applied: the leader re-sends it
     d.step(ev::Outcome{"L.1.1", Decision::committed});  // an answer to an earlier query
     CHECK(d.core.find("L.1.1") != nullptr);
     CHECK(!d.core.find("L.1.1")->applying);

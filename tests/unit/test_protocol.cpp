@@ -219,9 +219,9 @@ TEST_SUITE("protocol") {
   }
 }
 
-
 TEST_SUITE("codec") {
-  TEST_CASE("free text: unescape_text reads back what LineBuilder::text wrote, and keeps a stray %") {
+  TEST_CASE(
+      "free text: unescape_text reads back what LineBuilder::text wrote, and keeps a stray %") {
     std::string text = "found x%20y: 100% \x01\x7f done";
     std::string line = LineBuilder("NO").raw("CHECK").text(text).str();
     CHECK(line.find('\x01') == std::string::npos);
