@@ -114,7 +114,8 @@ class Cluster {
         m_rng(opt.seed),
         m_pause_rng(opt.seed * 0x9e3779b97f4a7c15ull + 1),
         m_op_rng(opt.seed * 0xbf58476d1ce4e5b9ull + 7),
-        m_long_rng(opt.seed * 0x94d049bb133111ebull + 11) {}
+        m_long_rng(opt.seed * 0x94d049bb133111ebull + 11),
+        m_read_rng(opt.seed * 0xd6e8feb86659fd93ull + 13) {}
   Report run();
 
  private:
@@ -185,6 +186,9 @@ class Cluster {
   // of their own.
   Rng m_long_rng;
   bool long_outages() const { return m_opt.seed % 11 == 10; }
+  // Which keys a conditional transaction checks and which it writes (half of them check one
+  // or two keys and write another), from a generator of its own.
+  Rng m_read_rng;
   bool operators() const { return m_opt.seed % 7 == 6; }
   void operate();
   std::map<std::pair<std::string, int>, bool> m_op_intent;  // (txid, P) -> commit: being forced
@@ -1094,13 +1098,27 @@ void Cluster::client_next(int c) {
     t.ops.push_back(Op{OpKind::put, a, value()});
     if (b != a) t.ops.push_back(Op{OpKind::put, b, value() + "b"});
   } else if (kind < 92) {
+    // A condition on the value last read, then a write: to the same key, or (half of the
+    // time) to another one, after a condition on one or two keys it only checks. Those are
+    // what isolation is about: a key a transaction only checks must stay as checked until the
+    // decision (the checker judges every commit from what it checked and wrote).
+    auto condition = [&](const std::string& k) {
+      auto seen = cl.last_seen.find(k);
+      if (seen != cl.last_seen.end())
+        t.ops.push_back(Op{OpKind::check, k, seen->second});
+      else
+        t.ops.push_back(Op{OpKind::absent, k, ""});
+    };
     std::string a = key();
-    auto seen = cl.last_seen.find(a);
-    if (seen != cl.last_seen.end())
-      t.ops.push_back(Op{OpKind::check, a, seen->second});
-    else
-      t.ops.push_back(Op{OpKind::absent, a, ""});
-    t.ops.push_back(Op{OpKind::put, a, value()});
+    condition(a);
+    std::string w = a;
+    if (m_read_rng.chance(0.5)) {
+      auto other = [&] { return fmt::format("k{}", m_read_rng.below(static_cast<uint64_t>(m_keys))); };
+      std::string second = other();
+      if (second != a && m_read_rng.chance(0.3)) condition(second);
+      for (int tries = 0; tries < 4 && (w == a || w == second); ++tries) w = other();
+    }
+    t.ops.push_back(Op{OpKind::put, w, value()});
   } else {
     t.ops.push_back(Op{OpKind::del, key(), ""});
   }
