@@ -736,9 +736,12 @@ void Core::on(int64_t, int64_t, ev::LogFull&, Actions& out) {
   act::Rewrite rw;
   for (auto& [txid, p] : m_prepared)
     if (!p.applied) rw.live.push_back({k_rec_prepared, encode_prepared(p)});
-  // Heuristic decisions stay visible for good (they are few, and an operator must see them).
+  // Heuristic decisions stay visible for good (they are few, and an operator must see them),
+  // also those whose force is still queued: the rewrite would replace their record.
   for (auto& [txid, h] : m_heuristic)
     rw.live.push_back({k_rec_heuristic, encode_heuristic(txid, h)});
+  for (auto& [txid, r] : m_resolvers)
+    rw.live.push_back({k_rec_heuristic, encode_heuristic(txid, r.h)});
   out.list.push_back(std::move(rw));
 }
 

@@ -552,6 +552,26 @@ TEST_SUITE("participant heuristics") {
     CHECK(h->second.rid == "rid7");
   }
 
+  // Found by the simulator under compaction pressure: the rewrite replaced the log after the
+  // HEURISTIC record's append, so the operator's decision was lost at the next restart.
+  TEST_CASE("a log rewrite keeps an operator's decision whose force is still queued") {
+    store::MemStore s;
+    Driver d(s);
+    d.prepare(1, "L.1.1", put("k", "v"));
+    d.durable(k_rec_prepared, "L.1.1");
+    d.step(ev::Resolve{2, "L.1.1", true, false});
+    auto a = d.core.step(0, 0, ev::LogFull{});
+    auto& rw = std::get<act::Rewrite>(a.list.at(0));
+    REQUIRE(rw.live.size() == 2);
+    CHECK(rw.live[0].type == k_rec_prepared);
+    CHECK(rw.live[1].type == k_rec_heuristic);
+    auto h = decode_heuristic(rw.live[1].payload);
+    REQUIRE(h.is_ok());
+    CHECK(h->first == "L.1.1");
+    CHECK(h->second.commit);
+    CHECK_FALSE(h->second.reported);
+  }
+
   TEST_CASE("the leader's own COMMIT answers the report of an agreeing relayed commit") {
     store::MemStore s;
     Driver d(s);
