@@ -25,6 +25,44 @@ size_t valid_at(std::string_view img, size_t off) {
   if (crc32c(0, p + 4, 5 + len) != get32(p)) return 0;
   return k_header + len;
 }
+
+// Nine zero bytes: with a zero seed, their checksum is zero too, so they would pass for a record.
+bool zero_header(std::string_view img, size_t off) {
+  return get32(img.data() + off) == 0 && get32(img.data() + off + 4) == 0 && img[off + 8] == 0;
+}
+
+// Damage at `off` that resynchronising at claimed ends took for a torn tail: do whole, valid
+// records follow it, two in a row, or one that ends where the data ends (the end of the file,
+// or the zeros after it)? That is what a flipped bit in the length field of a record in the
+// middle looks like, also when the log has a torn tail of its own after them. A torn write
+// leaves no such pair: what follows the cut is the preallocated zeros or the broken rest of
+// its batch; a value that holds one valid frame does not make one either. Headers are looked
+// at first (cheap), checksums computed only for a plausible pair. The checksummed bytes are
+// bounded (crafted values could make every byte a plausible header): past the bound the
+// reader cannot tell, and refuses, as for corruption.
+bool hides_records(std::string_view img, size_t off) {
+  size_t last = img.find_last_not_of('\0');
+  size_t data_end = last == std::string_view::npos ? 0 : last + 1;
+  uint64_t checked = 0;
+  const uint64_t k_max_checked = uint64_t{256} << 20;
+  auto plausible = [&](size_t p) -> size_t {  // the size a header at p claims, or 0
+    if (img.size() - p < k_header || zero_header(img, p)) return 0;
+    uint32_t len = get32(img.data() + p + 4);
+    if (len > k_max_payload || img.size() - p - k_header < len) return 0;
+    return k_header + len;
+  };
+  for (size_t q = off + 1; q < data_end && data_end - q >= k_header; ++q) {
+    size_t a = plausible(q);
+    if (a == 0) continue;
+    bool at_end = q + a >= data_end;
+    size_t b = at_end ? 0 : plausible(q + a);
+    if (!at_end && b == 0) continue;
+    checked += a + b;
+    if (checked > k_max_checked) return true;
+    if (valid_at(img, q) != 0 && (at_end || valid_at(img, q + a) != 0)) return true;
+  }
+  return false;
+}
 }  // namespace
 
 std::string frame(uint8_t type, std::string_view payload) {
@@ -63,13 +101,18 @@ ScanResult scan(std::string_view img) {
   while (img.size() - probe >= k_header) {
     uint32_t len = get32(img.data() + probe + 4);
     if (len > k_max_payload || img.size() - probe - k_header < len) break;         // cut short
-    if (get32(img.data() + probe) == 0 && len == 0 && img[probe + 8] == 0) break;  // zeros
+    if (zero_header(img, probe)) break;  // zeros
     probe += k_header + len;
     if (valid_at(img, probe) != 0) {
       r.corrupt = true;
       r.corrupt_offset = off;
       return r;
     }
+  }
+  if (hides_records(img, off)) {
+    r.corrupt = true;
+    r.corrupt_offset = off;
+    return r;
   }
   r.torn_tail = true;
   return r;
