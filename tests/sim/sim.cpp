@@ -115,7 +115,8 @@ class Cluster {
         m_pause_rng(opt.seed * 0x9e3779b97f4a7c15ull + 1),
         m_op_rng(opt.seed * 0xbf58476d1ce4e5b9ull + 7),
         m_long_rng(opt.seed * 0x94d049bb133111ebull + 11),
-        m_read_rng(opt.seed * 0xd6e8feb86659fd93ull + 13) {}
+        m_read_rng(opt.seed * 0xd6e8feb86659fd93ull + 13),
+        m_damage_rng(opt.seed * 0xa0761d6478bd642full + 17) {}
   Report run();
 
  private:
@@ -191,6 +192,13 @@ class Cluster {
   // or two keys and write another), from a generator of its own.
   Rng m_read_rng;
   bool operators() const { return m_opt.seed % 7 == 6; }
+  // Bytes damaged in the middle of a log at a crash, in one seed of thirteen
+  // (seed % 13 == 12), from a generator of their own: the restart must refuse the log
+  // (CORRUPT), never start from what precedes the damage; an operator then repairs it.
+  Rng m_damage_rng;
+  bool damage() const { return m_opt.seed % 13 == 12; }
+  void damage_log(Kind k, int i);
+  bool refuses_damaged(Kind k, int i);
   // Compaction under pressure, in one seed of three (seed % 3 == 1): logs are rewritten past
   // 1 KiB instead of 8 KiB, so that most transactions see a rewrite between their records.
   bool pressure() const { return m_opt.seed % 3 == 1; }
@@ -463,8 +471,49 @@ void Cluster::sync(Kind k, int i) {
 
 // --- leaders ------------------------------------------------------------------------------
 
+void Cluster::damage_log(Kind k, int i) {
+  SimLog& log = k == K_LEADER ? m_leaders[i].log : m_parts[i].log;
+  auto rec = txlog::recover_image(log.durable);
+  if (!rec.status || rec.records.size() < 2) return;
+  // Inside any record but the last: valid records follow the damage, so it cannot pass for a
+  // write cut short (damage to the last record can, and is a torn tail; see recovery.md).
+  size_t r = m_damage_rng.below(rec.records.size() - 1);
+  size_t at = rec.offsets[r] + m_damage_rng.below(rec.offsets[r + 1] - rec.offsets[r]);
+  log.damage = {at, log.durable[at]};
+  log.durable[at] = static_cast<char>(log.durable[at] ^ (1 + m_damage_rng.below(255)));
+  ++m_result.damaged;
+  trace(name(k, i), fmt::format("log damaged at byte {} of {} (in record {} of {})", at,
+                                log.durable.size(), r + 1, rec.records.size()));
+}
+
+// A node whose log was damaged in the middle must refuse to start. An operator then puts the
+// log back (from a mirror, as after a disk's repair), and the node starts a while later.
+bool Cluster::refuses_damaged(Kind k, int i) {
+  SimLog& log = k == K_LEADER ? m_leaders[i].log : m_parts[i].log;
+  if (!log.damage) return false;
+  auto rec = txlog::recover_image(log.durable);
+  if (rec.status) {
+    violation(fmt::format("{} started from a log damaged at byte {}, {} records recovered",
+                          name(k, i), log.damage->first, rec.records.size()));
+    log.damage.reset();
+    return false;
+  }
+  trace(name(k, i), "refuses to start: " + rec.status.message() + "; the operator repairs the log");
+  log.durable[log.damage->first] = log.damage->second;
+  log.damage.reset();
+  m_s.after(m_damage_rng.range(500, 3000) * k_ms, [this, k, i] {
+    if (alive(k, i)) return;
+    if (k == K_LEADER)
+      start_leader(i);
+    else
+      start_part(i);
+  });
+  return true;
+}
+
 void Cluster::start_leader(int i) {
   auto& n = m_leaders[i];
+  if (refuses_damaged(K_LEADER, i)) return;
   n.alive = true;
   auto rec = txlog::recover_image(n.log.durable);
   if (!rec.status) throw Fatal(name(K_LEADER, i) + " refuses to start: " + rec.status.message());
@@ -689,6 +738,7 @@ void Cluster::leader_line(int i, const std::string& line, Incoming in) {
 
 void Cluster::start_part(int j) {
   auto& n = m_parts[j];
+  if (refuses_damaged(K_PART, j)) return;
   n.alive = true;
   auto rec = txlog::recover_image(n.log.durable);
   if (!rec.status) throw Fatal(name(K_PART, j) + " refuses to start: " + rec.status.message());
@@ -907,6 +957,7 @@ void Cluster::crash(Kind k, int i) {
   trace(name(k, i), fmt::format("CRASH (keeps {} of {} unsynced log bytes{})", keep, unsynced,
                                 power_loss ? ", store loses its unsynced commits" : ""));
   log.crash(keep);
+  if (damage() && m_damage_rng.chance(0.3)) damage_log(k, i);
   if (k == K_LEADER) {
     // A COMMIT record that reached the disk by luck is a decision all the same.
     for (auto& r : txlog::recover_image(log.durable).records) {

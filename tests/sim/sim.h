@@ -22,6 +22,7 @@ struct Options {
 
 struct Report {
   uint64_t events = 0, crashes = 0, faults = 0, txns = 0;
+  uint64_t damaged = 0;  // logs damaged in the middle at a crash (and refused at the restart)
   // Operators' forced outcomes (in one seed of seven), and those that contradicted the leader.
   uint64_t heuristics = 0, mismatches = 0;
   std::vector<std::string> violations;

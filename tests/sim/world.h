@@ -80,6 +80,8 @@ struct SimLog {
   std::string durable;
   std::vector<Pending> pending;
   bool sync_scheduled = false;
+  // Damage in the middle of `durable` (bit rot): where, and the byte that was there.
+  std::optional<std::pair<size_t, char>> damage;
   uint64_t bytes() const;
   // Crash: drop unsynced appends, keeping a prefix of `keep` bytes of them.
   void crash(uint64_t keep);
