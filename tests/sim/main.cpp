@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   }
   uint64_t events = 0, crashes = 0, faults = 0, txns = 0, violations = 0, heuristics = 0,
            mismatches = 0;
+  uint64_t runs_with[tpc::sim::k_feature_count] = {};
   for (uint64_t seed = start; seed < start + count; ++seed) {
     tpc::sim::Options o;
     o.seed = seed;
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
     txns += r.txns;
     heuristics += r.heuristics;
     mismatches += r.mismatches;
+    for (int f = 0; f < tpc::sim::k_feature_count; ++f) runs_with[f] += r.features[f];
     if (!r.violations.empty()) {
       ++violations;
       std::printf("sim: seed %llu: %zu violation(s) (%s)\n", (unsigned long long)seed,
@@ -62,11 +64,16 @@ int main(int argc, char** argv) {
       std::printf("  replay: build/tpc_sim --seed %llu --trace\n", (unsigned long long)seed);
     }
   }
+  // One line, the violations last: the runs that exercised each feature, then the totals.
+  std::string with;
+  for (int f = 0; f < tpc::sim::k_feature_count; ++f)
+    with += std::string(f ? ", " : "") + std::to_string(runs_with[f]) + " " +
+            tpc::sim::k_feature_names[f];
   std::printf(
       "sim: %llu seeds, %llu events, %llu crashes, %llu faults, %llu txns, %llu forced outcomes "
-      "(%llu against the decision), %llu violations\n",
+      "(%llu against the decision); runs with: %s; %llu violations\n",
       (unsigned long long)count, (unsigned long long)events, (unsigned long long)crashes,
       (unsigned long long)faults, (unsigned long long)txns, (unsigned long long)heuristics,
-      (unsigned long long)mismatches, (unsigned long long)violations);
+      (unsigned long long)mismatches, with.c_str(), (unsigned long long)violations);
   return violations ? 1 : 0;
 }

@@ -342,6 +342,7 @@ void Cluster::request(int c, std::string line, std::function<void(Result<std::st
     m_s.after(d, [this, c, line, once, gen] {
       const Chan& now = m_chans[c];
       if (once && now.to_kind == K_PART && m_parts[now.to].gen != gen) return;
+      m_result.features.set(f_duplicates);
       deliver(c, 0, now.epoch, line);
     });
   }
@@ -464,6 +465,7 @@ void Cluster::sync(Kind k, int i) {
   // a live record the rewrite left out is missed at once.
   if (rewritten && pressure() && m_chaos && alive(k, i) && m_rng.chance(0.25)) {
     trace(name(k, i), "crash right after a log rewrite");
+    m_result.features.set(f_rewrite_crash);
     ++m_result.faults;
     crash_for(k, i, m_rng.range(1, 2000));
   }
@@ -482,6 +484,7 @@ void Cluster::damage_log(Kind k, int i) {
   log.damage = {at, log.durable[at]};
   log.durable[at] = static_cast<char>(log.durable[at] ^ (1 + m_damage_rng.below(255)));
   ++m_result.damaged;
+  m_result.features.set(f_damaged_log);
   trace(name(k, i), fmt::format("log damaged at byte {} of {} (in record {} of {})", at,
                                 log.durable.size(), r + 1, rec.records.size()));
 }
@@ -673,6 +676,7 @@ void Cluster::exec_leader(int i, leader::Actions& a) {
       n.waiting.erase(it);
     } else if (auto* rw = std::get_if<leader::act::Rewrite>(&x)) {
       trace(name(K_LEADER, i), fmt::format("  rewrite log: {} live records", rw->live.size()));
+      m_result.features.set(pressure() ? f_pressure : f_rewrites);
       SimLog::Pending p;
       p.is_rewrite = true;
       for (auto& rec : rw->live) p.image += txlog::frame(rec.type, rec.payload);
@@ -858,6 +862,7 @@ void Cluster::exec_part(int j, participant::Actions& a) {
               });
     } else if (auto* rw = std::get_if<participant::act::Rewrite>(&x)) {
       trace(name(K_PART, j), fmt::format("  rewrite log: {} live records", rw->live.size()));
+      m_result.features.set(pressure() ? f_pressure : f_rewrites);
       (void)n.store.make_durable();
       SimLog::Pending p;
       p.is_rewrite = true;
@@ -1028,7 +1033,10 @@ void Cluster::chaos() {
       int64_t down = m_rng.chance(0.15) ? m_rng.range(10000, 15000) : m_rng.range(1, 3000);
       // Long outages: a leader down past 30 s, so that a participant holding its transactions
       // in doubt that long is seen to keep them (it never decides alone, however long).
-      if (lead && long_outages() && m_long_rng.chance(0.3)) down = m_long_rng.range(31000, 40000);
+      if (lead && long_outages() && m_long_rng.chance(0.3)) {
+        down = m_long_rng.range(31000, 40000);
+        m_result.features.set(f_long_outages);
+      }
       crash_for(k, i, down);
     }
   } else if (what < 7) {
@@ -1041,6 +1049,7 @@ void Cluster::chaos() {
     int p = static_cast<int>(m_rng.below(m_parts.size()));
     trace("--", fmt::format("partition L{} | P{}", l, p));
     m_partitions.insert({l, p});
+    m_result.features.set(f_partitions);
     for (size_t c = 0; c < m_chans.size(); ++c)
       if (m_chans[c].up && partitioned(m_chans[c])) reset(static_cast<int>(c));
     m_s.after(m_rng.range(100, 5000) * k_ms, [this, l, p] {
@@ -1063,6 +1072,7 @@ void Cluster::operate() {
       std::string txid = doubt[m_op_rng.below(doubt.size())];
       bool commit = m_op_rng.chance(0.5);
       m_op_intent[{txid, j}] = commit;
+      m_result.features.set(f_operators);
       trace("--", fmt::format("operator: resolve --force {} {} at P{}", commit ? "commit" : "abort",
                               txid, j));
       step_part(j, participant::ev::Resolve{0, txid, commit, false});
@@ -1093,6 +1103,7 @@ void Cluster::client_pause(int c) {
   int l = cl.leader;
   int ch = chan(K_CLIENT, c, K_LEADER, l);
   std::string line = fmt::format("PAUSE {}", m_pause_rng.range(50, 600));
+  m_result.features.set(f_pauses);
   trace(name(K_CLIENT, c), line);
   request(ch, line, [this, c, l, ch](Result<std::string> r) {
     trace(name(K_CLIENT, c), "got " + (r ? *r : r.status().message()));
@@ -1294,6 +1305,17 @@ Report Cluster::run() {
   set_fatal_hook(nullptr);
   m_result.events = m_events;
   m_result.txns = m_txns.size();
+  if (m_leaders.size() >= 2) m_result.features.set(f_two_leaders);
+  if (m_result.crashes) m_result.features.set(f_crashes);
+  if (m_result.features[f_pressure]) m_result.features.set(f_rewrites);
+  for (auto& [txid, t] : m_txns) {
+    if (!t.decided_at) continue;
+    std::set<std::string> written;
+    for (auto& op : t.ops)
+      if (op.is_write()) written.insert(op.key);
+    for (auto& op : t.ops)
+      if (!op.is_write() && !written.count(op.key)) m_result.features.set(f_check_other);
+  }
   return std::move(m_result);
 }
 

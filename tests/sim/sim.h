@@ -8,6 +8,7 @@
 // gives the same run, event for event. After every event, and at the end of a run after
 // healing, the checker looks for violations of the invariants of docs/recovery.md.
 #pragma once
+#include <bitset>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -20,7 +21,29 @@ struct Options {
   int ops_per_client = 0;  // 0: chosen by the seed
 };
 
+// What a run exercised; tpc_sim's summary counts the runs of each, so that coverage shows.
+enum Feature {
+  f_two_leaders,    // two leaders over the same participants
+  f_crashes,        // a node crashed
+  f_partitions,     // a leader and a participant were partitioned
+  f_duplicates,     // a peer message was delivered twice
+  f_damaged_log,    // a log damaged in the middle, refused at the restart
+  f_rewrites,       // a log rewritten by compaction
+  f_pressure,       // ... under pressure (past 1 KiB)
+  f_rewrite_crash,  // a crash right after a rewrite
+  f_operators,      // an operator forced an outcome
+  f_pauses,         // a backup's pause
+  f_long_outages,   // a leader down past 30 s
+  f_check_other,    // a commit that checked a key it did not write
+  k_feature_count
+};
+inline constexpr const char* k_feature_names[k_feature_count] = {
+    "two leaders",     "crashes",   "partitions",  "duplicates",   "damaged logs",
+    "rewrites",        "rewrites under pressure",  "crashes after a rewrite",
+    "forced outcomes", "pauses",    "long outages", "checks of keys not written"};
+
 struct Report {
+  std::bitset<k_feature_count> features;
   uint64_t events = 0, crashes = 0, faults = 0, txns = 0;
   uint64_t damaged = 0;  // logs damaged in the middle at a crash (and refused at the restart)
   // Operators' forced outcomes (in one seed of seven), and those that contradicted the leader.
