@@ -7,7 +7,7 @@ JOBS    ?= $(shell nproc)
 DEB_BUILD    := g++ cmake make pkg-config libcli11-dev libboost-dev libsqlite3-dev libfmt-dev doctest-dev libedit-dev libssl-dev nlohmann-json3-dev
 DEB_PACKAGES := $(DEB_BUILD) etcd-server groff-base clang libclang-rt-14-dev systemd
 
-.PHONY: all deps deps-build install-packages build test run clean install uninstall format bench crash-test sim fuzz fuzz-build sanitize
+.PHONY: all deps deps-build install-packages build check test run clean install uninstall format bench crash-test sim fuzz fuzz-build sanitize
 
 all: build
 
@@ -39,6 +39,11 @@ test: deps build fuzz-build
 	rc=$$?; grep -h -E '^(crash test|power-loss test|etcd crash test|etcd quorum test|leader kill test|restart test|bank test|replace test[^:]*|backup test):' Testing/Temporary/LastTest.log || true; \
 	cd .. && $(MAKE) -s fuzz-run FUZZ_SECONDS=10 || rc=1; \
 	grep -E 'tests passed, [0-9]+ tests failed' $(BUILD)/ctest.out | tail -1; exit $$rc
+
+# The quick tier: unit tests, the simulator (5,000 seeds) and every integration test not
+# labelled slow (tests/slow.txt). About a minute after the build on 2 cores (README).
+check: deps build
+	@cd $(BUILD) && set -o pipefail && ctest --output-on-failure -j 2 --timeout 300 -LE slow | tail -n 25
 
 run: deps build
 	$(BUILD)/tpc cluster --participants 2 --port 5000 --data-dir ./tpc-data

@@ -332,6 +332,33 @@ TEST_SUITE("operability") {
 }
 
 TEST_SUITE("packaging") {
+  // make check leaves out the tests named in tests/slow.txt (ctest label "slow"): a name
+  // there that names no test would leave nothing out, silently.
+  TEST_CASE("every name in tests/slow.txt is a test case of this binary") {
+    std::set<std::string> cases;
+    std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+    FILE* f = popen(("'" + self + "' --list-test-cases --no-version 2>&1").c_str(), "r");
+    REQUIRE(f != nullptr);
+    char buf[4096];
+    while (fgets(buf, sizeof buf, f)) {
+      std::string l(buf);
+      if (!l.empty() && l.back() == '\n') l.pop_back();
+      cases.insert(l);
+    }
+    pclose(f);
+    REQUIRE(cases.size() > 50);
+    std::ifstream in(std::string(TPC_SOURCE_DIR) + "/tests/slow.txt");
+    REQUIRE(in.good());
+    int named = 0;
+    for (std::string l; std::getline(in, l);) {
+      if (l.empty() || l[0] == '#') continue;
+      ++named;
+      CAPTURE(l);
+      CHECK(cases.count(l) == 1);
+    }
+    CHECK(named > 0);
+  }
+
   TEST_CASE("the systemd units verify clean (systemd-analyze verify)") {
     if (!std::filesystem::exists("/usr/bin/systemd-analyze")) {
       MESSAGE("skipped: systemd-analyze is not installed (make deps installs the systemd package)");
