@@ -1,5 +1,5 @@
-// The participant server, part two: the pump. Steps the core and executes its actions; the
-// failpoints of the crash tests sit where each action meets the outside world.
+// The participant server, part two: the world the executor (executor.h) acts on: the log,
+// the store, replies, queries to leaders, the timer.
 #include <fmt/format.h>
 
 #include "common/failpoint.h"
@@ -13,105 +13,62 @@ namespace tpc::participant {
 
 namespace asio = boost::asio;
 
-void Server::step(Event e) {
-  if (m_stopped) return;
-  Actions a;
-  m_core->step(now_ms(), wall_ms(), std::move(e), a);
-  execute(a);
+int64_t Server::now_ms() { return tpc::now_ms(); }
+int64_t Server::wall_ms() { return tpc::wall_ms(); }
+int64_t Server::now_us() { return tpc::now_us(); }
+
+void Server::post(std::function<void()> f) {
+  asio::post(m_io, [this, f = std::move(f)] {
+    if (!m_stopped) f();
+  });
 }
 
-void Server::execute(Actions& a) {
-  bool finished = false;  // a transaction ended: the log may have outgrown its threshold
-  for (auto& action : a.list) {
-    if (auto* ap = std::get_if<act::Append>(&action)) {
-      finished |= ap->type == k_rec_committed || ap->type == k_rec_aborted;
-      const std::string& txid = ap->txid;
-      uint8_t type = ap->type;
-      if (ap->mode == act::Append::none) {
-        m_log->append(type, std::move(ap->payload), false);
-        continue;
-      }
-      if (type == k_rec_prepared)
-        if (int e = failpoint::hit("participant/beforePrepareFsync", txid))
-          fatal(fmt::format("prepare of {} failed: {}", txid, std::strerror(e)));
-      if (type == k_rec_committed) failpoint::hit("participant/afterApplyCommit", txid);
-      int64_t at = now_us();
-      auto done = [this, txid, type, at] {
-        int64_t took = now_us() - at;
-        asio::post(m_io, [this, txid, type, took] {
-          if (m_stopped) return;
-          if (type == k_rec_prepared)
-            if (int e = failpoint::hit("participant/afterPrepareFsync", txid))
-              fatal(fmt::format("after prepare of {}: {}", txid, std::strerror(e)));
-          step(ev::Durable{type, txid, took});
-        });
-      };
-      if (ap->mode == act::Append::lazy)
-        m_log->append_lazy(type, std::move(ap->payload), std::move(done));
-      else
-        m_log->append(type, std::move(ap->payload), true, std::move(done));
-    } else if (auto* ap = std::get_if<act::Apply>(&action)) {
-      for (auto& [txid, ops] : ap->batch) failpoint::hit("participant/beforeApplyCommit", txid);
-      Status st = m_store->begin_batch();
-      for (auto& [txid, ops] : ap->batch)
-        if (st) st = m_store->apply(txid, *ops);
-      if (st) st = m_store->end_batch();
-      if (!st) fatal("cannot apply commits: " + st.to_string());
-      step(ev::Applied{});
-    } else if (auto* r = std::get_if<act::Reply>(&action)) {
-      auto it = m_waiting.find(r->client);
-      if (it == m_waiting.end()) continue;
-      it->second.reply.send(encode(r->msg));
-      if (auto* v = std::get_if<protocol::Vote>(&r->msg); v && m_metrics) {
-        (v->kind == protocol::Vote::yes ? m_votes_yes : m_votes_no)->inc();
-        if (v->code == "CONFLICT") m_conflicts->inc();
-        m_prepare_seconds->observe(static_cast<double>(now_us() - it->second.since_us) / 1e6);
-      }
-      m_waiting.erase(it);
-      if (auto* v = std::get_if<protocol::Vote>(&r->msg);
-          v && v->kind == protocol::Vote::yes && failpoint::detail::g_any)
-        asio::post(m_io, [] { failpoint::hit("participant/afterVoteSend"); });
-    } else if (auto* q = std::get_if<act::Ask>(&action)) {
-      ask(*q);
-    } else if (auto* rw = std::get_if<act::Rewrite>(&action)) {
-      rewrite(*rw);
-    } else if (auto* n = std::get_if<act::Note>(&action)) {
-      if (n->level == act::Note::error)
-        log::error("{}", n->text);
-      else if (n->level == act::Note::warn)
-        log::warn("{}", n->text);
-      else
-        log::info("{}", n->text);
-    }
-  }
-  m_wake.arm(a.wake_at);
-  if (a.flush && !m_flush_posted) {
-    m_flush_posted = true;
-    asio::post(m_io, [this] {
-      m_flush_posted = false;
-      step(ev::Flush{});
-    });
-  }
-  if (finished && m_log->wants_rewrite(m_cfg.log_compact_bytes)) step(ev::LogFull{});
+void Server::append(uint8_t type, std::string payload, const std::string&, act::Append::Mode mode,
+                    std::function<void()> done) {
+  if (mode == act::Append::none) return m_log->append(type, std::move(payload), false);
+  // The log's writer thread completes it: back onto the event loop.
+  auto back = [this, done = std::move(done)] { post(done); };
+  if (mode == act::Append::lazy)
+    m_log->append_lazy(type, std::move(payload), std::move(back));
+  else
+    m_log->append(type, std::move(payload), true, std::move(back));
 }
 
-void Server::rewrite(act::Rewrite& rw) {
-  // Commits the log is about to forget must be durable in the store first.
-  if (Status st = m_store->make_durable(); !st)
-    fatal("cannot checkpoint the store: " + st.to_string());
-  size_t n = rw.live.size();
-  // Transactions applied so far have no PREPARED record in the rewritten log: once it is
-  // durable, their "applied" marks can go.
-  uint64_t applied_upto = m_store->applied_seq();
-  m_log->rewrite(std::move(rw.live), txlog::Log::replace_file(m_cfg.data_dir + "/txlog"),
-                 [this, n, applied_upto] {
-                   asio::post(m_io, [this, n, applied_upto] {
-                     if (Status st = m_store->prune_applied(applied_upto); !st)
-                       fatal("cannot prune applied marks: " + st.to_string());
+void Server::rewrite(std::vector<txlog::Record> live, std::function<void()> done) {
+  size_t n = live.size();
+  m_log->rewrite(std::move(live), txlog::Log::replace_file(m_cfg.data_dir + "/txlog"),
+                 [this, n, done = std::move(done)] {
+                   post([this, n, done] {
+                     done();
                      log::info("log compacted: {} live records kept, {} bytes", n,
                                m_log->stats().bytes);
                    });
                  });
+}
+
+bool Server::wants_rewrite(bool finished) {
+  return finished && m_log->wants_rewrite(m_cfg.log_compact_bytes);
+}
+
+void Server::reply(ClientId client, const ReplyMsg& msg) {
+  auto it = m_waiting.find(client);
+  if (it == m_waiting.end()) return;
+  it->second.reply.send(encode(msg));
+  if (auto* v = std::get_if<protocol::Vote>(&msg); v && m_metrics) {
+    (v->kind == protocol::Vote::yes ? m_votes_yes : m_votes_no)->inc();
+    if (v->code == "CONFLICT") m_conflicts->inc();
+    m_prepare_seconds->observe(static_cast<double>(now_us() - it->second.since_us) / 1e6);
+  }
+  m_waiting.erase(it);
+}
+
+void Server::note(const act::Note& n) {
+  if (n.level == act::Note::error)
+    log::error("{}", n.text);
+  else if (n.level == act::Note::warn)
+    log::warn("{}", n.text);
+  else
+    log::info("{}", n.text);
 }
 
 void Server::reload_tls(std::shared_ptr<const tls::Context> tls) {

@@ -64,6 +64,7 @@ Server::Server(asio::io_context& io, Config cfg)
   cc.resolve_after_ms = m_cfg.resolve_after_ms;
   cc.resolve_max_backoff_ms = m_cfg.resolve_max_backoff_ms;
   m_core = std::make_unique<Core>(std::move(cc), *m_store);
+  m_exec = std::make_unique<Executor>(*m_core, static_cast<Io&>(*this));
   std::vector<txlog::Record> recovered;
   m_log = txlog::Log::open(txlog::open_posix_file(m_cfg.data_dir + "/txlog"),
                            m_cfg.data_dir + "/txlog", &recovered, log_format());
@@ -73,7 +74,7 @@ Server::Server(asio::io_context& io, Config cfg)
   if (Status st = m_store->make_durable(); !st)
     throw Error("cannot make the store durable: " + st.to_string());
   auto a = m_core->start(now_ms(), wall_ms(), m_store->applied_txids());
-  execute(a);  // the redo is applied here, before anyone is served
+  m_exec->execute(a);  // the redo is applied here, before anyone is served
   log::info("recovered {} log records; {} commits redone; {} transactions in doubt",
             recovered.size(), m_core->redone(), m_core->prepared().size());
   if (m_metrics) start_metrics(io);
@@ -87,6 +88,7 @@ Server::~Server() { stop(); }
 void Server::stop() {
   if (m_stopped) return;
   m_stopped = true;
+  if (m_exec) m_exec->stop();
   m_wake.cancel();
   m_server->stop();
   if (m_metrics) m_metrics->stop();

@@ -14,14 +14,15 @@
 #include <unordered_map>
 #include <vector>
 
-#include "node/identity.h"
 #include "metrics/node.h"
+#include "node/identity.h"
 #include "participant/core.h"
+#include "participant/executor.h"
 #include "protocol/link.h"
 #include "protocol/session.h"
-#include "tls/context.h"
 #include "protocol/waker.h"
 #include "store/store.h"
+#include "tls/context.h"
 #include "txlog/log.h"
 
 namespace tpc::participant {
@@ -56,7 +57,7 @@ struct Config {
   std::string restore_backup;  // DIR: first fill the (empty) data dir from a backup
 };
 
-class Server {
+class Server : private Io {
  public:
   // Opens the data dir and recovers; throws tpc::Error on a startup failure.
   Server(boost::asio::io_context& io, Config cfg);
@@ -69,10 +70,21 @@ class Server {
  private:
   void handle(const std::string& line, protocol::Reply reply);
   ClientId client(protocol::Reply reply);
-  void step(Event e);
-  void execute(Actions& a);
-  void ask(const act::Ask& a);
-  void rewrite(act::Rewrite& rw);
+  void step(Event e) { m_exec->step(std::move(e)); }
+  // Io: what the executor does through this process's log, store, sockets and timer.
+  int64_t now_ms() override;
+  int64_t wall_ms() override;
+  int64_t now_us() override;
+  void append(uint8_t type, std::string payload, const std::string& txid, act::Append::Mode mode,
+              std::function<void()> done) override;
+  void rewrite(std::vector<txlog::Record> live, std::function<void()> done) override;
+  bool wants_rewrite(bool finished) override;
+  store::Store& store() override { return *m_store; }
+  void reply(ClientId client, const ReplyMsg& msg) override;
+  void ask(const act::Ask& a) override;
+  void note(const act::Note& n) override;
+  void post(std::function<void()> f) override;
+  void wake_at(int64_t at_ms) override { m_wake.arm(at_ms); }
   void on_stats(protocol::Reply reply);
   void on_indoubt(protocol::Reply reply);
   void on_join(const std::vector<std::string_view>& t, protocol::Reply reply);
@@ -87,6 +99,7 @@ class Server {
   std::string m_membership;  // the last JOIN line, as kept in DIR/membership
   std::unique_ptr<store::SqliteStore> m_store;
   std::unique_ptr<Core> m_core;
+  std::unique_ptr<Executor> m_exec;
   // --metrics-addr: null without (nothing is counted then). Before the log: the log's writer
   // thread observes into it until the log is gone.
   std::unique_ptr<metrics::NodeMetrics> m_metrics;
@@ -103,7 +116,6 @@ class Server {
   ClientId m_next_client = 1;
   std::map<std::string, std::shared_ptr<protocol::Link>> m_leaders;  // address -> link
   protocol::Waker m_wake;                                            // the core's ticks
-  bool m_flush_posted = false;
   bool m_stopped = false;
 };
 

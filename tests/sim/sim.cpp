@@ -10,6 +10,7 @@
 #include "common/util.h"
 #include "leader/core.h"
 #include "participant/core.h"
+#include "participant/executor.h"
 #include "protocol/messages.h"
 #include "world.h"
 
@@ -62,10 +63,11 @@ struct PartNode {
   bool alive = true;
   uint64_t gen = 0;
   std::unique_ptr<participant::Core> core;
+  std::unique_ptr<participant::Io> io;          // the simulated world, as the executor sees it
+  std::unique_ptr<participant::Executor> exec;  // the server's own executor
   SimLog log;
   SimStore store;
   int64_t tick_at = 0;
-  bool flush_scheduled = false;
   std::map<uint64_t, Incoming> waiting;
   uint64_t next_client = 1;
   std::set<std::string> voted_yes;  // said YES, not yet seen finished
@@ -149,7 +151,9 @@ class Cluster {
   void step_leader(int i, leader::Event e);
   void exec_leader(int i, leader::Actions& a);
   void step_part(int j, participant::Event e);
-  void exec_part(int j, participant::Actions& a);
+  class PartIo;
+  class CheckedStore;
+  void part_ask(int j, const participant::act::Ask& q);
   void leader_line(int i, const std::string& line, Incoming in);
   void part_line(int j, const std::string& line, Incoming in);
   // The node id of the leader at the other end of a request's channel.
@@ -246,6 +250,151 @@ void Cluster::violation(const std::string& what) {
   trace("!!", "VIOLATION " + what);
   if (m_result.violations.size() < 20) m_result.violations.push_back(what);
 }
+
+// The store as the executor sees it: the simulated one, checked at every apply.
+class Cluster::CheckedStore : public store::Store {
+ public:
+  CheckedStore(Cluster& c, int j) : m_c(c), m_j(j), m_s(c.m_parts[j].store) {}
+  Result<std::optional<std::string>> get(const std::string& key) override { return m_s.get(key); }
+  std::set<std::string> applied_txids() override { return m_s.applied_txids(); }
+  Status apply(const std::string& txid, const std::vector<Op>& ops) override {
+    m_c.trace(m_c.name(K_PART, m_j), "  apply " + txid);
+    auto h = m_c.m_heur.find({txid, m_j});
+    if (!m_c.m_txns[txid].decided_at && (h == m_c.m_heur.end() || !h->second))
+      m_c.violation(m_c.name(K_PART, m_j) + " applied " + txid +
+                    ", which its leader did not commit");
+    return m_s.apply(txid, ops);
+  }
+  Status end_batch() override {
+    if (m_c.m_rng.chance(0.3)) (void)m_s.make_durable();  // a checkpoint happened
+    return Status::ok();
+  }
+  uint64_t key_count() override { return m_s.key_count(); }
+  uint64_t applied_seq() override { return m_s.applied_seq(); }
+  Status prune_applied(uint64_t upto) override { return m_s.prune_applied(upto); }
+  Status make_durable() override { return m_s.make_durable(); }
+  Result<KeyValues> scan(const std::string& after, size_t limit, size_t max_bytes) override {
+    return m_s.scan(after, limit, max_bytes);
+  }
+
+ private:
+  Cluster& m_c;
+  int m_j;
+  SimStore& m_s;
+};
+
+// The simulated world of participant P<j>, as its executor (the server's own) sees it; the
+// checks of what a participant does sit where its actions meet the world.
+class Cluster::PartIo : public participant::Io {
+ public:
+  PartIo(Cluster& c, int j) : m_c(c), m_j(j), m_store(c, j) {}
+  int64_t now_ms() override { return m_c.m_s.now_us() / k_ms; }
+  int64_t wall_ms() override { return now_ms(); }
+  int64_t now_us() override { return m_c.m_s.now_us(); }
+  void append(uint8_t type, std::string payload, const std::string& txid,
+              participant::act::Append::Mode mode, std::function<void()> done) override {
+    auto& n = node();
+    m_c.trace(name(), fmt::format("  append type {} {}", type, txid));
+    if (type == participant::k_rec_aborted && n.voted_yes.count(txid) &&
+        !m_c.heuristic_at(txid, m_j)) {
+      auto& t = m_c.m_txns[txid];
+      if (t.decided_at)
+        m_c.violation(name() + " aborted " + txid + ", which its leader committed");
+      else if (!t.leader_aborted)
+        m_c.violation(name() + " aborted " + txid +
+                      " alone, after voting YES, without its leader's decision");
+    }
+    m_c.append(K_PART, m_j, n.log, type, std::move(payload), txid, static_cast<int>(mode),
+               std::move(done));
+  }
+  void rewrite(std::vector<txlog::Record> live, std::function<void()> done) override {
+    auto& n = node();
+    m_c.trace(name(), fmt::format("  rewrite log: {} live records", live.size()));
+    m_c.m_result.features.set(m_c.pressure() ? f_pressure : f_rewrites);
+    SimLog::Pending p;
+    p.is_rewrite = true;
+    for (auto& rec : live) p.image += txlog::frame(rec.type, rec.payload);
+    n.log.pending.push_back(std::move(p));
+    // Its completion (the applied marks go) once the rewrite is durable, at the next sync.
+    n.log.pending.push_back({});
+    n.log.pending.back().done = std::move(done);
+  }
+  bool wants_rewrite(bool) override {
+    auto& n = node();
+    if (n.log.bytes() <= m_c.rewrite_past() || !m_c.m_rng.chance(0.2)) return false;
+    for (auto& p : n.log.pending)
+      if (p.is_rewrite) return false;
+    return true;
+  }
+  store::Store& store() override { return m_store; }
+  void reply(participant::ClientId client, const participant::ReplyMsg& msg) override {
+    auto& n = node();
+    auto it = n.waiting.find(client);
+    if (it == n.waiting.end()) return;
+    std::string line = participant::encode(msg);
+    m_c.trace(name(), "  reply: " + line);
+    if (auto* v = std::get_if<protocol::Vote>(&msg); v && v->kind == protocol::Vote::yes) {
+      const std::string& txid = it->second.txid;
+      if (!n.durable_prepared.count(txid))
+        m_c.violation(name() + " voted YES on " + txid + " before its PREPARED record was durable");
+      n.voted_yes.insert(txid);
+    }
+    m_c.reply(it->second, line);
+    n.waiting.erase(it);
+  }
+  void ask(const participant::act::Ask& q) override { m_c.part_ask(m_j, q); }
+  void note(const participant::act::Note& note) override {
+    m_c.trace(name(), "  note: " + note.text);
+  }
+  void post(std::function<void()> f) override {
+    m_c.at_node(K_PART, m_j, m_c.m_s.now_us() + m_c.m_rng.range(0, 300), std::move(f));
+  }
+  void wake_at(int64_t at) override {
+    auto& n = node();
+    if (!at || (n.tick_at != 0 && at >= n.tick_at)) return;
+    n.tick_at = at;
+    int j = m_j;
+    m_c.at_node(K_PART, j, at * k_ms, [c = &m_c, j, at] {
+      if (c->m_parts[j].tick_at != at) return;
+      c->m_parts[j].tick_at = 0;
+      c->step_part(j, participant::ev::Tick{});
+    });
+  }
+  void before_step(const participant::Event& e) override {
+    ++m_c.m_events;
+    if (m_c.m_opt.trace) m_c.trace(name(), describe(e));
+  }
+  void after_step() override { m_c.check_part(m_j, true); }
+
+ private:
+  PartNode& node() { return m_c.m_parts[m_j]; }
+  std::string name() const { return m_c.name(K_PART, m_j); }
+  static std::string describe(const participant::Event& e) {
+    return std::visit(
+        [](auto& x) -> std::string {
+          using T = std::decay_t<decltype(x)>;
+          if constexpr (std::is_same_v<T, participant::ev::Prepare>) return "PREPARE " + x.msg.txid;
+          if constexpr (std::is_same_v<T, participant::ev::Commit>) return "COMMIT " + x.txid;
+          if constexpr (std::is_same_v<T, participant::ev::Abort>) return "ABORT " + x.txid;
+          if constexpr (std::is_same_v<T, participant::ev::Read>) return "READ " + x.key;
+          if constexpr (std::is_same_v<T, participant::ev::Durable>)
+            return fmt::format("durable type {} {}", x.type, x.txid);
+          if constexpr (std::is_same_v<T, participant::ev::Applied>) return "applied";
+          if constexpr (std::is_same_v<T, participant::ev::Flush>) return "flush";
+          if constexpr (std::is_same_v<T, participant::ev::Outcome>)
+            return "outcome of " + x.txid + ": " +
+                   (x.decision ? protocol::encode(*x.decision) : std::string("lost"));
+          if constexpr (std::is_same_v<T, participant::ev::Tick>) return "tick";
+          if constexpr (std::is_same_v<T, participant::ev::Resolve>) return "resolve";
+          return "log full";
+        },
+        e);
+  }
+
+  Cluster& m_c;
+  int m_j;
+  CheckedStore m_store;
+};
 
 // --- setup --------------------------------------------------------------------------------
 
@@ -750,16 +899,17 @@ void Cluster::start_part(int j) {
   participant::CoreConfig cfg;
   cfg.id = fmt::format("{}", j + 1);
   n.core = std::make_unique<participant::Core>(cfg, n.store);
+  n.io = std::make_unique<PartIo>(*this, j);
+  n.exec = std::make_unique<participant::Executor>(*n.core, *n.io);
   for (auto& r : rec.records) n.core->recover(r);
   trace(name(K_PART, j),
         fmt::format("start: {} records recovered{}", rec.records.size(),
                     rec.tail == txlog::Recovery::torn ? ", torn tail dropped" : ""));
   n.tick_at = 0;
-  n.flush_scheduled = false;
   int64_t now = m_s.now_us() / k_ms;
   (void)n.store.make_durable();  // as the server does before recovery counts commits done
   auto a = n.core->start(now, now, n.store.applied_txids());
-  exec_part(j, a);  // the redo of lost commits is applied here
+  n.exec->execute(a);  // the redo of lost commits is applied here
   // A prepared participant never forgets: every YES it gave is still prepared (or applied).
   for (auto& txid : n.voted_yes)
     if (!n.core->find(txid) && !n.store.current().history.count(txid) && !heuristic_at(txid, j))
@@ -767,135 +917,22 @@ void Cluster::start_part(int j) {
   check_part(j, true);
 }
 
-void Cluster::step_part(int j, participant::Event e) {
-  auto& n = m_parts[j];
-  ++m_events;
-  if (m_opt.trace) {
-    std::string what = std::visit(
-        [](auto& x) -> std::string {
-          using T = std::decay_t<decltype(x)>;
-          if constexpr (std::is_same_v<T, participant::ev::Prepare>) return "PREPARE " + x.msg.txid;
-          if constexpr (std::is_same_v<T, participant::ev::Commit>) return "COMMIT " + x.txid;
-          if constexpr (std::is_same_v<T, participant::ev::Abort>) return "ABORT " + x.txid;
-          if constexpr (std::is_same_v<T, participant::ev::Read>) return "READ " + x.key;
-          if constexpr (std::is_same_v<T, participant::ev::Durable>)
-            return fmt::format("durable type {} {}", x.type, x.txid);
-          if constexpr (std::is_same_v<T, participant::ev::Applied>) return "applied";
-          if constexpr (std::is_same_v<T, participant::ev::Flush>) return "flush";
-          if constexpr (std::is_same_v<T, participant::ev::Outcome>)
-            return "outcome of " + x.txid + ": " +
-                   (x.decision ? protocol::encode(*x.decision) : std::string("lost"));
-          if constexpr (std::is_same_v<T, participant::ev::Tick>) return "tick";
-          if constexpr (std::is_same_v<T, participant::ev::Resolve>) return "resolve";
-          return "log full";
-        },
-        e);
-    trace(name(K_PART, j), what);
-  }
-  participant::Actions a;
-  int64_t now = m_s.now_us() / k_ms;
-  n.core->step(now, now, std::move(e), a);
-  exec_part(j, a);
-  check_part(j, true);
-}
+void Cluster::step_part(int j, participant::Event e) { m_parts[j].exec->step(std::move(e)); }
 
-void Cluster::exec_part(int j, participant::Actions& a) {
+void Cluster::part_ask(int j, const participant::act::Ask& q) {
   auto& n = m_parts[j];
-  for (auto& x : a.list) {
-    if (auto* ap = std::get_if<participant::act::Append>(&x)) {
-      trace(name(K_PART, j), fmt::format("  append type {} {}", ap->type, ap->txid));
-      if (ap->type == participant::k_rec_aborted && n.voted_yes.count(ap->txid) &&
-          !heuristic_at(ap->txid, j)) {
-        auto& t = m_txns[ap->txid];
-        if (t.decided_at)
-          violation(name(K_PART, j) + " aborted " + ap->txid + ", which its leader committed");
-        else if (!t.leader_aborted)
-          violation(name(K_PART, j) + " aborted " + ap->txid +
-                    " alone, after voting YES, without its leader's decision");
-      }
-      std::function<void()> done;
-      if (ap->mode != participant::act::Append::none)
-        done = [this, j, type = ap->type, txid = ap->txid] {
-          step_part(j, participant::ev::Durable{type, txid, 1});
-        };
-      append(K_PART, j, n.log, ap->type, std::move(ap->payload), ap->txid,
-             static_cast<int>(ap->mode), std::move(done));
-    } else if (auto* ap = std::get_if<participant::act::Apply>(&x)) {
-      for (auto& [txid, ops] : ap->batch) {
-        trace(name(K_PART, j), "  apply " + txid);
-        auto h = m_heur.find({txid, j});
-        if (!m_txns[txid].decided_at && (h == m_heur.end() || !h->second))
-          violation(name(K_PART, j) + " applied " + txid + ", which its leader did not commit");
-        (void)n.store.apply(txid, *ops);
-      }
-      if (m_rng.chance(0.3)) (void)n.store.make_durable();  // a checkpoint happened
-      step_part(j, participant::ev::Applied{});
-    } else if (auto* r = std::get_if<participant::act::Reply>(&x)) {
-      auto it = n.waiting.find(r->client);
-      if (it == n.waiting.end()) continue;
-      std::string line = participant::encode(r->msg);
-      trace(name(K_PART, j), "  reply: " + line);
-      if (auto* v = std::get_if<protocol::Vote>(&r->msg); v && v->kind == protocol::Vote::yes) {
-        const std::string& txid = it->second.txid;
-        if (!n.durable_prepared.count(txid))
-          violation(name(K_PART, j) + " voted YES on " + txid +
-                    " before its PREPARED record was durable");
-        n.voted_yes.insert(txid);
-      }
-      reply(it->second, line);
-      n.waiting.erase(it);
-    } else if (auto* q = std::get_if<participant::act::Ask>(&x)) {
-      trace(name(K_PART, j), "  ask " + q->leader_addr + " OUTCOME " + q->txid);
-      int l = -1;
-      for (size_t i = 0; i < m_leaders.size(); ++i)
-        if (q->leader_addr == fmt::format("leader{}:5000", i)) l = static_cast<int>(i);
-      if (l < 0) {
-        violation("unknown leader address " + q->leader_addr);
-        continue;
-      }
-      request(chan(K_PART, j, K_LEADER, l),
-              protocol::encode(protocol::OutcomeQuery{q->txid, q->held_ms, q->heuristic, q->rid}),
-              [this, j, txid = q->txid, report = q->heuristic.has_value(),
-               gen = n.gen](Result<std::string> r) {
-                if (m_parts[j].alive && m_parts[j].gen == gen)
-                  step_part(j, participant::ev::Outcome{txid, protocol::parse_decision(r), report});
-              });
-    } else if (auto* rw = std::get_if<participant::act::Rewrite>(&x)) {
-      trace(name(K_PART, j), fmt::format("  rewrite log: {} live records", rw->live.size()));
-      m_result.features.set(pressure() ? f_pressure : f_rewrites);
-      (void)n.store.make_durable();
-      SimLog::Pending p;
-      p.is_rewrite = true;
-      for (auto& rec : rw->live) p.image += txlog::frame(rec.type, rec.payload);
-      n.log.pending.push_back(std::move(p));
-      uint64_t upto = n.store.applied_seq();
-      // The applied marks go once the rewrite is durable, at the next sync.
-      n.log.pending.push_back({});
-      n.log.pending.back().done = [this, j, upto] { (void)m_parts[j].store.prune_applied(upto); };
-    } else if (auto* note = std::get_if<participant::act::Note>(&x)) {
-      trace(name(K_PART, j), "  note: " + note->text);
-    }
-  }
-  if (a.wake_at && (n.tick_at == 0 || a.wake_at < n.tick_at)) {
-    n.tick_at = a.wake_at;
-    at_node(K_PART, j, a.wake_at * k_ms, [this, j, t = a.wake_at] {
-      if (m_parts[j].tick_at != t) return;
-      m_parts[j].tick_at = 0;
-      step_part(j, participant::ev::Tick{});
-    });
-  }
-  if (a.flush && !n.flush_scheduled) {
-    n.flush_scheduled = true;
-    at_node(K_PART, j, m_s.now_us() + m_rng.range(0, 300), [this, j] {
-      m_parts[j].flush_scheduled = false;
-      step_part(j, participant::ev::Flush{});
-    });
-  }
-  if (n.log.bytes() > rewrite_past() && m_rng.chance(0.2)) {
-    bool queued = false;
-    for (auto& p : n.log.pending) queued |= p.is_rewrite;
-    if (!queued) step_part(j, participant::ev::LogFull{});
-  }
+  trace(name(K_PART, j), "  ask " + q.leader_addr + " OUTCOME " + q.txid);
+  int l = -1;
+  for (size_t i = 0; i < m_leaders.size(); ++i)
+    if (q.leader_addr == fmt::format("leader{}:5000", i)) l = static_cast<int>(i);
+  if (l < 0) return violation("unknown leader address " + q.leader_addr);
+  request(chan(K_PART, j, K_LEADER, l),
+          protocol::encode(protocol::OutcomeQuery{q.txid, q.held_ms, q.heuristic, q.rid}),
+          [this, j, txid = q.txid, report = q.heuristic.has_value(),
+           gen = n.gen](Result<std::string> r) {
+            if (m_parts[j].alive && m_parts[j].gen == gen)
+              step_part(j, participant::ev::Outcome{txid, protocol::parse_decision(r), report});
+          });
 }
 
 void Cluster::check_part(int j, bool restarted) {
@@ -986,6 +1023,8 @@ void Cluster::crash(Kind k, int i) {
     auto& n = m_parts[i];
     n.alive = false;
     ++n.gen;
+    n.exec.reset();
+    n.io.reset();
     n.core.reset();
     n.waiting.clear();
     n.tick_at = 0;
