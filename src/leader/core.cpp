@@ -275,6 +275,11 @@ void Core::resume(int64_t now, Actions& out) {
 }
 
 void Core::on(int64_t now, ev::Txn& e, Actions& out) {
+  // Fail fast: no decision can be taken now. Nothing is prepared.
+  if (m_cfg.shared_store && !m_store_up)
+    return out.list.push_back(act::Reply{
+        e.client, reply(ClientReply::error, "UNAVAILABLE",
+                        "the decision store (etcd) is unreachable; try again")});
   if (m_paused) {
     if (m_paused->held.size() >= k_max_held)
       out.list.push_back(act::Reply{
@@ -583,6 +588,10 @@ void Core::on(int64_t, ev::Result& e, Actions& out) {
     return;
   }
   auto it = m_rids.find(e.rid);
+  // Several leaders over a shared store: the request may be another's. Committed ones are in
+  // the store; any other is not known here, so never "aborted" (on RidFound).
+  if (it == m_rids.end() && m_cfg.shared_store)
+    return out.list.push_back(act::FindRid{e.client, e.rid});
   if (it == m_rids.end()) {
     // Unknown: record it as aborted, so the request arriving later is refused instead of
     // committed behind the client's back.
@@ -599,6 +608,65 @@ void Core::on(int64_t, ev::Result& e, Actions& out) {
   }
   out.list.push_back(act::Reply{e.client, std::move(r)});
 }
+
+// --- a shared decision store: another leader's transactions (docs/decision-store.md) -------
+
+void Core::on(int64_t, ev::Looked& e, Actions& out) {
+  ClientReply r;
+  if (!e.facts) {
+    r = reply(ClientReply::error, "UNAVAILABLE", e.facts.status().message());
+  } else if (e.facts->committed) {
+    r.kind = ClientReply::committed;
+  } else if (e.facts->aborted) {
+    r.kind = ClientReply::aborted;
+  } else {
+    // Takeover: a transaction whose leader is gone (its lease expired), or that a participant
+    // held in doubt past --takeover-after, is settled as aborted by this leader. Fenced
+    // unless overdue: the abort key is created only while the owner's key is still gone, so
+    // an owner back in time decides itself.
+    bool overdue = e.held_ms >= 0 && e.held_ms >= m_cfg.takeover_after_ms;
+    if (!e.facts->owner_alive || overdue)
+      return out.list.push_back(act::Settle{e.client, e.txid, e.owner, !overdue});
+    r.kind = ClientReply::pending;  // the owner decides
+  }
+  out.list.push_back(act::Reply{e.client, std::move(r)});
+}
+
+void Core::on(int64_t, ev::Settled& e, Actions& out) {
+  ClientReply r;
+  if (!e.result) {
+    r = reply(ClientReply::error, "UNAVAILABLE", e.result.status().message());
+  } else {
+    switch (*e.result) {
+      case SettleResult::committed:
+        r.kind = ClientReply::committed;
+        break;
+      case SettleResult::settled:
+      case SettleResult::aborted:
+        r.kind = ClientReply::aborted;
+        break;
+      case SettleResult::owner_back:
+        r.kind = ClientReply::pending;
+        break;
+    }
+  }
+  out.list.push_back(act::Reply{e.client, std::move(r)});
+}
+
+void Core::on(int64_t, ev::RidFound& e, Actions& out) {
+  ClientReply r;
+  if (!e.txid) {
+    r = reply(ClientReply::error, "UNAVAILABLE", e.txid.status().message());
+  } else if (e.txid->empty()) {
+    r.kind = ClientReply::pending;
+  } else {
+    r.kind = ClientReply::committed;
+    r.txid = *e.txid;
+  }
+  out.list.push_back(act::Reply{e.client, std::move(r)});
+}
+
+void Core::on(int64_t, ev::StoreHealth& e, Actions&) { m_store_up = e.up; }
 
 protocol::Decision Core::decision(const std::string& txid) const {
   auto it = m_txns.find(txid);
@@ -622,7 +690,10 @@ void Core::on(int64_t, ev::Outcome& e, Actions& out) {
   // Another leader's transaction (several leaders over the same participants): this leader
   // knows nothing of it, and presumed abort holds only for its own ids. PENDING, never a
   // guess; with an etcd decision store the server answers such a query from etcd instead.
-  if (e.txid.substr(0, e.txid.find('.')) != m_cfg.id) {
+  if (std::string owner = e.txid.substr(0, e.txid.find('.')); owner != m_cfg.id) {
+    // With a shared decision store, the store knows, or this leader settles it (on Looked).
+    if (m_cfg.shared_store)
+      return out.list.push_back(act::Lookup{e.client, e.txid, std::move(owner), e.held_ms});
     r.kind = ClientReply::pending;
     out.list.push_back(act::Reply{e.client, std::move(r)});
     return;

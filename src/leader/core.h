@@ -87,6 +87,27 @@ struct CoreConfig {
   int64_t resend_max_ms = 3200;  // backoff cap
   // A participant's line limit until its link says otherwise (the participants' default).
   size_t peer_max_line = protocol::k_default_max_line;
+  // A decision store shared with other leaders (etcd): another leader's transactions are
+  // looked up there and settled by this leader when their own is gone, and a request id
+  // unknown here may be another's (docs/decision-store.md).
+  bool shared_store = false;
+  // Shared store: a transaction a participant has held in doubt this long may be settled
+  // even while its leader lives (--takeover-after).
+  int64_t takeover_after_ms = 2000;
+};
+
+// What a shared decision store holds of another leader's transaction (act::Lookup).
+struct StoreFacts {
+  bool committed = false;    // a batch of its leader holds its decision
+  bool aborted = false;      // a settler's abort key exists
+  bool owner_alive = false;  // its leader's key is held by a live lease
+};
+// How an act::Settle ended.
+enum class SettleResult {
+  committed,   // a batch of the owner holds it after all: committed
+  settled,     // this leader's abort key was created: aborted
+  aborted,     // another settler's abort key was there: aborted
+  owner_back,  // the owner's key is back (fenced settle): the owner decides
 };
 
 namespace ev {
@@ -131,6 +152,7 @@ struct Outcome {
   std::optional<bool> heuristic;  // the participant's outcome: true commit, false abort
   std::string rid;                // the client's request id, as the participant knows it
   size_t part = SIZE_MAX;         // the reporting participant (SIZE_MAX: not one of ours)
+  int64_t held_ms = -1;           // how long the participant has held it in doubt (-1: unsaid)
 };
 // FORGET TXID: an operator acknowledged TXID's heuristic mismatches.
 struct Forget {
@@ -171,6 +193,30 @@ struct Durable {  // the forced record `type` (COMMIT or HEURISTIC) of txid is d
 struct Refused {
   std::string txid;
 };
+// The answer to act::Lookup (an error: the store could not say).
+struct Looked {
+  ClientId client = 0;
+  std::string txid, owner;
+  int64_t held_ms = -1;
+  tpc::Result<StoreFacts> facts = StoreFacts{};
+};
+// The answer to act::Settle.
+struct Settled {
+  ClientId client = 0;
+  std::string txid, owner;
+  bool overdue = false;
+  tpc::Result<SettleResult> result = SettleResult::owner_back;
+};
+// The answer to act::FindRid: the txid that committed request `rid` ("": none known).
+struct RidFound {
+  ClientId client = 0;
+  std::string rid;
+  tpc::Result<std::string> txid = std::string();
+};
+// A shared decision store became reachable with this leader's lease held (up), or not.
+struct StoreHealth {
+  bool up = true;
+};
 struct LinkUp {
   size_t part = 0;
   size_t max_line = 0;  // the longest line the participant accepts (its HELLO); 0: not said
@@ -194,8 +240,9 @@ struct Resume {
 }  // namespace ev
 using Event = std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Forget,
                            ev::Vote, ev::CommitReply, ev::AbortReply, ev::ReadReply, ev::ScanReply,
-                           ev::ScanChecked, ev::Durable, ev::Refused, ev::LinkUp, ev::LinkDown,
-                           ev::Tick, ev::LogFull, ev::Pause, ev::Resume>;
+                           ev::ScanChecked, ev::Durable, ev::Refused, ev::Looked, ev::Settled,
+                           ev::RidFound, ev::StoreHealth, ev::LinkUp, ev::LinkDown, ev::Tick,
+                           ev::LogFull, ev::Pause, ev::Resume>;
 
 // What a client is told.
 struct ClientReply {
@@ -247,8 +294,29 @@ struct Trace {  // a step of a transaction the client asked to trace
   std::string txid, rid, text;
   bool finished = false;
 };
+// Shared store: read what it holds of `txid`, a transaction of leader `owner`; answer with
+// ev::Looked (echoing the fields).
+struct Lookup {
+  ClientId client = 0;
+  std::string txid, owner;
+  int64_t held_ms = -1;
+};
+// Shared store: settle `txid` of leader `owner` as aborted: create its abort key only if
+// absent and, when `fenced`, only while the owner's key is gone; read the owner's batches in
+// the same transaction. Answer with ev::Settled.
+struct Settle {
+  ClientId client = 0;
+  std::string txid, owner;
+  bool fenced = true;
+};
+// Shared store: which transaction committed request `rid`; answer with ev::RidFound.
+struct FindRid {
+  ClientId client = 0;
+  std::string rid;
+};
 }  // namespace act
-using Action = std::variant<act::Append, act::Send, act::Reply, act::Rewrite, act::Trace>;
+using Action = std::variant<act::Append, act::Send, act::Reply, act::Rewrite, act::Trace,
+                            act::Lookup, act::Settle, act::FindRid>;
 
 struct Actions {
   std::vector<Action> list;
@@ -339,6 +407,10 @@ class Core {
   void on(int64_t now, ev::ReadReply& e, Actions& out);
   void on(int64_t now, ev::Durable& e, Actions& out);
   void on(int64_t now, ev::Refused& e, Actions& out);
+  void on(int64_t now, ev::Looked& e, Actions& out);
+  void on(int64_t now, ev::Settled& e, Actions& out);
+  void on(int64_t now, ev::RidFound& e, Actions& out);
+  void on(int64_t now, ev::StoreHealth& e, Actions& out);
   void on(int64_t now, ev::LinkUp& e, Actions& out);
   void on(int64_t now, ev::LinkDown& e, Actions& out);
   void on(int64_t now, ev::Tick& e, Actions& out);
@@ -389,6 +461,7 @@ class Core {
   std::map<uint64_t, PendingScan> m_scans;
   uint64_t m_next_read = 1;
   size_t m_read_rr = 0;
+  bool m_store_up = true;  // shared store: reachable, with this leader's lease held
   uint64_t m_committed = 0;
   uint64_t m_aborted = 0;
   struct Paused {

@@ -329,14 +329,14 @@ void EtcdDecisions::keepalive() {
       if (!*alive) return;
       if (!r) {
         if (m_healthy) log::warn("decision store: lease keepalive failed: {}", r.status().message());
-        m_healthy = false;
+        set_healthy(false);
       } else if (*r == 0) {
         log::error("decision store: lease {} expired; taking a new one", m_lease);
-        m_healthy = false;
+        set_healthy(false);
         return relet();
       } else {
         if (!m_healthy) log::info("decision store: reachable again");
-        m_healthy = true;
+        set_healthy(true);
       }
       keepalive();
     });
@@ -367,7 +367,7 @@ void EtcdDecisions::relet() {
       m_reletting = false;
       if (t && t->succeeded) {
         m_lease = lease;
-        m_healthy = true;
+        set_healthy(true);
         log::info("decision store: new lease {}", lease);
       }
       keepalive();
@@ -451,7 +451,7 @@ void EtcdDecisions::send(std::shared_ptr<Batch> b) {
     if (!r) {
       // etcd could not say whether it landed: the same batch again, until it can.
       if (m_healthy) log::warn("decision store: {}; retrying", r.status().message());
-      m_healthy = false;
+      set_healthy(false);
       m_retry_timer.expires_after(std::chrono::milliseconds(k_retry_ms));
       m_retry_timer.async_wait([this, alive, b](boost::system::error_code ec) {
         if (ec || !*alive) return;
@@ -466,7 +466,7 @@ void EtcdDecisions::send(std::shared_ptr<Batch> b) {
     };
     if (r->succeeded || !found(0).empty()) {
       // Landed (now, or an earlier attempt whose reply was lost).
-      m_healthy = true;
+      set_healthy(true);
       landed(*b);
     } else {
       for (auto& e : b->ends) m_ends.push_back(std::move(e));
@@ -474,7 +474,7 @@ void EtcdDecisions::send(std::shared_ptr<Batch> b) {
         // This leader lost its lease: nothing of the batch landed, nor can it under that
         // lease. Undecided: the caller tries again, under the next lease, where an abort
         // key written meanwhile is found.
-        m_healthy = false;
+        set_healthy(false);
         relet();
         for (auto& p : b->items)
           p.cb(Status::error("UNAVAILABLE", "decision store: this leader's lease was lost"));
@@ -504,57 +504,62 @@ void EtcdDecisions::landed(Batch& b) {
   for (auto& p : b.items) p.cb(true);
 }
 
-void EtcdDecisions::settle(const std::string& txid, const std::string& owner, int64_t held_ms,
-                           std::function<void(Result<protocol::Decision>)> cb) {
-  // First a read: a batch of the owner's holding it (committed), its abort key, the owner.
+void EtcdDecisions::set_healthy(bool up) {
+  if (m_healthy == up) return;
+  m_healthy = up;
+  if (m_on_health) m_on_health(up);
+}
+
+namespace {
+// Whether one of the batches `bs` holds a decision of `txid`.
+bool batches_hold(const std::vector<etcd::KeyValue>& bs, const std::string& txid) {
+  for (const auto& kv : bs) {
+    auto ds = decode_batch(kv.value);
+    if (!ds) continue;  // not a batch: it decides nothing
+    for (const auto& d : *ds)
+      if (d.first == txid) return true;
+  }
+  return false;
+}
+}  // namespace
+
+void EtcdDecisions::lookup(const std::string& txid, const std::string& owner,
+                           std::function<void(Result<StoreFacts>)> cb) {
   etcd::Txn read;
   std::string batches = batches_of(owner);
   read.success.push_back(etcd::Op::range(batches, etcd::prefix_end(batches)));
   read.success.push_back(etcd::Op::get(abort_key(txid)));
   read.success.push_back(etcd::Op::get(leader_key(owner)));
-  auto holds = [txid](const std::vector<etcd::KeyValue>& bs) {
-    for (const auto& kv : bs) {
-      auto ds = decode_batch(kv.value);
-      if (!ds) continue;  // not a batch: it decides nothing
-      for (const auto& d : *ds)
-        if (d.first == txid) return true;
-    }
-    return false;
-  };
-  bool overdue = held_ms >= 0 && held_ms >= m_o.takeover_after_ms;
-  m_client->txn(read, [this, alive = m_alive, txid, owner, overdue, batches, holds,
-                       cb = std::move(cb)](Result<etcd::TxnResult> r) mutable {
+  m_client->txn(read, [alive = m_alive, txid, cb = std::move(cb)](Result<etcd::TxnResult> r) {
     if (!*alive) return;
     if (!r) return cb(r.status());
     if (r->results.size() != 3) return cb(Status::error("UNAVAILABLE", "etcd: short reply"));
-    if (holds(r->results[0])) return cb(protocol::Decision::committed);
-    if (!r->results[1].empty()) return cb(protocol::Decision::aborted);
-    bool owner_gone = r->results[2].empty();
-    if (!owner_gone && !overdue) return cb(protocol::Decision::pending);  // the owner decides
-    // Settle: the abort key, only if absent (and, unless overdue, the owner still gone);
-    // the owner's batches read in the same transaction: one created before holds it, none
-    // can be created after (its create compares the abort key absent).
-    etcd::Txn t;
-    t.compare.push_back(etcd::Compare::absent(abort_key(txid)));
-    if (!overdue) t.compare.push_back(etcd::Compare::absent(leader_key(owner)));
-    t.success.push_back(etcd::Op::put(abort_key(txid), k_abort));
-    t.success.push_back(etcd::Op::range(batches, etcd::prefix_end(batches)));
-    t.failure.push_back(etcd::Op::get(abort_key(txid)));
-    t.failure.push_back(etcd::Op::range(batches, etcd::prefix_end(batches)));
-    m_client->txn(t, [alive, txid, owner, overdue, holds, cb = std::move(cb)](
-                         Result<etcd::TxnResult> r) {
-      if (!*alive) return;
-      if (!r) return cb(r.status());
-      if (r->results.size() != 2) return cb(Status::error("UNAVAILABLE", "etcd: short reply"));
-      if (holds(r->results[1])) return cb(protocol::Decision::committed);
-      if (r->succeeded) {
-        log::warn("settled {} as aborted: its leader {} {}", txid, owner,
-                  overdue ? "held it past --takeover-after" : "is gone (its lease expired)");
-        return cb(protocol::Decision::aborted);
-      }
-      if (!r->results[0].empty()) return cb(protocol::Decision::aborted);
-      cb(protocol::Decision::pending);  // the owner came back meanwhile: it decides
-    });
+    StoreFacts f;
+    f.committed = batches_hold(r->results[0], txid);
+    f.aborted = !r->results[1].empty();
+    f.owner_alive = !r->results[2].empty();
+    cb(f);
+  });
+}
+
+void EtcdDecisions::settle(const std::string& txid, const std::string& owner, bool fenced,
+                           std::function<void(Result<SettleResult>)> cb) {
+  std::string batches = batches_of(owner);
+  etcd::Txn t;
+  t.compare.push_back(etcd::Compare::absent(abort_key(txid)));
+  if (fenced) t.compare.push_back(etcd::Compare::absent(leader_key(owner)));
+  t.success.push_back(etcd::Op::put(abort_key(txid), k_abort));
+  t.success.push_back(etcd::Op::range(batches, etcd::prefix_end(batches)));
+  t.failure.push_back(etcd::Op::get(abort_key(txid)));
+  t.failure.push_back(etcd::Op::range(batches, etcd::prefix_end(batches)));
+  m_client->txn(t, [alive = m_alive, txid, cb = std::move(cb)](Result<etcd::TxnResult> r) {
+    if (!*alive) return;
+    if (!r) return cb(r.status());
+    if (r->results.size() != 2) return cb(Status::error("UNAVAILABLE", "etcd: short reply"));
+    if (batches_hold(r->results[1], txid)) return cb(SettleResult::committed);
+    if (r->succeeded) return cb(SettleResult::settled);
+    if (!r->results[0].empty()) return cb(SettleResult::aborted);
+    cb(SettleResult::owner_back);  // the owner came back meanwhile: it decides
   });
 }
 

@@ -35,6 +35,7 @@
 
 #include "common/status.h"
 #include "etcd/client.h"
+#include "leader/core.h"
 #include "protocol/messages.h"
 
 namespace tpc::leader {
@@ -106,15 +107,17 @@ class EtcdDecisions {
   // does not answer, the same batch is sent again every 200 ms (so it lands once at most).
   // Decisions asked for while a batch is in flight go together in the next one.
   void decide(const std::string& txid, std::string payload, std::function<void(Result<bool>)> cb);
-  // The outcome of `txid`, a transaction of another leader `owner`, that a participant has
-  // held in doubt for `held_ms` (-1: unknown). Committed if a batch of `owner` holds it;
-  // else aborted if its abort key exists; else, if `owner`'s key is gone (its lease expired:
-  // it is dead, or was paused past its lease) or `held_ms` reached --takeover-after, settles
-  // it: creates the abort key, only if still absent (and the owner's key still gone), then
-  // reads the owner's batches again in the same etcd transaction; else pending (the owner
-  // decides). Error UNAVAILABLE when etcd cannot say.
-  void settle(const std::string& txid, const std::string& owner, int64_t held_ms,
-              std::function<void(Result<protocol::Decision>)> cb);
+  // What the store holds of `txid`, a transaction of another leader `owner` (one read): a
+  // batch of `owner` holding it (committed), its abort key, `owner`'s key. Error
+  // UNAVAILABLE when etcd cannot say. (Whether to settle is the core's rule: ev::Looked.)
+  void lookup(const std::string& txid, const std::string& owner,
+              std::function<void(Result<StoreFacts>)> cb);
+  // Settles `txid` of `owner` as aborted: creates its abort key, only if absent and, when
+  // `fenced`, only while `owner`'s key is still gone; reads `owner`'s batches in the same
+  // etcd transaction (one created before holds it; none can be created after, as its create
+  // compares the abort key absent). Error UNAVAILABLE when etcd cannot say.
+  void settle(const std::string& txid, const std::string& owner, bool fenced,
+              std::function<void(Result<SettleResult>)> cb);
   // The txid of request `rid` if some leader committed it in the last half hour or more;
   // "" when none did (it may still be deciding at its leader); error UNAVAILABLE.
   void find_rid(const std::string& rid, std::function<void(Result<std::string>)> cb);
@@ -130,6 +133,8 @@ class EtcdDecisions {
   void end(const std::string& txid);
   // The last call to etcd succeeded and the lease is held.
   bool healthy() const { return m_healthy; }
+  // Called (on the io_context) whenever healthy() changes.
+  void on_health(std::function<void(bool)> f) { m_on_health = std::move(f); }
   const std::string& endpoint() const { return m_client->endpoint(); }
 
  private:
@@ -157,6 +162,8 @@ class EtcdDecisions {
   std::string leader_key(const std::string& id) const { return m_o.prefix + "leaders/" + id; }
   std::string rid_key(const std::string& rid) const { return m_o.prefix + "r/" + rid; }
   void renew_rid_lease();
+  void set_healthy(bool up);
+  std::function<void(bool)> m_on_health;
 
   DecisionStoreOptions m_o;
   std::shared_ptr<etcd::Client> m_client;   // leases, settling, ends, request ids

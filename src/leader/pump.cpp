@@ -97,6 +97,21 @@ void Server::execute(Actions& a) {
           });
     } else if (auto* t = std::get_if<act::Trace>(&action)) {
       record_trace(*t);
+    } else if (auto* l = std::get_if<act::Lookup>(&action)) {
+      m_decisions->lookup(l->txid, l->owner, [this, l = *l](Result<StoreFacts> f) {
+        step(ev::Looked{l.client, l.txid, l.owner, l.held_ms, std::move(f)});
+      });
+    } else if (auto* st = std::get_if<act::Settle>(&action)) {
+      m_decisions->settle(st->txid, st->owner, st->fenced, [this, st = *st](Result<SettleResult> r) {
+        if (r && *r == SettleResult::settled)
+          log::warn("settled {} as aborted: its leader {} {}", st.txid, st.owner,
+                    st.fenced ? "is gone (its lease expired)" : "held it past --takeover-after");
+        step(ev::Settled{st.client, st.txid, st.owner, !st.fenced, std::move(r)});
+      });
+    } else if (auto* fr = std::get_if<act::FindRid>(&action)) {
+      m_decisions->find_rid(fr->rid, [this, fr = *fr](Result<std::string> txid) {
+        step(ev::RidFound{fr.client, fr.rid, std::move(txid)});
+      });
     }
     last_commit_sent = commit_sent;
   }

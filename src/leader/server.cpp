@@ -174,6 +174,8 @@ Server::Server(asio::io_context& io, Config cfg)
   cc.advertise = m_cfg.advertise;
   cc.prepare_timeout_ms = m_cfg.prepare_timeout_ms;
   cc.resend_ms = m_cfg.resend_interval_ms;
+  cc.shared_store = etcd_start.has_value();
+  cc.takeover_after_ms = m_cfg.takeover_after_ms;
   m_core = std::make_unique<Core>(std::move(cc));
   std::vector<txlog::Record> recovered;
   m_log = txlog::Log::open(txlog::open_posix_file(m_cfg.data_dir + "/txlog"),
@@ -190,6 +192,9 @@ Server::Server(asio::io_context& io, Config cfg)
     dso.endpoints = etcd_start->endpoints;
     m_decisions = std::make_unique<EtcdDecisions>(io, dso, *etcd_start);
     m_decisions->set_preparing([this] { return m_core->preparing(); });
+    m_decisions->on_health([this](bool up) {
+      asio::post(m_io, [this, up] { step(ev::StoreHealth{up}); });
+    });
     m_decisions->start();
     log::info("decision store: etcd at {}, prefix {}, lease {}; {} decisions to finish",
               m_cfg.decision_store, dso.prefix, etcd_start->lease,
@@ -474,9 +479,6 @@ void Server::handle(const std::string& line, Reply reply) {
     auto ops = protocol::parse_ops(ops_tokens, 0);
     if (!ops) return fail(ops.status());
     step(ev::Txn{client(reply, true), "", std::move(*ops), false});
-  } else if (verb == "TXN" && m_decisions && !m_decisions->healthy()) {
-    // Fail fast: a decision could not be taken now. Nothing is prepared.
-    fail(Status::error("UNAVAILABLE", "the decision store (etcd) is unreachable; try again"));
   } else if (verb == "TXN") {
     if (t.size() < 3) return fail(Status::error("PROTO", "usage: TXN RID|- [trace] OP [OP...]"));
     std::string rid = t[1] == "-" ? "" : std::string(t[1]);
@@ -519,45 +521,18 @@ void Server::handle(const std::string& line, Reply reply) {
     if (t.size() != 2) return fail(Status::error("PROTO", "usage: RESULT RID"));
     if (Status s = protocol::check_request_id(t[1]); !s) return fail(s);
     std::string rid(t[1]);
-    if (m_decisions && !m_core->knows_rid(rid)) {
-      // Several leaders: the request may be another's. Committed ones are in etcd; any other
-      // is not known here, so never "aborted" (its own leader may still commit it): PENDING.
-      m_decisions->find_rid(rid, [reply](Result<std::string> txid) {
-        if (!txid)
-          reply.send(LineBuilder("ERR").raw("UNAVAILABLE").text(txid.status().message()).str());
-        else if (txid->empty())
-          reply.send("PENDING");
-        else
-          reply.send("COMMITTED " + *txid);
-      });
-      return;
-    }
     step(ev::Result{client(reply), std::move(rid)});
   } else if (verb == "OUTCOME") {
     auto q = protocol::decode_outcome_query(t);
     if (!q) return fail(q.status());
-    std::string owner = q->txid.substr(0, q->txid.find('.'));
-    if (m_decisions && owner != m_cfg.id) {
-      // Another leader's transaction: the decision store knows, or this leader settles it
-      // if that leader is gone or held it too long (docs/decision-store.md, takeover).
-      m_decisions->settle(q->txid, owner, q->held_ms,
-                          [reply, txid = q->txid](Result<protocol::Decision> d) {
-        log::debug("OUTCOME {} of leader {}: {}", txid, txid.substr(0, txid.find('.')),
-                   d ? protocol::encode(*d) : d.status().message());
-        if (!d)
-          reply.send(LineBuilder("ERR").raw("UNAVAILABLE").text(d.status().message()).str());
-        else
-          reply.send(protocol::encode(*d));
-      });
-      return;
-    }
     // A report of an operator's outcome names its participant by the node id this leader
     // pinned for it: any other peer's report is answered, never recorded.
     size_t part = SIZE_MAX;
     if (q->heuristic && reply.peer().role == "participant" && !reply.peer().node.empty())
       for (size_t i = 0; i < m_pins.size(); ++i)
         if (m_pins[i].node == reply.peer().node) part = i;
-    step(ev::Outcome{client(reply), std::move(q->txid), q->heuristic, std::move(q->rid), part});
+    step(ev::Outcome{client(reply), std::move(q->txid), q->heuristic, std::move(q->rid), part,
+                     q->held_ms});
   } else if (verb == "HEURISTICS") {
     // HEURISTICS COUNT {TXID RID|- PARTICIPANT DECIDED THEIRS}
     if (t.size() != 1) return fail(Status::error("PROTO", "usage: HEURISTICS"));

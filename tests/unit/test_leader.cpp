@@ -665,3 +665,117 @@ TEST_SUITE("leader heuristics") {
     CHECK(m->their_commit);
   }
 }
+
+// Several leaders over a shared decision store (etcd): another leader's transactions are
+// looked up there, and settled by this core's rule (takeover, fencing); the store only
+// executes (docs/decision-store.md).
+TEST_SUITE("leader shared store") {
+  CoreConfig shared() {
+    CoreConfig c = config();
+    c.shared_store = true;
+    c.takeover_after_ms = 2000;
+    return c;
+  }
+  ClientReply::Kind kind_of(const Actions& a, ClientId c) {
+    auto r = Driver::reply_to(a, c);
+    REQUIRE(r.has_value());
+    return r->kind;
+  }
+
+  TEST_CASE("OUTCOME of another leader's transaction is looked up in the store") {
+    Driver d(shared());
+    auto a = d.step(ev::Outcome{4, "M.3.9", std::nullopt, "", SIZE_MAX, 150});
+    auto l = Driver::all<act::Lookup>(a);
+    REQUIRE(l.size() == 1);
+    CHECK(l[0].client == 4);
+    CHECK(l[0].txid == "M.3.9");
+    CHECK(l[0].owner == "M");
+    CHECK(l[0].held_ms == 150);
+    CHECK(Driver::all<act::Reply>(a).empty());
+    // Its own transactions are not: presumed abort holds for them.
+    auto own = d.step(ev::Outcome{5, "L.1.77", std::nullopt, "", SIZE_MAX, 150});
+    CHECK(Driver::all<act::Lookup>(own).empty());
+    CHECK(kind_of(own, 5) == ClientReply::aborted);
+  }
+
+  TEST_CASE("what the store holds answers: committed, aborted, or pending while its owner lives") {
+    Driver d(shared());
+    CHECK(kind_of(d.step(ev::Looked{1, "M.3.9", "M", 100, StoreFacts{true, false, true}}), 1) ==
+          ClientReply::committed);
+    CHECK(kind_of(d.step(ev::Looked{2, "M.3.9", "M", 100, StoreFacts{false, true, false}}), 2) ==
+          ClientReply::aborted);
+    auto a = d.step(ev::Looked{3, "M.3.9", "M", 100, StoreFacts{false, false, true}});
+    CHECK(kind_of(a, 3) == ClientReply::pending);
+    CHECK(Driver::all<act::Settle>(a).empty());
+    auto e = d.step(
+        ev::Looked{6, "M.3.9", "M", 100, Status::error("UNAVAILABLE", "etcd down")});
+    CHECK(kind_of(e, 6) == ClientReply::error);
+  }
+
+  TEST_CASE("takeover: an owner that is gone is settled, fenced on its key staying gone") {
+    Driver d(shared());
+    auto a = d.step(ev::Looked{3, "M.3.9", "M", 100, StoreFacts{false, false, false}});
+    auto s = Driver::all<act::Settle>(a);
+    REQUIRE(s.size() == 1);
+    CHECK(s[0].txid == "M.3.9");
+    CHECK(s[0].owner == "M");
+    CHECK(s[0].fenced);
+    CHECK(Driver::all<act::Reply>(a).empty());  // only once the store has settled it
+  }
+
+  TEST_CASE("takeover-after: an owner alive but holding it past the bound is settled unfenced") {
+    Driver d(shared());
+    auto a = d.step(ev::Looked{3, "M.3.9", "M", 2000, StoreFacts{false, false, true}});
+    auto s = Driver::all<act::Settle>(a);
+    REQUIRE(s.size() == 1);
+    CHECK_FALSE(s[0].fenced);
+    // An unknown hold time is never overdue.
+    auto u = d.step(ev::Looked{4, "M.3.9", "M", -1, StoreFacts{false, false, true}});
+    CHECK(Driver::all<act::Settle>(u).empty());
+    CHECK(kind_of(u, 4) == ClientReply::pending);
+  }
+
+  TEST_CASE("how a settle ends decides the answer: a batch that holds it wins over the abort") {
+    Driver d(shared());
+    CHECK(kind_of(d.step(ev::Settled{1, "M.3.9", "M", false, SettleResult::committed}), 1) ==
+          ClientReply::committed);
+    CHECK(kind_of(d.step(ev::Settled{2, "M.3.9", "M", false, SettleResult::settled}), 2) ==
+          ClientReply::aborted);
+    CHECK(kind_of(d.step(ev::Settled{3, "M.3.9", "M", false, SettleResult::aborted}), 3) ==
+          ClientReply::aborted);
+    CHECK(kind_of(d.step(ev::Settled{4, "M.3.9", "M", false, SettleResult::owner_back}), 4) ==
+          ClientReply::pending);
+    CHECK(kind_of(d.step(ev::Settled{5, "M.3.9", "M", false,
+                                     Status::error("UNAVAILABLE", "etcd down")}),
+                  5) == ClientReply::error);
+  }
+
+  TEST_CASE("RESULT of a request unknown here asks the store, never presumes it aborted") {
+    Driver d(shared());
+    auto a = d.step(ev::Result{8, "r-elsewhere"});
+    auto f = Driver::all<act::FindRid>(a);
+    REQUIRE(f.size() == 1);
+    CHECK(f[0].rid == "r-elsewhere");
+    CHECK(Driver::all<act::Reply>(a).empty());
+    auto c = d.step(ev::RidFound{8, "r-elsewhere", std::string("M.3.9")});
+    CHECK(kind_of(c, 8) == ClientReply::committed);
+    CHECK(Driver::reply_to(c, 8)->txid == "M.3.9");
+    CHECK(kind_of(d.step(ev::RidFound{9, "r-x", std::string()}), 9) == ClientReply::pending);
+    // And a request that arrives later is not refused as "already aborted".
+    auto t = d.step(ev::Txn{10, "r-elsewhere", put("k"), false});
+    CHECK(Driver::sent<protocol::Prepare>(t).size() == 3);
+  }
+
+  TEST_CASE("with the store unreachable a transaction fails fast, nothing prepared") {
+    Driver d(shared());
+    d.step(ev::StoreHealth{false});
+    auto a = d.step(ev::Txn{1, "r1", put("k"), false});
+    CHECK(Driver::sent<protocol::Prepare>(a).empty());
+    auto r = Driver::reply_to(a, 1);
+    REQUIRE(r.has_value());
+    CHECK(r->kind == ClientReply::error);
+    CHECK(r->code == "UNAVAILABLE");
+    d.step(ev::StoreHealth{true});
+    CHECK(Driver::sent<protocol::Prepare>(d.step(ev::Txn{2, "r2", put("k"), false})).size() == 3);
+  }
+}
