@@ -654,6 +654,17 @@ void Core::on(int64_t, ev::Settled& e, Actions& out) {
 }
 
 void Core::on(int64_t, ev::RidFound& e, Actions& out) {
+  if (e.report) {
+    // A report of an operator's outcome of this leader's transaction: committed if the store
+    // says its request committed that transaction; else presumed aborted. An unanswered
+    // query says nothing: the participant reports again.
+    if (!e.txid)
+      return out.list.push_back(act::Reply{
+          e.client, reply(ClientReply::error, "UNAVAILABLE", e.txid.status().message())});
+    Decision d = *e.txid == e.report->txid ? Decision::committed : Decision::aborted;
+    return answer_outcome(e.client, e.report->txid, e.report->heuristic, e.rid, e.report->part, d,
+                          out);
+  }
   ClientReply r;
   if (!e.txid) {
     r = reply(ClientReply::error, "UNAVAILABLE", e.txid.status().message());
@@ -708,14 +719,28 @@ void Core::on(int64_t, ev::Outcome& e, Actions& out) {
                                             rid != m_rids.end() && rid->second.txid == e.txid &&
                                             rid->second.decision == Decision::committed)
       d = Decision::committed;
+    else if (d == Decision::aborted && !e.rid.empty() && rid == m_rids.end() &&
+             m_cfg.shared_store)
+      // With a shared store, a commit ended in an earlier incarnation is known there only
+      // (its batch is gone, its request id kept): asked before a mismatch is recorded.
+      return out.list.push_back(
+          act::FindRid{e.client, e.rid, ReportOf{e.txid, *e.heuristic, e.part}});
   }
-  if (e.heuristic && d != Decision::pending && e.part < m_cfg.peers.size() &&
-      *e.heuristic != (d == Decision::committed)) {
+  answer_outcome(e.client, e.txid, e.heuristic, e.rid, e.part, d, out);
+}
+
+// The answer to OUTCOME of this leader's `txid`, decided `d`; with `heuristic`, a report: a
+// contradiction is recorded first.
+void Core::answer_outcome(ClientId client, const std::string& txid, std::optional<bool> heuristic,
+                          const std::string& report_rid, size_t part, Decision d, Actions& out) {
+  ClientReply r;
+  if (heuristic && d != Decision::pending && part < m_cfg.peers.size() &&
+      *heuristic != (d == Decision::committed)) {
     r.kind = d == Decision::committed ? ClientReply::committed : ClientReply::aborted;
-    std::string rid = e.rid;
-    if (auto t = m_txns.find(e.txid); t != m_txns.end() && !t->second.rid.empty())
+    std::string rid = report_rid;
+    if (auto t = m_txns.find(txid); t != m_txns.end() && !t->second.rid.empty())
       rid = t->second.rid;
-    return mismatch(Mismatch{e.txid, rid, e.part, d == Decision::committed, *e.heuristic}, e.client,
+    return mismatch(Mismatch{txid, rid, part, d == Decision::committed, *heuristic}, client,
                     std::move(r), out);
   }
   switch (d) {
@@ -729,7 +754,7 @@ void Core::on(int64_t, ev::Outcome& e, Actions& out) {
       r.kind = ClientReply::pending;
       break;
   }
-  out.list.push_back(act::Reply{e.client, std::move(r)});
+  out.list.push_back(act::Reply{client, std::move(r)});
 }
 
 void Core::on(int64_t, ev::Get& e, Actions& out) {

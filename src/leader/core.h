@@ -102,6 +102,13 @@ struct StoreFacts {
   bool aborted = false;      // a settler's abort key exists
   bool owner_alive = false;  // its leader's key is held by a live lease
 };
+// A participant's report of an operator's outcome of this leader's transaction `txid`
+// (ev::Outcome with `heuristic`) waiting for the shared store (act::FindRid).
+struct ReportOf {
+  std::string txid;
+  bool heuristic = false;
+  size_t part = SIZE_MAX;
+};
 // How an act::Settle ended.
 enum class SettleResult {
   committed,   // a batch of the owner holds it after all: committed
@@ -212,6 +219,7 @@ struct RidFound {
   ClientId client = 0;
   std::string rid;
   tpc::Result<std::string> txid = std::string();
+  std::optional<ReportOf> report;  // act::FindRid's, echoed
 };
 // A shared decision store became reachable with this leader's lease held (up), or not.
 struct StoreHealth {
@@ -309,10 +317,12 @@ struct Settle {
   std::string txid, owner;
   bool fenced = true;
 };
-// Shared store: which transaction committed request `rid`; answer with ev::RidFound.
+// Shared store: which transaction committed request `rid`; answer with ev::RidFound
+// (echoing `report`).
 struct FindRid {
   ClientId client = 0;
   std::string rid;
+  std::optional<ReportOf> report;  // asked for a participant's report
 };
 }  // namespace act
 using Action = std::variant<act::Append, act::Send, act::Reply, act::Rewrite, act::Trace,
@@ -404,6 +414,9 @@ class Core {
   void on(int64_t now, ev::AbortReply& e, Actions& out);
   // Records a mismatch once (forced); `waiter` gets `r` once it is durable (0: nobody).
   void mismatch(Mismatch m, ClientId waiter, ClientReply r, Actions& out);
+  void answer_outcome(ClientId client, const std::string& txid, std::optional<bool> heuristic,
+                      const std::string& report_rid, size_t part, protocol::Decision d,
+                      Actions& out);
   void on(int64_t now, ev::ReadReply& e, Actions& out);
   void on(int64_t now, ev::Durable& e, Actions& out);
   void on(int64_t now, ev::Refused& e, Actions& out);

@@ -110,7 +110,7 @@ void Server::execute(Actions& a) {
       });
     } else if (auto* fr = std::get_if<act::FindRid>(&action)) {
       m_decisions->find_rid(fr->rid, [this, fr = *fr](Result<std::string> txid) {
-        step(ev::RidFound{fr.client, fr.rid, std::move(txid)});
+        step(ev::RidFound{fr.client, fr.rid, std::move(txid), fr.report});
       });
     }
     last_commit_sent = commit_sent;

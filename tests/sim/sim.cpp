@@ -78,7 +78,7 @@ struct ClientTxn {
   std::string rid;
   std::vector<Op> ops;
   uint64_t invoked = 0, answered = 0;  // event numbers
-  enum Outcome { open, committed, aborted } outcome = open;
+  enum Outcome { open, committed, aborted, unknown } outcome = open;
   std::string txid;
 };
 struct ClientRead {
@@ -118,7 +118,8 @@ class Cluster {
         m_op_rng(opt.seed * 0xbf58476d1ce4e5b9ull + 7),
         m_long_rng(opt.seed * 0x94d049bb133111ebull + 11),
         m_read_rng(opt.seed * 0xd6e8feb86659fd93ull + 13),
-        m_damage_rng(opt.seed * 0xa0761d6478bd642full + 17) {}
+        m_damage_rng(opt.seed * 0xa0761d6478bd642full + 17),
+        m_store_rng(opt.seed * 0xe7037ed1a0b428dbull + 19) {}
   Report run();
 
  private:
@@ -203,6 +204,42 @@ class Cluster {
   bool damage() const { return m_opt.seed % 13 == 12; }
   void damage_log(Kind k, int i);
   bool refuses_damaged(Kind k, int i);
+  // A decision store shared by the leaders (docs/decision-store.md), in one seed of four
+  // (seed % 4 == 1): a simulated etcd holding their commit points (batches), settlers' abort
+  // keys, each leader's key under a lease of 3 s kept alive every second, incarnations and
+  // committed request ids. Its faults come from a generator of their own: quorum lost for a
+  // while, a leader cut off from it (its lease expires past 3 s), slow answers, and answers
+  // lost after the operation took effect.
+  Rng m_store_rng;
+  bool shared() const { return m_opt.seed % 4 == 1; }
+  struct SharedStore {
+    std::map<int, int64_t> lease_until;  // leader -> expiry of its key's lease (us)
+    std::map<int, uint64_t> incarnation;
+    std::map<std::string, std::pair<int, std::string>> batches;  // txid -> leader, COMMIT payload
+    std::set<std::string> aborts;                                // settlers' abort keys
+    std::map<std::string, std::string> rids;                     // rid -> txid
+    bool down = false;                                           // quorum lost
+    std::set<int> cut;                                           // leaders cut off from it
+  } m_store;
+  std::map<int, bool> m_store_health;  // leader -> what it was last told (ev::StoreHealth)
+  static constexpr int64_t k_lease_us = 3000 * k_ms;
+  bool store_reachable(int i) const { return !m_store.down && !m_store.cut.count(i); }
+  bool holds_key(int i) const {
+    auto it = m_store.lease_until.find(i);
+    return it != m_store.lease_until.end() && it->second > m_s.now_us();
+  }
+  int64_t store_delay() {
+    return m_store_rng.chance(0.03) ? m_store_rng.range(20 * k_ms, 200 * k_ms)
+                                    : m_store_rng.range(200, 3000);
+  }
+  // At the store after a delay, then the answer back after another (or lost).
+  template <class Op, class Done>
+  void store_call(int i, Op op, Done done);
+  void store_decide(int i, std::string txid, std::string payload);
+  void store_keepalive(int i);
+  void store_health(int i);
+  void store_chaos();
+  void exec_store(int i, leader::Action& x);
   // Compaction under pressure, in one seed of three (seed % 3 == 1): logs are rewritten past
   // 1 KiB instead of 8 KiB, so that most transactions see a rewrite between their records.
   bool pressure() const { return m_opt.seed % 3 == 1; }
@@ -400,6 +437,8 @@ class Cluster::PartIo : public participant::Io {
 
 void Cluster::setup() {
   int nl = m_rng.chance(0.3) ? 2 : 1;
+  // Over a shared store, two or three leaders: takeovers need another leader to ask.
+  if (shared()) nl = static_cast<int>(m_store_rng.range(2, 3));
   int np = static_cast<int>(m_rng.range(2, 3));
   m_replicas = np == 3 && m_rng.chance(0.4) ? static_cast<int>(m_rng.range(1, 2)) : 0;
   int nc = static_cast<int>(m_rng.range(2, 4));
@@ -408,9 +447,10 @@ void Cluster::setup() {
   m_p_slow = m_rng.chance(0.5) ? 0.03 : 0.002;
   int ops = m_opt.ops_per_client ? m_opt.ops_per_client : static_cast<int>(m_rng.range(10, 30));
   m_result.shape = fmt::format(
-      "{} leaders, {} participants, replicas {}, {} clients x {} ops, "
+      "{} leaders{}, {} participants, replicas {}, {} clients x {} ops, "
       "{} keys",
-      nl, np, m_replicas ? std::to_string(m_replicas) : "all", nc, ops, m_keys);
+      nl, shared() ? " over a shared decision store" : "", np,
+      m_replicas ? std::to_string(m_replicas) : "all", nc, ops, m_keys);
   trace("--", "cluster: " + m_result.shape);
   for (int j = 0; j < np; ++j) m_peers.push_back(fmt::format("p{}:1", j));
   m_leaders.resize(nl);
@@ -441,6 +481,7 @@ void Cluster::setup() {
   for (int c = 0; c < nc; ++c) m_s.after(m_rng.range(1, 20) * k_ms, [this, c] { client_next(c); });
   m_s.after(m_rng.range(10, 300) * k_ms, [this] { chaos(); });
   if (operators()) m_s.after(m_op_rng.range(200, 2000) * k_ms, [this] { operate(); });
+  if (shared()) m_s.after(m_store_rng.range(500, 4000) * k_ms, [this] { store_chaos(); });
 }
 
 template <class F>
@@ -625,10 +666,12 @@ void Cluster::sync(Kind k, int i) {
 void Cluster::damage_log(Kind k, int i) {
   SimLog& log = k == K_LEADER ? m_leaders[i].log : m_parts[i].log;
   auto rec = txlog::recover_image(log.durable);
-  if (!rec.status || rec.records.size() < 2) return;
-  // Inside any record but the last: valid records follow the damage, so it cannot pass for a
-  // write cut short (damage to the last record can, and is a torn tail; see recovery.md).
-  size_t r = m_damage_rng.below(rec.records.size() - 1);
+  // Inside any record with whole records after it: two of them, or one with nothing torn
+  // after it. Anything less can pass for a write cut short, and is read as a torn tail (the
+  // reader's documented limit, log-format.md).
+  size_t after = rec.tail == txlog::Recovery::torn ? 2 : 1;
+  if (!rec.status || rec.records.size() <= after) return;
+  size_t r = m_damage_rng.below(rec.records.size() - after);
   size_t at = rec.offsets[r] + m_damage_rng.below(rec.offsets[r + 1] - rec.offsets[r]);
   log.damage = {at, log.durable[at]};
   log.durable[at] = static_cast<char>(log.durable[at] ^ (1 + m_damage_rng.below(255)));
@@ -666,6 +709,16 @@ bool Cluster::refuses_damaged(Kind k, int i) {
 void Cluster::start_leader(int i) {
   auto& n = m_leaders[i];
   if (refuses_damaged(K_LEADER, i)) return;
+  if (shared() && (!store_reachable(i) || holds_key(i))) {
+    // The store cannot be reached (the real leader exits, and is started again), or the
+    // key of its previous life is still held: it waits for that lease to expire.
+    trace(name(K_LEADER, i), "start: waits for the decision store");
+    n.alive = false;
+    m_s.after(300 * k_ms, [this, i] {
+      if (!m_leaders[i].alive) start_leader(i);
+    });
+    return;
+  }
   n.alive = true;
   auto rec = txlog::recover_image(n.log.durable);
   if (!rec.status) throw Fatal(name(K_LEADER, i) + " refuses to start: " + rec.status.message());
@@ -673,14 +726,27 @@ void Cluster::start_leader(int i) {
   auto inc = leader::next_incarnation(n.incarnation_file);
   if (!inc) throw Fatal(name(K_LEADER, i) + " refuses to start: " + inc.status().message());
   n.incarnation_file = std::to_string(*inc);
+  if (shared()) {
+    *inc = ++m_store.incarnation[i];  // the store's counter, bumped at every start
+    m_store.lease_until[i] = m_s.now_us() + k_lease_us;
+    m_store_health[i] = true;
+  }
   leader::CoreConfig cfg;
   cfg.id = fmt::format("{}", i + 1);
   cfg.incarnation = *inc;
   cfg.peers = m_peers;
   cfg.replicas = static_cast<size_t>(m_replicas);
   cfg.advertise = fmt::format("leader{}:5000", i);
+  cfg.shared_store = shared();
   n.core = std::make_unique<leader::Core>(cfg);
   for (auto& r : rec.records) n.core->recover(r);
+  if (shared()) {
+    // Its decisions not ended, from the store (the real leader's EtcdDecisions::open).
+    for (auto& [txid, b] : m_store.batches)
+      if (b.first == i) n.core->recover(txlog::Record{leader::k_rec_commit, b.second});
+    int64_t first = m_store_rng.range(0, 1000);
+    at_node(K_LEADER, i, m_s.now_us() + first * k_ms, [this, i] { store_keepalive(i); });
+  }
   trace(name(K_LEADER, i),
         fmt::format("start: incarnation {}, {} records recovered{}", *inc, rec.records.size(),
                     rec.tail == txlog::Recovery::torn ? ", torn tail dropped" : ""));
@@ -701,7 +767,8 @@ void Cluster::step_leader(int i, leader::Event e) {
           if constexpr (std::is_same_v<T, leader::ev::Txn>) return "client TXN rid=" + x.rid;
           if constexpr (std::is_same_v<T, leader::ev::Get>) return "client GET " + x.key;
           if constexpr (std::is_same_v<T, leader::ev::Result>) return "client RESULT " + x.rid;
-          if constexpr (std::is_same_v<T, leader::ev::Outcome>) return "OUTCOME " + x.txid;
+          if constexpr (std::is_same_v<T, leader::ev::Outcome>)
+            return "OUTCOME " + x.txid + (x.heuristic ? fmt::format(" heuristic={} rid={}", *x.heuristic ? "commit" : "abort", x.rid) : "");
           if constexpr (std::is_same_v<T, leader::ev::Vote>)
             return fmt::format("vote of P{} for {}: {}", x.part, x.txid, protocol::encode(x.vote));
           if constexpr (std::is_same_v<T, leader::ev::CommitReply>)
@@ -736,6 +803,17 @@ void Cluster::step_leader(int i, leader::Event e) {
 void Cluster::exec_leader(int i, leader::Actions& a) {
   auto& n = m_leaders[i];
   for (auto& x : a.list) {
+    if (shared()) {
+      auto* ap = std::get_if<leader::act::Append>(&x);
+      bool to_store = ap ? ap->type == leader::k_rec_commit || ap->type == leader::k_rec_end
+                         : std::holds_alternative<leader::act::Lookup>(x) ||
+                               std::holds_alternative<leader::act::Settle>(x) ||
+                               std::holds_alternative<leader::act::FindRid>(x);
+      if (to_store) {
+        exec_store(i, x);
+        continue;
+      }
+    }
     if (auto* ap = std::get_if<leader::act::Append>(&x)) {
       trace(name(K_LEADER, i),
             fmt::format("  append type {} {}{}", ap->type, ap->txid, ap->force ? " (forced)" : ""));
@@ -847,6 +925,171 @@ void Cluster::exec_leader(int i, leader::Actions& a) {
   }
 }
 
+// --- the shared decision store ----------------------------------------------------------
+
+template <class Op, class Done>
+void Cluster::store_call(int i, Op op, Done done) {
+  uint64_t gen = m_leaders[i].gen;
+  m_s.after(store_delay(), [this, i, gen, op = std::move(op), done = std::move(done)]() mutable {
+    Status unreachable = Status::error("UNAVAILABLE", "decision store unreachable");
+    if (!store_reachable(i)) {
+      return m_s.after(store_delay(), [this, i, gen, done = std::move(done), unreachable] {
+        if (m_leaders[i].alive && m_leaders[i].gen == gen) done(unreachable, true);
+      });
+    }
+    auto r = op();  // takes effect at the store, whatever becomes of the answer
+    bool lost = m_store_rng.chance(0.02);
+    m_s.after(store_delay(), [this, i, gen, done = std::move(done), r, lost, unreachable] {
+      if (!m_leaders[i].alive || m_leaders[i].gen != gen) return;
+      if (lost)
+        done(unreachable, true);  // it may have landed: the caller cannot tell
+      else
+        done(r, false);
+    });
+  });
+}
+
+// The commit point of txid in the store: a batch, created only while the leader's key is held
+// and no abort key of txid exists. Tried again every 200 ms while the store cannot say (as
+// the server does); a batch that landed before is found by the retry.
+void Cluster::store_decide(int i, std::string txid, std::string payload) {
+  auto op = [this, i, txid, payload]() -> Result<bool> {
+    auto b = m_store.batches.find(txid);
+    if (b != m_store.batches.end() && b->second.first == i) return true;  // an earlier attempt
+    if (!holds_key(i)) return Status::error("UNAVAILABLE", "lease lost");
+    if (m_store.aborts.count(txid)) return false;
+    m_store.batches[txid] = {i, payload};
+    auto& t = m_txns[txid];
+    if (!t.decided_at) {
+      t.decided_at = ++m_stamp;
+      if (t.leader_aborted)
+        violation(fmt::format("{} committed in the decision store after a leader answered "
+                              "ABORTED for it",
+                              txid));
+    }
+    if (auto c = leader::decode_commit(payload); c && !c->rid.empty()) m_store.rids[c->rid] = txid;
+    trace(name(K_LEADER, i), "  decision store: batch of " + txid + " created");
+    return true;
+  };
+  store_call(i, op, [this, i, txid, payload](Result<bool> r, bool) {
+    if (!r) {
+      trace(name(K_LEADER, i), "  decision of " + txid + " not taken yet: " + r.status().message());
+      return m_s.after(200 * k_ms, [this, i, txid, payload, gen = m_leaders[i].gen] {
+        if (m_leaders[i].alive && m_leaders[i].gen == gen) store_decide(i, txid, payload);
+      });
+    }
+    if (*r)
+      step_leader(i, leader::ev::Durable{txid, 1, leader::k_rec_commit});
+    else
+      step_leader(i, leader::ev::Refused{txid});
+  });
+}
+
+void Cluster::exec_store(int i, leader::Action& x) {
+  if (auto* ap = std::get_if<leader::act::Append>(&x)) {
+    if (ap->type == leader::k_rec_end) {
+      m_store.batches.erase(ap->txid);  // best effort, as the real batch deletes
+      return;
+    }
+    trace(name(K_LEADER, i), "  decide in the store " + ap->txid);
+    return store_decide(i, ap->txid, ap->payload);
+  }
+  if (auto* l = std::get_if<leader::act::Lookup>(&x)) {
+    auto op = [this, l = *l]() -> Result<leader::StoreFacts> {
+      leader::StoreFacts f;
+      auto b = m_store.batches.find(l.txid);
+      f.committed = b != m_store.batches.end() && name(K_LEADER, b->second.first) ==
+                                                      name(K_LEADER, std::stoi(l.owner) - 1);
+      f.aborted = m_store.aborts.count(l.txid) > 0;
+      f.owner_alive = holds_key(std::stoi(l.owner) - 1);
+      return f;
+    };
+    return store_call(i, op, [this, i, l = *l](Result<leader::StoreFacts> r, bool) {
+      step_leader(i, leader::ev::Looked{l.client, l.txid, l.owner, l.held_ms, std::move(r)});
+    });
+  }
+  if (auto* st = std::get_if<leader::act::Settle>(&x)) {
+    auto op = [this, i, st = *st]() -> Result<leader::SettleResult> {
+      int owner = std::stoi(st.owner) - 1;
+      bool created = false;
+      if (!m_store.aborts.count(st.txid) && (!st.fenced || !holds_key(owner))) {
+        m_store.aborts.insert(st.txid);
+        created = true;
+        m_result.features.set(f_settles);
+        trace(name(K_LEADER, i), "  decision store: " + st.txid + " settled as aborted");
+      }
+      auto b = m_store.batches.find(st.txid);
+      if (b != m_store.batches.end() && b->second.first == owner)
+        return leader::SettleResult::committed;
+      if (created) return leader::SettleResult::settled;
+      if (m_store.aborts.count(st.txid)) return leader::SettleResult::aborted;
+      return leader::SettleResult::owner_back;
+    };
+    return store_call(i, op, [this, i, st = *st](Result<leader::SettleResult> r, bool) {
+      step_leader(i, leader::ev::Settled{st.client, st.txid, st.owner, !st.fenced, std::move(r)});
+    });
+  }
+  if (auto* fr = std::get_if<leader::act::FindRid>(&x)) {
+    auto op = [this, fr = *fr]() -> Result<std::string> {
+      auto it = m_store.rids.find(fr.rid);
+      return it == m_store.rids.end() ? std::string() : it->second;
+    };
+    return store_call(i, op, [this, i, fr = *fr](Result<std::string> r, bool) {
+      step_leader(i, leader::ev::RidFound{fr.client, fr.rid, std::move(r), fr.report});
+    });
+  }
+}
+
+// Every second: the lease kept alive, or a new one once it expired (and the key is free).
+void Cluster::store_keepalive(int i) {
+  if (store_reachable(i)) {
+    auto it = m_store.lease_until.find(i);
+    if (it != m_store.lease_until.end() && it->second > m_s.now_us()) {
+      it->second = m_s.now_us() + k_lease_us;
+    } else {
+      trace(name(K_LEADER, i), "  decision store: lease expired; a new one");
+      m_store.lease_until[i] = m_s.now_us() + k_lease_us;
+    }
+  }
+  store_health(i);
+  at_node(K_LEADER, i, m_s.now_us() + 1000 * k_ms, [this, i] { store_keepalive(i); });
+}
+
+// Tells leader i, at its keepalive (as the real one learns it), whether the store is
+// reachable with its lease held.
+void Cluster::store_health(int i) {
+  if (!m_leaders[i].alive) return;
+  bool up = store_reachable(i) && holds_key(i);
+  auto& was = m_store_health[i];
+  if (was == up) return;
+  was = up;
+  step_leader(i, leader::ev::StoreHealth{up});
+}
+
+void Cluster::store_chaos() {
+  if (!m_chaos) return;
+  m_result.features.set(f_store_faults);
+  ++m_result.faults;
+  if (m_store_rng.chance(0.3)) {
+    trace("--", "decision store: quorum lost");
+    m_store.down = true;
+    m_s.after(m_store_rng.range(300, 5000) * k_ms, [this] {
+      trace("--", "decision store: quorum back");
+      m_store.down = false;
+    });
+  } else {
+    int l = static_cast<int>(m_store_rng.below(m_leaders.size()));
+    trace("--", fmt::format("decision store: L{} cut off from it", l));
+    m_store.cut.insert(l);
+    // Often past the lease (3 s): the leader lives on, its key is gone, others take over.
+    m_s.after(m_store_rng.range(1000, 9000) * k_ms, [this, l] {
+      trace("--", fmt::format("decision store: L{} reaches it again", l));
+      m_store.cut.erase(l);
+    });
+  }
+  m_s.after(m_store_rng.range(1000, 6000) * k_ms, [this] { store_chaos(); });
+}
+
 void Cluster::leader_line(int i, const std::string& line, Incoming in) {
   auto& n = m_leaders[i];
   auto t = protocol::split(line);
@@ -907,6 +1150,12 @@ void Cluster::start_part(int j) {
                     rec.tail == txlog::Recovery::torn ? ", torn tail dropped" : ""));
   n.tick_at = 0;
   int64_t now = m_s.now_us() / k_ms;
+  // With a shared store, every leader's JOIN names it: a participant in doubt asks them all.
+  if (shared())
+    for (size_t i = 0; i < m_leaders.size(); ++i) {
+      participant::Actions none;  // LeaderSeen asks for nothing
+      n.core->step(now, now, participant::ev::LeaderSeen{fmt::format("leader{}:5000", i)}, none);
+    }
   (void)n.store.make_durable();  // as the server does before recovery counts commits done
   auto a = n.core->start(now, now, n.store.applied_txids());
   n.exec->execute(a);  // the redo of lost commits is applied here
@@ -1123,6 +1372,8 @@ void Cluster::operate() {
 void Cluster::heal() {
   m_chaos = false;
   m_partitions.clear();
+  m_store.down = false;
+  m_store.cut.clear();
   trace("--", "heal: no more faults; every node restarted, every partition healed");
   for (size_t i = 0; i < m_leaders.size(); ++i)
     if (!m_leaders[i].alive) start_leader(static_cast<int>(i));
@@ -1304,6 +1555,14 @@ void Cluster::client_resolve(int c, size_t idx, int attempt) {
               } else if (res.kind == protocol::TxnReply::aborted ||
                          res.kind == protocol::TxnReply::heuristic) {
                 t.outcome = ClientTxn::aborted;
+              } else if (shared() && res.kind == protocol::TxnReply::pending &&
+                         attempt >= 60) {
+                // With a shared store, a request unknown to every leader stays PENDING: its
+                // leader's restart aborted it, but no leader can tell it from another's
+                // request still deciding (a known gap: docs/decision-store.md). The client
+                // gives up, as tpc client result does at its deadline: the outcome is unknown.
+                t.outcome = ClientTxn::unknown;
+                ++m_result.unknown;
               } else {
                 return client_resolve(c, idx, attempt + 1);  // pending, or lost: ask again
               }
@@ -1345,6 +1604,7 @@ Report Cluster::run() {
   m_result.events = m_events;
   m_result.txns = m_txns.size();
   if (m_leaders.size() >= 2) m_result.features.set(f_two_leaders);
+  if (shared()) m_result.features.set(f_shared_store);
   if (m_result.crashes) m_result.features.set(f_crashes);
   if (m_result.features[f_pressure]) m_result.features.set(f_rewrites);
   for (auto& [txid, t] : m_txns) {

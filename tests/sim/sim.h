@@ -35,17 +35,22 @@ enum Feature {
   f_pauses,         // a backup's pause
   f_long_outages,   // a leader down past 30 s
   f_check_other,    // a commit that checked a key it did not write
+  f_shared_store,   // leaders over a shared decision store
+  f_store_faults,   // the decision store lost its quorum, or a leader was cut off from it
+  f_settles,        // a leader settled another's transaction as aborted (takeover)
   k_feature_count
 };
 inline constexpr const char* k_feature_names[k_feature_count] = {
     "two leaders",     "crashes",   "partitions",  "duplicates",   "damaged logs",
     "rewrites",        "rewrites under pressure",  "crashes after a rewrite",
-    "forced outcomes", "pauses",    "long outages", "checks of keys not written"};
+    "forced outcomes", "pauses",    "long outages", "checks of keys not written",
+    "shared decision store",        "decision-store faults",    "takeovers"};
 
 struct Report {
   std::bitset<k_feature_count> features;
   uint64_t events = 0, crashes = 0, faults = 0, txns = 0;
-  uint64_t damaged = 0;  // logs damaged in the middle at a crash (and refused at the restart)
+  uint64_t damaged = 0;
+  uint64_t unknown = 0;  // requests whose client gave up asking RESULT (shared store only)  // logs damaged in the middle at a crash (and refused at the restart)
   // Operators' forced outcomes (in one seed of seven), and those that contradicted the leader.
   uint64_t heuristics = 0, mismatches = 0;
   std::vector<std::string> violations;

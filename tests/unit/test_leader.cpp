@@ -779,3 +779,31 @@ TEST_SUITE("leader shared store") {
     CHECK(Driver::sent<protocol::Prepare>(d.step(ev::Txn{2, "r2", put("k"), false})).size() == 3);
   }
 }
+
+TEST_SUITE("leader shared store") {
+  // Found by the simulator: a participant's late report of an operator's commit, after this
+  // leader ended the transaction and restarted, was taken for a contradiction.
+  TEST_CASE("a report of a commit ended in an earlier incarnation asks the store first") {
+    CoreConfig c = config(2);
+    c.shared_store = true;
+    Driver d(c);
+    auto a = d.step(ev::Outcome{3, "L.1.5", true, "r5", 1, -1});
+    auto f = Driver::all<act::FindRid>(a);
+    REQUIRE(f.size() == 1);
+    REQUIRE(f[0].report.has_value());
+    CHECK(f[0].report->txid == "L.1.5");
+    CHECK(Driver::all<act::Append>(a).empty());  // nothing recorded yet
+    // The store says request r5 committed L.1.5: they agree, no mismatch.
+    auto ok = d.step(ev::RidFound{3, "r5", std::string("L.1.5"), f[0].report});
+    CHECK(Driver::all<act::Append>(ok).empty());
+    REQUIRE(Driver::reply_to(ok, 3).has_value());
+    CHECK(Driver::reply_to(ok, 3)->kind == ClientReply::committed);
+    CHECK(d.core.mismatches().empty());
+    // Had it not committed, the operator's commit contradicts the presumed abort: recorded.
+    auto bad = d.step(ev::RidFound{4, "r5", std::string(), f[0].report});
+    auto rec = Driver::all<act::Append>(bad);
+    REQUIRE(rec.size() == 1);
+    CHECK(rec[0].type == k_rec_heuristic);
+    CHECK(d.core.mismatches().size() == 1);
+  }
+}
