@@ -36,6 +36,7 @@
 #include "common/status.h"
 #include "etcd/client.h"
 #include "leader/core.h"
+#include "leader/executor.h"
 #include "protocol/messages.h"
 
 namespace tpc::leader {
@@ -62,7 +63,7 @@ Result<std::vector<std::pair<std::string, std::string>>> decode_batch(std::strin
 // Parses "etcd://HOST:PORT[,HOST:PORT...]"; error USAGE otherwise.
 Result<std::vector<std::string>> parse_decision_store(const std::string& url);
 
-class EtcdDecisions {
+class EtcdDecisions : public Decisions {
  public:
   struct Startup {
     uint64_t incarnation = 0;
@@ -106,31 +107,32 @@ class EtcdDecisions {
   // this leader lost its lease, the transaction stays undecided: try again later. While etcd
   // does not answer, the same batch is sent again every 200 ms (so it lands once at most).
   // Decisions asked for while a batch is in flight go together in the next one.
-  void decide(const std::string& txid, std::string payload, std::function<void(Result<bool>)> cb);
+  void decide(const std::string& txid, std::string payload,
+              std::function<void(Result<bool>)> cb) override;
   // What the store holds of `txid`, a transaction of another leader `owner` (one read): a
   // batch of `owner` holding it (committed), its abort key, `owner`'s key. Error
   // UNAVAILABLE when etcd cannot say. (Whether to settle is the core's rule: ev::Looked.)
   void lookup(const std::string& txid, const std::string& owner,
-              std::function<void(Result<StoreFacts>)> cb);
+              std::function<void(Result<StoreFacts>)> cb) override;
   // Settles `txid` of `owner` as aborted: creates its abort key, only if absent and, when
   // `fenced`, only while `owner`'s key is still gone; reads `owner`'s batches in the same
   // etcd transaction (one created before holds it; none can be created after, as its create
   // compares the abort key absent). Error UNAVAILABLE when etcd cannot say.
   void settle(const std::string& txid, const std::string& owner, bool fenced,
-              std::function<void(Result<SettleResult>)> cb);
+              std::function<void(Result<SettleResult>)> cb) override;
   // The txid of request `rid` if some leader committed it in the last half hour or more;
   // "" when none did (it may still be deciding at its leader); error UNAVAILABLE.
-  void find_rid(const std::string& rid, std::function<void(Result<std::string>)> cb);
+  void find_rid(const std::string& rid, std::function<void(Result<std::string>)> cb) override;
   // Records a heuristic mismatch of `txid` at participant `part` (its HEURISTIC record's
   // payload) as P/h/TXID/PART. cb(OK) once etcd has it; an error: try again.
   void record_mismatch(const std::string& txid, size_t part, std::string payload,
-                       std::function<void(Status)> cb);
+                       std::function<void(Status)> cb) override;
   // An operator forgot the mismatches of `txid`: P/h/TXID/ goes (best effort: a key left
   // behind only shows them again after a restart).
-  void forget_mismatches(const std::string& txid);
+  void forget_mismatches(const std::string& txid) override;
   // The transaction ended: its batch key goes once all of its transactions ended (batched,
   // best effort: a key left behind is re-driven harmlessly after a restart).
-  void end(const std::string& txid);
+  void end(const std::string& txid) override;
   // The last call to etcd succeeded and the lease is held.
   bool healthy() const { return m_healthy; }
   // Called (on the io_context) whenever healthy() changes.

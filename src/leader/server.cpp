@@ -200,6 +200,7 @@ Server::Server(asio::io_context& io, Config cfg)
               m_cfg.decision_store, dso.prefix, etcd_start->lease,
               etcd_start->decisions.size());
   }
+  m_exec = std::make_unique<Executor>(*m_core, static_cast<Io&>(*this), m_decisions.get());
   log::info("incarnation {}; recovered {} log records; {} committed transactions to finish",
             m_incarnation, recovered.size(), m_core->active());
 
@@ -225,7 +226,7 @@ Server::Server(asio::io_context& io, Config cfg)
             m_cfg.replicas ? std::to_string(m_cfg.replicas) : std::string("all"), m_cfg.data_dir);
   if (m_metrics) start_metrics(io);
   auto a = m_core->start(now_ms());
-  execute(a);
+  m_exec->execute(a);
 }
 
 Server::~Server() { stop(); }
@@ -239,6 +240,7 @@ void Server::reload_tls(std::shared_ptr<const tls::Context> tls) {
 void Server::stop() {
   if (m_stopped) return;
   m_stopped = true;
+  if (m_exec) m_exec->stop();
   m_wake.cancel();
   if (m_pause_watch) m_pause_watch->cancel();
   if (m_decisions) m_decisions->stop();

@@ -16,12 +16,13 @@
 
 #include "leader/core.h"
 #include "leader/decisions.h"
+#include "leader/executor.h"
 #include "metrics/node.h"
 #include "node/identity.h"
 #include "protocol/link.h"
 #include "protocol/session.h"
-#include "tls/context.h"
 #include "protocol/waker.h"
+#include "tls/context.h"
 #include "txlog/log.h"
 
 namespace tpc::leader {
@@ -67,7 +68,7 @@ struct Config {
 // naming the first problem. `resolve` off: syntax only (the simulator, unit tests).
 void validate(const Config& cfg, bool resolve = true);
 
-class Server {
+class Server : private Io {
  public:
   // Opens the data dir and recovers; throws tpc::Error on a startup failure.
   Server(boost::asio::io_context& io, Config cfg);
@@ -80,11 +81,23 @@ class Server {
  private:
   void handle(const std::string& line, protocol::Reply reply);
   ClientId client(protocol::Reply reply, bool txn = false);
-  void step(Event e);
-  void execute(Actions& a);
-  void send(act::Send& s, bool after_commit_send);
+  void step(Event e) { m_exec->step(std::move(e)); }
+  // Io: what the executor does through this process's log, links, clients and timers.
+  int64_t now_ms() override;
+  int64_t now_us() override;
+  void append(uint8_t type, std::string payload, const std::string& txid, bool force,
+              std::function<void()> done) override;
+  void rewrite(std::vector<txlog::Record> live) override;
+  bool wants_rewrite(bool ended) override;
+  void request(size_t part, const protocol::PeerRequest& msg,
+               std::function<void(Result<std::string>)> cb) override;
+  void reply(ClientId client, const ClientReply& r) override;
+  void trace(const act::Trace& t) override;
+  void note_error(const std::string& text) override;
+  void warn(const std::string& text) override;
+  void after(int64_t ms, std::function<void()> f) override;
+  void wake_at(int64_t at_ms) override { m_wake.arm(at_ms); }
   void on_trace(const std::string& id, protocol::Reply reply, int64_t deadline_ms);
-  void record_trace(act::Trace& t);
   void on_stats(protocol::Reply reply);
   // Whether DIR/participants is still to be written; throws if it records another set.
   bool check_peers_file();
@@ -107,11 +120,6 @@ class Server {
   std::string view_refused() const;
   // A pause lasts no longer than the connection that asked for it: polled while paused.
   void watch_pause(protocol::Reply pauser);
-  // A HEURISTIC record durable in the log goes to etcd too (tried again until etcd answers);
-  // then ev::Durable.
-  void store_mismatch(const std::string& txid, const std::string& payload, int64_t took);
-  // The commit point in the etcd decision store; tried again until etcd answers.
-  void decide(const std::string& txid, std::string payload, int64_t since_us);
 
   boost::asio::io_context& m_io;
   Config m_cfg;
@@ -134,6 +142,7 @@ class Server {
   void start_metrics(boost::asio::io_context& io);
   std::unique_ptr<txlog::Log> m_log;
   std::unique_ptr<EtcdDecisions> m_decisions;  // --decision-store etcd://...: the commit points
+  std::unique_ptr<Executor> m_exec;
   std::vector<std::shared_ptr<protocol::Link>> m_links;
   std::unique_ptr<protocol::Server> m_server;
   struct Waiting {

@@ -9,6 +9,7 @@
 
 #include "common/util.h"
 #include "leader/core.h"
+#include "leader/executor.h"
 #include "participant/core.h"
 #include "participant/executor.h"
 #include "protocol/messages.h"
@@ -52,6 +53,9 @@ struct LeaderNode {
   bool alive = true;
   uint64_t gen = 0;  // bumped at every crash: callbacks scheduled before it do nothing
   std::unique_ptr<leader::Core> core;
+  std::unique_ptr<leader::Io> io;                // the simulated world, as the executor sees it
+  std::unique_ptr<leader::Decisions> decisions;  // the shared store's client (shared seeds)
+  std::unique_ptr<leader::Executor> exec;        // the server's own executor
   SimLog log;
   std::optional<std::string> incarnation_file;
   int64_t tick_at = 0;
@@ -150,7 +154,8 @@ class Cluster {
   void crash(Kind k, int i);
   void crash_for(Kind k, int i, int64_t down_ms);  // and restart it after down_ms
   void step_leader(int i, leader::Event e);
-  void exec_leader(int i, leader::Actions& a);
+  class LeaderIo;
+  class SimDecisions;
   void step_part(int j, participant::Event e);
   class PartIo;
   class CheckedStore;
@@ -167,6 +172,15 @@ class Cluster {
   void check_part(int j, bool restarted = false);
   template <class F>
   void at_node(Kind k, int i, int64_t t, F f);
+  // A log rewrite now: at random once the log passed its threshold, none queued already.
+  bool wants_rewrite(const SimLog& log) {
+    if (log.bytes() <= rewrite_past() || !m_rng.chance(0.2)) return false;
+    for (auto& p : log.pending)
+      if (p.is_rewrite) return false;
+    return true;
+  }
+  // Arms node (k, i)'s tick for `at` (ms) unless one is armed no later.
+  void arm_tick(Kind k, int i, int64_t at);
 
   // --- clients and faults
   void client_next(int c);
@@ -235,11 +249,9 @@ class Cluster {
   // At the store after a delay, then the answer back after another (or lost).
   template <class Op, class Done>
   void store_call(int i, Op op, Done done);
-  void store_decide(int i, std::string txid, std::string payload);
   void store_keepalive(int i);
   void store_health(int i);
   void store_chaos();
-  void exec_store(int i, leader::Action& x);
   // Compaction under pressure, in one seed of three (seed % 3 == 1): logs are rewritten past
   // 1 KiB instead of 8 KiB, so that most transactions see a rewrite between their records.
   bool pressure() const { return m_opt.seed % 3 == 1; }
@@ -356,13 +368,7 @@ class Cluster::PartIo : public participant::Io {
     n.log.pending.push_back({});
     n.log.pending.back().done = std::move(done);
   }
-  bool wants_rewrite(bool) override {
-    auto& n = node();
-    if (n.log.bytes() <= m_c.rewrite_past() || !m_c.m_rng.chance(0.2)) return false;
-    for (auto& p : n.log.pending)
-      if (p.is_rewrite) return false;
-    return true;
-  }
+  bool wants_rewrite(bool) override { return m_c.wants_rewrite(node().log); }
   store::Store& store() override { return m_store; }
   void reply(participant::ClientId client, const participant::ReplyMsg& msg) override {
     auto& n = node();
@@ -386,17 +392,7 @@ class Cluster::PartIo : public participant::Io {
   void post(std::function<void()> f) override {
     m_c.at_node(K_PART, m_j, m_c.m_s.now_us() + m_c.m_rng.range(0, 300), std::move(f));
   }
-  void wake_at(int64_t at) override {
-    auto& n = node();
-    if (!at || (n.tick_at != 0 && at >= n.tick_at)) return;
-    n.tick_at = at;
-    int j = m_j;
-    m_c.at_node(K_PART, j, at * k_ms, [c = &m_c, j, at] {
-      if (c->m_parts[j].tick_at != at) return;
-      c->m_parts[j].tick_at = 0;
-      c->step_part(j, participant::ev::Tick{});
-    });
-  }
+  void wake_at(int64_t at) override { m_c.arm_tick(K_PART, m_j, at); }
   void before_step(const participant::Event& e) override {
     ++m_c.m_events;
     if (m_c.m_opt.trace) m_c.trace(name(), describe(e));
@@ -431,6 +427,215 @@ class Cluster::PartIo : public participant::Io {
   Cluster& m_c;
   int m_j;
   CheckedStore m_store;
+};
+
+// The simulated world of leader L<i>, as its executor (the server's own) sees it; the checks
+// of what a leader does sit where its actions meet the world.
+class Cluster::LeaderIo : public leader::Io {
+ public:
+  LeaderIo(Cluster& c, int i) : m_c(c), m_i(i) {}
+  int64_t now_ms() override { return m_c.m_s.now_us() / k_ms; }
+  int64_t now_us() override { return m_c.m_s.now_us(); }
+  void append(uint8_t type, std::string payload, const std::string& txid, bool force,
+              std::function<void()> done) override {
+    m_c.trace(name(), fmt::format("  append type {} {}{}", type, txid, force ? " (forced)" : ""));
+    m_c.append(K_LEADER, m_i, node().log, type, std::move(payload), txid, force ? 1 : 0,
+               std::move(done));
+  }
+  void rewrite(std::vector<txlog::Record> live) override {
+    m_c.trace(name(), fmt::format("  rewrite log: {} live records", live.size()));
+    m_c.m_result.features.set(m_c.pressure() ? f_pressure : f_rewrites);
+    SimLog::Pending p;
+    p.is_rewrite = true;
+    for (auto& rec : live) p.image += txlog::frame(rec.type, rec.payload);
+    node().log.pending.push_back(std::move(p));
+  }
+  bool wants_rewrite(bool) override { return m_c.wants_rewrite(node().log); }
+  void request(size_t p, const protocol::PeerRequest& msg,
+               std::function<void(Result<std::string>)> cb) override {
+    std::string line = protocol::encode(msg);
+    m_c.trace(name(), fmt::format("  send P{}: {}", p, line.substr(0, 120)));
+    if (auto* cm = std::get_if<protocol::Commit>(&msg)) {
+      if (!m_c.m_txns[cm->txid].decided_at)
+        m_c.violation("leader sent COMMIT for " + cm->txid + " with no durable decision");
+    } else if (auto* ab = std::get_if<protocol::Abort>(&msg)) {
+      auto& t = m_c.m_txns[ab->txid];
+      t.leader_aborted = true;
+      if (t.decided_at) m_c.violation("leader sent ABORT for " + ab->txid + ", decided COMMIT");
+    } else if (auto* pr = std::get_if<protocol::Prepare>(&msg)) {
+      auto& t = m_c.m_txns[pr->txid];
+      t.leader = m_i;
+      if (!pr->rid.empty()) t.rid = pr->rid;
+      t.ops.insert(t.ops.end(), pr->ops.begin(), pr->ops.end());
+    }
+    int i = m_i;
+    m_c.request(m_c.chan(K_LEADER, i, K_PART, static_cast<int>(p)), line,
+                [c = &m_c, i, gen = node().gen, cb = std::move(cb)](Result<std::string> r) {
+                  if (c->m_leaders[i].alive && c->m_leaders[i].gen == gen) cb(std::move(r));
+                });
+  }
+  void reply(leader::ClientId client, const leader::ClientReply& r) override {
+    auto& n = node();
+    auto it = n.waiting.find(client);
+    if (it == n.waiting.end()) return;
+    std::string line = leader::encode(r);
+    m_c.trace(name(), "  reply: " + line);
+    if (r.kind == leader::ClientReply::committed && !r.txid.empty() &&
+        !m_c.m_txns[r.txid].decided_at)
+      m_c.violation("leader told a client COMMITTED for " + r.txid +
+                    " before its decision was durable");
+    if (!it->second.txid.empty()) {  // an OUTCOME query
+      auto& t = m_c.m_txns[it->second.txid];
+      if (r.kind == leader::ClientReply::committed && !t.decided_at)
+        m_c.violation("leader answered COMMITTED to OUTCOME " + it->second.txid +
+                      " with no decision record");
+      if (r.kind == leader::ClientReply::aborted) {
+        if (t.decided_at) {
+          for (auto& p : m_c.m_parts)
+            if (p.alive && p.core->find(it->second.txid) &&
+                !p.core->find(it->second.txid)->applying)
+              m_c.violation("leader answered ABORTED to OUTCOME " + it->second.txid +
+                            ", decided COMMIT and still in doubt");
+        } else {
+          t.leader_aborted = true;
+        }
+      }
+    }
+    m_c.reply(it->second, line);
+    n.waiting.erase(it);
+  }
+  void note_error(const std::string& text) override { m_c.trace(name(), "  error: " + text); }
+  void warn(const std::string& text) override { m_c.trace(name(), "  warn: " + text); }
+  void after(int64_t ms, std::function<void()> f) override {
+    m_c.at_node(K_LEADER, m_i, m_c.m_s.now_us() + ms * k_ms, std::move(f));
+  }
+  void wake_at(int64_t at) override { m_c.arm_tick(K_LEADER, m_i, at); }
+  void before_step(const leader::Event& e) override {
+    ++m_c.m_events;
+    if (!m_c.m_opt.trace) return;
+    std::string what = std::visit(
+        [](auto& x) -> std::string {
+          using T = std::decay_t<decltype(x)>;
+          if constexpr (std::is_same_v<T, leader::ev::Txn>) return "client TXN rid=" + x.rid;
+          if constexpr (std::is_same_v<T, leader::ev::Get>) return "client GET " + x.key;
+          if constexpr (std::is_same_v<T, leader::ev::Result>) return "client RESULT " + x.rid;
+          if constexpr (std::is_same_v<T, leader::ev::Outcome>)
+            return "OUTCOME " + x.txid +
+                   (x.heuristic ? fmt::format(" heuristic={} rid={}",
+                                              *x.heuristic ? "commit" : "abort", x.rid)
+                                : "");
+          if constexpr (std::is_same_v<T, leader::ev::Vote>)
+            return fmt::format("vote of P{} for {}: {}", x.part, x.txid, protocol::encode(x.vote));
+          if constexpr (std::is_same_v<T, leader::ev::CommitReply>)
+            return fmt::format("COMMIT {} reply from P{}: {}", x.txid, x.part,
+                               x.acked ? "ACK" : "lost");
+          if constexpr (std::is_same_v<T, leader::ev::ReadReply>)
+            return fmt::format("READ reply from P{}: {}", x.part, protocol::encode(x.reply));
+          if constexpr (std::is_same_v<T, leader::ev::Durable>) return "durable COMMIT " + x.txid;
+          if constexpr (std::is_same_v<T, leader::ev::LinkUp>)
+            return fmt::format("link to P{} up", x.part);
+          if constexpr (std::is_same_v<T, leader::ev::LinkDown>)
+            return fmt::format("link to P{} down", x.part);
+          if constexpr (std::is_same_v<T, leader::ev::Tick>) return "tick";
+          return "log full";
+        },
+        e);
+    m_c.trace(name(), what);
+  }
+
+ private:
+  LeaderNode& node() { return m_c.m_leaders[m_i]; }
+  std::string name() const { return m_c.name(K_LEADER, m_i); }
+  Cluster& m_c;
+  int m_i;
+};
+
+// The shared decision store as leader L<i>'s client of it sees it (EtcdDecisions' part):
+// every call goes to the simulated store and back, with its faults.
+class Cluster::SimDecisions : public leader::Decisions {
+ public:
+  SimDecisions(Cluster& c, int i) : m_c(c), m_i(i) {}
+  void decide(const std::string& txid, std::string payload,
+              std::function<void(Result<bool>)> cb) override {
+    m_c.trace(m_c.name(K_LEADER, m_i), "  decide in the store " + txid);
+    auto op = [c = &m_c, i = m_i, txid, payload]() -> Result<bool> {
+      auto& st = c->m_store;
+      auto b = st.batches.find(txid);
+      if (b != st.batches.end() && b->second.first == i) return true;  // an earlier attempt
+      if (!c->holds_key(i)) return Status::error("UNAVAILABLE", "lease lost");
+      if (st.aborts.count(txid)) return false;
+      st.batches[txid] = {i, payload};
+      auto& t = c->m_txns[txid];
+      if (!t.decided_at) {
+        t.decided_at = ++c->m_stamp;
+        if (t.leader_aborted)
+          c->violation(txid +
+                       " committed in the decision store after a leader answered "
+                       "ABORTED for it");
+      }
+      if (auto d = leader::decode_commit(payload); d && !d->rid.empty()) st.rids[d->rid] = txid;
+      c->trace(c->name(K_LEADER, i), "  decision store: batch of " + txid + " created");
+      return true;
+    };
+    m_c.store_call(m_i, op, [cb = std::move(cb)](Result<bool> r, bool) { cb(std::move(r)); });
+  }
+  void end(const std::string& txid) override {
+    m_c.m_store.batches.erase(txid);  // best effort, as the real batch deletes
+  }
+  void lookup(const std::string& txid, const std::string& owner,
+              std::function<void(Result<leader::StoreFacts>)> cb) override {
+    auto op = [c = &m_c, txid, owner]() -> Result<leader::StoreFacts> {
+      int o = std::stoi(owner) - 1;
+      leader::StoreFacts f;
+      auto b = c->m_store.batches.find(txid);
+      f.committed = b != c->m_store.batches.end() && b->second.first == o;
+      f.aborted = c->m_store.aborts.count(txid) > 0;
+      f.owner_alive = c->holds_key(o);
+      return f;
+    };
+    m_c.store_call(m_i, op,
+                   [cb = std::move(cb)](Result<leader::StoreFacts> r, bool) { cb(std::move(r)); });
+  }
+  void settle(const std::string& txid, const std::string& owner, bool fenced,
+              std::function<void(Result<leader::SettleResult>)> cb) override {
+    auto op = [c = &m_c, i = m_i, txid, owner, fenced]() -> Result<leader::SettleResult> {
+      int o = std::stoi(owner) - 1;
+      auto& st = c->m_store;
+      bool created = false;
+      if (!st.aborts.count(txid) && (!fenced || !c->holds_key(o))) {
+        st.aborts.insert(txid);
+        created = true;
+        c->m_result.features.set(f_settles);
+        c->trace(c->name(K_LEADER, i), "  decision store: " + txid + " settled as aborted");
+      }
+      auto b = st.batches.find(txid);
+      if (b != st.batches.end() && b->second.first == o) return leader::SettleResult::committed;
+      if (created) return leader::SettleResult::settled;
+      if (st.aborts.count(txid)) return leader::SettleResult::aborted;
+      return leader::SettleResult::owner_back;
+    };
+    m_c.store_call(
+        m_i, op, [cb = std::move(cb)](Result<leader::SettleResult> r, bool) { cb(std::move(r)); });
+  }
+  void find_rid(const std::string& rid, std::function<void(Result<std::string>)> cb) override {
+    auto op = [c = &m_c, rid]() -> Result<std::string> {
+      auto it = c->m_store.rids.find(rid);
+      return it == c->m_store.rids.end() ? std::string() : it->second;
+    };
+    m_c.store_call(m_i, op,
+                   [cb = std::move(cb)](Result<std::string> r, bool) { cb(std::move(r)); });
+  }
+  void record_mismatch(const std::string&, size_t, std::string,
+                       std::function<void(Status)> cb) override {
+    auto op = []() -> Result<bool> { return true; };
+    m_c.store_call(
+        m_i, op, [cb = std::move(cb)](Result<bool> r, bool) { cb(r ? Status::ok() : r.status()); });
+  }
+  void forget_mismatches(const std::string&) override {}
+
+ private:
+  Cluster& m_c;
+  int m_i;
 };
 
 // --- setup --------------------------------------------------------------------------------
@@ -491,6 +696,21 @@ void Cluster::at_node(Kind k, int i, int64_t t, F f) {
     uint64_t now_gen = k == K_LEADER ? m_leaders[i].gen : m_parts[i].gen;
     if (!alive(k, i) || now_gen != gen) return;
     f();
+  });
+}
+
+void Cluster::arm_tick(Kind k, int i, int64_t at) {
+  int64_t& tick = k == K_LEADER ? m_leaders[i].tick_at : m_parts[i].tick_at;
+  if (!at || (tick != 0 && at >= tick)) return;
+  tick = at;
+  at_node(k, i, at * k_ms, [this, k, i, at] {
+    int64_t& t = k == K_LEADER ? m_leaders[i].tick_at : m_parts[i].tick_at;
+    if (t != at) return;
+    t = 0;
+    if (k == K_LEADER)
+      step_leader(i, leader::ev::Tick{});
+    else
+      step_part(i, participant::ev::Tick{});
   });
 }
 
@@ -739,6 +959,9 @@ void Cluster::start_leader(int i) {
   cfg.advertise = fmt::format("leader{}:5000", i);
   cfg.shared_store = shared();
   n.core = std::make_unique<leader::Core>(cfg);
+  n.io = std::make_unique<LeaderIo>(*this, i);
+  n.decisions = shared() ? std::make_unique<SimDecisions>(*this, i) : nullptr;
+  n.exec = std::make_unique<leader::Executor>(*n.core, *n.io, n.decisions.get());
   for (auto& r : rec.records) n.core->recover(r);
   if (shared()) {
     // Its decisions not ended, from the store (the real leader's EtcdDecisions::open).
@@ -752,178 +975,10 @@ void Cluster::start_leader(int i) {
                     rec.tail == txlog::Recovery::torn ? ", torn tail dropped" : ""));
   n.tick_at = 0;
   auto a = n.core->start(m_s.now_us() / k_ms);
-  exec_leader(i, a);
+  n.exec->execute(a);
 }
 
-void Cluster::step_leader(int i, leader::Event e) {
-  auto& n = m_leaders[i];
-  ++m_events;
-  std::string rid;
-  if (auto* t = std::get_if<leader::ev::Txn>(&e)) rid = t->rid;
-  if (m_opt.trace) {
-    std::string what = std::visit(
-        [](auto& x) -> std::string {
-          using T = std::decay_t<decltype(x)>;
-          if constexpr (std::is_same_v<T, leader::ev::Txn>) return "client TXN rid=" + x.rid;
-          if constexpr (std::is_same_v<T, leader::ev::Get>) return "client GET " + x.key;
-          if constexpr (std::is_same_v<T, leader::ev::Result>) return "client RESULT " + x.rid;
-          if constexpr (std::is_same_v<T, leader::ev::Outcome>)
-            return "OUTCOME " + x.txid + (x.heuristic ? fmt::format(" heuristic={} rid={}", *x.heuristic ? "commit" : "abort", x.rid) : "");
-          if constexpr (std::is_same_v<T, leader::ev::Vote>)
-            return fmt::format("vote of P{} for {}: {}", x.part, x.txid, protocol::encode(x.vote));
-          if constexpr (std::is_same_v<T, leader::ev::CommitReply>)
-            return fmt::format("COMMIT {} reply from P{}: {}", x.txid, x.part,
-                               x.acked ? "ACK" : "lost");
-          if constexpr (std::is_same_v<T, leader::ev::ReadReply>)
-            return fmt::format("READ reply from P{}: {}", x.part, protocol::encode(x.reply));
-          if constexpr (std::is_same_v<T, leader::ev::Durable>) return "durable COMMIT " + x.txid;
-          if constexpr (std::is_same_v<T, leader::ev::LinkUp>)
-            return fmt::format("link to P{} up", x.part);
-          if constexpr (std::is_same_v<T, leader::ev::LinkDown>)
-            return fmt::format("link to P{} down", x.part);
-          if constexpr (std::is_same_v<T, leader::ev::Tick>) return "tick";
-          return "log full";
-        },
-        e);
-    trace(name(K_LEADER, i), what);
-  }
-  leader::Actions a;
-  n.core->step(m_s.now_us() / k_ms, std::move(e), a);
-  for (auto& x : a.list)
-    if (auto* s = std::get_if<leader::act::Send>(&x))
-      if (auto* p = std::get_if<protocol::Prepare>(&s->msg)) {
-        auto& t = m_txns[p->txid];
-        t.leader = i;
-        if (!rid.empty()) t.rid = rid;
-        t.ops.insert(t.ops.end(), p->ops.begin(), p->ops.end());
-      }
-  exec_leader(i, a);
-}
-
-void Cluster::exec_leader(int i, leader::Actions& a) {
-  auto& n = m_leaders[i];
-  for (auto& x : a.list) {
-    if (shared()) {
-      auto* ap = std::get_if<leader::act::Append>(&x);
-      bool to_store = ap ? ap->type == leader::k_rec_commit || ap->type == leader::k_rec_end
-                         : std::holds_alternative<leader::act::Lookup>(x) ||
-                               std::holds_alternative<leader::act::Settle>(x) ||
-                               std::holds_alternative<leader::act::FindRid>(x);
-      if (to_store) {
-        exec_store(i, x);
-        continue;
-      }
-    }
-    if (auto* ap = std::get_if<leader::act::Append>(&x)) {
-      trace(name(K_LEADER, i),
-            fmt::format("  append type {} {}{}", ap->type, ap->txid, ap->force ? " (forced)" : ""));
-      std::function<void()> done;
-      if (ap->force)
-        done = [this, i, txid = ap->txid, type = ap->type] {
-          step_leader(i, leader::ev::Durable{txid, 1, type});
-        };
-      append(K_LEADER, i, n.log, ap->type, std::move(ap->payload), ap->txid, ap->force ? 1 : 0,
-             std::move(done));
-    } else if (auto* s = std::get_if<leader::act::Send>(&x)) {
-      std::string line = protocol::encode(s->msg);
-      trace(name(K_LEADER, i), fmt::format("  send P{}: {}", s->part, line.substr(0, 120)));
-      size_t p = s->part;
-      int c = chan(K_LEADER, i, K_PART, static_cast<int>(p));
-      if (auto* cm = std::get_if<protocol::Commit>(&s->msg)) {
-        auto& t = m_txns[cm->txid];
-        if (!t.decided_at)
-          violation("leader sent COMMIT for " + cm->txid + " with no durable decision");
-        request(c, line, [this, i, p, txid = cm->txid, gen = n.gen](Result<std::string> r) {
-          if (!m_leaders[i].alive || m_leaders[i].gen != gen) return;
-          auto k = protocol::parse_phase_two(r);
-          step_leader(i, leader::ev::CommitReply{txid, p, k == protocol::PhaseTwo::acked,
-                                                 k == protocol::PhaseTwo::heuristic_aborted});
-        });
-      } else if (auto* ab = std::get_if<protocol::Abort>(&s->msg)) {
-        auto& t = m_txns[ab->txid];
-        t.leader_aborted = true;
-        if (t.decided_at) violation("leader sent ABORT for " + ab->txid + ", decided COMMIT");
-        request(c, line, [this, i, p, txid = ab->txid, gen = n.gen](Result<std::string> r) {
-          if (m_leaders[i].alive && m_leaders[i].gen == gen &&
-              protocol::parse_phase_two(r) == protocol::PhaseTwo::heuristic_committed)
-            step_leader(i, leader::ev::AbortReply{txid, p});
-        });
-      } else if (auto* pr = std::get_if<protocol::Prepare>(&s->msg)) {
-        request(c, line, [this, i, p, txid = pr->txid, gen = n.gen](Result<std::string> r) {
-          if (m_leaders[i].alive && m_leaders[i].gen == gen)
-            step_leader(i, leader::ev::Vote{txid, p, protocol::parse_vote(r)});
-        });
-      } else if (std::holds_alternative<protocol::Scan>(s->msg)) {
-        request(c, line, [this, i, p, id = s->read, gen = n.gen](Result<std::string> r) {
-          if (m_leaders[i].alive && m_leaders[i].gen == gen)
-            step_leader(i, leader::ev::ScanReply{id, p, protocol::parse_scan_reply(r)});
-        });
-      } else if (auto* ck = std::get_if<protocol::ScanCheck>(&s->msg)) {
-        request(
-            c, line, [this, i, p, id = s->read, w = ck->watch, gen = n.gen](Result<std::string> r) {
-              if (m_leaders[i].alive && m_leaders[i].gen == gen)
-                step_leader(
-                    i, leader::ev::ScanChecked{id, p, w, protocol::parse_scan_checked(r).clean});
-            });
-      } else {
-        request(c, line, [this, i, p, id = s->read, gen = n.gen](Result<std::string> r) {
-          if (m_leaders[i].alive && m_leaders[i].gen == gen)
-            step_leader(i, leader::ev::ReadReply{id, p, protocol::parse_read_reply(r)});
-        });
-      }
-    } else if (auto* r = std::get_if<leader::act::Reply>(&x)) {
-      auto it = n.waiting.find(r->client);
-      if (it == n.waiting.end()) continue;
-      std::string line = leader::encode(r->reply);
-      trace(name(K_LEADER, i), "  reply: " + line);
-      if (r->reply.kind == leader::ClientReply::committed && !r->reply.txid.empty()) {
-        auto& t = m_txns[r->reply.txid];
-        if (!t.decided_at)
-          violation("leader told a client COMMITTED for " + r->reply.txid +
-                    " before its decision was durable");
-      }
-      if (!it->second.txid.empty()) {  // an OUTCOME query
-        auto& t = m_txns[it->second.txid];
-        if (r->reply.kind == leader::ClientReply::committed && !t.decided_at)
-          violation("leader answered COMMITTED to OUTCOME " + it->second.txid +
-                    " with no decision record");
-        if (r->reply.kind == leader::ClientReply::aborted) {
-          if (t.decided_at) {
-            for (auto& p : m_parts)
-              if (p.alive && p.core->find(it->second.txid) &&
-                  !p.core->find(it->second.txid)->applying)
-                violation("leader answered ABORTED to OUTCOME " + it->second.txid +
-                          ", decided COMMIT and still in doubt");
-          } else {
-            t.leader_aborted = true;
-          }
-        }
-      }
-      reply(it->second, line);
-      n.waiting.erase(it);
-    } else if (auto* rw = std::get_if<leader::act::Rewrite>(&x)) {
-      trace(name(K_LEADER, i), fmt::format("  rewrite log: {} live records", rw->live.size()));
-      m_result.features.set(pressure() ? f_pressure : f_rewrites);
-      SimLog::Pending p;
-      p.is_rewrite = true;
-      for (auto& rec : rw->live) p.image += txlog::frame(rec.type, rec.payload);
-      n.log.pending.push_back(std::move(p));
-    }
-  }
-  if (a.wake_at && (n.tick_at == 0 || a.wake_at < n.tick_at)) {
-    n.tick_at = a.wake_at;
-    at_node(K_LEADER, i, a.wake_at * k_ms, [this, i, t = a.wake_at] {
-      if (m_leaders[i].tick_at != t) return;
-      m_leaders[i].tick_at = 0;
-      step_leader(i, leader::ev::Tick{});
-    });
-  }
-  if (n.log.bytes() > rewrite_past() && m_rng.chance(0.2)) {
-    bool queued = false;
-    for (auto& p : n.log.pending) queued |= p.is_rewrite;
-    if (!queued) step_leader(i, leader::ev::LogFull{});
-  }
-}
+void Cluster::step_leader(int i, leader::Event e) { m_leaders[i].exec->step(std::move(e)); }
 
 // --- the shared decision store ----------------------------------------------------------
 
@@ -947,97 +1002,6 @@ void Cluster::store_call(int i, Op op, Done done) {
         done(r, false);
     });
   });
-}
-
-// The commit point of txid in the store: a batch, created only while the leader's key is held
-// and no abort key of txid exists. Tried again every 200 ms while the store cannot say (as
-// the server does); a batch that landed before is found by the retry.
-void Cluster::store_decide(int i, std::string txid, std::string payload) {
-  auto op = [this, i, txid, payload]() -> Result<bool> {
-    auto b = m_store.batches.find(txid);
-    if (b != m_store.batches.end() && b->second.first == i) return true;  // an earlier attempt
-    if (!holds_key(i)) return Status::error("UNAVAILABLE", "lease lost");
-    if (m_store.aborts.count(txid)) return false;
-    m_store.batches[txid] = {i, payload};
-    auto& t = m_txns[txid];
-    if (!t.decided_at) {
-      t.decided_at = ++m_stamp;
-      if (t.leader_aborted)
-        violation(fmt::format("{} committed in the decision store after a leader answered "
-                              "ABORTED for it",
-                              txid));
-    }
-    if (auto c = leader::decode_commit(payload); c && !c->rid.empty()) m_store.rids[c->rid] = txid;
-    trace(name(K_LEADER, i), "  decision store: batch of " + txid + " created");
-    return true;
-  };
-  store_call(i, op, [this, i, txid, payload](Result<bool> r, bool) {
-    if (!r) {
-      trace(name(K_LEADER, i), "  decision of " + txid + " not taken yet: " + r.status().message());
-      return m_s.after(200 * k_ms, [this, i, txid, payload, gen = m_leaders[i].gen] {
-        if (m_leaders[i].alive && m_leaders[i].gen == gen) store_decide(i, txid, payload);
-      });
-    }
-    if (*r)
-      step_leader(i, leader::ev::Durable{txid, 1, leader::k_rec_commit});
-    else
-      step_leader(i, leader::ev::Refused{txid});
-  });
-}
-
-void Cluster::exec_store(int i, leader::Action& x) {
-  if (auto* ap = std::get_if<leader::act::Append>(&x)) {
-    if (ap->type == leader::k_rec_end) {
-      m_store.batches.erase(ap->txid);  // best effort, as the real batch deletes
-      return;
-    }
-    trace(name(K_LEADER, i), "  decide in the store " + ap->txid);
-    return store_decide(i, ap->txid, ap->payload);
-  }
-  if (auto* l = std::get_if<leader::act::Lookup>(&x)) {
-    auto op = [this, l = *l]() -> Result<leader::StoreFacts> {
-      leader::StoreFacts f;
-      auto b = m_store.batches.find(l.txid);
-      f.committed = b != m_store.batches.end() && name(K_LEADER, b->second.first) ==
-                                                      name(K_LEADER, std::stoi(l.owner) - 1);
-      f.aborted = m_store.aborts.count(l.txid) > 0;
-      f.owner_alive = holds_key(std::stoi(l.owner) - 1);
-      return f;
-    };
-    return store_call(i, op, [this, i, l = *l](Result<leader::StoreFacts> r, bool) {
-      step_leader(i, leader::ev::Looked{l.client, l.txid, l.owner, l.held_ms, std::move(r)});
-    });
-  }
-  if (auto* st = std::get_if<leader::act::Settle>(&x)) {
-    auto op = [this, i, st = *st]() -> Result<leader::SettleResult> {
-      int owner = std::stoi(st.owner) - 1;
-      bool created = false;
-      if (!m_store.aborts.count(st.txid) && (!st.fenced || !holds_key(owner))) {
-        m_store.aborts.insert(st.txid);
-        created = true;
-        m_result.features.set(f_settles);
-        trace(name(K_LEADER, i), "  decision store: " + st.txid + " settled as aborted");
-      }
-      auto b = m_store.batches.find(st.txid);
-      if (b != m_store.batches.end() && b->second.first == owner)
-        return leader::SettleResult::committed;
-      if (created) return leader::SettleResult::settled;
-      if (m_store.aborts.count(st.txid)) return leader::SettleResult::aborted;
-      return leader::SettleResult::owner_back;
-    };
-    return store_call(i, op, [this, i, st = *st](Result<leader::SettleResult> r, bool) {
-      step_leader(i, leader::ev::Settled{st.client, st.txid, st.owner, !st.fenced, std::move(r)});
-    });
-  }
-  if (auto* fr = std::get_if<leader::act::FindRid>(&x)) {
-    auto op = [this, fr = *fr]() -> Result<std::string> {
-      auto it = m_store.rids.find(fr.rid);
-      return it == m_store.rids.end() ? std::string() : it->second;
-    };
-    return store_call(i, op, [this, i, fr = *fr](Result<std::string> r, bool) {
-      step_leader(i, leader::ev::RidFound{fr.client, fr.rid, std::move(r), fr.report});
-    });
-  }
 }
 
 // Every second: the lease kept alive, or a new one once it expired (and the key is free).
@@ -1265,6 +1229,9 @@ void Cluster::crash(Kind k, int i) {
     auto& n = m_leaders[i];
     n.alive = false;
     ++n.gen;
+    n.exec.reset();
+    n.decisions.reset();
+    n.io.reset();
     n.core.reset();
     n.waiting.clear();
     n.tick_at = 0;
