@@ -13,7 +13,7 @@
 #include <mutex>
 
 #include "common/status.h"
-#include "protocol/codec.h"
+#include "common/text.h"
 
 namespace tpc::log {
 namespace {
@@ -127,9 +127,8 @@ void write(Level l, const std::string& message) {
   std::string line;
   if (g_format.load(std::memory_order_relaxed) == static_cast<int>(Format::json)) {
     std::string lv = lower(name(l));
-    line = fmt::format("{{\"ts\":\"{}.{:06d}Z\",\"level\":\"{}\",\"node\":{},\"msg\":{}}}\n",
-                       ts, tv.tv_usec, lv, protocol::json_string(role),
-                       protocol::json_string(message));
+    line = fmt::format("{{\"ts\":\"{}.{:06d}Z\",\"level\":\"{}\",\"node\":{},\"msg\":{}}}\n", ts,
+                       tv.tv_usec, lv, json_string(role), json_string(message));
   } else {
     line = fmt::format("{}.{:06d}Z {} {} {}\n", ts, tv.tv_usec, name(l), role, message);
   }

@@ -25,7 +25,7 @@ NodeMetrics::NodeMetrics(const std::string& role, const std::string& id)
 }
 
 void NodeMetrics::watch(txlog::Log& log) {
-  log.set_metrics(&log_force, &log_batch);
+  log.set_observer(this);
   registry.gauge("tpc_log_bytes", "Size of the transaction log file.",
                  [&log] { return static_cast<double>(log.stats().bytes); });
   registry.counter_fn("tpc_log_syncs_total", "fdatasyncs of the transaction log.",
@@ -33,6 +33,11 @@ void NodeMetrics::watch(txlog::Log& log) {
   registry.counter_fn("tpc_log_rewrites_total",
                       "Rewrites of the transaction log down to its live records.",
                       [&log] { return static_cast<double>(log.stats().rewrites); });
+}
+
+void NodeMetrics::synced(double seconds, size_t records) {
+  log_force.observe(seconds);
+  if (records) log_batch.observe(static_cast<double>(records));
 }
 
 void NodeMetrics::connections(std::function<double()> open) {

@@ -10,14 +10,11 @@
 
 #include "metrics/http.h"
 #include "metrics/metrics.h"
-
-namespace tpc::txlog {
-class Log;
-}
+#include "txlog/log.h"
 
 namespace tpc::metrics {
 
-struct NodeMetrics {
+struct NodeMetrics : txlog::Log::SyncObserver {
   // `role`, `id`: for tpc_node_info.
   NodeMetrics(const std::string& role, const std::string& id);
   Registry registry;
@@ -27,6 +24,7 @@ struct NodeMetrics {
   Histogram& log_batch;
   // Log size, syncs and rewrites read from `log` when scraped; its syncs observed.
   void watch(txlog::Log& log);
+  void synced(double seconds, size_t records) override;
   // Connections open now, read when scraped.
   void connections(std::function<double()> open);
   // Starts the endpoint on HOST:PORT (throws tpc::Error, exit 2).

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/text.h"
 
 namespace tpc::protocol {
 
@@ -36,11 +37,8 @@ std::string unescape_text(std::string_view text);
 // Free text from a node (an error's or abort's reason), for a terminal: spaces kept, control
 // bytes and bytes that are not valid UTF-8 as %XX.
 std::string display_text(std::string_view s);
-// The length of the valid UTF-8 sequence at the start of `s` (1 to 4), 0 if none.
-size_t utf8_sequence(std::string_view s);
-// A JSON string (quoted) of any bytes: valid UTF-8 always (a byte that is not part of valid
-// UTF-8 becomes U+FFFD), control bytes as \u00XX.
-std::string json_string(std::string_view s);
+using tpc::json_string;  // common/text.h
+using tpc::utf8_sequence;
 // Decodes one token. Error PROTO on a bad %-escape.
 Result<std::string> unescape(std::string_view token);
 // Splits a line (without its LF; a trailing CR is dropped) into raw tokens. Runs of spaces or

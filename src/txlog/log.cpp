@@ -185,17 +185,14 @@ void Log::run() {
   bool unsynced = false;   // bytes written since the last sync
   size_t batch_records = 0;  // in the write the next sync makes durable
   auto do_sync = [&] {
-    auto* force = m_force_seconds.load(std::memory_order_relaxed);
-    auto t0 = force ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+    auto* seen = m_observer.load(std::memory_order_relaxed);
+    auto t0 = seen ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     int e = failpoint::hit("txlog/sync");
     if (!e) e = m_file->sync();
     if (e) fail("fdatasync", e);
-    if (force) {
-      force->observe(
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      if (auto* b = m_batch_records.load(std::memory_order_relaxed); b && batch_records)
-        b->observe(static_cast<double>(batch_records));
-    }
+    if (seen)
+      seen->synced(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                   batch_records);
     batch_records = 0;
     unsynced = false;
     record_synced();

@@ -28,7 +28,6 @@
 #include <thread>
 #include <vector>
 
-#include "metrics/metrics.h"
 #include "txlog/file.h"
 #include "txlog/record.h"
 
@@ -86,12 +85,14 @@ class Log {
     uint64_t rewrites = 0;
   };
   Stats stats() const;
-  // Where each fdatasync's duration and the records it made durable are observed (metrics;
-  // null: nowhere). Safe to set at any time.
-  void set_metrics(metrics::Histogram* force_seconds, metrics::Histogram* batch_records) {
-    m_force_seconds.store(force_seconds);
-    m_batch_records.store(batch_records);
-  }
+  // Told of each fdatasync from the writer thread (metrics): its duration and the records it
+  // made durable. Set once; it must outlive the log.
+  class SyncObserver {
+   public:
+    virtual ~SyncObserver() = default;
+    virtual void synced(double seconds, size_t records) = 0;
+  };
+  void set_observer(SyncObserver* o) { m_observer.store(o); }
 
  private:
   Log(std::unique_ptr<File> file, std::string name, Format format);
@@ -114,7 +115,7 @@ class Log {
   int m_synced_fd = -1;  // TPC_TEST_RECORD_SYNCED: where the synced length goes
   void record_synced();
   mutable std::mutex m_mutex;
-  std::atomic<metrics::Histogram*> m_force_seconds{nullptr}, m_batch_records{nullptr};
+  std::atomic<SyncObserver*> m_observer{nullptr};
   std::condition_variable m_cv;
   std::deque<Item> m_queue;
   bool m_stopping = false;

@@ -104,3 +104,44 @@ TEST_SUITE("docs") {
     }
   }
 }
+
+TEST_SUITE("docs") {
+  // The module map: README's layout table lists src/'s folders so that each uses only those
+  // above it. A new include pointing down the table (a back-edge) fails here.
+  TEST_CASE("every folder of src/ includes only folders above it in README's layout") {
+    std::string readme = read("README.md");
+    std::regex row("\\| `src/([a-z]+)/` \\|");
+    std::vector<std::string> order;
+    for (auto it = std::sregex_iterator(readme.begin(), readme.end(), row);
+         it != std::sregex_iterator(); ++it)
+      order.push_back((*it)[1]);
+    REQUIRE(order.size() >= 10);
+    auto rank = [&](const std::string& d) {
+      auto it = std::find(order.begin(), order.end(), d);
+      return it == order.end() ? -1 : static_cast<int>(it - order.begin());
+    };
+    std::regex inc("#include \"([a-z]+)/");
+    namespace fs = std::filesystem;
+    int files = 0;
+    for (auto& e : fs::directory_iterator(std::string(TPC_SOURCE_DIR) + "/src")) {
+      if (!e.is_directory()) continue;
+      std::string dir = e.path().filename().string();
+      CAPTURE(dir);
+      CHECK(rank(dir) >= 0);  // every folder has its row
+      for (auto& f : fs::directory_iterator(e.path())) {
+        ++files;
+        std::string text = read("src/" + dir + "/" + f.path().filename().string());
+        for (auto it = std::sregex_iterator(text.begin(), text.end(), inc);
+             it != std::sregex_iterator(); ++it) {
+          std::string used = (*it)[1];
+          if (used == dir) continue;
+          CAPTURE(f.path().filename().string());
+          CAPTURE(used);
+          CHECK(rank(used) >= 0);
+          CHECK(rank(used) < rank(dir));
+        }
+      }
+    }
+    CHECK(files > 50);
+  }
+}
