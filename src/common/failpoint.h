@@ -17,6 +17,7 @@
 // When TPC_FAILPOINTS is unset, hit() is one relaxed atomic load.
 #pragma once
 #include <atomic>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -37,6 +38,11 @@ inline int hit(std::string_view name, std::string_view txid = {}) {
   if (!detail::g_any.load(std::memory_order_relaxed)) return 0;
   return detail::eval(name, txid);
 }
+
+// A function that decides every failpoint instead of TPC_FAILPOINTS (the simulator: it
+// crashes the simulated node at an I/O by throwing). Empty: none. Single-threaded use only.
+using Hook = std::function<int(std::string_view name, std::string_view txid)>;
+void set_hook(Hook hook);
 
 // Every failpoint name the code uses, for docs, --help and validation.
 extern const char* const k_names[];

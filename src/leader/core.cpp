@@ -591,7 +591,7 @@ void Core::on(int64_t, ev::Result& e, Actions& out) {
   // Several leaders over a shared store: the request may be another's. Committed ones are in
   // the store; any other is not known here, so never "aborted" (on RidFound).
   if (it == m_rids.end() && m_cfg.shared_store)
-    return out.list.push_back(act::FindRid{e.client, e.rid});
+    return out.list.push_back(act::FindRid{e.client, e.rid, std::nullopt});
   if (it == m_rids.end()) {
     // Unknown: record it as aborted, so the request arriving later is refused instead of
     // committed behind the client's back.

@@ -7,6 +7,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "common/failpoint.h"
 #include "common/util.h"
 #include "leader/core.h"
 #include "leader/executor.h"
@@ -25,11 +26,17 @@ using protocol::OpKind;
 struct Fatal : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+enum Kind { K_LEADER, K_PART, K_CLIENT };
+// A node crashed at a failpoint (an I/O of its executor): thrown from there, so nothing after
+// it in the node's step runs, and caught by the run's loop, which crashes the node.
+struct SimCrash {
+  Kind kind;
+  int node;
+  std::string at;
+};
 [[noreturn]] void throw_fatal(const std::string& m) { throw Fatal(m); }
 
 constexpr int64_t k_ms = 1000;  // simulated time is in microseconds
-
-enum Kind { K_LEADER, K_PART, K_CLIENT };
 
 // A connection from one endpoint to another, carrying requests one way and replies back.
 struct Chan {
@@ -123,6 +130,7 @@ class Cluster {
         m_long_rng(opt.seed * 0x94d049bb133111ebull + 11),
         m_read_rng(opt.seed * 0xd6e8feb86659fd93ull + 13),
         m_damage_rng(opt.seed * 0xa0761d6478bd642full + 17),
+        m_io_rng(opt.seed * 0x8ebc6af09c88c6e3ull + 23),
         m_store_rng(opt.seed * 0xe7037ed1a0b428dbull + 19) {}
   Report run();
 
@@ -218,6 +226,18 @@ class Cluster {
   bool damage() const { return m_opt.seed % 13 == 12; }
   void damage_log(Kind k, int i);
   bool refuses_damaged(Kind k, int i);
+  // Crashes at any I/O, in one seed of five (drawn by a generator of their own): at every
+  // failpoint of the executors (before and after each fsync, apply, send), a node crashes
+  // one time in a hundred, at that very point.
+  Rng m_io_rng;
+  bool m_io_crashes = false;
+  std::pair<Kind, int> m_current{K_CLIENT, 0};  // the node whose code runs now
+  template <class F>
+  void as(Kind k, int i, F&& f) {
+    m_current = {k, i};
+    f();
+  }
+  bool run_one(int64_t until);
   // A decision store shared by the leaders (docs/decision-store.md), in one seed of four
   // (seed % 4 == 1): a simulated etcd holding their commit points (batches), settlers' abort
   // keys, each leader's key under a lease of 3 s kept alive every second, incarnations and
@@ -695,7 +715,7 @@ void Cluster::at_node(Kind k, int i, int64_t t, F f) {
   m_s.at(t, [this, k, i, gen, f = std::move(f)]() mutable {
     uint64_t now_gen = k == K_LEADER ? m_leaders[i].gen : m_parts[i].gen;
     if (!alive(k, i) || now_gen != gen) return;
-    f();
+    as(k, i, f);
   });
 }
 
@@ -731,7 +751,9 @@ bool Cluster::partitioned(const Chan& ch) const {
 void Cluster::request(int c, std::string line, std::function<void(Result<std::string>)> cb) {
   Chan& ch = m_chans[c];
   if (!ch.up) {
-    m_s.after(0, [cb = std::move(cb)] { cb(Status::error("UNAVAILABLE", "connection down")); });
+    m_s.after(0, [this, k = ch.from_kind, i = ch.from, cb = std::move(cb)] {
+      as(k, i, [&] { cb(Status::error("UNAVAILABLE", "connection down")); });
+    });
     return;
   }
   uint64_t id = m_next_req++;
@@ -762,6 +784,7 @@ void Cluster::deliver(int c, uint64_t id, uint64_t epoch, const std::string& lin
   Chan& ch = m_chans[c];
   if (ch.epoch != epoch || !alive(ch.to_kind, ch.to)) return;
   Incoming in{c, epoch, id, {}};
+  m_current = {ch.to_kind, ch.to};
   if (ch.to_kind == K_LEADER)
     leader_line(ch.to, line, in);
   else
@@ -778,7 +801,7 @@ void Cluster::reply(const Incoming& in, std::string line) {
     if (it == ch.pending.end()) return;
     auto cb = std::move(it->second);
     ch.pending.erase(it);
-    cb(line);
+    as(ch.from_kind, ch.from, [&] { cb(line); });
   });
 }
 
@@ -790,7 +813,9 @@ void Cluster::reset(int c) {
   auto pending = std::move(ch.pending);
   ch.pending.clear();
   for (auto& [id, cb] : pending)
-    m_s.after(0, [cb = std::move(cb)] { cb(Status::error("UNAVAILABLE", "connection lost")); });
+    m_s.after(0, [this, k = ch.from_kind, i = ch.from, cb = std::move(cb)] {
+      as(k, i, [&] { cb(Status::error("UNAVAILABLE", "connection lost")); });
+    });
   if (was_up && ch.from_kind == K_LEADER && m_leaders[ch.from].alive)
     step_leader(ch.from, leader::ev::LinkDown{static_cast<size_t>(ch.to)});
   if (!ch.reconnecting) {
@@ -989,13 +1014,15 @@ void Cluster::store_call(int i, Op op, Done done) {
     Status unreachable = Status::error("UNAVAILABLE", "decision store unreachable");
     if (!store_reachable(i)) {
       return m_s.after(store_delay(), [this, i, gen, done = std::move(done), unreachable] {
-        if (m_leaders[i].alive && m_leaders[i].gen == gen) done(unreachable, true);
+        if (m_leaders[i].alive && m_leaders[i].gen == gen)
+          as(K_LEADER, i, [&] { done(unreachable, true); });
       });
     }
     auto r = op();  // takes effect at the store, whatever becomes of the answer
     bool lost = m_store_rng.chance(0.02);
     m_s.after(store_delay(), [this, i, gen, done = std::move(done), r, lost, unreachable] {
       if (!m_leaders[i].alive || m_leaders[i].gen != gen) return;
+      m_current = {K_LEADER, i};
       if (lost)
         done(unreachable, true);  // it may have landed: the caller cannot tell
       else
@@ -1542,8 +1569,28 @@ void Cluster::client_resolve(int c, size_t idx, int attempt) {
 
 // --- the run ------------------------------------------------------------------------------
 
+bool Cluster::run_one(int64_t until) {
+  try {
+    m_current = {K_CLIENT, 0};
+    return m_s.run_one(until);
+  } catch (const SimCrash& c) {
+    trace(name(c.kind, c.node), "crash at failpoint " + c.at);
+    m_result.features.set(f_io_crashes);
+    ++m_result.faults;
+    crash_for(c.kind, c.node, m_io_rng.range(1, 2000));
+    return true;
+  }
+}
+
 Report Cluster::run() {
   set_fatal_hook(throw_fatal);
+  m_io_crashes = m_io_rng.chance(0.2);
+  if (m_io_crashes)
+    failpoint::set_hook([this](std::string_view name, std::string_view) -> int {
+      auto [k, i] = m_current;
+      if (!m_chaos || k == K_CLIENT || !alive(k, i) || !m_io_rng.chance(0.01)) return 0;
+      throw SimCrash{k, i, std::string(name)};
+    });
   try {
     setup();
     // Load with faults until every client is done (bounded), then heal and let it settle.
@@ -1553,11 +1600,11 @@ Report Cluster::run() {
         if (c.ops_left > 0 || c.busy) return false;
       return true;
     };
-    while (!clients_done() && m_s.run_one(load_end)) {
+    while (!clients_done() && run_one(load_end)) {
     }
     heal();
     const int64_t settle_end = m_s.now_us() + 60000 * k_ms;
-    while (m_s.run_one(settle_end)) {
+    while (run_one(settle_end)) {
     }
     final_checks();
   } catch (const Fatal& f) {
@@ -1568,6 +1615,7 @@ Report Cluster::run() {
     violation(std::string("the simulation stopped on an exception: ") + e.what());
   }
   set_fatal_hook(nullptr);
+  if (m_io_crashes) failpoint::set_hook(nullptr);
   m_result.events = m_events;
   m_result.txns = m_txns.size();
   if (m_leaders.size() >= 2) m_result.features.set(f_two_leaders);

@@ -38,13 +38,15 @@ enum Feature {
   f_shared_store,   // leaders over a shared decision store
   f_store_faults,   // the decision store lost its quorum, or a leader was cut off from it
   f_settles,        // a leader settled another's transaction as aborted (takeover)
+  f_io_crashes,     // a node crashed at a failpoint of its executor (at an I/O)
   k_feature_count
 };
 inline constexpr const char* k_feature_names[k_feature_count] = {
     "two leaders",     "crashes",   "partitions",  "duplicates",   "damaged logs",
     "rewrites",        "rewrites under pressure",  "crashes after a rewrite",
     "forced outcomes", "pauses",    "long outages", "checks of keys not written",
-    "shared decision store",        "decision-store faults",    "takeovers"};
+    "shared decision store",        "decision-store faults",    "takeovers",
+    "crashes at an I/O"};
 
 struct Report {
   std::bitset<k_feature_count> features;
