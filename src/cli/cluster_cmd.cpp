@@ -144,9 +144,10 @@ class LocalCluster {
 
 void LocalCluster::prepare() {
   if (o.leaders > 1 && o.decision_store != "etcd")
-    throw Error("--leaders above 1 needs --decision-store etcd (leaders share their decisions "
-                "there)",
-                2);
+    throw Error(
+        "--leaders above 1 needs --decision-store etcd (leaders share their decisions "
+        "there)",
+        2);
   exe = self_exe();
   if (o.insecure) {
     ::unsetenv("TPC_CERTS_DIR");  // the nodes must not find certificates there either
@@ -180,8 +181,8 @@ void LocalCluster::start_etcd() {
   if (o.decision_store != "etcd") return;
   std::string initial;
   for (int m = 0; m < o.etcd_members; ++m)
-    initial += fmt::format("{}e{}=http://127.0.0.1:{}", m ? "," : "", m,
-                           etcd_base + o.etcd_members + m);
+    initial +=
+        fmt::format("{}e{}=http://127.0.0.1:{}", m ? "," : "", m, etcd_base + o.etcd_members + m);
   store = "etcd://";
   for (int m = 0; m < o.etcd_members; ++m) {
     std::string client = fmt::format("http://127.0.0.1:{}", etcd_base + m);
@@ -202,16 +203,11 @@ void LocalCluster::start_participants() {
   for (int i = 1; i <= o.participants; ++i) {
     uint16_t port = static_cast<uint16_t>(o.port + i);
     peers += (i > 1 ? "," : "") + fmt::format("127.0.0.1:{}", port);
-    std::vector<std::string> a = {exe,
-                                  "participant",
-                                  "--port",
-                                  std::to_string(port),
-                                  "--id",
-                                  std::to_string(i),
-                                  "--data-dir",
-                                  fmt::format("{}/participant-{}", o.data_dir, i),
-                                  "--log-level",
-                                  o.log_level};
+    std::vector<std::string> a = {exe,           "participant",
+                                  "--port",      std::to_string(port),
+                                  "--id",        std::to_string(i),
+                                  "--data-dir",  fmt::format("{}/participant-{}", o.data_dir, i),
+                                  "--log-level", o.log_level};
     auto m = metrics_args(i - 1);
     a.insert(a.end(), m.begin(), m.end());
     children.push_back({fmt::format("participant {}", i), start_child(with_certs(a)), true});
@@ -267,18 +263,12 @@ bool LocalCluster::wait_etcd() {
 
 // Leader k; the others join leader 1's cluster.
 void LocalCluster::start_leader(int k, const std::string& cluster) {
-  std::vector<std::string> largs = {exe,
-                                    "leader",
-                                    "--port",
-                                    std::to_string(leader_port(k)),
-                                    "--id",
-                                    std::to_string(k),
-                                    "--peers",
-                                    peers,
-                                    "--data-dir",
-                                    fmt::format("{}/leader-{}", o.data_dir, k),
-                                    "--log-level",
-                                    o.log_level};
+  std::vector<std::string> largs = {exe,           "leader",
+                                    "--port",      std::to_string(leader_port(k)),
+                                    "--id",        std::to_string(k),
+                                    "--peers",     peers,
+                                    "--data-dir",  fmt::format("{}/leader-{}", o.data_dir, k),
+                                    "--log-level", o.log_level};
   if (o.replicas) {
     largs.push_back("--replicas");
     largs.push_back(std::to_string(o.replicas));
@@ -323,8 +313,8 @@ void LocalCluster::print_ready(const std::string& leaders, const std::string& cl
         "1-{}); /healthz on each\n",
         metrics_base, last_port, o.participants, o.leaders);
   std::cout << fmt::format(
-      "  cluster id    {}  (clients with --cluster-id {} refuse any other cluster)\n",
-      cluster_id, cluster_id);
+      "  cluster id    {}  (clients with --cluster-id {} refuse any other cluster)\n", cluster_id,
+      cluster_id);
   if (certs.empty()) {
     std::cout << "  insecure      plaintext, no certificates (loopback only)\n";
   } else {

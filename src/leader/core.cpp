@@ -277,9 +277,9 @@ void Core::resume(int64_t now, Actions& out) {
 void Core::on(int64_t now, ev::Txn& e, Actions& out) {
   // Fail fast: no decision can be taken now. Nothing is prepared.
   if (m_cfg.shared_store && !m_store_up)
-    return out.list.push_back(act::Reply{
-        e.client, reply(ClientReply::error, "UNAVAILABLE",
-                        "the decision store (etcd) is unreachable; try again")});
+    return out.list.push_back(
+        act::Reply{e.client, reply(ClientReply::error, "UNAVAILABLE",
+                                   "the decision store (etcd) is unreachable; try again")});
   if (m_paused) {
     if (m_paused->held.size() >= k_max_held)
       out.list.push_back(act::Reply{
@@ -719,8 +719,7 @@ void Core::on(int64_t, ev::Outcome& e, Actions& out) {
                                             rid != m_rids.end() && rid->second.txid == e.txid &&
                                             rid->second.decision == Decision::committed)
       d = Decision::committed;
-    else if (d == Decision::aborted && !e.rid.empty() && rid == m_rids.end() &&
-             m_cfg.shared_store)
+    else if (d == Decision::aborted && !e.rid.empty() && rid == m_rids.end() && m_cfg.shared_store)
       // With a shared store, a commit ended in an earlier incarnation is known there only
       // (its batch is gone, its request id kept): asked before a mismatch is recorded.
       return out.list.push_back(

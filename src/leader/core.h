@@ -246,11 +246,11 @@ struct Resume {
   ClientId client = 0;
 };
 }  // namespace ev
-using Event = std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Forget,
-                           ev::Vote, ev::CommitReply, ev::AbortReply, ev::ReadReply, ev::ScanReply,
-                           ev::ScanChecked, ev::Durable, ev::Refused, ev::Looked, ev::Settled,
-                           ev::RidFound, ev::StoreHealth, ev::LinkUp, ev::LinkDown, ev::Tick,
-                           ev::LogFull, ev::Pause, ev::Resume>;
+using Event =
+    std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Forget, ev::Vote,
+                 ev::CommitReply, ev::AbortReply, ev::ReadReply, ev::ScanReply, ev::ScanChecked,
+                 ev::Durable, ev::Refused, ev::Looked, ev::Settled, ev::RidFound, ev::StoreHealth,
+                 ev::LinkUp, ev::LinkDown, ev::Tick, ev::LogFull, ev::Pause, ev::Resume>;
 
 // What a client is told.
 struct ClientReply {

@@ -192,9 +192,8 @@ Server::Server(asio::io_context& io, Config cfg)
     dso.endpoints = etcd_start->endpoints;
     m_decisions = std::make_unique<EtcdDecisions>(io, dso, *etcd_start);
     m_decisions->set_preparing([this] { return m_core->preparing(); });
-    m_decisions->on_health([this](bool up) {
-      asio::post(m_io, [this, up] { step(ev::StoreHealth{up}); });
-    });
+    m_decisions->on_health(
+        [this](bool up) { asio::post(m_io, [this, up] { step(ev::StoreHealth{up}); }); });
     m_decisions->start();
     log::info("decision store: etcd at {}, prefix {}, lease {}; {} decisions to finish",
               m_cfg.decision_store, dso.prefix, etcd_start->lease,

@@ -101,7 +101,7 @@ ScanResult scan(std::string_view img) {
   while (img.size() - probe >= k_header) {
     uint32_t len = get32(img.data() + probe + 4);
     if (len > k_max_payload || img.size() - probe - k_header < len) break;         // cut short
-    if (zero_header(img, probe)) break;  // zeros
+    if (zero_header(img, probe)) break;                                            // zeros
     probe += k_header + len;
     if (valid_at(img, probe) != 0) {
       r.corrupt = true;

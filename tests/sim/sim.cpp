@@ -1488,7 +1488,9 @@ void Cluster::client_next(int c) {
     condition(a);
     std::string w = a;
     if (m_read_rng.chance(0.5)) {
-      auto other = [&] { return fmt::format("k{}", m_read_rng.below(static_cast<uint64_t>(m_keys))); };
+      auto other = [&] {
+        return fmt::format("k{}", m_read_rng.below(static_cast<uint64_t>(m_keys)));
+      };
       std::string second = other();
       if (second != a && m_read_rng.chance(0.3)) condition(second);
       for (int tries = 0; tries < 4 && (w == a || w == second); ++tries) w = other();
@@ -1549,8 +1551,7 @@ void Cluster::client_resolve(int c, size_t idx, int attempt) {
               } else if (res.kind == protocol::TxnReply::aborted ||
                          res.kind == protocol::TxnReply::heuristic) {
                 t.outcome = ClientTxn::aborted;
-              } else if (shared() && res.kind == protocol::TxnReply::pending &&
-                         attempt >= 60) {
+              } else if (shared() && res.kind == protocol::TxnReply::pending && attempt >= 60) {
                 // With a shared store, a request unknown to every leader stays PENDING: its
                 // leader's restart aborted it, but no leader can tell it from another's
                 // request still deciding (a known gap: docs/decision-store.md). The client

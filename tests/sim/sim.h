@@ -41,18 +41,29 @@ enum Feature {
   f_io_crashes,     // a node crashed at a failpoint of its executor (at an I/O)
   k_feature_count
 };
-inline constexpr const char* k_feature_names[k_feature_count] = {
-    "two leaders",     "crashes",   "partitions",  "duplicates",   "damaged logs",
-    "rewrites",        "rewrites under pressure",  "crashes after a rewrite",
-    "forced outcomes", "pauses",    "long outages", "checks of keys not written",
-    "shared decision store",        "decision-store faults",    "takeovers",
-    "crashes at an I/O"};
+inline constexpr const char* k_feature_names[k_feature_count] = {"two leaders",
+                                                                 "crashes",
+                                                                 "partitions",
+                                                                 "duplicates",
+                                                                 "damaged logs",
+                                                                 "rewrites",
+                                                                 "rewrites under pressure",
+                                                                 "crashes after a rewrite",
+                                                                 "forced outcomes",
+                                                                 "pauses",
+                                                                 "long outages",
+                                                                 "checks of keys not written",
+                                                                 "shared decision store",
+                                                                 "decision-store faults",
+                                                                 "takeovers",
+                                                                 "crashes at an I/O"};
 
 struct Report {
   std::bitset<k_feature_count> features;
   uint64_t events = 0, crashes = 0, faults = 0, txns = 0;
   uint64_t damaged = 0;
-  uint64_t unknown = 0;  // requests whose client gave up asking RESULT (shared store only)  // logs damaged in the middle at a crash (and refused at the restart)
+  uint64_t unknown = 0;  // requests whose client gave up asking RESULT (shared store only)  // logs
+                         // damaged in the middle at a crash (and refused at the restart)
   // Operators' forced outcomes (in one seed of seven), and those that contradicted the leader.
   uint64_t heuristics = 0, mismatches = 0;
   std::vector<std::string> violations;

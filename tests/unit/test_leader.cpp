@@ -707,8 +707,7 @@ TEST_SUITE("leader shared store") {
     auto a = d.step(ev::Looked{3, "M.3.9", "M", 100, StoreFacts{false, false, true}});
     CHECK(kind_of(a, 3) == ClientReply::pending);
     CHECK(Driver::all<act::Settle>(a).empty());
-    auto e = d.step(
-        ev::Looked{6, "M.3.9", "M", 100, Status::error("UNAVAILABLE", "etcd down")});
+    auto e = d.step(ev::Looked{6, "M.3.9", "M", 100, Status::error("UNAVAILABLE", "etcd down")});
     CHECK(kind_of(e, 6) == ClientReply::error);
   }
 
@@ -757,10 +756,11 @@ TEST_SUITE("leader shared store") {
     REQUIRE(f.size() == 1);
     CHECK(f[0].rid == "r-elsewhere");
     CHECK(Driver::all<act::Reply>(a).empty());
-    auto c = d.step(ev::RidFound{8, "r-elsewhere", std::string("M.3.9")});
+    auto c = d.step(ev::RidFound{8, "r-elsewhere", std::string("M.3.9"), std::nullopt});
     CHECK(kind_of(c, 8) == ClientReply::committed);
     CHECK(Driver::reply_to(c, 8)->txid == "M.3.9");
-    CHECK(kind_of(d.step(ev::RidFound{9, "r-x", std::string()}), 9) == ClientReply::pending);
+    CHECK(kind_of(d.step(ev::RidFound{9, "r-x", std::string(), std::nullopt}), 9) ==
+          ClientReply::pending);
     // And a request that arrives later is not refused as "already aborted".
     auto t = d.step(ev::Txn{10, "r-elsewhere", put("k"), false});
     CHECK(Driver::sent<protocol::Prepare>(t).size() == 3);
