@@ -37,7 +37,7 @@ build: $(BUILD)/Makefile
 test: deps build fuzz-build
 	@cd $(BUILD) && set -o pipefail && ctest --output-on-failure -j 2 --timeout 600 | tee ctest.out; \
 	rc=$$?; grep -h -E '^(crash test|power-loss test|etcd crash test|etcd quorum test|leader kill test|restart test|bank test|replace test[^:]*|backup test):' Testing/Temporary/LastTest.log || true; \
-	cd .. && $(MAKE) -s fuzz-run FUZZ_SECONDS=10 || rc=1; \
+	cd .. && $(MAKE) -s fuzz-run FUZZ_SECONDS=6 || rc=1; \
 	grep -E 'tests passed, [0-9]+ tests failed' $(BUILD)/ctest.out | tail -1; exit $$rc
 
 # The quick tier: unit tests, the simulator (5,000 seeds) and every integration test not

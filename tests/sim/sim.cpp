@@ -1610,6 +1610,9 @@ Report Cluster::run() {
     final_checks();
   } catch (const Fatal& f) {
     violation(std::string("a node stopped: ") + f.what());
+  } catch (const SimCrash& c) {
+    violation(fmt::format("{} crashed at failpoint {} outside the run's loop", name(c.kind, c.node),
+                          c.at));
   } catch (const std::exception& e) {
     // A broken invariant inside the simulator itself (a map lookup that failed, ...): a
     // violation with its seed, never a crash of the run that would pass unnoticed.
