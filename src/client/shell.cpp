@@ -119,34 +119,164 @@ Result<std::vector<std::string>> shell_split(const std::string& line) {
 }
 
 namespace {
+struct Call;
+// One command of tpc client and of its shell: its usage, its own flags, and what runs it
+// (bench parses its own options, before this table).
 struct Command {
   const char* name;
   const char* usage;
   std::vector<std::string> flags;  // the command's own flags
+  int (*run)(Call&);
 };
+
+// One parsed invocation: the words after the command, its flags (--flag or --flag=VALUE).
+struct Call {
+  Options o;
+  const Command& command;
+  std::vector<std::string> rest, flags;
+  std::ostream& out;
+  std::ostream& err;
+  bool has(const char* f) const { return std::find(flags.begin(), flags.end(), f) != flags.end(); }
+  std::optional<std::string> value_of(const std::string& flag) const {
+    std::optional<std::string> v;
+    for (const auto& f : flags)
+      if (f.rfind(flag + "=", 0) == 0) v = f.substr(flag.size() + 1);
+    return v;
+  }
+  int usage(const std::string& what) const {
+    err << "usage: " << what << "\n";
+    return k_usage;
+  }
+  int usage() const { return usage(command.usage); }
+  // The command takes exactly `n` arguments, none of them empty.
+  bool args(size_t n) const {
+    if (rest.size() != n) return false;
+    for (const auto& a : rest)
+      if (a.empty()) return false;
+    return true;
+  }
+};
+
+int cmd_help(Call& c);
+int cmd_get(Call& c) {
+  c.o.raw |= !c.o.shell && c.has("--raw");
+  return c.args(1) ? run_get(c.o, c.rest[0], c.out, c.err) : c.usage();
+}
+int cmd_scan(Call& c) {
+  if (!c.rest.empty() || c.has("--prefix") || c.has("--limit")) return c.usage();
+  uint64_t limit = 0;
+  if (auto l = c.value_of("--limit")) {
+    auto n = parse_int(*l);
+    if (!n || *n < 0) return c.usage("scan --limit N: N a count of keys, 0 for all");
+    limit = static_cast<uint64_t>(*n);
+  }
+  std::string prefix = c.value_of("--prefix").value_or("");
+  if (prefix.size() > protocol::k_max_key) return c.usage("scan: PREFIX longer than 4096 bytes");
+  return run_scan(c.o, prefix, limit, c.has("--keys-only"), c.out, c.err);
+}
+int cmd_status(Call& c) {
+  return c.args(0) ? run_status(c.o, c.has("--json"), c.out, c.err) : c.usage();
+}
+int cmd_in_doubt(Call& c) {
+  return c.args(0) ? run_in_doubt(c.o, c.has("--json"), c.out, c.err) : c.usage();
+}
+int cmd_result(Call& c) {
+  return c.args(1) ? run_result(c.o, c.rest[0], c.out, c.err) : c.usage();
+}
+int cmd_heuristics(Call& c) {
+  return c.args(0) ? run_heuristics(c.o, c.has("--json"), c.out, c.err) : c.usage();
+}
+int cmd_forget(Call& c) {
+  return c.args(1) ? run_forget(c.o, c.rest[0], c.out, c.err) : c.usage();
+}
+int cmd_backup(Call& c) {
+  return c.args(1) ? run_backup(c.o, c.rest[0], c.out, c.err) : c.usage();
+}
+int cmd_resolve(Call& c) {
+  if (c.rest.size() != 2 || (c.rest[1] != "commit" && c.rest[1] != "abort")) return c.usage();
+  return run_resolve(c.o, c.rest[0], c.rest[1] == "commit", c.has("--force"), c.out, c.err);
+}
+// put, del and txn: their ops as one transaction.
+int submit(Call& c, const std::vector<Op>& ops) {
+  for (const auto& op : ops) {
+    if (op.key.empty()) return c.usage(std::string(c.command.name) + ": KEY must not be empty");
+    if (op.key.size() > protocol::k_max_key)
+      return c.usage(std::string(c.command.name) + ": KEY longer than 4096 bytes");
+  }
+  c.o.trace |= c.has("--trace");
+  return run_txn(c.o, ops, c.out, c.err);
+}
+int cmd_put(Call& c) {
+  if (c.rest.size() != 2) return c.usage();
+  if (c.rest[1] == "-") {
+    // The value from standard input, every byte of it (like etcdctl put with no value).
+    // A literal "-" is written with: txn put KEY -
+    if (c.o.shell) return c.usage("put KEY -: reads standard input, which is the shell's own");
+    std::string value((std::istreambuf_iterator<char>(std::cin)),
+                      std::istreambuf_iterator<char>());
+    if (std::cin.bad()) {
+      c.err << "put: cannot read standard input\n";
+      return k_usage;
+    }
+    c.rest[1] = std::move(value);
+  }
+  return submit(c, {Op{OpKind::put, c.rest[0], c.rest[1]}});
+}
+int cmd_del(Call& c) {
+  if (c.rest.size() != 1) return c.usage();
+  return submit(c, {Op{OpKind::del, c.rest[0], {}}});
+}
+int cmd_txn(Call& c) {
+  std::vector<Op> ops;
+  const auto& rest = c.rest;
+  size_t i = 0;
+  while (i < rest.size()) {
+    const std::string& w = rest[i];
+    int n = (w == "put" || w == "check") ? 2 : (w == "del" || w == "absent") ? 1 : -1;
+    if (n < 0)
+      return c.usage("txn OP [OP...]; '" + w +
+                     "' is not an op (put K V | del K | check K V | absent K)");
+    if (i + n >= rest.size()) return c.usage("txn: " + w + (n == 2 ? " KEY VALUE" : " KEY"));
+    ops.push_back(Op{w == "put"     ? OpKind::put
+                     : w == "check" ? OpKind::check
+                     : w == "del"   ? OpKind::del
+                                    : OpKind::absent,
+                     rest[i + 1], n == 2 ? rest[i + 2] : std::string()});
+    i += 1 + n;
+  }
+  if (ops.empty()) return c.usage("txn OP [OP...]");
+  return submit(c, ops);
+}
+
 const std::vector<Command>& commands() {
   static const std::vector<Command> c = {
-      {"put", "put [--trace] KEY VALUE|-", {"--trace"}},
-      {"get", "get [--raw] KEY", {"--raw"}},
-      {"del", "del [--trace] KEY", {"--trace"}},
+      {"put", "put [--trace] KEY VALUE|-", {"--trace"}, cmd_put},
+      {"get", "get [--raw] KEY", {"--raw"}, cmd_get},
+      {"del", "del [--trace] KEY", {"--trace"}, cmd_del},
       {"scan",
        "scan [--prefix P] [--limit N] [--keys-only]",
-       {"--prefix", "--limit", "--keys-only"}},
+       {"--prefix", "--limit", "--keys-only"},
+       cmd_scan},
       {"txn",
        "txn [--trace] OP [OP...]  (OP: put KEY VALUE | del KEY | check KEY VALUE | "
        "absent KEY)",
-       {"--trace"}},
-      {"status", "status [--json]", {"--json"}},
-      {"in-doubt", "in-doubt [--json]", {"--json"}},
-      {"resolve", "resolve TXID commit|abort [--force]", {"--force"}},
-      {"result", "result REQUEST-ID", {}},
-      {"heuristics", "heuristics [--json]", {"--json"}},
-      {"forget", "forget TXID", {}},
-      {"backup", "backup DIR", {}},
-      {"bench", "bench [options]", {}},
-      {"help", "help", {}},
+       {"--trace"},
+       cmd_txn},
+      {"status", "status [--json]", {"--json"}, cmd_status},
+      {"in-doubt", "in-doubt [--json]", {"--json"}, cmd_in_doubt},
+      {"resolve", "resolve TXID commit|abort [--force]", {"--force"}, cmd_resolve},
+      {"result", "result REQUEST-ID", {}, cmd_result},
+      {"heuristics", "heuristics [--json]", {"--json"}, cmd_heuristics},
+      {"forget", "forget TXID", {}, cmd_forget},
+      {"backup", "backup DIR", {}, cmd_backup},
+      {"bench", "bench [options]", {}, nullptr},
+      {"help", "help", {}, cmd_help},
   };
   return c;
+}
+int cmd_help(Call& c) {
+  c.out << k_help;
+  return k_ok;
 }
 // The commands' flags that take a value (--prefix P, or --prefix=P); the others take none.
 bool takes_value(const std::string& flag) { return flag == "--prefix" || flag == "--limit"; }
@@ -174,8 +304,6 @@ const std::vector<std::string>& global_options() {
 }
 
 int execute(Options o, const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  using protocol::Op;
-  using protocol::OpKind;
   // Flags anywhere before "--"; after it, every word is an argument (a value may then start
   // with "--"). A lone "-" and words like "-5" are arguments too.
   if (!args.empty() && args[0] == "bench") {  // its own options, parsed by itself
@@ -222,20 +350,10 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
         << (near.empty() ? "" : "; did you mean '" + near + "'?") << " (help lists the commands)\n";
     return k_usage;
   }
-  auto usage = [&](const std::string& what) {
-    err << "usage: " << what << "\n";
-    return k_usage;
-  };
   if (help) {
     out << "usage: " << command->usage << "\n";
     return k_ok;
   }
-  auto value_of = [&](const std::string& flag) -> std::optional<std::string> {
-    std::optional<std::string> v;
-    for (const auto& f : flags)
-      if (f.rfind(flag + "=", 0) == 0) v = f.substr(flag.size() + 1);
-    return v;
-  };
   for (const auto& f : flags) {
     std::string name = f.substr(0, f.find('='));  // --prefix=P: --prefix
     if (std::find(command->flags.begin(), command->flags.end(), name) != command->flags.end() &&
@@ -257,102 +375,8 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
       err << "unknown option '" << f << "' of " << cmd << " (usage: " << command->usage << ")\n";
     return k_usage;
   }
-  auto has = [&](const char* f) { return std::find(flags.begin(), flags.end(), f) != flags.end(); };
-  std::vector<std::string> rest(words.begin() + 1, words.end());
-  if (cmd == "help") {
-    out << k_help;
-    return k_ok;
-  }
-  if (cmd == "get") {
-    o.raw |= !o.shell && has("--raw");
-    if (rest.size() != 1 || rest[0].empty()) return usage(command->usage);
-    return run_get(o, rest[0], out, err);
-  }
-  if (cmd == "scan") {
-    if (!rest.empty() || has("--prefix") || has("--limit")) return usage(command->usage);
-    uint64_t limit = 0;
-    if (auto l = value_of("--limit")) {
-      auto n = parse_int(*l);
-      if (!n || *n < 0) return usage("scan --limit N: N a count of keys, 0 for all");
-      limit = static_cast<uint64_t>(*n);
-    }
-    std::string prefix = value_of("--prefix").value_or("");
-    if (prefix.size() > protocol::k_max_key) return usage("scan: PREFIX longer than 4096 bytes");
-    return run_scan(o, prefix, limit, has("--keys-only"), out, err);
-  }
-  if (cmd == "status") {
-    if (!rest.empty()) return usage(command->usage);
-    return run_status(o, has("--json"), out, err);
-  }
-  if (cmd == "in-doubt") {
-    if (!rest.empty()) return usage(command->usage);
-    return run_in_doubt(o, has("--json"), out, err);
-  }
-  if (cmd == "result") {
-    if (rest.size() != 1 || rest[0].empty()) return usage(command->usage);
-    return run_result(o, rest[0], out, err);
-  }
-  if (cmd == "heuristics") {
-    if (!rest.empty()) return usage(command->usage);
-    return run_heuristics(o, has("--json"), out, err);
-  }
-  if (cmd == "forget") {
-    if (rest.size() != 1 || rest[0].empty()) return usage(command->usage);
-    return run_forget(o, rest[0], out, err);
-  }
-  if (cmd == "backup") {
-    if (rest.size() != 1 || rest[0].empty()) return usage(command->usage);
-    return run_backup(o, rest[0], out, err);
-  }
-  if (cmd == "resolve") {
-    if (rest.size() != 2 || (rest[1] != "commit" && rest[1] != "abort"))
-      return usage(command->usage);
-    return run_resolve(o, rest[0], rest[1] == "commit", has("--force"), out, err);
-  }
-  o.trace |= has("--trace");
-
-  std::vector<Op> ops;
-  if (cmd == "put") {
-    if (rest.size() != 2) return usage(command->usage);
-    if (rest[1] == "-") {
-      // The value from standard input, every byte of it (like etcdctl put with no value).
-      // A literal "-" is written with: txn put KEY -
-      if (o.shell) return usage("put KEY -: reads standard input, which is the shell's own");
-      std::string value((std::istreambuf_iterator<char>(std::cin)),
-                        std::istreambuf_iterator<char>());
-      if (std::cin.bad()) {
-        err << "put: cannot read standard input\n";
-        return k_usage;
-      }
-      rest[1] = std::move(value);
-    }
-    ops.push_back(Op{OpKind::put, rest[0], rest[1]});
-  } else if (cmd == "del") {
-    if (rest.size() != 1) return usage(command->usage);
-    ops.push_back(Op{OpKind::del, rest[0], {}});
-  } else if (cmd == "txn") {
-    size_t i = 0;
-    while (i < rest.size()) {
-      const std::string& w = rest[i];
-      int n = (w == "put" || w == "check") ? 2 : (w == "del" || w == "absent") ? 1 : -1;
-      if (n < 0)
-        return usage("txn OP [OP...]; '" + w +
-                     "' is not an op (put K V | del K | check K V | absent K)");
-      if (i + n >= rest.size()) return usage("txn: " + w + (n == 2 ? " KEY VALUE" : " KEY"));
-      ops.push_back(Op{w == "put"     ? OpKind::put
-                       : w == "check" ? OpKind::check
-                       : w == "del"   ? OpKind::del
-                                      : OpKind::absent,
-                       rest[i + 1], n == 2 ? rest[i + 2] : std::string()});
-      i += 1 + n;
-    }
-    if (ops.empty()) return usage("txn OP [OP...]");
-  }
-  for (auto& op : ops) {
-    if (op.key.empty()) return usage(cmd + ": KEY must not be empty");
-    if (op.key.size() > protocol::k_max_key) return usage(cmd + ": KEY longer than 4096 bytes");
-  }
-  return run_txn(o, ops, out, err);
+  Call call{std::move(o), *command, {words.begin() + 1, words.end()}, std::move(flags), out, err};
+  return command->run(call);
 }
 
 namespace {
