@@ -57,6 +57,16 @@ std::string image_of(const std::vector<std::pair<uint8_t, std::string>>& recs) {
   for (auto& [t, p] : recs) s += frame(t, p);
   return s;
 }
+// One record, then `bytes` of `group` repeated (garbage after it); the scan and its time.
+ScanResult scan_after_one_record(const std::string& group, size_t bytes, int64_t* ms) {
+  std::string img = frame(1, "a");
+  for (size_t i = 0; i < bytes / group.size(); ++i) img += group;
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = scan(img);
+  *ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+  return r;
+}
 }  // namespace
 
 TEST_SUITE("txlog") {
@@ -395,15 +405,9 @@ TEST_SUITE("txlog") {
     // 256 KiB of adversarial garbage after the last record: every offset holds a header
     // that claims a long record. It is a torn tail. (That the scan stays linear is a
     // property of the resync rule; the elapsed time is printed, not asserted.)
-    std::string garbage;
-    for (int i = 0; i < 256 * 1024 / 8; ++i)
-      garbage += std::string("\x01\x02\x03\x04\xf0\xff\x00\x00", 8);
-    auto img = frame(1, "a") + garbage;
-    auto t0 = std::chrono::steady_clock::now();
-    auto r = scan(img);
-    auto ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
-            .count();
+    int64_t ms = 0;
+    auto r = scan_after_one_record(std::string("\x01\x02\x03\x04\xf0\xff\x00\x00", 8),
+                                   256 * 1024, &ms);
     CHECK(r.torn_tail);
     CHECK(r.records.size() == 1);
     MESSAGE("scan of a 256 KiB damaged tail: " << ms << " ms");
@@ -463,15 +467,9 @@ TEST_SUITE("txlog") {
     // Each 8-byte group claims a record of 65527 bytes, so that every aligned offset starts
     // a plausible pair of records. Checking them all would cost gigabytes of checksums; the
     // reader stops at its bound and cannot tell a torn tail from damage: it refuses.
-    std::string garbage;
-    for (int i = 0; i < 1024 * 1024 / 8; ++i)
-      garbage += std::string("\x01\x02\x03\x04\xf7\xff\x00\x00", 8);
-    auto img = frame(1, "a") + garbage;
-    auto t0 = std::chrono::steady_clock::now();
-    auto r = scan(img);
-    auto ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
-            .count();
+    int64_t ms = 0;
+    auto r = scan_after_one_record(std::string("\x01\x02\x03\x04\xf7\xff\x00\x00", 8),
+                                   1024 * 1024, &ms);
     CHECK(r.corrupt);
     CHECK(r.records.size() == 1);
     MESSAGE("scan of a 1 MiB crafted tail: " << ms << " ms");
