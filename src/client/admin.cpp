@@ -2,6 +2,7 @@
 // needed, to the participants directly.
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <fmt/format.h>
@@ -117,8 +118,31 @@ std::map<std::string, InDoubt> collect(const std::vector<std::string>& parts,
 }
 }  // namespace
 
-int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err) {
-  // Every leader listed gets a row; the participants come from the first that answers.
+namespace {
+// One node's row of `tpc client status`, from its STATS line.
+struct StatusRow {
+  std::string role, addr;
+  bool up = false;
+  Fields f;
+  std::string refused;  // why the leader refuses this participant
+};
+// What `status` shows: a snapshot of every node, taken once; the table and --json are two
+// renderings of it.
+struct StatusSnapshot {
+  std::vector<StatusRow> rows;
+  std::optional<Fields> leader;  // the first leader that answered
+  int down = 0;                  // nodes down or refused
+};
+
+std::string field(const Fields& f, const char* k) {
+  auto it = f.find(k);
+  return it == f.end() ? std::string("-") : it->second;
+}
+
+// Asks every leader listed, then the participants (from the first leader that answers, else
+// from --peers). Empty when no leader answers and no --peers was given.
+std::optional<StatusSnapshot> take_status(const Options& o, bool json, std::ostream& err) {
+  StatusSnapshot snap;
   std::vector<std::pair<std::string, std::optional<std::string>>> leader_stats;
   std::optional<std::string> ls, peers;
   for (const auto& addr : split_list(o.leader, ',')) {
@@ -136,117 +160,112 @@ int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err
     if (o.peers.empty()) {
       err << "leader " << o.leader
           << " is unreachable (--peers HOST:PORT,... reports the participants directly)\n";
-      if (!json) return k_unknown;
+      if (!json) return std::nullopt;
     } else {
       err << "leader " << o.leader << " is unreachable; the participants of --peers:\n";
       for (const auto& a : split_list(o.peers, ',')) parts.push_back({a, "", ""});
     }
   }
-  Fields lf = ls ? protocol::parse_fields(*ls) : Fields{};
-  struct Row {
-    std::string role, addr;
-    bool up;
-    Fields f;
-    std::string refused;  // why the leader refuses this participant
-  };
-  std::vector<Row> rows;
-  int down = 0;
+  if (ls) snap.leader = protocol::parse_fields(*ls);
   for (auto& [addr, st] : leader_stats) {
-    rows.push_back(
+    snap.rows.push_back(
         {"leader", addr, st.has_value(), st ? protocol::parse_fields(*st) : Fields{}, ""});
-    down += !st;
+    snap.down += !st;
   }
   for (auto& p : parts) {
     auto r = ask(p.addr, "STATS");
-    if (r) {
-      // In doubt: prepared, the outcome not known; not a commit the participant is applying.
-      auto f = protocol::parse_fields(*r);
-      if (f.count("in_doubt") && f.count("applying")) {
-        auto all = parse_int(f["in_doubt"]), applying = parse_int(f["applying"]);
-        if (all && applying && *all >= *applying) {
-          std::string line = *r;
-          size_t at = line.find(" in_doubt=");
-          size_t end = line.find(' ', at + 1);
-          line.replace(at, end - at, " in_doubt=" + std::to_string(*all - *applying));
-          r = line;
-        }
-      }
+    Fields f = r ? protocol::parse_fields(*r) : Fields{};
+    // In doubt: prepared, the outcome not known; not a commit the participant is applying.
+    if (f.count("in_doubt") && f.count("applying")) {
+      auto all = parse_int(f["in_doubt"]), applying = parse_int(f["applying"]);
+      if (all && applying && *all >= *applying) f["in_doubt"] = std::to_string(*all - *applying);
     }
-    rows.push_back({"participant", p.addr, r.has_value(), r ? protocol::parse_fields(*r) : Fields{},
-                    p.state == "refused" ? p.reason : ""});
-    down += !r || p.state == "refused";
+    snap.rows.push_back(
+        {"participant", p.addr, r.has_value(), std::move(f), p.state == "refused" ? p.reason : ""});
+    snap.down += !r || p.state == "refused";
   }
-  auto get = [](const Fields& f, const char* k) {
-    auto it = f.find(k);
-    return it == f.end() ? std::string("-") : it->second;
-  };
-  if (json) {
-    std::string s = "{\"nodes\":[";
-    for (size_t i = 0; i < rows.size(); ++i) {
-      auto& r = rows[i];
-      s += fmt::format(
-          "{}{{\"role\":\"{}\",\"id\":{},\"address\":{},\"up\":{},\"refused\":{},"
-          "\"keys\":{},\"committed\":{},"
-          "\"aborted\":{},\"in_doubt\":{},\"heuristic\":{},\"log_bytes\":{},"
-          "\"uptime_ms\":{}{}}}",
-          i ? "," : "", r.role, r.f.count("id") ? protocol::json_string(r.f.at("id")) : "null",
-          protocol::json_string(r.addr), r.up ? "true" : "false",
-          r.refused.empty() ? "null" : protocol::json_string(r.refused), num_or_null(r.f, "keys"),
-          num_or_null(r.f, "committed"), num_or_null(r.f, "aborted"),
-          r.role == "leader" ? num_or_null(r.f, "active") : num_or_null(r.f, "in_doubt"),
-          num_or_null(r.f, "heuristic"), num_or_null(r.f, "log_bytes"),
-          num_or_null(r.f, "uptime_ms"),
-          r.role == "leader" && r.f.count("decisions")
-              ? fmt::format(",\"decisions\":{},\"store_up\":{}",
-                            protocol::json_string(r.f.at("decisions")),
-                            get(r.f, "store") == "up" ? "true" : "false")
-              : std::string());
-    }
-    s += "]";
-    if (ls) s += ",\"cluster\":" + protocol::json_string(get(lf, "cluster"));
-    s += "}";
-    out << s << "\n";
-    return down ? k_unknown : k_ok;
+  return snap;
+}
+
+void status_json(const StatusSnapshot& snap, std::ostream& out) {
+  std::string s = "{\"nodes\":[";
+  for (size_t i = 0; i < snap.rows.size(); ++i) {
+    auto& r = snap.rows[i];
+    s += fmt::format(
+        "{}{{\"role\":\"{}\",\"id\":{},\"address\":{},\"up\":{},\"refused\":{},"
+        "\"keys\":{},\"committed\":{},"
+        "\"aborted\":{},\"in_doubt\":{},\"heuristic\":{},\"log_bytes\":{},"
+        "\"uptime_ms\":{}{}}}",
+        i ? "," : "", r.role, r.f.count("id") ? protocol::json_string(r.f.at("id")) : "null",
+        protocol::json_string(r.addr), r.up ? "true" : "false",
+        r.refused.empty() ? "null" : protocol::json_string(r.refused), num_or_null(r.f, "keys"),
+        num_or_null(r.f, "committed"), num_or_null(r.f, "aborted"),
+        r.role == "leader" ? num_or_null(r.f, "active") : num_or_null(r.f, "in_doubt"),
+        num_or_null(r.f, "heuristic"), num_or_null(r.f, "log_bytes"),
+        num_or_null(r.f, "uptime_ms"),
+        r.role == "leader" && r.f.count("decisions")
+            ? fmt::format(",\"decisions\":{},\"store_up\":{}",
+                          protocol::json_string(r.f.at("decisions")),
+                          field(r.f, "store") == "up" ? "true" : "false")
+            : std::string());
   }
+  s += "]";
+  if (snap.leader) s += ",\"cluster\":" + protocol::json_string(field(*snap.leader, "cluster"));
+  s += "}";
+  out << s << "\n";
+}
+
+void status_table(const StatusSnapshot& snap, std::ostream& out) {
   out << fmt::format("{:<12} {:<4} {:<22} {:<5} {:>8} {:>10} {:>8} {:>8} {:>10} {:>8}\n", "ROLE",
                      "ID", "ADDRESS", "STATE", "KEYS", "COMMITTED", "ABORTED", "IN-DOUBT", "LOG",
                      "UPTIME");
-  for (auto& r : rows) {
-    std::string doubt = r.role == "leader" ? get(r.f, "active") : get(r.f, "in_doubt");
-    out << fmt::format("{:<12} {:<4} {:<22} {:<5} {:>8} {:>10} {:>8} {:>8} {:>10} {:>8}\n", r.role,
-                       protocol::escape_display(get(r.f, "id")), r.addr,
+  for (auto& r : snap.rows) {
+    std::string doubt = r.role == "leader" ? field(r.f, "active") : field(r.f, "in_doubt");
+    out << fmt::format("{:<12} {:<4} {:<22} {:<5} {:>8} {:>10} {:>8} {:>8} {:>10} {:>8}\n",
+                       r.role, protocol::escape_display(field(r.f, "id")), r.addr,
                        !r.refused.empty() ? "REFUSED"
                        : r.up             ? "up"
                                           : "DOWN",
-                       r.role == "leader" ? "-" : get(r.f, "keys"), get(r.f, "committed"),
-                       get(r.f, "aborted"), doubt, r.up ? human_bytes(get(r.f, "log_bytes")) : "-",
-                       r.up ? human_ms(get(r.f, "uptime_ms")) : "-");
+                       r.role == "leader" ? "-" : field(r.f, "keys"), field(r.f, "committed"),
+                       field(r.f, "aborted"), doubt,
+                       r.up ? human_bytes(field(r.f, "log_bytes")) : "-",
+                       r.up ? human_ms(field(r.f, "uptime_ms")) : "-");
   }
-  if (ls) {
+  if (snap.leader) {
     out << "(leader IN-DOUBT counts transactions it is still deciding or finishing)\n";
-    out << "cluster " << get(lf, "cluster") << "\n";
+    out << "cluster " << field(*snap.leader, "cluster") << "\n";
   }
-  for (auto& r : rows)
-    if (r.role == "leader" && get(r.f, "decisions") == "etcd")
+  for (auto& r : snap.rows)
+    if (r.role == "leader" && field(r.f, "decisions") == "etcd")
       out << fmt::format("leader {} keeps its decisions in etcd: {}\n",
-                         protocol::escape_display(get(r.f, "id")),
-                         get(r.f, "store") == "up" ? "reachable, lease held"
-                                                   : "UNREACHABLE (new transactions refused)");
-  for (auto& r : rows)
+                         protocol::escape_display(field(r.f, "id")),
+                         field(r.f, "store") == "up" ? "reachable, lease held"
+                                                     : "UNREACHABLE (new transactions refused)");
+  for (auto& r : snap.rows)
     if (!r.refused.empty())
       out << fmt::format("participant {} REFUSED by the leader: {}\n", r.addr,
                          protocol::display_text(r.refused));
-  for (auto& r : rows)
+  for (auto& r : snap.rows)
     if (r.f.count("heuristic") && r.f.at("heuristic") != "0")
       out << (r.role == "leader"
                   ? fmt::format("leader {} records {} HEURISTIC MISMATCH(es): participants "
                                 "finished transactions against its decision (tpc client "
                                 "heuristics)\n",
-                                get(r.f, "id"), r.f.at("heuristic"))
+                                field(r.f, "id"), r.f.at("heuristic"))
                   : fmt::format(
                         "participant {} holds {} heuristic decision(s) made with resolve --force\n",
-                        get(r.f, "id"), r.f.at("heuristic")));
-  return down ? k_unknown : k_ok;
+                        field(r.f, "id"), r.f.at("heuristic")));
+}
+}  // namespace
+
+int run_status(const Options& o, bool json, std::ostream& out, std::ostream& err) {
+  auto snap = take_status(o, json, err);
+  if (!snap) return k_unknown;
+  if (json)
+    status_json(*snap, out);
+  else
+    status_table(*snap, out);
+  return snap->down ? k_unknown : k_ok;
 }
 
 int run_in_doubt(const Options& o, bool json, std::ostream& out, std::ostream& err) {
