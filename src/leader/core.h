@@ -210,8 +210,7 @@ struct Looked {
 // The answer to act::Settle.
 struct Settled {
   ClientId client = 0;
-  std::string txid, owner;
-  bool overdue = false;
+  std::string txid;
   tpc::Result<SettleResult> result = SettleResult::owner_back;
 };
 // The answer to act::FindRid: the txid that committed request `rid` ("": none known).
@@ -362,7 +361,6 @@ class Core {
   // Transactions still collecting votes.
   size_t preparing() const { return m_deadlines.size(); }
   // Whether this leader remembers request `rid` (RESULT answers from its memory).
-  bool knows_rid(const std::string& rid) const { return m_rids.count(rid) > 0; }
   bool paused() const { return m_paused.has_value(); }
   size_t unacked() const;  // (txn, participant) pairs waiting for a COMMIT acknowledgement
   uint64_t incarnation() const { return m_cfg.incarnation; }

@@ -48,9 +48,6 @@ struct DecisionStoreOptions {
   std::string advertise;
   int64_t lease_ttl_s = 3;
   int timeout_ms = 2000;
-  // A transaction held in doubt this long by a participant may be settled by any leader,
-  // even while its own leader lives (--takeover-after).
-  int64_t takeover_after_ms = 2000;
   // While other transactions collect votes, a batch waits up to this long for them.
   int64_t batch_wait_us = 3000;
 };

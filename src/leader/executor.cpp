@@ -53,7 +53,7 @@ void Executor::execute(Actions& a) {
           m_io.warn(fmt::format(
               "settled {} as aborted: its leader {} {}", st.txid, st.owner,
               st.fenced ? "is gone (its lease expired)" : "held it past --takeover-after"));
-        step(ev::Settled{st.client, st.txid, st.owner, !st.fenced, std::move(r)});
+        step(ev::Settled{st.client, st.txid, std::move(r)});
       });
     } else if (auto* fr = std::get_if<act::FindRid>(&action)) {
       TPC_CHECK(m_store, "FindRid without a shared decision store");

@@ -73,7 +73,6 @@ class Executor {
   void step(Event e);
   void execute(Actions& a);
   void stop() { m_stopped = true; }
-  bool stopped() const { return m_stopped; }
 
  private:
   void append(act::Append& ap);

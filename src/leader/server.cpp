@@ -148,7 +148,6 @@ Server::Server(asio::io_context& io, Config cfg)
     dso.leader_id = m_cfg.id;
     dso.advertise = m_cfg.advertise;
     dso.lease_ttl_s = m_cfg.lease_ttl_s;
-    dso.takeover_after_ms = m_cfg.takeover_after_ms;
     dso.batch_wait_us = m_cfg.batch_wait_ms * 1000;
     adopt_cluster(dso);
     etcd_start = EtcdDecisions::open(dso);

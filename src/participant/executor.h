@@ -55,7 +55,6 @@ class Executor {
   void execute(Actions& a);
   // Nothing is stepped or executed any more (the node is stopping, or crashed).
   void stop() { m_stopped = true; }
-  bool stopped() const { return m_stopped; }
 
  private:
   void append(act::Append& ap);

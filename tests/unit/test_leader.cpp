@@ -736,15 +736,15 @@ TEST_SUITE("leader shared store") {
 
   TEST_CASE("how a settle ends decides the answer: a batch that holds it wins over the abort") {
     Driver d(shared());
-    CHECK(kind_of(d.step(ev::Settled{1, "M.3.9", "M", false, SettleResult::committed}), 1) ==
+    CHECK(kind_of(d.step(ev::Settled{1, "M.3.9", SettleResult::committed}), 1) ==
           ClientReply::committed);
-    CHECK(kind_of(d.step(ev::Settled{2, "M.3.9", "M", false, SettleResult::settled}), 2) ==
+    CHECK(kind_of(d.step(ev::Settled{2, "M.3.9", SettleResult::settled}), 2) ==
           ClientReply::aborted);
-    CHECK(kind_of(d.step(ev::Settled{3, "M.3.9", "M", false, SettleResult::aborted}), 3) ==
+    CHECK(kind_of(d.step(ev::Settled{3, "M.3.9", SettleResult::aborted}), 3) ==
           ClientReply::aborted);
-    CHECK(kind_of(d.step(ev::Settled{4, "M.3.9", "M", false, SettleResult::owner_back}), 4) ==
+    CHECK(kind_of(d.step(ev::Settled{4, "M.3.9", SettleResult::owner_back}), 4) ==
           ClientReply::pending);
-    CHECK(kind_of(d.step(ev::Settled{5, "M.3.9", "M", false,
+    CHECK(kind_of(d.step(ev::Settled{5, "M.3.9",
                                      Status::error("UNAVAILABLE", "etcd down")}),
                   5) == ClientReply::error);
   }
