@@ -16,19 +16,39 @@ uint32_t get32(const char* p) {
   for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
   return v;
 }
+// The size (header and payload) the header at `off` claims, or 0 when no whole header is
+// there, or it claims more than the limit or than the image holds.
+size_t claimed_size(std::string_view img, size_t off) {
+  if (img.size() - off < k_header) return 0;
+  uint32_t len = get32(img.data() + off + 4);
+  if (len > k_max_payload || img.size() - off - k_header < len) return 0;
+  return k_header + len;
+}
+
 // Checks the record at `off`. Returns its total size, or 0 when it is not a whole valid record.
 size_t valid_at(std::string_view img, size_t off) {
-  if (img.size() - off < k_header) return 0;
+  size_t n = claimed_size(img, off);
+  if (n == 0) return 0;
   const char* p = img.data() + off;
-  uint32_t len = get32(p + 4);
-  if (len > k_max_payload || img.size() - off - k_header < len) return 0;
-  if (crc32c(0, p + 4, 5 + len) != get32(p)) return 0;
-  return k_header + len;
+  if (crc32c(0, p + 4, 5 + (n - k_header)) != get32(p)) return 0;
+  return n;
 }
 
 // Nine zero bytes: with a zero seed, their checksum is zero too, so they would pass for a record.
 bool zero_header(std::string_view img, size_t off) {
   return get32(img.data() + off) == 0 && get32(img.data() + off + 4) == 0 && img[off + 8] == 0;
+}
+
+// Damage at `off`: resynchronises at the end its header claims, again and again (as LevelDB's
+// reader); a valid record there means the damage is in the middle. It stops at a header cut
+// short or claiming past the end, and at zeros.
+bool resync_finds_record(std::string_view img, size_t off) {
+  for (size_t probe = off;;) {
+    size_t n = claimed_size(img, probe);
+    if (n == 0 || zero_header(img, probe)) return false;
+    probe += n;
+    if (valid_at(img, probe) != 0) return true;
+  }
 }
 
 // Damage at `off` that resynchronising at claimed ends took for a torn tail: do whole, valid
@@ -46,10 +66,8 @@ bool hides_records(std::string_view img, size_t off) {
   uint64_t checked = 0;
   const uint64_t k_max_checked = uint64_t{256} << 20;
   auto plausible = [&](size_t p) -> size_t {  // the size a header at p claims, or 0
-    if (img.size() - p < k_header || zero_header(img, p)) return 0;
-    uint32_t len = get32(img.data() + p + 4);
-    if (len > k_max_payload || img.size() - p - k_header < len) return 0;
-    return k_header + len;
+    size_t n = claimed_size(img, p);
+    return n == 0 || zero_header(img, p) ? 0 : n;
   };
   for (size_t q = off + 1; q < data_end && data_end - q >= k_header; ++q) {
     size_t a = plausible(q);
@@ -95,26 +113,13 @@ ScanResult scan(std::string_view img) {
   }
   r.valid_end = off;
   if (off == img.size()) return r;
-  // Something damaged at `off`. Resynchronise at the end its header claims, again and again:
-  // a valid record there means the damage is in the middle.
-  size_t probe = off;
-  while (img.size() - probe >= k_header) {
-    uint32_t len = get32(img.data() + probe + 4);
-    if (len > k_max_payload || img.size() - probe - k_header < len) break;         // cut short
-    if (zero_header(img, probe)) break;                                            // zeros
-    probe += k_header + len;
-    if (valid_at(img, probe) != 0) {
-      r.corrupt = true;
-      r.corrupt_offset = off;
-      return r;
-    }
-  }
-  if (hides_records(img, off)) {
+  // Something damaged at `off`: in the middle, or a torn tail.
+  if (resync_finds_record(img, off) || hides_records(img, off)) {
     r.corrupt = true;
     r.corrupt_offset = off;
-    return r;
+  } else {
+    r.torn_tail = true;
   }
-  r.torn_tail = true;
   return r;
 }
 
