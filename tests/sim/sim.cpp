@@ -266,7 +266,8 @@ class Cluster {
     return m_store_rng.chance(0.03) ? m_store_rng.range(20 * k_ms, 200 * k_ms)
                                     : m_store_rng.range(200, 3000);
   }
-  // At the store after a delay, then the answer back after another (or lost).
+  // At the store after a delay, then the answer back to `done` after another (or lost: an
+  // error, as when the store cannot be reached).
   template <class Op, class Done>
   void store_call(int i, Op op, Done done);
   void store_keepalive(int i);
@@ -597,7 +598,7 @@ class Cluster::SimDecisions : public leader::Decisions {
       c->trace(c->name(K_LEADER, i), "  decision store: batch of " + txid + " created");
       return true;
     };
-    m_c.store_call(m_i, op, [cb = std::move(cb)](Result<bool> r, bool) { cb(std::move(r)); });
+    m_c.store_call(m_i, op, std::move(cb));
   }
   void end(const std::string& txid) override {
     m_c.m_store.batches.erase(txid);  // best effort, as the real batch deletes
@@ -613,8 +614,7 @@ class Cluster::SimDecisions : public leader::Decisions {
       f.owner_alive = c->holds_key(o);
       return f;
     };
-    m_c.store_call(m_i, op,
-                   [cb = std::move(cb)](Result<leader::StoreFacts> r, bool) { cb(std::move(r)); });
+    m_c.store_call(m_i, op, std::move(cb));
   }
   void settle(const std::string& txid, const std::string& owner, bool fenced,
               std::function<void(Result<leader::SettleResult>)> cb) override {
@@ -634,22 +634,20 @@ class Cluster::SimDecisions : public leader::Decisions {
       if (st.aborts.count(txid)) return leader::SettleResult::aborted;
       return leader::SettleResult::owner_back;
     };
-    m_c.store_call(
-        m_i, op, [cb = std::move(cb)](Result<leader::SettleResult> r, bool) { cb(std::move(r)); });
+    m_c.store_call(m_i, op, std::move(cb));
   }
   void find_rid(const std::string& rid, std::function<void(Result<std::string>)> cb) override {
     auto op = [c = &m_c, rid]() -> Result<std::string> {
       auto it = c->m_store.rids.find(rid);
       return it == c->m_store.rids.end() ? std::string() : it->second;
     };
-    m_c.store_call(m_i, op,
-                   [cb = std::move(cb)](Result<std::string> r, bool) { cb(std::move(r)); });
+    m_c.store_call(m_i, op, std::move(cb));
   }
   void record_mismatch(const std::string&, size_t, std::string,
                        std::function<void(Status)> cb) override {
     auto op = []() -> Result<bool> { return true; };
-    m_c.store_call(
-        m_i, op, [cb = std::move(cb)](Result<bool> r, bool) { cb(r ? Status::ok() : r.status()); });
+    m_c.store_call(m_i, op,
+                   [cb = std::move(cb)](Result<bool> r) { cb(r ? Status::ok() : r.status()); });
   }
   void forget_mismatches(const std::string&) override {}
 
@@ -1015,18 +1013,14 @@ void Cluster::store_call(int i, Op op, Done done) {
     if (!store_reachable(i)) {
       return m_s.after(store_delay(), [this, i, gen, done = std::move(done), unreachable] {
         if (m_leaders[i].alive && m_leaders[i].gen == gen)
-          as(K_LEADER, i, [&] { done(unreachable, true); });
+          as(K_LEADER, i, [&] { done(unreachable); });
       });
     }
     auto r = op();  // takes effect at the store, whatever becomes of the answer
-    bool lost = m_store_rng.chance(0.02);
-    m_s.after(store_delay(), [this, i, gen, done = std::move(done), r, lost, unreachable] {
-      if (!m_leaders[i].alive || m_leaders[i].gen != gen) return;
-      m_current = {K_LEADER, i};
-      if (lost)
-        done(unreachable, true);  // it may have landed: the caller cannot tell
-      else
-        done(r, false);
+    // A lost answer: it may have landed, the caller cannot tell.
+    if (m_store_rng.chance(0.02)) r = unreachable;
+    m_s.after(store_delay(), [this, i, gen, done = std::move(done), r] {
+      if (m_leaders[i].alive && m_leaders[i].gen == gen) as(K_LEADER, i, [&] { done(r); });
     });
   });
 }
