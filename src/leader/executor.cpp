@@ -68,7 +68,7 @@ void Executor::execute(Actions& a) {
 }
 
 void Executor::append(act::Append& ap) {
-  const std::string txid = ap.txid;
+  const std::string& txid = ap.txid;  // the action outlives this call; copied where kept
   uint8_t type = ap.type;
   if (type == k_rec_commit) {
     failpoint::hit("leader/afterVotes", txid);

@@ -52,7 +52,7 @@ void Executor::execute(Actions& a) {
 }
 
 void Executor::append(act::Append& ap) {
-  const std::string txid = ap.txid;
+  const std::string& txid = ap.txid;  // the action outlives this call; copied where kept
   uint8_t type = ap.type;
   if (ap.mode == act::Append::none) {
     m_io.append(type, std::move(ap.payload), txid, ap.mode, {});
