@@ -226,6 +226,12 @@ std::function<int()> setup_leader(CLI::App& app) {
                   "ms to wait for all votes before aborting")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600000));
+  sub->add_option("--exclude-after", cfg->exclude_after_ms,
+                  "ms a participant may stay unreachable before it counts as down; until then "
+                  "requests for its keys wait for it (a leader that just started, a link "
+                  "reconnecting)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{3600000}));
   sub->add_option("--decision-store", cfg->decision_store,
                   "where commit decisions are kept: local (this leader's log) or "
                   "etcd://HOST:PORT[,HOST:PORT...]")

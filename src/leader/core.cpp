@@ -119,6 +119,7 @@ Result<Mismatch> decode_mismatch(const std::string& payload) {
 Core::Core(CoreConfig cfg)
     : m_cfg(std::move(cfg)),
       m_up(m_cfg.peers.size(), false),
+      m_lost_at(m_cfg.peers.size(), 0),
       m_peer_max_line(m_cfg.peers.size(), m_cfg.peer_max_line) {
   if (m_cfg.replicas == 0 || m_cfg.replicas > m_cfg.peers.size())
     m_cfg.replicas = m_cfg.peers.size();
@@ -175,6 +176,7 @@ Actions Core::start(int64_t now_ms) {
   // Every decision without END is re-sent as soon as its participant's link is up.
   Actions out;
   m_next_resend_ms = now_ms;
+  std::fill(m_lost_at.begin(), m_lost_at.end(), now_ms);
   out.wake_at = next_wake(now_ms);
   return out;
 }
@@ -216,6 +218,7 @@ int64_t Core::next_wake(int64_t now) const {
     int64_t r = std::max(m_next_resend_ms, now);
     w = w == 0 ? r : std::min(w, r);
   }
+  if (!m_parked.empty()) w = w == 0 ? m_unpark_at : std::min(w, m_unpark_at);
   return w;
 }
 
@@ -239,6 +242,7 @@ void Core::remember(const std::string& rid, Decision d, const std::string& txid,
 // --- pause (backups) -----------------------------------------------------------------------
 
 constexpr size_t k_max_held = 100000;  // new transactions held by a pause; more are refused
+constexpr size_t k_max_parked = 10000;  // requests waiting for connecting participants
 
 void Core::on(int64_t now, ev::Pause& e, Actions& out) {
   if (m_paused) {
@@ -272,6 +276,7 @@ void Core::resume(int64_t now, Actions& out) {
                                    "transactions in flight did not finish within the pause (a "
                                    "participant down?)")});
   for (auto& t : p.held) on(now, t, out);
+  unpark(now, out);
 }
 
 void Core::on(int64_t now, ev::Txn& e, Actions& out) {
@@ -321,11 +326,51 @@ void Core::on(int64_t now, ev::Txn& e, Actions& out) {
       return;
     }
   }
-  std::string txid = fmt::format("{}.{}.{}", m_cfg.id, m_cfg.incarnation, m_next_seq);
+  begin(now, e, digest, out);
+}
+
+template <typename E>
+bool Core::park(int64_t now, const std::vector<size_t>& parts, E& e, Actions& out) {
+  if (std::none_of(parts.begin(), parts.end(), [&](size_t p) { return connecting(p, now); }))
+    return false;
+  if (m_parked.size() >= k_max_parked) {
+    out.list.push_back(
+        act::Reply{e.client, reply(ClientReply::error, "BUSY",
+                                   "too many requests wait for participants that are connecting")});
+    return true;
+  }
+  uint64_t digest = 0;
+  if constexpr (std::is_same_v<E, ev::Txn>) {
+    digest = ops_digest(e.ops);
+    if (!e.rid.empty()) remember(e.rid, Decision::pending, "", digest);
+  }
+  m_parked.push_back(Parked{std::move(e), digest});
+  m_unpark_at = std::min(m_unpark_at, connecting_until(now));
+  return true;
+}
+
+void Core::unpark(int64_t now, Actions& out) {
+  if (m_paused) return;  // resume() runs them
+  std::deque<Parked> parked;
+  parked.swap(m_parked);
+  m_unpark_at = INT64_MAX;
+  for (auto& p : parked) {
+    if (auto* t = std::get_if<ev::Txn>(&p.e))
+      begin(now, *t, p.digest, out);
+    else
+      on(now, std::get<ev::Get>(p.e), out);
+  }
+}
+
+void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
   // Each participant is sent only the ops on keys it owns: it locks, checks and stores those.
   std::map<size_t, std::vector<Op>> by_part;
   for (auto& op : e.ops)
     for (auto p : owners(op.key)) by_part[p].push_back(op);
+  std::vector<size_t> parts;
+  for (auto& [p, mine] : by_part) parts.push_back(p);
+  if (park(now, parts, e, out)) return;
+  std::string txid = fmt::format("{}.{}.{}", m_cfg.id, m_cfg.incarnation, m_next_seq);
   // Never send a line a participant would refuse (it would answer TOOLONG and reset the
   // link, failing every other transaction on it): refuse the request instead.
   for (auto& [p, mine] : by_part) {
@@ -518,6 +563,7 @@ void Core::on(int64_t now, ev::LinkUp& e, Actions& out) {
   if (e.part >= m_up.size()) return;
   m_up[e.part] = true;
   if (e.max_line) m_peer_max_line[e.part] = e.max_line;
+  if (!m_parked.empty()) unpark(now, out);
   for (auto& txid : m_decided) {
     auto& t = m_txns.at(txid);
     auto p = t.unacked.find(e.part);
@@ -527,12 +573,16 @@ void Core::on(int64_t now, ev::LinkUp& e, Actions& out) {
   }
 }
 
-void Core::on(int64_t, ev::LinkDown& e, Actions&) {
-  if (e.part < m_up.size()) m_up[e.part] = false;
+void Core::on(int64_t now, ev::LinkDown& e, Actions&) {
+  if (e.part >= m_up.size() || !m_up[e.part]) return;
+  m_up[e.part] = false;
+  m_lost_at[e.part] = now;
 }
 
 void Core::on(int64_t now, ev::Tick&, Actions& out) {
   if (m_paused && now >= m_paused->until_ms) resume(now, out);
+  // A participant that stopped connecting (down now) lets its parked requests run (or fail).
+  if (!m_parked.empty() && now >= m_unpark_at) unpark(now, out);
   // Prepare timeouts.
   while (!m_deadlines.empty() && m_deadlines.begin()->first <= now) {
     std::string txid = m_deadlines.begin()->second;
@@ -756,8 +806,19 @@ void Core::answer_outcome(ClientId client, const std::string& txid, std::optiona
   out.list.push_back(act::Reply{client, std::move(r)});
 }
 
-void Core::on(int64_t, ev::Get& e, Actions& out) {
+int64_t Core::connecting_until(int64_t now) const {
+  int64_t until = INT64_MAX;
+  for (size_t p = 0; p < m_up.size(); ++p)
+    if (connecting(p, now)) until = std::min(until, m_lost_at[p] + m_cfg.exclude_after_ms);
+  return until;
+}
+
+void Core::on(int64_t now, ev::Get& e, Actions& out) {
   auto owners = this->owners(e.key);
+  // Nobody to ask yet, but an owner is connecting: wait for it.
+  if (std::none_of(owners.begin(), owners.end(), [&](size_t p) { return m_up[p]; }) &&
+      park(now, owners, e, out))
+    return;
   // Owners in rotation, starting at a different one each time.
   PendingRead r{e.client, e.key, {}, 0};
   for (size_t i = 0; i < owners.size(); ++i)

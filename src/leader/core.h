@@ -94,6 +94,10 @@ struct CoreConfig {
   // Shared store: a transaction a participant has held in doubt this long may be settled
   // even while its leader lives (--takeover-after).
   int64_t takeover_after_ms = 2000;
+  // A participant whose link is not up is "connecting" for this long after the link was lost
+  // (or after start): requests for its keys wait for it instead of failing. After it, the
+  // participant is down (--exclude-after).
+  int64_t exclude_after_ms = 5000;
 };
 
 // What a shared decision store holds of another leader's transaction (act::Lookup).
@@ -429,6 +433,21 @@ class Core {
   void on(int64_t now, ev::Pause& e, Actions& out);
   void on(int64_t now, ev::Resume& e, Actions& out);
   void resume(int64_t now, Actions& out);
+  // Runs a transaction admitted by on(ev::Txn) (its request id checked), or parks it while a
+  // participant owning one of its keys is connecting.
+  void begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out);
+  // Whether participant p's link is down but may come up soon: lost (or never up since
+  // start) less than exclude_after_ms ago.
+  bool connecting(size_t p, int64_t now) const {
+    return !m_up[p] && now < m_lost_at[p] + m_cfg.exclude_after_ms;
+  }
+  // Parks `e` when one of `parts` is connecting (true), until that changes.
+  template <typename E>
+  bool park(int64_t now, const std::vector<size_t>& parts, E& e, Actions& out);
+  // Runs the parked requests again (a link came up, or a connecting participant is down).
+  void unpark(int64_t now, Actions& out);
+  // The earliest time a connecting participant turns down (INT64_MAX: none is connecting).
+  int64_t connecting_until(int64_t now) const;
   void check_paused(Actions& out);
 
   void abort_txn(std::map<std::string, Txn>::iterator it, std::string code, std::string detail,
@@ -449,6 +468,15 @@ class Core {
   std::set<std::string> m_decided;                        // committed, END not yet written
   int64_t m_next_resend_ms = 0;
   std::vector<bool> m_up;              // link to each participant is up
+  std::vector<int64_t> m_lost_at;      // when each link was last lost (start: the core's start)
+  // Requests waiting for a connecting participant, in arrival order (a Txn's request id is
+  // remembered as pending meanwhile).
+  struct Parked {
+    std::variant<ev::Txn, ev::Get> e;
+    uint64_t digest = 0;
+  };
+  std::deque<Parked> m_parked;
+  int64_t m_unpark_at = INT64_MAX;      // the first parked request's participant turns down then
   std::vector<size_t> m_peer_max_line;  // each participant's line limit
   struct RidOutcome {
     protocol::Decision decision;

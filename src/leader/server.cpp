@@ -175,6 +175,7 @@ Server::Server(asio::io_context& io, Config cfg)
   cc.resend_ms = m_cfg.resend_interval_ms;
   cc.shared_store = etcd_start.has_value();
   cc.takeover_after_ms = m_cfg.takeover_after_ms;
+  cc.exclude_after_ms = m_cfg.exclude_after_ms;
   m_core = std::make_unique<Core>(std::move(cc));
   std::vector<txlog::Record> recovered;
   m_log = txlog::Log::open(txlog::open_posix_file(m_cfg.data_dir + "/txlog"),

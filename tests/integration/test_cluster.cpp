@@ -3,12 +3,37 @@
 
 #include <fmt/format.h>
 
+#include "client/connection.h"
 #include "harness.h"
 
 using namespace tpc;
 using namespace tpc::it;
 
 TEST_SUITE("cluster") {
+  TEST_CASE("a write sent the moment the leader listens commits (participants connecting wait)") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    for (int round = 0; round < 5; ++round) {
+      CAPTURE(round);
+      c.kill_leader();
+      c.start_leader();
+      // The first connection the leader accepts carries the write at once, before the
+      // leader has (likely) reached its participants.
+      std::optional<client::Connection> conn;
+      REQUIRE(wait_for(
+          [&] {
+            auto o = client::Connection::open(c.leader_addr(), 200);
+            if (o) conn.emplace(std::move(*o));
+            return o.is_ok();
+          },
+          10000));
+      auto r = conn->call(fmt::format("PUT early-{} v{}", round, round), 10000);
+      REQUIRE(r);
+      CHECK(r->rfind("COMMITTED", 0) == 0);
+      CHECK(c.read_at(0, fmt::format("early-{}", round)) == fmt::format("v{}", round));
+    }
+  }
+
   TEST_CASE("put, get and del through the client, with its exit codes") {
     Cluster c;
     REQUIRE(c.wait_ready());
