@@ -4,7 +4,6 @@
 
 #include <fmt/format.h>
 
-#include "common/crc32c.h"
 #include "common/status.h"
 
 namespace tpc::leader {
@@ -12,13 +11,6 @@ using protocol::Decision;
 namespace {
 // Enough for the client's resolve window (a few seconds) at tens of thousands of txn/s.
 constexpr size_t k_rid_memory = 65536;
-
-uint64_t mix(uint64_t x) {  // splitmix64 finalizer
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 ClientReply reply(ClientReply::Kind k, std::string code = {}, std::string detail = {}) {
   ClientReply r;
@@ -178,25 +170,6 @@ Actions Core::start(int64_t now_ms) {
   m_next_resend_ms = now_ms;
   std::fill(m_lost_at.begin(), m_lost_at.end(), now_ms);
   out.wake_at = next_wake(now_ms);
-  return out;
-}
-
-// --- placement ----------------------------------------------------------------------------
-
-std::vector<size_t> place(const std::vector<std::string>& peers, size_t replicas,
-                          const std::string& key) {
-  std::vector<size_t> out;
-  if (replicas == 0 || replicas >= peers.size()) {
-    for (size_t i = 0; i < peers.size(); ++i) out.push_back(i);
-    return out;
-  }
-  uint32_t kh = crc32c(key);
-  std::vector<std::pair<uint64_t, size_t>> scored;
-  for (size_t i = 0; i < peers.size(); ++i)
-    scored.emplace_back(mix((static_cast<uint64_t>(crc32c(peers[i])) << 32) | kh), i);
-  std::sort(scored.rbegin(), scored.rend());
-  for (size_t i = 0; i < replicas; ++i) out.push_back(scored[i].second);
-  std::sort(out.begin(), out.end());
   return out;
 }
 

@@ -29,6 +29,7 @@
 #include <variant>
 #include <vector>
 
+#include "membership/membership.h"
 #include "protocol/messages.h"
 #include "txlog/record.h"
 
@@ -69,10 +70,7 @@ std::string encode_mismatch(const Mismatch& m);
 // Error CORRUPT when `payload` is not a whole HEURISTIC record.
 Result<Mismatch> decode_mismatch(const std::string& payload);
 
-// Owners of `key` among `peers`: rendezvous hashing of the key over the peer addresses.
-// `replicas` 0 or >= peers.size(): every peer.
-std::vector<size_t> place(const std::vector<std::string>& peers, size_t replicas,
-                          const std::string& key);
+using membership::place;
 
 using ClientId = uint64_t;  // the executor's handle of a waiting client; 0: nobody waits
 

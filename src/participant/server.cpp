@@ -13,7 +13,7 @@
 
 #include "common/logging.h"
 #include "common/util.h"
-#include "leader/core.h"  // place(): which keys a participant owns
+#include "membership/membership.h"
 #include "participant/restore.h"
 #include "tls/certs.h"
 #include "txlog/file.h"
@@ -307,7 +307,7 @@ void Server::on_snapshot(const std::vector<std::string_view>& t, Reply reply) {
   for (auto& x : m->members) peers.push_back(x.addr);
   size_t want = static_cast<size_t>(*slot);
   auto owned = [&](const std::string& key) {
-    auto o = leader::place(peers, m->replicas, key);
+    auto o = membership::place(peers, m->replicas, key);
     return std::find(o.begin(), o.end(), want) != o.end();
   };
   if (t[2] == "prepared") {

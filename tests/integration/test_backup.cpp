@@ -91,7 +91,7 @@ void replace_under_load(int participants, int replicas, bool secure) {
   for (int i = 0; i < c.size(); ++i) peers.push_back(c.participant_addr(i));
   std::string owned;
   for (int k = 0; owned.empty(); ++k) {
-    auto own = leader::place(peers, static_cast<size_t>(replicas), fmt::format("frozen{}", k));
+    auto own = membership::place(peers, static_cast<size_t>(replicas), fmt::format("frozen{}", k));
     if (std::find(own.begin(), own.end(), static_cast<size_t>(victim)) != own.end())
       owned = fmt::format("frozen{}", k);
   }
@@ -116,7 +116,7 @@ void replace_under_load(int participants, int replicas, bool secure) {
     for (auto& [k, v] : s) all.insert(k);
   int mismatches = 0;
   for (auto& k : all) {
-    auto owners = leader::place(peers, static_cast<size_t>(replicas), k);
+    auto owners = membership::place(peers, static_cast<size_t>(replicas), k);
     std::optional<std::string> first;
     for (int i = 0; i < c.size(); ++i) {
       bool owns = std::find(owners.begin(), owners.end(), static_cast<size_t>(i)) != owners.end();

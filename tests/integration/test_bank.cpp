@@ -107,7 +107,7 @@ TEST_SUITE("bank") {
         20000));
     std::vector<std::string> peers;
     for (int i = 0; i < c.size(); ++i) peers.push_back(c.participant_addr(i));
-    auto owners = [&](const std::string& k) { return leader::place(peers, 2, k); };
+    auto owners = [&](const std::string& k) { return membership::place(peers, 2, k); };
     long total = 0;
     int disagreements = 0, negative = 0;
     for (int i = 0; i < k_accounts; ++i) {

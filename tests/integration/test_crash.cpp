@@ -110,7 +110,7 @@ int check_results(Cluster& c, int replicas, const std::vector<std::pair<std::str
   std::vector<std::string> peers;
   for (int i = 0; i < c.size(); ++i) peers.push_back(c.participant_addr(i));
   auto owners = [&](const std::string& k) {
-    return leader::place(peers, static_cast<size_t>(replicas), k);
+    return membership::place(peers, static_cast<size_t>(replicas), k);
   };
   auto read = [&](int i, const std::string& key) -> std::optional<std::string> {
     auto r = readers[i].call(protocol::LineBuilder("READ").arg(key).str(), 5000);

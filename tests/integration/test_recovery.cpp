@@ -36,7 +36,7 @@ std::string key_owned_by(const Cluster& c, int n, int replicas, std::vector<size
   for (int i = 0; i < n; ++i) peers.push_back(c.participant_addr(i));
   for (int i = 0;; ++i) {
     std::string k = "key" + std::to_string(i);
-    if (leader::place(peers, static_cast<size_t>(replicas), k) == owners) return k;
+    if (membership::place(peers, static_cast<size_t>(replicas), k) == owners) return k;
   }
 }
 }  // namespace

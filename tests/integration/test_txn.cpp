@@ -26,7 +26,7 @@ namespace {
 std::vector<size_t> owners_of(const Cluster& c, int replicas, const std::string& key) {
   std::vector<std::string> peers;
   for (int i = 0; i < c.size(); ++i) peers.push_back(c.participant_addr(i));
-  return leader::place(peers, replicas, key);
+  return membership::place(peers, replicas, key);
 }
 }  // namespace
 

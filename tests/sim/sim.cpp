@@ -1389,7 +1389,7 @@ void Cluster::client_pause(int c) {
       for (auto& [txid, info] : m_txns) {
         if (info.leader != l || !info.decided_at) continue;
         for (auto& op : info.ops)
-          for (auto p : leader::place(m_peers, static_cast<size_t>(m_replicas), op.key))
+          for (auto p : membership::place(m_peers, static_cast<size_t>(m_replicas), op.key))
             if (m_parts[p].alive && !m_parts[p].store.current().history.count(txid) &&
                 !heuristic_at(txid, static_cast<int>(p)))
               violation(fmt::format("L{} paused (OK) while its commit {} is not applied on P{}", l,
@@ -1712,7 +1712,7 @@ void Cluster::final_checks() {
     std::string key = fmt::format("k{}", k);
     if (tainted.count(key)) continue;
     auto want = value_before(key, UINT64_MAX);
-    auto owners = leader::place(m_peers, static_cast<size_t>(m_replicas), key);
+    auto owners = membership::place(m_peers, static_cast<size_t>(m_replicas), key);
     for (size_t j = 0; j < m_parts.size(); ++j) {
       auto it = m_parts[j].store.current().data.find(key);
       std::optional<std::string> have;
@@ -1731,7 +1731,7 @@ void Cluster::final_checks() {
       if (!info.decided_at) violation("acknowledged " + t.rid + " has no durable decision");
       std::set<size_t> parts;
       for (auto& op : info.ops)
-        for (auto p : leader::place(m_peers, static_cast<size_t>(m_replicas), op.key))
+        for (auto p : membership::place(m_peers, static_cast<size_t>(m_replicas), op.key))
           parts.insert(p);
       for (auto p : parts)
         if (!m_parts[p].store.current().history.count(t.txid))

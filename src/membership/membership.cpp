@@ -1,0 +1,147 @@
+#include "membership/membership.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "common/crc32c.h"
+#include "common/util.h"
+#include "protocol/codec.h"
+
+namespace tpc::membership {
+
+namespace {
+uint64_t mix(uint64_t x) {  // splitmix64 finalizer
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+constexpr size_t k_max_slots = 1024;
+}  // namespace
+
+std::vector<size_t> place(const std::vector<std::string>& names, size_t replicas,
+                          const std::string& key) {
+  std::vector<size_t> out;
+  if (replicas == 0 || replicas >= names.size()) {
+    for (size_t i = 0; i < names.size(); ++i) out.push_back(i);
+    return out;
+  }
+  uint32_t kh = crc32c(key);
+  std::vector<std::pair<uint64_t, size_t>> scored;
+  for (size_t i = 0; i < names.size(); ++i)
+    scored.emplace_back(mix((static_cast<uint64_t>(crc32c(names[i])) << 32) | kh), i);
+  std::sort(scored.rbegin(), scored.rend());
+  for (size_t i = 0; i < replicas; ++i) out.push_back(scored[i].second);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+const char* name(State s) {
+  switch (s) {
+    case State::in_sync:
+      return "in-sync";
+    case State::catching_up:
+      return "catching-up";
+    case State::out:
+      return "out";
+  }
+  return "?";
+}
+
+std::optional<State> parse_state(std::string_view s) {
+  for (State x : {State::in_sync, State::catching_up, State::out})
+    if (s == name(x)) return x;
+  return std::nullopt;
+}
+
+Membership Membership::initial(const std::vector<std::string>& addrs, size_t replicas,
+                               size_t min_insync) {
+  Membership m;
+  m.replicas = replicas == 0 || replicas >= addrs.size() ? 0 : replicas;
+  m.min_insync = min_insync;
+  for (auto& a : addrs) m.slots.push_back(Slot{a, a, State::in_sync});
+  return m;
+}
+
+std::vector<size_t> Membership::owners(const std::string& key) const {
+  std::vector<std::string> names;
+  names.reserve(slots.size());
+  for (auto& s : slots) names.push_back(s.name);
+  return place(names, replicas, key);
+}
+
+std::vector<size_t> Membership::writers(const std::string& key) const {
+  auto o = owners(key);
+  o.erase(
+      std::remove_if(o.begin(), o.end(), [&](size_t s) { return slots[s].state == State::out; }),
+      o.end());
+  return o;
+}
+
+std::vector<size_t> Membership::readers(const std::string& key) const {
+  auto o = owners(key);
+  o.erase(std::remove_if(o.begin(), o.end(),
+                         [&](size_t s) { return slots[s].state != State::in_sync; }),
+          o.end());
+  return o;
+}
+
+size_t Membership::count(State st) const {
+  return static_cast<size_t>(
+      std::count_if(slots.begin(), slots.end(), [&](const Slot& s) { return s.state == st; }));
+}
+
+bool Membership::may_exclude(size_t s) const {
+  if (s >= slots.size() || slots[s].state == State::out) return false;
+  size_t not_in_sync = slots.size() - count(State::in_sync);
+  if (slots[s].state == State::in_sync) ++not_in_sync;
+  return not_in_sync < copies();
+}
+
+std::string Membership::describe_owners(const std::string& key) const {
+  std::string out;
+  for (auto s : owners(key))
+    out += fmt::format("{}{} ({})", out.empty() ? "" : ", ", slots[s].addr, name(slots[s].state));
+  return out;
+}
+
+std::string encode(const Membership& m) {
+  std::string out =
+      fmt::format("tpcm1 {} {} {} {}", m.epoch, m.replicas, m.min_insync, m.slots.size());
+  for (auto& s : m.slots)
+    out +=
+        fmt::format(" {} {} {}", protocol::escape(s.name), protocol::escape(s.addr), name(s.state));
+  return out;
+}
+
+Result<Membership> decode(std::string_view line) {
+  auto bad = [](const std::string& why) { return Status::error("CORRUPT", "membership: " + why); };
+  auto t = protocol::split(line);
+  if (t.size() < 5 || t[0] != "tpcm1") return bad("not a tpcm1 line");
+  auto epoch = parse_int(t[1]);
+  auto replicas = parse_int(t[2]);
+  auto min_insync = parse_int(t[3]);
+  auto n = parse_int(t[4]);
+  if (!epoch || *epoch <= 0 || !replicas || *replicas < 0 || !min_insync || *min_insync <= 0 ||
+      !n || *n <= 0 || static_cast<size_t>(*n) > k_max_slots)
+    return bad("bad epoch, replica count, min-insync or slot count");
+  if (t.size() != 5 + 3 * static_cast<size_t>(*n))
+    return bad(fmt::format("{} slots, but {} tokens", *n, t.size()));
+  Membership m;
+  m.epoch = static_cast<uint64_t>(*epoch);
+  m.replicas = static_cast<size_t>(*replicas);
+  m.min_insync = static_cast<size_t>(*min_insync);
+  for (size_t i = 0; i < static_cast<size_t>(*n); ++i) {
+    auto nm = protocol::unescape(t[5 + 3 * i]);
+    auto addr = protocol::unescape(t[6 + 3 * i]);
+    auto st = parse_state(t[7 + 3 * i]);
+    if (!nm || !addr || !st || nm->empty() || addr->empty())
+      return bad(fmt::format("slot {} is malformed", i));
+    m.slots.push_back(Slot{std::move(*nm), std::move(*addr), *st});
+  }
+  if (m.replicas >= m.slots.size() && m.replicas != 0) return bad("replicas past the slot count");
+  return m;
+}
+
+}  // namespace tpc::membership

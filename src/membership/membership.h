@@ -1,0 +1,78 @@
+// The cluster's membership as data (spec: docs/membership.md): which participants there are,
+// where each key lives, and which copies of a key are current. Versioned by an epoch that
+// grows by one at every change; the leader core makes every change (a durable record before
+// it is used) and the participants and the simulator read it.
+//
+// A slot is a place in the cluster with a stable index; placement hashes the slot's name (the
+// address it was created with), so that keys never move when an address does. Each slot is
+// in one state:
+//   in-sync      holds every committed write of its keys: it votes and serves reads;
+//   catching-up  back after being out: takes new writes as a learner (its vote does not count)
+//                while it copies what it missed from in-sync copies; serves no read;
+//   out          excluded (unreachable past --exclude-after): takes no write, serves no read.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace tpc::membership {
+
+// Owners of `key` among the slots named `names`: rendezvous hashing of the key over the names.
+// `replicas` 0 or >= names.size(): every slot. Sorted by slot index.
+std::vector<size_t> place(const std::vector<std::string>& names, size_t replicas,
+                          const std::string& key);
+
+enum class State : uint8_t { in_sync, catching_up, out };
+const char* name(State s);  // "in-sync", "catching-up", "out"
+std::optional<State> parse_state(std::string_view s);
+
+struct Slot {
+  std::string name;  // placement name: the address the slot was created with
+  std::string addr;  // HOST:PORT it is reached at
+  State state = State::in_sync;
+  friend bool operator==(const Slot&, const Slot&) = default;
+};
+
+struct Membership {
+  uint64_t epoch = 1;
+  size_t replicas = 0;    // owners of each key; 0: every slot
+  size_t min_insync = 1;  // a write needs this many in-sync owners of each of its keys
+  std::vector<Slot> slots;
+  friend bool operator==(const Membership&, const Membership&) = default;
+
+  // The first epoch of a cluster made of `addrs` (each slot in-sync, named by its address).
+  static Membership initial(const std::vector<std::string>& addrs, size_t replicas,
+                            size_t min_insync = 1);
+
+  size_t size() const { return slots.size(); }
+  // The owners of `key` (placement, whatever their state).
+  std::vector<size_t> owners(const std::string& key) const;
+  // The owners a write of `key` is prepared on: in-sync and catching-up ones.
+  std::vector<size_t> writers(const std::string& key) const;
+  // The owners that serve reads of `key`: in-sync ones.
+  std::vector<size_t> readers(const std::string& key) const;
+  // Effective replica count (replicas 0 or too many: every slot).
+  size_t copies() const {
+    return replicas == 0 || replicas >= slots.size() ? slots.size() : replicas;
+  }
+  size_t count(State s) const;
+  // Whether slot `s` may be marked out: every key keeps an in-sync owner. With rendezvous
+  // placement every set of `copies()` slots owns some key, so: fewer than copies() slots
+  // would be not in-sync.
+  bool may_exclude(size_t s) const;
+  // "owners 127.0.0.1:5001 (in-sync), 127.0.0.1:5002 (out)": for error messages.
+  std::string describe_owners(const std::string& key) const;
+};
+
+// One line, no newline: "tpcm1 EPOCH REPLICAS MIN-INSYNC N {NAME ADDR STATE}" (tokens escaped
+// as in the line protocol). Used by the leader's log record, the decision store and status.
+std::string encode(const Membership& m);
+// Error CORRUPT names what is wrong.
+Result<Membership> decode(std::string_view line);
+
+}  // namespace tpc::membership
