@@ -232,6 +232,10 @@ std::function<int()> setup_leader(CLI::App& app) {
                   "reconnecting)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{3600000}));
+  sub->add_option("--min-insync", cfg->min_insync,
+                  "in-sync copies each key of a write needs; fewer: the write fails (exit 4)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
   sub->add_option("--decision-store", cfg->decision_store,
                   "where commit decisions are kept: local (this leader's log) or "
                   "etcd://HOST:PORT[,HOST:PORT...]")

@@ -115,6 +115,7 @@ Core::Core(CoreConfig cfg)
       m_peer_max_line(m_cfg.peers.size(), m_cfg.peer_max_line) {
   if (m_cfg.replicas == 0 || m_cfg.replicas > m_cfg.peers.size())
     m_cfg.replicas = m_cfg.peers.size();
+  m_members = membership::Membership::initial(m_cfg.peers, m_cfg.replicas, m_cfg.min_insync);
 }
 
 // --- recovery -----------------------------------------------------------------------------
@@ -153,6 +154,18 @@ void Core::recover(const txlog::Record& rec) {
     std::string txid;
     TPC_CHECK(d.str(&txid) && d.done(), "undecodable FORGET record");
     std::erase_if(m_mismatches, [&](auto& kv) { return kv.first.first == txid; });
+  } else if (rec.type == k_rec_membership) {
+    auto m = membership::decode(rec.payload);
+    TPC_CHECK(m.is_ok(), m.status().message());
+    // The participant set and replica count are checked against --peers before recovery
+    // (DIR/participants); the names must then agree.
+    TPC_CHECK(m->slots.size() == m_members.slots.size() && m->copies() == m_members.copies(),
+              "MEMBERSHIP record of another participant set");
+    for (size_t i = 0; i < m->slots.size(); ++i)
+      TPC_CHECK(m->slots[i].name == m_members.slots[i].name,
+                "MEMBERSHIP record of another participant set");
+    m->min_insync = m_cfg.min_insync;  // an option of this leader, not of the record's
+    m_members = std::move(*m);
   } else if (rec.type == k_rec_end) {
     txlog::Decoder d(rec.payload);
     std::string txid;
@@ -191,7 +204,19 @@ int64_t Core::next_wake(int64_t now) const {
     int64_t r = std::max(m_next_resend_ms, now);
     w = w == 0 ? r : std::min(w, r);
   }
-  if (!m_parked.empty()) w = w == 0 ? m_unpark_at : std::min(w, m_unpark_at);
+  if (!m_parked.empty() && m_unpark_at != INT64_MAX)
+    w = w == 0 ? m_unpark_at : std::min(w, m_unpark_at);
+  if (m_catchup && m_catchup->id == 0) {
+    int64_t r = std::max(m_catchup->retry_at, now);
+    w = w == 0 ? r : std::min(w, r);
+  }
+  // A participant down past --exclude-after is marked out at that time.
+  if (m_cfg.exclude && !m_cfg.shared_store && !m_changing)
+    for (size_t p = 0; p < m_up.size(); ++p)
+      if (connecting(p, now) && m_members.slots[p].state != membership::State::out) {
+        int64_t x = m_lost_at[p] + m_cfg.exclude_after_ms;
+        w = w == 0 ? x : std::min(w, x);
+      }
   return w;
 }
 
@@ -223,6 +248,14 @@ void Core::on(int64_t now, ev::Pause& e, Actions& out) {
         e.client, reply(ClientReply::error, "BUSY", "already paused (another backup runs)")});
     return;
   }
+  // A copy of a participant that is not in-sync lacks writes: a backup needs every one.
+  for (auto& slot : m_members.slots)
+    if (slot.state != membership::State::in_sync)
+      return out.list.push_back(act::Reply{
+          e.client,
+          reply(ClientReply::error, "UNAVAILABLE",
+                fmt::format("participant {} is {}: a backup needs every participant in-sync",
+                            slot.addr, membership::name(slot.state)))});
   m_paused = Paused{e.client, now + std::max<int64_t>(e.max_ms, 1), {}};
 }
 
@@ -304,7 +337,10 @@ void Core::on(int64_t now, ev::Txn& e, Actions& out) {
 
 template <typename E>
 bool Core::park(int64_t now, const std::vector<size_t>& parts, E& e, Actions& out) {
-  if (std::none_of(parts.begin(), parts.end(), [&](size_t p) { return connecting(p, now); }))
+  // A membership change being forced: every request waits for it (each is run under one
+  // membership). Else only those for a connecting participant's keys.
+  if (!m_changing &&
+      std::none_of(parts.begin(), parts.end(), [&](size_t p) { return connecting(p, now); }))
     return false;
   if (m_parked.size() >= k_max_parked) {
     out.list.push_back(
@@ -337,9 +373,18 @@ void Core::unpark(int64_t now, Actions& out) {
 
 void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
   // Each participant is sent only the ops on keys it owns: it locks, checks and stores those.
+  // Owners that are out take no part (docs/membership.md); each key needs min-insync
+  // in-sync ones.
   std::map<size_t, std::vector<Op>> by_part;
-  for (auto& op : e.ops)
-    for (auto p : owners(op.key)) by_part[p].push_back(op);
+  for (auto& op : e.ops) {
+    if (!m_changing && m_members.readers(op.key).size() < m_cfg.min_insync)
+      return out.list.push_back(act::Reply{
+          e.client, reply(ClientReply::error, "UNAVAILABLE",
+                          fmt::format("key {} has fewer than --min-insync {} in-sync copies: {}",
+                                      protocol::escape_display(op.key), m_cfg.min_insync,
+                                      m_members.describe_owners(op.key)))});
+    for (auto p : m_members.writers(op.key)) by_part[p].push_back(op);
+  }
   std::vector<size_t> parts;
   for (auto& [p, mine] : by_part) parts.push_back(p);
   if (park(now, parts, e, out)) return;
@@ -377,9 +422,15 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
           out);
   for (auto& [p, mine] : by_part) {
     t.parts.push_back(p);
-    if (t.trace) trace(txid, t, "PREPARE sent to participant " + m_cfg.peers[p], out);
+    bool learner = m_members.slots[p].state == membership::State::catching_up;
+    if (learner) t.learners.insert(p);
+    if (t.trace)
+      trace(txid, t,
+            fmt::format("PREPARE sent to participant {}{}", m_cfg.peers[p],
+                        learner ? " (a learner: catching up)" : ""),
+            out);
     out.list.push_back(act::Send{
-        p, protocol::Prepare{txid, m_cfg.id, m_cfg.advertise, std::move(mine), e.rid}, 0});
+        p, protocol::Prepare{txid, m_cfg.id, m_cfg.advertise, std::move(mine), e.rid, learner}, 0});
   }
   if (!e.rid.empty()) remember(e.rid, Decision::pending, txid, digest);
 }
@@ -407,14 +458,23 @@ void Core::abort_txn(std::map<std::string, Txn>::iterator it, std::string code, 
   m_txns.erase(it);  // presumed abort: nothing to remember durably
 }
 
-void Core::on(int64_t, ev::Vote& e, Actions& out) {
+void Core::on(int64_t now, ev::Vote& e, Actions& out) {
   auto it = m_txns.find(e.txid);
   if (it == m_txns.end() || it->second.phase != Phase::preparing) return;
   Txn& t = it->second;
   if (std::find(t.parts.begin(), t.parts.end(), e.part) == t.parts.end()) return;
-  if (t.votes.count(e.part)) return;
+  if (t.votes.count(e.part) || t.dropped.count(e.part)) return;
   const auto& v = e.vote;
   const std::string& who = m_cfg.peers[e.part];
+  if (v.kind != protocol::Vote::yes && t.learners.count(e.part) && learner_may_drop(e.part)) {
+    if (t.trace)
+      trace(e.txid, t,
+            fmt::format("learner {} did not vote YES ({} {}): going on without it", who, v.code,
+                        v.detail),
+            out);
+    drop_learner(t, e.part, now, out);
+    return decide_if_ready(it, out);
+  }
   if (v.kind != protocol::Vote::yes) {
     t.votes[e.part] = false;
     if (t.trace)
@@ -428,16 +488,60 @@ void Core::on(int64_t, ev::Vote& e, Actions& out) {
   t.votes[e.part] = true;
   if (t.trace)
     trace(e.txid, t, fmt::format("vote YES from {} (log force {} us)", who, v.force_us), out);
-  if (t.votes.size() < t.parts.size()) return;
+  decide_if_ready(it, out);
+}
+
+void Core::drop_learner(Txn& t, size_t part, int64_t now, Actions& out) {
+  // It stays a participant of the decision (it may hold a prepare whose answer was lost: it
+  // gets COMMIT or ABORT as the others), but its vote is not waited for.
+  t.dropped.insert(part);
+  t.votes.erase(part);
+  // Its copy starts over: it may have missed this write.
+  if (m_catchup && m_catchup->slot == part && m_catchup->step != CatchUp::done)
+    start_catchup(part, now, out);
+}
+
+bool Core::learner_may_drop(size_t p) const {
+  // Not once its copy is complete: it is (about to be) in-sync, and must miss no write.
+  if (m_members.slots[p].state != membership::State::catching_up) return false;
+  if (m_changing && m_changing->slots[p].state == membership::State::in_sync) return false;
+  return !(m_catchup && m_catchup->slot == p && m_catchup->step == CatchUp::done);
+}
+
+void Core::decide_if_ready(std::map<std::string, Txn>::iterator it, Actions& out) {
+  Txn& t = it->second;
+  const std::string& txid = it->first;
+  if (t.votes.size() + t.dropped.size() < t.parts.size()) return;
   // All YES: the COMMIT record is the commit point; force it before telling anyone.
   t.phase = Phase::deciding;
-  m_deadlines.erase({t.deadline_ms, e.txid});
-  if (t.trace) trace(e.txid, t, "all votes YES; forcing the COMMIT record", out);
+  m_deadlines.erase({t.deadline_ms, txid});
+  if (t.trace) trace(txid, t, "all votes YES; forcing the COMMIT record", out);
   out.list.push_back(
-      act::Append{k_rec_commit, encode_commit(e.txid, t.rid, t.parts, t.digest), true, e.txid});
+      act::Append{k_rec_commit, encode_commit(txid, t.rid, t.parts, t.digest), true, txid});
 }
 
 void Core::on(int64_t now, ev::Durable& e, Actions& out) {
+  if (e.type == k_rec_membership) {
+    TPC_CHECK(m_changing.has_value(), "MEMBERSHIP durable without its append");
+    for (size_t p = 0; p < m_members.size(); ++p) {
+      auto was = m_members.slots[p].state, is = m_changing->slots[p].state;
+      m_exclusions += was != is && is == membership::State::out;
+      m_rejoins += was == membership::State::catching_up && is == membership::State::in_sync;
+    }
+    m_members = std::move(*m_changing);
+    m_changing.reset();
+    if (m_catchup) {
+      // Done (its slot in-sync now), or its sources changed: a new pass.
+      if (m_members.slots[m_catchup->slot].state != membership::State::catching_up)
+        m_catchup.reset();
+      else if (m_catchup->step != CatchUp::done)
+        start_catchup(m_catchup->slot, now, out);
+    }
+    exclude_down(now, out);  // the next one, if any
+    if (!m_changing) rejoin(now, out);
+    if (!m_changing && !m_parked.empty()) unpark(now, out);
+    return;
+  }
   if (e.type == k_rec_heuristic) {
     auto f = m_mismatch_forcing.find(e.txid);
     TPC_CHECK(f != m_mismatch_forcing.end(), "HEURISTIC durable without its append: " + e.txid);
@@ -536,6 +640,7 @@ void Core::on(int64_t now, ev::LinkUp& e, Actions& out) {
   if (e.part >= m_up.size()) return;
   m_up[e.part] = true;
   if (e.max_line) m_peer_max_line[e.part] = e.max_line;
+  rejoin(now, out);
   if (!m_parked.empty()) unpark(now, out);
   for (auto& txid : m_decided) {
     auto& t = m_txns.at(txid);
@@ -550,10 +655,14 @@ void Core::on(int64_t now, ev::LinkDown& e, Actions&) {
   if (e.part >= m_up.size() || !m_up[e.part]) return;
   m_up[e.part] = false;
   m_lost_at[e.part] = now;
+  if (m_catchup && m_catchup->slot == e.part) m_catchup.reset();  // again when it is back
 }
 
 void Core::on(int64_t now, ev::Tick&, Actions& out) {
   if (m_paused && now >= m_paused->until_ms) resume(now, out);
+  exclude_down(now, out);
+  rejoin(now, out);
+  if (m_catchup && m_catchup->id == 0 && now >= m_catchup->retry_at) catchup_send(now, out);
   // A participant that stopped connecting (down now) lets its parked requests run (or fail).
   if (!m_parked.empty() && now >= m_unpark_at) unpark(now, out);
   // Prepare timeouts.
@@ -562,8 +671,17 @@ void Core::on(int64_t now, ev::Tick&, Actions& out) {
     auto it = m_txns.find(txid);
     TPC_CHECK(it != m_txns.end(), "deadline of unknown txn " + txid);
     std::string missing;
-    for (auto p : it->second.parts)
-      if (!it->second.votes.count(p)) missing += (missing.empty() ? "" : ",") + m_cfg.peers[p];
+    Txn& t = it->second;
+    for (auto p : t.parts)
+      if (!t.votes.count(p) && !t.dropped.count(p) && !(t.learners.count(p) && learner_may_drop(p)))
+        missing += (missing.empty() ? "" : ",") + m_cfg.peers[p];
+    if (missing.empty()) {  // only learners are late: the transaction goes on without them
+      m_deadlines.erase(m_deadlines.begin());
+      for (auto p : t.parts)
+        if (!t.votes.count(p) && !t.dropped.count(p)) drop_learner(t, p, now, out);
+      decide_if_ready(it, out);
+      continue;
+    }
     abort_txn(it, "TIMEOUT", "no vote from " + missing + " within the prepare timeout", out);
   }
   // Re-sends of unacknowledged COMMITs, each after its own backoff.
@@ -595,6 +713,10 @@ void Core::on(int64_t, ev::LogFull&, Actions& out) {
       rw.live.push_back({k_rec_commit, encode_commit(txid, t.rid, t.parts, t.digest)});
   // Mismatches stay until an operator forgets them (they are few).
   for (auto& [key, m] : m_mismatches) rw.live.push_back({k_rec_heuristic, encode_mismatch(m)});
+  // The membership in effect, and one being forced (its append is queued before the rewrite,
+  // which would drop it).
+  if (m_members.epoch > 1) rw.live.push_back({k_rec_membership, membership::encode(m_members)});
+  if (m_changing) rw.live.push_back({k_rec_membership, membership::encode(*m_changing)});
   out.list.push_back(std::move(rw));
 }
 
@@ -786,8 +908,165 @@ int64_t Core::connecting_until(int64_t now) const {
   return until;
 }
 
+void Core::change_members(membership::Membership next, Actions& out) {
+  TPC_CHECK(!m_changing, "a membership change while another is forced");
+  next.epoch = m_members.epoch + 1;
+  out.list.push_back(act::Append{k_rec_membership, membership::encode(next), true,
+                                 fmt::format("epoch {}", next.epoch)});
+  m_changing = std::move(next);
+}
+
+void Core::exclude_down(int64_t now, Actions& out) {
+  // One change at a time; with a shared decision store, not yet (docs/membership.md).
+  if (!m_cfg.exclude || m_cfg.shared_store || m_changing) return;
+  for (size_t p = 0; p < m_up.size(); ++p) {
+    if (m_up[p] || connecting(p, now) || !m_members.may_exclude(p)) continue;
+    auto next = m_members;
+    next.slots[p].state = membership::State::out;
+    return change_members(std::move(next), out);
+  }
+}
+
+void Core::rejoin(int64_t now, Actions& out) {
+  if (m_changing) return;
+  // An out participant reachable again catches up (one change at a time).
+  for (size_t p = 0; p < m_up.size(); ++p) {
+    if (!m_up[p] || m_members.slots[p].state != membership::State::out) continue;
+    auto next = m_members;
+    next.slots[p].state = membership::State::catching_up;
+    return change_members(std::move(next), out);
+  }
+  if (m_catchup) return;
+  for (size_t p = 0; p < m_up.size(); ++p)
+    if (m_up[p] && m_members.slots[p].state == membership::State::catching_up)
+      return start_catchup(p, now, out);
+}
+
+void Core::start_catchup(size_t slot, int64_t now, Actions& out) {
+  CatchUp c;
+  if (m_catchup && m_catchup->slot == slot) {  // a new pass of the same copy
+    c.started_ms = m_catchup->started_ms;
+    c.keys = m_catchup->keys;
+    c.bytes = m_catchup->bytes;
+    c.passes = m_catchup->passes;
+  } else {
+    c.started_ms = now;
+  }
+  c.slot = slot;
+  c.pass = fmt::format("{}-{}-{}", m_cfg.id, m_cfg.incarnation, m_next_pass++);
+  ++c.passes;
+  for (size_t p = 0; p < m_members.size(); ++p)
+    if (m_members.slots[p].state == membership::State::in_sync) c.sources.push_back(p);
+  // Every key on every slot: the first source has them all.
+  if (m_members.copies() == m_members.size() && !c.sources.empty()) c.sources.resize(1);
+  m_catchup = std::move(c);
+  catchup_send(now, out);
+}
+
+void Core::catchup_send(int64_t now, Actions& out) {
+  auto& c = *m_catchup;
+  switch (c.step) {
+    case CatchUp::begin:
+      c.id = m_next_read++;
+      out.list.push_back(act::Send{c.slot, protocol::SyncBegin{c.pass, c.sources}, c.id});
+      return;
+    case CatchUp::scan:
+    case CatchUp::sync: {
+      c.step = CatchUp::scan;
+      size_t q = c.sources[c.src];
+      if (!m_up[q]) {  // back soon, or marked out (a new pass then)
+        c.id = 0;
+        c.retry_at = now + 200;
+        return;
+      }
+      c.id = m_next_read++;
+      out.list.push_back(act::Send{q, protocol::Scan{"", c.after, 1000, 1 << 20, ""}, c.id});
+      return;
+    }
+    case CatchUp::done: {
+      // Every page is in: in-sync. From now on its votes count, also in the transactions
+      // that began while it was a learner (learner_may_drop).
+      c.id = 0;
+      if (m_changing) {
+        c.retry_at = now + 20;
+        return;
+      }
+      auto next = m_members;
+      next.slots[c.slot].state = membership::State::in_sync;
+      c.id = UINT64_MAX;  // nothing more to send
+      return change_members(std::move(next), out);
+    }
+  }
+}
+
+bool Core::catchup_scan_reply(ev::ScanReply& e, int64_t now, Actions& out) {
+  if (!m_catchup || m_catchup->id != e.scan || e.scan == 0) return false;
+  auto& c = *m_catchup;
+  c.id = 0;
+  if (e.reply.kind == protocol::ScanReply::error) {  // in doubt there, busy, gone: again soon
+    c.retry_at = now + 100;
+    return true;
+  }
+  // The keys this participant copies from this source: it owns them, and this is the lowest
+  // numbered source among their owners (SYNCBEGIN told it the sources).
+  size_t q = c.sources[c.src];
+  protocol::Sync page{c.pass, q, c.after, "", e.reply.more, {}, false};
+  if (page.more && !e.reply.kvs.empty()) page.upto = e.reply.kvs.back().first;
+  for (auto& [k, v] : e.reply.kvs) {
+    auto o = m_members.owners(k);
+    if (!std::count(o.begin(), o.end(), c.slot)) continue;
+    size_t from = SIZE_MAX;
+    for (size_t x : o)
+      if (x != c.slot && std::count(c.sources.begin(), c.sources.end(), x)) {
+        from = x;
+        break;
+      }
+    if (from != q) continue;
+    c.bytes += k.size() + v.size();
+    page.kvs.emplace_back(k, v);
+  }
+  page.last = !page.more && c.src + 1 == c.sources.size();
+  c.page = std::move(page);
+  c.step = CatchUp::sync;
+  c.id = m_next_read++;
+  out.list.push_back(act::Send{c.slot, c.page, c.id});
+  return true;
+}
+
+void Core::on(int64_t now, ev::SyncReply& e, Actions& out) {
+  if (!m_catchup || m_catchup->id != e.id || e.part != m_catchup->slot) return;
+  auto& c = *m_catchup;
+  c.id = 0;
+  if (!e.status) {
+    // STATE: it lost the pass (it restarted): a new one. Else (busy, gone): again soon.
+    if (e.status.code() == "STATE") return start_catchup(c.slot, now, out);
+    c.retry_at = now + 100;
+    return;
+  }
+  if (c.step == CatchUp::begin) {
+    c.step = CatchUp::scan;
+  } else if (c.step == CatchUp::sync) {
+    c.keys += c.page.kvs.size();
+    if (c.page.more) {
+      c.after = c.page.upto;
+    } else if (++c.src < c.sources.size()) {
+      c.after.clear();
+    } else {
+      c.step = CatchUp::done;
+    }
+    c.page = {};
+    if (c.step == CatchUp::sync) c.step = CatchUp::scan;
+  }
+  catchup_send(now, out);
+}
+
 void Core::on(int64_t now, ev::Get& e, Actions& out) {
-  auto owners = this->owners(e.key);
+  // In-sync owners only: another may lack acknowledged writes.
+  auto owners = m_members.readers(e.key);
+  if (owners.empty())
+    return out.list.push_back(act::Reply{
+        e.client, reply(ClientReply::error, "UNAVAILABLE",
+                        "no in-sync copy of this key: " + m_members.describe_owners(e.key))});
   // Nobody to ask yet, but an owner is connecting: wait for it.
   if (std::none_of(owners.begin(), owners.end(), [&](size_t p) { return m_up[p]; }) &&
       park(now, owners, e, out))
@@ -890,17 +1169,17 @@ void Core::start_scan(uint64_t id, Actions& out) {
   s.checks.clear();
   s.parts.clear();
   if (!s.order.empty()) {
-    while (s.next < s.order.size() && !m_up[s.order[s.next]]) ++s.next;
-    if (s.next >= s.order.size()) return fail("UNAVAILABLE", "no live participant");
+    while (s.next < s.order.size() && !serves(s.order[s.next])) ++s.next;
+    if (s.next >= s.order.size()) return fail("UNAVAILABLE", "no live in-sync participant");
     s.parts.push_back(s.order[s.next]);
   } else {
     for (size_t p = 0; p < m_up.size(); ++p)
-      if (m_up[p]) s.parts.push_back(p);
+      if (serves(p)) s.parts.push_back(p);
     size_t down = m_up.size() - s.parts.size();
     if (down >= m_cfg.replicas)
       return fail("UNAVAILABLE",
-                  fmt::format("{} of {} participants are down: keys held only by them (each key "
-                              "has {} owners) cannot be listed",
+                  fmt::format("{} of {} participants are down or not in-sync: keys held only by "
+                              "them (each key has {} owners) cannot be listed",
                               down, m_up.size(), m_cfg.replicas));
     s.watch = fmt::format("{}-{}-{}-{}", m_cfg.id, m_cfg.incarnation, id, s.attempt);
   }
@@ -910,7 +1189,8 @@ void Core::start_scan(uint64_t id, Actions& out) {
         act::Send{p, protocol::Scan{r.prefix, r.after, r.limit, r.max_bytes, s.watch}, id});
 }
 
-void Core::on(int64_t, ev::ScanReply& e, Actions& out) {
+void Core::on(int64_t now, ev::ScanReply& e, Actions& out) {
+  if (catchup_scan_reply(e, now, out)) return;
   auto it = m_scans.find(e.scan);
   if (it == m_scans.end()) return;
   auto& s = it->second;

@@ -43,19 +43,19 @@ enum RecordType : uint8_t {
   k_rec_end = 2,     // txid: every participant acknowledged (not forced)
   k_rec_rid = 3,  // rid, txid[, ops digest]: a recent client request that committed (written by log
                   // rewrites, so RESULT survives them and a restart)
-  k_rec_heuristic = 4,  // txid, rid, participant index, decided (u8), theirs (u8): a HEURISTIC
-                        // MISMATCH (forced); kept until FORGET
-  k_rec_forget = 5,     // txid: an operator acknowledged its mismatches (not forced: a lost
-                        // one only shows them again)
+  k_rec_heuristic = 4,   // txid, rid, participant index, decided (u8), theirs (u8): a HEURISTIC
+                         // MISMATCH (forced); kept until FORGET
+  k_rec_forget = 5,      // txid: an operator acknowledged its mismatches (not forced: a lost
+                         // one only shows them again)
+  k_rec_membership = 6,  // the membership's one-line encoding (docs/membership.md): forced
+                         // before any transaction uses it; the last one holds
 };
 
 // Every record type of the leader's log with its name (docs/log-format.md has a row for each;
 // a unit test checks it). The server opens its log with these types only.
-inline constexpr std::pair<uint8_t, const char*> k_records[] = {{k_rec_commit, "COMMIT"},
-                                                                {k_rec_end, "END"},
-                                                                {k_rec_rid, "RID"},
-                                                                {k_rec_heuristic, "HEURISTIC"},
-                                                                {k_rec_forget, "FORGET"}};
+inline constexpr std::pair<uint8_t, const char*> k_records[] = {
+    {k_rec_commit, "COMMIT"},       {k_rec_end, "END"},       {k_rec_rid, "RID"},
+    {k_rec_heuristic, "HEURISTIC"}, {k_rec_forget, "FORGET"}, {k_rec_membership, "MEMBERSHIP"}};
 
 // A participant finished a transaction on an operator's order (tpc client resolve) otherwise
 // than this leader decided it: a heuristic outcome, as Narayana and the XA standard call it.
@@ -96,6 +96,11 @@ struct CoreConfig {
   // (or after start): requests for its keys wait for it instead of failing. After it, the
   // participant is down (--exclude-after).
   int64_t exclude_after_ms = 5000;
+  // A write needs this many in-sync owners of each of its keys (--min-insync).
+  size_t min_insync = 1;
+  // Participants unreachable past exclude_after_ms are marked out by a membership change
+  // (docs/membership.md). Off: they stay members, and writes to their keys fail.
+  bool exclude = true;
 };
 
 // What a shared decision store holds of another leader's transaction (act::Lookup).
@@ -226,6 +231,12 @@ struct RidFound {
 struct StoreHealth {
   bool up = true;
 };
+// A participant's reply to SYNCBEGIN or SYNC (or its loss): ok, or the error.
+struct SyncReply {
+  uint64_t id = 0;
+  size_t part = 0;
+  Status status = Status::ok();
+};
 struct LinkUp {
   size_t part = 0;
   size_t max_line = 0;  // the longest line the participant accepts (its HELLO); 0: not said
@@ -247,11 +258,11 @@ struct Resume {
   ClientId client = 0;
 };
 }  // namespace ev
-using Event =
-    std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Forget, ev::Vote,
-                 ev::CommitReply, ev::AbortReply, ev::ReadReply, ev::ScanReply, ev::ScanChecked,
-                 ev::Durable, ev::Refused, ev::Looked, ev::Settled, ev::RidFound, ev::StoreHealth,
-                 ev::LinkUp, ev::LinkDown, ev::Tick, ev::LogFull, ev::Pause, ev::Resume>;
+using Event = std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Forget,
+                           ev::Vote, ev::CommitReply, ev::AbortReply, ev::ReadReply, ev::ScanReply,
+                           ev::ScanChecked, ev::Durable, ev::Refused, ev::Looked, ev::Settled,
+                           ev::RidFound, ev::StoreHealth, ev::SyncReply, ev::LinkUp, ev::LinkDown,
+                           ev::Tick, ev::LogFull, ev::Pause, ev::Resume>;
 
 // What a client is told.
 struct ClientReply {
@@ -351,9 +362,9 @@ class Core {
     return a;
   }
 
-  std::vector<size_t> owners(const std::string& key) const {
-    return place(m_cfg.peers, m_cfg.replicas, key);
-  }
+  std::vector<size_t> owners(const std::string& key) const { return m_members.owners(key); }
+  // The membership in effect (a change being forced is not, yet).
+  const membership::Membership& members() const { return m_members; }
 
   // --- read-only views, for status and tests.
   enum class Phase { preparing, deciding, committed };
@@ -367,6 +378,21 @@ class Core {
   size_t unacked() const;  // (txn, participant) pairs waiting for a COMMIT acknowledgement
   uint64_t incarnation() const { return m_cfg.incarnation; }
   uint64_t committed_count() const { return m_committed; }
+  // Membership changes that marked a participant out, and that made one in-sync again.
+  uint64_t exclusions() const { return m_exclusions; }
+  uint64_t rejoins() const { return m_rejoins; }
+  // The copy under way: its participant, keys and bytes so far, since when (for status and
+  // metrics); nullopt when none.
+  struct CatchUpView {
+    size_t slot = 0;
+    uint64_t keys = 0, bytes = 0, passes = 0;
+    int64_t started_ms = 0;
+  };
+  std::optional<CatchUpView> catching_up() const {
+    if (!m_catchup) return std::nullopt;
+    return CatchUpView{m_catchup->slot, m_catchup->keys, m_catchup->bytes, m_catchup->passes,
+                       m_catchup->started_ms};
+  }
   uint64_t aborted_count() const { return m_aborted; }
   const CoreConfig& config() const { return m_cfg; }
   // Heuristic mismatches recorded and not yet forgotten, by (txid, participant).
@@ -380,6 +406,8 @@ class Core {
     uint64_t digest = 0;  // ops_digest of the client's request
     ClientId client = 0;
     std::vector<size_t> parts;     // participants that own the keys
+    std::set<size_t> learners;     // of them, those catching up: their votes do not count
+    std::set<size_t> dropped;      // learners not waited for (they still get the decision)
     std::map<size_t, bool> votes;  // received votes
     Phase phase = Phase::preparing;
     int64_t deadline_ms = 0;
@@ -424,6 +452,7 @@ class Core {
   void on(int64_t now, ev::Settled& e, Actions& out);
   void on(int64_t now, ev::RidFound& e, Actions& out);
   void on(int64_t now, ev::StoreHealth& e, Actions& out);
+  void on(int64_t now, ev::SyncReply& e, Actions& out);
   void on(int64_t now, ev::LinkUp& e, Actions& out);
   void on(int64_t now, ev::LinkDown& e, Actions& out);
   void on(int64_t now, ev::Tick& e, Actions& out);
@@ -446,6 +475,26 @@ class Core {
   void unpark(int64_t now, Actions& out);
   // The earliest time a connecting participant turns down (INT64_MAX: none is connecting).
   int64_t connecting_until(int64_t now) const;
+  // Proposes membership `next` (epoch one higher): forced to the log; in effect once durable.
+  void change_members(membership::Membership next, Actions& out);
+  // Marks out the participants down past exclude_after_ms (one change at a time).
+  void exclude_down(int64_t now, Actions& out);
+  // All counted votes YES: force the COMMIT record.
+  void decide_if_ready(std::map<std::string, Txn>::iterator it, Actions& out);
+  // Learner `part` took no part in it after all (its NO, its loss, or no vote in time): the
+  // transaction goes on without it, and its copy starts over (it missed this write).
+  void drop_learner(Txn& t, size_t part, int64_t now, Actions& out);
+  // Whether learner p's missing or NO vote may be dropped (its copy is not complete yet).
+  bool learner_may_drop(size_t p) const;
+  // --- catching up (docs/membership.md): one participant at a time.
+  void rejoin(int64_t now, Actions& out);  // marks up out slots catching-up; starts copies
+  void start_catchup(size_t slot, int64_t now, Actions& out);
+  void catchup_send(int64_t now, Actions& out);  // the current step's request
+  bool catchup_scan_reply(ev::ScanReply& e, int64_t now, Actions& out);
+  // Whether participant p is in-sync and reachable: asked for reads and scans.
+  bool serves(size_t p) const {
+    return m_up[p] && m_members.slots[p].state == membership::State::in_sync;
+  }
   void check_paused(Actions& out);
 
   void abort_txn(std::map<std::string, Txn>::iterator it, std::string code, std::string detail,
@@ -475,6 +524,24 @@ class Core {
   };
   std::deque<Parked> m_parked;
   int64_t m_unpark_at = INT64_MAX;      // the first parked request's participant turns down then
+  struct CatchUp {
+    size_t slot = 0;
+    std::string pass;
+    enum Step { begin, scan, sync, done } step = begin;
+    std::vector<size_t> sources;  // in-sync slots at the start of the pass
+    size_t src = 0;               // the source being read
+    std::string after;            // its next page starts after this key
+    uint64_t id = 0;              // the outstanding request (0: none; sent at retry_at)
+    int64_t retry_at = 0;
+    protocol::Sync page;  // the page being applied
+    int64_t started_ms = 0;
+    uint64_t keys = 0, bytes = 0, passes = 0;
+  };
+  std::optional<CatchUp> m_catchup;
+  uint64_t m_next_pass = 1;
+  uint64_t m_exclusions = 0, m_rejoins = 0;
+  membership::Membership m_members;                  // in effect
+  std::optional<membership::Membership> m_changing;  // being forced; new requests wait
   std::vector<size_t> m_peer_max_line;  // each participant's line limit
   struct RidOutcome {
     protocol::Decision decision;

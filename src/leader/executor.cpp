@@ -85,6 +85,19 @@ void Executor::append(act::Append& ap) {
           m->txid, m->decided_commit ? "commit" : "abort", m_core.config().peers.at(m->part),
           m->their_commit ? "committed" : "aborted", m->txid));
   }
+  if (type == k_rec_membership) {
+    // A change of the membership, for the operator's log (docs/membership.md).
+    if (auto m = membership::decode(ap.payload)) {
+      std::string what;
+      const auto& was = m_core.members();
+      for (size_t p = 0; p < m->size() && p < was.size(); ++p)
+        if (m->slots[p].state != was.slots[p].state)
+          what += fmt::format("{}participant {} is {} (was {})", what.empty() ? "" : "; ",
+                              m->slots[p].addr, membership::name(m->slots[p].state),
+                              membership::name(was.slots[p].state));
+      m_io.warn(fmt::format("membership epoch {}: {}", m->epoch, what));
+    }
+  }
   if (m_store && type == k_rec_forget) m_store->forget_mismatches(txid);
   if (m_store && (type == k_rec_commit || type == k_rec_end)) {
     // The shared decision store: the commit point is the store's, not this log's.
@@ -170,6 +183,11 @@ void Executor::send(act::Send& s, bool after_commit_send) {
   } else if (auto* ck = std::get_if<protocol::ScanCheck>(&s.msg)) {
     m_io.request(p, s.msg, [this, id = s.read, p, watch = ck->watch](Result<std::string> r) {
       step(ev::ScanChecked{id, p, watch, protocol::parse_scan_checked(r).clean});
+    });
+  } else if (std::holds_alternative<protocol::SyncBegin>(s.msg) ||
+             std::holds_alternative<protocol::Sync>(s.msg)) {
+    m_io.request(p, s.msg, [this, id = s.read, p](Result<std::string> r) {
+      step(ev::SyncReply{id, p, protocol::parse_acked(r)});
     });
   } else if (auto* ab = std::get_if<protocol::Abort>(&s.msg)) {
     // Only a contradicting heuristic outcome is reported: ABORT is not re-sent.

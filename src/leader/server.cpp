@@ -176,6 +176,7 @@ Server::Server(asio::io_context& io, Config cfg)
   cc.shared_store = etcd_start.has_value();
   cc.takeover_after_ms = m_cfg.takeover_after_ms;
   cc.exclude_after_ms = m_cfg.exclude_after_ms;
+  cc.min_insync = static_cast<size_t>(m_cfg.min_insync);
   m_core = std::make_unique<Core>(std::move(cc));
   std::vector<txlog::Record> recovered;
   m_log = txlog::Log::open(txlog::open_posix_file(m_cfg.data_dir + "/txlog"),
@@ -600,14 +601,17 @@ void Server::on_stats(Reply reply) {
   auto ls = m_log->stats();
   size_t up = 0;
   for (auto& l : m_links) up += l->up();
+  const auto& mem = m_core->members();
   reply.send(fmt::format(
       "STATS id={} cluster={} node={} incarnation={} replicas={} committed={} aborted={} "
-      "active={} heuristic={} peers_up={}/{} log_bytes={} log_syncs={} uptime_ms={} "
-      "decisions={}{}",
+      "active={} heuristic={} peers_up={}/{} epoch={} in_sync={} catching_up={} out={} "
+      "exclusions={} rejoins={} log_bytes={} log_syncs={} uptime_ms={} decisions={}{}",
       m_cfg.id, m_ident.cluster, m_ident.node, m_incarnation, m_cfg.replicas,
       m_core->committed_count(), m_core->aborted_count(), m_core->active(),
-      m_core->mismatches().size(), up, m_links.size(), ls.bytes, ls.syncs, now_ms() - m_started_ms,
-      m_decisions ? "etcd" : "local",
+      m_core->mismatches().size(), up, m_links.size(), mem.epoch,
+      mem.count(membership::State::in_sync), mem.count(membership::State::catching_up),
+      mem.count(membership::State::out), m_core->exclusions(), m_core->rejoins(), ls.bytes,
+      ls.syncs, now_ms() - m_started_ms, m_decisions ? "etcd" : "local",
       m_decisions ? fmt::format(" store={}", m_decisions->healthy() ? "up" : "down") : ""));
 }
 

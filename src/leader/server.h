@@ -57,6 +57,7 @@ struct Config {
   // decided) by any leader, even while its own leader lives.
   int64_t takeover_after_ms = 2000;
   int64_t exclude_after_ms = 5000;  // --exclude-after
+  int min_insync = 1;               // --min-insync
   // While other transactions collect votes, a decision batch waits up to this long for them.
   int64_t batch_wait_ms = 3;
 };

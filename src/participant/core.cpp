@@ -196,6 +196,12 @@ void Core::reply(Actions& out, ClientId c, ReplyMsg m) {
 
 void Core::on(int64_t, int64_t wall, ev::Prepare& e, Actions& out) {
   auto& m = e.msg;
+  // A NO is final here: a late copy of this PREPARE is refused again (the transaction may
+  // still commit without a learner: docs/membership.md).
+  auto refuse = [&](protocol::Vote v) {
+    m_recent_aborted.insert(m.txid);
+    reply(out, e.client, std::move(v));
+  };
   if (auto it = m_prepared.find(m.txid); it != m_prepared.end()) {
     // A repeated PREPARE: YES once durable (also when decided since), else wait for it.
     if (it->second.durable) return reply(out, e.client, yes(0));
@@ -203,40 +209,37 @@ void Core::on(int64_t, int64_t wall, ev::Prepare& e, Actions& out) {
     return;
   }
   if (m_recent_aborted.contains(m.txid))
-    return reply(out, e.client, no("ABORTED", "transaction was already aborted here"));
+    return refuse(no("ABORTED", "transaction was already aborted here"));
   // A late copy of the PREPARE of a transaction committed here: it voted YES already.
   if (m_recent_committed.contains(m.txid)) return reply(out, e.client, yes(0));
   // Locks first: a held lock is an immediate NO (no waiting, so no deadlock).
   for (auto& op : m.ops) {
     auto it = m_locks.find(op.key);
     if (it != m_locks.end())
-      return reply(out, e.client,
-                   no("CONFLICT",
-                      fmt::format("key {} is locked by {}", protocol::escape(op.key), it->second)));
+      return refuse(no(
+          "CONFLICT", fmt::format("key {} is locked by {}", protocol::escape(op.key), it->second)));
   }
   // A write into a range a scan reads (or waits to read) waits for the scan: refused now.
   if (!m_listers.empty() || !m_watches.empty())
     for (auto& op : m.ops)
       if (op.is_write() && scanned(op.key, m_now))
-        return reply(out, e.client,
-                     no("CONFLICT", fmt::format("key {} is in a range being scanned",
-                                                protocol::escape(op.key))));
+        return refuse(no("CONFLICT", fmt::format("key {} is in a range being scanned",
+                                                 protocol::escape(op.key))));
   // Conditions are evaluated against committed data; the locks taken below keep them true
-  // until the decision.
+  // until the decision. A learner (catching up) does not: its copies may be stale, and its
+  // vote does not count.
   for (auto& op : m.ops) {
-    if (op.kind != OpKind::check && op.kind != OpKind::absent) continue;
+    if (m.learner || (op.kind != OpKind::check && op.kind != OpKind::absent)) continue;
     auto v = m_store.get(op.key);
-    if (!v) return reply(out, e.client, no("STORAGE", v.status().message()));
+    if (!v) return refuse(no("STORAGE", v.status().message()));
     if (op.kind == OpKind::absent && v->has_value())
-      return reply(out, e.client,
-                   no("CHECK", fmt::format("absent {} failed: found {}", protocol::escape(op.key),
-                                           protocol::escape(**v))));
+      return refuse(no("CHECK", fmt::format("absent {} failed: found {}", protocol::escape(op.key),
+                                            protocol::escape(**v))));
     if (op.kind == OpKind::check && (!v->has_value() || **v != op.value))
-      return reply(out, e.client,
-                   no("CHECK", fmt::format("check {} {} failed: found {}", protocol::escape(op.key),
-                                           protocol::escape(op.value),
-                                           v->has_value() ? protocol::escape(**v)
-                                                          : std::string("(absent)"))));
+      return refuse(no(
+          "CHECK", fmt::format("check {} {} failed: found {}", protocol::escape(op.key),
+                               protocol::escape(op.value),
+                               v->has_value() ? protocol::escape(**v) : std::string("(absent)"))));
   }
   Prepared p;
   p.txid = m.txid;
@@ -246,13 +249,13 @@ void Core::on(int64_t, int64_t wall, ev::Prepare& e, Actions& out) {
   p.leader_addr = std::move(m.leader_addr);
   p.ops = std::move(m.ops);
   p.prepared_at_ms = wall;
+  if (m_sync) p.sync_pass = m_sync->seq;
   std::string record = encode_prepared(p);
   // A vote is a promise to remember: never vote YES on what the log cannot hold.
   if (record.size() > txlog::k_max_payload)
-    return reply(out, e.client,
-                 no("TOOLARGE", fmt::format("transaction of {} bytes exceeds the log's record "
-                                            "limit of {} bytes",
-                                            record.size(), txlog::k_max_payload)));
+    return refuse(no("TOOLARGE", fmt::format("transaction of {} bytes exceeds the log's record "
+                                             "limit of {} bytes",
+                                             record.size(), txlog::k_max_payload)));
   for (auto& op : p.ops) m_locks[op.key] = p.txid;
   if (e.client) m_vote_waiters[p.txid].push_back(e.client);
   out.list.push_back(act::Append{act::Append::force, k_rec_prepared, std::move(record), p.txid});
@@ -289,6 +292,68 @@ void Core::on(int64_t, int64_t, ev::Durable& e, Actions& out) {
   }
 }
 
+void Core::on(int64_t, int64_t, ev::Members& e, Actions&) { m_members = std::move(e); }
+
+void Core::on(int64_t, int64_t, ev::SyncBegin& e, Actions& out) {
+  if (!m_sync || m_sync->pass != e.msg.pass)
+    m_sync = SyncPass{++m_sync_passes, e.msg.pass, std::move(e.msg.sources), {}, 0};
+  reply(out, e.client, protocol::Ack{});
+}
+
+void Core::on(int64_t, int64_t, ev::Sync& e, Actions& out) {
+  auto& m = e.msg;
+  if (!m_sync || m_sync->pass != m.pass)
+    return reply(out, e.client,
+                 protocol::Error{"STATE", "no copy pass " + m.pass + " under way here"});
+  if (!m_members || m.source >= m_members->members.size() ||
+      m_members->slot >= m_members->members.size())
+    return reply(out, e.client,
+                 protocol::Error{"STATE", "no membership here, or no such source slot"});
+  auto in_range = [&](const std::string& k) { return k > m.after && (!m.more || k <= m.upto); };
+  // A prepared write in the range is older or newer than the page: wait for its outcome.
+  if (auto l = m_locks.upper_bound(m.after); l != m_locks.end() && in_range(l->first))
+    return reply(out, e.client,
+                 protocol::Error{"BUSY", fmt::format("key {} of the page is locked by {}",
+                                                     protocol::escape(l->first), l->second)});
+  const auto& mem = m_members->members;
+  // The keys this page answers for: owned here, and copied from this source (the lowest
+  // numbered source among the key's owners).
+  auto shared = [&](const std::string& k) {
+    auto o = mem.owners(k);
+    if (!std::count(o.begin(), o.end(), m_members->slot)) return false;
+    for (size_t x : o)
+      if (x != m_members->slot && std::count(m_sync->sources.begin(), m_sync->sources.end(), x))
+        return x == m.source;
+    return false;
+  };
+  auto& dirty = m_sync->dirty;
+  SyncPage page{e.client, fmt::format("sync.{}.{}", m.pass, ++m_sync->pages), {}, m.last};
+  std::set<std::string> in_page;
+  for (auto& [k, v] : m.kvs) {
+    if (!in_range(k) || !shared(k)) continue;
+    in_page.insert(k);
+    if (!dirty.count(k)) page.ops.push_back(Op{OpKind::put, k, v});
+  }
+  // This participant's keys of the range that the source does not hold: deleted there.
+  std::string cursor = m.after;
+  for (bool past = false; !past;) {
+    auto kvs = m_store.scan(cursor, 1000, 1 << 20);
+    if (!kvs) return reply(out, e.client, protocol::Error{"STORAGE", kvs.status().message()});
+    if (kvs->empty()) break;
+    for (auto& [k, v] : *kvs) {
+      if (!in_range(k)) {
+        past = true;
+        break;
+      }
+      if (!in_page.count(k) && !dirty.count(k) && shared(k))
+        page.ops.push_back(Op{OpKind::del, k, ""});
+    }
+    cursor = kvs->back().first;
+  }
+  m_sync_queue.push_back(std::move(page));
+  out.flush = true;
+}
+
 void Core::commit(const std::string& txid, ClientId client, Actions& out) {
   auto it = m_prepared.find(txid);
   if (it == m_prepared.end()) {
@@ -320,6 +385,13 @@ void Core::commit(const std::string& txid, ClientId client, Actions& out) {
   m_queries.erase(txid);
   // Applied in the next batch: COMMITs that arrive in one turn share one store transaction.
   m_commit_queue.push_back(txid);
+  // A copy under way leaves the keys this commit writes alone, when it was prepared since the
+  // copy began: it may be newer than a page. (One prepared before is older than every page:
+  // a source's page is read after the copy began, once the source applied it; and a page
+  // that finds its key still locked here waits.)
+  if (m_sync && p.sync_pass == m_sync->seq)
+    for (auto& op : p.ops)
+      if (op.is_write()) m_sync->dirty.insert(op.key);
   out.flush = true;
 }
 
@@ -351,16 +423,27 @@ void Core::on(int64_t, int64_t, ev::Commit& e, Actions& out) {
 }
 
 void Core::on(int64_t, int64_t, ev::Flush&, Actions& out) {
-  if (!m_applying.empty() || m_commit_queue.empty()) return;  // next flush after Applied
+  if (!m_applying.empty() || !m_sync_applying.empty()) return;  // next flush after Applied
+  if (m_commit_queue.empty() && m_sync_queue.empty()) return;
   act::Apply a;
   for (auto& txid : m_commit_queue) a.batch.emplace_back(txid, &m_prepared.at(txid).ops);
   m_applying = std::move(m_commit_queue);
   m_commit_queue.clear();
+  // Copied pages after the commits queued before them (a commit queued later goes in a later
+  // batch, or after them in this one: it wins, as it is newer).
+  m_sync_applying = std::move(m_sync_queue);
+  m_sync_queue.clear();
+  for (auto& page : m_sync_applying) {
+    a.batch.emplace_back(page.mark, &page.ops);
+    a.durable |= page.last;
+  }
   out.list.push_back(std::move(a));
 }
 
 void Core::on(int64_t, int64_t, ev::Applied&, Actions& out) {
-  TPC_CHECK(!m_applying.empty(), "Applied without an Apply");
+  TPC_CHECK(!m_applying.empty() || !m_sync_applying.empty(), "Applied without an Apply");
+  for (auto& page : m_sync_applying) reply(out, page.client, protocol::Ack{});
+  m_sync_applying.clear();
   auto batch = std::move(m_applying);
   m_applying.clear();
   if (m_redo_applying) {
@@ -376,7 +459,7 @@ void Core::on(int64_t, int64_t, ev::Applied&, Actions& out) {
           act::Append{act::Append::lazy, k_rec_committed, txlog::Encoder().str(txid).data(), txid});
     }
   }
-  if (!m_commit_queue.empty()) out.flush = true;
+  if (!m_commit_queue.empty() || !m_sync_queue.empty()) out.flush = true;
 }
 
 void Core::finish(std::map<std::string, Prepared>::iterator it, Actions& out) {

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "common/recent.h"
+#include "membership/membership.h"
 #include "protocol/messages.h"
 #include "store/store.h"
 #include "txlog/record.h"
@@ -95,6 +96,7 @@ struct Prepared {
   bool recovered = false;      // rebuilt from the log after a restart
   bool applying = false;       // decided COMMIT: queued for, or in, a store batch
   bool applied = false;        // in the store; COMMITTED record being forced
+  uint64_t sync_pass = 0;      // the copy pass under way when it was prepared (0: none)
 };
 
 std::string encode_prepared(const Prepared& p);
@@ -173,12 +175,31 @@ struct Outcome {    // a leader's answer to Ask, or its loss
 struct LeaderSeen {
   std::string addr;
 };
+// The membership this participant was admitted with, and its slot in it (a leader's JOIN):
+// what a copied page's keys are matched against.
+struct Members {
+  size_t slot = 0;
+  membership::Membership members;
+};
+// SYNCBEGIN: a copy pass starts (docs/membership.md); the keys commits write from now on are
+// left alone by its pages.
+struct SyncBegin {
+  ClientId client = 0;
+  protocol::SyncBegin msg;
+};
+// SYNC: a page of the copy, applied (in a store batch, after the commits queued before it)
+// unless a prepared write holds a key of its range (ERR BUSY: asked again later).
+struct Sync {
+  ClientId client = 0;
+  protocol::Sync msg;
+};
 struct Tick {};
 struct LogFull {};
 }  // namespace ev
-using Event = std::variant<ev::Prepare, ev::Commit, ev::Abort, ev::Read, ev::Scan, ev::ScanCheck,
-                           ev::Resolve, ev::Durable, ev::Applied, ev::Flush, ev::Outcome,
-                           ev::LeaderSeen, ev::Tick, ev::LogFull>;
+using Event =
+    std::variant<ev::Prepare, ev::Commit, ev::Abort, ev::Read, ev::Scan, ev::ScanCheck, ev::Resolve,
+                 ev::Durable, ev::Applied, ev::Flush, ev::Outcome, ev::LeaderSeen, ev::Members,
+                 ev::SyncBegin, ev::Sync, ev::Tick, ev::LogFull>;
 
 using ReplyMsg =
     std::variant<protocol::Vote, protocol::Ack, protocol::HeuristicReply, protocol::ReadReply,
@@ -199,6 +220,7 @@ struct Append {
 struct Apply {
   // (txid, ops), in order. The ops stay the core's: valid until the next step.
   std::vector<std::pair<std::string, const std::vector<Op>*>> batch;
+  bool durable = false;  // make the store durable before ev::Applied (a copy's last page)
 };
 struct Reply {
   ClientId client = 0;
@@ -283,6 +305,9 @@ class Core {
   void on(int64_t now, int64_t wall, ev::Flush& e, Actions& out);
   void on(int64_t now, int64_t wall, ev::Outcome& e, Actions& out);
   void on(int64_t now, int64_t wall, ev::LeaderSeen& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::Members& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::SyncBegin& e, Actions& out);
+  void on(int64_t now, int64_t wall, ev::Sync& e, Actions& out);
   void on(int64_t now, int64_t wall, ev::Tick& e, Actions& out);
   void on(int64_t now, int64_t wall, ev::LogFull& e, Actions& out);
 
@@ -336,6 +361,24 @@ class Core {
   };
   std::map<std::string, Resolver> m_resolvers;  // HEURISTIC being forced
   std::vector<std::string> m_commit_queue;  // decided COMMIT, waiting for the next batch
+  std::optional<ev::Members> m_members;     // as admitted (JOIN)
+  uint64_t m_sync_passes = 0;               // copy passes begun (a Prepared's sync_pass)
+  struct SyncPass {
+    uint64_t seq = 0;
+    std::string pass;
+    std::vector<size_t> sources;
+    std::set<std::string> dirty;  // keys commits queued since SYNCBEGIN wrote
+    uint64_t pages = 0;
+  };
+  std::optional<SyncPass> m_sync;  // a copy under way (catching up)
+  struct SyncPage {
+    ClientId client = 0;
+    std::string mark;  // the store's "applied" mark of this page
+    std::vector<Op> ops;
+    bool last = false;
+  };
+  std::vector<SyncPage> m_sync_queue;       // waiting for the next batch
+  std::vector<SyncPage> m_sync_applying;    // in the outstanding Apply
   std::vector<std::string> m_applying;      // in the outstanding Apply
   bool m_redo_applying = false;             // the outstanding Apply is recovery's redo
   struct Reader {

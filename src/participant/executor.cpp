@@ -79,6 +79,7 @@ void Executor::apply(act::Apply& ap) {
   for (auto& [txid, ops] : ap.batch)
     if (st) st = s.apply(txid, *ops);
   if (st) st = s.end_batch();
+  if (st && ap.durable) st = s.make_durable();
   if (!st) fatal("cannot apply commits: " + st.to_string());
   step(ev::Applied{});
 }

@@ -142,7 +142,7 @@ namespace {
 const char* allowed_roles(std::string_view verb) {
   if (verb == "PREPARE") return "leader";
   if (verb == "COMMIT" || verb == "ABORT") return "leader";
-  if (verb == "JOIN") return "leader";
+  if (verb == "JOIN" || verb == "SYNCBEGIN" || verb == "SYNC") return "leader";
   if (verb == "READ" || verb == "SCAN" || verb == "SCANCHECK") return "leader client admin";
   if (verb == "STATS" || verb == "INDOUBT") return "leader participant client admin";
   if (verb == "RESOLVE" || verb == "BACKUP" || verb == "FETCH" || verb == "DROP") return "admin";
@@ -150,7 +150,8 @@ const char* allowed_roles(std::string_view verb) {
   return nullptr;
 }
 bool needs_join(std::string_view verb) {
-  return verb == "PREPARE" || verb == "COMMIT" || verb == "ABORT";
+  return verb == "PREPARE" || verb == "COMMIT" || verb == "ABORT" || verb == "SYNCBEGIN" ||
+         verb == "SYNC";
 }
 }  // namespace
 
@@ -204,6 +205,14 @@ void Server::handle(const std::string& line, Reply reply) {
     auto m = protocol::decode_scan_check(t);
     if (!m) return fail(m.status());
     step(ev::ScanCheck{client(reply), std::move(m->watch), reply.peer().node});
+  } else if (verb == "SYNCBEGIN") {
+    auto m = protocol::decode_sync_begin(t);
+    if (!m) return fail(m.status());
+    step(ev::SyncBegin{client(reply), std::move(*m)});
+  } else if (verb == "SYNC") {
+    auto m = protocol::decode_sync(t);
+    if (!m) return fail(m.status());
+    step(ev::Sync{client(reply), std::move(*m)});
   } else if (verb == "JOIN") {
     on_join(t, reply);
   } else if (verb == "MEMBERSHIP") {
@@ -278,6 +287,9 @@ void Server::on_join(const std::vector<std::string_view>& t, Reply reply) {
   uint16_t port;
   if (const std::string& adv = reply.peer().advertise; parse_host_port(adv, &host, &port))
     step(ev::LeaderSeen{adv});
+  std::vector<std::string> addrs;
+  for (auto& x : m->members) addrs.push_back(x.addr);
+  step(ev::Members{m->slot, membership::Membership::initial(addrs, m->replicas)});
   std::string line = node::encode_join(*m);
   if (line != m_membership) {
     txlog::write_file_atomic(m_cfg.data_dir + "/membership", line + "\n");

@@ -82,6 +82,7 @@ std::string encode(const Prepare& m) {
   LineBuilder b("PREPARE");
   b.raw(m.txid).raw(m.leader).raw(m.leader_addr);
   if (!m.rid.empty()) b.raw("rid=" + m.rid);
+  if (m.learner) b.raw("learner=1");
   append_ops(b, m.ops);
   return b.str();
 }
@@ -96,6 +97,20 @@ std::string encode(const Scan& m) {
   return b.str();
 }
 std::string encode(const ScanCheck& m) { return "SCANCHECK " + m.watch; }
+std::string encode(const SyncBegin& m) {
+  return fmt::format("SYNCBEGIN {} {}", m.pass, fmt::join(m.sources, ","));
+}
+std::string encode(const Sync& m) {
+  LineBuilder b("SYNC");
+  b.raw(m.pass).num(static_cast<long long>(m.source)).arg(m.after);
+  if (m.more)
+    b.raw("MORE").arg(m.upto);
+  else
+    b.raw(m.last ? "LAST" : "END").raw("-");
+  b.num(static_cast<long long>(m.kvs.size()));
+  for (auto& [k, v] : m.kvs) b.arg(k).arg(v);
+  return b.str();
+}
 std::string encode(const ScanReply& r) {
   if (r.kind == ScanReply::error) return LineBuilder("ERR").raw(r.code).text(r.detail).str();
   LineBuilder b("KEYS");
@@ -173,6 +188,10 @@ Result<Prepare> decode_prepare(const std::vector<std::string_view>& t) {
     if (Status s = check_request_id(m.rid); !s) return s;
     ++first_op;
   }
+  if (first_op < t.size() && t[first_op] == "learner=1") {
+    m.learner = true;
+    ++first_op;
+  }
   auto ops = parse_ops(t, first_op);
   if (!ops) return ops.status();
   m.ops = std::move(*ops);
@@ -235,6 +254,54 @@ Result<Scan> decode_scan(const std::vector<std::string_view>& t) {
   if (t.size() == 6) {
     if (!is_id(t[5])) return Status::error("PROTO", "SCAN: WATCH must be an id");
     m.watch = t[5];
+  }
+  return m;
+}
+
+Result<SyncBegin> decode_sync_begin(const std::vector<std::string_view>& t) {
+  auto usage = [] { return Status::error("PROTO", "usage: SYNCBEGIN PASS SOURCE[,SOURCE...]"); };
+  if (t.size() != 3 || !is_id(t[1])) return usage();
+  SyncBegin m{std::string(t[1]), {}};
+  for (auto& x : split_list(std::string(t[2]), ',')) {
+    auto n = parse_int(x);
+    if (!n || *n < 0 || *n > 1 << 20) return usage();
+    m.sources.push_back(static_cast<size_t>(*n));
+  }
+  if (m.sources.empty()) return usage();
+  return m;
+}
+
+Result<Sync> decode_sync(const std::vector<std::string_view>& t) {
+  auto usage = [] {
+    return Status::error("PROTO",
+                         "usage: SYNC PASS SOURCE AFTER MORE|END|LAST UPTO COUNT {KEY VALUE}");
+  };
+  if (t.size() < 7 || !is_id(t[1])) return usage();
+  Sync m;
+  m.pass = t[1];
+  auto source = parse_int(t[2]);
+  auto after = unescape(t[3]);
+  auto count = parse_int(t[6]);
+  if (!source || *source < 0 || !after || !count || *count < 0 ||
+      t.size() != 7 + 2 * static_cast<size_t>(*count))
+    return usage();
+  m.source = static_cast<size_t>(*source);
+  m.after = std::move(*after);
+  if (t[4] == "MORE") {
+    auto upto = unescape(t[5]);
+    if (!upto) return upto.status();
+    m.more = true;
+    m.upto = std::move(*upto);
+  } else if (t[4] == "END" || t[4] == "LAST") {
+    m.last = t[4] == "LAST";
+  } else {
+    return usage();
+  }
+  for (size_t i = 7; i < t.size(); i += 2) {
+    auto k = unescape(t[i]);
+    auto v = unescape(t[i + 1]);
+    if (!k || !v) return usage();
+    m.kvs.emplace_back(std::move(*k), std::move(*v));
   }
   return m;
 }
@@ -359,6 +426,14 @@ ScanReply parse_scan_reply(const Result<std::string>& line) {
 
 ScanChecked parse_scan_checked(const Result<std::string>& line) {
   return ScanChecked{line && *line == "CLEAN"};
+}
+
+Status parse_acked(const Result<std::string>& line) {
+  if (!line) return line.status();
+  if (*line == "ACK") return Status::ok();
+  auto t = split(*line);
+  if (t.size() >= 2 && t[0] == "ERR") return Status::error(std::string(t[1]), rest_after(*line, 2));
+  return Status::error("PROTO", "unexpected reply: " + escape_display(*line));
 }
 
 TxnReply parse_txn_reply(const Result<std::string>& line) {

@@ -17,10 +17,13 @@
 namespace tpc::protocol {
 
 // --- leader -> participant requests.
-struct Prepare {  // PREPARE TXID LEADER-ID LEADER-ADDR [rid=RID] OP...
+struct Prepare {  // PREPARE TXID LEADER-ID LEADER-ADDR [rid=RID] [learner=1] OP...
   std::string txid, leader, leader_addr;
   std::vector<Op> ops;
   std::string rid;  // the client's request id, for tracing a transaction afterwards
+  // To a participant catching up (docs/membership.md): its vote does not count, and it does
+  // not evaluate the conditions (its copies of other keys may be stale); it only writes.
+  bool learner = false;
 };
 struct Commit {  // COMMIT TXID
   std::string txid;
@@ -43,7 +46,28 @@ struct Scan {
 struct ScanCheck {  // SCANCHECK WATCH
   std::string watch;
 };
-using PeerRequest = std::variant<Prepare, Commit, Abort, Read, Scan, ScanCheck>;
+// SYNCBEGIN PASS SOURCE[,SOURCE...]: a participant catching up starts copying pass PASS (an
+// id) from those in-sync slots: each key comes from the lowest-numbered source among its
+// owners. From now on it remembers which keys its commits wrote, and a page of the copy
+// leaves those alone.
+struct SyncBegin {
+  std::string pass;
+  std::vector<size_t> sources;
+};
+// SYNC PASS SOURCE AFTER MORE|END|LAST UPTO COUNT {KEY VALUE} (UPTO "-" unless MORE): a page of
+// pass PASS read from in-sync slot SOURCE: of the keys both own, those after AFTER (up to UPTO with
+// MORE, to the end with END) are to be as in the page: written, or deleted when absent from it,
+// except those the participant's own commits wrote since SYNCBEGIN. ACK once applied; with END and
+// `last`, durable too. (docs/membership.md)
+struct Sync {
+  std::string pass;
+  size_t source = 0;
+  std::string after, upto;
+  bool more = false;
+  std::vector<std::pair<std::string, std::string>> kvs;
+  bool last = false;  // the pass's last page: make the store durable before ACK
+};
+using PeerRequest = std::variant<Prepare, Commit, Abort, Read, Scan, ScanCheck, SyncBegin, Sync>;
 
 // --- participant -> leader request.
 // OUTCOME TXID [HELD-MS] [heuristic=commit|abort [rid=RID]]. With `heuristic`, the
@@ -123,6 +147,8 @@ std::string encode(const Abort& m);
 std::string encode(const Read& m);
 std::string encode(const Scan& m);
 std::string encode(const ScanCheck& m);
+std::string encode(const SyncBegin& m);
+std::string encode(const Sync& m);
 std::string encode(const ScanReply& r);
 std::string encode(const ScanChecked& r);
 std::string encode(const OutcomeQuery& m);
@@ -151,6 +177,8 @@ Result<std::string> decode_txid_arg(const std::vector<std::string_view>& t);  //
 Result<Read> decode_read(const std::vector<std::string_view>& t);
 // SCAN's arguments: LIMIT 1 to k_max_scan_limit, MAX-BYTES at least 1, WATCH an id.
 Result<Scan> decode_scan(const std::vector<std::string_view>& t);
+Result<SyncBegin> decode_sync_begin(const std::vector<std::string_view>& t);
+Result<Sync> decode_sync(const std::vector<std::string_view>& t);
 Result<ScanCheck> decode_scan_check(const std::vector<std::string_view>& t);
 inline constexpr uint64_t k_max_scan_limit = 100000;
 
@@ -162,6 +190,8 @@ Result<Decision> parse_decision(const Result<std::string>& line);
 ReadReply parse_read_reply(const Result<std::string>& line);
 ScanReply parse_scan_reply(const Result<std::string>& line);
 ScanChecked parse_scan_checked(const Result<std::string>& line);
+// To SYNCBEGIN and SYNC: "ACK" (ok), or the error ("ERR CODE TEXT"; lost: UNAVAILABLE).
+Status parse_acked(const Result<std::string>& line);
 TxnReply parse_txn_reply(const Result<std::string>& line);
 
 // To PEERS: "PEERS {ADDR up|down|refused[ REASON]}", one entry per participant.

@@ -17,7 +17,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!t.empty()) {
     if (auto p = decode_prepare(t)) {
       auto again = decode_prepare(split(encode(*p)));
-      if (!again || again->txid != p->txid || again->ops != p->ops || again->rid != p->rid)
+      if (!again || again->txid != p->txid || again->ops != p->ops || again->rid != p->rid ||
+          again->learner != p->learner)
         __builtin_trap();
     }
     (void)decode_txid_arg(t);
@@ -30,6 +31,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!again || again->prefix != sc->prefix || again->after != sc->after ||
           again->limit != sc->limit || again->max_bytes != sc->max_bytes ||
           again->watch != sc->watch)
+        __builtin_trap();
+    }
+    if (auto sb = decode_sync_begin(t)) {
+      auto again = decode_sync_begin(split(encode(*sb)));
+      if (!again || again->pass != sb->pass || again->sources != sb->sources) __builtin_trap();
+    }
+    if (auto sy = decode_sync(t)) {
+      auto again = decode_sync(split(encode(*sy)));
+      if (!again || again->pass != sy->pass || again->source != sy->source ||
+          again->after != sy->after || again->more != sy->more || again->upto != sy->upto ||
+          again->kvs != sy->kvs || again->last != sy->last)
         __builtin_trap();
     }
     if (auto ck = decode_scan_check(t)) {

@@ -39,6 +39,8 @@ enum Feature {
   f_store_faults,   // the decision store lost its quorum, or a leader was cut off from it
   f_settles,        // a leader settled another's transaction as aborted (takeover)
   f_io_crashes,     // a node crashed at a failpoint of its executor (at an I/O)
+  f_exclusions,     // a participant marked out (unreachable past --exclude-after)
+  f_rejoins,        // a participant back in-sync after catching up
   k_feature_count
 };
 inline constexpr const char* k_feature_names[k_feature_count] = {"two leaders",
@@ -56,7 +58,9 @@ inline constexpr const char* k_feature_names[k_feature_count] = {"two leaders",
                                                                  "shared decision store",
                                                                  "decision-store faults",
                                                                  "takeovers",
-                                                                 "crashes at an I/O"};
+                                                                 "crashes at an I/O",
+                                                                 "exclusions",
+                                                                 "rejoins"};
 
 struct Report {
   std::bitset<k_feature_count> features;

@@ -357,7 +357,9 @@ TEST_SUITE("leader") {
   }
 
   TEST_CASE("a read goes to an owner, and to the next one when that owner is gone") {
-    Driver d(config());
+    auto cfg = config();
+    cfg.exclude = false;  // down participants stay members (exclusion: its own tests)
+    Driver d(cfg);
     auto a = d.step(ev::Get{1, "k"});
     auto s = Driver::all<act::Send>(a);
     REQUIRE(s.size() == 1);
@@ -385,7 +387,9 @@ TEST_SUITE("leader") {
 
   TEST_CASE("a participant not reached yet is connecting: writes for its keys wait for it") {
     // Just started: no link is up yet. A write waits, and runs when the links come up.
-    Core c(config());
+    auto cfg = config();
+    cfg.exclude = false;  // down participants stay members (exclusion: its own tests)
+    Core c(cfg);
     c.start(1000);
     auto a = c.step(1000, ev::Txn{1, "r1", put("k"), false});
     CHECK(a.list.empty());
@@ -851,5 +855,152 @@ TEST_SUITE("leader shared store") {
     REQUIRE(rec.size() == 1);
     CHECK(rec[0].type == k_rec_heuristic);
     CHECK(d.core.mismatches().size() == 1);
+  }
+}
+
+TEST_SUITE("leader membership") {
+  // The MEMBERSHIP record an action list appends (nullopt: none).
+  std::optional<membership::Membership> appended_members(const Actions& a) {
+    for (auto& ap : Driver::all<act::Append>(a))
+      if (ap.type == k_rec_membership) {
+        REQUIRE(ap.force);
+        auto m = membership::decode(ap.payload);
+        REQUIRE(m);
+        return *m;
+      }
+    return std::nullopt;
+  }
+  // A key whose owners (replicas 2 of 3) include slot `s`.
+  std::string key_on(const Core& c, size_t s) {
+    for (int i = 0;; ++i) {
+      std::string k = "k" + std::to_string(i);
+      auto o = c.owners(k);
+      if (std::count(o.begin(), o.end(), s)) return k;
+    }
+  }
+
+  TEST_CASE("a participant down past --exclude-after is marked out durably, and writes go on") {
+    Driver d(config(1, 2));
+    d.step(ev::LinkDown{2});
+    d.now = 4999;
+    CHECK_FALSE(appended_members(d.step(ev::Tick{})));
+    d.now = 5000;
+    auto m = appended_members(d.step(ev::Tick{}));
+    REQUIRE(m);
+    CHECK(m->epoch == 2);
+    CHECK(m->slots[2].state == membership::State::out);
+    CHECK(d.core.members().epoch == 1);  // not in effect before it is durable
+    // Meanwhile a write waits for it...
+    std::string k = key_on(d.core, 2);
+    CHECK(Driver::all<act::Send>(d.step(ev::Txn{1, "", put(k), false})).empty());
+    // ...and goes to the other owner once it is durable.
+    auto a = d.step(ev::Durable{"epoch 2", 0, k_rec_membership});
+    CHECK(d.core.members().slots[2].state == membership::State::out);
+    CHECK(d.core.exclusions() == 1);
+    auto sent = Driver::sent<protocol::Prepare>(a);
+    REQUIRE(sent.size() == 1);
+    CHECK(sent[0] != 2);
+    // Reads too: an in-sync owner only.
+    auto r = Driver::all<act::Send>(d.step(ev::Get{2, k}));
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].part != 2);
+    // A second participant down: every key must keep an in-sync copy, so it stays a member.
+    d.step(ev::LinkDown{0});
+    d.now = 20000;
+    CHECK_FALSE(appended_members(d.step(ev::Tick{})));
+    CHECK(d.core.members().slots[0].state == membership::State::in_sync);
+  }
+
+  TEST_CASE("below --min-insync a write fails and names the key's copies") {
+    auto cfg = config(1, 2);
+    cfg.min_insync = 2;
+    Driver d(cfg);
+    d.step(ev::LinkDown{1});
+    d.now = 5000;
+    d.step(ev::Tick{});
+    d.step(ev::Durable{"epoch 2", 0, k_rec_membership});
+    std::string k = key_on(d.core, 1);
+    auto r = Driver::reply_to(d.step(ev::Txn{1, "", put(k), false}), 1);
+    REQUIRE(r);
+    CHECK(r->code == "UNAVAILABLE");
+    CHECK(r->detail.find("127.0.0.1:2 (out)") != std::string::npos);
+    CHECK(r->detail.find("--min-insync 2") != std::string::npos);
+  }
+
+  TEST_CASE("a participant back catches up as a learner, then is in-sync again") {
+    Driver d(config());
+    d.step(ev::LinkDown{2});
+    d.now = 5000;
+    d.step(ev::Tick{});
+    d.step(ev::Durable{"epoch 2", 0, k_rec_membership});
+    // Back: catching up, by a durable change.
+    auto m = appended_members(d.step(ev::LinkUp{2}));
+    REQUIRE(m);
+    CHECK(m->slots[2].state == membership::State::catching_up);
+    auto a = d.step(ev::Durable{"epoch 3", 0, k_rec_membership});
+    auto sends = Driver::all<act::Send>(a);
+    REQUIRE(sends.size() == 1);
+    auto* begin = std::get_if<protocol::SyncBegin>(&sends[0].msg);
+    REQUIRE(begin);
+    CHECK(sends[0].part == 2);
+    CHECK(begin->sources == std::vector<size_t>{0});  // every key is on slot 0
+    // New writes reach it as a learner.
+    auto t = Driver::all<act::Send>(d.step(ev::Txn{1, "", put("w"), false}));
+    REQUIRE(t.size() == 3);
+    std::string txid = std::get<protocol::Prepare>(t[0].msg).txid;
+    for (auto& s : t) CHECK(std::get<protocol::Prepare>(s.msg).learner == (s.part == 2));
+    // Its NO does not count: the transaction commits, and the copy starts over.
+    d.step(ev::Vote{txid, 0, Driver::yes()});
+    d.step(ev::Vote{txid, 1, Driver::yes()});
+    a = d.step(ev::Vote{txid, 2, {protocol::Vote::no, "CONFLICT", "locked", 0}});
+    CHECK(Driver::all<act::Append>(a).size() == 1);  // the COMMIT record
+    auto again = Driver::all<act::Send>(a);
+    REQUIRE(again.size() == 1);
+    auto* begin2 = std::get_if<protocol::SyncBegin>(&again[0].msg);
+    REQUIRE(begin2);
+    CHECK(begin2->pass != begin->pass);
+    a = d.step(ev::Durable{txid, 0});
+    CHECK(Driver::sent<protocol::Commit>(a) == std::vector<size_t>{0, 1, 2});  // also to it
+    // The copy: SYNCBEGIN acknowledged, a page read from the source, applied there.
+    a = d.step(ev::SyncReply{again[0].read, 2, Status::ok()});
+    auto scan = Driver::all<act::Send>(a);
+    REQUIRE(scan.size() == 1);
+    CHECK(scan[0].part == 0);
+    protocol::ScanReply page;
+    page.kind = protocol::ScanReply::keys;
+    page.kvs = {{"w", "v"}, {"x", "1"}};
+    a = d.step(ev::ScanReply{scan[0].read, 0, page});
+    auto sync = Driver::all<act::Send>(a);
+    REQUIRE(sync.size() == 1);
+    auto& pg = std::get<protocol::Sync>(sync[0].msg);
+    CHECK(sync[0].part == 2);
+    CHECK(pg.kvs.size() == 2);
+    CHECK(pg.last);
+    // Applied: in-sync again, by a durable change.
+    m = appended_members(d.step(ev::SyncReply{sync[0].read, 2, Status::ok()}));
+    REQUIRE(m);
+    CHECK(m->slots[2].state == membership::State::in_sync);
+    d.step(ev::Durable{"epoch 4", 0, k_rec_membership});
+    CHECK(d.core.rejoins() == 1);
+    CHECK(d.core.members().epoch == 4);
+    auto t2 = Driver::all<act::Send>(d.step(ev::Txn{2, "", put("w"), false}));
+    for (auto& s : t2) CHECK_FALSE(std::get<protocol::Prepare>(s.msg).learner);
+  }
+
+  TEST_CASE("the membership survives a restart and a log rewrite") {
+    Driver d(config());
+    d.step(ev::LinkDown{1});
+    d.now = 5000;
+    d.step(ev::Tick{});
+    d.step(ev::Durable{"epoch 2", 0, k_rec_membership});
+    Core c(config(2));
+    for (auto& r : d.log) c.recover(r);
+    CHECK(c.members().epoch == 2);
+    CHECK(c.members().slots[1].state == membership::State::out);
+    auto rw = Driver::all<act::Rewrite>(d.step(ev::LogFull{}));
+    REQUIRE(rw.size() == 1);
+    Core c2(config(2));
+    for (auto& r : rw[0].live) c2.recover(r);
+    CHECK(c2.members() == d.core.members());
   }
 }

@@ -113,7 +113,11 @@ TEST_SUITE("participant") {
     CHECK(d.reply(2).rfind("NO CONFLICT", 0) == 0);
     d.step(ev::Abort{3, "L.1.1", "L-node"});
     CHECK(d.reply(3) == "ACK");
+    // A NO is final: a late copy of that PREPARE is refused again, not prepared (a learner's
+    // transaction may commit without it).
     d.prepare(4, "L.1.2", put("k", "2"));
+    CHECK(d.reply(4).rfind("NO ABORTED", 0) == 0);
+    d.prepare(5, "L.1.3", put("k", "3"));
     CHECK(d.log.back().type == k_rec_prepared);
   }
 
@@ -639,5 +643,70 @@ TEST_SUITE("participant heuristics") {
       r.step(ev::Commit{3, "L.1.1", "L-node"});
       CHECK(r.reply(3) == (commit ? "ACK" : "HEURISTIC ABORTED"));
     }
+  }
+}
+
+TEST_SUITE("participant catch-up") {
+  // Slot 0 of 3, replicas 2: a key of `want` owners ({0,1}, {0,2} or {1,2}).
+  std::string key_owned_by(const membership::Membership& m, std::vector<size_t> want, int from) {
+    for (int i = from;; ++i) {
+      std::string k = "k" + std::to_string(i);
+      if (m.owners(k) == want) return k;
+    }
+  }
+
+  TEST_CASE("a copied page: written and deleted as the source has it, except newer writes") {
+    store::MemStore s;
+    Driver d(s);
+    auto m = membership::Membership::initial({"a:1", "b:2", "c:3"}, 2);
+    d.step(ev::Members{0, m});
+    std::string k01 = key_owned_by(m, {0, 1}, 0);       // copied from source 1
+    std::string k02 = key_owned_by(m, {0, 2}, 0);       // from source 2: not this page's
+    std::string gone = key_owned_by(m, {0, 1}, 1000);   // the source deleted it
+    std::string newer = key_owned_by(m, {0, 1}, 2000);  // written here since the copy began
+    s.m_data[k02] = "stale-but-not-this-page";
+    s.m_data[gone] = "old";
+    d.step(ev::SyncBegin{1, protocol::SyncBegin{"p1", {1, 2}}});
+    CHECK(d.reply(1) == "ACK");
+    d.prepare(2, "L.1.1", {Op{OpKind::put, newer, "mine"}});
+    d.durable(k_rec_prepared, "L.1.1");
+    d.commit(3, "L.1.1");
+    protocol::Sync page{"p1", 1, "", "", false, {{k01, "v1"}, {newer, "older"}}, false};
+    d.step(ev::Sync{4, page});
+    CHECK(d.reply(4) == "ACK");
+    CHECK(s.m_data.at(k01) == "v1");
+    CHECK(s.m_data.at(newer) == "mine");
+    CHECK(s.m_data.at(k02) == "stale-but-not-this-page");
+    CHECK_FALSE(s.m_data.count(gone));
+  }
+
+  TEST_CASE("a page waits while a prepared write holds a key of its range, and needs its pass") {
+    store::MemStore s;
+    Driver d(s);
+    auto m = membership::Membership::initial({"a:1", "b:2"}, 0);
+    d.step(ev::Members{1, m});
+    protocol::Sync page{"p1", 0, "", "", false, {{"a", "1"}}, true};
+    d.step(ev::Sync{1, page});
+    CHECK(d.reply(1).rfind("ERR STATE", 0) == 0);  // no SYNCBEGIN p1
+    d.step(ev::SyncBegin{2, protocol::SyncBegin{"p1", {0}}});
+    d.prepare(3, "L.1.1", put("b", "x"));  // prepared before: older or newer, unknown yet
+    d.step(ev::Sync{4, page});
+    CHECK(d.reply(4).rfind("ERR BUSY", 0) == 0);
+    CHECK_FALSE(s.m_data.count("a"));
+    // Bounded: a range that ends before the locked key is applied.
+    protocol::Sync first{"p1", 0, "", "a", true, {{"a", "1"}}, false};
+    d.step(ev::Sync{5, first});
+    CHECK(d.reply(5) == "ACK");
+    CHECK(s.m_data.at("a") == "1");
+  }
+
+  TEST_CASE("a learner prepares without evaluating conditions") {
+    store::MemStore s;
+    Driver d(s);
+    protocol::Prepare p{"L.1.1", "L", "127.0.0.1:9", {Op{OpKind::check, "c", "1"}}, "", true};
+    p.ops.push_back(Op{OpKind::put, "w", "v"});
+    d.step(ev::Prepare{1, p, "L-node"});
+    d.durable(k_rec_prepared, "L.1.1");
+    CHECK(d.reply(1) == "YES 7");
   }
 }

@@ -164,6 +164,35 @@ TEST_SUITE("protocol") {
     CHECK(back->rid.empty());
     CHECK(back->ops == p.ops);
     CHECK_FALSE(decode_prepare(split("PREPARE 1.2.3 1 a:1 rid=bad/id put k v")).is_ok());
+    p.learner = true;
+    back = decode_prepare(split(encode(p)));
+    REQUIRE(back.is_ok());
+    CHECK(back->learner);
+    CHECK(back->ops == p.ops);
+    // A catching-up participant's copy (docs/membership.md).
+    auto sb = decode_sync_begin(split(encode(SyncBegin{"1-2-3", {0, 2}})));
+    REQUIRE(sb.is_ok());
+    CHECK(sb->sources == std::vector<size_t>{0, 2});
+    CHECK_FALSE(decode_sync_begin(split("SYNCBEGIN p")).is_ok());
+    CHECK_FALSE(decode_sync_begin(split("SYNCBEGIN p 1,x")).is_ok());
+    Sync sy{"p", 1, "a b", "z\n", true, {{"k 1", ""}, {"k2", "v\n"}}, false};
+    auto sb2 = decode_sync(split(encode(sy)));
+    REQUIRE(sb2.is_ok());
+    CHECK(sb2->after == sy.after);
+    CHECK(sb2->upto == sy.upto);
+    CHECK(sb2->more);
+    CHECK(sb2->kvs == sy.kvs);
+    sy.more = false;
+    sy.last = true;
+    sb2 = decode_sync(split(encode(sy)));
+    REQUIRE(sb2.is_ok());
+    CHECK(sb2->last);
+    CHECK_FALSE(sb2->more);
+    CHECK_FALSE(decode_sync(split("SYNC p 1 a MORE z 2 k v")).is_ok());  // count past the pairs
+    CHECK_FALSE(decode_sync(split("SYNC p 1 a SOME - 0")).is_ok());
+    CHECK(parse_acked(std::string("ACK")).is_ok());
+    CHECK(parse_acked(std::string("ERR BUSY key k is locked")).code() == "BUSY");
+    CHECK(parse_acked(tpc::Status::error("UNAVAILABLE", "lost")).code() == "UNAVAILABLE");
     CHECK_FALSE(check_request_id(std::string(65, 'a')).is_ok());
     CHECK(check_request_id(std::string(64, 'a')).is_ok());
     CHECK(*decode_txid_arg(split(encode(Commit{"1.2.3"}))) == "1.2.3");

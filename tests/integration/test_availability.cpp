@@ -1,0 +1,132 @@
+// Writes go on when a participant dies, and it rejoins by itself (docs/membership.md). Real
+// processes, kill -9.
+#include <doctest/doctest.h>
+
+#include <set>
+
+#include <fmt/format.h>
+
+#include "client/connection.h"
+#include "common/util.h"
+#include "harness.h"
+#include "membership/membership.h"
+
+using namespace tpc;
+using namespace tpc::it;
+
+namespace {
+// One client connection writing keys av0..av(N-1) in turn, remembering what each key may hold:
+// its last acknowledged value, and any later value whose outcome it did not learn.
+struct Writer {
+  Cluster& c;
+  int keys;
+  std::optional<client::Connection> conn;
+  std::map<std::string, std::set<std::string>> may_hold;
+  int seq = 0;
+
+  bool put() {
+    if (!conn) {
+      auto o = client::Connection::open(c.leader_addr(), 1000);
+      if (!o) return false;
+      conn.emplace(std::move(*o));
+    }
+    std::string k = fmt::format("av{}", seq % keys), v = fmt::format("v{}", seq);
+    ++seq;
+    auto r = conn->call(fmt::format("PUT {} {}", k, v), 10000);
+    if (!r) {
+      conn.reset();
+      may_hold[k].insert(v);  // unknown
+      return false;
+    }
+    if (r->rfind("COMMITTED", 0) == 0) {
+      may_hold[k] = {v};
+      return true;
+    }
+    if (r->rfind("ABORTED", 0) != 0) may_hold[k].insert(v);  // an error: not known either
+    return false;
+  }
+};
+
+// A field of the leader's STATS line (-1: no answer).
+long leader_stat(Cluster& c, const std::string& field) {
+  auto conn = client::Connection::open(c.leader_addr(), 1000);
+  if (!conn) return -1;
+  auto r = conn->call("STATS", 2000);
+  if (!r) return -1;
+  auto at = r->find(" " + field + "=");
+  if (at == std::string::npos) return -1;
+  return parse_int(r->substr(at + field.size() + 2, r->find(' ', at + 1) - at - field.size() - 2))
+      .value_or(-1);
+}
+
+void kill_write_rejoin(int replicas) {
+  Cluster::Options o;
+  o.participants = 3;
+  o.replicas = replicas;
+  Cluster c(o);
+  REQUIRE(c.wait_ready());
+  Writer w{c, 60};
+  for (int i = 0; i < 120; ++i) REQUIRE(w.put());
+
+  // kill -9 one participant under write load.
+  c.participant(2)->kill9();
+  int64_t killed = now_ms();
+  int late = 0, late_ok = 0, early = 0, early_ok = 0;
+  for (int i = 0; i < 20000 && now_ms() - killed < 14000; ++i) {
+    bool after_10s = now_ms() - killed >= 10000;
+    bool ok = w.put();
+    (after_10s ? late : early) += 1;
+    (after_10s ? late_ok : early_ok) += ok;
+  }
+  MESSAGE(
+      fmt::format("replicas {}: in the 10 s after the kill {} of {} writes committed; "
+                  "after them {} of {}",
+                  replicas ? std::to_string(replicas) : "all", early_ok, early, late_ok, late));
+  REQUIRE(late >= 20);
+  CHECK(late_ok * 100 >= late * 99);
+  CHECK(leader_stat(c, "out") == 1);
+
+  // Back with its data directory: in-sync again within 30 s, with no command.
+  c.start_participant(2);
+  int64_t back = now_ms();
+  bool in_sync = false;
+  for (int i = 0; i < 100000 && now_ms() - back < 30000 && !in_sync; ++i) {
+    w.put();
+    if (i % 20 == 0) in_sync = leader_stat(c, "in_sync") == 3 && leader_stat(c, "rejoins") >= 1;
+  }
+  MESSAGE(fmt::format("in-sync again {} ms after its restart", now_ms() - back));
+  REQUIRE(in_sync);
+  for (int i = 0; i < 60; ++i) w.put();
+
+  // It serves every key it owns with the last acknowledged value: another participant
+  // killed, every key read (through the leader, and straight from it).
+  c.participant(0)->kill9();
+  for (auto& [k, values] : w.may_hold) {
+    CAPTURE(k);
+    auto r = c.client({"get", k});
+    CHECK(r.code == 0);
+    std::string v = r.out.empty() ? r.out : r.out.substr(0, r.out.size() - 1);
+    CHECK(values.count(v));
+    auto at2 = c.read_at(2, k);
+    auto owners =
+        membership::place({c.participant_addr(0), c.participant_addr(1), c.participant_addr(2)},
+                          static_cast<size_t>(replicas), k);
+    if (std::count(owners.begin(), owners.end(), 2)) {
+      REQUIRE(at2);
+      CHECK(values.count(*at2));
+    }
+  }
+}
+}  // namespace
+
+TEST_SUITE("availability") {
+  TEST_CASE(
+      "3 participants and 2 replicas, kill -9 one under writes: writes go on and it rejoins") {
+    kill_write_rejoin(2);
+  }
+  TEST_CASE(
+      "3 participants and full replication, kill -9 one under writes: writes go on and it "
+      "rejoins") {
+    kill_write_rejoin(0);
+  }
+}
