@@ -420,6 +420,8 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
     trace(txid, t,
           fmt::format("begin {} at leader {} (incarnation {})", txid, m_cfg.id, m_cfg.incarnation),
           out);
+  for (auto& op : e.ops)
+    for (auto p : m_members.owners(op.key)) t.owners.insert(p);
   for (auto& [p, mine] : by_part) {
     t.parts.push_back(p);
     bool learner = m_members.slots[p].state == membership::State::catching_up;
@@ -967,6 +969,17 @@ void Core::catchup_send(int64_t now, Actions& out) {
   auto& c = *m_catchup;
   switch (c.step) {
     case CatchUp::begin:
+      // A transaction still collecting votes that may write its keys without it (begun while
+      // it was out, or that dropped it) could reach a source after that source's page is
+      // read: the pass starts once there is none (they end within the prepare timeout).
+      for (auto& [txid, t] : m_txns)
+        if (t.phase == Phase::preparing && t.owners.count(c.slot) &&
+            (t.dropped.count(c.slot) ||
+             std::find(t.parts.begin(), t.parts.end(), c.slot) == t.parts.end())) {
+          c.id = 0;
+          c.retry_at = now + 20;
+          return;
+        }
       c.id = m_next_read++;
       out.list.push_back(act::Send{c.slot, protocol::SyncBegin{c.pass, c.sources}, c.id});
       return;

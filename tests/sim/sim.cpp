@@ -877,6 +877,15 @@ void Cluster::sync(Kind k, int i) {
         t.decided_at = ++m_stamp;
         if (t.leader_aborted)
           violation("leader " + name(k, i) + " committed " + p.txid + " after it had aborted it");
+        // Every in-sync copy of each key it writes (the membership in effect) voted YES.
+        if (m_leaders[i].core)
+          for (auto& op : t.ops) {
+            if (!op.is_write()) continue;
+            for (auto q : m_leaders[i].core->members().readers(op.key))
+              if (!t.voted_yes.count(q))
+                violation(fmt::format("{} committed without the YES of P{}, an in-sync copy of {}",
+                                      p.txid, q, op.key));
+          }
       }
     }
     if (k == K_PART && p.type == participant::k_rec_prepared)
