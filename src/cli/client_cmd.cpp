@@ -124,7 +124,7 @@ std::function<int()> setup_client(CLI::App& app) {
       auto word = std::find_if(kept.begin(), kept.end(),
                                [](const std::string& a) { return a.rfind("-", 0) != 0; });
       if (word == kept.end())
-        throw Error("--json needs a command (status, in-doubt, heuristics)", 2);
+        throw Error("--json needs a command (status, in-doubt, heuristics, member list)", 2);
       kept.insert(word + 1, "--json");
     }
     args = std::move(kept);

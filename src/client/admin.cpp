@@ -119,12 +119,70 @@ std::map<std::string, InDoubt> collect(const std::vector<std::string>& parts,
 }  // namespace
 
 namespace {
+// The leader's MEMBERS line: (id, address, state) of each participant; empty when no leader
+// answers or the line is malformed.
+struct Member {
+  std::string id, addr, state;
+};
+std::vector<Member> parse_members(const std::string& line, uint64_t* epoch) {
+  auto t = protocol::split(line);
+  std::vector<Member> out;
+  if (t.size() < 2 || t[0] != "MEMBERS" || (t.size() - 2) % 3 != 0) return out;
+  auto e = parse_int(t[1]);
+  if (!e) return out;
+  if (epoch) *epoch = static_cast<uint64_t>(*e);
+  for (size_t i = 2; i + 2 < t.size(); i += 3)
+    out.push_back({std::string(t[i]), std::string(t[i + 1]), std::string(t[i + 2])});
+  return out;
+}
+// The first leader of --leader that answers MEMBERS.
+std::optional<std::string> ask_members(const Options& o) {
+  for (const auto& addr : split_list(o.leader, ','))
+    if (auto m = ask(addr, "MEMBERS")) return m;
+  return std::nullopt;
+}
+}  // namespace
+
+int run_member_list(const Options& o, bool json, std::ostream& out, std::ostream& err) {
+  auto line = ask_members(o);
+  uint64_t epoch = 0;
+  auto members = line ? parse_members(*line, &epoch) : std::vector<Member>{};
+  if (members.empty()) {
+    err << "leader " << o.leader << " is unreachable (or too old to list members)\n";
+    return k_unknown;
+  }
+  std::vector<std::string> keys;
+  for (auto& m : members) {
+    auto st = ask(m.addr, "STATS");
+    auto f = st ? protocol::parse_fields(*st) : Fields{};
+    keys.push_back(f.count("keys") ? f.at("keys") : std::string());
+  }
+  if (json) {
+    std::string s = fmt::format("{{\"epoch\":{},\"members\":[", epoch);
+    for (size_t i = 0; i < members.size(); ++i)
+      s += fmt::format("{}{{\"id\":{},\"address\":{},\"state\":{},\"keys\":{}}}", i ? "," : "",
+                       members[i].id == "-" ? "null" : protocol::json_string(members[i].id),
+                       protocol::json_string(members[i].addr),
+                       protocol::json_string(members[i].state), keys[i].empty() ? "null" : keys[i]);
+    out << s << "]}\n";
+    return k_ok;
+  }
+  out << fmt::format("{:<4} {:<22} {:<12} {:>8}\n", "ID", "ADDRESS", "STATE", "KEYS");
+  for (size_t i = 0; i < members.size(); ++i)
+    out << fmt::format("{:<4} {:<22} {:<12} {:>8}\n", members[i].id, members[i].addr,
+                       members[i].state, keys[i].empty() ? "-" : keys[i]);
+  out << fmt::format("epoch {}\n", epoch);
+  return k_ok;
+}
+
+namespace {
 // One node's row of `tpc client status`, from its STATS line.
 struct StatusRow {
   std::string role, addr;
   bool up = false;
   Fields f;
   std::string refused;  // why the leader refuses this participant
+  std::string member;   // a participant's state in the membership ("": not known)
 };
 // What `status` shows: a snapshot of every node, taken once; the table and --json are two
 // renderings of it.
@@ -155,6 +213,9 @@ std::optional<StatusSnapshot> take_status(const Options& o, bool json, std::ostr
   }
   std::vector<protocol::PeerState> parts;
   if (peers) parts = protocol::parse_peers(*peers);
+  std::vector<Member> members;
+  if (ls)
+    if (auto m = ask_members(o)) members = parse_members(*m, nullptr);
   if (!ls || !peers) {
     // The leader is down: the participants named by --peers are asked directly.
     if (o.peers.empty()) {
@@ -180,8 +241,11 @@ std::optional<StatusSnapshot> take_status(const Options& o, bool json, std::ostr
       auto all = parse_int(f["in_doubt"]), applying = parse_int(f["applying"]);
       if (all && applying && *all >= *applying) f["in_doubt"] = std::to_string(*all - *applying);
     }
-    snap.rows.push_back(
-        {"participant", p.addr, r.has_value(), std::move(f), p.state == "refused" ? p.reason : ""});
+    std::string member;
+    for (auto& m : members)
+      if (m.addr == p.addr) member = m.state;
+    snap.rows.push_back({"participant", p.addr, r.has_value(), std::move(f),
+                         p.state == "refused" ? p.reason : "", member});
     snap.down += !r || p.state == "refused";
   }
   return snap;
@@ -195,19 +259,19 @@ void status_json(const StatusSnapshot& snap, std::ostream& out) {
         "{}{{\"role\":\"{}\",\"id\":{},\"address\":{},\"up\":{},\"refused\":{},"
         "\"keys\":{},\"committed\":{},"
         "\"aborted\":{},\"in_doubt\":{},\"heuristic\":{},\"log_bytes\":{},"
-        "\"uptime_ms\":{}{}}}",
+        "\"uptime_ms\":{}{}{}}}",
         i ? "," : "", r.role, r.f.count("id") ? protocol::json_string(r.f.at("id")) : "null",
         protocol::json_string(r.addr), r.up ? "true" : "false",
         r.refused.empty() ? "null" : protocol::json_string(r.refused), num_or_null(r.f, "keys"),
         num_or_null(r.f, "committed"), num_or_null(r.f, "aborted"),
         r.role == "leader" ? num_or_null(r.f, "active") : num_or_null(r.f, "in_doubt"),
-        num_or_null(r.f, "heuristic"), num_or_null(r.f, "log_bytes"),
-        num_or_null(r.f, "uptime_ms"),
+        num_or_null(r.f, "heuristic"), num_or_null(r.f, "log_bytes"), num_or_null(r.f, "uptime_ms"),
         r.role == "leader" && r.f.count("decisions")
             ? fmt::format(",\"decisions\":{},\"store_up\":{}",
                           protocol::json_string(r.f.at("decisions")),
                           field(r.f, "store") == "up" ? "true" : "false")
-            : std::string());
+            : std::string(),
+        r.member.empty() ? std::string() : ",\"member\":" + protocol::json_string(r.member));
   }
   s += "]";
   if (snap.leader) s += ",\"cluster\":" + protocol::json_string(field(*snap.leader, "cluster"));
@@ -216,16 +280,17 @@ void status_json(const StatusSnapshot& snap, std::ostream& out) {
 }
 
 void status_table(const StatusSnapshot& snap, std::ostream& out) {
-  out << fmt::format("{:<12} {:<4} {:<22} {:<5} {:>8} {:>10} {:>8} {:>8} {:>10} {:>8}\n", "ROLE",
-                     "ID", "ADDRESS", "STATE", "KEYS", "COMMITTED", "ABORTED", "IN-DOUBT", "LOG",
-                     "UPTIME");
+  out << fmt::format("{:<12} {:<4} {:<22} {:<5} {:<11} {:>8} {:>10} {:>8} {:>8} {:>10} {:>8}\n",
+                     "ROLE", "ID", "ADDRESS", "STATE", "MEMBER", "KEYS", "COMMITTED", "ABORTED",
+                     "IN-DOUBT", "LOG", "UPTIME");
   for (auto& r : snap.rows) {
     std::string doubt = r.role == "leader" ? field(r.f, "active") : field(r.f, "in_doubt");
-    out << fmt::format("{:<12} {:<4} {:<22} {:<5} {:>8} {:>10} {:>8} {:>8} {:>10} {:>8}\n",
+    out << fmt::format("{:<12} {:<4} {:<22} {:<5} {:<11} {:>8} {:>10} {:>8} {:>8} {:>10} {:>8}\n",
                        r.role, protocol::escape_display(field(r.f, "id")), r.addr,
                        !r.refused.empty() ? "REFUSED"
                        : r.up             ? "up"
                                           : "DOWN",
+                       r.member.empty() ? "-" : r.member,
                        r.role == "leader" ? "-" : field(r.f, "keys"), field(r.f, "committed"),
                        field(r.f, "aborted"), doubt,
                        r.up ? human_bytes(field(r.f, "log_bytes")) : "-",

@@ -57,6 +57,8 @@ int run_resolve(const Options& o, const std::string& txid, bool commit, bool for
 // The leader's heuristic mismatches (transactions a participant finished otherwise than the
 // leader decided, on an operator's order), until forgotten. Exit 4: leader unreachable.
 int run_heuristics(const Options& o, bool json, std::ostream& out, std::ostream& err);
+// `member list`: each participant's id, address, state in the membership and key count.
+int run_member_list(const Options& o, bool json, std::ostream& out, std::ostream& err);
 // Acknowledges (and removes from the listing) the mismatches of `txid`. Exit 1: none; 2: not
 // an admin; 4: leader unreachable.
 int run_forget(const Options& o, const std::string& txid, std::ostream& out, std::ostream& err);

@@ -37,6 +37,7 @@ const char* const k_help =
     "  heuristics [--json]                transactions a participant finished against the\n"
     "                                       leader's decision (an operator's resolve)\n"
     "  forget TXID                        acknowledge a heuristic mismatch (admin)\n"
+    "  member list [--json]               participants: id, address, state, keys\n"
     "  backup DIR                         consistent copy of every participant into DIR\n"
     "  bench [options]                    load generator (tpc client bench --help)\n"
     "  help, quit\n"
@@ -186,6 +187,10 @@ int cmd_result(Call& c) {
 int cmd_heuristics(Call& c) {
   return c.args(0) ? run_heuristics(c.o, c.has("--json"), c.out, c.err) : c.usage();
 }
+int cmd_member(Call& c) {
+  if (c.rest.size() != 1 || c.rest[0] != "list") return c.usage();
+  return run_member_list(c.o, c.has("--json"), c.out, c.err);
+}
 int cmd_forget(Call& c) {
   return c.args(1) ? run_forget(c.o, c.rest[0], c.out, c.err) : c.usage();
 }
@@ -268,6 +273,7 @@ const std::vector<Command>& commands() {
       {"result", "result REQUEST-ID", {}, cmd_result},
       {"heuristics", "heuristics [--json]", {"--json"}, cmd_heuristics},
       {"forget", "forget TXID", {}, cmd_forget},
+      {"member", "member list [--json]", {"--json"}, cmd_member},
       {"backup", "backup DIR", {}, cmd_backup},
       {"bench", "bench [options]", {}, nullptr},
       {"help", "help", {}, cmd_help},

@@ -534,6 +534,13 @@ void Core::on(int64_t now, ev::Durable& e, Actions& out) {
     m_changing.reset();
     if (m_catchup) {
       // Done (its slot in-sync now), or its sources changed: a new pass.
+      if (m_members.slots[m_catchup->slot].state == membership::State::in_sync) {
+        auto& t = m_catchup_totals;
+        t.keys += m_catchup->keys;
+        t.bytes += m_catchup->bytes;
+        t.last_ms = now - m_catchup->started_ms;
+        t.ms += t.last_ms;
+      }
       if (m_members.slots[m_catchup->slot].state != membership::State::catching_up)
         m_catchup.reset();
       else if (m_catchup->step != CatchUp::done)

@@ -381,6 +381,13 @@ class Core {
   // Membership changes that marked a participant out, and that made one in-sync again.
   uint64_t exclusions() const { return m_exclusions; }
   uint64_t rejoins() const { return m_rejoins; }
+  // Copies finished (each ends with a rejoin): keys and bytes copied, and time taken.
+  struct CatchUpTotals {
+    uint64_t keys = 0, bytes = 0;
+    int64_t ms = 0;        // all copies together
+    int64_t last_ms = -1;  // the last copy (-1: none yet)
+  };
+  const CatchUpTotals& catchup_totals() const { return m_catchup_totals; }
   // The copy under way: its participant, keys and bytes so far, since when (for status and
   // metrics); nullopt when none.
   struct CatchUpView {
@@ -541,6 +548,7 @@ class Core {
   std::optional<CatchUp> m_catchup;
   uint64_t m_next_pass = 1;
   uint64_t m_exclusions = 0, m_rejoins = 0;
+  CatchUpTotals m_catchup_totals;
   membership::Membership m_members;                  // in effect
   std::optional<membership::Membership> m_changing;  // being forced; new requests wait
   std::vector<size_t> m_peer_max_line;  // each participant's line limit

@@ -449,6 +449,42 @@ void Server::start_metrics(boost::asio::io_context& io) {
     for (auto& l : m_links) up += l->up();
     return static_cast<double>(up);
   });
+  r.counter_fn(
+      "tpc_membership_changes_total",
+      "Membership changes: participants marked out, and back in-sync after a copy.",
+      [this] { return static_cast<double>(m_core->exclusions()); }, "change=\"exclusion\"");
+  r.counter_fn(
+      "tpc_membership_changes_total",
+      "Membership changes: participants marked out, and back in-sync after a copy.",
+      [this] { return static_cast<double>(m_core->rejoins()); }, "change=\"rejoin\"");
+  r.gauge("tpc_membership_epoch", "The membership's epoch in effect.",
+          [this] { return static_cast<double>(m_core->members().epoch); });
+  for (auto st :
+       {membership::State::in_sync, membership::State::catching_up, membership::State::out})
+    r.gauge(
+        "tpc_participants", "Participants by state in the membership.",
+        [this, st] { return static_cast<double>(m_core->members().count(st)); },
+        fmt::format("state=\"{}\"", membership::name(st)));
+  r.counter_fn("tpc_catchup_keys_total", "Keys copied to participants catching up.", [this] {
+    auto c = m_core->catching_up();
+    return static_cast<double>(m_core->catchup_totals().keys + (c ? c->keys : 0));
+  });
+  r.counter_fn("tpc_catchup_bytes_total",
+               "Bytes of keys and values copied to participants "
+               "catching up.",
+               [this] {
+                 auto c = m_core->catching_up();
+                 return static_cast<double>(m_core->catchup_totals().bytes + (c ? c->bytes : 0));
+               });
+  r.counter_fn("tpc_catchup_seconds_total",
+               "Time spent by finished copies, from the start of "
+               "a participant's catch-up to its in-sync change.",
+               [this] { return static_cast<double>(m_core->catchup_totals().ms) / 1000.0; });
+  r.gauge("tpc_catchup_last_seconds", "How long the last finished copy took (-1: none yet).",
+          [this] {
+            auto ms = m_core->catchup_totals().last_ms;
+            return ms < 0 ? -1.0 : static_cast<double>(ms) / 1000.0;
+          });
   if (m_decisions)
     r.gauge("tpc_decision_store_up", "1 while the etcd decision store answers and the lease holds.",
             [this] { return m_decisions->healthy() ? 1.0 : 0.0; });
@@ -500,6 +536,16 @@ void Server::handle(const std::string& line, Reply reply) {
       b.raw(l->address()).raw(l->up() ? "up" : l->refused().empty() ? "down" : "refused");
       if (!l->up() && !l->refused().empty()) b.arg(l->refused());
     }
+    reply.send(b.str());
+  } else if (verb == "MEMBERS") {
+    // MEMBERS EPOCH {ID ADDR STATE}: the membership in effect (docs/membership.md).
+    const auto& mem = m_core->members();
+    LineBuilder b("MEMBERS");
+    b.num(static_cast<long long>(mem.epoch));
+    for (size_t p = 0; p < mem.size(); ++p)
+      b.raw(m_pins[p].id.empty() ? std::string("-") : m_pins[p].id)
+          .raw(mem.slots[p].addr)
+          .raw(membership::name(mem.slots[p].state));
     reply.send(b.str());
   } else if (verb == "GET") {
     auto r = protocol::decode_read(t);

@@ -85,6 +85,9 @@ void kill_write_rejoin(int replicas) {
   REQUIRE(late >= 20);
   CHECK(late_ok * 100 >= late * 99);
   CHECK(leader_stat(c, "out") == 1);
+  auto list = c.client({"member", "list"});
+  CHECK(list.code == 0);
+  CHECK(contains(list.out, c.participant_addr(2) + "        out"));
 
   // Back with its data directory: in-sync again within 30 s, with no command.
   c.start_participant(2);
@@ -96,6 +99,11 @@ void kill_write_rejoin(int replicas) {
   }
   MESSAGE(fmt::format("in-sync again {} ms after its restart", now_ms() - back));
   REQUIRE(in_sync);
+  auto json = c.client({"--json", "member", "list"});
+  CHECK(json.code == 0);
+  CHECK(json.out.find("\"state\":\"out\"") == std::string::npos);
+  CHECK(json.out.find("{\"id\":\"3\",\"address\":\"" + c.participant_addr(2) +
+                      "\",\"state\":\"in-sync\",\"keys\":") != std::string::npos);
   for (int i = 0; i < 60; ++i) w.put();
 
   // It serves every key it owns with the last acknowledged value: another participant
