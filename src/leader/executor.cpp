@@ -86,6 +86,7 @@ void Executor::append(act::Append& ap) {
           m->their_commit ? "committed" : "aborted", m->txid));
   }
   if (type == k_rec_membership) {
+    failpoint::hit("leader/beforeMembershipFsync", txid);
     // A change of the membership, for the operator's log (docs/membership.md).
     if (auto m = membership::decode(ap.payload)) {
       std::string what;
@@ -113,6 +114,7 @@ void Executor::append(act::Append& ap) {
     if (m_stopped) return;
     int64_t took = m_io.now_us() - at;
     if (type == k_rec_commit) failpoint::hit("leader/afterDecisionFsync", txid);
+    if (type == k_rec_membership) failpoint::hit("leader/afterMembershipFsync", txid);
     if (!copy.empty()) return store_mismatch(txid, copy, took);
     step(ev::Durable{txid, took, type});
   });
@@ -186,6 +188,7 @@ void Executor::send(act::Send& s, bool after_commit_send) {
     });
   } else if (std::holds_alternative<protocol::SyncBegin>(s.msg) ||
              std::holds_alternative<protocol::Sync>(s.msg)) {
+    if (std::holds_alternative<protocol::Sync>(s.msg)) failpoint::hit("leader/sendSyncPage");
     m_io.request(p, s.msg, [this, id = s.read, p](Result<std::string> r) {
       step(ev::SyncReply{id, p, protocol::parse_acked(r)});
     });
