@@ -376,14 +376,21 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
   // Owners that are out take no part (docs/membership.md); each key needs min-insync
   // in-sync ones.
   std::map<size_t, std::vector<Op>> by_part;
+  std::set<size_t> owners;
   for (auto& op : e.ops) {
-    if (!m_changing && m_members.readers(op.key).size() < m_cfg.min_insync)
+    size_t in_sync = 0;
+    for (auto p : m_members.owners(op.key)) {
+      owners.insert(p);
+      auto st = m_members.slots[p].state;
+      in_sync += st == membership::State::in_sync;
+      if (st != membership::State::out) by_part[p].push_back(op);
+    }
+    if (!m_changing && in_sync < m_cfg.min_insync)
       return out.list.push_back(act::Reply{
           e.client, reply(ClientReply::error, "UNAVAILABLE",
                           fmt::format("key {} has fewer than --min-insync {} in-sync copies: {}",
                                       protocol::escape_display(op.key), m_cfg.min_insync,
                                       m_members.describe_owners(op.key)))});
-    for (auto p : m_members.writers(op.key)) by_part[p].push_back(op);
   }
   std::vector<size_t> parts;
   for (auto& [p, mine] : by_part) parts.push_back(p);
@@ -420,8 +427,7 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
     trace(txid, t,
           fmt::format("begin {} at leader {} (incarnation {})", txid, m_cfg.id, m_cfg.incarnation),
           out);
-  for (auto& op : e.ops)
-    for (auto p : m_members.owners(op.key)) t.owners.insert(p);
+  t.owners = std::move(owners);
   for (auto& [p, mine] : by_part) {
     t.parts.push_back(p);
     bool learner = m_members.slots[p].state == membership::State::catching_up;

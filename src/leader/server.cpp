@@ -651,13 +651,16 @@ void Server::on_stats(Reply reply) {
   reply.send(fmt::format(
       "STATS id={} cluster={} node={} incarnation={} replicas={} committed={} aborted={} "
       "active={} heuristic={} peers_up={}/{} epoch={} in_sync={} catching_up={} out={} "
-      "exclusions={} rejoins={} log_bytes={} log_syncs={} uptime_ms={} decisions={}{}",
+      "exclusions={} rejoins={} caught_up_keys={} caught_up_bytes={} last_catchup_ms={} "
+      "log_bytes={} log_syncs={} uptime_ms={} decisions={}{}",
       m_cfg.id, m_ident.cluster, m_ident.node, m_incarnation, m_cfg.replicas,
       m_core->committed_count(), m_core->aborted_count(), m_core->active(),
       m_core->mismatches().size(), up, m_links.size(), mem.epoch,
       mem.count(membership::State::in_sync), mem.count(membership::State::catching_up),
-      mem.count(membership::State::out), m_core->exclusions(), m_core->rejoins(), ls.bytes,
-      ls.syncs, now_ms() - m_started_ms, m_decisions ? "etcd" : "local",
+      mem.count(membership::State::out), m_core->exclusions(), m_core->rejoins(),
+      m_core->catchup_totals().keys, m_core->catchup_totals().bytes,
+      m_core->catchup_totals().last_ms, ls.bytes, ls.syncs, now_ms() - m_started_ms,
+      m_decisions ? "etcd" : "local",
       m_decisions ? fmt::format(" store={}", m_decisions->healthy() ? "up" : "down") : ""));
 }
 

@@ -20,21 +20,32 @@ uint64_t mix(uint64_t x) {  // splitmix64 finalizer
 constexpr size_t k_max_slots = 1024;
 }  // namespace
 
-std::vector<size_t> place(const std::vector<std::string>& names, size_t replicas,
-                          const std::string& key) {
+namespace {
+// Rendezvous hashing over n slots whose names' CRCs `name_crc(i)` gives.
+template <typename NameCrc>
+std::vector<size_t> place_by(size_t n, size_t replicas, const std::string& key, NameCrc name_crc) {
   std::vector<size_t> out;
-  if (replicas == 0 || replicas >= names.size()) {
-    for (size_t i = 0; i < names.size(); ++i) out.push_back(i);
+  if (replicas == 0 || replicas >= n) {
+    out.reserve(n);
+    for (size_t i = 0; i < n; ++i) out.push_back(i);
     return out;
   }
   uint32_t kh = crc32c(key);
   std::vector<std::pair<uint64_t, size_t>> scored;
-  for (size_t i = 0; i < names.size(); ++i)
-    scored.emplace_back(mix((static_cast<uint64_t>(crc32c(names[i])) << 32) | kh), i);
-  std::sort(scored.rbegin(), scored.rend());
+  scored.reserve(n);
+  for (size_t i = 0; i < n; ++i)
+    scored.emplace_back(mix((static_cast<uint64_t>(name_crc(i)) << 32) | kh), i);
+  std::partial_sort(scored.begin(), scored.begin() + static_cast<std::ptrdiff_t>(replicas),
+                    scored.end(), std::greater<>());
   for (size_t i = 0; i < replicas; ++i) out.push_back(scored[i].second);
   std::sort(out.begin(), out.end());
   return out;
+}
+}  // namespace
+
+std::vector<size_t> place(const std::vector<std::string>& names, size_t replicas,
+                          const std::string& key) {
+  return place_by(names.size(), replicas, key, [&](size_t i) { return crc32c(names[i]); });
 }
 
 const char* name(State s) {
@@ -65,10 +76,7 @@ Membership Membership::initial(const std::vector<std::string>& addrs, size_t rep
 }
 
 std::vector<size_t> Membership::owners(const std::string& key) const {
-  std::vector<std::string> names;
-  names.reserve(slots.size());
-  for (auto& s : slots) names.push_back(s.name);
-  return place(names, replicas, key);
+  return place_by(slots.size(), replicas, key, [&](size_t i) { return crc32c(slots[i].name); });
 }
 
 std::vector<size_t> Membership::writers(const std::string& key) const {

@@ -2,7 +2,8 @@
 # make bench: measures tpc against the physical floor of this machine.
 #   W1 (the original): leader + 2 participants, full replication, single-key put, 100-byte values
 #   W2 (cross-shard):  leader + 3 participants, --replicas 1, two-key transactions over 100,000 keys
-# each at 1 and 64 clients; then throughput with 1, 2, 4 and 8 participants, and with
+# each at 1 and 64 clients; W1 on 3 participants with --replicas 2 while one is killed, and the
+# catch-up of one out for 10 s; then throughput with 1, 2, 4 and 8 participants, and with
 # 1,000,000 keys stored, all in plaintext (tpc cluster --insecure); then W2 at 64 clients over
 # TLS and in plaintext, alternated, printed side by side; then W2 at 64 clients with the etcd
 # decision store and two leaders over a three-member etcd, beside the local log and beside
@@ -224,6 +225,48 @@ for round in 1 2; do
   done
 done
 ETCD_PCT=$(awk -v e="$ETCD_BEST" -v l="$LOCAL_BEST" 'BEGIN { printf "%.0f", (l > 0 ? 100 * e / l : 0) }')
+
+# Availability (docs/membership.md): W1 puts at 64 clients on 3 participants with --replicas 2.
+# One participant is killed (kill -9) and the next 30 s are measured: the share of writes that
+# committed, and their p50 and p99. Then, on a fresh cluster under the same load, a participant
+# is out for 10 s and restarted with its data directory: how long until it is in-sync again,
+# and the keys and bytes its copy brought.
+echo "availability: a participant killed under W1 at 64 clients (3 participants, --replicas 2)" >&2
+part_pid() { pgrep -f -- "--data-dir $DATA/c/participant-$1( |\$)" | head -1; }
+leader_stat() {  # a field of the leader's STATS line
+  (exec 3<>"/dev/tcp/127.0.0.1/$BASE" && printf 'STATS\n' >&3 && head -1 <&3) 2>/dev/null |
+    tr -d '\r' | tr ' ' '\n' | sed -n "s/^$1=//p"
+}
+start_cluster 3 2 nometrics
+kill -9 "$(part_pid 3)"
+AJ=$(bench 64 1 30)
+A_OK=$(echo "$AJ" | jget committed)
+A_ERR=$(echo "$AJ" | jget errors)
+A_ABORTS=$(echo "$AJ" | sed -n 's/.*"aborts":{\([^}]*\)}.*/\1/p' | tr ',' '\n' | cut -d: -f2 | awk '{ s += $1 } END { print s + 0 }')
+A_RATE=$(awk -v ok="$A_OK" -v bad="$((A_ERR + A_ABORTS))" 'BEGIN { printf "%.2f", (ok + bad > 0 ? 100 * ok / (ok + bad) : 0) }')
+A_P50=$(echo "$AJ" | jget p50_ms); A_P99=$(echo "$AJ" | jget p99_ms)
+JSON_ROWS+=("{\"workload\":\"30 s after a participant is killed\",\"participants\":3,\"replicas\":\"2\",\"clients\":64,\"result\":$AJ}")
+echo "  30 s after the kill: $A_OK committed, $A_ABORTS aborted, $A_ERR errors ($A_RATE% committed), p50 $A_P50 ms, p99 $A_P99 ms" >&2
+
+echo "catch-up: a participant out for 10 s under W1 at 64 clients, then restarted" >&2
+start_cluster 3 2 nometrics
+bench 64 1 $((SECS + 30)) >"$DATA/catchup.json" &
+BP=$!
+sleep 2
+kill -9 "$(part_pid 3)"
+sleep 10
+"$TPC" participant --port $((BASE + 3)) --id 3 --data-dir "$DATA/c/participant-3" --log-level warn \
+  >"$DATA/p3.out" 2>&1 &
+P3=$!
+T0=$(date +%s%N)
+C_MS=""; for _ in $(seq 1 600); do
+  if [ "$(leader_stat rejoins)" = 1 ]; then C_MS=$(( ($(date +%s%N) - T0) / 1000000 )); break; fi
+  sleep 0.1
+done
+C_KEYS=$(leader_stat caught_up_keys); C_BYTES=$(leader_stat caught_up_bytes); C_CORE_MS=$(leader_stat last_catchup_ms)
+wait "$BP" || true
+kill -TERM "$P3" 2>/dev/null || true; wait "$P3" 2>/dev/null || true
+echo "  in-sync again ${C_MS:-never} ms after its restart (the copy itself ${C_CORE_MS} ms): $C_KEYS keys, $C_BYTES bytes copied" >&2
 ETCD_X=$(awk -v e="$ETCD_BEST" -v o="$ETCD_OWN_BEST" 'BEGIN { printf "%.1f", (o > 0 ? e / o : 0) }')
 stop_cluster
 
@@ -241,6 +284,8 @@ stop_cluster
   printf 'W2, 64 clients:  local log %10s txn/s   etcd decisions, 2 leaders %10s txn/s (%s%% of local)   etcd own 2-key txn %10s txn/s (tpc = %sx)\n' \
     "$LOCAL_BEST" "$ETCD_BEST" "$ETCD_PCT" "$ETCD_OWN_BEST" "$ETCD_X"
   echo "  runs: local $LOCAL_RUNS; etcd decisions $ETCD_RUNS; etcd own $ETCD_OWN_RUNS (three etcd members on this machine)"
+  echo "availability (W1, 64 clients, 3 participants, --replicas 2): in the 30 s after a participant is killed, $A_RATE% of writes committed ($A_OK committed, $A_ABORTS aborted, $A_ERR errors), p50 $A_P50 ms, p99 $A_P99 ms"
+  echo "catch-up after 10 s out under that load: in-sync ${C_MS:-never} ms after the restart (copy ${C_CORE_MS} ms), $C_KEYS keys, $C_BYTES bytes"
   echo "memory (W2, 64 clients, ${MEM_SECS}s, $W2_TXNS txns): max RSS of any node $((RSS_MAX / 1024)) MiB; at half time $((${RSS_HALF:-0} / 1024)) MiB, at the end $((${RSS_END:-0} / 1024)) MiB; largest log $((LOG_MAX / 1024)) KiB"
 }
 {
@@ -248,6 +293,7 @@ stop_cluster
   echo "\"tls\":{\"plaintext_txn_per_s\":$PLAIN_BEST,\"tls_txn_per_s\":$TLS_BEST,\"percent\":$TLS_PCT},"
   echo "\"metrics\":{\"off_txn_per_s\":$MET_OFF_BEST,\"on_txn_per_s\":$MET_ON_BEST,\"percent\":$MET_PCT},"
   echo "\"etcd\":{\"local_txn_per_s\":$LOCAL_BEST,\"etcd_txn_per_s\":$ETCD_BEST,\"percent_of_local\":$ETCD_PCT,\"etcd_own_txn_per_s\":$ETCD_OWN_BEST,\"times_etcd_own\":$ETCD_X},"
+  echo "\"availability\":{\"committed_percent\":$A_RATE,\"committed\":$A_OK,\"aborted\":$A_ABORTS,\"errors\":$A_ERR,\"p50_ms\":$A_P50,\"p99_ms\":$A_P99,\"catchup_ms\":${C_MS:-null},\"copy_ms\":${C_CORE_MS:-null},\"catchup_keys\":${C_KEYS:-0},\"catchup_bytes\":${C_BYTES:-0}},"
   echo "\"memory\":{\"seconds\":$MEM_SECS,\"max_rss_kib\":$RSS_MAX,\"half_rss_kib\":${RSS_HALF:-0},\"end_rss_kib\":${RSS_END:-0},\"max_log_bytes\":$LOG_MAX},"
   echo "\"runs\":["
   ( IFS=,; echo "${JSON_ROWS[*]}" )
