@@ -77,7 +77,7 @@ TEST_SUITE("operability") {
     CHECK(r.code == 0);
     CHECK(std::count(r.out.begin(), r.out.end(), '\n') >= 5);
     CHECK(std::regex_search(r.out, std::regex("leader +1 +127\\.0\\.0\\.1:\\d+ +up")));
-    CHECK(std::regex_search(r.out, std::regex("participant +3 +127\\.0\\.0\\.1:\\d+ +up +1 ")));
+    CHECK(std::regex_search(r.out, std::regex("participant +3 +127\\.0\\.0\\.1:\\d+ +up +in-sync +1 ")));
     r = run_tpc({"client", "--leader", leader, "status", "--json"});
     CHECK(r.code == 0);
     CHECK(r.out.rfind("{\"nodes\":[", 0) == 0);
