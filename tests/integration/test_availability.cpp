@@ -18,6 +18,7 @@ namespace {
 // One client connection writing keys av0..av(N-1) in turn, remembering what each key may hold:
 // its last acknowledged value, and any later value whose outcome it did not learn.
 struct Writer {
+  Writer(Cluster& cluster, int key_count) : c(cluster), keys(key_count) {}
   Cluster& c;
   int keys;
   std::optional<client::Connection> conn;
@@ -65,7 +66,7 @@ void kill_write_rejoin(int replicas) {
   o.replicas = replicas;
   Cluster c(o);
   REQUIRE(c.wait_ready());
-  Writer w{c, 60};
+  Writer w(c, 60);
   for (int i = 0; i < 120; ++i) REQUIRE(w.put());
 
   // kill -9 one participant under write load.
@@ -158,7 +159,7 @@ TEST_SUITE("availability") {
                                    nth > 1 ? fmt::format("{}*off->", nth - 1) : std::string())}};
       Cluster c(o);
       REQUIRE(c.wait_ready());
-      Writer w{c, 40};
+      Writer w(c, 40);
       for (int i = 0; i < 80; ++i) REQUIRE(w.put());
       c.participant(2)->kill9();
       bool crashed = false, restarted_part = false;
