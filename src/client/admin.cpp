@@ -230,7 +230,7 @@ std::optional<StatusSnapshot> take_status(const Options& o, bool json, std::ostr
   if (ls) snap.leader = protocol::parse_fields(*ls);
   for (auto& [addr, st] : leader_stats) {
     snap.rows.push_back(
-        {"leader", addr, st.has_value(), st ? protocol::parse_fields(*st) : Fields{}, ""});
+        {"leader", addr, st.has_value(), st ? protocol::parse_fields(*st) : Fields{}, "", ""});
     snap.down += !st;
   }
   for (auto& p : parts) {
