@@ -1006,7 +1006,11 @@ void Core::catchup_send(int64_t now, Actions& out) {
         return;
       }
       c.id = m_next_read++;
-      out.list.push_back(act::Send{q, protocol::Scan{"", c.after, 1000, 1 << 20, ""}, c.id});
+      // A page's keys and values, raw, in a quarter of the shorter line limit of the source
+      // (its reply) and the learner (the SYNC): escaped (at most three bytes a byte) they fit.
+      size_t line = std::min(m_peer_max_line[q], m_peer_max_line[c.slot]);
+      uint64_t bytes = std::max<size_t>(1, line / 4 > 1024 ? line / 4 - 1024 : 1);
+      out.list.push_back(act::Send{q, protocol::Scan{"", c.after, 1000, bytes, ""}, c.id});
       return;
     }
     case CatchUp::done: {

@@ -969,6 +969,8 @@ TEST_SUITE("leader membership") {
     auto scan = Driver::all<act::Send>(a);
     REQUIRE(scan.size() == 1);
     CHECK(scan[0].part == 0);
+    // Its page, escaped, fits the source's reply line and the learner's SYNC line.
+    CHECK(std::get<protocol::Scan>(scan[0].msg).max_bytes * 3 < protocol::k_default_max_line);
     protocol::ScanReply page;
     page.kind = protocol::ScanReply::keys;
     page.kvs = {{"w", "v"}, {"x", "1"}};
