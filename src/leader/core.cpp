@@ -211,7 +211,7 @@ int64_t Core::next_wake(int64_t now) const {
     w = w == 0 ? r : std::min(w, r);
   }
   // A participant down past --exclude-after is marked out at that time.
-  if (m_cfg.exclude && !m_cfg.shared_store && !m_changing)
+  if (excluding())
     for (size_t p = 0; p < m_up.size(); ++p)
       if (connecting(p, now) && m_members.slots[p].state != membership::State::out) {
         int64_t x = m_lost_at[p] + m_cfg.exclude_after_ms;
@@ -381,9 +381,8 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
     size_t in_sync = 0;
     for (auto p : m_members.owners(op.key)) {
       owners.insert(p);
-      auto st = m_members.slots[p].state;
-      in_sync += st == membership::State::in_sync;
-      if (st != membership::State::out) by_part[p].push_back(op);
+      in_sync += m_members.slots[p].state == membership::State::in_sync;
+      if (m_members.writes(p)) by_part[p].push_back(op);
     }
     if (!m_changing && in_sync < m_cfg.min_insync)
       return out.list.push_back(act::Reply{
@@ -932,8 +931,7 @@ void Core::change_members(membership::Membership next, Actions& out) {
 }
 
 void Core::exclude_down(int64_t now, Actions& out) {
-  // One change at a time; with a shared decision store, not yet (docs/membership.md).
-  if (!m_cfg.exclude || m_cfg.shared_store || m_changing) return;
+  if (!excluding()) return;
   for (size_t p = 0; p < m_up.size(); ++p) {
     if (m_up[p] || connecting(p, now) || !m_members.may_exclude(p)) continue;
     auto next = m_members;

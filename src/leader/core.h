@@ -485,6 +485,9 @@ class Core {
   int64_t connecting_until(int64_t now) const;
   // Proposes membership `next` (epoch one higher): forced to the log; in effect once durable.
   void change_members(membership::Membership next, Actions& out);
+  // Whether a down participant may be marked out now: exclusion on, with the local decision
+  // store (docs/membership.md), and no change being forced (one at a time).
+  bool excluding() const { return m_cfg.exclude && !m_cfg.shared_store && !m_changing; }
   // Marks out the participants down past exclude_after_ms (one change at a time).
   void exclude_down(int64_t now, Actions& out);
   // All counted votes YES: force the COMMIT record.

@@ -79,14 +79,6 @@ std::vector<size_t> Membership::owners(const std::string& key) const {
   return place_by(slots.size(), replicas, key, [&](size_t i) { return crc32c(slots[i].name); });
 }
 
-std::vector<size_t> Membership::writers(const std::string& key) const {
-  auto o = owners(key);
-  o.erase(
-      std::remove_if(o.begin(), o.end(), [&](size_t s) { return slots[s].state == State::out; }),
-      o.end());
-  return o;
-}
-
 std::vector<size_t> Membership::readers(const std::string& key) const {
   auto o = owners(key);
   o.erase(std::remove_if(o.begin(), o.end(),

@@ -52,8 +52,9 @@ struct Membership {
   size_t size() const { return slots.size(); }
   // The owners of `key` (placement, whatever their state).
   std::vector<size_t> owners(const std::string& key) const;
-  // The owners a write of `key` is prepared on: in-sync and catching-up ones.
-  std::vector<size_t> writers(const std::string& key) const;
+  // Whether slot `s` takes writes (a write of a key it owns is prepared there): in-sync and
+  // catching-up slots.
+  bool writes(size_t s) const { return slots[s].state != State::out; }
   // The owners that serve reads of `key`: in-sync ones.
   std::vector<size_t> readers(const std::string& key) const;
   // Effective replica count (replicas 0 or too many: every slot).

@@ -870,6 +870,13 @@ TEST_SUITE("leader membership") {
       }
     return std::nullopt;
   }
+  // Participant `p` down at 0, marked out at --exclude-after (5 s): the change made durable.
+  void mark_out(Driver & d, size_t p) {
+    d.step(ev::LinkDown{p});
+    d.now = 5000;
+    d.step(ev::Tick{});
+    d.step(ev::Durable{"epoch 2", 0, k_rec_membership});
+  }
   // A key whose owners (replicas 2 of 3) include slot `s`.
   std::string key_on(const Core& c, size_t s) {
     for (int i = 0;; ++i) {
@@ -915,10 +922,7 @@ TEST_SUITE("leader membership") {
     auto cfg = config(1, 2);
     cfg.min_insync = 2;
     Driver d(cfg);
-    d.step(ev::LinkDown{1});
-    d.now = 5000;
-    d.step(ev::Tick{});
-    d.step(ev::Durable{"epoch 2", 0, k_rec_membership});
+    mark_out(d, 1);
     std::string k = key_on(d.core, 1);
     auto r = Driver::reply_to(d.step(ev::Txn{1, "", put(k), false}), 1);
     REQUIRE(r);
@@ -929,10 +933,7 @@ TEST_SUITE("leader membership") {
 
   TEST_CASE("a participant back catches up as a learner, then is in-sync again") {
     Driver d(config());
-    d.step(ev::LinkDown{2});
-    d.now = 5000;
-    d.step(ev::Tick{});
-    d.step(ev::Durable{"epoch 2", 0, k_rec_membership});
+    mark_out(d, 2);
     // Back: catching up, by a durable change.
     auto m = appended_members(d.step(ev::LinkUp{2}));
     REQUIRE(m);
@@ -994,10 +995,7 @@ TEST_SUITE("leader membership") {
 
   TEST_CASE("the membership survives a restart and a log rewrite") {
     Driver d(config());
-    d.step(ev::LinkDown{1});
-    d.now = 5000;
-    d.step(ev::Tick{});
-    d.step(ev::Durable{"epoch 2", 0, k_rec_membership});
+    mark_out(d, 1);
     Core c(config(2));
     for (auto& r : d.log) c.recover(r);
     CHECK(c.members().epoch == 2);

@@ -39,7 +39,9 @@ TEST_SUITE("membership") {
     m.slots[1].state = State::out;
     m.slots[2].state = State::catching_up;
     CHECK(m.owners("k") == std::vector<size_t>{0, 1, 2});
-    CHECK(m.writers("k") == std::vector<size_t>{0, 2});
+    CHECK(m.writes(0));
+    CHECK_FALSE(m.writes(1));
+    CHECK(m.writes(2));
     CHECK(m.readers("k") == std::vector<size_t>{0});
     CHECK(m.describe_owners("k") ==
           "127.0.0.1:1 (in-sync), 127.0.0.1:2 (out), 127.0.0.1:3 (catching-up)");
