@@ -116,6 +116,7 @@ Core::Core(CoreConfig cfg)
   if (m_cfg.replicas == 0 || m_cfg.replicas > m_cfg.peers.size())
     m_cfg.replicas = m_cfg.peers.size();
   m_members = membership::Membership::initial(m_cfg.peers, m_cfg.replicas, m_cfg.min_insync);
+  m_members_text = membership::encode(m_members);
 }
 
 // --- recovery -----------------------------------------------------------------------------
@@ -166,6 +167,7 @@ void Core::recover(const txlog::Record& rec) {
                 "MEMBERSHIP record of another participant set");
     m->min_insync = m_cfg.min_insync;  // an option of this leader, not of the record's
     m_members = std::move(*m);
+    m_members_text = rec.payload;
   } else if (rec.type == k_rec_end) {
     txlog::Decoder d(rec.payload);
     std::string txid;
@@ -208,6 +210,10 @@ int64_t Core::next_wake(int64_t now) const {
     w = w == 0 ? m_unpark_at : std::min(w, m_unpark_at);
   if (m_catchup && m_catchup->id == 0) {
     int64_t r = std::max(m_catchup->retry_at, now);
+    w = w == 0 ? r : std::min(w, r);
+  }
+  if (m_changing && (m_staged || m_put_retry_at)) {
+    int64_t r = std::max(m_staged ? m_apply_at : m_put_retry_at, now);
     w = w == 0 ? r : std::min(w, r);
   }
   // A participant down past --exclude-after is marked out at that time.
@@ -336,10 +342,10 @@ void Core::on(int64_t now, ev::Txn& e, Actions& out) {
 }
 
 template <typename E>
-bool Core::park(int64_t now, const std::vector<size_t>& parts, E& e, Actions& out) {
+bool Core::park(int64_t now, const std::vector<size_t>& parts, E& e, Actions& out, bool wait) {
   // A membership change being forced: every request waits for it (each is run under one
-  // membership). Else only those for a connecting participant's keys.
-  if (!m_changing &&
+  // membership). Else only those for a connecting participant's keys, or told to `wait`.
+  if (!wait && !m_changing &&
       std::none_of(parts.begin(), parts.end(), [&](size_t p) { return connecting(p, now); }))
     return false;
   if (m_parked.size() >= k_max_parked) {
@@ -366,8 +372,10 @@ void Core::unpark(int64_t now, Actions& out) {
   for (auto& p : parked) {
     if (auto* t = std::get_if<ev::Txn>(&p.e))
       begin(now, *t, p.digest, out);
+    else if (auto* g = std::get_if<ev::Get>(&p.e))
+      on(now, *g, out);
     else
-      on(now, std::get<ev::Get>(p.e), out);
+      on(now, std::get<ev::Scan>(p.e), out);
   }
 }
 
@@ -509,6 +517,8 @@ void Core::drop_learner(Txn& t, size_t part, int64_t now, Actions& out) {
 }
 
 bool Core::learner_may_drop(size_t p) const {
+  // Several leaders: another's copy could not know this one dropped it (docs/membership.md).
+  if (m_cfg.shared_store) return false;
   // Not once its copy is complete: it is (about to be) in-sync, and must miss no write.
   if (m_members.slots[p].state != membership::State::catching_up) return false;
   if (m_changing && m_changing->slots[p].state == membership::State::in_sync) return false;
@@ -530,31 +540,7 @@ void Core::decide_if_ready(std::map<std::string, Txn>::iterator it, Actions& out
 void Core::on(int64_t now, ev::Durable& e, Actions& out) {
   if (e.type == k_rec_membership) {
     TPC_CHECK(m_changing.has_value(), "MEMBERSHIP durable without its append");
-    for (size_t p = 0; p < m_members.size(); ++p) {
-      auto was = m_members.slots[p].state, is = m_changing->slots[p].state;
-      m_exclusions += was != is && is == membership::State::out;
-      m_rejoins += was == membership::State::catching_up && is == membership::State::in_sync;
-    }
-    m_members = std::move(*m_changing);
-    m_changing.reset();
-    if (m_catchup) {
-      // Done (its slot in-sync now), or its sources changed: a new pass.
-      if (m_members.slots[m_catchup->slot].state == membership::State::in_sync) {
-        auto& t = m_catchup_totals;
-        t.keys += m_catchup->keys;
-        t.bytes += m_catchup->bytes;
-        t.last_ms = now - m_catchup->started_ms;
-        t.ms += t.last_ms;
-      }
-      if (m_members.slots[m_catchup->slot].state != membership::State::catching_up)
-        m_catchup.reset();
-      else if (m_catchup->step != CatchUp::done)
-        start_catchup(m_catchup->slot, now, out);
-    }
-    exclude_down(now, out);  // the next one, if any
-    if (!m_changing) rejoin(now, out);
-    if (!m_changing && !m_parked.empty()) unpark(now, out);
-    return;
+    return stage_change(now, out);
   }
   if (e.type == k_rec_heuristic) {
     auto f = m_mismatch_forcing.find(e.txid);
@@ -596,7 +582,26 @@ void Core::on(int64_t now, ev::Durable& e, Actions& out) {
 void Core::on(int64_t, ev::Refused& e, Actions& out) {
   auto it = m_txns.find(e.txid);
   if (it == m_txns.end() || it->second.phase != Phase::deciding) return;
-  abort_txn(it, "SETTLED", "another leader settled this transaction as aborted first", out);
+  if (!e.stale_members)
+    return abort_txn(it, "SETTLED", "another leader settled this transaction as aborted first",
+                     out);
+  // Decided under a membership the store no longer holds: again under the new one (once it
+  // is in effect here) if the votes cover it.
+  if (m_changing) {
+    m_stale_decisions.insert(e.txid);
+    return;
+  }
+  if (!covers(it->second, m_members, false))
+    return abort_txn(it, "MEMBERSHIP",
+                     fmt::format("the membership changed (epoch {}) while it was decided; its "
+                                 "votes do not cover the new one: try again",
+                                 m_members.epoch),
+                     out);
+  Txn& t = it->second;
+  if (t.trace) trace(e.txid, t, "membership changed: deciding again under the new one", out);
+  ++m_redecided;
+  out.list.push_back(
+      act::Append{k_rec_commit, encode_commit(e.txid, t.rid, t.parts, t.digest), true, e.txid});
 }
 
 void Core::send_commit(const std::string& txid, Txn& t, size_t part, int64_t now, Actions& out) {
@@ -674,6 +679,11 @@ void Core::on(int64_t now, ev::LinkDown& e, Actions&) {
 
 void Core::on(int64_t now, ev::Tick&, Actions& out) {
   if (m_paused && now >= m_paused->until_ms) resume(now, out);
+  if (m_changing && m_staged && now >= m_apply_at) apply_change(now, out);
+  if (m_changing && !m_staged && m_put_retry_at && now >= m_put_retry_at) {
+    m_put_retry_at = 0;
+    out.list.push_back(act::PutMembers{m_members_text, m_changing_text});
+  }
   exclude_down(now, out);
   rejoin(now, out);
   if (m_catchup && m_catchup->id == 0 && now >= m_catchup->retry_at) catchup_send(now, out);
@@ -729,8 +739,10 @@ void Core::on(int64_t, ev::LogFull&, Actions& out) {
   for (auto& [key, m] : m_mismatches) rw.live.push_back({k_rec_heuristic, encode_mismatch(m)});
   // The membership in effect, and one being forced (its append is queued before the rewrite,
   // which would drop it).
-  if (m_members.epoch > 1) rw.live.push_back({k_rec_membership, membership::encode(m_members)});
-  if (m_changing) rw.live.push_back({k_rec_membership, membership::encode(*m_changing)});
+  if (m_members.epoch > 1 && !m_cfg.shared_store)
+    rw.live.push_back({k_rec_membership, m_members_text});
+  if (m_changing && !m_cfg.shared_store)  // (the shared store holds it, not this log)
+    rw.live.push_back({k_rec_membership, m_changing_text});
   out.list.push_back(std::move(rw));
 }
 
@@ -925,9 +937,139 @@ int64_t Core::connecting_until(int64_t now) const {
 void Core::change_members(membership::Membership next, Actions& out) {
   TPC_CHECK(!m_changing, "a membership change while another is forced");
   next.epoch = m_members.epoch + 1;
-  out.list.push_back(act::Append{k_rec_membership, membership::encode(next), true,
-                                 fmt::format("epoch {}", next.epoch)});
+  m_changing_text = membership::encode(next);
   m_changing = std::move(next);
+  m_staged = false;
+  m_change_mine = true;
+  if (m_cfg.shared_store)
+    out.list.push_back(act::PutMembers{m_members_text, m_changing_text});
+  else
+    out.list.push_back(act::Append{k_rec_membership, m_changing_text, true,
+                                   fmt::format("epoch {}", m_changing->epoch)});
+}
+
+void Core::stage_change(int64_t now, Actions& out) {
+  m_staged = true;
+  m_put_retry_at = 0;
+  m_apply_at = now;
+  // Shared store: another leader may still read a copy that leaves in-sync now, for as long
+  // as it trusts the old membership (members_lease_ms since its last confirmation, which
+  // started before this change was stored): nobody writes without that copy before then.
+  if (m_cfg.shared_store)
+    for (size_t p = 0; p < m_members.size(); ++p)
+      if (m_members.slots[p].state == membership::State::in_sync &&
+          m_changing->slots[p].state != membership::State::in_sync)
+        m_apply_at = now + 2 * m_cfg.members_lease_ms;
+  if (now >= m_apply_at) apply_change(now, out);
+}
+
+void Core::apply_change(int64_t now, Actions& out) {
+  // Counted by the leader that made the change (with several leaders, once in all).
+  bool mine = m_change_mine;
+  for (size_t p = 0; p < m_members.size() && mine; ++p) {
+    auto was = m_members.slots[p].state, is = m_changing->slots[p].state;
+    m_exclusions += was != is && is == membership::State::out;
+    m_rejoins += was == membership::State::catching_up && is == membership::State::in_sync;
+  }
+  m_adopted += !mine;
+  m_members = std::move(*m_changing);
+  m_members_text = std::move(m_changing_text);
+  m_changing.reset();
+  m_staged = false;
+  m_confirmed_ms = m_staged_confirmed_ms;
+  m_staged_confirmed_ms = INT64_MIN;
+  if (m_catchup) {
+    // Done (its slot in-sync now), or its sources changed: a new pass. (Another leader's
+    // change may have happened while it was out: a new pass too.)
+    if (m_members.slots[m_catchup->slot].state == membership::State::in_sync) {
+      auto& t = m_catchup_totals;
+      t.keys += m_catchup->keys;
+      t.bytes += m_catchup->bytes;
+      t.last_ms = now - m_catchup->started_ms;
+      t.ms += t.last_ms;
+    }
+    if (m_members.slots[m_catchup->slot].state != membership::State::catching_up)
+      m_catchup.reset();
+    else if (m_catchup->step != CatchUp::done || !mine)
+      start_catchup(m_catchup->slot, now, out);
+  }
+  if (m_cfg.shared_store) {
+    // Each transaction runs under one membership: those it no longer covers end now.
+    std::vector<std::string> gone;
+    for (auto& [txid, t] : m_txns) {
+      if (t.phase != Phase::preparing) continue;
+      for (auto p : t.parts)  // out now: not waited for
+        if (!m_members.writes(p) && !t.votes.count(p)) t.dropped.insert(p);
+      if (!covers(t, m_members, true)) gone.push_back(txid);
+    }
+    for (auto& txid : gone)
+      abort_txn(m_txns.find(txid), "MEMBERSHIP",
+                fmt::format("the membership changed (epoch {}) while it was prepared: try again",
+                            m_members.epoch),
+                out);
+    for (auto& [txid, t] : m_txns)
+      if (t.phase == Phase::preparing) decide_if_ready(m_txns.find(txid), out);
+    auto stale = std::move(m_stale_decisions);
+    m_stale_decisions.clear();
+    for (auto& txid : stale) {
+      ev::Refused r{txid, true};
+      on(now, r, out);
+    }
+  }
+  exclude_down(now, out);  // the next one, if any
+  if (!m_changing) rejoin(now, out);
+  if (!m_changing && !m_parked.empty()) unpark(now, out);
+}
+
+bool Core::covers(const Txn& t, const membership::Membership& m, bool preparing) const {
+  for (auto p : t.owners) {
+    if (!m.writes(p)) continue;
+    auto v = t.votes.find(p);
+    if (v != t.votes.end() ? v->second : false) continue;
+    if (preparing && std::count(t.parts.begin(), t.parts.end(), p) && !t.dropped.count(p)) continue;
+    return false;
+  }
+  return true;
+}
+
+void Core::on(int64_t now, ev::MembersSeen& e, Actions& out) {
+  if (!e.leaders.empty()) m_leaders = e.leaders;
+  if (!e.status) {
+    if (e.put && m_changing && !m_staged) m_put_retry_at = now + 200;  // the same put again
+    return;
+  }
+  auto m = membership::decode(e.encoded);
+  bool same_set = m && m->size() == m_members.size();
+  for (size_t i = 0; same_set && i < m->size(); ++i)
+    same_set = m->slots[i].name == m_members.slots[i].name;
+  if (!same_set) {
+    if (e.put && m_changing && !m_staged) m_put_retry_at = now + 1000;
+    return;  // not this cluster's: never adopted (the server warns)
+  }
+  auto confirm = [&](int64_t& at) {
+    if (e.asked_ms >= 0) at = std::max(at, e.asked_ms);
+  };
+  if (e.encoded == m_members_text) {
+    confirm(m_confirmed_ms);
+    // An answer to our put that found the old membership still there cannot happen (the
+    // compare would have held); an unknown outcome is retried.
+    if (e.put && m_changing && !m_staged) m_put_retry_at = now + 200;
+  } else if (m->epoch <= m_members.epoch) {
+    return;  // an older read
+  } else if (m_changing && e.encoded == m_changing_text) {
+    confirm(m_staged_confirmed_ms);
+    if (!m_staged) stage_change(now, out);  // ours, stored (or the same one adopted)
+  } else if (!m_changing || !m_staged || m->epoch > m_changing->epoch) {
+    // Another leader's change: ours (if any) lost its compare, or is older than this one.
+    m_changing = std::move(*m);
+    m_changing_text = e.encoded;
+    m_change_mine = false;
+    m_staged_confirmed_ms = INT64_MIN;
+    confirm(m_staged_confirmed_ms);
+    stage_change(now, out);
+  }
+  rejoin(now, out);
+  if (!m_parked.empty() && members_fresh(now)) unpark(now, out);
 }
 
 void Core::exclude_down(int64_t now, Actions& out) {
@@ -941,6 +1083,7 @@ void Core::exclude_down(int64_t now, Actions& out) {
 }
 
 void Core::rejoin(int64_t now, Actions& out) {
+  if (m_catchup && !drives_catchup()) m_catchup.reset();  // another leader copies it now
   if (m_changing) return;
   // An out participant reachable again catches up (one change at a time).
   for (size_t p = 0; p < m_up.size(); ++p) {
@@ -949,7 +1092,7 @@ void Core::rejoin(int64_t now, Actions& out) {
     next.slots[p].state = membership::State::catching_up;
     return change_members(std::move(next), out);
   }
-  if (m_catchup) return;
+  if (m_catchup || !drives_catchup()) return;
   for (size_t p = 0; p < m_up.size(); ++p)
     if (m_up[p] && m_members.slots[p].state == membership::State::catching_up)
       return start_catchup(p, now, out);
@@ -1088,7 +1231,25 @@ void Core::on(int64_t now, ev::SyncReply& e, Actions& out) {
   catchup_send(now, out);
 }
 
+bool Core::wait_for_members(int64_t now, ev::Get* g, ev::Scan* s, Actions& out) {
+  if (members_fresh(now)) return false;
+  ClientId client = g ? g->client : s->client;
+  // Shared store: the membership in effect is not confirmed recently, so a copy it calls
+  // in-sync may have been marked out by another leader: wait for the store's word.
+  if (!m_store_up)
+    out.list.push_back(
+        act::Reply{client, reply(ClientReply::error, "UNAVAILABLE",
+                                 "the decision store (etcd) is unreachable: the membership is not "
+                                 "confirmed; try again")});
+  else if (g)
+    park(now, {}, *g, out, true);
+  else
+    park(now, {}, *s, out, true);
+  return true;
+}
+
 void Core::on(int64_t now, ev::Get& e, Actions& out) {
+  if (wait_for_members(now, &e, nullptr, out)) return;
   // In-sync owners only: another may lack acknowledged writes.
   auto owners = m_members.readers(e.key);
   if (owners.empty())
@@ -1174,7 +1335,8 @@ protocol::ScanReply merge_scan(const std::vector<protocol::ScanReply>& pages, ui
 // read and the last one: each holds a read lock (a watch, refusing writes) on the range it
 // answered for, and SCANCHECK asks, once every page is in, whether it still held it. A lock
 // lost (it expires) means the page is read again (k_scan_attempts in all).
-void Core::on(int64_t, ev::Scan& e, Actions& out) {
+void Core::on(int64_t now, ev::Scan& e, Actions& out) {
+  if (wait_for_members(now, nullptr, &e, out)) return;
   PendingScan s;
   s.req = std::move(e);
   size_t n = m_cfg.peers.size();

@@ -20,6 +20,7 @@
 //  - Reply: answer client `client` once; replies to a client that went away are dropped.
 //  - Step ev::Tick at or after `wake_at` (0: no tick wanted).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -101,6 +102,11 @@ struct CoreConfig {
   // Participants unreachable past exclude_after_ms are marked out by a membership change
   // (docs/membership.md). Off: they stay members, and writes to their keys fail.
   bool exclude = true;
+  // Shared store: a membership read from the store is trusted this long for reads and scans
+  // (they wait once the last read that confirmed it is older), and a change that takes a copy
+  // out of in-sync is used only twice this long after it was stored (docs/membership.md,
+  // "Several leaders").
+  int64_t members_lease_ms = 1000;
 };
 
 // What a shared decision store holds of another leader's transaction (act::Lookup).
@@ -206,6 +212,20 @@ struct Durable {  // the forced record `type` (COMMIT or HEURISTIC) of txid is d
 // aborted: the client is told so, the participants get ABORT.
 struct Refused {
   std::string txid;
+  // Not an abort: the membership the decision was taken under is no longer the store's
+  // (ev::MembersSeen brought the new one first). The transaction is decided again under the
+  // new membership if its votes cover it, else aborted.
+  bool stale_members = false;
+};
+// Shared store: the membership it holds (its one-line encoding), read at `asked_ms` (the
+// executor's poll, the answer to act::PutMembers, or a decision refused as stale); `leaders`:
+// the leaders whose keys are held (empty: not read). An error: the store could not say.
+struct MembersSeen {
+  Status status = Status::ok();
+  std::string encoded;
+  int64_t asked_ms = -1;  // -1: not a confirmation (a refused decision's)
+  std::vector<std::string> leaders;
+  bool put = false;  // the answer to this leader's act::PutMembers
 };
 // The answer to act::Lookup (an error: the store could not say).
 struct Looked {
@@ -261,8 +281,8 @@ struct Resume {
 using Event = std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Forget,
                            ev::Vote, ev::CommitReply, ev::AbortReply, ev::ReadReply, ev::ScanReply,
                            ev::ScanChecked, ev::Durable, ev::Refused, ev::Looked, ev::Settled,
-                           ev::RidFound, ev::StoreHealth, ev::SyncReply, ev::LinkUp, ev::LinkDown,
-                           ev::Tick, ev::LogFull, ev::Pause, ev::Resume>;
+                           ev::RidFound, ev::StoreHealth, ev::MembersSeen, ev::SyncReply,
+                           ev::LinkUp, ev::LinkDown, ev::Tick, ev::LogFull, ev::Pause, ev::Resume>;
 
 // What a client is told.
 struct ClientReply {
@@ -336,9 +356,15 @@ struct FindRid {
   std::string rid;
   std::optional<ReportOf> report;  // asked for a participant's report
 };
+// Shared store: membership `next` replaces `expect` there by compare-and-swap (only if the
+// store still holds `expect`, byte for byte). Answer with ev::MembersSeen (`put`): the store's
+// membership after it.
+struct PutMembers {
+  std::string expect, next;
+};
 }  // namespace act
 using Action = std::variant<act::Append, act::Send, act::Reply, act::Rewrite, act::Trace,
-                            act::Lookup, act::Settle, act::FindRid>;
+                            act::Lookup, act::Settle, act::FindRid, act::PutMembers>;
 
 struct Actions {
   std::vector<Action> list;
@@ -363,8 +389,10 @@ class Core {
   }
 
   std::vector<size_t> owners(const std::string& key) const { return m_members.owners(key); }
-  // The membership in effect (a change being forced is not, yet).
+  // The membership in effect (a change being forced is not, yet), and its encoding as the
+  // log or the shared store holds it.
   const membership::Membership& members() const { return m_members; }
+  const std::string& members_text() const { return m_members_text; }
 
   // --- read-only views, for status and tests.
   enum class Phase { preparing, deciding, committed };
@@ -378,9 +406,14 @@ class Core {
   size_t unacked() const;  // (txn, participant) pairs waiting for a COMMIT acknowledgement
   uint64_t incarnation() const { return m_cfg.incarnation; }
   uint64_t committed_count() const { return m_committed; }
-  // Membership changes that marked a participant out, and that made one in-sync again.
+  // Membership changes this leader made that marked a participant out, and that made one
+  // in-sync again.
   uint64_t exclusions() const { return m_exclusions; }
   uint64_t rejoins() const { return m_rejoins; }
+  // Shared store: membership changes taken from another leader; decisions refused as of an
+  // older membership and taken again under the new one.
+  uint64_t adopted() const { return m_adopted; }
+  uint64_t redecided() const { return m_redecided; }
   // Copies finished (each ends with a rejoin): keys and bytes copied, and time taken.
   struct CatchUpTotals {
     uint64_t keys = 0, bytes = 0;
@@ -460,6 +493,7 @@ class Core {
   void on(int64_t now, ev::Settled& e, Actions& out);
   void on(int64_t now, ev::RidFound& e, Actions& out);
   void on(int64_t now, ev::StoreHealth& e, Actions& out);
+  void on(int64_t now, ev::MembersSeen& e, Actions& out);
   void on(int64_t now, ev::SyncReply& e, Actions& out);
   void on(int64_t now, ev::LinkUp& e, Actions& out);
   void on(int64_t now, ev::LinkDown& e, Actions& out);
@@ -478,16 +512,39 @@ class Core {
   }
   // Parks `e` when one of `parts` is connecting (true), until that changes.
   template <typename E>
-  bool park(int64_t now, const std::vector<size_t>& parts, E& e, Actions& out);
+  bool park(int64_t now, const std::vector<size_t>& parts, E& e, Actions& out, bool wait = false);
+  // Shared store: parks a read or a scan (or fails it, the store unreachable) while the
+  // membership in effect is not confirmed recently (true).
+  bool wait_for_members(int64_t now, ev::Get* g, ev::Scan* s, Actions& out);
   // Runs the parked requests again (a link came up, or a connecting participant is down).
   void unpark(int64_t now, Actions& out);
   // The earliest time a connecting participant turns down (INT64_MAX: none is connecting).
   int64_t connecting_until(int64_t now) const;
-  // Proposes membership `next` (epoch one higher): forced to the log; in effect once durable.
+  // Proposes membership `next` (epoch one higher): forced to the log, or put in the shared
+  // store by compare-and-swap; in effect once durable (apply_change).
   void change_members(membership::Membership next, Actions& out);
-  // Whether a down participant may be marked out now: exclusion on, with the local decision
-  // store (docs/membership.md), and no change being forced (one at a time).
-  bool excluding() const { return m_cfg.exclude && !m_cfg.shared_store && !m_changing; }
+  // m_changing is durable: it takes effect now, or (shared store, a copy leaves in-sync) once
+  // every other leader's trust in the old one has run out.
+  void stage_change(int64_t now, Actions& out);
+  void apply_change(int64_t now, Actions& out);
+  // Shared store: whether transaction t's YES votes cover membership m: every owner of its
+  // keys that m writes to voted YES (or, `preparing`, was asked to).
+  bool covers(const Txn& t, const membership::Membership& m, bool preparing) const;
+  // Shared store: the membership in effect is confirmed recent enough for reads.
+  bool members_fresh(int64_t now) const {
+    return !m_cfg.shared_store || !m_cfg.exclude ||
+           (m_confirmed_ms != INT64_MIN && now < m_confirmed_ms + m_cfg.members_lease_ms);
+  }
+  // Shared store: whether this leader copies participants that catch up: the lowest live
+  // leader id does (the others would restart its passes).
+  bool drives_catchup() const {
+    return !m_cfg.shared_store ||
+           (!m_leaders.empty() &&
+            *std::min_element(m_leaders.begin(), m_leaders.end()) == m_cfg.id);
+  }
+  // Whether a down participant may be marked out now: exclusion on and no change being made
+  // (one at a time).
+  bool excluding() const { return m_cfg.exclude && !m_changing; }
   // Marks out the participants down past exclude_after_ms (one change at a time).
   void exclude_down(int64_t now, Actions& out);
   // All counted votes YES: force the COMMIT record.
@@ -530,7 +587,7 @@ class Core {
   // Requests waiting for a connecting participant, in arrival order (a Txn's request id is
   // remembered as pending meanwhile).
   struct Parked {
-    std::variant<ev::Txn, ev::Get> e;
+    std::variant<ev::Txn, ev::Get, ev::Scan> e;
     uint64_t digest = 0;
   };
   std::deque<Parked> m_parked;
@@ -550,10 +607,21 @@ class Core {
   };
   std::optional<CatchUp> m_catchup;
   uint64_t m_next_pass = 1;
-  uint64_t m_exclusions = 0, m_rejoins = 0;
+  uint64_t m_exclusions = 0, m_rejoins = 0, m_adopted = 0, m_redecided = 0;
   CatchUpTotals m_catchup_totals;
   membership::Membership m_members;                  // in effect
+  std::string m_members_text;                        // its encoding, as stored
   std::optional<membership::Membership> m_changing;  // being forced; new requests wait
+  std::string m_changing_text;
+  bool m_staged = false;  // m_changing is durable; it takes effect at m_apply_at
+  int64_t m_apply_at = 0;
+  bool m_change_mine = true;   // m_changing is this leader's proposal (not adopted)
+  int64_t m_put_retry_at = 0;  // shared store: an unanswered put goes again then (0: none)
+  // Shared store: when the store last confirmed the membership in effect (the read's start),
+  // and the confirmation of m_changing seen while it was staged.
+  int64_t m_confirmed_ms = INT64_MIN, m_staged_confirmed_ms = INT64_MIN;
+  std::vector<std::string> m_leaders;       // live leaders, from the store
+  std::set<std::string> m_stale_decisions;  // refused as stale while a change was staged
   std::vector<size_t> m_peer_max_line;  // each participant's line limit
   struct RidOutcome {
     protocol::Decision decision;

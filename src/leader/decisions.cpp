@@ -87,6 +87,20 @@ std::pair<std::string, std::string> EtcdDecisions::claim_cluster(const DecisionS
   return {v.substr(6, nl - 6), v.substr(nl + 1)};
 }
 
+std::string EtcdDecisions::claim_members(const DecisionStoreOptions& o, const std::string& first) {
+  std::string key = o.prefix + "members";
+  etcd::Txn claim;
+  claim.compare.push_back(etcd::Compare::absent(key));
+  claim.success.push_back(etcd::Op::put(key, first));
+  claim.failure.push_back(etcd::Op::get(key));
+  auto r = blocking<etcd::TxnResult>(o, [&](etcd::Client& c, auto cb) { c.txn(claim, cb); });
+  if (!r) throw unreachable(r.status());
+  if (r->succeeded) return first;
+  if (r->results.size() != 1 || r->results[0].size() != 1)
+    throw Error("decision store: " + key + " vanished while read; try again", 4);
+  return r->results[0][0].value;
+}
+
 EtcdDecisions::Startup EtcdDecisions::open(const DecisionStoreOptions& o) {
   Startup st;
   auto lease = blocking<std::pair<int64_t, int64_t>>(
@@ -375,9 +389,9 @@ void EtcdDecisions::relet() {
   });
 }
 
-void EtcdDecisions::decide(const std::string& txid, std::string payload,
+void EtcdDecisions::decide(const std::string& txid, std::string payload, const std::string& members,
                            std::function<void(Result<bool>)> cb) {
-  m_queue.push_back({txid, std::move(payload), std::move(cb), now_us()});
+  m_queue.push_back({txid, std::move(payload), members, std::move(cb), now_us()});
   flush();
 }
 
@@ -414,9 +428,19 @@ void EtcdDecisions::flush() {
   // other leader ever settled one of them (so far the rule), one compare each after that.
   std::string aborts = m_o.prefix + fmt::format("d/{}.{}.", m_o.leader_id, m_incarnation);
   if (!m_settled_seen) t.compare.push_back(etcd::Compare::none_under(aborts));
+  // The membership its decisions were taken under is still the store's: one batch holds
+  // decisions of one membership.
+  b->members = m_queue.front().members;
+  t.compare.push_back({members_key(),
+                       etcd::Compare::Target::value,
+                       etcd::Compare::Result::equal,
+                       0,
+                       b->members,
+                       {}});
   std::vector<std::pair<std::string, std::string>> entries;
   size_t puts = 1;
-  while (!m_queue.empty() && b->items.size() < k_max_batch) {
+  while (!m_queue.empty() && b->items.size() < k_max_batch &&
+         m_queue.front().members == b->members) {
     auto c = decode_commit(m_queue.front().payload);
     bool rid = c && !c->rid.empty() && m_rid_lease;
     if (puts + (rid ? 1 : 0) > k_max_ops) break;
@@ -441,6 +465,7 @@ void EtcdDecisions::flush() {
   t.failure.push_back(etcd::Op::get(b->key));
   t.failure.push_back(etcd::Op::get(leader_key(m_o.leader_id)));
   t.failure.push_back(etcd::Op::range(aborts, etcd::prefix_end(aborts)));
+  t.failure.push_back(etcd::Op::get(members_key()));
   m_in_flight = true;
   send(std::move(b));
 }
@@ -483,10 +508,15 @@ void EtcdDecisions::send(std::shared_ptr<Batch> b) {
         std::unordered_map<std::string, bool> settled;
         for (const auto& kv : found(2)) settled[kv.key] = true;
         m_settled_seen = m_settled_seen || !settled.empty();
+        // The others: the membership changed (EPOCH: taken again or aborted by the core),
+        // or they go again.
+        std::string members = found(3).empty() ? std::string() : found(3)[0].value;
         std::vector<Pending> again;
         for (auto& p : b->items) {
           if (settled.count(abort_key(p.txid)))
             p.cb(false);
+          else if (members != b->members)
+            p.cb(Status::error("EPOCH", members));
           else
             again.push_back(std::move(p));
         }
@@ -495,6 +525,41 @@ void EtcdDecisions::send(std::shared_ptr<Batch> b) {
       }
     }
     flush();
+  });
+}
+
+void EtcdDecisions::put_members(const std::string& expect, const std::string& next,
+                                std::function<void(Result<std::string>)> cb) {
+  etcd::Txn t;
+  t.compare.push_back(etcd::Compare::leased(leader_key(m_o.leader_id), m_lease));
+  t.compare.push_back(
+      {members_key(), etcd::Compare::Target::value, etcd::Compare::Result::equal, 0, expect, {}});
+  t.success.push_back(etcd::Op::put(members_key(), next));
+  t.failure.push_back(etcd::Op::get(members_key()));
+  m_client->txn(t, [alive = m_alive, next, cb = std::move(cb)](Result<etcd::TxnResult> r) {
+    if (!*alive) return;
+    if (!r) return cb(r.status());
+    if (r->succeeded) return cb(next);
+    if (r->results.size() != 1 || r->results[0].size() != 1)
+      return cb(Status::error("UNAVAILABLE", "decision store: no membership key"));
+    cb(r->results[0][0].value);
+  });
+}
+
+void EtcdDecisions::read_members(std::function<void(Result<MembersView>)> cb) {
+  etcd::Txn read;
+  std::string leaders = m_o.prefix + "leaders/";
+  read.success.push_back(etcd::Op::get(members_key()));
+  read.success.push_back(etcd::Op::range(leaders, etcd::prefix_end(leaders)));
+  m_client->txn(read, [alive = m_alive, leaders, cb = std::move(cb)](Result<etcd::TxnResult> r) {
+    if (!*alive) return;
+    if (!r) return cb(r.status());
+    if (r->results.size() != 2 || r->results[0].size() != 1)
+      return cb(Status::error("UNAVAILABLE", "decision store: no membership key"));
+    MembersView v;
+    v.members = r->results[0][0].value;
+    for (auto& kv : r->results[1]) v.leaders.push_back(kv.key.substr(leaders.size()));
+    cb(std::move(v));
   });
 }
 

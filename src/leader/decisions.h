@@ -4,6 +4,10 @@
 // Keys, under the prefix P = "/tpc/CLUSTER-NAME/":
 //   P/cluster           "tpcc1\nCLUSTER-ID\nVIEW": the cluster's identity and view (--peers,
 //                       --replicas), created once by compare-and-swap; every leader adopts it
+//   P/members           the membership (membership::encode), created with the cluster (its
+//                       first epoch), changed only by compare-and-swap on its whole value; a
+//                       batch is created only while it holds the membership its decisions
+//                       were taken under
 //   P/leaders/ID        this leader's advertise address, held by its lease (liveness)
 //   P/incarnation/ID    the leader's incarnation counter, bumped by compare-and-swap at start
 //   P/b/ID/INC.SEQ      a batch of this leader's COMMIT decisions (encode_batch): created only
@@ -82,6 +86,10 @@ class EtcdDecisions : public Decisions {
   static std::pair<std::string, std::string> claim_cluster(const DecisionStoreOptions& o,
                                                            const std::string& cluster,
                                                            const std::string& view);
+  // The membership of the store: at start, blocking, after claim_cluster. Creates P/members
+  // with `first` only if absent (a cluster created by a version without it, or the claim's
+  // creator died between the two), and returns what it holds. Throws as claim_cluster.
+  static std::string claim_members(const DecisionStoreOptions& o, const std::string& first);
   // At start, blocking (a private io_context, bounded by the timeouts): takes a lease and
   // this leader's key (refused if another process holds it: the same --id runs elsewhere),
   // bumps the incarnation, and reads this leader's unfinished decisions. Throws tpc::Error
@@ -104,7 +112,9 @@ class EtcdDecisions : public Decisions {
   // this leader lost its lease, the transaction stays undecided: try again later. While etcd
   // does not answer, the same batch is sent again every 200 ms (so it lands once at most).
   // Decisions asked for while a batch is in flight go together in the next one.
-  void decide(const std::string& txid, std::string payload,
+  // `members`: the batch is created only while P/members holds it (else error EPOCH, whose
+  // message is what P/members holds).
+  void decide(const std::string& txid, std::string payload, const std::string& members,
               std::function<void(Result<bool>)> cb) override;
   // What the store holds of `txid`, a transaction of another leader `owner` (one read): a
   // batch of `owner` holding it (committed), its abort key, `owner`'s key. Error
@@ -130,6 +140,12 @@ class EtcdDecisions : public Decisions {
   // The transaction ended: its batch key goes once all of its transactions ended (batched,
   // best effort: a key left behind is re-driven harmlessly after a restart).
   void end(const std::string& txid) override;
+  // P/members becomes `next` only if it holds `expect` and this leader's lease holds; cb:
+  // what P/members holds after it. Error UNAVAILABLE when etcd cannot say.
+  void put_members(const std::string& expect, const std::string& next,
+                   std::function<void(Result<std::string>)> cb) override;
+  // P/members and the ids of the leaders whose keys are held, in one read.
+  void read_members(std::function<void(Result<MembersView>)> cb) override;
   // The last call to etcd succeeded and the lease is held.
   bool healthy() const { return m_healthy; }
   // Called (on the io_context) whenever healthy() changes.
@@ -138,12 +154,13 @@ class EtcdDecisions : public Decisions {
 
  private:
   struct Pending {
-    std::string txid, payload;
+    std::string txid, payload, members;
     std::function<void(Result<bool>)> cb;
     int64_t since_us = 0;
   };
   struct Batch {
     std::string key;
+    std::string members;  // the membership its decisions were taken under
     std::vector<Pending> items;
     std::vector<std::string> ends;  // batch keys deleted along with it
     etcd::Txn txn;
@@ -160,6 +177,7 @@ class EtcdDecisions : public Decisions {
   }
   std::string leader_key(const std::string& id) const { return m_o.prefix + "leaders/" + id; }
   std::string rid_key(const std::string& rid) const { return m_o.prefix + "r/" + rid; }
+  std::string members_key() const { return m_o.prefix + "members"; }
   void renew_rid_lease();
   void set_healthy(bool up);
   std::function<void(bool)> m_on_health;

@@ -55,6 +55,9 @@ void Executor::execute(Actions& a) {
               st.fenced ? "is gone (its lease expired)" : "held it past --takeover-after"));
         step(ev::Settled{st.client, st.txid, std::move(r)});
       });
+    } else if (auto* pm = std::get_if<act::PutMembers>(&action)) {
+      TPC_CHECK(m_store, "PutMembers without a shared decision store");
+      put_members(std::move(*pm));
     } else if (auto* fr = std::get_if<act::FindRid>(&action)) {
       TPC_CHECK(m_store, "FindRid without a shared decision store");
       m_store->find_rid(fr->rid, [this, fr = *fr](Result<std::string> txid) {
@@ -102,7 +105,8 @@ void Executor::append(act::Append& ap) {
   if (m_store && type == k_rec_forget) m_store->forget_mismatches(txid);
   if (m_store && (type == k_rec_commit || type == k_rec_end)) {
     // The shared decision store: the commit point is the store's, not this log's.
-    if (type == k_rec_commit) decide(txid, std::move(ap.payload), m_io.now_us());
+    if (type == k_rec_commit)
+      decide(txid, std::move(ap.payload), m_core.members_text(), m_io.now_us());
     if (type == k_rec_end) m_store->end(txid);
     return;
   }
@@ -134,29 +138,74 @@ void Executor::store_mismatch(const std::string& txid, const std::string& payloa
   });
 }
 
-void Executor::decide(const std::string& txid, std::string payload, int64_t since_us) {
+void Executor::decide(const std::string& txid, std::string payload, const std::string& members,
+                      int64_t since_us) {
   std::string copy = payload;
-  m_store->decide(txid, std::move(payload), [this, txid, copy, since_us](Result<bool> r) {
-    if (m_stopped) return;
-    if (!r) {
-      // The store could not say: the transaction stays undecided (its participants
-      // prepared), and the same decision goes again; it can only find this decision or a
-      // settler's.
-      m_io.warn(
-          fmt::format("decision of {} not taken yet: {}; retrying", txid, r.status().message()));
-      m_io.after(k_store_retry_ms, [this, txid, copy, since_us] {
-        if (!m_stopped) decide(txid, copy, since_us);
+  m_store->decide(
+      txid, std::move(payload), members, [this, txid, copy, members, since_us](Result<bool> r) {
+        if (m_stopped) return;
+        if (!r && r.status().code() == "EPOCH") {
+          // Another leader changed the membership: the core takes the new one, then decides
+          // again or aborts.
+          step(ev::MembersSeen{Status::ok(), r.status().message(), -1, {}, false});
+          return step(ev::Refused{txid, true});
+        }
+        if (!r) {
+          // The store could not say: the transaction stays undecided (its participants
+          // prepared), and the same decision goes again; it can only find this decision or a
+          // settler's.
+          m_io.warn(fmt::format("decision of {} not taken yet: {}; retrying", txid,
+                                r.status().message()));
+          m_io.after(k_store_retry_ms, [this, txid, copy, members, since_us] {
+            if (!m_stopped) decide(txid, copy, members, since_us);
+          });
+          return;
+        }
+        if (*r) {
+          failpoint::hit("leader/afterDecisionFsync", txid);
+          step(ev::Durable{txid, m_io.now_us() - since_us});
+        } else {
+          m_io.warn(fmt::format(
+              "decision of {}: the decision store holds an abort (settled by another leader)",
+              txid));
+          step(ev::Refused{txid});
+        }
       });
-      return;
-    }
-    if (*r) {
-      failpoint::hit("leader/afterDecisionFsync", txid);
-      step(ev::Durable{txid, m_io.now_us() - since_us});
-    } else {
-      m_io.warn(fmt::format(
-          "decision of {}: the decision store holds an abort (settled by another leader)", txid));
-      step(ev::Refused{txid});
-    }
+}
+
+void Executor::put_members(act::PutMembers p) {
+  // For the operator's log: what changes, and who asked.
+  auto was = membership::decode(p.expect), is = membership::decode(p.next);
+  if (was && is) {
+    std::string what;
+    for (size_t s = 0; s < is->size() && s < was->size(); ++s)
+      if (is->slots[s].state != was->slots[s].state)
+        what += fmt::format("{}participant {} is {} (was {})", what.empty() ? "" : "; ",
+                            is->slots[s].addr, membership::name(is->slots[s].state),
+                            membership::name(was->slots[s].state));
+    m_io.warn(
+        fmt::format("membership epoch {} proposed to the decision store: {}", is->epoch, what));
+  }
+  failpoint::hit("leader/beforeMembershipFsync", "epoch");
+  int64_t asked = m_io.now_ms();
+  m_store->put_members(p.expect, p.next, [this, asked](Result<std::string> r) {
+    if (m_stopped) return;
+    if (r) failpoint::hit("leader/afterMembershipFsync", "epoch");
+    ev::MembersSeen e{r ? Status::ok() : r.status(), r ? *r : std::string(), asked, {}, true};
+    step(std::move(e));
+  });
+}
+
+void Executor::poll_members(int64_t every_ms) {
+  if (m_stopped || !m_store) return;
+  int64_t asked = m_io.now_ms();
+  m_store->read_members([this, asked, every_ms](Result<Decisions::MembersView> r) {
+    if (m_stopped) return;
+    if (r)
+      step(ev::MembersSeen{Status::ok(), r->members, asked, r->leaders, false});
+    else
+      step(ev::MembersSeen{r.status(), "", asked, {}, false});
+    m_io.after(every_ms, [this, every_ms] { poll_members(every_ms); });
   });
 }
 

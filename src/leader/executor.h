@@ -26,7 +26,10 @@ class Decisions {
   virtual ~Decisions() = default;
   // The commit point of txid (its COMMIT record's payload): true once held, false when a
   // settler's abort was there first; an error: the store could not say (try again).
-  virtual void decide(const std::string& txid, std::string payload,
+  // `members`: the membership the decision was taken under (as the store holds it): the
+  // decision is taken only while the store holds it, else error EPOCH whose message is the
+  // store's membership.
+  virtual void decide(const std::string& txid, std::string payload, const std::string& members,
                       std::function<void(Result<bool>)> cb) = 0;
   virtual void end(const std::string& txid) = 0;
   virtual void lookup(const std::string& txid, const std::string& owner,
@@ -37,6 +40,15 @@ class Decisions {
   virtual void record_mismatch(const std::string& txid, size_t part, std::string payload,
                                std::function<void(Status)> cb) = 0;
   virtual void forget_mismatches(const std::string& txid) = 0;
+  // The membership (docs/membership.md): `next` replaces `expect` only if the store holds
+  // `expect`; cb gets the store's membership after the attempt (`next`: stored).
+  virtual void put_members(const std::string& expect, const std::string& next,
+                           std::function<void(Result<std::string>)> cb) = 0;
+  struct MembersView {
+    std::string members;               // the store's membership
+    std::vector<std::string> leaders;  // ids of the leaders whose keys are held
+  };
+  virtual void read_members(std::function<void(Result<MembersView>)> cb) = 0;
 };
 
 // What the executor needs of the world. Completions and timers run later on the same event
@@ -72,12 +84,16 @@ class Executor {
   Executor(Core& core, Io& io, Decisions* store) : m_core(core), m_io(io), m_store(store) {}
   void step(Event e);
   void execute(Actions& a);
+  // Shared store: reads the membership and the live leaders every `every_ms` (ev::MembersSeen).
+  void poll_members(int64_t every_ms);
   void stop() { m_stopped = true; }
 
  private:
   void append(act::Append& ap);
   void send(act::Send& s, bool after_commit_send);
-  void decide(const std::string& txid, std::string payload, int64_t since_us);
+  void decide(const std::string& txid, std::string payload, const std::string& members,
+              int64_t since_us);
+  void put_members(act::PutMembers p);
   void store_mismatch(const std::string& txid, const std::string& payload, int64_t took);
 
   Core& m_core;

@@ -139,6 +139,7 @@ Server::Server(asio::io_context& io, Config cfg)
   // Incarnation: bumped durably at every start, so transaction ids never repeat.
   if (m_cfg.advertise.empty()) m_cfg.advertise = host_port(m_cfg.bind, port());
   std::optional<EtcdDecisions::Startup> etcd_start;
+  std::string store_members;
   DecisionStoreOptions dso;
   if (m_cfg.decision_store != "local") {
     // The incarnation and this leader's unfinished decisions come from etcd; nothing of
@@ -150,6 +151,12 @@ Server::Server(asio::io_context& io, Config cfg)
     dso.lease_ttl_s = m_cfg.lease_ttl_s;
     dso.batch_wait_us = m_cfg.batch_wait_ms * 1000;
     adopt_cluster(dso);
+    // The membership every leader works under: its first epoch comes with the cluster.
+    size_t copies = m_cfg.replicas == 0 || m_cfg.replicas > m_cfg.peers.size() ? m_cfg.peers.size()
+                                                                               : m_cfg.replicas;
+    store_members = EtcdDecisions::claim_members(
+        dso, membership::encode(membership::Membership::initial(
+                 m_cfg.peers, copies, static_cast<size_t>(m_cfg.min_insync))));
     etcd_start = EtcdDecisions::open(dso);
     m_incarnation = etcd_start->incarnation;
   } else {
@@ -183,6 +190,13 @@ Server::Server(asio::io_context& io, Config cfg)
                            m_cfg.data_dir + "/txlog", &recovered, txlog::Format{1, record_types()});
   for (auto& r : recovered) m_core->recover(r);
   if (etcd_start) {
+    // The store's membership, not this log's (it is kept there, by compare-and-swap).
+    if (auto m = membership::decode(store_members); !m || m->size() != m_cfg.peers.size())
+      throw Error(fmt::format("decision store: the membership {}members is damaged or of "
+                              "another participant set; refusing to start",
+                              dso.prefix),
+                  1);
+    m_core->recover(txlog::Record{k_rec_membership, store_members});
     for (auto& [txid, payload] : etcd_start->decisions)
       m_core->recover(txlog::Record{k_rec_commit, payload});
     // Mismatches in etcd that this log lacks (a lost disk): kept as if recovered here.
@@ -227,6 +241,10 @@ Server::Server(asio::io_context& io, Config cfg)
   if (m_metrics) start_metrics(io);
   auto a = m_core->start(now_ms());
   m_exec->execute(a);
+  // Several leaders: each confirms the membership in effect four times a lease (reads wait
+  // for a confirmation younger than the lease).
+  if (m_decisions)
+    m_exec->poll_members(std::max<int64_t>(1, m_core->config().members_lease_ms / 4));
 }
 
 Server::~Server() { stop(); }

@@ -458,21 +458,47 @@ uint16_t free_port_run(int n) {
 std::unique_ptr<Process> start_second_leader(Cluster& c, const EtcdServer& e,
                                              const std::string& name, uint16_t port,
                                              const std::vector<std::string>& extra) {
-  std::vector<std::string> args{TPC_BINARY, "leader", "--id", "2", "--port",
-                                std::to_string(port), "--peers",
-                                c.participant_addr(0) + "," + c.participant_addr(1),
-                                "--data-dir", c.dir() + "/leader2", "--cluster-id",
-                                c.cluster_id(), "--log-level", "debug", "--decision-store",
-                                e.url(), "--cluster-name", name};
+  std::string peers;
+  for (int i = 0; i < c.size(); ++i) peers += (i ? "," : "") + c.participant_addr(i);
+  std::vector<std::string> args{TPC_BINARY,
+                                "leader",
+                                "--id",
+                                "2",
+                                "--port",
+                                std::to_string(port),
+                                "--peers",
+                                peers,
+                                "--data-dir",
+                                c.dir() + "/leader2",
+                                "--cluster-id",
+                                c.cluster_id(),
+                                "--log-level",
+                                "debug",
+                                "--decision-store",
+                                e.url(),
+                                "--cluster-name",
+                                name};
+  if (c.replicas()) args.insert(args.end(), {"--replicas", std::to_string(c.replicas())});
   args.insert(args.end(), extra.begin(), extra.end());
   return std::make_unique<Process>(args, c.dir() + "/leader2.log");
 }
 
-bool leader_ready(const std::string& addr) {
+long stat_at(const std::string& addr, const std::string& field) {
+  auto conn = client::Connection::open(addr, 1000);
+  if (!conn) return -1;
+  auto r = conn->call("STATS", 2000);
+  if (!r) return -1;
+  auto at = r->find(" " + field + "=");
+  if (at == std::string::npos) return -1;
+  return parse_int(r->substr(at + field.size() + 2, r->find(' ', at + 1) - at - field.size() - 2))
+      .value_or(-1);
+}
+
+bool leader_ready(const std::string& addr, int n) {
   auto conn = client::Connection::open(addr, 500);
   if (!conn) return false;
   auto r = conn->call("STATS", 1000);
-  return r && r->find("peers_up=2/2") != std::string::npos;
+  return r && r->find(fmt::format("peers_up={}/{}", n, n)) != std::string::npos;
 }
 
 bool EtcdServer::wait_healthy(int timeout_ms) const {

@@ -135,13 +135,15 @@ struct InDoubtPut {
 InDoubtPut put_until_leader_dies(Cluster& c, const std::string& rid, const std::string& key,
                                  const std::string& value, const std::string& scratch_dir);
 
-// Leader 2 of `c`'s cluster (its two first participants) over the etcd decision store `e`,
+// Leader 2 of `c`'s cluster (its participants and replicas) over the etcd decision store `e`,
 // under --cluster-name `name`, on `port`; logs to DIR/leader2.log. Not waited for.
 std::unique_ptr<Process> start_second_leader(Cluster& c, const EtcdServer& e,
                                              const std::string& name, uint16_t port,
                                              const std::vector<std::string>& extra = {});
-// The leader at `addr` answers STATS and sees two participants up.
-bool leader_ready(const std::string& addr);
+// A numeric field of the STATS line of the node at `addr` (-1: no answer, or no such field).
+long stat_at(const std::string& addr, const std::string& field);
+// The leader at `addr` answers STATS and sees `n` participants up.
+bool leader_ready(const std::string& addr, int n = 2);
 
 class Cluster {
  public:
@@ -188,6 +190,7 @@ class Cluster {
   std::string certs_dir() const { return m_opt.secure ? dir() + "/certs" : ""; }
   std::string data_dir(int i) const { return dir() + "/p" + std::to_string(i + 1); }
   int size() const { return static_cast<int>(m_part_ports.size()); }
+  int replicas() const { return m_opt.replicas; }
   std::string log_of_leader() const;
   std::string log_of_participant(int i) const;
 

@@ -48,17 +48,7 @@ struct Writer {
   }
 };
 
-// A field of the leader's STATS line (-1: no answer).
-long leader_stat(Cluster& c, const std::string& field) {
-  auto conn = client::Connection::open(c.leader_addr(), 1000);
-  if (!conn) return -1;
-  auto r = conn->call("STATS", 2000);
-  if (!r) return -1;
-  auto at = r->find(" " + field + "=");
-  if (at == std::string::npos) return -1;
-  return parse_int(r->substr(at + field.size() + 2, r->find(' ', at + 1) - at - field.size() - 2))
-      .value_or(-1);
-}
+long leader_stat(Cluster& c, const std::string& field) { return stat_at(c.leader_addr(), field); }
 
 void kill_write_rejoin(int replicas) {
   Cluster::Options o;

@@ -17,6 +17,7 @@
 #include "etcd/client.h"
 #include "harness.h"
 #include "leader/decisions.h"
+#include "membership/membership.h"
 
 using namespace tpc;
 using namespace tpc::it;
@@ -68,7 +69,7 @@ SecondLeader second_leader(Cluster& c, const Etcd& e, const std::string& name,
   args.insert(args.end(), extra.begin(), extra.end());
   SecondLeader l{start_second_leader(c, e, name, port, args),
                  fmt::format("127.0.0.1:{}", port)};
-  REQUIRE(wait_for([&] { return leader_ready(l.addr); }, 15000));
+  REQUIRE(wait_for([&] { return leader_ready(l.addr, c.size()); }, 15000));
   return l;
 }
 
@@ -419,5 +420,75 @@ TEST_SUITE("etcd") {
           return k && k->empty();
         },
         5000));
+  }
+}
+
+TEST_SUITE("etcd") {
+  TEST_CASE(
+      "two leaders over etcd agree on the membership: one's change is the other's next write's") {
+    Etcd e;
+    REQUIRE(e.wait_healthy());
+    Cluster::Options o;
+    o.participants = 3;
+    o.replicas = 2;
+    // Leader 1 marks a participant out after 1 s; leader 2 never would by itself.
+    o.leader_args = {"--decision-store", e.url(), "--cluster-name",  "mb",
+                     "--lease-ttl",      "2",     "--exclude-after", "1000"};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    auto l2 = second_leader(c, e, "mb", {"--exclude-after", "600000"});
+    std::vector<std::string> addrs{c.participant_addr(0), c.participant_addr(1),
+                                   c.participant_addr(2)};
+    // Keys on participant 3 (slot 2), written through both leaders.
+    std::vector<std::string> on3;
+    for (int i = 0; on3.size() < 8; ++i) {
+      std::string k = fmt::format("m{}", i);
+      auto owners = membership::place(addrs, 2, k);
+      if (std::count(owners.begin(), owners.end(), 2)) on3.push_back(k);
+    }
+    std::map<std::string, std::string> last;
+    auto put = [&](const std::string& leader, const std::string& k, const std::string& v) {
+      auto r = run_tpc({"client", "--leader", leader, "put", k, v});
+      if (r.code == 0) last[k] = v;
+      return r.code;
+    };
+    for (auto& k : on3) REQUIRE(put(k < "m5" ? c.leader_addr() : l2.addr, k, "a") == 0);
+    CHECK(stat_at(l2.addr, "epoch") == 1);
+
+    // Participant 3 dies; leader 1 marks it out (through etcd).
+    c.participant(2)->kill9();
+    REQUIRE(wait_for([&] { return stat_at(c.leader_addr(), "out") == 1; }, 15000));
+    long epoch = stat_at(c.leader_addr(), "epoch");
+    CHECK(epoch == 2);
+    // Leader 2 writes its keys without it: only under leader 1's membership can it commit.
+    for (auto& k : on3) CHECK(put(l2.addr, k, "b") == 0);
+    CHECK(stat_at(l2.addr, "epoch") == epoch);
+    CHECK(stat_at(l2.addr, "out") == 1);
+    CHECK(stat_at(l2.addr, "exclusions") == 0);  // it took the change, it did not make it
+    auto stored = keys(e.endpoint(), "/tpc/mb/members");
+    REQUIRE(stored);
+    auto m = membership::decode(stored->at("/tpc/mb/members"));
+    REQUIRE(m);
+    CHECK(m->epoch == static_cast<uint64_t>(epoch));
+    CHECK(m->slots[2].state == membership::State::out);
+    auto list2 = run_tpc({"client", "--leader", l2.addr, "member", "list"});
+    CHECK(contains(list2.out, c.participant_addr(2) + "        out"));
+
+    // Back: it catches up and both leaders see it in-sync, under one epoch.
+    c.start_participant(2);
+    REQUIRE(wait_for(
+        [&] {
+          put(l2.addr, on3[0], "c");
+          return stat_at(c.leader_addr(), "in_sync") == 3 && stat_at(l2.addr, "in_sync") == 3;
+        },
+        30000));
+    long e1 = stat_at(c.leader_addr(), "epoch"), e2 = stat_at(l2.addr, "epoch");
+    CHECK(e1 == e2);
+    CHECK(e1 >= 4);  // out, catching-up, in-sync
+    // It holds every acknowledged value: read straight from it.
+    for (auto& k : on3) {
+      CAPTURE(k);
+      CHECK(c.read_at(2, k) == last[k]);
+    }
   }
 }

@@ -254,6 +254,7 @@ class Cluster {
     std::map<std::string, std::pair<int, std::string>> batches;  // txid -> leader, COMMIT payload
     std::set<std::string> aborts;                                // settlers' abort keys
     std::map<std::string, std::string> rids;                     // rid -> txid
+    std::string members;  // the membership (the cluster's first epoch at creation)
     bool down = false;                                           // quorum lost
     std::set<int> cut;                                           // leaders cut off from it
   } m_store;
@@ -581,19 +582,31 @@ class Cluster::LeaderIo : public leader::Io {
 class Cluster::SimDecisions : public leader::Decisions {
  public:
   SimDecisions(Cluster& c, int i) : m_c(c), m_i(i) {}
-  void decide(const std::string& txid, std::string payload,
+  void decide(const std::string& txid, std::string payload, const std::string& members,
               std::function<void(Result<bool>)> cb) override {
     m_c.trace(m_c.name(K_LEADER, m_i), "  decide in the store " + txid);
-    auto op = [c = &m_c, i = m_i, txid, payload]() -> Result<bool> {
+    auto op = [c = &m_c, i = m_i, txid, payload, members]() -> Result<bool> {
       auto& st = c->m_store;
       auto b = st.batches.find(txid);
       if (b != st.batches.end() && b->second.first == i) return true;  // an earlier attempt
       if (!c->holds_key(i)) return Status::error("UNAVAILABLE", "lease lost");
       if (st.aborts.count(txid)) return false;
+      if (st.members != members) return Status::error("EPOCH", st.members);
       st.batches[txid] = {i, payload};
       auto& t = c->m_txns[txid];
       if (!t.decided_at) {
         t.decided_at = ++c->m_stamp;
+        // Every in-sync copy of each key it writes, in the store's membership, voted YES.
+        auto m = membership::decode(st.members);
+        for (auto& o : t.ops) {
+          if (!o.is_write() || !m) continue;
+          for (auto q : m->readers(o.key))
+            if (!t.voted_yes.count(q))
+              c->violation(
+                  fmt::format("{} committed in the store without the YES of P{}, an "
+                              "in-sync copy of {} in epoch {}",
+                              txid, q, o.key, m->epoch));
+        }
         if (t.leader_aborted)
           c->violation(txid +
                        " committed in the decision store after a leader answered "
@@ -655,6 +668,27 @@ class Cluster::SimDecisions : public leader::Decisions {
                    [cb = std::move(cb)](Result<bool> r) { cb(r ? Status::ok() : r.status()); });
   }
   void forget_mismatches(const std::string&) override {}
+  void put_members(const std::string& expect, const std::string& next,
+                   std::function<void(Result<std::string>)> cb) override {
+    auto op = [c = &m_c, i = m_i, expect, next]() -> Result<std::string> {
+      auto& st = c->m_store;
+      if (c->holds_key(i) && st.members == expect) {
+        st.members = next;
+        c->trace(c->name(K_LEADER, i), "  decision store: membership " + next);
+      }
+      return st.members;
+    };
+    m_c.store_call(m_i, op, std::move(cb));
+  }
+  void read_members(std::function<void(Result<MembersView>)> cb) override {
+    auto op = [c = &m_c]() -> Result<MembersView> {
+      MembersView v{c->m_store.members, {}};
+      for (size_t l = 0; l < c->m_leaders.size(); ++l)
+        if (c->holds_key(static_cast<int>(l))) v.leaders.push_back(fmt::format("{}", l + 1));
+      return v;
+    };
+    m_c.store_call(m_i, op, std::move(cb));
+  }
 
  private:
   Cluster& m_c;
@@ -681,6 +715,9 @@ void Cluster::setup() {
       m_replicas ? std::to_string(m_replicas) : "all", nc, ops, m_keys);
   trace("--", "cluster: " + m_result.shape);
   for (int j = 0; j < np; ++j) m_peers.push_back(fmt::format("p{}:1", j));
+  if (shared())  // the cluster's first membership, created with it (claim_members)
+    m_store.members = membership::encode(membership::Membership::initial(
+        m_peers, m_replicas ? static_cast<size_t>(m_replicas) : m_peers.size()));
   m_leaders.resize(nl);
   m_parts.resize(np);
   m_clients.resize(nc);
@@ -995,9 +1032,9 @@ void Cluster::start_leader(int i) {
   cfg.replicas = static_cast<size_t>(m_replicas);
   cfg.advertise = fmt::format("leader{}:5000", i);
   cfg.shared_store = shared();
-  // Membership changes need one view of the membership: one leader (several keep theirs in
-  // the decision store, not yet: docs/membership.md).
-  cfg.exclude = m_leaders.size() == 1;
+  // Membership changes need one view of the membership: one leader, or several that keep it
+  // in the shared store (docs/membership.md).
+  cfg.exclude = m_leaders.size() == 1 || shared();
   n.core = std::make_unique<leader::Core>(cfg);
   n.io = std::make_unique<LeaderIo>(*this, i);
   n.decisions = shared() ? std::make_unique<SimDecisions>(*this, i) : nullptr;
@@ -1007,6 +1044,8 @@ void Cluster::start_leader(int i) {
     // Its decisions not ended, from the store (the real leader's EtcdDecisions::open).
     for (auto& [txid, b] : m_store.batches)
       if (b.first == i) n.core->recover(txlog::Record{leader::k_rec_commit, b.second});
+    // The membership is the store's (the real leader's claim_members).
+    n.core->recover(txlog::Record{leader::k_rec_membership, m_store.members});
     int64_t first = m_store_rng.range(0, 1000);
     at_node(K_LEADER, i, m_s.now_us() + first * k_ms, [this, i] { store_keepalive(i); });
   }
@@ -1016,6 +1055,7 @@ void Cluster::start_leader(int i) {
   n.tick_at = 0;
   auto a = n.core->start(m_s.now_us() / k_ms);
   n.exec->execute(a);
+  if (shared()) n.exec->poll_members(n.core->config().members_lease_ms / 4);
 }
 
 void Cluster::step_leader(int i, leader::Event e) { m_leaders[i].exec->step(std::move(e)); }
@@ -1360,7 +1400,11 @@ void Cluster::chaos() {
     m_result.features.set(f_partitions);
     for (size_t c = 0; c < m_chans.size(); ++c)
       if (m_chans[c].up && partitioned(m_chans[c])) reset(static_cast<int>(c));
-    m_s.after(m_rng.range(100, 5000) * k_ms, [this, l, p] {
+    // Some outlast --exclude-after: that leader marks the participant out while another
+    // still reaches it.
+    int64_t len = m_rng.range(100, 5000);
+    if (m_long_rng.chance(0.25)) len = m_long_rng.range(5500, 12000);
+    m_s.after(len * k_ms, [this, l, p] {
       trace("--", fmt::format("partition L{} | P{} healed", l, p));
       m_partitions.erase({l, p});
     });
@@ -1657,6 +1701,8 @@ Report Cluster::run() {
     if (l.core) {
       if (l.core->exclusions()) m_result.features.set(f_exclusions);
       if (l.core->rejoins()) m_result.features.set(f_rejoins);
+      if (l.core->adopted()) m_result.features.set(f_adopted);
+      if (l.core->redecided()) m_result.features.set(f_redecided);
     }
   for (auto& [txid, t] : m_txns) {
     if (!t.decided_at) continue;

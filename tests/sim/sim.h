@@ -41,6 +41,8 @@ enum Feature {
   f_io_crashes,     // a node crashed at a failpoint of its executor (at an I/O)
   f_exclusions,     // a participant marked out (unreachable past --exclude-after)
   f_rejoins,        // a participant back in-sync after catching up
+  f_adopted,        // a leader took a membership change another made (shared store)
+  f_redecided,      // a decision refused as of an old membership, taken again under the new
   k_feature_count
 };
 inline constexpr const char* k_feature_names[k_feature_count] = {"two leaders",
@@ -60,7 +62,9 @@ inline constexpr const char* k_feature_names[k_feature_count] = {"two leaders",
                                                                  "takeovers",
                                                                  "crashes at an I/O",
                                                                  "exclusions",
-                                                                 "rejoins"};
+                                                                 "rejoins",
+                                                                 "changes adopted",
+                                                                 "decisions taken again"};
 
 struct Report {
   std::bitset<k_feature_count> features;

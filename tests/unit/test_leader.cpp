@@ -1007,3 +1007,167 @@ TEST_SUITE("leader membership") {
     CHECK(c2.members() == d.core.members());
   }
 }
+
+TEST_SUITE("leader membership over a shared store") {
+  // A leader "L" of three over a shared store, whose membership the store confirmed at 0
+  // (leaders `live`).
+  CoreConfig shared(size_t replicas = 2) {
+    CoreConfig c = config(1, replicas);
+    c.shared_store = true;
+    c.members_lease_ms = 1000;
+    return c;
+  }
+  void confirm(Driver & d, std::vector<std::string> live = {"L"}) {
+    d.step(ev::MembersSeen{Status::ok(), d.core.members_text(), d.now, std::move(live), false});
+  }
+  std::string key_on(const Core& c, size_t s) {
+    for (int i = 0;; ++i) {
+      std::string k = "k" + std::to_string(i);
+      auto o = c.owners(k);
+      if (std::count(o.begin(), o.end(), s)) return k;
+    }
+  }
+  std::string with_state(const Core& c, size_t s, membership::State st) {
+    auto m = c.members();
+    m.epoch += 1;
+    m.slots[s].state = st;
+    return membership::encode(m);
+  }
+
+  TEST_CASE("an exclusion is put by compare-and-swap, and used only after the others' leases") {
+    Driver d(shared());
+    confirm(d);
+    d.step(ev::LinkDown{2});
+    d.now = 5000;
+    auto a = d.step(ev::Tick{});
+    CHECK(Driver::all<act::Append>(a).empty());  // not the local log
+    auto puts = Driver::all<act::PutMembers>(a);
+    REQUIRE(puts.size() == 1);
+    CHECK(puts[0].expect == d.core.members_text());
+    auto next = membership::decode(puts[0].next);
+    REQUIRE(next);
+    CHECK(next->epoch == 2);
+    CHECK(next->slots[2].state == membership::State::out);
+    // Stored: another leader may read slot 2 for up to its lease, so writes wait twice that.
+    d.step(ev::MembersSeen{Status::ok(), puts[0].next, d.now, {}, true});
+    std::string k = key_on(d.core, 2);
+    CHECK(Driver::all<act::Send>(d.step(ev::Txn{1, "", put(k), false})).empty());
+    d.now = 6999;
+    CHECK(Driver::all<act::Send>(d.step(ev::Tick{})).empty());
+    CHECK(d.core.members().epoch == 1);
+    d.now = 7000;
+    a = d.step(ev::Tick{});
+    CHECK(d.core.members().epoch == 2);
+    CHECK(d.core.exclusions() == 1);
+    auto sent = Driver::sent<protocol::Prepare>(a);
+    REQUIRE(sent.size() == 1);
+    CHECK(sent[0] != 2);
+  }
+
+  TEST_CASE("a lost compare-and-swap adopts the store's membership instead") {
+    Driver d(shared());
+    confirm(d);
+    d.step(ev::LinkDown{2});
+    d.now = 5000;
+    auto puts = Driver::all<act::PutMembers>(d.step(ev::Tick{}));
+    REQUIRE(puts.size() == 1);
+    // Another leader marked slot 1 out first: ours did not land.
+    std::string theirs = with_state(d.core, 1, membership::State::out);
+    d.step(ev::MembersSeen{Status::ok(), theirs, d.now, {}, true});
+    d.now = 7000;
+    d.step(ev::Tick{});
+    CHECK(d.core.members_text() == theirs);
+    CHECK(d.core.adopted() == 1);
+    CHECK(d.core.members().slots[1].state == membership::State::out);
+    // Slot 2 stays: with slot 1 out, a key on 1 and 2 would have no in-sync copy.
+    CHECK(d.core.members().slots[2].state == membership::State::in_sync);
+  }
+
+  TEST_CASE(
+      "a decision refused as of an old membership is taken again if its votes cover the new") {
+    Driver d(shared(0));
+    confirm(d);
+    std::string t1 = d.begin(1, "", put("a"));
+    for (size_t p = 0; p < 3; ++p) d.step(ev::Vote{t1, p, Driver::yes()});
+    // The store moved on: slot 2 out (every one of t1's writers voted: it still holds).
+    std::string out2 = with_state(d.core, 2, membership::State::out);
+    d.step(ev::MembersSeen{Status::ok(), out2, -1, {}, false});
+    auto a = d.step(ev::Refused{t1, true});
+    CHECK(Driver::all<act::Append>(a).empty());  // waits for the change to take effect
+    d.now = 2000;
+    a = d.step(ev::Tick{});
+    auto ap = Driver::all<act::Append>(a);
+    REQUIRE(ap.size() == 1);
+    CHECK(ap[0].type == k_rec_commit);
+    CHECK(d.core.redecided() == 1);
+    // One prepared without a slot the new membership writes to: aborted.
+    Driver e(shared(0));
+    confirm(e);
+    e.step(ev::LinkDown{2});
+    e.now = 5000;
+    auto puts = Driver::all<act::PutMembers>(e.step(ev::Tick{}));
+    REQUIRE(puts.size() == 1);
+    e.step(ev::MembersSeen{Status::ok(), puts[0].next, e.now, {}, true});
+    e.now = 7000;
+    e.step(ev::Tick{});
+    REQUIRE(e.core.members().slots[2].state == membership::State::out);
+    confirm(e);
+    std::string t2 = e.begin(2, "", put("b"));
+    e.step(ev::Vote{t2, 0, Driver::yes()});
+    e.step(ev::Vote{t2, 1, Driver::yes()});
+    // Meanwhile slot 2 came back as a learner: t2 never asked it.
+    auto rejoined = Driver::all<act::PutMembers>(e.step(ev::LinkUp{2}));
+    REQUIRE(rejoined.size() == 1);
+    e.step(ev::MembersSeen{Status::ok(), rejoined[0].next, e.now, {}, true});
+    REQUIRE(e.core.members().slots[2].state == membership::State::catching_up);
+    auto r = Driver::reply_to(e.step(ev::Refused{t2, true}), 2);
+    REQUIRE(r);
+    CHECK(r->kind == ClientReply::aborted);
+    CHECK(r->code == "MEMBERSHIP");
+  }
+
+  TEST_CASE("reads wait while the store has not confirmed the membership within the lease") {
+    Driver d(shared());
+    confirm(d);
+    d.now = 999;
+    CHECK(Driver::sent<protocol::Read>(d.step(ev::Get{1, "k"})).size() == 1);
+    d.now = 1000;
+    auto a = d.step(ev::Get{2, "k"});
+    CHECK(Driver::all<act::Send>(a).empty());
+    CHECK_FALSE(Driver::reply_to(a, 2));
+    // The store's word comes: the read runs.
+    a = d.step(ev::MembersSeen{Status::ok(), d.core.members_text(), d.now, {"L"}, false});
+    CHECK(Driver::sent<protocol::Read>(a).size() == 1);
+    // With the store unreachable it fails at once.
+    d.now = 5000;
+    d.step(ev::StoreHealth{false});
+    auto r = Driver::reply_to(d.step(ev::Get{3, "k"}), 3);
+    REQUIRE(r);
+    CHECK(r->code == "UNAVAILABLE");
+  }
+
+  TEST_CASE("a learner's vote counts, and only the lowest live leader copies to it") {
+    Driver d(shared(0));
+    confirm(d, {"K", "L"});
+    // Another leader marked slot 2 out, then catching-up.
+    std::string out2 = with_state(d.core, 2, membership::State::out);
+    d.step(ev::MembersSeen{Status::ok(), out2, d.now, {"K", "L"}, false});
+    d.now = 2000;
+    d.step(ev::Tick{});
+    std::string back = with_state(d.core, 2, membership::State::catching_up);
+    auto a = d.step(ev::MembersSeen{Status::ok(), back, d.now, {"K", "L"}, false});
+    REQUIRE(d.core.members().slots[2].state == membership::State::catching_up);
+    CHECK(Driver::sent<protocol::SyncBegin>(a).empty());  // "K" < "L": not this leader
+    CHECK_FALSE(d.core.catching_up());
+    // The lowest id is gone: this leader copies.
+    a = d.step(ev::MembersSeen{Status::ok(), d.core.members_text(), d.now, {"L", "M"}, false});
+    CHECK(Driver::sent<protocol::SyncBegin>(a) == std::vector<size_t>{2});
+    // A learner's NO aborts: another leader's copy cannot know it missed this write.
+    std::string t = d.begin(1, "", put("w"));
+    d.step(ev::Vote{t, 0, Driver::yes()});
+    d.step(ev::Vote{t, 1, Driver::yes()});
+    auto r = Driver::reply_to(d.step(ev::Vote{t, 2, {protocol::Vote::no, "CONFLICT", "x", 0}}), 1);
+    REQUIRE(r);
+    CHECK(r->kind == ClientReply::aborted);
+  }
+}
