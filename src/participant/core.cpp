@@ -250,6 +250,7 @@ void Core::on(int64_t, int64_t wall, ev::Prepare& e, Actions& out) {
   p.ops = std::move(m.ops);
   p.prepared_at_ms = wall;
   if (m_sync) p.sync_pass = m_sync->seq;
+  p.learner = m.learner;
   std::string record = encode_prepared(p);
   // A vote is a promise to remember: never vote YES on what the log cannot hold.
   if (record.size() > txlog::k_max_payload)
@@ -386,10 +387,11 @@ void Core::commit(const std::string& txid, ClientId client, Actions& out) {
   // Applied in the next batch: COMMITs that arrive in one turn share one store transaction.
   m_commit_queue.push_back(txid);
   // A copy under way leaves the keys this commit writes alone, when it was prepared since the
-  // copy began: it may be newer than a page. (One prepared before is older than every page:
-  // a source's page is read after the copy began, once the source applied it; and a page
+  // copy began or as a learner: it may be newer than a page (a source may not even have
+  // prepared it when its page was read). (One prepared before, not as a learner, was decided
+  // before the copy began: a source's page is read once the source applied it; and a page
   // that finds its key still locked here waits.)
-  if (m_sync && p.sync_pass == m_sync->seq)
+  if (m_sync && (p.sync_pass == m_sync->seq || p.learner))
     for (auto& op : p.ops)
       if (op.is_write()) m_sync->dirty.insert(op.key);
   out.flush = true;

@@ -97,6 +97,7 @@ struct Prepared {
   bool applying = false;       // decided COMMIT: queued for, or in, a store batch
   bool applied = false;        // in the store; COMMITTED record being forced
   uint64_t sync_pass = 0;      // the copy pass under way when it was prepared (0: none)
+  bool learner = false;        // prepared as a learner (PREPARE learner=1; not logged)
 };
 
 std::string encode_prepared(const Prepared& p);

@@ -680,6 +680,25 @@ TEST_SUITE("participant catch-up") {
     CHECK_FALSE(s.m_data.count(gone));
   }
 
+  TEST_CASE("a write prepared as a learner before the pass, committed during it, is not undone") {
+    // Its PREPARE may reach a source after that source's page was read: the page is older.
+    store::MemStore s;
+    Driver d(s);
+    auto m = membership::Membership::initial({"a:1", "b:2"}, 0);
+    d.step(ev::Members{0, m});
+    protocol::Prepare p{"L.1.1", "L", "127.0.0.1:9", put("k", "new"), ""};
+    p.learner = true;
+    d.step(ev::Prepare{1, std::move(p), "L-node"});
+    d.durable(k_rec_prepared, "L.1.1");
+    d.step(ev::SyncBegin{2, protocol::SyncBegin{"p1", {1}}});
+    d.commit(3, "L.1.1");
+    REQUIRE(s.m_data.at("k") == "new");
+    protocol::Sync page{"p1", 1, "", "", false, {{"k", "old"}}, true};
+    d.step(ev::Sync{4, page});
+    CHECK(d.reply(4) == "ACK");
+    CHECK(s.m_data.at("k") == "new");
+  }
+
   TEST_CASE("a page waits while a prepared write holds a key of its range, and needs its pass") {
     store::MemStore s;
     Driver d(s);
