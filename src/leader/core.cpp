@@ -409,7 +409,8 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
     size_t bound = 128 + txid.size() + m_cfg.id.size() + m_cfg.advertise.size() + e.rid.size();
     for (auto& op : mine) bound += 16 + 3 * (op.key.size() + op.value.size());
     if (bound <= m_peer_max_line[p]) continue;  // cannot be too long, whatever the escaping
-    size_t len = protocol::encode(protocol::Prepare{txid, m_cfg.id, m_cfg.advertise, mine, e.rid})
+    size_t len = protocol::encode(protocol::Prepare{txid, m_cfg.id, m_cfg.advertise, mine, e.rid,
+                                                    true, m_members.epoch})
                      .size() +
                  24;  // "@TAG " and the newline
     if (len > m_peer_max_line[p]) {
@@ -444,8 +445,10 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
             fmt::format("PREPARE sent to participant {}{}", m_cfg.peers[p],
                         learner ? " (a learner: catching up)" : ""),
             out);
-    out.list.push_back(act::Send{
-        p, protocol::Prepare{txid, m_cfg.id, m_cfg.advertise, std::move(mine), e.rid, learner}, 0});
+    out.list.push_back(act::Send{p,
+                                 protocol::Prepare{txid, m_cfg.id, m_cfg.advertise, std::move(mine),
+                                                   e.rid, learner, m_members.epoch},
+                                 0});
   }
   if (!e.rid.empty()) remember(e.rid, Decision::pending, txid, digest);
 }
@@ -1151,7 +1154,8 @@ void Core::catchup_send(int64_t now, Actions& out) {
       // (its reply) and the learner (the SYNC): escaped (at most three bytes a byte) they fit.
       size_t line = std::min(m_peer_max_line[q], m_peer_max_line[c.slot]);
       uint64_t bytes = std::max<size_t>(1, line / 4 > 1024 ? line / 4 - 1024 : 1);
-      out.list.push_back(act::Send{q, protocol::Scan{"", c.after, 1000, bytes, ""}, c.id});
+      out.list.push_back(
+          act::Send{q, protocol::Scan{"", c.after, 1000, bytes, "", m_members.epoch}, c.id});
       return;
     }
     case CatchUp::done: {
@@ -1279,7 +1283,7 @@ void Core::try_read(uint64_t id, Actions& out) {
     m_reads.erase(id);
     return;
   }
-  out.list.push_back(act::Send{r.order[r.next], protocol::Read{r.key}, id});
+  out.list.push_back(act::Send{r.order[r.next], protocol::Read{r.key, m_members.epoch}, id});
 }
 
 void Core::on(int64_t, ev::ReadReply& e, Actions& out) {
@@ -1375,8 +1379,8 @@ void Core::start_scan(uint64_t id, Actions& out) {
   }
   const auto& r = s.req;
   for (size_t p : s.parts)
-    out.list.push_back(
-        act::Send{p, protocol::Scan{r.prefix, r.after, r.limit, r.max_bytes, s.watch}, id});
+    out.list.push_back(act::Send{
+        p, protocol::Scan{r.prefix, r.after, r.limit, r.max_bytes, s.watch, m_members.epoch}, id});
 }
 
 void Core::on(int64_t now, ev::ScanReply& e, Actions& out) {

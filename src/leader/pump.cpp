@@ -60,6 +60,15 @@ void Server::reply(ClientId client, const ClientReply& r) {
   m_waiting.erase(it);
 }
 
+void Server::after_step() {
+  // A new membership epoch: every participant hears it (one that was given it by another
+  // leader refused this leader's older JOIN, and takes this one).
+  if (m_core->members().epoch == m_join_epoch) return;
+  m_join_epoch = m_core->members().epoch;
+  ++m_pins_gen;
+  resend_joins();
+}
+
 void Server::note_error(const std::string& text) { log::error("{}", text); }
 void Server::warn(const std::string& text) { log::warn("{}", text); }
 

@@ -99,6 +99,7 @@ class Server : private Io {
   void warn(const std::string& text) override;
   void after(int64_t ms, std::function<void()> f) override;
   void wake_at(int64_t at_ms) override { m_wake.arm(at_ms); }
+  void after_step() override;
   void on_trace(const std::string& id, protocol::Reply reply, int64_t deadline_ms);
   void on_stats(protocol::Reply reply);
   // Whether DIR/participants is still to be written; throws if it records another set.
@@ -133,7 +134,8 @@ class Server : private Io {
     std::string node;  // its node id; empty: not yet seen
   };
   std::vector<Pin> m_pins;
-  uint64_t m_pins_gen = 0;           // bumped at every change of m_pins
+  uint64_t m_pins_gen = 0;           // bumped at every change of m_pins, and of the epoch
+  uint64_t m_join_epoch = 0;         // the membership epoch the last JOINs carried
   std::vector<uint64_t> m_join_gen;  // the m_pins_gen each participant's last JOIN carried
   std::unique_ptr<Core> m_core;
   // --metrics-addr: null without (nothing is counted then). Before the log: the log's writer

@@ -155,10 +155,11 @@ std::string encode_join(const Membership& m) {
   for (auto& x : m.members)
     b.raw(x.addr).raw(x.id.empty() ? "-" : x.id).raw(x.node.empty() ? "-" : x.node);
   if (!m.store.empty()) b.raw("store=" + m.store);
+  if (m.epoch) b.raw(fmt::format("epoch={}", m.epoch));
   return b.str();
 }
 
-Result<Membership> decode_join(const std::vector<std::string_view>& t) {
+Result<Membership> decode_join(std::vector<std::string_view> t) {
   const Status bad =
       Status::error("PROTO", "usage: JOIN CLUSTER SLOT REPLICAS N {ADDR ID NODE}...");
   if (t.size() < 5 || t[0] != "JOIN") return bad;
@@ -167,11 +168,18 @@ Result<Membership> decode_join(const std::vector<std::string_view>& t) {
   auto slot = parse_int(t[2]), replicas = parse_int(t[3]), n = parse_int(t[4]);
   if (!is_uuid(m.cluster) || !slot || !replicas || !n || *n < 1 || *n > 100000 || *slot < 0 ||
       *slot >= *n || *replicas < 0 || t.size() < 5 + 3 * static_cast<size_t>(*n) ||
-      t.size() > 6 + 3 * static_cast<size_t>(*n))
+      t.size() > 7 + 3 * static_cast<size_t>(*n))
     return bad;
   m.slot = static_cast<size_t>(*slot);
   m.replicas = static_cast<size_t>(*replicas);
   size_t end = 5 + 3 * static_cast<size_t>(*n);
+  if (t.size() > end && t.back().substr(0, 6) == "epoch=") {
+    auto e = parse_int(t.back().substr(6));
+    if (!e || *e < 1) return bad;
+    m.epoch = static_cast<uint64_t>(*e);
+    t.pop_back();
+  }
+  if (t.size() > end + 1) return bad;
   if (t.size() == end + 1) {
     if (t[end].substr(0, 6) != "store=" || t[end].size() == 6) return bad;
     m.store = std::string(t[end].substr(6));

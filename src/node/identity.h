@@ -83,10 +83,11 @@ struct Membership {
   size_t replicas = 0;  // 0: every participant holds every key
   std::vector<Member> members;
   std::string store;  // the decision store's cluster: "etcd/NAME"; "": the leader's own log
+  uint64_t epoch = 0;  // the leader's membership epoch ("epoch=N"; 0: unsaid)
 };
 std::string encode_join(const Membership& m);
 // Takes the split tokens of a JOIN line; error PROTO names what is wrong.
-Result<Membership> decode_join(const std::vector<std::string_view>& t);
+Result<Membership> decode_join(std::vector<std::string_view> t);
 
 // How the view of the cluster in `offered` (a leader's JOIN) differs from the one this
 // participant was admitted with (`admitted`): the cluster, its own place, the participants'

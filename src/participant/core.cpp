@@ -109,6 +109,11 @@ void Core::recover(const txlog::Record& rec) {
     std::string txid;
     TPC_CHECK(d.str(&txid) && d.done(), "undecodable REPORTED record");
     if (auto h = m_heuristic.find(txid); h != m_heuristic.end()) h->second.reported = true;
+  } else if (rec.type == k_rec_epoch) {
+    txlog::Decoder d(rec.payload);
+    uint64_t e = 0;
+    TPC_CHECK(d.u64(&e) && d.done(), "undecodable EPOCH record");
+    m_epoch = std::max(m_epoch, e);
   } else if (rec.type == k_rec_committed || rec.type == k_rec_aborted) {
     txlog::Decoder d(rec.payload);
     std::string txid;
@@ -210,6 +215,7 @@ void Core::on(int64_t, int64_t wall, ev::Prepare& e, Actions& out) {
   }
   if (m_recent_aborted.contains(m.txid))
     return refuse(no("ABORTED", "transaction was already aborted here"));
+  if (!epoch_ok(m.epoch, out)) return refuse(no("EPOCH", epoch_refusal(m.epoch)));
   // A late copy of the PREPARE of a transaction committed here: it voted YES already.
   if (m_recent_committed.contains(m.txid)) return reply(out, e.client, yes(0));
   // Locks first: a held lock is an immediate NO (no waiting, so no deadlock).
@@ -293,7 +299,29 @@ void Core::on(int64_t, int64_t, ev::Durable& e, Actions& out) {
   }
 }
 
-void Core::on(int64_t, int64_t, ev::Members& e, Actions&) { m_members = std::move(e); }
+void Core::on(int64_t, int64_t, ev::Members& e, Actions& out) {
+  epoch_ok(e.epoch, out);  // (the server refused an older one)
+  m_members = std::move(e);
+}
+
+bool Core::epoch_ok(uint64_t e, Actions& out) {
+  if (e == 0 || e == m_epoch) return true;  // unsaid (a client's READ, an older leader)
+  if (e < m_epoch) {
+    ++m_epoch_refusals;
+    return false;
+  }
+  m_epoch = e;
+  out.list.push_back(
+      act::Append{act::Append::none, k_rec_epoch, txlog::Encoder().u64(e).data(), ""});
+  return true;
+}
+
+std::string Core::epoch_refusal(uint64_t e) const {
+  return fmt::format(
+      "this participant was given membership epoch {}; this request is of epoch "
+      "{}: its leader has not taken the newer membership yet",
+      m_epoch, e);
+}
 
 void Core::on(int64_t, int64_t, ev::SyncBegin& e, Actions& out) {
   if (!m_sync || m_sync->pass != e.msg.pass)
@@ -576,6 +604,10 @@ void Core::report_heuristics(int64_t now, Actions& out) {
 // --- reads --------------------------------------------------------------------------------
 
 void Core::on(int64_t now, int64_t, ev::Read& e, Actions& out) {
+  if (!epoch_ok(e.epoch, out))
+    return reply(
+        out, e.client,
+        protocol::ReadReply{protocol::ReadReply::error, "", "EPOCH", epoch_refusal(e.epoch)});
   read(e.client, e.key, now, now + m_cfg.read_timeout_ms, out);
 }
 
@@ -624,6 +656,12 @@ void Core::wake_readers(const std::vector<std::string>& keys, Actions& out) {
 // --- scans --------------------------------------------------------------------------------
 
 void Core::on(int64_t now, int64_t, ev::Scan& e, Actions& out) {
+  if (!epoch_ok(e.msg.epoch, out)) {
+    protocol::ScanReply r;
+    r.code = "EPOCH";
+    r.detail = epoch_refusal(e.msg.epoch);
+    return reply(out, e.client, std::move(r));
+  }
   list(Lister{e.client, std::move(e.msg), std::move(e.from), now + m_cfg.read_timeout_ms, {}}, now,
        out);
 }
@@ -819,6 +857,7 @@ void Core::on(int64_t, int64_t, ev::LogFull&, Actions& out) {
   // already in the store: the executor makes the store durable before the rewrite, and a
   // later COMMIT for them is acknowledged as already applied.
   act::Rewrite rw;
+  if (m_epoch) rw.live.push_back({k_rec_epoch, txlog::Encoder().u64(m_epoch).data()});
   for (auto& [txid, p] : m_prepared)
     if (!p.applied) rw.live.push_back({k_rec_prepared, encode_prepared(p)});
   // Heuristic decisions stay visible for good (they are few, and an operator must see them),

@@ -58,15 +58,15 @@ enum RecordType : uint8_t {
                         // id, relayed (u8), reported (u8)]: an operator's resolution (forced)
   k_rec_reported = 5,   // txid: the leader heard of that heuristic decision (not forced: a
                         // lost one only means reporting it again)
+  k_rec_epoch = 6,      // u64: the newest membership epoch a leader gave (not forced: the
+                        // next forced record, a PREPARED, makes it durable)
 };
 
 // Every record type of the participant's log with its name (docs/log-format.md has a row for
 // each; a unit test checks it). The server opens its log with these types only.
-inline constexpr std::pair<uint8_t, const char*> k_records[] = {{k_rec_prepared, "PREPARED"},
-                                                                {k_rec_committed, "COMMITTED"},
-                                                                {k_rec_aborted, "ABORTED"},
-                                                                {k_rec_heuristic, "HEURISTIC"},
-                                                                {k_rec_reported, "REPORTED"}};
+inline constexpr std::pair<uint8_t, const char*> k_records[] = {
+    {k_rec_prepared, "PREPARED"},   {k_rec_committed, "COMMITTED"}, {k_rec_aborted, "ABORTED"},
+    {k_rec_heuristic, "HEURISTIC"}, {k_rec_reported, "REPORTED"},   {k_rec_epoch, "EPOCH"}};
 
 // An outcome an operator gave a prepared transaction here (tpc client resolve). It is kept
 // for good: a later COMMIT or ABORT that contradicts it is answered with it, and it is
@@ -134,6 +134,7 @@ struct Abort {
 struct Read {
   ClientId client = 0;
   std::string key;
+  uint64_t epoch = 0;  // the leader's membership epoch (0: unsaid, a client's)
 };
 // SCAN: keys under a prefix in key order, waiting (as Read does) while a prepared transaction
 // writes a key in the range answered for; new writes there are refused meanwhile. With a
@@ -181,6 +182,7 @@ struct LeaderSeen {
 struct Members {
   size_t slot = 0;
   membership::Membership members;
+  uint64_t epoch = 0;  // the leader's membership epoch (0: unsaid)
 };
 // SYNCBEGIN: a copy pass starts (docs/membership.md); the keys commits write from now on are
 // left alone by its pages.
@@ -281,6 +283,10 @@ class Core {
                                              [](const auto& p) { return !p.second.applying; }));
   }
   const Prepared* find(const std::string& txid) const;
+  // The newest membership epoch a leader gave (PREPARE, READ, SCAN, JOIN): requests of an
+  // older one are refused (ERR EPOCH; docs/membership.md). 0: none yet.
+  uint64_t epoch() const { return m_epoch; }
+  uint64_t epoch_refusals() const { return m_epoch_refusals; }
   const std::map<std::string, Heuristic>& heuristics() const { return m_heuristic; }
   // Heuristic decisions made without the leader (resolve --force), as status counts them.
   size_t forced_heuristics() const {
@@ -363,6 +369,12 @@ class Core {
   std::map<std::string, Resolver> m_resolvers;  // HEURISTIC being forced
   std::vector<std::string> m_commit_queue;  // decided COMMIT, waiting for the next batch
   std::optional<ev::Members> m_members;     // as admitted (JOIN)
+  uint64_t m_epoch = 0;
+  uint64_t m_epoch_refusals = 0;
+  // Whether a request of epoch `e` may run: not older than m_epoch. A newer one is recorded
+  // (an EPOCH record, made durable by the next forced one).
+  bool epoch_ok(uint64_t e, Actions& out);
+  std::string epoch_refusal(uint64_t e) const;
   uint64_t m_sync_passes = 0;               // copy passes begun (a Prepared's sync_pass)
   struct SyncPass {
     uint64_t seq = 0;

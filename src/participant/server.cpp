@@ -196,7 +196,7 @@ void Server::handle(const std::string& line, Reply reply) {
   } else if (verb == "READ") {
     auto m = protocol::decode_read(t);
     if (!m) return fail(m.status());
-    step(ev::Read{client(reply), std::move(m->key)});
+    step(ev::Read{client(reply), std::move(m->key), m->epoch});
   } else if (verb == "SCAN") {
     auto m = protocol::decode_scan(t);
     if (!m) return fail(m.status());
@@ -273,6 +273,13 @@ void Server::on_join(const std::vector<std::string_view>& t, Reply reply) {
                                         peer.cert, fmt::join(peer.cert_hosts, ", "),
                                         peer.advertise.empty() ? "none" : peer.advertise));
   }
+  // A leader whose membership is older than one this participant was given has not taken a
+  // change another leader made (or its log is older than the cluster's): it must not use
+  // this participant until it has.
+  if (m->epoch && m->epoch < m_core->epoch())
+    return fail("EPOCH", fmt::format("this participant was given membership epoch {}, the "
+                                     "leader's is {}: it has not taken the newer membership",
+                                     m_core->epoch(), m->epoch));
   if (m->members[m->slot].node != m_ident.node)
     return fail("IDENTITY", fmt::format("the leader admits node {} at this place, not this "
                                         "node {}",
@@ -289,7 +296,7 @@ void Server::on_join(const std::vector<std::string_view>& t, Reply reply) {
     step(ev::LeaderSeen{adv});
   std::vector<std::string> addrs;
   for (auto& x : m->members) addrs.push_back(x.addr);
-  step(ev::Members{m->slot, membership::Membership::initial(addrs, m->replicas)});
+  step(ev::Members{m->slot, membership::Membership::initial(addrs, m->replicas), m->epoch});
   std::string line = node::encode_join(*m);
   if (line != m_membership) {
     txlog::write_file_atomic(m_cfg.data_dir + "/membership", line + "\n");
@@ -408,13 +415,13 @@ void Server::on_backup(const std::vector<std::string_view>& t, Reply reply) {
 
 void Server::on_stats(Reply reply) {
   auto ls = m_log->stats();
-  reply.send(
-      fmt::format("STATS id={} cluster={} node={} keys={} committed={} aborted={} in_doubt={} "
-                  "applying={} heuristic={} log_bytes={} log_syncs={} uptime_ms={}",
-                  m_cfg.id, m_ident.cluster.empty() ? "-" : m_ident.cluster, m_ident.node,
-                  m_store->key_count(), m_core->committed_count(), m_core->aborted_count(),
-                  m_core->prepared().size(), m_core->prepared().size() - m_core->in_doubt(),
-                  m_core->forced_heuristics(), ls.bytes, ls.syncs, now_ms() - m_started_ms));
+  reply.send(fmt::format(
+      "STATS id={} cluster={} node={} keys={} committed={} aborted={} in_doubt={} "
+      "applying={} heuristic={} log_bytes={} log_syncs={} uptime_ms={} epoch={}",
+      m_cfg.id, m_ident.cluster.empty() ? "-" : m_ident.cluster, m_ident.node, m_store->key_count(),
+      m_core->committed_count(), m_core->aborted_count(), m_core->prepared().size(),
+      m_core->prepared().size() - m_core->in_doubt(), m_core->forced_heuristics(), ls.bytes,
+      ls.syncs, now_ms() - m_started_ms, m_core->epoch()));
 }
 
 void Server::on_indoubt(Reply reply) {

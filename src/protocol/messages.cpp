@@ -78,22 +78,38 @@ std::string rest_after(std::string_view line, size_t n) {
   return unescape_text(line.substr(i));
 }
 
+namespace {
+// "epoch=N", N a positive count.
+Result<uint64_t> parse_epoch(std::string_view token) {
+  auto n = token.substr(0, 6) == "epoch=" ? parse_int(token.substr(6)) : std::nullopt;
+  if (!n || *n < 1) return Status::error("PROTO", "epoch=N: N must be a positive count");
+  return static_cast<uint64_t>(*n);
+}
+}  // namespace
+
 std::string encode(const Prepare& m) {
   LineBuilder b("PREPARE");
   b.raw(m.txid).raw(m.leader).raw(m.leader_addr);
   if (!m.rid.empty()) b.raw("rid=" + m.rid);
   if (m.learner) b.raw("learner=1");
+  if (m.epoch) b.raw(fmt::format("epoch={}", m.epoch));
   append_ops(b, m.ops);
   return b.str();
 }
 std::string encode(const Commit& m) { return "COMMIT " + m.txid; }
 std::string encode(const Abort& m) { return "ABORT " + m.txid; }
-std::string encode(const Read& m) { return LineBuilder("READ").arg(m.key).str(); }
+std::string encode(const Read& m) {
+  LineBuilder b("READ");
+  b.arg(m.key);
+  if (m.epoch) b.raw(fmt::format("epoch={}", m.epoch));
+  return b.str();
+}
 std::string encode(const Scan& m) {
   LineBuilder b("SCAN");
   b.arg(m.prefix).arg(m.after).num(static_cast<long long>(m.limit));
   b.num(static_cast<long long>(m.max_bytes));
   if (!m.watch.empty()) b.raw(m.watch);
+  if (m.epoch) b.raw(fmt::format("epoch={}", m.epoch));
   return b.str();
 }
 std::string encode(const ScanCheck& m) { return "SCANCHECK " + m.watch; }
@@ -192,6 +208,12 @@ Result<Prepare> decode_prepare(const std::vector<std::string_view>& t) {
     m.learner = true;
     ++first_op;
   }
+  if (first_op < t.size() && t[first_op].substr(0, 6) == "epoch=") {
+    auto e = parse_epoch(t[first_op]);
+    if (!e) return e.status();
+    m.epoch = *e;
+    ++first_op;
+  }
   auto ops = parse_ops(t, first_op);
   if (!ops) return ops.status();
   m.ops = std::move(*ops);
@@ -230,16 +252,30 @@ Result<OutcomeQuery> decode_outcome_query(const std::vector<std::string_view>& t
   return q;
 }
 
-Result<Read> decode_read(const std::vector<std::string_view>& t) {
-  if (t.size() != 2) return Status::error("PROTO", "usage: READ KEY");
+Result<Read> decode_read(std::vector<std::string_view> t) {
+  uint64_t epoch = 0;
+  if (t.size() == 3) {
+    auto e = parse_epoch(t[2]);
+    if (!e) return e.status();
+    epoch = *e;
+    t.pop_back();
+  }
+  if (t.size() != 2) return Status::error("PROTO", "usage: READ KEY [epoch=N]");
   auto key = decode_key(t[1]);
   if (!key) return key.status();
-  return Read{std::move(*key)};
+  return Read{std::move(*key), epoch};
 }
 
-Result<Scan> decode_scan(const std::vector<std::string_view>& t) {
+Result<Scan> decode_scan(std::vector<std::string_view> t) {
+  uint64_t epoch = 0;
+  if (t.size() > 5 && t.back().substr(0, 6) == "epoch=") {
+    auto e = parse_epoch(t.back());
+    if (!e) return e.status();
+    epoch = *e;
+    t.pop_back();
+  }
   if (t.size() != 5 && t.size() != 6)
-    return Status::error("PROTO", "usage: SCAN PREFIX AFTER LIMIT MAX-BYTES [WATCH]");
+    return Status::error("PROTO", "usage: SCAN PREFIX AFTER LIMIT MAX-BYTES [WATCH] [epoch=N]");
   auto prefix = unescape(t[1]);
   if (!prefix) return prefix.status();
   auto after = unescape(t[2]);
@@ -249,8 +285,12 @@ Result<Scan> decode_scan(const std::vector<std::string_view>& t) {
   if (!limit || *limit < 1 || static_cast<uint64_t>(*limit) > k_max_scan_limit)
     return Status::error("PROTO", fmt::format("SCAN: LIMIT must be 1 to {}", k_max_scan_limit));
   if (!bytes || *bytes < 1) return Status::error("PROTO", "SCAN: MAX-BYTES must be at least 1");
-  Scan m{std::move(*prefix), std::move(*after), static_cast<uint64_t>(*limit),
-         static_cast<uint64_t>(*bytes), ""};
+  Scan m{std::move(*prefix),
+         std::move(*after),
+         static_cast<uint64_t>(*limit),
+         static_cast<uint64_t>(*bytes),
+         "",
+         epoch};
   if (t.size() == 6) {
     if (!is_id(t[5])) return Status::error("PROTO", "SCAN: WATCH must be an id");
     m.watch = t[5];

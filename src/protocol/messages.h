@@ -17,13 +17,17 @@
 namespace tpc::protocol {
 
 // --- leader -> participant requests.
-struct Prepare {  // PREPARE TXID LEADER-ID LEADER-ADDR [rid=RID] [learner=1] OP...
+// PREPARE TXID LEADER-ID LEADER-ADDR [rid=RID] [learner=1] [epoch=N] OP...
+struct Prepare {
   std::string txid, leader, leader_addr;
   std::vector<Op> ops;
   std::string rid;  // the client's request id, for tracing a transaction afterwards
   // To a participant catching up (docs/membership.md): its vote does not count, and it does
   // not evaluate the conditions (its copies of other keys may be stale); it only writes.
   bool learner = false;
+  // The leader's membership epoch (0: unsaid): a participant that was given a newer one
+  // refuses (docs/membership.md).
+  uint64_t epoch = 0;
 };
 struct Commit {  // COMMIT TXID
   std::string txid;
@@ -31,17 +35,19 @@ struct Commit {  // COMMIT TXID
 struct Abort {  // ABORT TXID
   std::string txid;
 };
-struct Read {  // READ KEY
+struct Read {  // READ KEY [epoch=N]
   std::string key;
+  uint64_t epoch = 0;  // as Prepare's (a client's READ says none)
 };
 // SCAN PREFIX AFTER LIMIT MAX-BYTES [WATCH]: keys starting with PREFIX, after AFTER, in key
 // order. With WATCH (an id), the participant then watches the range it answered for, until
 // SCANCHECK WATCH says whether a transaction prepared a write in it since (docs/protocol.md).
-struct Scan {
+struct Scan {  // ... [epoch=N] last
   std::string prefix, after;
   uint64_t limit = 1;
   uint64_t max_bytes = 1;
-  std::string watch;  // "": none
+  std::string watch;   // "": none
+  uint64_t epoch = 0;  // as Prepare's
 };
 struct ScanCheck {  // SCANCHECK WATCH
   std::string watch;
@@ -174,9 +180,9 @@ Status check_request_id(std::string_view rid);
 // is wrong.
 Result<Prepare> decode_prepare(const std::vector<std::string_view>& t);
 Result<std::string> decode_txid_arg(const std::vector<std::string_view>& t);  // COMMIT/ABORT/...
-Result<Read> decode_read(const std::vector<std::string_view>& t);
+Result<Read> decode_read(std::vector<std::string_view> t);
 // SCAN's arguments: LIMIT 1 to k_max_scan_limit, MAX-BYTES at least 1, WATCH an id.
-Result<Scan> decode_scan(const std::vector<std::string_view>& t);
+Result<Scan> decode_scan(std::vector<std::string_view> t);
 Result<SyncBegin> decode_sync_begin(const std::vector<std::string_view>& t);
 Result<Sync> decode_sync(const std::vector<std::string_view>& t);
 Result<ScanCheck> decode_scan_check(const std::vector<std::string_view>& t);

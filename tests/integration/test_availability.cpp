@@ -96,6 +96,17 @@ void kill_write_rejoin(int replicas) {
   CHECK(json.out.find("{\"id\":\"3\",\"address\":\"" + c.participant_addr(2) +
                       "\",\"state\":\"in-sync\",\"keys\":") != std::string::npos);
   for (int i = 0; i < 60; ++i) w.put();
+  // Every participant works under the leader's epoch, and refuses an older one.
+  long epoch = leader_stat(c, "epoch");
+  CHECK(epoch >= 4);  // out, catching-up, in-sync
+  for (int i = 0; i < 3; ++i) CHECK(c.stat(i, "epoch") == epoch);
+  {
+    auto conn = client::Connection::open(c.participant_addr(2), 1000);
+    REQUIRE(conn);
+    auto r = conn->call(fmt::format("READ av0 epoch={}", epoch - 1), 2000);
+    REQUIRE(r);
+    CHECK(r->rfind("ERR EPOCH", 0) == 0);
+  }
 
   // It serves every key it owns with the last acknowledged value: another participant
   // killed, every key read (through the leader, and straight from it).

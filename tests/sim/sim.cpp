@@ -1704,6 +1704,10 @@ Report Cluster::run() {
       if (l.core->adopted()) m_result.features.set(f_adopted);
       if (l.core->redecided()) m_result.features.set(f_redecided);
     }
+  for (auto& p : m_parts)
+    if (p.core) {
+      if (p.core->epoch_refusals()) m_result.features.set(f_epoch_refused);
+    }
   for (auto& [txid, t] : m_txns) {
     if (!t.decided_at) continue;
     std::set<std::string> written;

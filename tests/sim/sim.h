@@ -43,6 +43,7 @@ enum Feature {
   f_rejoins,        // a participant back in-sync after catching up
   f_adopted,        // a leader took a membership change another made (shared store)
   f_redecided,      // a decision refused as of an old membership, taken again under the new
+  f_epoch_refused,  // a participant refused a request of an older membership epoch
   k_feature_count
 };
 inline constexpr const char* k_feature_names[k_feature_count] = {"two leaders",
@@ -64,7 +65,8 @@ inline constexpr const char* k_feature_names[k_feature_count] = {"two leaders",
                                                                  "exclusions",
                                                                  "rejoins",
                                                                  "changes adopted",
-                                                                 "decisions taken again"};
+                                                                 "decisions taken again",
+                                                                 "older epochs refused"};
 
 struct Report {
   std::bitset<k_feature_count> features;

@@ -57,6 +57,14 @@ TEST_SUITE("identity") {
     REQUIRE(old.is_ok());
     CHECK(old->store.empty());
     CHECK(!node::decode_join(protocol::split(line + " x")).is_ok());
+    // And the leader's membership epoch.
+    m.epoch = 12;
+    auto with_epoch = node::decode_join(protocol::split(node::encode_join(m)));
+    REQUIRE(with_epoch.is_ok());
+    CHECK(with_epoch->epoch == 12);
+    CHECK(with_epoch->store == "etcd/prod");
+    CHECK(!node::decode_join(protocol::split(line + " epoch=0")).is_ok());
+    CHECK(!node::decode_join(protocol::split(line + " epoch=3 x")).is_ok());
     CHECK(!node::decode_join(protocol::split(node::encode_join(view({"a:1"})) + " store=local"))
                .is_ok());
   }

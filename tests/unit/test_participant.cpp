@@ -43,6 +43,12 @@ struct Driver {
     if (a.flush) step(ev::Flush{});
   }
   void step(Event e) { execute(core.step(now, now, std::move(e))); }
+  static std::vector<act::Rewrite> all_rewrites(const Actions& a) {
+    std::vector<act::Rewrite> out;
+    for (auto& x : a.list)
+      if (auto* r = std::get_if<act::Rewrite>(&x)) out.push_back(*r);
+    return out;
+  }
   // The reply given to client c (the last one), as its wire line.
   std::string reply(ClientId c) {
     for (auto it = replies.rbegin(); it != replies.rend(); ++it)
@@ -727,5 +733,48 @@ TEST_SUITE("participant catch-up") {
     d.step(ev::Prepare{1, p, "L-node"});
     d.durable(k_rec_prepared, "L.1.1");
     CHECK(d.reply(1) == "YES 7");
+  }
+}
+
+TEST_SUITE("participant epochs") {
+  TEST_CASE("requests of an older membership epoch are refused; a newer one is recorded once") {
+    store::MemStore s;
+    s.m_data["k"] = "v";
+    Driver d(s);
+    auto prep = [&](ClientId c, const std::string& txid, uint64_t epoch) {
+      protocol::Prepare p{txid, "L", "127.0.0.1:9", put("p" + txid, "x"), ""};
+      p.epoch = epoch;
+      d.step(ev::Prepare{c, std::move(p), "L-node"});
+    };
+    prep(1, "L.1.1", 3);
+    CHECK(d.core.epoch() == 3);
+    REQUIRE(d.log.size() == 2);  // the epoch, then the PREPARED that makes it durable
+    CHECK(d.log[0].type == k_rec_epoch);
+    CHECK(d.log[1].type == k_rec_prepared);
+    prep(2, "L.1.2", 3);
+    CHECK(d.log.size() == 3);  // the same epoch: not again
+    // Older: refused, and nothing written or locked.
+    prep(3, "L.1.3", 2);
+    CHECK(d.reply(3).rfind("NO EPOCH", 0) == 0);
+    CHECK(d.log.size() == 3);
+    CHECK_FALSE(d.core.find("L.1.3"));
+    d.step(ev::Read{4, "k", 2});
+    CHECK(d.reply(4).rfind("ERR EPOCH", 0) == 0);
+    d.step(ev::Scan{5, protocol::Scan{"", "", 10, 1000, "", 1}, "L-node"});
+    CHECK(d.reply(5).rfind("ERR EPOCH", 0) == 0);
+    // Unsaid (a client's READ) or current: served.
+    d.step(ev::Read{6, "k", 0});
+    CHECK(d.reply(6) == "VALUE v");
+    d.step(ev::Read{7, "k", 3});
+    CHECK(d.reply(7) == "VALUE v");
+    // A newer one through a JOIN's membership; kept by a rewrite and by recovery.
+    d.step(ev::Members{0, membership::Membership::initial({"a:1"}, 0), 5});
+    CHECK(d.core.epoch() == 5);
+    auto rw = Driver::all_rewrites(d.core.step(0, 0, ev::LogFull{}));
+    REQUIRE(rw.size() == 1);
+    store::MemStore s2;
+    Core again(CoreConfig{}, s2);
+    for (auto& r : rw[0].live) again.recover(r);
+    CHECK(again.epoch() == 5);
   }
 }

@@ -169,6 +169,29 @@ TEST_SUITE("protocol") {
     REQUIRE(back.is_ok());
     CHECK(back->learner);
     CHECK(back->ops == p.ops);
+    // The leader's membership epoch, on PREPARE, READ and SCAN (0: unsaid, not on the wire).
+    p.epoch = 42;
+    back = decode_prepare(split(encode(p)));
+    REQUIRE(back.is_ok());
+    CHECK(back->epoch == 42);
+    CHECK(back->learner);
+    CHECK(back->ops == p.ops);
+    CHECK_FALSE(decode_prepare(split("PREPARE 1.2.3 1 a:1 epoch=0 put k v")).is_ok());
+    CHECK_FALSE(decode_prepare(split("PREPARE 1.2.3 1 a:1 epoch=x put k v")).is_ok());
+    CHECK(encode(Read{"k", 0}) == "READ k");
+    auto rd = decode_read(split(encode(Read{"k", 7})));
+    REQUIRE(rd.is_ok());
+    CHECK(rd->key == "k");
+    CHECK(rd->epoch == 7);
+    CHECK_FALSE(decode_read(split("READ k epoch=")).is_ok());
+    CHECK_FALSE(decode_read(split("READ k v")).is_ok());
+    for (std::string watch : {"", "w1"}) {
+      auto sc = decode_scan(split(encode(Scan{"p", "a", 5, 100, watch, 9})));
+      REQUIRE(sc.is_ok());
+      CHECK(sc->watch == watch);
+      CHECK(sc->epoch == 9);
+      CHECK(sc->limit == 5);
+    }
     // A catching-up participant's copy (docs/membership.md).
     auto sb = decode_sync_begin(split(encode(SyncBegin{"1-2-3", {0, 2}})));
     REQUIRE(sb.is_ok());
