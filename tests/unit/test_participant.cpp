@@ -737,7 +737,7 @@ TEST_SUITE("participant catch-up") {
 }
 
 TEST_SUITE("participant epochs") {
-  TEST_CASE("requests of an older membership epoch are refused; a newer one is recorded once") {
+  TEST_CASE("requests of an older membership epoch are refused, and a newer one is recorded once") {
     store::MemStore s;
     s.m_data["k"] = "v";
     Driver d(s);
