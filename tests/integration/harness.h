@@ -142,6 +142,8 @@ std::unique_ptr<Process> start_second_leader(Cluster& c, const EtcdServer& e,
                                              const std::vector<std::string>& extra = {});
 // A numeric field of the STATS line of the node at `addr` (-1: no answer, or no such field).
 long stat_at(const std::string& addr, const std::string& field);
+// A reply that is ERR DENIED (a role refused).
+inline bool denied(const Result<std::string>& r) { return r && r->rfind("ERR DENIED", 0) == 0; }
 // The leader at `addr` answers STATS and sees `n` participants up.
 bool leader_ready(const std::string& addr, int n = 2);
 

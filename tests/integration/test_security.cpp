@@ -40,7 +40,6 @@ client::Connection stranger(Cluster& c, int i, const std::string& role, bool joi
   }
   return std::move(*conn);
 }
-bool denied(const Result<std::string>& r) { return r && r->rfind("ERR DENIED", 0) == 0; }
 }  // namespace
 
 namespace {

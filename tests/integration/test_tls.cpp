@@ -19,7 +19,6 @@ using namespace tpc::it;
 namespace fs = std::filesystem;
 
 namespace {
-bool denied(const Result<std::string>& r) { return r && r->rfind("ERR DENIED", 0) == 0; }
 
 // Writes DIR/BASE.crt and .key: a certificate of `role` signed by DIR's CA, valid between
 // the two times (seconds from now).
