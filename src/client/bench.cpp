@@ -4,12 +4,13 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <boost/asio.hpp>
 #include <cctype>
 #include <csignal>
 #include <cstdlib>
-#include <boost/asio.hpp>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -202,9 +203,19 @@ uint32_t pct(std::vector<uint32_t>& v, double p) {
 }
 }  // namespace
 
-int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
+namespace {
+// A leader the bench's clients connect to.
+struct Target {
+  tcp::endpoint ep;
+  std::string host;
+  std::shared_ptr<const tls::Context> tls;
+};
+
+// The bench's options into `cfg` (and `duration_ms`); an exit code when they are refused (or
+// --help was asked for).
+std::optional<int> parse_bench(const std::vector<std::string>& args, BenchConfig& cfg,
+                               int64_t& duration_ms) {
   CLI::App app{"tpc client bench: closed-loop load against the leader", "tpc client bench"};
-  BenchConfig cfg;
   app.add_option("--clients", cfg.clients, "concurrent clients (connections)")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
@@ -235,7 +246,7 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
     int rc = app.exit(e);
     return rc == 0 ? k_ok : k_usage;
   }
-  int64_t duration_ms = parse_duration_ms(cfg.duration);
+  duration_ms = parse_duration_ms(cfg.duration);
   if (duration_ms <= 0 || duration_ms > 7 * 86400 * 1000) {
     std::cerr << "bad --duration '" << cfg.duration
               << "': a time above 0 and at most a week, like 10s, 500ms or 1m\n";
@@ -243,14 +254,13 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
   }
   cfg.keep |= cfg.fill;  // a preload is meant to stay
   if (!cfg.keep) cfg.written.assign(static_cast<size_t>(cfg.keys), false);
-  // With several leaders listed, the clients are spread over them in turn.
-  asio::io_context io(1);
-  struct Target {
-    tcp::endpoint ep;
-    std::string host;
-    std::shared_ptr<const tls::Context> tls;
-  };
-  std::vector<Target> targets;
+  return std::nullopt;
+}
+
+// Every leader of --leader (the clients are spread over them in turn); an exit code when one
+// cannot be used.
+std::optional<int> resolve_targets(const Options& o, asio::io_context& io,
+                                   std::vector<Target>& targets) {
   for (const auto& addr : split_list(o.leader, ',')) {
     std::string host;
     uint16_t port;
@@ -280,10 +290,14 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
     std::cerr << "no leader address\n";
     return k_usage;
   }
-  Stats st;
-  st.lat_us.reserve(1 << 20);
+  return std::nullopt;
+}
+
+// The closed loop: `cfg.clients` workers until the duration is up (or the fill is done, or
+// Ctrl-C), with a progress line each second. Returns the seconds it ran.
+double run_load(asio::io_context& io, const std::vector<Target>& targets, BenchConfig& cfg,
+                int64_t duration_ms, Stats& st, std::vector<std::shared_ptr<Worker>>& workers) {
   bool stop = false;
-  std::vector<std::shared_ptr<Worker>> workers;
   for (int i = 0; i < cfg.clients; ++i) {
     const auto& t = targets[static_cast<size_t>(i) % targets.size()];
     workers.push_back(
@@ -336,6 +350,11 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
   io.run();
   double secs = std::max(0.001, (now_ms() - start) / 1000.0);
   if (!cfg.json) std::cerr << "\n";
+  return secs;
+}
+
+// The summary: one JSON line, or three lines for a person.
+void print_summary(const BenchConfig& cfg, Stats& st, double secs) {
   std::sort(st.lat_us.begin(), st.lat_us.end());
   uint64_t aborts = 0;
   std::string abort_list, abort_json;
@@ -366,40 +385,60 @@ int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
         ms(pct(st.lat_us, 50)), ms(pct(st.lat_us, 90)), ms(pct(st.lat_us, 99)),
         ms(pct(st.lat_us, 99.9)), ms(st.lat_us.empty() ? 0 : st.lat_us.back()));
   }
-  // Its keys go, in transactions of 100 deletes (a bounded effort: a minute at most).
+}
+
+// The keys the run wrote go, in transactions of 100 deletes (a bounded effort: a minute at
+// most).
+void remove_written(const Options& o, const BenchConfig& cfg) {
+  size_t removed = 0;
+  int64_t until = now_ms() + 60000;
+  if (auto c = Connection::open(o.leader, 3000)) {
+    protocol::LineBuilder b("TXN");
+    b.raw("-");
+    size_t n = 0;
+    auto flush = [&] {
+      // A conflict with a write still in flight when the run stopped: again, a little later.
+      for (int attempt = 0; n && attempt < 20 && now_ms() < until; ++attempt) {
+        auto r = c->call(b.str(), 10000);
+        if (r && r->rfind("COMMITTED", 0) == 0) {
+          removed += n;
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      b = protocol::LineBuilder("TXN");
+      b.raw("-");
+      n = 0;
+    };
+    for (size_t k = 0; k < cfg.written.size() && now_ms() < until; ++k) {
+      if (!cfg.written[k]) continue;
+      b.raw("del").raw(cfg.key_prefix + std::to_string(k));
+      if (++n == 100) flush();
+    }
+    flush();
+  }
+  size_t total = static_cast<size_t>(std::count(cfg.written.begin(), cfg.written.end(), true));
+  if (removed < total)
+    std::cerr << fmt::format("bench: {} of its {} keys removed; the rest remain under '{}'\n",
+                             removed, total, cfg.key_prefix);
+}
+}  // namespace
+
+int run_bench_cli(const Options& o, const std::vector<std::string>& args) {
+  BenchConfig cfg;
+  int64_t duration_ms = 0;
+  if (auto rc = parse_bench(args, cfg, duration_ms)) return *rc;
+  asio::io_context io(1);
+  std::vector<Target> targets;
+  if (auto rc = resolve_targets(o, io, targets)) return *rc;
+  Stats st;
+  st.lat_us.reserve(1 << 20);
+  std::vector<std::shared_ptr<Worker>> workers;
+  double secs = run_load(io, targets, cfg, duration_ms, st, workers);
+  print_summary(cfg, st, secs);
   if (!cfg.keep) {
     workers.clear();
-    size_t removed = 0;
-    int64_t until = now_ms() + 60000;
-    if (auto c = Connection::open(o.leader, 3000)) {
-      protocol::LineBuilder b("TXN");
-      b.raw("-");
-      size_t n = 0;
-      auto flush = [&] {
-        // A conflict with a write still in flight when the run stopped: again, a little later.
-        for (int attempt = 0; n && attempt < 20 && now_ms() < until; ++attempt) {
-          auto r = c->call(b.str(), 10000);
-          if (r && r->rfind("COMMITTED", 0) == 0) {
-            removed += n;
-            break;
-          }
-          std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        }
-        b = protocol::LineBuilder("TXN");
-        b.raw("-");
-        n = 0;
-      };
-      for (size_t k = 0; k < cfg.written.size() && now_ms() < until; ++k) {
-        if (!cfg.written[k]) continue;
-        b.raw("del").raw(cfg.key_prefix + std::to_string(k));
-        if (++n == 100) flush();
-      }
-      flush();
-    }
-    size_t total = static_cast<size_t>(std::count(cfg.written.begin(), cfg.written.end(), true));
-    if (removed < total)
-      std::cerr << fmt::format("bench: {} of its {} keys removed; the rest remain under '{}'\n",
-                               removed, total, cfg.key_prefix);
+    remove_written(o, cfg);
   }
   return st.errors > 0 && st.committed == 0 && st.reads == 0 ? k_unknown : k_ok;
 }
