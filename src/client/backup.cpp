@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -28,28 +29,15 @@ struct Part {
   uint64_t bytes = 0, keys = 0;
   Connection conn;
 };
-}  // namespace
 
-int run_backup(const Options& o, const std::string& dir, std::ostream& out, std::ostream& err) {
-  std::error_code ec;
-  if (fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
-    err << "backup: " << dir << " is not empty; name a new or empty directory\n";
-    return k_usage;
-  }
-  int64_t t0 = now_ms();
-  auto leader = Connection::open(o.leader, 3000, "admin");
-  if (!leader) {
-    err << "backup: leader " << o.leader << ": " << leader.status().message() << "\n";
-    return leader.status().code() == "CLUSTER" ? k_usage : k_unknown;
-  }
-  auto stats = leader->call("STATS", 5000);
-  auto peers = leader->call("PEERS", 5000);
-  if (!stats || !peers || stats->rfind("STATS ", 0) != 0 || peers->rfind("PEERS", 0) != 0) {
+// Every participant the leader lists, each up and connected as an admin; an exit code when
+// one is not.
+std::optional<int> open_parts(Connection& leader, std::vector<Part>& parts, std::ostream& err) {
+  auto peers = leader.call("PEERS", 5000);
+  if (!peers || peers->rfind("PEERS", 0) != 0) {
     err << "backup: the leader did not describe the cluster\n";
     return k_unknown;
   }
-  auto lf = protocol::parse_fields(*stats);
-  std::vector<Part> parts;
   for (auto& ps : protocol::parse_peers(*peers)) {
     if (ps.state != "up") {
       err << "backup: participant " << ps.addr << " is " << ps.state
@@ -69,11 +57,16 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
     p.conn = std::move(*c);
     p.conn.set_max_line(8 << 20);
   }
+  return std::nullopt;
+}
 
-  // The backup point: nothing in flight, new transactions held, every store copied.
+// The backup point: nothing in flight, new transactions held, every store copied where it is
+// (BACKUP); then the cluster runs again. `pause_ms`: how long new transactions were held.
+std::optional<int> copy_at_backup_point(Connection& leader, std::vector<Part>& parts,
+                                        int64_t& pause_ms, std::ostream& err) {
   int64_t paused_at = now_ms();
-  auto paused = leader->call("PAUSE 10000", 15000);
-  auto resume = [&] { (void)leader->call("RESUME", 5000); };
+  auto paused = leader.call("PAUSE 10000", 15000);
+  auto resume = [&] { (void)leader.call("RESUME", 5000); };
   if (!paused || *paused != "OK") {
     bool denied = paused && paused->rfind("ERR DENIED", 0) == 0;
     if (!denied) resume();
@@ -104,55 +97,88 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
     p.keys = static_cast<uint64_t>(*keys);
   }
   resume();
-  int64_t pause_ms = now_ms() - paused_at;
+  pause_ms = now_ms() - paused_at;
+  return std::nullopt;
+}
 
+// Fetches participant p's copy into DIR/participant-ID/data.db (durable before it is named
+// so) with its info file, and drops the copy there.
+std::optional<int> fetch_copy(Part& p, const std::string& dir, std::ostream& err) {
+  p.dir = dir + "/participant-" + p.id;
+  txlog::make_dirs(p.dir);
+  std::string tmp = p.dir + "/data.db.part";
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    uint64_t off = 0;
+    for (bool more = true; more;) {
+      auto r = p.conn.call(fmt::format("FETCH {} {}", off, 256 << 10), 30000);
+      auto ft = r ? protocol::split(*r) : std::vector<std::string_view>{};
+      auto data = ft.size() == 3 && ft[0] == "DATA" ? protocol::unescape(ft[2])
+                                                    : Result<std::string>(Status::error("X", ""));
+      if (!data) {
+        err << "backup: fetching from " << p.addr
+            << " failed: " << (r ? r->substr(0, 200) : r.status().message()) << "\n";
+        return k_unknown;
+      }
+      f.write(data->data(), static_cast<std::streamsize>(data->size()));
+      off += data->size();
+      more = ft[1] == "MORE";
+    }
+    if (!f || off != p.bytes) {
+      err << "backup: the copy from " << p.addr << " is " << off << " bytes, expected " << p.bytes
+          << "\n";
+      return k_unknown;
+    }
+  }
+  (void)p.conn.call("DROP", 5000);
+  txlog::write_file_atomic(
+      p.dir + "/info", fmt::format("participant {}\naddress {}\nkeys {}\nbytes {}\n", p.id, p.addr,
+                                   p.keys, p.bytes));
+  // Durable before it is named data.db.
+  int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  bool synced = fd >= 0 && ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!synced) {
+    err << "backup: cannot sync " << tmp << "\n";
+    return k_unknown;
+  }
+  std::error_code ec;
+  fs::rename(tmp, p.dir + "/data.db", ec);
+  if (ec) {
+    err << "backup: " << ec.message() << "\n";
+    return k_unknown;
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+int run_backup(const Options& o, const std::string& dir, std::ostream& out, std::ostream& err) {
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
+    err << "backup: " << dir << " is not empty; name a new or empty directory\n";
+    return k_usage;
+  }
+  int64_t t0 = now_ms();
+  auto leader = Connection::open(o.leader, 3000, "admin");
+  if (!leader) {
+    err << "backup: leader " << o.leader << ": " << leader.status().message() << "\n";
+    return leader.status().code() == "CLUSTER" ? k_usage : k_unknown;
+  }
+  auto stats = leader->call("STATS", 5000);
+  if (!stats || stats->rfind("STATS ", 0) != 0) {
+    err << "backup: the leader did not describe the cluster\n";
+    return k_unknown;
+  }
+  auto lf = protocol::parse_fields(*stats);
+  std::vector<Part> parts;
+  if (auto rc = open_parts(*leader, parts, err)) return *rc;
+  int64_t pause_ms = 0;
+  if (auto rc = copy_at_backup_point(*leader, parts, pause_ms, err)) return *rc;
   // The copies, fetched while the cluster runs again.
   txlog::make_dirs(dir);
   uint64_t total_keys = 0, total_bytes = 0;
   for (auto& p : parts) {
-    p.dir = dir + "/participant-" + p.id;
-    txlog::make_dirs(p.dir);
-    std::string tmp = p.dir + "/data.db.part";
-    {
-      std::ofstream f(tmp, std::ios::binary);
-      uint64_t off = 0;
-      for (bool more = true; more;) {
-        auto r = p.conn.call(fmt::format("FETCH {} {}", off, 256 << 10), 30000);
-        auto ft = r ? protocol::split(*r) : std::vector<std::string_view>{};
-        auto data = ft.size() == 3 && ft[0] == "DATA" ? protocol::unescape(ft[2])
-                                                      : Result<std::string>(Status::error("X", ""));
-        if (!data) {
-          err << "backup: fetching from " << p.addr
-              << " failed: " << (r ? r->substr(0, 200) : r.status().message()) << "\n";
-          return k_unknown;
-        }
-        f.write(data->data(), static_cast<std::streamsize>(data->size()));
-        off += data->size();
-        more = ft[1] == "MORE";
-      }
-      if (!f || off != p.bytes) {
-        err << "backup: the copy from " << p.addr << " is " << off << " bytes, expected " << p.bytes
-            << "\n";
-        return k_unknown;
-      }
-    }
-    (void)p.conn.call("DROP", 5000);
-    txlog::write_file_atomic(p.dir + "/info",
-                             fmt::format("participant {}\naddress {}\nkeys {}\nbytes {}\n", p.id,
-                                         p.addr, p.keys, p.bytes));
-    // Durable before it is named data.db.
-    int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-    bool synced = fd >= 0 && ::fsync(fd) == 0;
-    if (fd >= 0) ::close(fd);
-    if (!synced) {
-      err << "backup: cannot sync " << tmp << "\n";
-      return k_unknown;
-    }
-    fs::rename(tmp, p.dir + "/data.db", ec);
-    if (ec) {
-      err << "backup: " << ec.message() << "\n";
-      return k_unknown;
-    }
+    if (auto rc = fetch_copy(p, dir, err)) return *rc;
     total_keys += p.keys;
     total_bytes += p.bytes;
     out << fmt::format("participant {} ({}): {} keys, {} bytes -> {}\n", p.id, p.addr, p.keys,
