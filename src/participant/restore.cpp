@@ -1,5 +1,6 @@
 #include "participant/restore.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <future>
@@ -83,8 +84,17 @@ void write_prepared(const std::string& dir, const std::map<std::string, protocol
 
 }  // namespace
 
-void restore_from_replica(const Config& cfg, const std::string& source, std::ostream& out) {
-  require_empty_dir(cfg.data_dir, "--restore-from");
+namespace {
+// Where a restore copies from: the cluster's membership as the named replica holds it, this
+// participant's place in it, and a connection to every participant that shares its keys.
+struct Sources {
+  node::Membership membership;
+  size_t slot = 0;
+  std::vector<std::string> addrs;
+  std::vector<client::Connection> conns;
+};
+
+Sources open_sources(const Config& cfg, const std::string& source) {
   auto conn = client::Connection::open(source, 5000, "participant");
   if (!conn) throw Error(fmt::format("--restore-from {}: {}", source, conn.status().message()), 4);
   auto m = call(*conn, "MEMBERSHIP");
@@ -120,43 +130,45 @@ void restore_from_replica(const Config& cfg, const std::string& source, std::ost
     throw Error(fmt::format("{} is participant {} itself: name a live replica", source, cfg.id), 2);
   // Every other participant that shares keys with this one. With every key on every
   // participant, the one named is enough; otherwise each holds a part, and all are needed.
-  std::vector<std::string> sources{source};
+  Sources src;
+  src.addrs.push_back(source);
   if (replicas < n)
     for (size_t i = 0; i < n; ++i)
-      if (i != slot && i != membership->slot) sources.push_back(members[i].addr);
-  std::vector<client::Connection> conns;
-  conns.push_back(std::move(*conn));
-  for (size_t i = 1; i < sources.size(); ++i) {
-    auto c = client::Connection::open(sources[i], 5000, "participant");
+      if (i != slot && i != membership->slot) src.addrs.push_back(members[i].addr);
+  src.conns.push_back(std::move(*conn));
+  for (size_t i = 1; i < src.addrs.size(); ++i) {
+    auto c = client::Connection::open(src.addrs[i], 5000, "participant");
     if (!c)
       throw Error(fmt::format("participant {} shares keys with {} and is unreachable ({}): with "
                               "--replicas {} every other participant must be up to rebuild one",
-                              sources[i], cfg.id, c.status().message(), replicas),
+                              src.addrs[i], cfg.id, c.status().message(), replicas),
                   4);
-    conns.push_back(std::move(*c));
+    src.conns.push_back(std::move(*c));
   }
-  for (auto& c : conns) c.set_max_line(2 * cfg.max_line + 1024);
-  out << fmt::format("restoring participant {} of cluster {} (replacing node {}) from {}\n", cfg.id,
-                     membership->cluster, members[slot].node, fmt::join(sources, ", "))
-      << std::flush;
+  for (auto& c : src.conns) c.set_max_line(2 * cfg.max_line + 1024);
+  src.membership = std::move(*membership);
+  src.slot = slot;
+  return src;
+}
 
-  // Prepared state first: a transaction that commits while the keys are copied is then
-  // either in the copied values or re-applied by its COMMIT (see restore.h).
+// The transactions the sources hold prepared on this participant's keys (each once, with the
+// ops of every source).
+std::map<std::string, protocol::Prepare> fetch_prepared(Sources& src) {
   std::map<std::string, protocol::Prepare> prepared;
-  for (size_t i = 0; i < conns.size(); ++i) {
-    auto r = call(conns[i], fmt::format("SNAPSHOT {} prepared", slot));
-    if (!r) throw Error(fmt::format("{}: {}", sources[i], r.status().message()), 4);
+  for (size_t i = 0; i < src.conns.size(); ++i) {
+    auto r = call(src.conns[i], fmt::format("SNAPSHOT {} prepared", src.slot));
+    if (!r) throw Error(fmt::format("{}: {}", src.addrs[i], r.status().message()), 4);
     auto t = protocol::split(*r);
     auto count = t.size() >= 2 && t[0] == "PREPARED" ? parse_int(t[1]) : std::nullopt;
     if (!count || t.size() != 2 + static_cast<size_t>(*count))
-      throw Error(fmt::format("{}: bad SNAPSHOT reply", sources[i]));
+      throw Error(fmt::format("{}: bad SNAPSHOT reply", src.addrs[i]));
     for (size_t k = 2; k < t.size(); ++k) {
       auto line = protocol::unescape(t[k]);
       auto p = line ? protocol::decode_prepare(protocol::split(*line))
                     : Result<protocol::Prepare>(line.status());
       if (!p)
         throw Error(
-            fmt::format("{}: bad prepared transaction: {}", sources[i], p.status().message()));
+            fmt::format("{}: bad prepared transaction: {}", src.addrs[i], p.status().message()));
       auto [it, fresh] = prepared.try_emplace(p->txid, *p);
       if (!fresh)  // ops on keys both sources own arrive twice
         for (auto& op : p->ops)
@@ -164,59 +176,80 @@ void restore_from_replica(const Config& cfg, const std::string& source, std::ost
             it->second.ops.push_back(op);
     }
   }
+  return prepared;
+}
 
+// Every key of this participant, page by page from each source, into the store (made
+// durable); returns the bytes of keys and values copied.
+uint64_t copy_keys(Sources& src, store::SqliteStore& st) {
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < src.conns.size(); ++i) {
+    std::string after;
+    for (bool more = true; more;) {
+      auto r = call(src.conns[i], protocol::LineBuilder("SNAPSHOT")
+                                      .num(static_cast<long long>(src.slot))
+                                      .raw("keys")
+                                      .arg(after)
+                                      .str());
+      if (!r) throw Error(fmt::format("{}: {}", src.addrs[i], r.status().message()), 4);
+      auto t = protocol::split(*r);
+      auto count = t.size() >= 4 && t[0] == "KEYS" ? parse_int(t[3]) : std::nullopt;
+      auto cursor = t.size() >= 4 ? protocol::unescape(t[1]) : Result<std::string>(std::string());
+      if (!count || !cursor || t.size() != 4 + 2 * static_cast<size_t>(*count))
+        throw Error(fmt::format("{}: bad SNAPSHOT reply", src.addrs[i]));
+      std::vector<Op> ops;
+      for (size_t k = 4; k < t.size(); k += 2) {
+        auto key = protocol::unescape(t[k]), value = protocol::unescape(t[k + 1]);
+        if (!key || !value) throw Error(fmt::format("{}: bad SNAPSHOT reply", src.addrs[i]));
+        bytes += key->size() + value->size();
+        ops.push_back(Op{OpKind::put, std::move(*key), std::move(*value)});
+      }
+      if (!ops.empty()) {
+        if (Status s = st.begin_batch(); !s) throw Error(s.to_string());
+        if (Status s = st.apply("restore", ops); !s) throw Error(s.to_string());
+        if (Status s = st.end_batch(); !s) throw Error(s.to_string());
+      }
+      after = *cursor;
+      more = t[2] == "MORE";
+    }
+  }
+  if (Status s = st.make_durable(); !s) throw Error(s.to_string());
+  return bytes;
+}
+}  // namespace
+
+void restore_from_replica(const Config& cfg, const std::string& source, std::ostream& out) {
+  require_empty_dir(cfg.data_dir, "--restore-from");
+  Sources src = open_sources(cfg, source);
+  auto& membership = src.membership;
+  const std::string replaced = membership.members[src.slot].node;
+  out << fmt::format("restoring participant {} of cluster {} (replacing node {}) from {}\n", cfg.id,
+                     membership.cluster, replaced, fmt::join(src.addrs, ", "))
+      << std::flush;
+  // Prepared state first: a transaction that commits while the keys are copied is then
+  // either in the copied values or re-applied by its COMMIT (see restore.h).
+  auto prepared = fetch_prepared(src);
   txlog::make_dirs(cfg.data_dir);
   lock_data_dir(cfg.data_dir);
   all_or_nothing(cfg.data_dir, [&] {
     uint64_t keys = 0, bytes = 0;
     {
       store::SqliteStore st(cfg.data_dir + "/data.db");
-      for (size_t i = 0; i < conns.size(); ++i) {
-        std::string after;
-        for (bool more = true; more;) {
-          auto r = call(conns[i], protocol::LineBuilder("SNAPSHOT")
-                                      .num(static_cast<long long>(slot))
-                                      .raw("keys")
-                                      .arg(after)
-                                      .str());
-          if (!r) throw Error(fmt::format("{}: {}", sources[i], r.status().message()), 4);
-          auto t = protocol::split(*r);
-          auto count = t.size() >= 4 && t[0] == "KEYS" ? parse_int(t[3]) : std::nullopt;
-          auto cursor =
-              t.size() >= 4 ? protocol::unescape(t[1]) : Result<std::string>(std::string());
-          if (!count || !cursor || t.size() != 4 + 2 * static_cast<size_t>(*count))
-            throw Error(fmt::format("{}: bad SNAPSHOT reply", sources[i]));
-          std::vector<Op> ops;
-          for (size_t k = 4; k < t.size(); k += 2) {
-            auto key = protocol::unescape(t[k]), value = protocol::unescape(t[k + 1]);
-            if (!key || !value) throw Error(fmt::format("{}: bad SNAPSHOT reply", sources[i]));
-            bytes += key->size() + value->size();
-            ops.push_back(Op{OpKind::put, std::move(*key), std::move(*value)});
-          }
-          if (!ops.empty()) {
-            if (Status s = st.begin_batch(); !s) throw Error(s.to_string());
-            if (Status s = st.apply("restore", ops); !s) throw Error(s.to_string());
-            if (Status s = st.end_batch(); !s) throw Error(s.to_string());
-          }
-          after = *cursor;
-          more = t[2] == "MORE";
-        }
-      }
-      if (Status s = st.make_durable(); !s) throw Error(s.to_string());
+      bytes = copy_keys(src, st);
       keys = st.key_count();
     }
     write_prepared(cfg.data_dir, prepared);
     // The membership as this participant's own (its place, not the source's): the leader's
     // next JOIN must find the view it was admitted with (docs/identity.md).
-    membership->slot = slot;
-    txlog::write_file_atomic(cfg.data_dir + "/membership", node::encode_join(*membership) + "\n");
+    membership.slot = src.slot;
+    txlog::write_file_atomic(cfg.data_dir + "/membership", node::encode_join(membership) + "\n");
     // Last: the identity. A restore cut short leaves a directory without one, which a plain
     // start turns into a new node that the leader refuses: never a half copy admitted.
     node::Identity id;
     id.role = "participant";
-    id.cluster = membership->cluster;
+    id.cluster = membership.cluster;
     id.node = new_uuid();
-    id.replaces = members[slot].node;
+    id.replaces = replaced;
     id.origin = "restore-from " + source;
     node::save_identity(cfg.data_dir, id);
     out << fmt::format(
