@@ -384,13 +384,15 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
   // Owners that are out take no part (docs/membership.md); each key needs min-insync
   // in-sync ones.
   std::map<size_t, std::vector<Op>> by_part;
-  std::set<size_t> owners;
+  std::vector<size_t> skipped;
   for (auto& op : e.ops) {
     size_t in_sync = 0;
     for (auto p : m_members.owners(op.key)) {
-      owners.insert(p);
       in_sync += m_members.slots[p].state == membership::State::in_sync;
-      if (m_members.writes(p)) by_part[p].push_back(op);
+      if (m_members.writes(p))
+        by_part[p].push_back(op);
+      else if (std::find(skipped.begin(), skipped.end(), p) == skipped.end())
+        skipped.push_back(p);
     }
     if (!m_changing && in_sync < m_cfg.min_insync)
       return out.list.push_back(act::Reply{
@@ -435,7 +437,7 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
     trace(txid, t,
           fmt::format("begin {} at leader {} (incarnation {})", txid, m_cfg.id, m_cfg.incarnation),
           out);
-  t.owners = std::move(owners);
+  t.skipped = std::move(skipped);
   for (auto& [p, mine] : by_part) {
     t.parts.push_back(p);
     bool learner = m_members.slots[p].state == membership::State::catching_up;
@@ -1010,8 +1012,8 @@ void Core::apply_change(int64_t now, Actions& out) {
                 fmt::format("the membership changed (epoch {}) while it was prepared: try again",
                             m_members.epoch),
                 out);
-    for (auto& [txid, t] : m_txns)
-      if (t.phase == Phase::preparing) decide_if_ready(m_txns.find(txid), out);
+    for (auto it = m_txns.begin(); it != m_txns.end(); ++it)
+      if (it->second.phase == Phase::preparing) decide_if_ready(it, out);
     auto stale = std::move(m_stale_decisions);
     m_stale_decisions.clear();
     for (auto& txid : stale) {
@@ -1025,11 +1027,13 @@ void Core::apply_change(int64_t now, Actions& out) {
 }
 
 bool Core::covers(const Txn& t, const membership::Membership& m, bool preparing) const {
-  for (auto p : t.owners) {
+  for (auto p : t.skipped)
+    if (m.writes(p)) return false;  // never asked
+  for (auto p : t.parts) {
     if (!m.writes(p)) continue;
     auto v = t.votes.find(p);
-    if (v != t.votes.end() ? v->second : false) continue;
-    if (preparing && std::count(t.parts.begin(), t.parts.end(), p) && !t.dropped.count(p)) continue;
+    if (v != t.votes.end() && v->second) continue;
+    if (preparing && !t.dropped.count(p)) continue;
     return false;
   }
   return true;
@@ -1037,18 +1041,16 @@ bool Core::covers(const Txn& t, const membership::Membership& m, bool preparing)
 
 void Core::on(int64_t now, ev::MembersSeen& e, Actions& out) {
   if (!e.leaders.empty()) m_leaders = e.leaders;
-  if (!e.status) {
-    if (e.put && m_changing && !m_staged) m_put_retry_at = now + 200;  // the same put again
-    return;
-  }
+  // An answer to our put that did not say where it landed: the same put again after `ms`.
+  auto retry_put = [&](int64_t ms) {
+    if (e.put && m_changing && !m_staged) m_put_retry_at = now + ms;
+  };
+  if (!e.status) return retry_put(200);
   auto m = membership::decode(e.encoded);
   bool same_set = m && m->size() == m_members.size();
   for (size_t i = 0; same_set && i < m->size(); ++i)
     same_set = m->slots[i].name == m_members.slots[i].name;
-  if (!same_set) {
-    if (e.put && m_changing && !m_staged) m_put_retry_at = now + 1000;
-    return;  // not this cluster's: never adopted (the server warns)
-  }
+  if (!same_set) return retry_put(1000);  // not this cluster's: never adopted
   auto confirm = [&](int64_t& at) {
     if (e.asked_ms >= 0) at = std::max(at, e.asked_ms);
   };
@@ -1056,7 +1058,7 @@ void Core::on(int64_t now, ev::MembersSeen& e, Actions& out) {
     confirm(m_confirmed_ms);
     // An answer to our put that found the old membership still there cannot happen (the
     // compare would have held); an unknown outcome is retried.
-    if (e.put && m_changing && !m_staged) m_put_retry_at = now + 200;
+    retry_put(200);
   } else if (m->epoch <= m_members.epoch) {
     return;  // an older read
   } else if (m_changing && e.encoded == m_changing_text) {
@@ -1130,9 +1132,9 @@ void Core::catchup_send(int64_t now, Actions& out) {
       // it was out, or that dropped it) could reach a source after that source's page is
       // read: the pass starts once there is none (they end within the prepare timeout).
       for (auto& [txid, t] : m_txns)
-        if (t.phase == Phase::preparing && t.owners.count(c.slot) &&
+        if (t.phase == Phase::preparing &&
             (t.dropped.count(c.slot) ||
-             std::find(t.parts.begin(), t.parts.end(), c.slot) == t.parts.end())) {
+             std::find(t.skipped.begin(), t.skipped.end(), c.slot) != t.skipped.end())) {
           c.id = 0;
           c.retry_at = now + 20;
           return;

@@ -448,7 +448,9 @@ class Core {
     std::vector<size_t> parts;     // participants that own the keys
     std::set<size_t> learners;     // of them, those catching up: their votes do not count
     std::set<size_t> dropped;      // learners not waited for (they still get the decision)
-    std::set<size_t> owners;       // every owner of its keys, out ones too (catch-up waits)
+    // Owners of its keys that were out, so not asked (with `parts`, every owner: a catch-up
+    // waits for it, and a new membership may need their votes). Usually none.
+    std::vector<size_t> skipped;
     std::map<size_t, bool> votes;  // received votes
     Phase phase = Phase::preparing;
     int64_t deadline_ms = 0;

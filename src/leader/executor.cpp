@@ -91,16 +91,9 @@ void Executor::append(act::Append& ap) {
   if (type == k_rec_membership) {
     failpoint::hit("leader/beforeMembershipFsync", txid);
     // A change of the membership, for the operator's log (docs/membership.md).
-    if (auto m = membership::decode(ap.payload)) {
-      std::string what;
-      const auto& was = m_core.members();
-      for (size_t p = 0; p < m->size() && p < was.size(); ++p)
-        if (m->slots[p].state != was.slots[p].state)
-          what += fmt::format("{}participant {} is {} (was {})", what.empty() ? "" : "; ",
-                              m->slots[p].addr, membership::name(m->slots[p].state),
-                              membership::name(was.slots[p].state));
-      m_io.warn(fmt::format("membership epoch {}: {}", m->epoch, what));
-    }
+    if (auto m = membership::decode(ap.payload))
+      m_io.warn(fmt::format("membership epoch {}: {}", m->epoch,
+                            membership::describe_change(m_core.members(), *m)));
   }
   if (m_store && type == k_rec_forget) m_store->forget_mismatches(txid);
   if (m_store && (type == k_rec_commit || type == k_rec_end)) {
@@ -176,16 +169,9 @@ void Executor::decide(const std::string& txid, std::string payload, const std::s
 void Executor::put_members(act::PutMembers p) {
   // For the operator's log: what changes, and who asked.
   auto was = membership::decode(p.expect), is = membership::decode(p.next);
-  if (was && is) {
-    std::string what;
-    for (size_t s = 0; s < is->size() && s < was->size(); ++s)
-      if (is->slots[s].state != was->slots[s].state)
-        what += fmt::format("{}participant {} is {} (was {})", what.empty() ? "" : "; ",
-                            is->slots[s].addr, membership::name(is->slots[s].state),
-                            membership::name(was->slots[s].state));
-    m_io.warn(
-        fmt::format("membership epoch {} proposed to the decision store: {}", is->epoch, what));
-  }
+  if (was && is)
+    m_io.warn(fmt::format("membership epoch {} proposed to the decision store: {}", is->epoch,
+                          membership::describe_change(*was, *is)));
   failpoint::hit("leader/beforeMembershipFsync", "epoch");
   int64_t asked = m_io.now_ms();
   m_store->put_members(p.expect, p.next, [this, asked](Result<std::string> r) {

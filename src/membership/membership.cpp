@@ -144,4 +144,13 @@ Result<Membership> decode(std::string_view line) {
   return m;
 }
 
+std::string describe_change(const Membership& was, const Membership& next) {
+  std::string what;
+  for (size_t p = 0; p < next.size() && p < was.size(); ++p)
+    if (next.slots[p].state != was.slots[p].state)
+      what += fmt::format("{}participant {} is {} (was {})", what.empty() ? "" : "; ",
+                          next.slots[p].addr, name(next.slots[p].state), name(was.slots[p].state));
+  return what;
+}
+
 }  // namespace tpc::membership

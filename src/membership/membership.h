@@ -70,6 +70,10 @@ struct Membership {
   std::string describe_owners(const std::string& key) const;
 };
 
+// "participant 127.0.0.1:5003 is out (was in-sync); ...": what `next` changes of `was`, for
+// the operator's log.
+std::string describe_change(const Membership& was, const Membership& next);
+
 // One line, no newline: "tpcm1 EPOCH REPLICAS MIN-INSYNC N {NAME ADDR STATE}" (tokens escaped
 // as in the line protocol). Used by the leader's log record, the decision store and status.
 std::string encode(const Membership& m);

@@ -155,7 +155,7 @@ std::string encode_join(const Membership& m) {
   for (auto& x : m.members)
     b.raw(x.addr).raw(x.id.empty() ? "-" : x.id).raw(x.node.empty() ? "-" : x.node);
   if (!m.store.empty()) b.raw("store=" + m.store);
-  if (m.epoch) b.raw(fmt::format("epoch={}", m.epoch));
+  protocol::append_epoch(b, m.epoch);
   return b.str();
 }
 
@@ -174,9 +174,9 @@ Result<Membership> decode_join(std::vector<std::string_view> t) {
   m.replicas = static_cast<size_t>(*replicas);
   size_t end = 5 + 3 * static_cast<size_t>(*n);
   if (t.size() > end && t.back().substr(0, 6) == "epoch=") {
-    auto e = parse_int(t.back().substr(6));
-    if (!e || *e < 1) return bad;
-    m.epoch = static_cast<uint64_t>(*e);
+    auto e = protocol::parse_epoch(t.back());
+    if (!e) return bad;
+    m.epoch = *e;
     t.pop_back();
   }
   if (t.size() > end + 1) return bad;

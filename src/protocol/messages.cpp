@@ -78,21 +78,22 @@ std::string rest_after(std::string_view line, size_t n) {
   return unescape_text(line.substr(i));
 }
 
-namespace {
-// "epoch=N", N a positive count.
 Result<uint64_t> parse_epoch(std::string_view token) {
   auto n = token.substr(0, 6) == "epoch=" ? parse_int(token.substr(6)) : std::nullopt;
   if (!n || *n < 1) return Status::error("PROTO", "epoch=N: N must be a positive count");
   return static_cast<uint64_t>(*n);
 }
-}  // namespace
+
+void append_epoch(LineBuilder& b, uint64_t epoch) {
+  if (epoch) b.raw(fmt::format("epoch={}", epoch));
+}
 
 std::string encode(const Prepare& m) {
   LineBuilder b("PREPARE");
   b.raw(m.txid).raw(m.leader).raw(m.leader_addr);
   if (!m.rid.empty()) b.raw("rid=" + m.rid);
   if (m.learner) b.raw("learner=1");
-  if (m.epoch) b.raw(fmt::format("epoch={}", m.epoch));
+  append_epoch(b, m.epoch);
   append_ops(b, m.ops);
   return b.str();
 }
@@ -101,7 +102,7 @@ std::string encode(const Abort& m) { return "ABORT " + m.txid; }
 std::string encode(const Read& m) {
   LineBuilder b("READ");
   b.arg(m.key);
-  if (m.epoch) b.raw(fmt::format("epoch={}", m.epoch));
+  append_epoch(b, m.epoch);
   return b.str();
 }
 std::string encode(const Scan& m) {
@@ -109,7 +110,7 @@ std::string encode(const Scan& m) {
   b.arg(m.prefix).arg(m.after).num(static_cast<long long>(m.limit));
   b.num(static_cast<long long>(m.max_bytes));
   if (!m.watch.empty()) b.raw(m.watch);
-  if (m.epoch) b.raw(fmt::format("epoch={}", m.epoch));
+  append_epoch(b, m.epoch);
   return b.str();
 }
 std::string encode(const ScanCheck& m) { return "SCANCHECK " + m.watch; }

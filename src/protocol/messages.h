@@ -147,6 +147,11 @@ struct TxnReply {
   std::string decision;  // heuristic: the leader's decision, commit or abort
 };
 
+// The optional "epoch=N" token of a leader's requests (docs/protocol.md): appended when N is
+// not 0; parsed (error PROTO unless N is a positive count).
+void append_epoch(LineBuilder& b, uint64_t epoch);
+Result<uint64_t> parse_epoch(std::string_view token);
+
 std::string encode(const Prepare& m);
 std::string encode(const Commit& m);
 std::string encode(const Abort& m);
