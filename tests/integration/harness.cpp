@@ -351,14 +351,7 @@ std::optional<std::string> Cluster::read_at(int i, const std::string& key) {
 }
 
 long Cluster::stat(int i, const std::string& field) {
-  auto c = client::Connection::open(i < 0 ? leader_addr() : participant_addr(i), 2000);
-  if (!c) return -1;
-  auto r = c->call("STATS", 2000);
-  if (!r) return -1;
-  for (auto t : protocol::split(*r))
-    if (t.substr(0, field.size() + 1) == field + "=")
-      return std::stol(std::string(t.substr(field.size() + 1)));
-  return -1;
+  return stat_at(i < 0 ? leader_addr() : participant_addr(i), field);
 }
 
 std::string Cluster::cluster_id() const {
@@ -484,14 +477,14 @@ std::unique_ptr<Process> start_second_leader(Cluster& c, const EtcdServer& e,
 }
 
 long stat_at(const std::string& addr, const std::string& field) {
-  auto conn = client::Connection::open(addr, 1000);
-  if (!conn) return -1;
-  auto r = conn->call("STATS", 2000);
+  auto c = client::Connection::open(addr, 2000);
+  if (!c) return -1;
+  auto r = c->call("STATS", 2000);
   if (!r) return -1;
-  auto at = r->find(" " + field + "=");
-  if (at == std::string::npos) return -1;
-  return parse_int(r->substr(at + field.size() + 2, r->find(' ', at + 1) - at - field.size() - 2))
-      .value_or(-1);
+  for (auto t : protocol::split(*r))
+    if (t.substr(0, field.size() + 1) == field + "=")
+      return parse_int(t.substr(field.size() + 1)).value_or(-1);
+  return -1;
 }
 
 bool leader_ready(const std::string& addr, int n) {

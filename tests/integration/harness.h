@@ -140,7 +140,8 @@ InDoubtPut put_until_leader_dies(Cluster& c, const std::string& rid, const std::
 std::unique_ptr<Process> start_second_leader(Cluster& c, const EtcdServer& e,
                                              const std::string& name, uint16_t port,
                                              const std::vector<std::string>& extra = {});
-// A numeric field of the STATS line of the node at `addr` (-1: no answer, or no such field).
+// A numeric field of the STATS line of the node at `addr` (-1: no answer, no such field, or
+// not a number). Cluster::stat asks one of its own nodes.
 long stat_at(const std::string& addr, const std::string& field);
 // A reply that is ERR DENIED (a role refused).
 inline bool denied(const Result<std::string>& r) { return r && r->rfind("ERR DENIED", 0) == 0; }
@@ -185,7 +186,7 @@ class Cluster {
   std::optional<std::string> read_at(int i, const std::string& key);
   // The cluster id, from the leader's identity file ("" before the leader first started).
   std::string cluster_id() const;
-  // STATS line field of participant i (-1 on failure).
+  // STATS line field of participant i, or of the leader for i < 0 (-1 on failure: stat_at).
   long stat(int i, const std::string& field);
   const std::string& dir() const { return m_scratch.path(); }
   // The certificates directory of a secure cluster ("" otherwise).

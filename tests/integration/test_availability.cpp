@@ -48,7 +48,7 @@ struct Writer {
   }
 };
 
-long leader_stat(Cluster& c, const std::string& field) { return stat_at(c.leader_addr(), field); }
+long leader_stat(Cluster& c, const std::string& field) { return c.stat(-1, field); }
 
 void kill_write_rejoin(int replicas) {
   Cluster::Options o;
