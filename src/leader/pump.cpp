@@ -20,11 +20,8 @@ void Server::append(uint8_t type, std::string payload, const std::string&, bool 
                     std::function<void()> done) {
   if (!force) return m_log->append(type, std::move(payload), false);
   // The log's writer thread completes it: back onto the event loop.
-  m_log->append(type, std::move(payload), true, [this, done = std::move(done)] {
-    asio::post(m_io, [this, done] {
-      if (!m_stopped) done();
-    });
-  });
+  m_log->append(type, std::move(payload), true,
+                [this, done = std::move(done)] { m_host->post(done); });
 }
 
 void Server::rewrite(std::vector<txlog::Record> live) {
@@ -46,18 +43,17 @@ void Server::request(size_t part, const protocol::PeerRequest& msg,
 }
 
 void Server::reply(ClientId client, const ClientReply& r) {
-  auto it = m_waiting.find(client);
-  if (it == m_waiting.end()) return;
-  it->second.reply.send(encode(r));
-  if (m_metrics && it->second.txn) {
+  auto w = m_host->take(client);
+  if (!w) return;
+  w->reply.send(encode(r));
+  if (m_host->metrics() && w->counted) {
     if (r.kind == ClientReply::committed) {
-      m_commit_seconds->observe(static_cast<double>(now_us() - it->second.since_us) / 1e6);
+      m_commit_seconds->observe(static_cast<double>(now_us() - w->since_us) / 1e6);
     } else if (r.kind == ClientReply::aborted) {
       auto c = m_abort_reasons.find(r.code);
       (c != m_abort_reasons.end() ? c->second : m_abort_reasons[""])->inc();
     }
   }
-  m_waiting.erase(it);
 }
 
 void Server::after_step() {
@@ -72,12 +68,7 @@ void Server::after_step() {
 void Server::note_error(const std::string& text) { log::error("{}", text); }
 void Server::warn(const std::string& text) { log::warn("{}", text); }
 
-void Server::after(int64_t ms, std::function<void()> f) {
-  auto timer = std::make_shared<asio::steady_timer>(m_io, std::chrono::milliseconds(ms));
-  timer->async_wait([this, timer, f = std::move(f)](boost::system::error_code ec) {
-    if (!ec && !m_stopped) f();
-  });
-}
+void Server::after(int64_t ms, std::function<void()> f) { m_host->after(ms, std::move(f)); }
 
 void Server::trace(const act::Trace& t) {
   auto it = m_traces.find(t.txid);
@@ -102,11 +93,7 @@ void Server::on_trace(const std::string& id, Reply reply, int64_t deadline_ms) {
   if (it == m_traces.end()) return reply.send("ERR NOTFOUND no trace for " + txid);
   // Wait (bounded) until phase 2 finished, so the timeline shows every acknowledgement.
   if (!it->second.finished && now_ms() < deadline_ms) {
-    auto timer = std::make_shared<asio::steady_timer>(m_io, std::chrono::milliseconds(5));
-    timer->async_wait([this, timer, id, reply, deadline_ms](boost::system::error_code) {
-      if (!m_stopped) on_trace(id, reply, deadline_ms);
-    });
-    return;
+    return m_host->after(5, [this, id, reply, deadline_ms] { on_trace(id, reply, deadline_ms); });
   }
   LineBuilder b("TRACE");
   b.num(static_cast<long long>(it->second.events.size()));

@@ -109,28 +109,15 @@ std::vector<uint8_t> record_types() {
 }
 }  // namespace
 
-Server::Server(asio::io_context& io, Config cfg)
-    : m_io(io),
-      m_cfg(std::move(cfg)),
-      m_started_ms(now_ms()),
-      m_wake(io, [this] { step(ev::Tick{}); }) {
+Server::Server(asio::io_context& io, Config cfg) : m_io(io), m_cfg(std::move(cfg)) {
   // Nothing is written before the configuration is known good and the port is ours.
   validate(m_cfg);
-  protocol::SessionConfig sc{
-      "leader",
-      m_cfg.id,
-      m_cfg.max_line,
-      m_cfg.max_connections,
-      [this](const std::string& l) { return node::answer_hello(m_ident, l); },
-      m_cfg.idle_timeout_ms,
-      m_cfg.tls};
-  if (!m_cfg.metrics_addr.empty()) {
-    m_metrics = std::make_unique<metrics::NodeMetrics>("leader", m_cfg.id);
-    sc.accepted = &m_metrics->accepted;
-    sc.refused = &m_metrics->refused;
-  }
-  m_server = std::make_unique<protocol::Server>(
-      io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
+  m_host = std::make_unique<node::Host>(
+      io,
+      node::HostConfig{"leader", m_cfg.id, m_cfg.bind, m_cfg.port, m_cfg.max_line,
+                       m_cfg.max_connections, m_cfg.idle_timeout_ms, m_cfg.tls, m_cfg.metrics_addr},
+      m_ident, [this] { step(ev::Tick{}); });
+  m_host->serve(verbs());
   txlog::make_dirs(m_cfg.data_dir);
   lock_data_dir(m_cfg.data_dir);
   // Everything that can refuse the directory is read first; then the writes.
@@ -238,7 +225,7 @@ Server::Server(asio::io_context& io, Config cfg)
   log::info("leader {} of cluster {} listening on {}:{}, {} participants, replicas {}, data in {}",
             m_cfg.id, m_ident.cluster, m_cfg.bind, port(), m_cfg.peers.size(),
             m_cfg.replicas ? std::to_string(m_cfg.replicas) : std::string("all"), m_cfg.data_dir);
-  if (m_metrics) start_metrics(io);
+  if (m_host->metrics()) start_metrics(io);
   auto a = m_core->start(now_ms());
   m_exec->execute(a);
   // Several leaders: each confirms the membership in effect four times a lease (reads wait
@@ -251,19 +238,16 @@ Server::~Server() { stop(); }
 
 void Server::reload_tls(std::shared_ptr<const tls::Context> tls) {
   m_cfg.tls = tls;
-  m_server->set_tls(tls);
+  m_host->reload_tls(tls);
   for (auto& link : m_links) link->set_tls(tls, "participant");
 }
 
 void Server::stop() {
-  if (m_stopped) return;
-  m_stopped = true;
+  if (m_host->stopped()) return;
   if (m_exec) m_exec->stop();
-  m_wake.cancel();
+  m_host->stop();
   if (m_pause_watch) m_pause_watch->cancel();
   if (m_decisions) m_decisions->stop();
-  m_server->stop();
-  if (m_metrics) m_metrics->stop();
   for (auto& l : m_links) l->stop();
 }
 
@@ -433,16 +417,11 @@ Result<std::string> Server::admit(size_t p, const std::string& reply) {
   return join_line(p);
 }
 
-ClientId Server::client(Reply reply, bool txn) {
-  ClientId id = m_next_client++;
-  m_waiting.emplace(id, Waiting{std::move(reply), m_metrics ? now_us() : 0, txn});
-  return id;
-}
-
 void Server::start_metrics(boost::asio::io_context& io) {
-  auto& r = m_metrics->registry;
-  m_metrics->watch(*m_log);
-  m_metrics->connections([this] { return static_cast<double>(m_server->connections()); });
+  auto& m = *m_host->metrics();
+  auto& r = m.registry;
+  m.watch(*m_log);
+  m.connections([this] { return static_cast<double>(m_host->connections()); });
   r.counter_fn("tpc_transactions_total", "Transactions ended, by outcome.",
                [this] { return static_cast<double>(m_core->committed_count()); },
                "outcome=\"committed\"");
@@ -507,138 +486,174 @@ void Server::start_metrics(boost::asio::io_context& io) {
   if (m_decisions)
     r.gauge("tpc_decision_store_up", "1 while the etcd decision store answers and the lease holds.",
             [this] { return m_decisions->healthy() ? 1.0 : 0.0; });
-  m_metrics->serve(io, m_cfg.metrics_addr, [this] {
+  m.serve(io, m_cfg.metrics_addr, [this] {
     return m_decisions && !m_decisions->healthy() ? std::string("decision store (etcd) unreachable")
                                                   : std::string();
   });
   log::info("metrics on http://{}/metrics", m_cfg.metrics_addr);
 }
 
-void Server::handle(const std::string& line, Reply reply) {
-  auto t = protocol::split(line);
-  auto verb = t[0];
-  auto fail = [&](const Status& s) {
-    reply.send(LineBuilder("ERR").raw(s.code()).text(s.message()).str());
+namespace {
+void fail(const Reply& reply, const Status& s) {
+  reply.send(LineBuilder("ERR").raw(s.code()).text(s.message()).str());
+}
+}  // namespace
+
+node::Verb Server::data_verb(std::string_view name,
+                             std::function<void(const node::Tokens&, Reply)> run) {
+  return {name, "", false, [this, run = std::move(run)](const node::Tokens& t, Reply reply) {
+            if (std::string why = view_refused(); !why.empty())
+              return fail(reply, Status::error("VIEW",
+                                               "this leader's view of the cluster is refused by "
+                                               "participant " +
+                                                   why + " (fix this leader's configuration)"));
+            run(t, std::move(reply));
+          }};
+}
+
+// The leader's verbs (docs/protocol.md). Anyone may send them but PAUSE, RESUME and FORGET,
+// which are an operator's (role admin, docs/security.md).
+std::vector<node::Verb> Server::verbs() {
+  using node::Tokens;
+  auto single = [this](std::string_view verb) {
+    // PUT KEY VALUE and DEL KEY: a transaction of one op.
+    return data_verb(verb, [this, verb](const Tokens& t, Reply reply) {
+      bool put = verb == "PUT";
+      if (t.size() != (put ? 3u : 2u))
+        return fail(reply, Status::error("PROTO", put ? "usage: PUT KEY VALUE" : "usage: DEL KEY"));
+      std::vector<std::string_view> ops_tokens{put ? "put" : "del"};
+      ops_tokens.insert(ops_tokens.end(), t.begin() + 1, t.end());
+      auto ops = protocol::parse_ops(ops_tokens, 0);
+      if (!ops) return fail(reply, ops.status());
+      step(ev::Txn{client(reply, true), "", std::move(*ops), false});
+    });
   };
-  if (verb == "PUT" || verb == "DEL" || verb == "TXN" || verb == "GET" || verb == "SCAN")
-    if (std::string why = view_refused(); !why.empty())
-      return fail(Status::error("VIEW",
-                                "this leader's view of the cluster is refused by "
-                                "participant " +
-                                    why + " (fix this leader's configuration)"));
-  if (verb == "PUT" || verb == "DEL") {
-    size_t want = verb == "PUT" ? 3 : 2;
-    if (t.size() != want)
-      return fail(
-          Status::error("PROTO", verb == "PUT" ? "usage: PUT KEY VALUE" : "usage: DEL KEY"));
-    std::vector<std::string_view> ops_tokens{verb == "PUT" ? "put" : "del"};
-    for (size_t i = 1; i < t.size(); ++i) ops_tokens.push_back(t[i]);
-    auto ops = protocol::parse_ops(ops_tokens, 0);
-    if (!ops) return fail(ops.status());
-    step(ev::Txn{client(reply, true), "", std::move(*ops), false});
-  } else if (verb == "TXN") {
-    if (t.size() < 3) return fail(Status::error("PROTO", "usage: TXN RID|- [trace] OP [OP...]"));
-    std::string rid = t[1] == "-" ? "" : std::string(t[1]);
-    if (!rid.empty())
-      if (Status s = protocol::check_request_id(rid); !s) return fail(s);
-    bool want_trace = t[2] == "trace";
-    auto ops = protocol::parse_ops(t, want_trace ? 3 : 2);
-    if (!ops) return fail(ops.status());
-    step(ev::Txn{client(reply, true), rid, std::move(*ops), want_trace});
-  } else if (verb == "TRACE") {
-    if (t.size() != 2) return fail(Status::error("PROTO", "usage: TRACE TXID"));
-    on_trace(std::string(t[1]), reply, now_ms() + 3000);
-  } else if (verb == "PEERS") {
-    // PEERS {ADDR up|down|refused[ REASON]}
-    LineBuilder b("PEERS");
-    for (auto& l : m_links) {
-      b.raw(l->address()).raw(l->up() ? "up" : l->refused().empty() ? "down" : "refused");
-      if (!l->up() && !l->refused().empty()) b.arg(l->refused());
-    }
-    reply.send(b.str());
-  } else if (verb == "MEMBERS") {
-    // MEMBERS EPOCH {ID ADDR STATE}: the membership in effect (docs/membership.md).
-    const auto& mem = m_core->members();
-    LineBuilder b("MEMBERS");
-    b.num(static_cast<long long>(mem.epoch));
-    for (size_t p = 0; p < mem.size(); ++p)
-      b.raw(m_pins[p].id.empty() ? std::string("-") : m_pins[p].id)
-          .raw(mem.slots[p].addr)
-          .raw(membership::name(mem.slots[p].state));
-    reply.send(b.str());
-  } else if (verb == "GET") {
-    auto r = protocol::decode_read(t);
-    if (!r) return fail(t.size() == 2 ? r.status() : Status::error("PROTO", "usage: GET KEY"));
-    step(ev::Get{client(reply), std::move(r->key)});
-  } else if (verb == "SCAN") {
-    // The participants' SCAN without MAX-BYTES: a page's keys and values, raw, in a quarter
-    // of a line, so that escaped (at most three bytes per byte) it fits a participant's
-    // reply and the reply to the client.
-    std::vector<std::string_view> args(t);
-    std::string bytes = std::to_string(std::max<size_t>(1, m_cfg.max_line / 4));
-    if (t.size() == 4) args.push_back(bytes);
-    auto m = protocol::decode_scan(args);
-    if (t.size() != 4 || !m)
-      return fail(Status::error(
-          "PROTO", fmt::format("usage: SCAN PREFIX AFTER LIMIT (LIMIT 1 to {}; \"\" for none)",
-                               protocol::k_max_scan_limit)));
-    step(
-        ev::Scan{client(reply), std::move(m->prefix), std::move(m->after), m->limit, m->max_bytes});
-  } else if (verb == "RESULT") {
-    if (t.size() != 2) return fail(Status::error("PROTO", "usage: RESULT RID"));
-    if (Status s = protocol::check_request_id(t[1]); !s) return fail(s);
-    std::string rid(t[1]);
-    step(ev::Result{client(reply), std::move(rid)});
-  } else if (verb == "OUTCOME") {
-    auto q = protocol::decode_outcome_query(t);
-    if (!q) return fail(q.status());
-    // A report of an operator's outcome names its participant by the node id this leader
-    // pinned for it: any other peer's report is answered, never recorded.
-    size_t part = SIZE_MAX;
-    if (q->heuristic && reply.peer().role == "participant" && !reply.peer().node.empty())
-      for (size_t i = 0; i < m_pins.size(); ++i)
-        if (m_pins[i].node == reply.peer().node) part = i;
-    step(ev::Outcome{client(reply), std::move(q->txid), q->heuristic, std::move(q->rid), part,
-                     q->held_ms});
-  } else if (verb == "HEURISTICS") {
-    // HEURISTICS COUNT {TXID RID|- PARTICIPANT DECIDED THEIRS}
-    if (t.size() != 1) return fail(Status::error("PROTO", "usage: HEURISTICS"));
-    LineBuilder b("HEURISTICS");
-    b.num(static_cast<long long>(m_core->mismatches().size()));
-    for (auto& [key, m] : m_core->mismatches())
-      b.raw(m.txid)
-          .raw(m.rid.empty() ? "-" : m.rid)
-          .raw(m_cfg.peers.at(m.part))
-          .raw(m.decided_commit ? "commit" : "abort")
-          .raw(m.their_commit ? "commit" : "abort");
-    reply.send(b.str());
-  } else if ((verb == "PAUSE" || verb == "RESUME" || verb == "FORGET") &&
-             reply.peer().role != "admin") {
-    log::warn("refused {} from {} ({}role {}): administrative, needs role admin", verb,
-              reply.peer().address,
-              reply.peer().cert.empty() ? "" : "certificate '" + escape(reply.peer().cert) + "', ",
-              escape(reply.peer().role));
-    fail(Status::error("DENIED", std::string(verb) + " is administrative: role admin only"));
-  } else if (verb == "PAUSE") {
-    auto ms = t.size() == 2 ? parse_int(t[1]) : std::nullopt;
-    if (!ms || *ms < 1 || *ms > 600000)
-      return fail(Status::error("PROTO", "usage: PAUSE MS (1 to 600000)"));
-    bool was = m_core->paused();
-    step(ev::Pause{client(reply), *ms});
-    if (!was && m_core->paused()) watch_pause(reply);
-  } else if (verb == "RESUME") {
-    step(ev::Resume{client(reply)});
-  } else if (verb == "FORGET") {
-    auto txid = protocol::decode_txid_arg(t);
-    if (!txid) return fail(Status::error("PROTO", "usage: FORGET TXID"));
-    step(ev::Forget{client(reply), std::move(*txid)});
-  } else if (verb == "STATS") {
-    on_stats(reply);
-  } else {
-    fail(Status::error("PROTO",
-                       "unknown command " + escape(verb) +
-                           " (try PUT, GET, SCAN, DEL, TXN, RESULT, STATS, HEURISTICS, PING)"));
+  return {
+      single("PUT"),
+      single("DEL"),
+      data_verb("TXN",
+                [this](const Tokens& t, Reply reply) {
+                  if (t.size() < 3)
+                    return fail(reply,
+                                Status::error("PROTO", "usage: TXN RID|- [trace] OP [OP...]"));
+                  std::string rid = t[1] == "-" ? "" : std::string(t[1]);
+                  if (!rid.empty())
+                    if (Status s = protocol::check_request_id(rid); !s) return fail(reply, s);
+                  bool want_trace = t[2] == "trace";
+                  auto ops = protocol::parse_ops(t, want_trace ? 3 : 2);
+                  if (!ops) return fail(reply, ops.status());
+                  step(ev::Txn{client(reply, true), rid, std::move(*ops), want_trace});
+                }),
+      data_verb("GET",
+                [this](const Tokens& t, Reply reply) {
+                  auto r = protocol::decode_read(t);
+                  if (!r)
+                    return fail(reply, t.size() == 2 ? r.status()
+                                                     : Status::error("PROTO", "usage: GET KEY"));
+                  step(ev::Get{client(reply), std::move(r->key)});
+                }),
+      data_verb("SCAN",
+                [this](const Tokens& t, Reply reply) {
+                  // The participants' SCAN without MAX-BYTES: a page's keys and values, raw, in
+                  // a quarter of a line, so that escaped (at most three bytes per byte) it fits
+                  // a participant's reply and the reply to the client.
+                  std::vector<std::string_view> args(t);
+                  std::string bytes = std::to_string(std::max<size_t>(1, m_cfg.max_line / 4));
+                  if (t.size() == 4) args.push_back(bytes);
+                  auto m = protocol::decode_scan(args);
+                  if (t.size() != 4 || !m)
+                    return fail(reply,
+                                Status::error("PROTO", fmt::format("usage: SCAN PREFIX AFTER LIMIT "
+                                                                   "(LIMIT 1 to {}; \"\" for none)",
+                                                                   protocol::k_max_scan_limit)));
+                  step(ev::Scan{client(reply), std::move(m->prefix), std::move(m->after), m->limit,
+                                m->max_bytes});
+                }),
+      {"RESULT", "", false,
+       [this](const Tokens& t, Reply reply) {
+         if (t.size() != 2) return fail(reply, Status::error("PROTO", "usage: RESULT RID"));
+         if (Status s = protocol::check_request_id(t[1]); !s) return fail(reply, s);
+         step(ev::Result{client(reply), std::string(t[1])});
+       }},
+      {"OUTCOME", "", false,
+       [this](const Tokens& t, Reply reply) {
+         auto q = protocol::decode_outcome_query(t);
+         if (!q) return fail(reply, q.status());
+         // A report of an operator's outcome names its participant by the node id this leader
+         // pinned for it: any other peer's report is answered, never recorded.
+         size_t part = SIZE_MAX;
+         if (q->heuristic && reply.peer().role == "participant" && !reply.peer().node.empty())
+           for (size_t i = 0; i < m_pins.size(); ++i)
+             if (m_pins[i].node == reply.peer().node) part = i;
+         step(ev::Outcome{client(reply), std::move(q->txid), q->heuristic, std::move(q->rid), part,
+                          q->held_ms});
+       }},
+      {"TRACE", "", false,
+       [this](const Tokens& t, Reply reply) {
+         if (t.size() != 2) return fail(reply, Status::error("PROTO", "usage: TRACE TXID"));
+         on_trace(std::string(t[1]), reply, now_ms() + 3000);
+       }},
+      {"PEERS", "", false, [this](const Tokens&, Reply reply) { on_peers(reply); }},
+      {"MEMBERS", "", false, [this](const Tokens&, Reply reply) { on_members(reply); }},
+      {"HEURISTICS", "", false,
+       [this](const Tokens& t, Reply reply) {
+         if (t.size() != 1) return fail(reply, Status::error("PROTO", "usage: HEURISTICS"));
+         on_heuristics(reply);
+       }},
+      {"STATS", "", false, [this](const Tokens&, Reply reply) { on_stats(reply); }},
+      {"PAUSE", "admin", false,
+       [this](const Tokens& t, Reply reply) {
+         auto ms = t.size() == 2 ? parse_int(t[1]) : std::nullopt;
+         if (!ms || *ms < 1 || *ms > 600000)
+           return fail(reply, Status::error("PROTO", "usage: PAUSE MS (1 to 600000)"));
+         bool was = m_core->paused();
+         step(ev::Pause{client(reply), *ms});
+         if (!was && m_core->paused()) watch_pause(reply);
+       }},
+      {"RESUME", "admin", false,
+       [this](const Tokens&, Reply reply) { step(ev::Resume{client(reply)}); }},
+      {"FORGET", "admin", false,
+       [this](const Tokens& t, Reply reply) {
+         auto txid = protocol::decode_txid_arg(t);
+         if (!txid) return fail(reply, Status::error("PROTO", "usage: FORGET TXID"));
+         step(ev::Forget{client(reply), std::move(*txid)});
+       }},
+  };
+}
+
+void Server::on_peers(Reply reply) {
+  // PEERS {ADDR up|down|refused[ REASON]}
+  LineBuilder b("PEERS");
+  for (auto& l : m_links) {
+    b.raw(l->address()).raw(l->up() ? "up" : l->refused().empty() ? "down" : "refused");
+    if (!l->up() && !l->refused().empty()) b.arg(l->refused());
   }
+  reply.send(b.str());
+}
+
+void Server::on_members(Reply reply) {
+  // MEMBERS EPOCH {ID ADDR STATE}: the membership in effect (docs/membership.md).
+  const auto& mem = m_core->members();
+  LineBuilder b("MEMBERS");
+  b.num(static_cast<long long>(mem.epoch));
+  for (size_t p = 0; p < mem.size(); ++p)
+    b.raw(m_pins[p].id.empty() ? std::string("-") : m_pins[p].id)
+        .raw(mem.slots[p].addr)
+        .raw(membership::name(mem.slots[p].state));
+  reply.send(b.str());
+}
+
+void Server::on_heuristics(Reply reply) {
+  // HEURISTICS COUNT {TXID RID|- PARTICIPANT DECIDED THEIRS}
+  LineBuilder b("HEURISTICS");
+  b.num(static_cast<long long>(m_core->mismatches().size()));
+  for (auto& [key, m] : m_core->mismatches())
+    b.raw(m.txid)
+        .raw(m.rid.empty() ? "-" : m.rid)
+        .raw(m_cfg.peers.at(m.part))
+        .raw(m.decided_commit ? "commit" : "abort")
+        .raw(m.their_commit ? "commit" : "abort");
+  reply.send(b.str());
 }
 
 std::string Server::view_refused() const {
@@ -655,7 +670,7 @@ void Server::watch_pause(Reply pauser) {
   if (!m_pause_watch) m_pause_watch = std::make_unique<asio::steady_timer>(m_io);
   m_pause_watch->expires_after(std::chrono::milliseconds(50));
   m_pause_watch->async_wait([this, pauser](boost::system::error_code ec) {
-    if (ec || m_stopped || !m_core->paused()) return;
+    if (ec || m_host->stopped() || !m_core->paused()) return;
     if (pauser.connected()) return watch_pause(pauser);
     log::warn("pause ended: the connection that asked for it ({}) closed", pauser.peer().address);
     step(ev::Resume{0});
@@ -678,7 +693,7 @@ void Server::on_stats(Reply reply) {
       mem.count(membership::State::in_sync), mem.count(membership::State::catching_up),
       mem.count(membership::State::out), m_core->exclusions(), m_core->rejoins(),
       m_core->catchup_totals().keys, m_core->catchup_totals().bytes,
-      m_core->catchup_totals().last_ms, ls.bytes, ls.syncs, now_ms() - m_started_ms,
+      m_core->catchup_totals().last_ms, ls.bytes, ls.syncs, m_host->uptime_ms(),
       m_decisions ? "etcd" : "local",
       m_decisions ? fmt::format(" store={}", m_decisions->healthy() ? "up" : "down") : ""));
 }

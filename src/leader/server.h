@@ -1,9 +1,9 @@
-// The leader process: the I/O pump around leader::Core. It decodes requests into events,
-// steps the core, and executes the actions: log appends (the log's writer thread hands
-// completions back by post), messages on the links to the participants, replies to clients,
-// log rewrites, and one timer for the core's ticks. It holds no protocol state of its own:
-// only handles (which reply belongs to which waiting client) and traces for `--trace`.
-// Single io_context thread.
+// The leader process: a node::Host configured with the leader's verbs, around leader::Core.
+// It decodes requests into events, steps the core, and executes the actions: log appends (the
+// log's writer thread hands completions back by post), messages on the links to the
+// participants, replies to clients, log rewrites, and the core's ticks. It holds no protocol
+// state of its own: the host keeps which reply belongs to which waiting client; the server
+// keeps traces for `--trace`. Single io_context thread.
 #pragma once
 #include <utility>  // before asio: boost 1.74 needs it
 
@@ -17,11 +17,9 @@
 #include "leader/core.h"
 #include "leader/decisions.h"
 #include "leader/executor.h"
-#include "metrics/node.h"
+#include "node/host.h"
 #include "node/identity.h"
 #include "protocol/link.h"
-#include "protocol/session.h"
-#include "protocol/waker.h"
 #include "tls/context.h"
 #include "txlog/log.h"
 
@@ -75,14 +73,19 @@ class Server : private Io {
   // Opens the data dir and recovers; throws tpc::Error on a startup failure.
   Server(boost::asio::io_context& io, Config cfg);
   ~Server();
-  uint16_t port() const { return m_server->port(); }
+  uint16_t port() const { return m_host->port(); }
   void stop();
   // New certificates (SIGHUP): for connections made from now on; open ones keep theirs.
   void reload_tls(std::shared_ptr<const tls::Context> tls);
 
  private:
-  void handle(const std::string& line, protocol::Reply reply);
-  ClientId client(protocol::Reply reply, bool txn = false);
+  std::vector<node::Verb> verbs();
+  // PUT, DEL, TXN, GET and SCAN: refused while a participant refuses this leader's view.
+  node::Verb data_verb(std::string_view name,
+                       std::function<void(const node::Tokens&, protocol::Reply)> run);
+  ClientId client(protocol::Reply reply, bool txn = false) {
+    return m_host->wait(std::move(reply), txn);
+  }
   void step(Event e) { m_exec->step(std::move(e)); }
   // Io: what the executor does through this process's log, links, clients and timers.
   int64_t now_ms() override;
@@ -98,10 +101,13 @@ class Server : private Io {
   void note_error(const std::string& text) override;
   void warn(const std::string& text) override;
   void after(int64_t ms, std::function<void()> f) override;
-  void wake_at(int64_t at_ms) override { m_wake.arm(at_ms); }
+  void wake_at(int64_t at_ms) override { m_host->wake_at(at_ms); }
   void after_step() override;
   void on_trace(const std::string& id, protocol::Reply reply, int64_t deadline_ms);
   void on_stats(protocol::Reply reply);
+  void on_peers(protocol::Reply reply);
+  void on_members(protocol::Reply reply);
+  void on_heuristics(protocol::Reply reply);
   // Whether DIR/participants is still to be written; throws if it records another set.
   bool check_peers_file();
   std::string peers_file_text() const;
@@ -126,9 +132,11 @@ class Server : private Io {
 
   boost::asio::io_context& m_io;
   Config m_cfg;
-  int64_t m_started_ms;
   uint64_t m_incarnation = 0;
   node::Identity m_ident;
+  // Before the log: the log's writer thread observes into the host's metrics until the log is
+  // gone.
+  std::unique_ptr<node::Host> m_host;
   struct Pin {         // the participant admitted at a slot of --peers
     std::string id;    // its --id
     std::string node;  // its node id; empty: not yet seen
@@ -138,9 +146,6 @@ class Server : private Io {
   uint64_t m_join_epoch = 0;         // the membership epoch the last JOINs carried
   std::vector<uint64_t> m_join_gen;  // the m_pins_gen each participant's last JOIN carried
   std::unique_ptr<Core> m_core;
-  // --metrics-addr: null without (nothing is counted then). Before the log: the log's writer
-  // thread observes into it until the log is gone.
-  std::unique_ptr<metrics::NodeMetrics> m_metrics;
   metrics::Histogram* m_commit_seconds = nullptr;
   std::map<std::string, metrics::Counter*> m_abort_reasons;  // CODE -> counter ("" : others)
   void start_metrics(boost::asio::io_context& io);
@@ -148,15 +153,6 @@ class Server : private Io {
   std::unique_ptr<EtcdDecisions> m_decisions;  // --decision-store etcd://...: the commit points
   std::unique_ptr<Executor> m_exec;
   std::vector<std::shared_ptr<protocol::Link>> m_links;
-  std::unique_ptr<protocol::Server> m_server;
-  struct Waiting {
-    protocol::Reply reply;
-    int64_t since_us = 0;  // when it came (with metrics)
-    bool txn = false;      // a transaction (PUT, DEL, TXN): its outcome is counted
-  };
-  std::unordered_map<ClientId, Waiting> m_waiting;  // client handle -> its reply
-  ClientId m_next_client = 1;
-  protocol::Waker m_wake;  // the core's ticks
   std::unique_ptr<boost::asio::steady_timer> m_pause_watch;  // while paused: its connection
   struct Trace {
     int64_t start_us = 0;
@@ -166,7 +162,6 @@ class Server : private Io {
   };
   std::map<std::string, Trace> m_traces;            // txid -> timeline, for TXN ... trace
   std::map<std::string, std::string> m_trace_rids;  // client request id -> txid
-  bool m_stopped = false;
 };
 
 }  // namespace tpc::leader

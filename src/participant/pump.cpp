@@ -17,11 +17,7 @@ int64_t Server::now_ms() { return tpc::now_ms(); }
 int64_t Server::wall_ms() { return tpc::wall_ms(); }
 int64_t Server::now_us() { return tpc::now_us(); }
 
-void Server::post(std::function<void()> f) {
-  asio::post(m_io, [this, f = std::move(f)] {
-    if (!m_stopped) f();
-  });
-}
+void Server::post(std::function<void()> f) { m_host->post(std::move(f)); }
 
 void Server::append(uint8_t type, std::string payload, const std::string&, act::Append::Mode mode,
                     std::function<void()> done) {
@@ -51,15 +47,14 @@ bool Server::wants_rewrite(bool finished) {
 }
 
 void Server::reply(ClientId client, const ReplyMsg& msg) {
-  auto it = m_waiting.find(client);
-  if (it == m_waiting.end()) return;
-  it->second.reply.send(encode(msg));
-  if (auto* v = std::get_if<protocol::Vote>(&msg); v && m_metrics) {
+  auto w = m_host->take(client);
+  if (!w) return;
+  w->reply.send(encode(msg));
+  if (auto* v = std::get_if<protocol::Vote>(&msg); v && m_host->metrics()) {
     (v->kind == protocol::Vote::yes ? m_votes_yes : m_votes_no)->inc();
     if (v->code == "CONFLICT") m_conflicts->inc();
-    m_prepare_seconds->observe(static_cast<double>(now_us() - it->second.since_us) / 1e6);
+    m_prepare_seconds->observe(static_cast<double>(now_us() - w->since_us) / 1e6);
   }
-  m_waiting.erase(it);
 }
 
 void Server::note(const act::Note& n) {
@@ -73,7 +68,7 @@ void Server::note(const act::Note& n) {
 
 void Server::reload_tls(std::shared_ptr<const tls::Context> tls) {
   m_cfg.tls = tls;
-  m_server->set_tls(tls);
+  m_host->reload_tls(tls);
   for (auto& [addr, link] : m_leaders) link->set_tls(tls, "leader");
   client::Connection::use_tls(tls);
 }

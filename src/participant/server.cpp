@@ -25,28 +25,15 @@ using protocol::escape;
 using protocol::LineBuilder;
 using protocol::Reply;
 
-Server::Server(asio::io_context& io, Config cfg)
-    : m_io(io),
-      m_cfg(std::move(cfg)),
-      m_started_ms(now_ms()),
-      m_wake(io, [this] { step(ev::Tick{}); }) {
+Server::Server(asio::io_context& io, Config cfg) : m_io(io), m_cfg(std::move(cfg)) {
   // The port first: a participant that cannot listen writes nothing (connections wait in the
   // backlog until recovery is done and the event loop runs).
-  protocol::SessionConfig sc{
-      "participant",
-      m_cfg.id,
-      m_cfg.max_line,
-      m_cfg.max_connections,
-      [this](const std::string& l) { return node::answer_hello(m_ident, l); },
-      m_cfg.idle_timeout_ms,
-      m_cfg.tls};
-  if (!m_cfg.metrics_addr.empty()) {
-    m_metrics = std::make_unique<metrics::NodeMetrics>("participant", m_cfg.id);
-    sc.accepted = &m_metrics->accepted;
-    sc.refused = &m_metrics->refused;
-  }
-  m_server = std::make_unique<protocol::Server>(
-      io, m_cfg.bind, m_cfg.port, sc, [this](const std::string& l, Reply r) { handle(l, r); });
+  m_host = std::make_unique<node::Host>(
+      io,
+      node::HostConfig{"participant", m_cfg.id, m_cfg.bind, m_cfg.port, m_cfg.max_line,
+                       m_cfg.max_connections, m_cfg.idle_timeout_ms, m_cfg.tls, m_cfg.metrics_addr},
+      m_ident, [this] { step(ev::Tick{}); });
+  m_host->serve(verbs());
   client::Connection::use_tls(m_cfg.tls);  // restores read from replicas over it
   if (!m_cfg.restore_from.empty()) restore_from_replica(m_cfg, m_cfg.restore_from, std::cout);
   if (!m_cfg.restore_backup.empty()) restore_from_backup(m_cfg, m_cfg.restore_backup, std::cout);
@@ -77,7 +64,7 @@ Server::Server(asio::io_context& io, Config cfg)
   m_exec->execute(a);  // the redo is applied here, before anyone is served
   log::info("recovered {} log records; {} commits redone; {} transactions in doubt",
             recovered.size(), m_core->redone(), m_core->prepared().size());
-  if (m_metrics) start_metrics(io);
+  if (m_host->metrics()) start_metrics(io);
   log::info("participant {} (node {}, cluster {}) listening on {}:{}, data in {}", m_cfg.id,
             m_ident.node, m_ident.cluster.empty() ? "not joined yet" : m_ident.cluster, m_cfg.bind,
             port(), m_cfg.data_dir);
@@ -86,19 +73,17 @@ Server::Server(asio::io_context& io, Config cfg)
 Server::~Server() { stop(); }
 
 void Server::stop() {
-  if (m_stopped) return;
-  m_stopped = true;
+  if (m_host->stopped()) return;
   if (m_exec) m_exec->stop();
-  m_wake.cancel();
-  m_server->stop();
-  if (m_metrics) m_metrics->stop();
+  m_host->stop();
   for (auto& [a, l] : m_leaders) l->stop();
 }
 
 void Server::start_metrics(boost::asio::io_context& io) {
-  auto& r = m_metrics->registry;
-  m_metrics->watch(*m_log);
-  m_metrics->connections([this] { return static_cast<double>(m_server->connections()); });
+  auto& m = *m_host->metrics();
+  auto& r = m.registry;
+  m.watch(*m_log);
+  m.connections([this] { return static_cast<double>(m_host->connections()); });
   m_votes_yes = &r.counter("tpc_prepares_total", "PREPAREs answered, by vote.", "vote=\"yes\"");
   m_votes_no = &r.counter("tpc_prepares_total", "PREPAREs answered, by vote.", "vote=\"no\"");
   m_conflicts = &r.counter("tpc_conflicts_total",
@@ -123,119 +108,104 @@ void Server::start_metrics(boost::asio::io_context& io) {
           [this] { return static_cast<double>(m_core->forced_heuristics()); });
   r.gauge("tpc_keys", "Keys stored here.",
           [this] { return static_cast<double>(m_store->key_count()); });
-  m_metrics->serve(io, m_cfg.metrics_addr, [] { return std::string(); });
+  m.serve(io, m_cfg.metrics_addr, [] { return std::string(); });
   log::info("metrics on http://{}/metrics", m_cfg.metrics_addr);
 }
 
-ClientId Server::client(Reply reply) {
-  ClientId id = m_next_client++;
-  m_waiting.emplace(id, Waiting{std::move(reply), m_metrics ? now_us() : 0});
-  return id;
-}
-
-namespace {
-// Which declared roles may send each verb to a participant (docs/security.md), as the roles'
-// names separated by spaces; nullptr: an unknown verb (answered PROTO). A leader must also
-// have had its JOIN accepted on the connection for PREPARE, COMMIT and ABORT: the leader
-// that admitted this participant. An operator decides only with RESOLVE (recorded, and
-// reported to the leader): never with a bare COMMIT or ABORT.
-const char* allowed_roles(std::string_view verb) {
-  if (verb == "PREPARE") return "leader";
-  if (verb == "COMMIT" || verb == "ABORT") return "leader";
-  if (verb == "JOIN" || verb == "SYNCBEGIN" || verb == "SYNC") return "leader";
-  if (verb == "READ" || verb == "SCAN" || verb == "SCANCHECK") return "leader client admin";
-  if (verb == "STATS" || verb == "INDOUBT") return "leader participant client admin";
-  if (verb == "RESOLVE" || verb == "BACKUP" || verb == "FETCH" || verb == "DROP") return "admin";
-  if (verb == "MEMBERSHIP" || verb == "SNAPSHOT") return "participant admin";
-  return nullptr;
-}
-bool needs_join(std::string_view verb) {
-  return verb == "PREPARE" || verb == "COMMIT" || verb == "ABORT" || verb == "SYNCBEGIN" ||
-         verb == "SYNC";
-}
-}  // namespace
-
-void Server::handle(const std::string& line, Reply reply) {
-  auto t = protocol::split(line);
-  auto verb = t[0];
-  auto fail = [&](const Status& s) {
+// The participant's verbs (docs/protocol.md) and who may send each (docs/security.md). A
+// leader must also have had its JOIN accepted on the connection for PREPARE, COMMIT, ABORT
+// and a copy's SYNCBEGIN and SYNC: the leader that admitted this participant. An operator
+// decides only with RESOLVE (recorded, and reported to the leader): never with a bare COMMIT
+// or ABORT.
+std::vector<node::Verb> Server::verbs() {
+  using node::Tokens;
+  auto fail = [](const Reply& reply, const Status& s) {
     reply.send(LineBuilder("ERR").raw(s.code()).text(s.message()).str());
   };
-  if (const char* roles = allowed_roles(verb)) {
-    const auto& peer = reply.peer();
-    bool role_ok =
-        !peer.role.empty() &&
-        (" " + std::string(roles) + " ").find(" " + peer.role + " ") != std::string::npos;
-    bool join_missing = role_ok && peer.role == "leader" && needs_join(verb) && !peer.joined;
-    if (!role_ok || join_missing) {
-      std::string why =
-          peer.role.empty() ? fmt::format("{} needs a HELLO first (role {})", escape(verb), roles)
-          : join_missing
-              ? fmt::format("{} only from the leader that admitted this participant (JOIN)",
-                            escape(verb))
-              : fmt::format("{} is not for role {} (only {})", escape(verb), escape(peer.role),
-                            roles);
-      log::warn("refused {} from {} ({}role {}, id {}, node {}): {}", escape(verb), peer.address,
-                peer.cert.empty() ? "" : "certificate '" + escape(peer.cert) + "', ",
-                peer.role.empty() ? "-" : escape(peer.role), escape(peer.id), escape(peer.node),
-                why);
-      return fail(Status::error("DENIED", why));
-    }
-  }
-  if (verb == "PREPARE") {
-    auto m = protocol::decode_prepare(t);
-    if (!m) return fail(m.status());
-    step(ev::Prepare{client(reply), std::move(*m), reply.peer().node});
-  } else if (verb == "COMMIT" || verb == "ABORT") {
-    auto txid = protocol::decode_txid_arg(t);
-    if (!txid) return fail(txid.status());
-    if (verb == "COMMIT")
-      step(ev::Commit{client(reply), std::move(*txid), reply.peer().node});
-    else
-      step(ev::Abort{client(reply), std::move(*txid), reply.peer().node});
-  } else if (verb == "READ") {
-    auto m = protocol::decode_read(t);
-    if (!m) return fail(m.status());
-    step(ev::Read{client(reply), std::move(m->key), m->epoch});
-  } else if (verb == "SCAN") {
-    auto m = protocol::decode_scan(t);
-    if (!m) return fail(m.status());
-    step(ev::Scan{client(reply), std::move(*m), reply.peer().node});
-  } else if (verb == "SCANCHECK") {
-    auto m = protocol::decode_scan_check(t);
-    if (!m) return fail(m.status());
-    step(ev::ScanCheck{client(reply), std::move(m->watch), reply.peer().node});
-  } else if (verb == "SYNCBEGIN") {
-    auto m = protocol::decode_sync_begin(t);
-    if (!m) return fail(m.status());
-    step(ev::SyncBegin{client(reply), std::move(*m)});
-  } else if (verb == "SYNC") {
-    auto m = protocol::decode_sync(t);
-    if (!m) return fail(m.status());
-    step(ev::Sync{client(reply), std::move(*m)});
-  } else if (verb == "JOIN") {
-    on_join(t, reply);
-  } else if (verb == "MEMBERSHIP") {
-    if (m_membership.empty())
-      return fail(Status::error("STATE", "this participant has not joined a cluster yet"));
-    reply.send("MEMBERSHIP" + m_membership.substr(4));
-  } else if (verb == "SNAPSHOT") {
-    on_snapshot(t, reply);
-  } else if (verb == "BACKUP" || verb == "FETCH" || verb == "DROP") {
-    on_backup(t, reply);
-  } else if (verb == "STATS") {
-    on_stats(reply);
-  } else if (verb == "INDOUBT") {
-    on_indoubt(reply);
-  } else if (verb == "RESOLVE") {
-    if ((t.size() != 3 && t.size() != 4) || (t[2] != "commit" && t[2] != "abort") ||
-        (t.size() == 4 && t[3] != "relayed"))
-      return fail(Status::error("PROTO", "usage: RESOLVE TXID commit|abort [relayed]"));
-    if (Status s = protocol::check_txid(t[1]); !s) return fail(s);
-    step(ev::Resolve{client(reply), std::string(t[1]), t[2] == "commit", t.size() == 4});
-  } else {
-    fail(Status::error("PROTO", "unknown command " + escape(verb) + " (participant)"));
-  }
+  // A verb whose request decodes into one event of the core.
+  auto event = [&](std::string_view name, std::string_view roles, bool join, auto decode) {
+    return node::Verb{name, roles, join, [this, fail, decode](const Tokens& t, Reply reply) {
+                        auto e = decode(t, reply);
+                        if (!e) return fail(reply, e.status());
+                        step(std::move(*e));
+                      }};
+  };
+  const char* data = "leader client admin";
+  return {
+      event("PREPARE", "leader", true,
+            [this](const Tokens& t, const Reply& r) -> Result<Event> {
+              auto m = protocol::decode_prepare(t);
+              if (!m) return m.status();
+              return Event{ev::Prepare{client(r), std::move(*m), r.peer().node}};
+            }),
+      event("COMMIT", "leader", true,
+            [this](const Tokens& t, const Reply& r) -> Result<Event> {
+              auto txid = protocol::decode_txid_arg(t);
+              if (!txid) return txid.status();
+              return Event{ev::Commit{client(r), std::move(*txid), r.peer().node}};
+            }),
+      event("ABORT", "leader", true,
+            [this](const Tokens& t, const Reply& r) -> Result<Event> {
+              auto txid = protocol::decode_txid_arg(t);
+              if (!txid) return txid.status();
+              return Event{ev::Abort{client(r), std::move(*txid), r.peer().node}};
+            }),
+      event("READ", data, false,
+            [this](const Tokens& t, const Reply& r) -> Result<Event> {
+              auto m = protocol::decode_read(t);
+              if (!m) return m.status();
+              return Event{ev::Read{client(r), std::move(m->key), m->epoch}};
+            }),
+      event("SCAN", data, false,
+            [this](const Tokens& t, const Reply& r) -> Result<Event> {
+              auto m = protocol::decode_scan(t);
+              if (!m) return m.status();
+              return Event{ev::Scan{client(r), std::move(*m), r.peer().node}};
+            }),
+      event("SCANCHECK", data, false,
+            [this](const Tokens& t, const Reply& r) -> Result<Event> {
+              auto m = protocol::decode_scan_check(t);
+              if (!m) return m.status();
+              return Event{ev::ScanCheck{client(r), std::move(m->watch), r.peer().node}};
+            }),
+      event("SYNCBEGIN", "leader", true,
+            [this](const Tokens& t, const Reply& r) -> Result<Event> {
+              auto m = protocol::decode_sync_begin(t);
+              if (!m) return m.status();
+              return Event{ev::SyncBegin{client(r), std::move(*m)}};
+            }),
+      event("SYNC", "leader", true,
+            [this](const Tokens& t, const Reply& r) -> Result<Event> {
+              auto m = protocol::decode_sync(t);
+              if (!m) return m.status();
+              return Event{ev::Sync{client(r), std::move(*m)}};
+            }),
+      event("RESOLVE", "admin", false,
+            [this](const Tokens& t, const Reply& r) -> Result<Event> {
+              if ((t.size() != 3 && t.size() != 4) || (t[2] != "commit" && t[2] != "abort") ||
+                  (t.size() == 4 && t[3] != "relayed"))
+                return Status::error("PROTO", "usage: RESOLVE TXID commit|abort [relayed]");
+              if (Status s = protocol::check_txid(t[1]); !s) return s;
+              return Event{
+                  ev::Resolve{client(r), std::string(t[1]), t[2] == "commit", t.size() == 4}};
+            }),
+      {"JOIN", "leader", false, [this](const Tokens& t, Reply r) { on_join(t, r); }},
+      {"MEMBERSHIP", "participant admin", false,
+       [this, fail](const Tokens&, Reply r) {
+         if (m_membership.empty())
+           return fail(r, Status::error("STATE", "this participant has not joined a cluster yet"));
+         r.send("MEMBERSHIP" + m_membership.substr(4));
+       }},
+      {"SNAPSHOT", "participant admin", false,
+       [this](const Tokens& t, Reply r) { on_snapshot(t, r); }},
+      {"BACKUP", "admin", false, [this](const Tokens& t, Reply r) { on_backup(t, r); }},
+      {"FETCH", "admin", false, [this](const Tokens& t, Reply r) { on_backup(t, r); }},
+      {"DROP", "admin", false, [this](const Tokens& t, Reply r) { on_backup(t, r); }},
+      {"STATS", "leader participant client admin", false,
+       [this](const Tokens&, Reply r) { on_stats(r); }},
+      {"INDOUBT", "leader participant client admin", false,
+       [this](const Tokens&, Reply r) { on_indoubt(r); }},
+  };
 }
 
 void Server::on_join(const std::vector<std::string_view>& t, Reply reply) {
@@ -421,7 +391,7 @@ void Server::on_stats(Reply reply) {
       m_cfg.id, m_ident.cluster.empty() ? "-" : m_ident.cluster, m_ident.node, m_store->key_count(),
       m_core->committed_count(), m_core->aborted_count(), m_core->prepared().size(),
       m_core->prepared().size() - m_core->in_doubt(), m_core->forced_heuristics(), ls.bytes,
-      ls.syncs, now_ms() - m_started_ms, m_core->epoch()));
+      ls.syncs, m_host->uptime_ms(), m_core->epoch()));
 }
 
 void Server::on_indoubt(Reply reply) {

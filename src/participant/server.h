@@ -1,9 +1,9 @@
-// The participant process: the I/O pump around participant::Core. It decodes requests into
-// events, steps the core, and executes the actions: log appends (the log's writer thread
-// hands completions back with asio::post), store batches, replies, OUTCOME queries on links
-// to leaders, log rewrites, and one timer for the core's ticks. It holds no protocol state
-// of its own: only handles (which reply belongs to which waiting request). Single io_context
-// thread.
+// The participant process: a node::Host configured with the participant's verbs, around
+// participant::Core. It decodes requests into events, steps the core, and executes the
+// actions: log appends (the log's writer thread hands completions back with asio::post),
+// store batches, replies, OUTCOME queries on links to leaders, log rewrites, and the core's
+// ticks. It holds no protocol state of its own: the host keeps which reply belongs to which
+// waiting request. Single io_context thread.
 #pragma once
 #include <utility>  // before asio: boost 1.74 needs it
 
@@ -14,13 +14,11 @@
 #include <unordered_map>
 #include <vector>
 
-#include "metrics/node.h"
+#include "node/host.h"
 #include "node/identity.h"
 #include "participant/core.h"
 #include "participant/executor.h"
 #include "protocol/link.h"
-#include "protocol/session.h"
-#include "protocol/waker.h"
 #include "store/store.h"
 #include "tls/context.h"
 #include "txlog/log.h"
@@ -62,14 +60,14 @@ class Server : private Io {
   // Opens the data dir and recovers; throws tpc::Error on a startup failure.
   Server(boost::asio::io_context& io, Config cfg);
   ~Server();
-  uint16_t port() const { return m_server->port(); }
+  uint16_t port() const { return m_host->port(); }
   void stop();
   // New certificates (SIGHUP): for connections made from now on; open ones keep theirs.
   void reload_tls(std::shared_ptr<const tls::Context> tls);
 
  private:
-  void handle(const std::string& line, protocol::Reply reply);
-  ClientId client(protocol::Reply reply);
+  std::vector<node::Verb> verbs();
+  ClientId client(protocol::Reply reply) { return m_host->wait(std::move(reply)); }
   void step(Event e) { m_exec->step(std::move(e)); }
   // Io: what the executor does through this process's log, store, sockets and timer.
   int64_t now_ms() override;
@@ -84,7 +82,7 @@ class Server : private Io {
   void ask(const act::Ask& a) override;
   void note(const act::Note& n) override;
   void post(std::function<void()> f) override;
-  void wake_at(int64_t at_ms) override { m_wake.arm(at_ms); }
+  void wake_at(int64_t at_ms) override { m_host->wake_at(at_ms); }
   void on_stats(protocol::Reply reply);
   void on_indoubt(protocol::Reply reply);
   void on_join(const std::vector<std::string_view>& t, protocol::Reply reply);
@@ -94,29 +92,19 @@ class Server : private Io {
 
   boost::asio::io_context& m_io;
   Config m_cfg;
-  int64_t m_started_ms;
   node::Identity m_ident;
+  // Before the log: the log's writer thread observes into the host's metrics until the log is
+  // gone.
+  std::unique_ptr<node::Host> m_host;
   std::string m_membership;  // the last JOIN line, as kept in DIR/membership
   std::unique_ptr<store::SqliteStore> m_store;
   std::unique_ptr<Core> m_core;
   std::unique_ptr<Executor> m_exec;
-  // --metrics-addr: null without (nothing is counted then). Before the log: the log's writer
-  // thread observes into it until the log is gone.
-  std::unique_ptr<metrics::NodeMetrics> m_metrics;
   std::unique_ptr<txlog::Log> m_log;
-  std::unique_ptr<protocol::Server> m_server;
-  struct Waiting {
-    protocol::Reply reply;
-    int64_t since_us = 0;  // when it came (with metrics)
-  };
-  std::unordered_map<ClientId, Waiting> m_waiting;  // client handle -> its reply
   void start_metrics(boost::asio::io_context& io);
   metrics::Counter *m_votes_yes = nullptr, *m_votes_no = nullptr, *m_conflicts = nullptr;
   metrics::Histogram* m_prepare_seconds = nullptr;
-  ClientId m_next_client = 1;
   std::map<std::string, std::shared_ptr<protocol::Link>> m_leaders;  // address -> link
-  protocol::Waker m_wake;                                            // the core's ticks
-  bool m_stopped = false;
 };
 
 }  // namespace tpc::participant
