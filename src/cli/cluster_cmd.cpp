@@ -18,11 +18,12 @@
 
 #include "cli/commands.h"
 #include "client/connection.h"
-#include "etcd/client.h"
-#include "protocol/messages.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "common/util.h"
+#include "etcd/client.h"
+#include "node/stats.h"
+#include "protocol/messages.h"
 #include "tls/context.h"
 
 namespace tpc::cli {
@@ -282,13 +283,13 @@ void LocalCluster::start_leader(int k, const std::string& cluster) {
 }
 
 std::string LocalCluster::wait_leader(const std::string& addr) {
-  std::string want = fmt::format("peers_up={}/{}", o.participants, o.participants);
   int64_t deadline = now_ms() + 15000;
   while (!g_stop && !failed && now_ms() < deadline) {
     if ((failed = child_died())) break;
     if (auto c = client::Connection::open(addr, 300)) {
       auto r = c->call("STATS", 1000);
-      if (r && r->find(want) != std::string::npos) return protocol::parse_fields(*r)["cluster"];
+      auto s = r ? node::decode_stats(*r) : Result<node::Stats>(r.status());
+      if (s && s->peers_up == o.participants && s->peers == o.participants) return s->cluster;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

@@ -10,13 +10,13 @@
 #include "client/client.h"
 #include "client/connection.h"
 #include "common/util.h"
+#include "node/stats.h"
 #include "protocol/codec.h"
 #include "protocol/messages.h"
 
 namespace tpc::client {
 
 namespace {
-using Fields = std::map<std::string, std::string>;
 
 std::optional<std::string> ask(const std::string& addr, const std::string& line,
                                int timeout_ms = 2000) {
@@ -49,10 +49,6 @@ std::string human_ms(const std::string& s) {
 // A JSON string of data (a key): its display escaping (docs/protocol.md), which reads back.
 std::string json_key(const std::string& k) {
   return protocol::json_string(protocol::escape_display(k));
-}
-std::string num_or_null(const Fields& f, const char* k) {
-  auto it = f.find(k);
-  return it == f.end() ? "null" : it->second;
 }
 
 // Participant addresses: from the leader, else from --peers.
@@ -151,11 +147,11 @@ int run_member_list(const Options& o, bool json, std::ostream& out, std::ostream
     err << "leader " << o.leader << " is unreachable (or too old to list members)\n";
     return k_unknown;
   }
-  std::vector<std::string> keys;
+  std::vector<std::string> keys;  // "" when its STATS did not come
   for (auto& m : members) {
     auto st = ask(m.addr, "STATS");
-    auto f = st ? protocol::parse_fields(*st) : Fields{};
-    keys.push_back(f.count("keys") ? f.at("keys") : std::string());
+    auto s = st ? node::decode_stats(*st) : Result<node::Stats>(Status::error("DOWN", ""));
+    keys.push_back(s ? std::to_string(s->keys) : std::string());
   }
   if (json) {
     std::string s = fmt::format("{{\"epoch\":{},\"members\":[", epoch);
@@ -179,8 +175,8 @@ namespace {
 // One node's row of `tpc client status`, from its STATS line.
 struct StatusRow {
   std::string role, addr;
-  bool up = false;
-  Fields f;
+  bool up = false;      // its STATS came
+  node::Stats s;        // decoded from it
   std::string refused;  // why the leader refuses this participant
   std::string member;   // a participant's state in the membership ("": not known)
 };
@@ -188,35 +184,39 @@ struct StatusRow {
 // renderings of it.
 struct StatusSnapshot {
   std::vector<StatusRow> rows;
-  std::optional<Fields> leader;  // the first leader that answered
-  int down = 0;                  // nodes down or refused
+  std::optional<node::Stats> leader;  // the first leader that answered
+  int down = 0;                       // nodes down or refused
 };
 
-std::string field(const Fields& f, const char* k) {
-  auto it = f.find(k);
-  return it == f.end() ? std::string("-") : it->second;
+// A node's STATS, decoded; nullopt when it did not answer or answered something else.
+std::optional<node::Stats> ask_stats(const std::string& addr) {
+  auto st = ask(addr, "STATS");
+  if (!st) return std::nullopt;
+  auto s = node::decode_stats(*st);
+  if (!s) return std::nullopt;
+  return *s;
 }
 
 // Asks every leader listed, then the participants (from the first leader that answers, else
 // from --peers). Empty when no leader answers and no --peers was given.
 std::optional<StatusSnapshot> take_status(const Options& o, bool json, std::ostream& err) {
   StatusSnapshot snap;
-  std::vector<std::pair<std::string, std::optional<std::string>>> leader_stats;
-  std::optional<std::string> ls, peers;
+  std::optional<std::string> peers;
   for (const auto& addr : split_list(o.leader, ',')) {
-    auto st = ask(addr, "STATS");
-    if (st && !ls) {
-      ls = st;
+    auto st = ask_stats(addr);
+    if (st && !snap.leader) {
+      snap.leader = st;
       peers = ask(addr, "PEERS");
     }
-    leader_stats.emplace_back(addr, st);
+    snap.rows.push_back({"leader", addr, st.has_value(), st.value_or(node::Stats{}), "", ""});
+    snap.down += !st;
   }
   std::vector<protocol::PeerState> parts;
   if (peers) parts = protocol::parse_peers(*peers);
   std::vector<Member> members;
-  if (ls)
+  if (snap.leader)
     if (auto m = ask_members(o)) members = parse_members(*m, nullptr);
-  if (!ls || !peers) {
+  if (!snap.leader || !peers) {
     // The leader is down: the participants named by --peers are asked directly.
     if (o.peers.empty()) {
       err << "leader " << o.leader
@@ -227,26 +227,14 @@ std::optional<StatusSnapshot> take_status(const Options& o, bool json, std::ostr
       for (const auto& a : split_list(o.peers, ',')) parts.push_back({a, "", ""});
     }
   }
-  if (ls) snap.leader = protocol::parse_fields(*ls);
-  for (auto& [addr, st] : leader_stats) {
-    snap.rows.push_back(
-        {"leader", addr, st.has_value(), st ? protocol::parse_fields(*st) : Fields{}, "", ""});
-    snap.down += !st;
-  }
   for (auto& p : parts) {
-    auto r = ask(p.addr, "STATS");
-    Fields f = r ? protocol::parse_fields(*r) : Fields{};
-    // In doubt: prepared, the outcome not known; not a commit the participant is applying.
-    if (f.count("in_doubt") && f.count("applying")) {
-      auto all = parse_int(f["in_doubt"]), applying = parse_int(f["applying"]);
-      if (all && applying && *all >= *applying) f["in_doubt"] = std::to_string(*all - *applying);
-    }
+    auto st = ask_stats(p.addr);
     std::string member;
     for (auto& m : members)
       if (m.addr == p.addr) member = m.state;
-    snap.rows.push_back({"participant", p.addr, r.has_value(), std::move(f),
+    snap.rows.push_back({"participant", p.addr, st.has_value(), st.value_or(node::Stats{}),
                          p.state == "refused" ? p.reason : "", member});
-    snap.down += !r || p.state == "refused";
+    snap.down += !st || p.state == "refused";
   }
   return snap;
 }
@@ -255,26 +243,29 @@ void status_json(const StatusSnapshot& snap, std::ostream& out) {
   std::string s = "{\"nodes\":[";
   for (size_t i = 0; i < snap.rows.size(); ++i) {
     auto& r = snap.rows[i];
+    bool leader = r.role == "leader";
+    // null for what a node down did not say, and for what its role has not.
+    auto num = [&](int64_t v, bool has = true) {
+      return r.up && has ? std::to_string(v) : std::string("null");
+    };
     s += fmt::format(
         "{}{{\"role\":\"{}\",\"id\":{},\"address\":{},\"up\":{},\"refused\":{},"
         "\"keys\":{},\"committed\":{},"
         "\"aborted\":{},\"in_doubt\":{},\"heuristic\":{},\"log_bytes\":{},"
         "\"uptime_ms\":{}{}{}}}",
-        i ? "," : "", r.role, r.f.count("id") ? protocol::json_string(r.f.at("id")) : "null",
+        i ? "," : "", r.role, r.up ? protocol::json_string(r.s.id) : "null",
         protocol::json_string(r.addr), r.up ? "true" : "false",
-        r.refused.empty() ? "null" : protocol::json_string(r.refused), num_or_null(r.f, "keys"),
-        num_or_null(r.f, "committed"), num_or_null(r.f, "aborted"),
-        r.role == "leader" ? num_or_null(r.f, "active") : num_or_null(r.f, "in_doubt"),
-        num_or_null(r.f, "heuristic"), num_or_null(r.f, "log_bytes"), num_or_null(r.f, "uptime_ms"),
-        r.role == "leader" && r.f.count("decisions")
-            ? fmt::format(",\"decisions\":{},\"store_up\":{}",
-                          protocol::json_string(r.f.at("decisions")),
-                          field(r.f, "store") == "up" ? "true" : "false")
+        r.refused.empty() ? "null" : protocol::json_string(r.refused), num(r.s.keys, !leader),
+        num(r.s.committed), num(r.s.aborted), num(leader ? r.s.active : r.s.in_doubt()),
+        num(r.s.heuristic), num(r.s.log_bytes), num(r.s.uptime_ms),
+        r.up && leader
+            ? fmt::format(",\"decisions\":{},\"store_up\":{}", protocol::json_string(r.s.decisions),
+                          r.s.store == "up" ? "true" : "false")
             : std::string(),
         r.member.empty() ? std::string() : ",\"member\":" + protocol::json_string(r.member));
   }
   s += "]";
-  if (snap.leader) s += ",\"cluster\":" + protocol::json_string(field(*snap.leader, "cluster"));
+  if (snap.leader) s += ",\"cluster\":" + protocol::json_string(snap.leader->cluster);
   s += "}";
   out << s << "\n";
 }
@@ -284,42 +275,42 @@ void status_table(const StatusSnapshot& snap, std::ostream& out) {
                      "ROLE", "ID", "ADDRESS", "STATE", "MEMBER", "KEYS", "COMMITTED", "ABORTED",
                      "IN-DOUBT", "LOG", "UPTIME");
   for (auto& r : snap.rows) {
-    std::string doubt = r.role == "leader" ? field(r.f, "active") : field(r.f, "in_doubt");
+    bool leader = r.role == "leader";
+    auto num = [&](int64_t v) { return r.up ? std::to_string(v) : std::string("-"); };
     out << fmt::format("{:<12} {:<4} {:<22} {:<5} {:<11} {:>8} {:>10} {:>8} {:>8} {:>10} {:>8}\n",
-                       r.role, protocol::escape_display(field(r.f, "id")), r.addr,
+                       r.role, r.up ? protocol::escape_display(r.s.id) : "-", r.addr,
                        !r.refused.empty() ? "REFUSED"
                        : r.up             ? "up"
                                           : "DOWN",
-                       r.member.empty() ? "-" : r.member,
-                       r.role == "leader" ? "-" : field(r.f, "keys"), field(r.f, "committed"),
-                       field(r.f, "aborted"), doubt,
-                       r.up ? human_bytes(field(r.f, "log_bytes")) : "-",
-                       r.up ? human_ms(field(r.f, "uptime_ms")) : "-");
+                       r.member.empty() ? "-" : r.member, leader ? "-" : num(r.s.keys),
+                       num(r.s.committed), num(r.s.aborted),
+                       num(leader ? r.s.active : r.s.in_doubt()),
+                       r.up ? human_bytes(std::to_string(r.s.log_bytes)) : "-",
+                       r.up ? human_ms(std::to_string(r.s.uptime_ms)) : "-");
   }
   if (snap.leader) {
     out << "(leader IN-DOUBT counts transactions it is still deciding or finishing)\n";
-    out << "cluster " << field(*snap.leader, "cluster") << "\n";
+    out << "cluster " << (snap.leader->cluster.empty() ? "-" : snap.leader->cluster) << "\n";
   }
   for (auto& r : snap.rows)
-    if (r.role == "leader" && field(r.f, "decisions") == "etcd")
-      out << fmt::format("leader {} keeps its decisions in etcd: {}\n",
-                         protocol::escape_display(field(r.f, "id")),
-                         field(r.f, "store") == "up" ? "reachable, lease held"
-                                                     : "UNREACHABLE (new transactions refused)");
+    if (r.up && r.role == "leader" && r.s.decisions == "etcd")
+      out << fmt::format(
+          "leader {} keeps its decisions in etcd: {}\n", protocol::escape_display(r.s.id),
+          r.s.store == "up" ? "reachable, lease held" : "UNREACHABLE (new transactions refused)");
   for (auto& r : snap.rows)
     if (!r.refused.empty())
       out << fmt::format("participant {} REFUSED by the leader: {}\n", r.addr,
                          protocol::display_text(r.refused));
   for (auto& r : snap.rows)
-    if (r.f.count("heuristic") && r.f.at("heuristic") != "0")
+    if (r.up && r.s.heuristic != 0)
       out << (r.role == "leader"
                   ? fmt::format("leader {} records {} HEURISTIC MISMATCH(es): participants "
                                 "finished transactions against its decision (tpc client "
                                 "heuristics)\n",
-                                field(r.f, "id"), r.f.at("heuristic"))
+                                protocol::escape_display(r.s.id), r.s.heuristic)
                   : fmt::format(
                         "participant {} holds {} heuristic decision(s) made with resolve --force\n",
-                        field(r.f, "id"), r.f.at("heuristic")));
+                        protocol::escape_display(r.s.id), r.s.heuristic));
 }
 }  // namespace
 

@@ -15,6 +15,7 @@
 #include "client/client.h"
 #include "client/connection.h"
 #include "common/util.h"
+#include "node/stats.h"
 #include "protocol/codec.h"
 #include "protocol/messages.h"
 #include "txlog/file.h"
@@ -53,7 +54,12 @@ std::optional<int> open_parts(Connection& leader, std::vector<Part>& parts, std:
       err << "backup: participant " << p.addr << ": " << s.status().message() << "\n";
       return k_unknown;
     }
-    p.id = protocol::parse_fields(*s)["id"];
+    auto st = node::decode_stats(*s);
+    if (!st) {
+      err << "backup: participant " << p.addr << ": " << st.status().message() << "\n";
+      return k_unknown;
+    }
+    p.id = st->id;
     p.conn = std::move(*c);
     p.conn.set_max_line(8 << 20);
   }

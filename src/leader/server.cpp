@@ -422,12 +422,15 @@ void Server::start_metrics(boost::asio::io_context& io) {
   auto& r = m.registry;
   m.watch(*m_log);
   m.connections([this] { return static_cast<double>(m_host->connections()); });
+  // Gauges and counters read the one snapshot taken at the scrape (STATS's).
+  r.before_render([this] { m_scraped = stats(); });
+  auto read = [this](int64_t node::Stats::*f) {
+    return [this, f] { return static_cast<double>(m_scraped.*f); };
+  };
   r.counter_fn("tpc_transactions_total", "Transactions ended, by outcome.",
-               [this] { return static_cast<double>(m_core->committed_count()); },
-               "outcome=\"committed\"");
+               read(&node::Stats::committed), "outcome=\"committed\"");
   r.counter_fn("tpc_transactions_total", "Transactions ended, by outcome.",
-               [this] { return static_cast<double>(m_core->aborted_count()); },
-               "outcome=\"aborted\"");
+               read(&node::Stats::aborted), "outcome=\"aborted\"");
   for (const char* code : {"CONFLICT", "CHECK", "TIMEOUT", "UNAVAILABLE", "DUPLICATE", "SETTLED",
                            "TOOLONG", ""})
     m_abort_reasons[code] =
@@ -438,54 +441,42 @@ void Server::start_metrics(boost::asio::io_context& io) {
                                   "Request received to COMMITTED answered, at the leader.",
                                   metrics::latency_buckets());
   r.gauge("tpc_transactions_active", "Transactions collecting votes or finishing their commit.",
-          [this] { return static_cast<double>(m_core->active()); });
+          read(&node::Stats::active));
   r.gauge("tpc_heuristic_mismatches",
           "Heuristic mismatches recorded and not yet forgotten (tpc client heuristics).",
-          [this] { return static_cast<double>(m_core->mismatches().size()); });
-  r.gauge("tpc_participants_up", "Participants this leader's links reach now.", [this] {
-    size_t up = 0;
-    for (auto& l : m_links) up += l->up();
-    return static_cast<double>(up);
-  });
-  r.counter_fn(
-      "tpc_membership_changes_total",
-      "Membership changes: participants marked out, and back in-sync after a copy.",
-      [this] { return static_cast<double>(m_core->exclusions()); }, "change=\"exclusion\"");
-  r.counter_fn(
-      "tpc_membership_changes_total",
-      "Membership changes: participants marked out, and back in-sync after a copy.",
-      [this] { return static_cast<double>(m_core->rejoins()); }, "change=\"rejoin\"");
-  r.gauge("tpc_membership_epoch", "The membership's epoch in effect.",
-          [this] { return static_cast<double>(m_core->members().epoch); });
-  for (auto st :
-       {membership::State::in_sync, membership::State::catching_up, membership::State::out})
-    r.gauge(
-        "tpc_participants", "Participants by state in the membership.",
-        [this, st] { return static_cast<double>(m_core->members().count(st)); },
-        fmt::format("state=\"{}\"", membership::name(st)));
+          read(&node::Stats::heuristic));
+  r.gauge("tpc_participants_up", "Participants this leader's links reach now.",
+          read(&node::Stats::peers_up));
+  const char* changes =
+      "Membership changes: participants marked out, and back in-sync after a copy.";
+  r.counter_fn("tpc_membership_changes_total", changes, read(&node::Stats::exclusions),
+               "change=\"exclusion\"");
+  r.counter_fn("tpc_membership_changes_total", changes, read(&node::Stats::rejoins),
+               "change=\"rejoin\"");
+  r.gauge("tpc_membership_epoch", "The membership's epoch in effect.", read(&node::Stats::epoch));
+  for (auto [st, f] : {std::pair{membership::State::in_sync, &node::Stats::in_sync},
+                       std::pair{membership::State::catching_up, &node::Stats::catching_up},
+                       std::pair{membership::State::out, &node::Stats::out}})
+    r.gauge("tpc_participants", "Participants by state in the membership.", read(f),
+            fmt::format("state=\"{}\"", membership::name(st)));
   r.counter_fn("tpc_catchup_keys_total", "Keys copied to participants catching up.", [this] {
-    auto c = m_core->catching_up();
-    return static_cast<double>(m_core->catchup_totals().keys + (c ? c->keys : 0));
+    return static_cast<double>(m_scraped.caught_up_keys + m_scraped.copying_keys);
   });
-  r.counter_fn("tpc_catchup_bytes_total",
-               "Bytes of keys and values copied to participants "
-               "catching up.",
-               [this] {
-                 auto c = m_core->catching_up();
-                 return static_cast<double>(m_core->catchup_totals().bytes + (c ? c->bytes : 0));
-               });
+  r.counter_fn(
+      "tpc_catchup_bytes_total", "Bytes of keys and values copied to participants catching up.",
+      [this] { return static_cast<double>(m_scraped.caught_up_bytes + m_scraped.copying_bytes); });
   r.counter_fn("tpc_catchup_seconds_total",
                "Time spent by finished copies, from the start of "
                "a participant's catch-up to its in-sync change.",
-               [this] { return static_cast<double>(m_core->catchup_totals().ms) / 1000.0; });
+               [this] { return static_cast<double>(m_scraped.catchup_ms) / 1000.0; });
   r.gauge("tpc_catchup_last_seconds", "How long the last finished copy took (-1: none yet).",
           [this] {
-            auto ms = m_core->catchup_totals().last_ms;
+            auto ms = m_scraped.last_catchup_ms;
             return ms < 0 ? -1.0 : static_cast<double>(ms) / 1000.0;
           });
   if (m_decisions)
     r.gauge("tpc_decision_store_up", "1 while the etcd decision store answers and the lease holds.",
-            [this] { return m_decisions->healthy() ? 1.0 : 0.0; });
+            [this] { return m_scraped.store == "up" ? 1.0 : 0.0; });
   m.serve(io, m_cfg.metrics_addr, [this] {
     return m_decisions && !m_decisions->healthy() ? std::string("decision store (etcd) unreachable")
                                                   : std::string();
@@ -600,7 +591,8 @@ std::vector<node::Verb> Server::verbs() {
          if (t.size() != 1) return fail(reply, Status::error("PROTO", "usage: HEURISTICS"));
          on_heuristics(reply);
        }},
-      {"STATS", "", false, [this](const Tokens&, Reply reply) { on_stats(reply); }},
+      {"STATS", "", false,
+       [this](const Tokens&, Reply reply) { reply.send(node::encode(stats())); }},
       {"PAUSE", "admin", false,
        [this](const Tokens& t, Reply reply) {
          auto ms = t.size() == 2 ? parse_int(t[1]) : std::nullopt;
@@ -677,25 +669,38 @@ void Server::watch_pause(Reply pauser) {
   });
 }
 
-void Server::on_stats(Reply reply) {
-  auto ls = m_log->stats();
-  size_t up = 0;
-  for (auto& l : m_links) up += l->up();
+node::Stats Server::stats() {
+  node::Stats s = m_host->stats();
+  s.incarnation = static_cast<int64_t>(m_incarnation);
+  s.replicas = static_cast<int64_t>(m_cfg.replicas);
+  s.committed = static_cast<int64_t>(m_core->committed_count());
+  s.aborted = static_cast<int64_t>(m_core->aborted_count());
+  s.active = static_cast<int64_t>(m_core->active());
+  s.heuristic = static_cast<int64_t>(m_core->mismatches().size());
+  for (auto& l : m_links) s.peers_up += l->up();
+  s.peers = static_cast<int64_t>(m_links.size());
   const auto& mem = m_core->members();
-  reply.send(fmt::format(
-      "STATS id={} cluster={} node={} incarnation={} replicas={} committed={} aborted={} "
-      "active={} heuristic={} peers_up={}/{} epoch={} in_sync={} catching_up={} out={} "
-      "exclusions={} rejoins={} caught_up_keys={} caught_up_bytes={} last_catchup_ms={} "
-      "log_bytes={} log_syncs={} uptime_ms={} decisions={}{}",
-      m_cfg.id, m_ident.cluster, m_ident.node, m_incarnation, m_cfg.replicas,
-      m_core->committed_count(), m_core->aborted_count(), m_core->active(),
-      m_core->mismatches().size(), up, m_links.size(), mem.epoch,
-      mem.count(membership::State::in_sync), mem.count(membership::State::catching_up),
-      mem.count(membership::State::out), m_core->exclusions(), m_core->rejoins(),
-      m_core->catchup_totals().keys, m_core->catchup_totals().bytes,
-      m_core->catchup_totals().last_ms, ls.bytes, ls.syncs, m_host->uptime_ms(),
-      m_decisions ? "etcd" : "local",
-      m_decisions ? fmt::format(" store={}", m_decisions->healthy() ? "up" : "down") : ""));
+  s.epoch = static_cast<int64_t>(mem.epoch);
+  s.in_sync = static_cast<int64_t>(mem.count(membership::State::in_sync));
+  s.catching_up = static_cast<int64_t>(mem.count(membership::State::catching_up));
+  s.out = static_cast<int64_t>(mem.count(membership::State::out));
+  s.exclusions = static_cast<int64_t>(m_core->exclusions());
+  s.rejoins = static_cast<int64_t>(m_core->rejoins());
+  const auto& copied = m_core->catchup_totals();
+  s.caught_up_keys = static_cast<int64_t>(copied.keys);
+  s.caught_up_bytes = static_cast<int64_t>(copied.bytes);
+  s.catchup_ms = copied.ms;
+  s.last_catchup_ms = copied.last_ms;
+  if (auto c = m_core->catching_up()) {
+    s.copying_keys = static_cast<int64_t>(c->keys);
+    s.copying_bytes = static_cast<int64_t>(c->bytes);
+  }
+  auto ls = m_log->stats();
+  s.log_bytes = static_cast<int64_t>(ls.bytes);
+  s.log_syncs = static_cast<int64_t>(ls.syncs);
+  s.decisions = m_decisions ? "etcd" : "local";
+  if (m_decisions) s.store = m_decisions->healthy() ? "up" : "down";
+  return s;
 }
 
 }  // namespace tpc::leader

@@ -19,6 +19,7 @@
 #include "leader/executor.h"
 #include "node/host.h"
 #include "node/identity.h"
+#include "node/stats.h"
 #include "protocol/link.h"
 #include "tls/context.h"
 #include "txlog/log.h"
@@ -104,7 +105,8 @@ class Server : private Io {
   void wake_at(int64_t at_ms) override { m_host->wake_at(at_ms); }
   void after_step() override;
   void on_trace(const std::string& id, protocol::Reply reply, int64_t deadline_ms);
-  void on_stats(protocol::Reply reply);
+  // What this leader reports of itself: STATS and the metrics (node/stats.h).
+  node::Stats stats();
   void on_peers(protocol::Reply reply);
   void on_members(protocol::Reply reply);
   void on_heuristics(protocol::Reply reply);
@@ -146,6 +148,7 @@ class Server : private Io {
   uint64_t m_join_epoch = 0;         // the membership epoch the last JOINs carried
   std::vector<uint64_t> m_join_gen;  // the m_pins_gen each participant's last JOIN carried
   std::unique_ptr<Core> m_core;
+  node::Stats m_scraped;  // the snapshot the metrics read, taken at each scrape
   metrics::Histogram* m_commit_seconds = nullptr;
   std::map<std::string, metrics::Counter*> m_abort_reasons;  // CODE -> counter ("" : others)
   void start_metrics(boost::asio::io_context& io);

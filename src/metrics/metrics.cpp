@@ -78,6 +78,7 @@ std::string with(const std::string& labels, const std::string& more) {
 }  // namespace
 
 std::string Registry::render() const {
+  if (m_before_render) m_before_render();
   // Families in the order they were first registered, all samples of a family together.
   std::vector<std::string> order;
   std::map<std::string, std::vector<const Entry*>> families;

@@ -57,6 +57,8 @@ class Registry {
              const std::string& labels = "");
   void counter_fn(const std::string& name, const std::string& help,
                   std::function<double()> read, const std::string& labels = "");
+  // Runs first at each render: a server takes the one snapshot its gauges read.
+  void before_render(std::function<void()> f) { m_before_render = std::move(f); }
   // Text exposition format 0.0.4: each family's HELP and TYPE once, then its samples.
   std::string render() const;
 
@@ -68,6 +70,7 @@ class Registry {
     std::function<double()> read;
   };
   std::vector<Entry> m_entries;
+  std::function<void()> m_before_render;
   std::deque<Counter> m_counters;
   std::deque<Histogram> m_histograms;
 };

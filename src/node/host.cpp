@@ -23,7 +23,11 @@ std::string refusal(const Verb& verb, const protocol::PeerInfo& peer) {
 }
 
 Host::Host(asio::io_context& io, HostConfig cfg, const Identity& ident, std::function<void()> tick)
-    : m_io(io), m_cfg(std::move(cfg)), m_started_ms(now_ms()), m_wake(io, std::move(tick)) {
+    : m_io(io),
+      m_cfg(std::move(cfg)),
+      m_ident(ident),
+      m_started_ms(now_ms()),
+      m_wake(io, std::move(tick)) {
   protocol::SessionConfig sc{m_cfg.role,
                              m_cfg.id,
                              m_cfg.max_line,
@@ -72,6 +76,16 @@ void Host::dispatch(const std::string& line, protocol::Reply reply) {
 }
 
 int64_t Host::uptime_ms() const { return now_ms() - m_started_ms; }
+
+Stats Host::stats() const {
+  Stats s;
+  s.role = m_cfg.role;
+  s.id = m_cfg.id;
+  s.cluster = m_ident.cluster;
+  s.node = m_ident.node;
+  s.uptime_ms = uptime_ms();
+  return s;
+}
 
 ClientId Host::wait(protocol::Reply reply, bool counted) {
   ClientId id = m_next_client++;

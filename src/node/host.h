@@ -18,6 +18,7 @@
 
 #include "metrics/node.h"
 #include "node/identity.h"
+#include "node/stats.h"
 #include "protocol/session.h"
 #include "protocol/waker.h"
 
@@ -74,6 +75,8 @@ class Host {
   metrics::NodeMetrics* metrics() { return m_metrics.get(); }
   size_t connections() { return m_server->connections(); }
   int64_t uptime_ms() const;
+  // The start of this node's STATS snapshot: role, id, cluster, node id and uptime.
+  Stats stats() const;
 
   // A request now waits on the core; `counted` marks those whose outcome metrics observe.
   ClientId wait(protocol::Reply reply, bool counted = false);
@@ -97,6 +100,7 @@ class Host {
  private:
   boost::asio::io_context& m_io;
   HostConfig m_cfg;
+  const Identity& m_ident;
   int64_t m_started_ms;
   std::unique_ptr<metrics::NodeMetrics> m_metrics;
   std::unique_ptr<protocol::Server> m_server;

@@ -91,23 +91,21 @@ void Server::start_metrics(boost::asio::io_context& io) {
   m_prepare_seconds = &r.histogram(
       "tpc_prepare_seconds", "PREPARE received to vote sent (locks, checks, log force).",
       metrics::latency_buckets());
-  r.counter_fn("tpc_commits_total", "Transactions committed here.",
-               [this] { return static_cast<double>(m_core->committed_count()); });
+  // Gauges and counters read the one snapshot taken at the scrape (STATS's).
+  r.before_render([this] { m_scraped = stats(); });
+  auto read = [this](int64_t node::Stats::*f) {
+    return [this, f] { return static_cast<double>(m_scraped.*f); };
+  };
+  r.counter_fn("tpc_commits_total", "Transactions committed here.", read(&node::Stats::committed));
   r.counter_fn("tpc_aborts_total", "Prepared transactions aborted here.",
-               [this] { return static_cast<double>(m_core->aborted_count()); });
+               read(&node::Stats::aborted));
   r.gauge("tpc_in_doubt", "Transactions prepared here, their outcome not known yet.",
-          [this] { return static_cast<double>(m_core->in_doubt()); });
+          [this] { return static_cast<double>(m_scraped.in_doubt()); });
   r.gauge("tpc_in_doubt_oldest_seconds", "Age of the oldest transaction in doubt here (0: none).",
-          [this] {
-            int64_t oldest = 0, now = wall_ms();
-            for (const auto& [txid, p] : m_core->prepared())
-              oldest = std::max<int64_t>(oldest, now - p.prepared_at_ms);
-            return static_cast<double>(oldest) / 1000.0;
-          });
+          [this] { return static_cast<double>(m_scraped.oldest_in_doubt_ms) / 1000.0; });
   r.gauge("tpc_heuristic_decisions", "Heuristic decisions (resolve --force) recorded here.",
-          [this] { return static_cast<double>(m_core->forced_heuristics()); });
-  r.gauge("tpc_keys", "Keys stored here.",
-          [this] { return static_cast<double>(m_store->key_count()); });
+          read(&node::Stats::heuristic));
+  r.gauge("tpc_keys", "Keys stored here.", read(&node::Stats::keys));
   m.serve(io, m_cfg.metrics_addr, [] { return std::string(); });
   log::info("metrics on http://{}/metrics", m_cfg.metrics_addr);
 }
@@ -202,7 +200,7 @@ std::vector<node::Verb> Server::verbs() {
       {"FETCH", "admin", false, [this](const Tokens& t, Reply r) { on_backup(t, r); }},
       {"DROP", "admin", false, [this](const Tokens& t, Reply r) { on_backup(t, r); }},
       {"STATS", "leader participant client admin", false,
-       [this](const Tokens&, Reply r) { on_stats(r); }},
+       [this](const Tokens&, Reply r) { r.send(node::encode(stats())); }},
       {"INDOUBT", "leader participant client admin", false,
        [this](const Tokens&, Reply r) { on_indoubt(r); }},
   };
@@ -383,15 +381,22 @@ void Server::on_backup(const std::vector<std::string_view>& t, Reply reply) {
   reply.send(LineBuilder("DATA").raw(end ? "END" : "MORE").arg(buf).str());
 }
 
-void Server::on_stats(Reply reply) {
+node::Stats Server::stats() {
+  node::Stats s = m_host->stats();
+  s.keys = static_cast<int64_t>(m_store->key_count());
+  s.committed = static_cast<int64_t>(m_core->committed_count());
+  s.aborted = static_cast<int64_t>(m_core->aborted_count());
+  s.prepared = static_cast<int64_t>(m_core->prepared().size());
+  s.applying = s.prepared - static_cast<int64_t>(m_core->in_doubt());
+  int64_t now = wall_ms();
+  for (const auto& [txid, p] : m_core->prepared())
+    s.oldest_in_doubt_ms = std::max<int64_t>(s.oldest_in_doubt_ms, now - p.prepared_at_ms);
+  s.heuristic = static_cast<int64_t>(m_core->forced_heuristics());
   auto ls = m_log->stats();
-  reply.send(fmt::format(
-      "STATS id={} cluster={} node={} keys={} committed={} aborted={} in_doubt={} "
-      "applying={} heuristic={} log_bytes={} log_syncs={} uptime_ms={} epoch={}",
-      m_cfg.id, m_ident.cluster.empty() ? "-" : m_ident.cluster, m_ident.node, m_store->key_count(),
-      m_core->committed_count(), m_core->aborted_count(), m_core->prepared().size(),
-      m_core->prepared().size() - m_core->in_doubt(), m_core->forced_heuristics(), ls.bytes,
-      ls.syncs, m_host->uptime_ms(), m_core->epoch()));
+  s.log_bytes = static_cast<int64_t>(ls.bytes);
+  s.log_syncs = static_cast<int64_t>(ls.syncs);
+  s.epoch = static_cast<int64_t>(m_core->epoch());
+  return s;
 }
 
 void Server::on_indoubt(Reply reply) {

@@ -16,6 +16,7 @@
 
 #include "node/host.h"
 #include "node/identity.h"
+#include "node/stats.h"
 #include "participant/core.h"
 #include "participant/executor.h"
 #include "protocol/link.h"
@@ -83,7 +84,8 @@ class Server : private Io {
   void note(const act::Note& n) override;
   void post(std::function<void()> f) override;
   void wake_at(int64_t at_ms) override { m_host->wake_at(at_ms); }
-  void on_stats(protocol::Reply reply);
+  // What this participant reports of itself: STATS and the metrics (node/stats.h).
+  node::Stats stats();
   void on_indoubt(protocol::Reply reply);
   void on_join(const std::vector<std::string_view>& t, protocol::Reply reply);
   void on_snapshot(const std::vector<std::string_view>& t, protocol::Reply reply);
@@ -102,6 +104,7 @@ class Server : private Io {
   std::unique_ptr<Executor> m_exec;
   std::unique_ptr<txlog::Log> m_log;
   void start_metrics(boost::asio::io_context& io);
+  node::Stats m_scraped;  // the snapshot the metrics read, taken at each scrape
   metrics::Counter *m_votes_yes = nullptr, *m_votes_no = nullptr, *m_conflicts = nullptr;
   metrics::Histogram* m_prepare_seconds = nullptr;
   std::map<std::string, std::shared_ptr<protocol::Link>> m_leaders;  // address -> link

@@ -7,6 +7,7 @@
 #include <boost/asio.hpp>
 
 #include "node/host.h"
+#include "node/stats.h"
 #include "protocol/link.h"
 
 using namespace tpc;
@@ -120,5 +121,72 @@ TEST_SUITE("node host") {
     link->stop();
     leader->stop();
     host.stop();
+  }
+}
+
+TEST_SUITE("node stats") {
+  TEST_CASE("a STATS line carries its role's fields and reads back") {
+    node::Stats l;
+    l.role = "leader";
+    l.id = "1";
+    l.cluster = "c";
+    l.node = "n";
+    l.committed = 10;
+    l.peers_up = 2;
+    l.peers = 3;
+    l.last_catchup_ms = -1;
+    l.decisions = "etcd";
+    l.store = "down";
+    l.keys = 99;  // not a leader's field: not on its line
+    std::string line = node::encode(l);
+    CHECK(line.rfind("STATS id=1 cluster=c node=n incarnation=0 replicas=0 committed=10 ", 0) == 0);
+    CHECK(line.find(" peers_up=2/3 ") != std::string::npos);
+    CHECK(line.find("keys=99") == std::string::npos);
+    CHECK(line.find(" store=down") != std::string::npos);
+    auto back = node::decode_stats(line);
+    REQUIRE(back.is_ok());
+    CHECK(back->role == "leader");
+    CHECK(back->committed == 10);
+    CHECK(back->peers_up == 2);
+    CHECK(back->peers == 3);
+    CHECK(back->last_catchup_ms == -1);
+    CHECK(back->store == "down");
+    CHECK(back->keys == 0);
+    CHECK(node::encode(*back) == line);
+    // A local leader says no store=.
+    l.decisions = "local";
+    l.store = "";
+    CHECK(node::encode(l).find("store=") == std::string::npos);
+
+    node::Stats p;
+    p.role = "participant";
+    p.id = "2";
+    p.node = "m";
+    p.keys = 5;
+    p.prepared = 3;
+    p.applying = 1;
+    p.active = 7;  // a leader's field: not on a participant's line
+    line = node::encode(p);
+    CHECK(line.find(" cluster=- ") != std::string::npos);  // not joined yet
+    CHECK(line.find(" in_doubt=3 applying=1 ") != std::string::npos);
+    CHECK(line.find("active=") == std::string::npos);
+    back = node::decode_stats(line);
+    REQUIRE(back.is_ok());
+    CHECK(back->role == "participant");
+    CHECK(back->cluster.empty());
+    CHECK(back->in_doubt() == 2);
+    CHECK(node::encode(*back) == line);
+  }
+
+  TEST_CASE("a line that is not STATS, or a field that is not a number, is refused") {
+    CHECK_FALSE(node::decode_stats("ERR PROTO x").is_ok());
+    CHECK_FALSE(node::decode_stats("STATSX id=1").is_ok());
+    CHECK_FALSE(node::decode_stats("STATS id=1 keys=many").is_ok());
+    CHECK_FALSE(node::decode_stats("STATS id=1 decisions=local peers_up=2").is_ok());
+    // An older node's line without some fields: they keep their defaults.
+    auto old = node::decode_stats("STATS id=1 keys=4");
+    REQUIRE(old.is_ok());
+    CHECK(old->keys == 4);
+    CHECK(old->epoch == 0);
   }
 }
