@@ -6,6 +6,7 @@
 #pragma once
 #include <iosfwd>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "protocol/ops.h"
@@ -24,7 +25,23 @@ struct Options {
   std::string peers;       // participants, when the leader is unreachable (in-doubt, resolve)
   std::string request_id;  // put/del/txn: this id instead of a fresh one (a script's safe
                            // retry: the leader never runs one id twice); no conflict retries
+  std::string cluster_id;  // refuse any node not of this cluster (empty: any)
+  std::string certs_dir;   // TLS with DIR/ca.crt and DIR/client.USER.crt (empty: see cli)
+  std::string user = "root";
 };
+
+// tpc client's own options (--leader, --timeout, ...): one table serves the command line
+// (registered with CLI11), the same options given after the command word, and the
+// suggestion for a mistyped one.
+struct GlobalOption {
+  const char* name;  // "--leader"
+  const char* help;
+  std::variant<std::string Options::*, int Options::*> field;
+  int lo = 0, hi = 0;  // a number's range
+};
+const std::vector<GlobalOption>& global_options();
+// Sets `g` in `o` from `value`; a number outside its range is a tpc::Error (exit 2).
+void set_option(Options& o, const GlobalOption& g, const std::string& value);
 
 // Runs ops as one transaction. Writes "OK" to out on commit, reasons to err.
 int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream& out,

@@ -121,13 +121,14 @@ Result<std::vector<std::string>> shell_split(const std::string& line) {
 
 namespace {
 struct Call;
-// One command of tpc client and of its shell: its usage, its own flags, and what runs it
-// (bench parses its own options, before this table).
+// One command of tpc client and of its shell: its usage, its own flags, and what runs it.
 struct Command {
   const char* name;
   const char* usage;
   std::vector<std::string> flags;  // the command's own flags
   int (*run)(Call&);
+  // Its words after the command go to it as they are (bench: options of its own, CLI11's).
+  bool own_options = false;
 };
 
 // One parsed invocation: the words after the command, its flags (--flag or --flag=VALUE).
@@ -196,6 +197,13 @@ int cmd_forget(Call& c) {
 }
 int cmd_backup(Call& c) {
   return c.args(1) ? run_backup(c.o, c.rest[0], c.out, c.err) : c.usage();
+}
+int cmd_bench(Call& c) {
+  if (c.o.shell) {
+    c.err << "bench runs from the command line: tpc client bench --help\n";
+    return k_usage;
+  }
+  return run_bench_cli(c.o, c.rest);
 }
 int cmd_resolve(Call& c) {
   if (c.rest.size() != 2 || (c.rest[1] != "commit" && c.rest[1] != "abort")) return c.usage();
@@ -275,7 +283,7 @@ const std::vector<Command>& commands() {
       {"forget", "forget TXID", {}, cmd_forget},
       {"member", "member list [--json]", {"--json"}, cmd_member},
       {"backup", "backup DIR", {}, cmd_backup},
-      {"bench", "bench [options]", {}, nullptr},
+      {"bench", "bench [options]", {}, cmd_bench, true},
       {"help", "help", {}, cmd_help},
   };
   return c;
@@ -302,23 +310,52 @@ std::vector<std::string> command_flags() {
   return out;
 }
 
-const std::vector<std::string>& global_options() {
-  static const std::vector<std::string> g = {"--leader",   "--timeout",    "--retries",
-                                             "--cluster-id", "--certs-dir", "--user",
-                                             "--request-id", "--peers"};
+const std::vector<GlobalOption>& global_options() {
+  static const std::vector<GlobalOption> g = {
+      {"--leader",
+       "leader address, or several (HOST:PORT,HOST:PORT: the first that answers; env "
+       "TPC_LEADER)",
+       &Options::leader},
+      {"--timeout", "ms a whole command may take: connecting, retries, learning a lost outcome",
+       &Options::timeout_ms, 1, 86400000},
+      {"--retries", "times a conflict abort is retried", &Options::retries, 0, 1000},
+      {"--cluster-id",
+       "refuse any node not of this cluster (env TPC_CLUSTER_ID; `status` shows it)",
+       &Options::cluster_id},
+      {"--certs-dir",
+       "connect over TLS with DIR/ca.crt and DIR/client.USER.crt (env TPC_CERTS_DIR; default "
+       "./tpc-data/certs when it exists: where tpc cluster puts them)",
+       &Options::certs_dir},
+      {"--user", "whose client certificate: client.USER.crt (env TPC_USER)", &Options::user},
+      {"--request-id",
+       "put/del/txn: run under this id (1-64 letters, digits, - _); the same request sent "
+       "again is answered with its first outcome, never run twice",
+       &Options::request_id},
+      {"--peers", "participants HOST:PORT,... for in-doubt and resolve when the leader is down",
+       &Options::peers},
+  };
   return g;
+}
+
+void set_option(Options& o, const GlobalOption& g, const std::string& value) {
+  if (auto* text = std::get_if<std::string Options::*>(&g.field)) {
+    o.*(*text) = value;
+    return;
+  }
+  auto v = parse_int(value);
+  if (!v || *v < g.lo || *v > g.hi)
+    throw Error(fmt::format("{}: '{}' is not a number in [{} - {}]", g.name, value, g.lo, g.hi), 2);
+  o.*std::get<int Options::*>(g.field) = static_cast<int>(*v);
 }
 
 int execute(Options o, const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   // Flags anywhere before "--"; after it, every word is an argument (a value may then start
   // with "--"). A lone "-" and words like "-5" are arguments too.
-  if (!args.empty() && args[0] == "bench") {  // its own options, parsed by itself
-    if (o.shell) {
-      err << "bench runs from the command line: tpc client bench --help\n";
-      return k_usage;
+  for (const auto& c : commands())
+    if (c.own_options && !args.empty() && args[0] == c.name) {
+      Call call{std::move(o), c, {args.begin() + 1, args.end()}, {}, out, err};
+      return c.run(call);
     }
-    return run_bench_cli(o, {args.begin() + 1, args.end()});
-  }
   std::vector<std::string> words, flags;
   bool help = false, ended = false;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -368,8 +405,8 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
     std::vector<std::string> known = command->flags;
     bool global = false;
     for (const auto& g : global_options()) {
-      known.push_back(g);
-      global |= f == g || f.rfind(g + "=", 0) == 0;
+      known.push_back(g.name);
+      global |= f == g.name || f.rfind(std::string(g.name) + "=", 0) == 0;
     }
     if (global)
       err << f << " is an option of tpc client, not of a shell command (usage: "

@@ -16,8 +16,6 @@ int execute(Options o, const std::vector<std::string>& args, std::ostream& out, 
 std::vector<std::string> command_names();
 // Every flag of those commands (each once), for completion.
 std::vector<std::string> command_flags();
-// The options of `tpc client` itself (they may follow the command too, before "--").
-const std::vector<std::string>& global_options();
 
 // `tpc client` without a command: a shell with prompt, line editing and history on a terminal;
 // with standard input piped, one command per line and one result per line. Errors in one line
