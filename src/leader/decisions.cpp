@@ -67,6 +67,15 @@ Error unreachable(const Status& s) {
 }
 }  // namespace
 
+Result<std::string> adopt_claim(const std::string& local, const std::string& requested,
+                                const std::string& view, const std::string& held,
+                                const std::string& held_view) {
+  if (!local.empty() && local != held) return Status::error("DIR", held);
+  if (!requested.empty() && requested != held) return Status::error("ID", held);
+  if (view != held_view) return Status::error("VIEW", held_view);
+  return held;
+}
+
 std::pair<std::string, std::string> EtcdDecisions::claim_cluster(const DecisionStoreOptions& o,
                                                                  const std::string& cluster,
                                                                  const std::string& view) {

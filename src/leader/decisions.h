@@ -45,6 +45,17 @@
 
 namespace tpc::leader {
 
+// The creation claim's rule (docs/decision-store.md): a leader starting over a shared
+// decision store proposes a cluster (its data directory's, else --cluster-id, else a new
+// one) with its view ("peers A,B\nreplicas R|all\n"); the store keeps the first proposal
+// it got, and every leader runs under what it holds (`held`, `held_view`). Returns the
+// cluster to run under, or an error whose code says what differs: DIR (`local`, this data
+// directory's cluster), ID (`requested`, --cluster-id) or VIEW (the view). Empty `local` or
+// `requested`: none.
+Result<std::string> adopt_claim(const std::string& local, const std::string& requested,
+                                const std::string& view, const std::string& held,
+                                const std::string& held_view);
+
 struct DecisionStoreOptions {
   std::vector<std::string> endpoints;  // etcd members, HOST:PORT
   std::string prefix;                  // "/tpc/NAME/"

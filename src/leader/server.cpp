@@ -270,17 +270,18 @@ void Server::adopt_cluster(const DecisionStoreOptions& dso) {
                                                  : new_uuid();
   auto [cluster, view] = EtcdDecisions::claim_cluster(dso, mine, view_text());
   std::string where = fmt::format("the decision store ({}, {})", m_cfg.decision_store, dso.prefix);
-  if (!local.empty() && local != cluster)
+  auto adopted = adopt_claim(local, m_cfg.cluster_id, view_text(), cluster, view);
+  if (!adopted && adopted.status().code() == "DIR")
     throw Error(fmt::format("this leader's data directory {} belongs to cluster {}, but {} holds "
                             "cluster {}: use the data directory of a leader of that cluster, "
                             "or another --cluster-name",
                             m_cfg.data_dir, local, where, cluster),
                 2);
-  if (!m_cfg.cluster_id.empty() && m_cfg.cluster_id != cluster)
+  if (!adopted && adopted.status().code() == "ID")
     throw Error(
         fmt::format("--cluster-id {}, but {} holds cluster {}", m_cfg.cluster_id, where, cluster),
         2);
-  if (view != view_text()) {
+  if (!adopted) {
     auto line = [](const std::string& v) {
       std::string s = v;
       std::replace(s.begin(), s.end(), '\n', ' ');

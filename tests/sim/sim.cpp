@@ -10,6 +10,7 @@
 #include "common/failpoint.h"
 #include "common/util.h"
 #include "leader/core.h"
+#include "leader/decisions.h"
 #include "leader/executor.h"
 #include "participant/core.h"
 #include "participant/executor.h"
@@ -68,6 +69,10 @@ struct LeaderNode {
   int64_t tick_at = 0;
   std::map<uint64_t, Incoming> waiting;
   uint64_t next_client = 1;
+  // Shared store: the cluster its data directory belongs to (empty before its first start),
+  // and whether its creation claim is in flight.
+  std::string cluster;
+  bool claiming = false;
 };
 
 struct PartNode {
@@ -83,6 +88,7 @@ struct PartNode {
   uint64_t next_client = 1;
   std::set<std::string> voted_yes;  // said YES, not yet seen finished
   std::set<std::string> durable_prepared, durable_committed;
+  std::string cluster;  // shared store: the cluster of the first leader's JOIN (its identity)
 };
 
 struct ClientTxn {
@@ -159,7 +165,11 @@ class Cluster {
   bool partitioned(const Chan& ch) const;
 
   // --- nodes
-  void start_leader(int i);
+  // `claimed`: over a shared store, its creation claim (claim_leader) is done for this start.
+  void start_leader(int i, bool claimed = false);
+  void claim_leader(int i);
+  int m_claims_in_flight = 0;
+  std::string view_text() const;
   void start_part(int j);
   void crash(Kind k, int i);
   void crash_for(Kind k, int i, int64_t down_ms);  // and restart it after down_ms
@@ -254,7 +264,8 @@ class Cluster {
     std::map<std::string, std::pair<int, std::string>> batches;  // txid -> leader, COMMIT payload
     std::set<std::string> aborts;                                // settlers' abort keys
     std::map<std::string, std::string> rids;                     // rid -> txid
-    std::string members;  // the membership (the cluster's first epoch at creation)
+    std::string cluster, view;  // P/cluster: created by the first leader's claim
+    std::string members;        // P/members: the membership (its first epoch at creation)
     bool down = false;                                           // quorum lost
     std::set<int> cut;                                           // leaders cut off from it
   } m_store;
@@ -715,9 +726,6 @@ void Cluster::setup() {
       m_replicas ? std::to_string(m_replicas) : "all", nc, ops, m_keys);
   trace("--", "cluster: " + m_result.shape);
   for (int j = 0; j < np; ++j) m_peers.push_back(fmt::format("p{}:1", j));
-  if (shared())  // the cluster's first membership, created with it (claim_members)
-    m_store.members = membership::encode(membership::Membership::initial(
-        m_peers, m_replicas ? static_cast<size_t>(m_replicas) : m_peers.size()));
   m_leaders.resize(nl);
   m_parts.resize(np);
   m_clients.resize(nc);
@@ -873,6 +881,20 @@ void Cluster::reconnect(int c) {
     m_s.after(m_rng.range(50, 500) * k_ms, [this, c] { reconnect(c); });
     return;
   }
+  if (shared() && ch.from_kind == K_LEADER) {
+    // The JOIN: a participant not joined yet takes the leader's cluster; one of another
+    // cluster refuses the leader (CLUSTER), whose link then never comes up.
+    auto& p = m_parts[ch.to];
+    const std::string& lc = m_leaders[ch.from].cluster;
+    if (p.cluster.empty()) p.cluster = lc;
+    if (p.cluster != lc) {
+      violation(fmt::format("two clusters: {} joined cluster {}, {} runs cluster {}",
+                            name(K_PART, ch.to), p.cluster, name(K_LEADER, ch.from), lc));
+      ch.reconnecting = true;
+      m_s.after(m_rng.range(50, 500) * k_ms, [this, c] { reconnect(c); });
+      return;
+    }
+  }
   ch.up = true;
   ++ch.epoch;
   if (ch.from_kind == K_LEADER)
@@ -1000,9 +1022,63 @@ bool Cluster::refuses_damaged(Kind k, int i) {
   return true;
 }
 
-void Cluster::start_leader(int i) {
+std::string Cluster::view_text() const {
+  return fmt::format("peers {}\nreplicas {}\n", fmt::join(m_peers, ","),
+                     m_replicas ? std::to_string(m_replicas) : std::string("all"));
+}
+
+// The creation claim of a leader starting over the shared store (the real leader's
+// claim_cluster and claim_members, at every start): it proposes its directory's cluster, or a
+// new one, with its view; the store creates P/cluster and P/members only if absent, and the
+// leader runs under what they hold (leader::adopt_claim). Leaders started together race here,
+// from a store that holds nothing yet.
+void Cluster::claim_leader(int i) {
   auto& n = m_leaders[i];
+  if (n.claiming) return;
+  n.claiming = true;
+  n.alive = false;
+  if (++m_claims_in_flight > 1 && m_store.cluster.empty()) m_result.features.set(f_claim_race);
+  std::string mine = n.cluster.empty() ? fmt::format("cluster-of-L{}-{}", i + 1, n.gen) : n.cluster;
+  m_s.after(store_delay(), [this, i, mine] {
+    std::optional<std::pair<std::string, std::string>> held;
+    if (store_reachable(i)) {
+      if (m_store.cluster.empty()) {  // compare-and-swap: only if absent
+        m_store.cluster = mine;
+        m_store.view = view_text();
+        trace(name(K_LEADER, i), "claim: creates cluster " + mine);
+      }
+      if (m_store.members.empty())
+        m_store.members = membership::encode(membership::Membership::initial(
+            m_peers, m_replicas ? static_cast<size_t>(m_replicas) : m_peers.size()));
+      held.emplace(m_store.cluster, m_store.view);
+    }
+    m_s.after(store_delay(), [this, i, held] {
+      auto& n = m_leaders[i];
+      --m_claims_in_flight;
+      n.claiming = false;
+      if (!held) {  // the real leader exits, and is started again
+        trace(name(K_LEADER, i), "claim: the decision store cannot be reached");
+        return m_s.after(300 * k_ms, [this, i] {
+          if (!m_leaders[i].alive) start_leader(i);
+        });
+      }
+      auto c = leader::adopt_claim(n.cluster, "", view_text(), held->first, held->second);
+      if (!c) {
+        violation(fmt::format("{} refuses to start: its cluster is {}, the store holds {} ({})",
+                              name(K_LEADER, i), n.cluster, held->first, c.status().code()));
+        return;
+      }
+      n.cluster = *c;
+      start_leader(i, true);
+    });
+  });
+}
+
+void Cluster::start_leader(int i, bool claimed) {
+  auto& n = m_leaders[i];
+  if (n.claiming) return;
   if (refuses_damaged(K_LEADER, i)) return;
+  if (shared() && !claimed) return claim_leader(i);
   if (shared() && (!store_reachable(i) || holds_key(i))) {
     // The store cannot be reached (the real leader exits, and is started again), or the
     // key of its previous life is still held: it waits for that lease to expire.

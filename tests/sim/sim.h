@@ -44,6 +44,7 @@ enum Feature {
   f_adopted,        // a leader took a membership change another made (shared store)
   f_redecided,      // a decision refused as of an old membership, taken again under the new
   f_epoch_refused,  // a participant refused a request of an older membership epoch
+  f_claim_race,     // leaders claimed the creation of the cluster at once, from an empty store
   k_feature_count
 };
 inline constexpr const char* k_feature_names[k_feature_count] = {"two leaders",
@@ -66,7 +67,8 @@ inline constexpr const char* k_feature_names[k_feature_count] = {"two leaders",
                                                                  "rejoins",
                                                                  "changes adopted",
                                                                  "decisions taken again",
-                                                                 "older epochs refused"};
+                                                                 "older epochs refused",
+                                                                 "creations raced"};
 
 struct Report {
   std::bitset<k_feature_count> features;

@@ -1171,3 +1171,19 @@ TEST_SUITE("leader membership over a shared store") {
     CHECK(r->kind == ClientReply::aborted);
   }
 }
+
+TEST_SUITE("creation claim") {
+  TEST_CASE("a leader runs under the cluster the store holds, or refuses what differs") {
+    const std::string view = "peers a:1,b:1\nreplicas all\n";
+    // A new leader (no directory cluster, no --cluster-id) adopts whoever created it.
+    auto c = leader::adopt_claim("", "", view, "c2", view);
+    REQUIRE(c.is_ok());
+    CHECK(*c == "c2");
+    CHECK(*leader::adopt_claim("c2", "c2", view, "c2", view) == "c2");
+    // Its directory, --cluster-id or view naming another: refused, saying which.
+    CHECK(leader::adopt_claim("c1", "", view, "c2", view).status().code() == "DIR");
+    CHECK(leader::adopt_claim("", "c1", view, "c2", view).status().code() == "ID");
+    CHECK(leader::adopt_claim("", "", "peers a:1\nreplicas all\n", "c2", view).status().code() ==
+          "VIEW");
+  }
+}
