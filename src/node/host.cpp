@@ -11,12 +11,25 @@ namespace asio = boost::asio;
 using protocol::escape;
 using protocol::LineBuilder;
 
+namespace {
+// Whether `word` is one of the space-separated words of `words` (no allocation: per request).
+bool has_word(std::string_view words, std::string_view word) {
+  while (!words.empty()) {
+    size_t end = words.find(' ');
+    if (words.substr(0, end) == word) return true;
+    if (end == std::string_view::npos) break;
+    words.remove_prefix(end + 1);
+  }
+  return false;
+}
+}  // namespace
+
 std::string refusal(const Verb& verb, const protocol::PeerInfo& peer) {
   if (verb.roles.empty()) return "";
-  std::string roles(verb.roles);
-  if (peer.role.empty()) return fmt::format("{} needs a HELLO first (role {})", verb.name, roles);
-  if ((" " + roles + " ").find(" " + peer.role + " ") == std::string::npos)
-    return fmt::format("{} is not for role {} (only {})", verb.name, escape(peer.role), roles);
+  if (peer.role.empty())
+    return fmt::format("{} needs a HELLO first (role {})", verb.name, verb.roles);
+  if (!has_word(verb.roles, peer.role))
+    return fmt::format("{} is not for role {} (only {})", verb.name, escape(peer.role), verb.roles);
   if (verb.needs_join && peer.role == "leader" && !peer.joined)
     return fmt::format("{} only from the leader that admitted this participant (JOIN)", verb.name);
   return "";
@@ -61,7 +74,10 @@ void Host::dispatch(const std::string& line, protocol::Reply reply) {
   if (t.empty()) return fail("PROTO", "empty request");
   const Verb* verb = nullptr;
   for (auto& v : m_verbs)
-    if (v.name == t[0]) verb = &v;
+    if (v.name == t[0]) {
+      verb = &v;
+      break;
+    }
   if (!verb)
     return fail("PROTO", fmt::format("unknown command {} (a {} serves {}, PING)", escape(t[0]),
                                      m_cfg.role, m_verb_names));

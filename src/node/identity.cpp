@@ -9,6 +9,7 @@
 #include "common/util.h"
 #include "protocol/codec.h"
 #include "protocol/messages.h"
+#include "tls/certs.h"
 #include "txlog/file.h"
 
 namespace tpc::node {
@@ -230,6 +231,51 @@ std::string view_difference(const Membership& admitted, const Membership& offere
   std::string s;
   for (auto& d : diff) s += (s.empty() ? "" : "; ") + d;
   return s;
+}
+
+Status judge_join(const Identity& me, const Membership* admitted, uint64_t epoch,
+                  const Membership& offered, const std::string& cert,
+                  const std::vector<std::string>& cert_hosts, const std::string& advertise) {
+  if (!me.cluster.empty() && offered.cluster != me.cluster)
+    return Status::error("CLUSTER", fmt::format("this participant belongs to cluster {}, not {}",
+                                                me.cluster, offered.cluster));
+  // Only a leader whose view of the cluster is the one this participant was admitted with:
+  // a stray leader (another --peers or --replicas, a stale configuration) is refused, and
+  // serves no write.
+  if (admitted)
+    if (std::string diff = view_difference(*admitted, offered); !diff.empty())
+      return Status::error("VIEW", fmt::format("this participant was admitted to another view of "
+                                               "the cluster; this leader says {}",
+                                               diff));
+  // Over TLS, the leader's certificate must name the host it advertises (where this
+  // participant will ask it for outcomes), as a leader checks that a participant's names the
+  // host it dialled: a leader certificate of another machine cannot pose as this cluster's.
+  if (!cert.empty()) {
+    std::string host;
+    uint16_t port;
+    if (!parse_host_port(advertise, &host, &port) || !tls::names_host(cert_hosts, host))
+      return Status::error(
+          "DENIED",
+          fmt::format("the leader's certificate '{}' names {}, not the host it "
+                      "advertises ({})",
+                      cert, fmt::join(cert_hosts, ", "), advertise.empty() ? "none" : advertise));
+  }
+  // A leader whose membership is older than one this participant was given has not taken a
+  // change another leader made (or its log is older than the cluster's): it must not use
+  // this participant until it has.
+  if (offered.epoch && offered.epoch < epoch)
+    return Status::error("EPOCH", fmt::format("this participant was given membership epoch {}, "
+                                              "the leader's is {}: it has not taken the newer "
+                                              "membership",
+                                              epoch, offered.epoch));
+  if (offered.slot >= offered.members.size() || offered.members[offered.slot].node != me.node)
+    return Status::error(
+        "IDENTITY",
+        fmt::format("the leader admits node {} at this place, not this node {}",
+                    offered.slot < offered.members.size() ? offered.members[offered.slot].node
+                                                          : std::string("none"),
+                    me.node));
+  return Status::ok();
 }
 
 }  // namespace tpc::node

@@ -96,4 +96,15 @@ Result<Membership> decode_join(std::vector<std::string_view> t);
 // views agree; else each difference, "; "-separated, in words an operator can act on.
 std::string view_difference(const Membership& admitted, const Membership& offered);
 
+// A participant's rule for a leader's JOIN (docs/identity.md), with no I/O: Status OK to
+// accept it, else the error to answer. CLUSTER: this participant belongs to another cluster;
+// VIEW: it was admitted (`admitted`) to another view of the cluster; DENIED: over TLS, the
+// leader's certificate (`cert_hosts`) does not name the host it advertises (`advertise`);
+// EPOCH: the leader's membership is older than the newest this participant was given
+// (`epoch`); IDENTITY: the JOIN admits another node at this participant's place. `cert`:
+// the leader certificate's name (empty: no TLS).
+Status judge_join(const Identity& me, const Membership* admitted, uint64_t epoch,
+                  const Membership& offered, const std::string& cert,
+                  const std::vector<std::string>& cert_hosts, const std::string& advertise);
+
 }  // namespace tpc::node

@@ -213,45 +213,14 @@ void Server::on_join(const std::vector<std::string_view>& t, Reply reply) {
   };
   auto m = node::decode_join(t);
   if (!m) return fail("PROTO", m.status().message());
-  if (!m_ident.cluster.empty() && m->cluster != m_ident.cluster)
-    return fail("CLUSTER", fmt::format("this participant belongs to cluster {}, not {}",
-                                       m_ident.cluster, m->cluster));
-  // Only a leader whose view of the cluster is the one this participant was admitted with:
-  // a stray leader (another --peers or --replicas, a stale configuration) is refused, and
-  // serves no write (docs/identity.md).
-  if (!m_membership.empty()) {
-    auto was = node::decode_join(protocol::split(m_membership));
-    if (was) {
-      std::string diff = node::view_difference(*was, *m);
-      if (!diff.empty())
-        return fail("VIEW", fmt::format("this participant was admitted to another view of the "
-                                        "cluster; this leader says {}",
-                                        diff));
-    }
-  }
-  // Over TLS, the leader's certificate must name the host it advertises (where this
-  // participant will ask it for outcomes), as a leader checks a participant's names the host
-  // it dialled: a leader certificate of another machine cannot pose as this cluster's leader.
-  if (const auto& peer = reply.peer(); !peer.cert.empty()) {
-    std::string host;
-    uint16_t port;
-    if (!parse_host_port(peer.advertise, &host, &port) || !tls::names_host(peer.cert_hosts, host))
-      return fail("DENIED", fmt::format("the leader's certificate '{}' names {}, not the host "
-                                        "it advertises ({})",
-                                        peer.cert, fmt::join(peer.cert_hosts, ", "),
-                                        peer.advertise.empty() ? "none" : peer.advertise));
-  }
-  // A leader whose membership is older than one this participant was given has not taken a
-  // change another leader made (or its log is older than the cluster's): it must not use
-  // this participant until it has.
-  if (m->epoch && m->epoch < m_core->epoch())
-    return fail("EPOCH", fmt::format("this participant was given membership epoch {}, the "
-                                     "leader's is {}: it has not taken the newer membership",
-                                     m_core->epoch(), m->epoch));
-  if (m->members[m->slot].node != m_ident.node)
-    return fail("IDENTITY", fmt::format("the leader admits node {} at this place, not this "
-                                        "node {}",
-                                        m->members[m->slot].node, m_ident.node));
+  std::optional<node::Membership> was;
+  if (!m_membership.empty())
+    if (auto w = node::decode_join(protocol::split(m_membership))) was = std::move(*w);
+  const auto& peer = reply.peer();
+  if (Status s = node::judge_join(m_ident, was ? &*was : nullptr, m_core->epoch(), *m, peer.cert,
+                                  peer.cert_hosts, peer.advertise);
+      !s)
+    return fail(s.code().c_str(), s.message());
   if (m_ident.cluster.empty()) {
     m_ident.cluster = m->cluster;
     node::save_identity(m_cfg.data_dir, m_ident);

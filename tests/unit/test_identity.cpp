@@ -69,3 +69,48 @@ TEST_SUITE("identity") {
                .is_ok());
   }
 }
+
+TEST_SUITE("identity") {
+  TEST_CASE("a participant's rule for a leader's JOIN: each refusal, in order, and acceptance") {
+    node::Identity me;
+    me.role = "participant";
+    me.node = "9a0bd771-0000-4000-8000-000000000001";
+    auto offered = view({"a:1", "b:2"});
+    offered.members[0].node = me.node;
+    offered.epoch = 3;
+    auto code = [&](const node::Membership* admitted, uint64_t epoch, const node::Membership& m,
+                    const std::string& cert = "", std::vector<std::string> hosts = {},
+                    const std::string& adv = "h1:5000") {
+      Status s = node::judge_join(me, admitted, epoch, m, cert, hosts, adv);
+      return s ? std::string("OK") : s.code();
+    };
+    // Not joined yet, never admitted: any cluster, this node at its place.
+    CHECK(code(nullptr, 0, offered) == "OK");
+    // Joined: only its own cluster.
+    me.cluster = "another-cluster";
+    CHECK(code(nullptr, 0, offered) == "CLUSTER");
+    me.cluster = k_cluster;
+    CHECK(code(nullptr, 0, offered) == "OK");
+    // Admitted with another view.
+    auto was = view({"a:1", "b:2", "c:3"});
+    CHECK(code(&was, 0, offered) == "VIEW");
+    auto same = view({"a:1", "b:2"});
+    CHECK(code(&same, 0, offered) == "OK");
+    // Over TLS: the certificate must name the host the leader advertises.
+    CHECK(code(&same, 0, offered, "leader", {"h2"}) == "DENIED");
+    CHECK(code(&same, 0, offered, "leader", {"h1"}) == "OK");
+    CHECK(code(&same, 0, offered, "leader", {"h1"}, "") == "DENIED");
+    // A leader of an older epoch than this participant was given; an unsaid epoch (0) passes.
+    CHECK(code(&same, 4, offered) == "EPOCH");
+    CHECK(code(&same, 3, offered) == "OK");
+    auto unsaid = offered;
+    unsaid.epoch = 0;
+    CHECK(code(&same, 4, unsaid) == "OK");
+    // Another node at this participant's place.
+    auto other = offered;
+    other.members[0].node = "9a0bd771-0000-4000-8000-000000000002";
+    CHECK(code(&same, 0, other) == "IDENTITY");
+    other.slot = 5;  // no such place
+    CHECK(code(nullptr, 0, other) == "IDENTITY");
+  }
+}
