@@ -1,6 +1,7 @@
 #include "membership/membership.h"
 
 #include <algorithm>
+#include <iterator>
 
 #include <fmt/format.h>
 
@@ -21,20 +22,25 @@ constexpr size_t k_max_slots = 1024;
 }  // namespace
 
 namespace {
-// Rendezvous hashing over n slots whose names' CRCs `name_crc(i)` gives.
-template <typename NameCrc>
-std::vector<size_t> place_by(size_t n, size_t replicas, const std::string& key, NameCrc name_crc) {
+// Rendezvous hashing over those of n slots that `in(i)` admits, whose names' CRCs
+// `name_crc(i)` gives.
+template <typename NameCrc, typename In>
+std::vector<size_t> place_by(size_t n, size_t replicas, const std::string& key, NameCrc name_crc,
+                             In in) {
   std::vector<size_t> out;
-  if (replicas == 0 || replicas >= n) {
-    out.reserve(n);
-    for (size_t i = 0; i < n; ++i) out.push_back(i);
+  size_t placed = 0;
+  for (size_t i = 0; i < n; ++i) placed += in(i);
+  if (replicas == 0 || replicas >= placed) {
+    out.reserve(placed);
+    for (size_t i = 0; i < n; ++i)
+      if (in(i)) out.push_back(i);
     return out;
   }
   uint32_t kh = crc32c(key);
   std::vector<std::pair<uint64_t, size_t>> scored;
-  scored.reserve(n);
+  scored.reserve(placed);
   for (size_t i = 0; i < n; ++i)
-    scored.emplace_back(mix((static_cast<uint64_t>(name_crc(i)) << 32) | kh), i);
+    if (in(i)) scored.emplace_back(mix((static_cast<uint64_t>(name_crc(i)) << 32) | kh), i);
   std::partial_sort(scored.begin(), scored.begin() + static_cast<std::ptrdiff_t>(replicas),
                     scored.end(), std::greater<>());
   for (size_t i = 0; i < replicas; ++i) out.push_back(scored[i].second);
@@ -45,7 +51,9 @@ std::vector<size_t> place_by(size_t n, size_t replicas, const std::string& key, 
 
 std::vector<size_t> place(const std::vector<std::string>& names, size_t replicas,
                           const std::string& key) {
-  return place_by(names.size(), replicas, key, [&](size_t i) { return crc32c(names[i]); });
+  return place_by(
+      names.size(), replicas, key, [&](size_t i) { return crc32c(names[i]); },
+      [](size_t) { return true; });
 }
 
 const char* name(State s) {
@@ -56,12 +64,19 @@ const char* name(State s) {
       return "catching-up";
     case State::out:
       return "out";
+    case State::joining:
+      return "joining";
+    case State::leaving:
+      return "leaving";
+    case State::removed:
+      return "removed";
   }
   return "?";
 }
 
 std::optional<State> parse_state(std::string_view s) {
-  for (State x : {State::in_sync, State::catching_up, State::out})
+  for (State x : {State::in_sync, State::catching_up, State::out, State::joining, State::leaving,
+                  State::removed})
     if (s == name(x)) return x;
   return std::nullopt;
 }
@@ -75,16 +90,76 @@ Membership Membership::initial(const std::vector<std::string>& addrs, size_t rep
   return m;
 }
 
+bool Membership::placed(size_t s) const {
+  return slots[s].state != State::joining && slots[s].state != State::removed;
+}
+
+bool Membership::placed_next(size_t s) const {
+  return slots[s].state != State::leaving && slots[s].state != State::removed;
+}
+
+bool Membership::moving() const {
+  return std::any_of(slots.begin(), slots.end(), [](const Slot& s) {
+    return s.state == State::joining || s.state == State::leaving;
+  });
+}
+
 std::vector<size_t> Membership::owners(const std::string& key) const {
-  return place_by(slots.size(), replicas, key, [&](size_t i) { return crc32c(slots[i].name); });
+  return place_by(
+      slots.size(), replicas, key, [&](size_t i) { return crc32c(slots[i].name); },
+      [&](size_t i) { return placed(i); });
+}
+
+std::vector<size_t> Membership::next_owners(const std::string& key) const {
+  if (!moving()) return owners(key);
+  return place_by(
+      slots.size(), replicas, key, [&](size_t i) { return crc32c(slots[i].name); },
+      [&](size_t i) { return placed_next(i); });
+}
+
+std::vector<size_t> Membership::gains(const std::string& key) const {
+  if (!moving()) return {};
+  auto now = owners(key), next = next_owners(key);
+  std::vector<size_t> out;
+  std::set_difference(next.begin(), next.end(), now.begin(), now.end(), std::back_inserter(out));
+  return out;
+}
+
+std::vector<size_t> Membership::writers(const std::string& key) const {
+  auto now = owners(key);
+  std::vector<size_t> all;
+  if (moving()) {
+    auto next = next_owners(key);
+    std::set_union(now.begin(), now.end(), next.begin(), next.end(), std::back_inserter(all));
+  } else {
+    all = std::move(now);
+  }
+  all.erase(std::remove_if(all.begin(), all.end(), [&](size_t s) { return !writes(s); }),
+            all.end());
+  return all;
+}
+
+bool Membership::learns(size_t s, const std::string& key) const {
+  if (slots[s].state == State::catching_up) return true;
+  auto g = gains(key);
+  return std::find(g.begin(), g.end(), s) != g.end();
 }
 
 std::vector<size_t> Membership::readers(const std::string& key) const {
   auto o = owners(key);
   o.erase(std::remove_if(o.begin(), o.end(),
-                         [&](size_t s) { return slots[s].state != State::in_sync; }),
+                         [&](size_t s) {
+                           return slots[s].state != State::in_sync &&
+                                  slots[s].state != State::leaving;
+                         }),
           o.end());
   return o;
+}
+
+size_t Membership::copies() const {
+  size_t n = 0;
+  for (size_t i = 0; i < slots.size(); ++i) n += placed(i);
+  return replicas == 0 || replicas >= n ? n : replicas;
 }
 
 size_t Membership::count(State st) const {
@@ -93,10 +168,25 @@ size_t Membership::count(State st) const {
 }
 
 bool Membership::may_exclude(size_t s) const {
-  if (s >= slots.size() || slots[s].state == State::out) return false;
-  size_t not_in_sync = slots.size() - count(State::in_sync);
-  if (slots[s].state == State::in_sync) ++not_in_sync;
-  return not_in_sync < copies();
+  if (s >= slots.size()) return false;
+  State st = slots[s].state;
+  if (st == State::out || st == State::removed) return false;
+  if (st == State::joining) return true;
+  auto current = [](State x) { return x == State::in_sync || x == State::leaving; };
+  size_t not_current = 0;
+  for (size_t i = 0; i < slots.size(); ++i) not_current += placed(i) && !current(slots[i].state);
+  if (current(st)) ++not_current;
+  return not_current < copies();
+}
+
+Membership Membership::cutover() const {
+  Membership next = *this;
+  ++next.epoch;
+  for (auto& slot : next.slots) {
+    if (slot.state == State::joining) slot.state = State::in_sync;
+    if (slot.state == State::leaving) slot.state = State::removed;
+  }
+  return next;
 }
 
 std::string Membership::describe_owners(const std::string& key) const {
@@ -141,6 +231,9 @@ Result<Membership> decode(std::string_view line) {
     m.slots.push_back(Slot{std::move(*nm), std::move(*addr), *st});
   }
   if (m.replicas >= m.slots.size() && m.replicas != 0) return bad("replicas past the slot count");
+  size_t placed = 0;
+  for (size_t i = 0; i < m.slots.size(); ++i) placed += m.placed(i);
+  if (placed == 0) return bad("no slot in the placement in effect");
   return m;
 }
 

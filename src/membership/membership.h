@@ -10,6 +10,14 @@
 //   catching-up  back after being out: takes new writes as a learner (its vote does not count)
 //                while it copies what it missed from in-sync copies; serves no read;
 //   out          excluded (unreachable past --exclude-after): takes no write, serves no read.
+// While the members change (member add, remove), two placements are in play: the one in
+// effect, and the next one, which the cutover puts in effect:
+//   joining      being added: in the next placement only; takes the writes of the keys it
+//                gains as a learner; serves no read; in-sync at the cutover;
+//   leaving      being removed: in the placement in effect only; votes and serves reads of
+//                its keys until the cutover, then removed;
+//   removed      no longer in the cluster: in no placement, never contacted; kept so that
+//                slot indices stay stable.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -27,8 +35,8 @@ namespace tpc::membership {
 std::vector<size_t> place(const std::vector<std::string>& names, size_t replicas,
                           const std::string& key);
 
-enum class State : uint8_t { in_sync, catching_up, out };
-const char* name(State s);  // "in-sync", "catching-up", "out"
+enum class State : uint8_t { in_sync, catching_up, out, joining, leaving, removed };
+const char* name(State s);  // "in-sync", "catching-up", "out", "joining", "leaving", "removed"
 std::optional<State> parse_state(std::string_view s);
 
 struct Slot {
@@ -50,22 +58,39 @@ struct Membership {
                             size_t min_insync = 1);
 
   size_t size() const { return slots.size(); }
-  // The owners of `key` (placement, whatever their state).
+  // Whether slot `s` is in the placement in effect (not joining, not removed), and in the next
+  // one (not leaving, not removed). The two differ only while a slot is joining or leaving.
+  bool placed(size_t s) const;
+  bool placed_next(size_t s) const;
+  bool moving() const;
+  // The owners of `key` in the placement in effect, whatever their state; in the next one.
   std::vector<size_t> owners(const std::string& key) const;
-  // Whether slot `s` takes writes (a write of a key it owns is prepared there): in-sync and
-  // catching-up slots.
-  bool writes(size_t s) const { return slots[s].state != State::out; }
-  // The owners that serve reads of `key`: in-sync ones.
-  std::vector<size_t> readers(const std::string& key) const;
-  // Effective replica count (replicas 0 or too many: every slot).
-  size_t copies() const {
-    return replicas == 0 || replicas >= slots.size() ? slots.size() : replicas;
+  std::vector<size_t> next_owners(const std::string& key) const;
+  // The slots that gain `key` at the cutover: next owners that are no owners now.
+  std::vector<size_t> gains(const std::string& key) const;
+  // Whether slot `s` takes writes (a write of a key it owns, or gains, is prepared there):
+  // every slot but out and removed ones.
+  bool writes(size_t s) const {
+    return slots[s].state != State::out && slots[s].state != State::removed;
   }
+  // The slots a write of `key` is prepared on: its owners and gainers that take writes.
+  std::vector<size_t> writers(const std::string& key) const;
+  // Whether slot `s` writes `key` as a learner (its vote does not count for it): a
+  // catching-up owner, or a gainer.
+  bool learns(size_t s, const std::string& key) const;
+  // The owners that serve reads of `key`: in-sync and leaving ones.
+  std::vector<size_t> readers(const std::string& key) const;
+  // Effective replica count of the placement in effect (replicas 0 or too many: every slot).
+  size_t copies() const;
   size_t count(State s) const;
   // Whether slot `s` may be marked out: every key keeps an in-sync owner. With rendezvous
-  // placement every set of `copies()` slots owns some key, so: fewer than copies() slots
-  // would be not in-sync.
+  // placement every set of `copies()` slots owns some key, so: fewer than copies() placed
+  // slots would be not in-sync (a leaving slot still counts as one). A joining slot owns
+  // nothing yet: marking it out costs no copy (the add then rolls back).
   bool may_exclude(size_t s) const;
+  // The membership after the move: joining slots in-sync, leaving ones removed, the next
+  // placement in effect; the epoch one higher.
+  Membership cutover() const;
   // "owners 127.0.0.1:5001 (in-sync), 127.0.0.1:5002 (out)": for error messages.
   std::string describe_owners(const std::string& key) const;
 };
