@@ -380,20 +380,28 @@ void Core::unpark(int64_t now, Actions& out) {
 }
 
 void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
-  // Each participant is sent only the ops on keys it owns: it locks, checks and stores those.
-  // Owners that are out take no part (docs/membership.md); each key needs min-insync
-  // in-sync ones.
+  // Each participant is sent only the ops on keys it writes (owns, or gains while members
+  // change): it locks, checks and stores those. Owners that are out take no part
+  // (docs/membership.md); each key needs min-insync in-sync ones. A slot that learns a key
+  // (catching up, or gaining it) is sent no condition on it: its copy may be stale. It is a
+  // learner of the transaction (its vote does not count) if it learns every key it is sent.
   std::map<size_t, std::vector<Op>> by_part;
+  std::map<size_t, bool> learns_all;
   std::vector<size_t> skipped;
   for (auto& op : e.ops) {
-    size_t in_sync = 0;
-    for (auto p : m_members.owners(op.key)) {
-      in_sync += m_members.slots[p].state == membership::State::in_sync;
-      if (m_members.writes(p))
-        by_part[p].push_back(op);
-      else if (std::find(skipped.begin(), skipped.end(), p) == skipped.end())
-        skipped.push_back(p);
+    bool condition = op.kind == OpKind::check || op.kind == OpKind::absent;
+    for (auto p : m_members.writers(op.key)) {
+      bool learns = m_members.learns(p, op.key);
+      if (condition && learns) continue;
+      by_part[p].push_back(op);
+      learns_all.try_emplace(p, true).first->second &= learns;
     }
+    auto owners = m_members.owners(op.key), gainers = m_members.gains(op.key);
+    owners.insert(owners.end(), gainers.begin(), gainers.end());
+    for (auto p : owners)
+      if (!m_members.writes(p) && std::find(skipped.begin(), skipped.end(), p) == skipped.end())
+        skipped.push_back(p);
+    size_t in_sync = m_members.readers(op.key).size();
     if (!m_changing && in_sync < m_cfg.min_insync)
       return out.list.push_back(act::Reply{
           e.client, reply(ClientReply::error, "UNAVAILABLE",
@@ -440,7 +448,7 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
   t.skipped = std::move(skipped);
   for (auto& [p, mine] : by_part) {
     t.parts.push_back(p);
-    bool learner = m_members.slots[p].state == membership::State::catching_up;
+    bool learner = learns_all[p];
     if (learner) t.learners.insert(p);
     if (t.trace)
       trace(txid, t,

@@ -1187,3 +1187,63 @@ TEST_SUITE("creation claim") {
           "VIEW");
   }
 }
+
+TEST_SUITE("leader membership changes") {
+  TEST_CASE("while a slot leaves, a write of its keys reaches their gainer as a learner of them") {
+    Driver d(config(1, 2));
+    auto m = d.core.members();
+    m.epoch = 2;
+    m.slots[2].state = membership::State::leaving;
+    d.core.recover(txlog::Record{k_rec_membership, membership::encode(m)});
+    REQUIRE(d.core.members().moving());
+    // A key of the leaving slot, and the slot that gains it.
+    std::string k;
+    for (int i = 0; k.empty(); ++i) {
+      std::string x = "k" + std::to_string(i);
+      auto o = m.owners(x);
+      if (std::count(o.begin(), o.end(), 2u)) k = x;
+    }
+    auto g = m.gains(k);
+    REQUIRE(g.size() == 1);
+    size_t gainer = g[0], other = 1 - gainer;  // slots 0 and 1: the gainer and the other owner
+    auto a = d.step(ev::Txn{1, "", put(k), false});
+    auto sends = Driver::all<act::Send>(a);
+    REQUIRE(sends.size() == 3);  // both owners in effect, and the gainer
+    std::string txid = std::get<protocol::Prepare>(sends[0].msg).txid;
+    for (auto& s : sends) CHECK(std::get<protocol::Prepare>(s.msg).learner == (s.part == gainer));
+    // The owners' YES votes and the gainer's commit it. A gainer is not dropped as a
+    // catching-up learner is (its copy would not cover the write): its NO aborts.
+    d.step(ev::Vote{txid, other, Driver::yes()});
+    d.step(ev::Vote{txid, 2, Driver::yes()});
+    a = d.step(ev::Vote{txid, gainer, Driver::yes()});
+    CHECK(Driver::all<act::Append>(a).size() == 1);  // the COMMIT record
+    a = d.step(ev::Txn{9, "", put(k), false});
+    std::string t2 = std::get<protocol::Prepare>(Driver::all<act::Send>(a)[0].msg).txid;
+    a = d.step(ev::Vote{t2, gainer, {protocol::Vote::no, "CONFLICT", "locked", 0}});
+    auto r = Driver::reply_to(a, 9);
+    REQUIRE(r);
+    CHECK(r->kind == ClientReply::aborted);
+    // A condition on the key is checked by its owners only: the gainer gets no check of it.
+    // With a write of a key it owns too, it is a voter, not a learner.
+    std::string j;
+    for (int i = 0; j.empty(); ++i) {
+      std::string x = "j" + std::to_string(i);
+      auto o = m.owners(x);
+      if (std::count(o.begin(), o.end(), gainer) && m.gains(x).empty()) j = x;
+    }
+    a = d.step(ev::Txn{2, "", {Op{OpKind::check, k, "v"}, Op{OpKind::put, j, "w"}}, false});
+    for (auto& s : Driver::all<act::Send>(a)) {
+      auto& p = std::get<protocol::Prepare>(s.msg);
+      if (s.part != gainer) continue;
+      CHECK_FALSE(p.learner);
+      REQUIRE(p.ops.size() == 1);
+      CHECK(p.ops[0].key == j);
+    }
+    // Reads go to the owners in effect, the leaving slot among them; never to the gainer.
+    for (int c = 3; c < 13; ++c) {
+      auto r = Driver::all<act::Send>(d.step(ev::Get{static_cast<ClientId>(c), k}));
+      REQUIRE(r.size() == 1);
+      CHECK(r[0].part != gainer);
+    }
+  }
+}
