@@ -352,7 +352,9 @@ std::string Server::join_line(size_t p) const {
   for (size_t i = 0; i < m_pins.size(); ++i)
     m.members.push_back({m_cfg.peers[i], m_pins[i].id, m_pins[i].node});
   if (m_cfg.decision_store != "local") m.store = "etcd/" + m_cfg.cluster_name;
-  m.epoch = m_core->members().epoch;
+  const auto& members = m_core->members();
+  m.epoch = members.epoch;
+  if (!members.placed_by_address()) m.placement = membership::encode(members);
   return node::encode_join(m);
 }
 

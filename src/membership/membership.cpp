@@ -179,6 +179,12 @@ bool Membership::may_exclude(size_t s) const {
   return not_current < copies();
 }
 
+bool Membership::placed_by_address() const {
+  return !moving() && std::all_of(slots.begin(), slots.end(), [](const Slot& s) {
+    return s.name == s.addr && s.state != State::removed;
+  });
+}
+
 Membership Membership::cutover() const {
   Membership next = *this;
   ++next.epoch;

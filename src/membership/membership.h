@@ -88,6 +88,9 @@ struct Membership {
   // slots would be not in-sync (a leaving slot still counts as one). A joining slot owns
   // nothing yet: marking it out costs no copy (the add then rolls back).
   bool may_exclude(size_t s) const;
+  // Whether placement is the one of initial(addresses): every slot named by its address, none
+  // joining, leaving or removed (then a participant can derive it from the addresses alone).
+  bool placed_by_address() const;
   // The membership after the move: joining slots in-sync, leaving ones removed, the next
   // placement in effect; the epoch one higher.
   Membership cutover() const;

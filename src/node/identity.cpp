@@ -156,6 +156,7 @@ std::string encode_join(const Membership& m) {
   for (auto& x : m.members)
     b.raw(x.addr).raw(x.id.empty() ? "-" : x.id).raw(x.node.empty() ? "-" : x.node);
   if (!m.store.empty()) b.raw("store=" + m.store);
+  if (!m.placement.empty()) b.raw("members=" + protocol::escape(m.placement));
   protocol::append_epoch(b, m.epoch);
   return b.str();
 }
@@ -169,7 +170,7 @@ Result<Membership> decode_join(std::vector<std::string_view> t) {
   auto slot = parse_int(t[2]), replicas = parse_int(t[3]), n = parse_int(t[4]);
   if (!is_uuid(m.cluster) || !slot || !replicas || !n || *n < 1 || *n > 100000 || *slot < 0 ||
       *slot >= *n || *replicas < 0 || t.size() < 5 + 3 * static_cast<size_t>(*n) ||
-      t.size() > 7 + 3 * static_cast<size_t>(*n))
+      t.size() > 8 + 3 * static_cast<size_t>(*n))
     return bad;
   m.slot = static_cast<size_t>(*slot);
   m.replicas = static_cast<size_t>(*replicas);
@@ -178,6 +179,12 @@ Result<Membership> decode_join(std::vector<std::string_view> t) {
     auto e = protocol::parse_epoch(t.back());
     if (!e) return bad;
     m.epoch = *e;
+    t.pop_back();
+  }
+  if (t.size() > end && t.back().substr(0, 8) == "members=") {
+    auto line = protocol::unescape(t.back().substr(8));
+    if (!line || line->empty()) return bad;
+    m.placement = std::move(*line);
     t.pop_back();
   }
   if (t.size() > end + 1) return bad;
@@ -231,6 +238,20 @@ std::string view_difference(const Membership& admitted, const Membership& offere
   std::string s;
   for (auto& d : diff) s += (s.empty() ? "" : "; ") + d;
   return s;
+}
+
+Result<membership::Membership> placement_of(const Membership& join) {
+  if (join.placement.empty()) {
+    std::vector<std::string> addrs;
+    for (auto& x : join.members) addrs.push_back(x.addr);
+    return membership::Membership::initial(addrs, join.replicas);
+  }
+  auto m = membership::decode(join.placement);
+  if (!m) return m.status();
+  if (m->size() != join.members.size())
+    return Status::error("CORRUPT", fmt::format("the JOIN's membership has {} slots, its list {}",
+                                                m->size(), join.members.size()));
+  return m;
 }
 
 Status judge_join(const Identity& me, const Membership* admitted, uint64_t epoch,

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "membership/membership.h"
 
 namespace tpc::node {
 
@@ -84,7 +85,11 @@ struct Membership {
   std::vector<Member> members;
   std::string store;  // the decision store's cluster: "etcd/NAME"; "": the leader's own log
   uint64_t epoch = 0;  // the leader's membership epoch ("epoch=N"; 0: unsaid)
+  // "members=": the leader's membership line (tpcm1), sent when placement is not the one of
+  // the addresses (a slot moved to another address, or members changing); "": by addresses.
+  std::string placement;
 };
+//   JOIN ... [store=etcd/NAME] [members=TPCM1-LINE] [epoch=N]
 std::string encode_join(const Membership& m);
 // Takes the split tokens of a JOIN line; error PROTO names what is wrong.
 Result<Membership> decode_join(std::vector<std::string_view> t);
@@ -95,6 +100,11 @@ Result<Membership> decode_join(std::vector<std::string_view> t);
 // are not compared: they are pinned as participants are admitted or replaced. "" when the
 // views agree; else each difference, "; "-separated, in words an operator can act on.
 std::string view_difference(const Membership& admitted, const Membership& offered);
+
+// The placement a JOIN gives: its membership line when it has one, else every slot in-sync
+// and named by its address. Error CORRUPT for a membership line that does not decode, or of
+// another slot count.
+Result<membership::Membership> placement_of(const Membership& join);
 
 // A participant's rule for a leader's JOIN (docs/identity.md), with no I/O: Status OK to
 // accept it, else the error to answer. CLUSTER: this participant belongs to another cluster;

@@ -221,6 +221,8 @@ void Server::on_join(const std::vector<std::string_view>& t, Reply reply) {
                                   peer.cert_hosts, peer.advertise);
       !s)
     return fail(s.code().c_str(), s.message());
+  auto placement = node::placement_of(*m);
+  if (!placement) return fail("PROTO", placement.status().message());
   if (m_ident.cluster.empty()) {
     m_ident.cluster = m->cluster;
     node::save_identity(m_cfg.data_dir, m_ident);
@@ -231,9 +233,7 @@ void Server::on_join(const std::vector<std::string_view>& t, Reply reply) {
   uint16_t port;
   if (const std::string& adv = reply.peer().advertise; parse_host_port(adv, &host, &port))
     step(ev::LeaderSeen{adv});
-  std::vector<std::string> addrs;
-  for (auto& x : m->members) addrs.push_back(x.addr);
-  step(ev::Members{m->slot, membership::Membership::initial(addrs, m->replicas), m->epoch});
+  step(ev::Members{m->slot, std::move(*placement), m->epoch});
   std::string line = node::encode_join(*m);
   if (line != m_membership) {
     txlog::write_file_atomic(m_cfg.data_dir + "/membership", line + "\n");
@@ -259,11 +259,11 @@ void Server::on_snapshot(const std::vector<std::string_view>& t, Reply reply) {
   if (!slot || *slot < 0 || static_cast<size_t>(*slot) >= m->members.size() ||
       !(t[2] == "prepared" ? t.size() == 3 : t[2] == "keys" && t.size() == 4))
     return fail("PROTO", "usage: SNAPSHOT SLOT prepared | SNAPSHOT SLOT keys AFTER");
-  std::vector<std::string> peers;
-  for (auto& x : m->members) peers.push_back(x.addr);
+  auto placement = node::placement_of(*m);
+  if (!placement) return fail("STATE", "membership unreadable: " + placement.status().message());
   size_t want = static_cast<size_t>(*slot);
   auto owned = [&](const std::string& key) {
-    auto o = membership::place(peers, m->replicas, key);
+    auto o = placement->owners(key);
     return std::find(o.begin(), o.end(), want) != o.end();
   };
   if (t[2] == "prepared") {

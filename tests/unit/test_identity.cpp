@@ -114,3 +114,45 @@ TEST_SUITE("identity") {
     CHECK(code(nullptr, 0, other) == "IDENTITY");
   }
 }
+
+TEST_SUITE("identity") {
+  TEST_CASE("a JOIN carries the placement when it is not the addresses'; without, it is derived") {
+    auto j = view({"a:1", "b:2", "c:3"}, 2);
+    j.epoch = 4;
+    // Placement by the addresses: no members= token, and the participant derives it.
+    std::string line = node::encode_join(j);
+    CHECK(line.find("members=") == std::string::npos);
+    auto p = node::placement_of(j);
+    REQUIRE(p);
+    CHECK(p->slots[1].name == "b:2");
+    CHECK(p->copies() == 2);
+    // Slot 1 moved to another address (its name, so its keys, stay): the line says so.
+    auto m = membership::Membership::initial({"a:1", "b:2", "c:3"}, 2);
+    m.epoch = 4;
+    m.slots[1].addr = "d:9";
+    m.slots[2].state = membership::State::leaving;
+    CHECK_FALSE(m.placed_by_address());
+    j.members[1].addr = "d:9";
+    j.placement = membership::encode(m);
+    line = node::encode_join(j);
+    CHECK(line.find(" members=tpcm1%20") != std::string::npos);
+    auto back = node::decode_join(protocol::split(line));
+    REQUIRE(back);
+    CHECK(back->placement == j.placement);
+    CHECK(back->epoch == 4);
+    p = node::placement_of(*back);
+    REQUIRE(p);
+    CHECK(*p == m);
+    for (int i = 0; i < 100; ++i) {
+      std::string k = "k" + std::to_string(i);
+      CHECK(p->owners(k) == membership::place({"a:1", "b:2", "c:3"}, 2, k));
+    }
+    // A membership line that does not decode, or of another size, is refused.
+    j.placement = "tpcm1 garbage";
+    CHECK_FALSE(node::placement_of(j));
+    j.placement = membership::encode(membership::Membership::initial({"a:1"}, 0));
+    CHECK_FALSE(node::placement_of(j));
+    CHECK_FALSE(
+        node::decode_join(protocol::split("JOIN " + k_cluster + " 0 0 1 a:1 1 - members=")));
+  }
+}
