@@ -348,7 +348,10 @@ void Server::save_pins() {
 }
 
 std::string Server::join_line(size_t p) const {
-  node::Membership m{m_ident.cluster, p, m_cfg.replicas, {}, ""};
+  node::Membership m;
+  m.cluster = m_ident.cluster;
+  m.slot = p;
+  m.replicas = m_cfg.replicas;
   for (size_t i = 0; i < m_pins.size(); ++i)
     m.members.push_back({m_cfg.peers[i], m_pins[i].id, m_pins[i].node});
   if (m_cfg.decision_store != "local") m.store = "etcd/" + m_cfg.cluster_name;

@@ -48,7 +48,10 @@ TEST_SUITE("node host") {
     ident.role = "participant";
     ident.node = "00000000-0000-0000-0000-000000000001";
     int ticks = 0;
-    node::Host host(io, node::HostConfig{"participant", "7"}, ident, [&] { ++ticks; });
+    node::HostConfig hc;
+    hc.role = "participant";
+    hc.id = "7";
+    node::Host host(io, hc, ident, [&] { ++ticks; });
     std::optional<node::ClientId> parked;
     host.serve({
         {"ECHO", "", false,

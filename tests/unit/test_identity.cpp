@@ -11,7 +11,10 @@ namespace {
 const std::string k_cluster = "3f1c9a2e-0000-4000-8000-000000000001";
 
 Membership view(std::vector<std::string> addrs, size_t replicas = 0, std::string store = "") {
-  Membership m{k_cluster, 0, replicas, {}, std::move(store)};
+  Membership m;
+  m.cluster = k_cluster;
+  m.replicas = replicas;
+  m.store = std::move(store);
   for (size_t i = 0; i < addrs.size(); ++i)
     m.members.push_back({addrs[i], std::to_string(i + 1), ""});
   return m;
