@@ -119,7 +119,7 @@ TEST_SUITE("identity") {
 }
 
 TEST_SUITE("identity") {
-  TEST_CASE("a JOIN carries the placement when it is not the addresses'; without, it is derived") {
+  TEST_CASE("a JOIN carries the placement when it is not the addresses', else it is derived") {
     auto j = view({"a:1", "b:2", "c:3"}, 2);
     j.epoch = 4;
     // Placement by the addresses: no members= token, and the participant derives it.

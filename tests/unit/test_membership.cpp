@@ -99,7 +99,7 @@ TEST_SUITE("membership changes") {
   }
   }  // namespace
 
-  TEST_CASE("an address changed moves no key; one slot added moves about 1/(N+1) to it alone") {
+  TEST_CASE("an address changed moves no key, one slot added moves about 1/(N+1) to it alone") {
     auto m = Membership::initial({"a:1", "b:1", "c:1"}, 1);
     // Replace: the slot keeps its name, so its keys; nothing is moving.
     auto replaced = m;
@@ -148,7 +148,7 @@ TEST_SUITE("membership changes") {
     }
   }
 
-  TEST_CASE("one slot removed moves only its own keys, to the others; then it is removed") {
+  TEST_CASE("one slot removed moves only its own keys, to the others, then it is removed") {
     auto m = Membership::initial({"a:1", "b:1", "c:1", "d:1"}, 2);
     m.slots[2].state = State::leaving;
     const int n = 20000;
@@ -182,7 +182,7 @@ TEST_SUITE("membership changes") {
     CHECK(*d == after);
   }
 
-  TEST_CASE("with full replication a joining slot gains every key; a leaving one gives none") {
+  TEST_CASE("with full replication a joining slot gains every key, a leaving one gives none") {
     auto m = Membership::initial({"a:1", "b:1"}, 0);
     m.slots.push_back(Slot{"c:1", "c:1", State::joining});
     CHECK(m.owners("k") == std::vector<size_t>{0, 1});
