@@ -390,18 +390,27 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
   std::vector<size_t> skipped;
   for (auto& op : e.ops) {
     bool condition = op.kind == OpKind::check || op.kind == OpKind::absent;
-    for (auto p : m_members.writers(op.key)) {
-      bool learns = m_members.learns(p, op.key);
+    // One placement per op (the hot path): its owners, then the slots that gain it (none
+    // unless members change). These are Membership::writers, learns and readers, computed
+    // once.
+    auto copies = m_members.owners(op.key);
+    size_t owners = copies.size(), in_sync = 0;
+    auto gainers = m_members.gains(op.key);
+    copies.insert(copies.end(), gainers.begin(), gainers.end());
+    for (size_t i = 0; i < copies.size(); ++i) {
+      size_t p = copies[i];
+      auto st = m_members.slots[p].state;
+      in_sync +=
+          i < owners && (st == membership::State::in_sync || st == membership::State::leaving);
+      if (!m_members.writes(p)) {
+        if (std::find(skipped.begin(), skipped.end(), p) == skipped.end()) skipped.push_back(p);
+        continue;
+      }
+      bool learns = i >= owners || st == membership::State::catching_up;
       if (condition && learns) continue;
       by_part[p].push_back(op);
       learns_all.try_emplace(p, true).first->second &= learns;
     }
-    auto owners = m_members.owners(op.key), gainers = m_members.gains(op.key);
-    owners.insert(owners.end(), gainers.begin(), gainers.end());
-    for (auto p : owners)
-      if (!m_members.writes(p) && std::find(skipped.begin(), skipped.end(), p) == skipped.end())
-        skipped.push_back(p);
-    size_t in_sync = m_members.readers(op.key).size();
     if (!m_changing && in_sync < m_cfg.min_insync)
       return out.list.push_back(act::Reply{
           e.client, reply(ClientReply::error, "UNAVAILABLE",

@@ -112,11 +112,8 @@ std::vector<uint8_t> record_types() {
 Server::Server(asio::io_context& io, Config cfg) : m_io(io), m_cfg(std::move(cfg)) {
   // Nothing is written before the configuration is known good and the port is ours.
   validate(m_cfg);
-  m_host = std::make_unique<node::Host>(
-      io,
-      node::HostConfig{"leader", m_cfg.id, m_cfg.bind, m_cfg.port, m_cfg.max_line,
-                       m_cfg.max_connections, m_cfg.idle_timeout_ms, m_cfg.tls, m_cfg.metrics_addr},
-      m_ident, [this] { step(ev::Tick{}); });
+  m_host = std::make_unique<node::Host>(io, node::host_config("leader", m_cfg), m_ident,
+                                        [this] { step(ev::Tick{}); });
   m_host->serve(verbs());
   txlog::make_dirs(m_cfg.data_dir);
   lock_data_dir(m_cfg.data_dir);

@@ -53,6 +53,14 @@ struct HostConfig {
   std::string metrics_addr;  // HOST:PORT of /metrics; empty: none (nothing is counted then)
 };
 
+// The host part of a role's configuration (leader::Config, participant::Config: the same
+// field names).
+template <class RoleConfig>
+HostConfig host_config(std::string role, const RoleConfig& c) {
+  return HostConfig{std::move(role),   c.id,  c.bind,        c.port, c.max_line, c.max_connections,
+                    c.idle_timeout_ms, c.tls, c.metrics_addr};
+}
+
 class Host {
  public:
   // Binds the port (throws tpc::Error when it cannot); nothing is served before the

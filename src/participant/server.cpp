@@ -28,11 +28,8 @@ using protocol::Reply;
 Server::Server(asio::io_context& io, Config cfg) : m_io(io), m_cfg(std::move(cfg)) {
   // The port first: a participant that cannot listen writes nothing (connections wait in the
   // backlog until recovery is done and the event loop runs).
-  m_host = std::make_unique<node::Host>(
-      io,
-      node::HostConfig{"participant", m_cfg.id, m_cfg.bind, m_cfg.port, m_cfg.max_line,
-                       m_cfg.max_connections, m_cfg.idle_timeout_ms, m_cfg.tls, m_cfg.metrics_addr},
-      m_ident, [this] { step(ev::Tick{}); });
+  m_host = std::make_unique<node::Host>(io, node::host_config("participant", m_cfg), m_ident,
+                                        [this] { step(ev::Tick{}); });
   m_host->serve(verbs());
   client::Connection::use_tls(m_cfg.tls);  // restores read from replicas over it
   if (!m_cfg.restore_from.empty()) restore_from_replica(m_cfg, m_cfg.restore_from, std::cout);
