@@ -160,7 +160,7 @@ void Core::recover(const txlog::Record& rec) {
     TPC_CHECK(m.is_ok(), m.status().message());
     // The participant set and replica count are checked against --peers before recovery
     // (DIR/participants); the names must then agree.
-    TPC_CHECK(m->slots.size() == m_members.slots.size() && m->copies() == m_members.copies(),
+    TPC_CHECK(m->slots.size() == m_members.slots.size() && m->replicas == m_members.replicas,
               "MEMBERSHIP record of another participant set");
     for (size_t i = 0; i < m->slots.size(); ++i)
       TPC_CHECK(m->slots[i].name == m_members.slots[i].name,
@@ -276,6 +276,60 @@ void Core::on(int64_t now, ev::Resume& e, Actions& out) {
   resume(now, out);
   out.list.push_back(act::Reply{
       e.client, was ? reply(ClientReply::ok) : reply(ClientReply::error, "STATE", "not paused")});
+}
+
+void Core::on(int64_t now, ev::Remove& e, Actions& out) {
+  auto refuse = [&](const std::string& why) {
+    out.list.push_back(act::Reply{e.client, reply(ClientReply::error, "STATE", why)});
+  };
+  if (e.slot >= m_members.size()) return refuse("no such participant");
+  const auto& slot = m_members.slots[e.slot];
+  if (slot.state == membership::State::removed) return refuse(slot.addr + " is removed already");
+  if (m_changing || m_members.moving())
+    return refuse("the members are changing already: try again when that change is done");
+  if (slot.state != membership::State::in_sync)
+    return refuse(
+        fmt::format("{} is {}: only an in-sync participant is removed (its keys are "
+                    "copied from it)",
+                    slot.addr, membership::name(slot.state)));
+  size_t left = 0;
+  for (size_t p = 0; p < m_members.size(); ++p)
+    left += p != e.slot && m_members.placed(p) &&
+            m_members.slots[p].state == membership::State::in_sync;
+  if (left == 0) return refuse("it is the last in-sync participant");
+  auto next = m_members;
+  next.slots[e.slot].state = membership::State::leaving;
+  m_move_waiting.push_back(e.client);
+  m_gained.clear();
+  change_members(std::move(next), out);
+  (void)now;
+}
+
+void Core::move_keys(int64_t now, Actions& out) {
+  if (!m_members.moving() || m_changing || m_catchup || !drives_catchup()) return;
+  // A participant catching up copies what it owns in the placement in effect: it is in-sync
+  // (then copies what it gains) before the cutover.
+  if (m_members.count(membership::State::catching_up)) return;
+  size_t next_slots = 0, next_current = 0;
+  for (size_t p = 0; p < m_members.size(); ++p) {
+    auto st = m_members.slots[p].state;
+    if (!m_members.placed_next(p)) continue;
+    ++next_slots;
+    if (st != membership::State::in_sync && st != membership::State::joining) continue;
+    if (m_gained.count(p)) {
+      ++next_current;
+      continue;
+    }
+    if (!m_up[p]) return;  // it copies once reachable (or goes out: then it copies no more)
+    return start_catchup(p, now, out, true);
+  }
+  // Every slot of the next placement that takes writes holds what it gains. The next
+  // placement takes effect only if every key then keeps an in-sync owner (as may_exclude):
+  // otherwise the move waits for the participants that are out to catch up.
+  size_t copies =
+      m_members.replicas == 0 || m_members.replicas >= next_slots ? next_slots : m_members.replicas;
+  if (next_slots - next_current >= copies) return;
+  change_members(m_members.cutover(), out);
 }
 
 void Core::resume(int64_t now, Actions& out) {
@@ -569,6 +623,9 @@ void Core::on(int64_t now, ev::Durable& e, Actions& out) {
     TPC_CHECK(f != m_mismatch_forcing.end(), "HEURISTIC durable without its append: " + e.txid);
     if (--f->second > 0) return;
     m_mismatch_forcing.erase(f);
+    if (m_end_after_mismatch.erase(e.txid))
+      out.list.push_back(
+          act::Append{k_rec_end, txlog::Encoder().str(e.txid).data(), false, e.txid});
     auto [b, end] = m_mismatch_waiters.equal_range(e.txid);
     for (auto w = b; w != end; ++w)
       out.list.push_back(act::Reply{w->second.first, w->second.second});
@@ -670,8 +727,13 @@ void Core::on(int64_t, ev::CommitReply& e, Actions& out) {
   if (t.trace)
     trace(e.txid, t, "COMMIT acknowledged by " + m_cfg.peers[e.part] + " (applied)", out);
   if (!t.unacked.empty()) return;
-  // Every participant's COMMITTED record is durable: nobody will ask about it again.
-  out.list.push_back(act::Append{k_rec_end, txlog::Encoder().str(e.txid).data(), false, e.txid});
+  // Every participant's COMMITTED record is durable: nobody will ask about it again. A
+  // mismatch being recorded goes first: the END record (with a shared store, the batch's
+  // end there) must not outlive it in a crash, or the mismatch is never reported.
+  if (m_mismatch_forcing.count(e.txid))
+    m_end_after_mismatch.insert(e.txid);
+  else
+    out.list.push_back(act::Append{k_rec_end, txlog::Encoder().str(e.txid).data(), false, e.txid});
   if (t.trace) trace(e.txid, t, "END record written; transaction finished", out, true);
   m_decided.erase(e.txid);
   m_txns.erase(it);
@@ -979,8 +1041,9 @@ void Core::stage_change(int64_t now, Actions& out) {
   // started before this change was stored): nobody writes without that copy before then.
   if (m_cfg.shared_store)
     for (size_t p = 0; p < m_members.size(); ++p)
-      if (m_members.slots[p].state == membership::State::in_sync &&
-          m_changing->slots[p].state != membership::State::in_sync)
+      if ((m_members.slots[p].state == membership::State::in_sync ||
+           m_members.slots[p].state == membership::State::leaving) &&
+          m_changing->slots[p].state != m_members.slots[p].state)
         m_apply_at = now + 2 * m_cfg.members_lease_ms;
   if (now >= m_apply_at) apply_change(now, out);
 }
@@ -1000,7 +1063,26 @@ void Core::apply_change(int64_t now, Actions& out) {
   m_staged = false;
   m_confirmed_ms = m_staged_confirmed_ms;
   m_staged_confirmed_ms = INT64_MIN;
-  if (m_catchup) {
+  // A slot that stopped being in-sync (or joining) may have missed writes of keys it gains:
+  // its copy of them counts no more.
+  std::erase_if(m_gained, [&](size_t p) {
+    return m_members.slots[p].state != membership::State::in_sync &&
+           m_members.slots[p].state != membership::State::joining;
+  });
+  if (!m_members.moving()) {
+    m_gained.clear();
+    for (auto c : m_move_waiting) out.list.push_back(act::Reply{c, reply(ClientReply::ok)});
+    m_move_waiting.clear();
+  }
+  if (m_catchup && m_catchup->gain) {
+    // Its sources or its placement may have changed: a new pass, if it still gains keys.
+    auto st = m_members.slots[m_catchup->slot].state;
+    if (m_members.moving() &&
+        (st == membership::State::in_sync || st == membership::State::joining))
+      start_catchup(m_catchup->slot, now, out, true);
+    else
+      m_catchup.reset();
+  } else if (m_catchup) {
     // Done (its slot in-sync now), or its sources changed: a new pass. (Another leader's
     // change may have happened while it was out: a new pass too.)
     if (m_members.slots[m_catchup->slot].state == membership::State::in_sync) {
@@ -1118,11 +1200,13 @@ void Core::rejoin(int64_t now, Actions& out) {
   for (size_t p = 0; p < m_up.size(); ++p)
     if (m_up[p] && m_members.slots[p].state == membership::State::catching_up)
       return start_catchup(p, now, out);
+  move_keys(now, out);
 }
 
-void Core::start_catchup(size_t slot, int64_t now, Actions& out) {
+void Core::start_catchup(size_t slot, int64_t now, Actions& out, bool gain) {
   CatchUp c;
-  if (m_catchup && m_catchup->slot == slot) {  // a new pass of the same copy
+  c.gain = gain;
+  if (m_catchup && m_catchup->slot == slot && m_catchup->gain == gain) {  // a new pass
     c.started_ms = m_catchup->started_ms;
     c.keys = m_catchup->keys;
     c.bytes = m_catchup->bytes;
@@ -1134,9 +1218,15 @@ void Core::start_catchup(size_t slot, int64_t now, Actions& out) {
   c.pass = fmt::format("{}-{}-{}", m_cfg.id, m_cfg.incarnation, m_next_pass++);
   ++c.passes;
   for (size_t p = 0; p < m_members.size(); ++p)
-    if (m_members.slots[p].state == membership::State::in_sync) c.sources.push_back(p);
+    if (p != slot && (m_members.slots[p].state == membership::State::in_sync ||
+                      m_members.slots[p].state == membership::State::leaving))
+      c.sources.push_back(p);
   // Every key on every slot: the first source has them all.
-  if (m_members.copies() == m_members.size() && !c.sources.empty()) c.sources.resize(1);
+  if (!gain && m_members.copies() == m_members.size() && !c.sources.empty()) c.sources.resize(1);
+  if (c.sources.empty()) {  // nothing to copy from now: again at a later tick
+    m_catchup.reset();
+    return;
+  }
   m_catchup = std::move(c);
   catchup_send(now, out);
 }
@@ -1148,16 +1238,27 @@ void Core::catchup_send(int64_t now, Actions& out) {
       // A transaction still collecting votes that may write its keys without it (begun while
       // it was out, or that dropped it) could reach a source after that source's page is
       // read: the pass starts once there is none (they end within the prepare timeout).
-      for (auto& [txid, t] : m_txns)
-        if (t.phase == Phase::preparing &&
-            (t.dropped.count(c.slot) ||
-             std::find(t.skipped.begin(), t.skipped.end(), c.slot) != t.skipped.end())) {
+      // A copy of gained keys waits for every transaction still collecting votes that
+      // includes its slot: one prepared there before the pass, not as a learner, and committed
+      // during it, would not be left alone by an older page.
+      // And for every decided transaction whose COMMIT the slot has not acknowledged: applied
+      // there during the pass, it would count as newer than the page, yet a later transaction
+      // (that the slot, a learner, missed) may have overwritten its keys at the source.
+      for (auto& [txid, t] : m_txns) {
+        bool in = std::find(t.parts.begin(), t.parts.end(), c.slot) != t.parts.end();
+        if ((t.phase == Phase::preparing &&
+             (t.dropped.count(c.slot) ||
+              std::find(t.skipped.begin(), t.skipped.end(), c.slot) != t.skipped.end() ||
+              (c.gain && in))) ||
+            (t.phase == Phase::deciding && in) ||
+            (t.phase == Phase::committed && t.unacked.count(c.slot))) {
           c.id = 0;
           c.retry_at = now + 20;
           return;
         }
+      }
       c.id = m_next_read++;
-      out.list.push_back(act::Send{c.slot, protocol::SyncBegin{c.pass, c.sources}, c.id});
+      out.list.push_back(act::Send{c.slot, protocol::SyncBegin{c.pass, c.sources, c.gain}, c.id});
       return;
     case CatchUp::scan:
     case CatchUp::sync: {
@@ -1178,9 +1279,17 @@ void Core::catchup_send(int64_t now, Actions& out) {
       return;
     }
     case CatchUp::done: {
+      c.id = 0;
+      if (c.gain) {  // it holds every key it gains: the next one, or the cutover
+        m_gained.insert(c.slot);
+        auto& t = m_catchup_totals;
+        t.keys += c.keys;
+        t.bytes += c.bytes;
+        m_catchup.reset();
+        return rejoin(now, out);  // a participant catching up first, then the next gainer
+      }
       // Every page is in: in-sync. From now on its votes count, also in the transactions
       // that began while it was a learner (learner_may_drop).
-      c.id = 0;
       if (m_changing) {
         c.retry_at = now + 20;
         return;
@@ -1208,7 +1317,12 @@ bool Core::catchup_scan_reply(ev::ScanReply& e, int64_t now, Actions& out) {
   if (page.more && !e.reply.kvs.empty()) page.upto = e.reply.kvs.back().first;
   for (auto& [k, v] : e.reply.kvs) {
     auto o = m_members.owners(k);
-    if (!std::count(o.begin(), o.end(), c.slot)) continue;
+    if (c.gain) {
+      auto g = m_members.gains(k);
+      if (!std::count(g.begin(), g.end(), c.slot)) continue;
+    } else if (!std::count(o.begin(), o.end(), c.slot)) {
+      continue;
+    }
     size_t from = SIZE_MAX;
     for (size_t x : o)
       if (x != c.slot && std::count(c.sources.begin(), c.sources.end(), x)) {
@@ -1233,7 +1347,7 @@ void Core::on(int64_t now, ev::SyncReply& e, Actions& out) {
   c.id = 0;
   if (!e.status) {
     // STATE: it lost the pass (it restarted): a new one. Else (busy, gone): again soon.
-    if (e.status.code() == "STATE") return start_catchup(c.slot, now, out);
+    if (e.status.code() == "STATE") return start_catchup(c.slot, now, out, c.gain);
     c.retry_at = now + 100;
     return;
   }

@@ -277,12 +277,19 @@ struct Pause {
 struct Resume {
   ClientId client = 0;
 };
+// An operator removes a participant (member remove): its slot leaves, its keys are copied to
+// the slots that gain them, then the cutover removes it. Answered once it is removed.
+struct Remove {
+  ClientId client = 0;
+  size_t slot = 0;
+};
 }  // namespace ev
-using Event = std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Forget,
-                           ev::Vote, ev::CommitReply, ev::AbortReply, ev::ReadReply, ev::ScanReply,
-                           ev::ScanChecked, ev::Durable, ev::Refused, ev::Looked, ev::Settled,
-                           ev::RidFound, ev::StoreHealth, ev::MembersSeen, ev::SyncReply,
-                           ev::LinkUp, ev::LinkDown, ev::Tick, ev::LogFull, ev::Pause, ev::Resume>;
+using Event =
+    std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Forget, ev::Vote,
+                 ev::CommitReply, ev::AbortReply, ev::ReadReply, ev::ScanReply, ev::ScanChecked,
+                 ev::Durable, ev::Refused, ev::Looked, ev::Settled, ev::RidFound, ev::StoreHealth,
+                 ev::MembersSeen, ev::SyncReply, ev::LinkUp, ev::LinkDown, ev::Tick, ev::LogFull,
+                 ev::Pause, ev::Resume, ev::Remove>;
 
 // What a client is told.
 struct ClientReply {
@@ -503,6 +510,10 @@ class Core {
   void on(int64_t now, ev::LogFull& e, Actions& out);
   void on(int64_t now, ev::Pause& e, Actions& out);
   void on(int64_t now, ev::Resume& e, Actions& out);
+  void on(int64_t now, ev::Remove& e, Actions& out);
+  // While members change: the next slot that must copy the keys it gains, or the cutover once
+  // every one has.
+  void move_keys(int64_t now, Actions& out);
   void resume(int64_t now, Actions& out);
   // Runs a transaction admitted by on(ev::Txn) (its request id checked), or parks it while a
   // participant owning one of its keys is connecting.
@@ -558,7 +569,7 @@ class Core {
   bool learner_may_drop(size_t p) const;
   // --- catching up (docs/membership.md): one participant at a time.
   void rejoin(int64_t now, Actions& out);  // marks up out slots catching-up; starts copies
-  void start_catchup(size_t slot, int64_t now, Actions& out);
+  void start_catchup(size_t slot, int64_t now, Actions& out, bool gain = false);
   void catchup_send(int64_t now, Actions& out);  // the current step's request
   bool catchup_scan_reply(ev::ScanReply& e, int64_t now, Actions& out);
   // Whether participant p is in-sync and reachable: asked for reads and scans.
@@ -596,6 +607,7 @@ class Core {
   int64_t m_unpark_at = INT64_MAX;      // the first parked request's participant turns down then
   struct CatchUp {
     size_t slot = 0;
+    bool gain = false;  // a copy of the keys the slot gains (members changing), not owns
     std::string pass;
     enum Step { begin, scan, sync, done } step = begin;
     std::vector<size_t> sources;  // in-sync slots at the start of the pass
@@ -609,6 +621,10 @@ class Core {
   };
   std::optional<CatchUp> m_catchup;
   uint64_t m_next_pass = 1;
+  // While members change: the slots whose copy of the keys they gain is complete (and that
+  // have stayed in-sync since), and the operators waiting for the change to end.
+  std::set<size_t> m_gained;
+  std::vector<ClientId> m_move_waiting;
   uint64_t m_exclusions = 0, m_rejoins = 0, m_adopted = 0, m_redecided = 0;
   CatchUpTotals m_catchup_totals;
   membership::Membership m_members;                  // in effect
@@ -660,6 +676,7 @@ class Core {
   // Replies held until a HEURISTIC record of txid is durable.
   std::multimap<std::string, std::pair<ClientId, ClientReply>> m_mismatch_waiters;
   std::map<std::string, int> m_mismatch_forcing;  // txid -> HEURISTIC records being forced
+  std::set<std::string> m_end_after_mismatch;     // finished, their END after those records
 };
 
 // The incarnation of a starting leader, from the content of its incarnation file (nullopt:

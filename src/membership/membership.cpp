@@ -170,7 +170,9 @@ size_t Membership::count(State st) const {
 bool Membership::may_exclude(size_t s) const {
   if (s >= slots.size()) return false;
   State st = slots[s].state;
-  if (st == State::out || st == State::removed) return false;
+  // A leaving slot stays until the removal ends: marked out, it would come back as a plain
+  // member and the removal would be lost.
+  if (st == State::out || st == State::removed || st == State::leaving) return false;
   if (st == State::joining) return true;
   auto current = [](State x) { return x == State::in_sync || x == State::leaving; };
   size_t not_current = 0;

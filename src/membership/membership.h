@@ -85,8 +85,9 @@ struct Membership {
   size_t count(State s) const;
   // Whether slot `s` may be marked out: every key keeps an in-sync owner. With rendezvous
   // placement every set of `copies()` slots owns some key, so: fewer than copies() placed
-  // slots would be not in-sync (a leaving slot still counts as one). A joining slot owns
-  // nothing yet: marking it out costs no copy (the add then rolls back).
+  // slots would be not in-sync (a leaving slot still counts as one). A leaving slot is never
+  // marked out (the removal would be lost); a joining slot owns nothing yet: marking it out
+  // costs no copy (the add then rolls back).
   bool may_exclude(size_t s) const;
   // Whether placement is the one of initial(addresses): every slot named by its address, none
   // joining, leaving or removed (then a participant can derive it from the addresses alone).

@@ -324,8 +324,15 @@ std::string Core::epoch_refusal(uint64_t e) const {
 }
 
 void Core::on(int64_t, int64_t, ev::SyncBegin& e, Actions& out) {
+  // A copy of gained keys needs the membership that says which: one from before the change
+  // (a JOIN not yet here) would take none and delete them all.
+  if (e.msg.gain && (!m_members || !m_members->members.moving()))
+    return reply(out, e.client,
+                 protocol::Error{"STATE",
+                                 "no members changing in this participant's membership "
+                                 "(a newer JOIN has not come yet)"});
   if (!m_sync || m_sync->pass != e.msg.pass)
-    m_sync = SyncPass{++m_sync_passes, e.msg.pass, std::move(e.msg.sources), {}, 0};
+    m_sync = SyncPass{++m_sync_passes, e.msg.pass, std::move(e.msg.sources), {}, 0, e.msg.gain};
   reply(out, e.client, protocol::Ack{});
 }
 
@@ -345,11 +352,14 @@ void Core::on(int64_t, int64_t, ev::Sync& e, Actions& out) {
                  protocol::Error{"BUSY", fmt::format("key {} of the page is locked by {}",
                                                      protocol::escape(l->first), l->second)});
   const auto& mem = m_members->members;
-  // The keys this page answers for: owned here, and copied from this source (the lowest
-  // numbered source among the key's owners).
+  // The keys this page answers for: owned here (gained, in a pass of gained keys), and copied
+  // from this source (the lowest numbered source among the key's owners).
   auto shared = [&](const std::string& k) {
     auto o = mem.owners(k);
-    if (!std::count(o.begin(), o.end(), m_members->slot)) return false;
+    // A pass of the keys it gains (members changing) copies those, and leaves alone the keys
+    // it owns: they are current here.
+    auto mine = m_sync->gain ? mem.gains(k) : o;
+    if (!std::count(mine.begin(), mine.end(), m_members->slot)) return false;
     for (size_t x : o)
       if (x != m_members->slot && std::count(m_sync->sources.begin(), m_sync->sources.end(), x))
         return x == m.source;

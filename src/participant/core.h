@@ -382,6 +382,7 @@ class Core {
     std::vector<size_t> sources;
     std::set<std::string> dirty;  // keys commits queued since SYNCBEGIN wrote
     uint64_t pages = 0;
+    bool gain = false;  // the keys this participant gains (members changing), not owns
   };
   std::optional<SyncPass> m_sync;  // a copy under way (catching up)
   struct SyncPage {

@@ -115,7 +115,7 @@ std::string encode(const Scan& m) {
 }
 std::string encode(const ScanCheck& m) { return "SCANCHECK " + m.watch; }
 std::string encode(const SyncBegin& m) {
-  return fmt::format("SYNCBEGIN {} {}", m.pass, fmt::join(m.sources, ","));
+  return fmt::format("SYNCBEGIN {} {}{}", m.pass, fmt::join(m.sources, ","), m.gain ? " gain" : "");
 }
 std::string encode(const Sync& m) {
   LineBuilder b("SYNC");
@@ -300,9 +300,11 @@ Result<Scan> decode_scan(std::vector<std::string_view> t) {
 }
 
 Result<SyncBegin> decode_sync_begin(const std::vector<std::string_view>& t) {
-  auto usage = [] { return Status::error("PROTO", "usage: SYNCBEGIN PASS SOURCE[,SOURCE...]"); };
-  if (t.size() != 3 || !is_id(t[1])) return usage();
-  SyncBegin m{std::string(t[1]), {}};
+  auto usage = [] {
+    return Status::error("PROTO", "usage: SYNCBEGIN PASS SOURCE[,SOURCE...] [gain]");
+  };
+  if ((t.size() != 3 && !(t.size() == 4 && t[3] == "gain")) || !is_id(t[1])) return usage();
+  SyncBegin m{std::string(t[1]), {}, t.size() == 4};
   for (auto& x : split_list(std::string(t[2]), ',')) {
     auto n = parse_int(x);
     if (!n || *n < 0 || *n > 1 << 20) return usage();

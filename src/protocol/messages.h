@@ -56,9 +56,10 @@ struct ScanCheck {  // SCANCHECK WATCH
 // id) from those in-sync slots: each key comes from the lowest-numbered source among its
 // owners. From now on it remembers which keys its commits wrote, and a page of the copy
 // leaves those alone.
-struct SyncBegin {
+struct SyncBegin {  // ... [gain]
   std::string pass;
   std::vector<size_t> sources;
+  bool gain = false;  // a copy of the keys it gains while members change, not of those it owns
 };
 // SYNC PASS SOURCE AFTER MORE|END|LAST UPTO COUNT {KEY VALUE} (UPTO "-" unless MORE): a page of
 // pass PASS read from in-sync slot SOURCE: of the keys both own, those after AFTER (up to UPTO with

@@ -73,6 +73,7 @@ struct LeaderNode {
   // and whether its creation claim is in flight.
   std::string cluster;
   bool claiming = false;
+  uint64_t join_epoch = 0;  // the membership epoch its last JOINs carried
 };
 
 struct PartNode {
@@ -135,6 +136,7 @@ class Cluster {
         m_rng(opt.seed),
         m_pause_rng(opt.seed * 0x9e3779b97f4a7c15ull + 1),
         m_op_rng(opt.seed * 0xbf58476d1ce4e5b9ull + 7),
+        m_member_rng(opt.seed * 0x2545f4914f6cdd1dull + 29),
         m_long_rng(opt.seed * 0x94d049bb133111ebull + 11),
         m_read_rng(opt.seed * 0xd6e8feb86659fd93ull + 13),
         m_damage_rng(opt.seed * 0xa0761d6478bd642full + 17),
@@ -223,6 +225,12 @@ class Cluster {
   // leader's decision must end up recorded by that leader (docs/recovery.md); the keys such
   // transactions wrote leave the data checks (they hold what the operator chose).
   Rng m_op_rng;
+  // An operator removes a participant (tpc client member remove), in one seed of six
+  // (seed % 6 == 3) of three participants with one leader or a shared store, from a generator
+  // of its own, at any time under load and faults.
+  Rng m_member_rng;
+  bool removals() const { return m_opt.seed % 6 == 3; }
+  void remove_member(int slot, int tries);
   // Leaders down for 31 to 40 s, in one seed of eleven (seed % 11 == 10), from a generator
   // of their own.
   Rng m_long_rng;
@@ -548,6 +556,20 @@ class Cluster::LeaderIo : public leader::Io {
     m_c.at_node(K_LEADER, m_i, m_c.m_s.now_us() + ms * k_ms, std::move(f));
   }
   void wake_at(int64_t at) override { m_c.arm_tick(K_LEADER, m_i, at); }
+  // A new membership epoch: the leader's JOIN again to every participant (the server's
+  // after_step), with the membership line while members change.
+  void after_step() override {
+    auto& n = node();
+    if (!n.core || n.core->members().epoch == n.join_epoch) return;
+    n.join_epoch = n.core->members().epoch;
+    for (size_t j = 0; j < m_c.m_parts.size(); ++j)
+      m_c.at_node(K_PART, static_cast<int>(j), m_c.m_s.now_us() + m_c.m_rng.range(100, 2000),
+                  [c = &m_c, j, m = n.core->members()] {
+                    auto& p = c->m_parts[j];
+                    if (!p.alive || m.epoch < p.core->epoch()) return;  // refused (EPOCH)
+                    c->step_part(static_cast<int>(j), participant::ev::Members{j, m, m.epoch});
+                  });
+  }
   void before_step(const leader::Event& e) override {
     ++m_c.m_events;
     if (!m_c.m_opt.trace) return;
@@ -754,6 +776,10 @@ void Cluster::setup() {
   for (int c = 0; c < nc; ++c) m_s.after(m_rng.range(1, 20) * k_ms, [this, c] { client_next(c); });
   m_s.after(m_rng.range(10, 300) * k_ms, [this] { chaos(); });
   if (operators()) m_s.after(m_op_rng.range(200, 2000) * k_ms, [this] { operate(); });
+  if (removals() && np == 3 && (nl == 1 || shared())) {
+    int slot = static_cast<int>(m_member_rng.below(3));
+    m_s.after(m_member_rng.range(100, 4000) * k_ms, [this, slot] { remove_member(slot, 0); });
+  }
   if (shared()) m_s.after(m_store_rng.range(500, 4000) * k_ms, [this] { store_chaos(); });
 }
 
@@ -897,8 +923,15 @@ void Cluster::reconnect(int c) {
   }
   ch.up = true;
   ++ch.epoch;
-  if (ch.from_kind == K_LEADER)
+  if (ch.from_kind == K_LEADER) {
+    // The JOIN that opens the link: the leader's membership, as the server sends it.
+    auto& l = m_leaders[ch.from];
+    auto& p = m_parts[ch.to];
+    if (l.core && p.core && l.core->members().epoch >= p.core->epoch())
+      step_part(ch.to, participant::ev::Members{static_cast<size_t>(ch.to), l.core->members(),
+                                                l.core->members().epoch});
     step_leader(ch.from, leader::ev::LinkUp{static_cast<size_t>(ch.to)});
+  }
 }
 
 // --- logs ---------------------------------------------------------------------------------
@@ -1381,9 +1414,10 @@ void Cluster::crash(Kind k, int i) {
   trace(name(k, i), fmt::format("CRASH (keeps {} of {} unsynced log bytes{})", keep, unsynced,
                                 power_loss ? ", store loses its unsynced commits" : ""));
   log.crash(keep);
-  if (damage() && m_damage_rng.chance(0.3)) damage_log(k, i);
+  bool damaged = damage() && m_damage_rng.chance(0.3);
   if (k == K_LEADER) {
-    // A COMMIT record that reached the disk by luck is a decision all the same.
+    // A COMMIT record that reached the disk by luck is a decision all the same (read before
+    // any damage: the operator's repair keeps the records after the damaged one).
     for (auto& r : txlog::recover_image(log.durable).records) {
       if (r.type != leader::k_rec_commit) continue;
       auto rec = leader::decode_commit(r.payload);
@@ -1395,6 +1429,9 @@ void Cluster::crash(Kind k, int i) {
         trace(name(k, i), "  the unforced COMMIT record of " + txid + " survived: decided");
       }
     }
+  }
+  if (damaged) damage_log(k, i);
+  if (k == K_LEADER) {
     auto& n = m_leaders[i];
     n.alive = false;
     ++n.gen;
@@ -1507,6 +1544,28 @@ void Cluster::operate() {
     }
   }
   m_s.after(m_op_rng.range(50, 500) * k_ms, [this] { operate(); });
+}
+
+void Cluster::remove_member(int slot, int tries) {
+  // Asked of a live leader until one takes it (refused while another change runs, or while
+  // the slot is not in-sync); the change then finishes by itself, through any crash.
+  for (size_t i = 0; i < m_leaders.size(); ++i) {
+    auto& l = m_leaders[i];
+    if (!l.alive || !l.core) continue;
+    auto st = l.core->members().slots[static_cast<size_t>(slot)].state;
+    if (st == membership::State::leaving || st == membership::State::removed) {
+      m_result.features.set(f_removals);
+      return;
+    }
+  }
+  if (tries > 60) return;
+  int i = static_cast<int>(m_member_rng.below(m_leaders.size()));
+  if (m_leaders[i].alive && m_leaders[i].core) {
+    trace("--", fmt::format("operator: member remove P{} at L{}", slot, i));
+    step_leader(i, leader::ev::Remove{0, static_cast<size_t>(slot)});
+  }
+  m_s.after(m_member_rng.range(200, 800) * k_ms,
+            [this, slot, tries] { remove_member(slot, tries + 1); });
 }
 
 void Cluster::heal() {
@@ -1875,7 +1934,8 @@ void Cluster::final_checks() {
   for (size_t i = 0; i < m_leaders.size(); ++i) {
     auto& mem = m_leaders[i].core->members();
     for (size_t j = 0; j < mem.size(); ++j)
-      if (mem.slots[j].state != membership::State::in_sync)
+      if (mem.slots[j].state != membership::State::in_sync &&
+          mem.slots[j].state != membership::State::removed)
         violation(fmt::format("P{} is {} in L{}'s membership after healing", j,
                               membership::name(mem.slots[j].state), i));
   }
@@ -1884,8 +1944,13 @@ void Cluster::final_checks() {
     std::string key = fmt::format("k{}", k);
     if (tainted.count(key)) continue;
     auto want = value_before(key, UINT64_MAX);
-    auto owners = membership::place(m_peers, static_cast<size_t>(m_replicas), key);
+    // The owners the final membership's placement names (the first leader's: every leader
+    // holds the same one after healing, checked above); a removed participant keeps what it
+    // held, owning nothing.
+    const auto& final_members = m_leaders[0].core->members();
+    auto owners = final_members.owners(key);
     for (size_t j = 0; j < m_parts.size(); ++j) {
+      if (final_members.slots[j].state == membership::State::removed) continue;
       auto it = m_parts[j].store.current().data.find(key);
       std::optional<std::string> have;
       if (it != m_parts[j].store.current().data.end()) have = it->second;

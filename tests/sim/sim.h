@@ -45,6 +45,7 @@ enum Feature {
   f_redecided,      // a decision refused as of an old membership, taken again under the new
   f_epoch_refused,  // a participant refused a request of an older membership epoch
   f_claim_race,     // leaders claimed the creation of the cluster at once, from an empty store
+  f_removals,       // a participant removed (member remove) under load
   k_feature_count
 };
 inline constexpr const char* k_feature_names[k_feature_count] = {"two leaders",
@@ -68,7 +69,8 @@ inline constexpr const char* k_feature_names[k_feature_count] = {"two leaders",
                                                                  "changes adopted",
                                                                  "decisions taken again",
                                                                  "older epochs refused",
-                                                                 "creations raced"};
+                                                                 "creations raced",
+                                                                 "members removed"};
 
 struct Report {
   std::bitset<k_feature_count> features;

@@ -628,8 +628,10 @@ TEST_SUITE("leader heuristics") {
     REQUIRE(app.size() == 1);
     CHECK(app[0].type == k_rec_heuristic);
     CHECK(app[0].force);
-    a = d.step(ev::CommitReply{txid, 2, true});
-    app = Driver::all<act::Append>(a);
+    // The last answer: the END record waits for the mismatch to be durable (with a shared
+    // store, the END there must not outlive a mismatch lost in a crash).
+    CHECK(Driver::all<act::Append>(d.step(ev::CommitReply{txid, 2, true})).empty());
+    app = Driver::all<act::Append>(d.step(ev::Durable{txid, 0, k_rec_heuristic}));
     REQUIRE(app.size() == 1);
     CHECK(app[0].type == k_rec_end);  // the mismatch counted as participant 1's answer
     // The same reply again (a re-send crossed it): recorded once.
@@ -955,16 +957,23 @@ TEST_SUITE("leader membership") {
     d.step(ev::Vote{txid, 1, Driver::yes()});
     a = d.step(ev::Vote{txid, 2, {protocol::Vote::no, "CONFLICT", "locked", 0}});
     CHECK(Driver::all<act::Append>(a).size() == 1);  // the COMMIT record
-    // The new pass starts once no transaction that may write without it collects votes.
+    // The new pass starts once no transaction that may write without it collects votes, and
+    // once it has acknowledged every decided COMMIT (applied during the pass, an older one
+    // would count as newer than the page).
     CHECK(Driver::all<act::Send>(a).empty());
+    d.now += 20;
+    CHECK(Driver::all<act::Send>(d.step(ev::Tick{})).empty());  // deciding
+    a = d.step(ev::Durable{txid, 0});
+    CHECK(Driver::sent<protocol::Commit>(a) == std::vector<size_t>{0, 1, 2});  // also to it
+    d.now += 20;
+    CHECK(Driver::all<act::Send>(d.step(ev::Tick{})).empty());  // its COMMIT unacknowledged
+    d.step(ev::CommitReply{txid, 2, true});
     d.now += 20;
     auto again = Driver::all<act::Send>(d.step(ev::Tick{}));
     REQUIRE(again.size() == 1);
     auto* begin2 = std::get_if<protocol::SyncBegin>(&again[0].msg);
     REQUIRE(begin2);
     CHECK(begin2->pass != begin->pass);
-    a = d.step(ev::Durable{txid, 0});
-    CHECK(Driver::sent<protocol::Commit>(a) == std::vector<size_t>{0, 1, 2});  // also to it
     // The copy: SYNCBEGIN acknowledged, a page read from the source, applied there.
     a = d.step(ev::SyncReply{again[0].read, 2, Status::ok()});
     auto scan = Driver::all<act::Send>(a);
@@ -1245,5 +1254,74 @@ TEST_SUITE("leader membership changes") {
       REQUIRE(r.size() == 1);
       CHECK(r[0].part != gainer);
     }
+  }
+}
+
+TEST_SUITE("leader membership changes") {
+  TEST_CASE(
+      "member remove: the slot leaves, the slots that gain its keys copy them, then it is "
+      "removed") {
+    Driver d(config(1, 2));
+    // What each participant holds: every key on its owners.
+    std::map<size_t, std::map<std::string, std::string>> held;
+    auto m0 = d.core.members();
+    for (int i = 0; i < 60; ++i) {
+      std::string k = "k" + std::to_string(i);
+      for (auto p : m0.owners(k)) held[p][k] = "v" + std::to_string(i);
+    }
+    auto a = d.step(ev::Remove{7, 2});
+    std::map<size_t, std::set<std::string>> copied;  // slot -> keys sent to it by SYNC
+    std::optional<ClientReply> done;
+    for (int round = 0; round < 200 && !done; ++round) {
+      std::vector<Event> next;
+      for (auto& ap : Driver::all<act::Append>(a))
+        if (ap.type == k_rec_membership) next.push_back(ev::Durable{ap.txid, 0, k_rec_membership});
+      for (auto& s : Driver::all<act::Send>(a)) {
+        if (std::holds_alternative<protocol::SyncBegin>(s.msg)) {
+          next.push_back(ev::SyncReply{s.read, s.part, Status::ok()});
+        } else if (auto* sc = std::get_if<protocol::Scan>(&s.msg)) {
+          protocol::ScanReply r;
+          r.kind = protocol::ScanReply::keys;
+          for (auto& [k, v] : held[s.part])
+            if (k > sc->after) r.kvs.emplace_back(k, v);
+          next.push_back(ev::ScanReply{s.read, s.part, r});
+        } else if (auto* sy = std::get_if<protocol::Sync>(&s.msg)) {
+          for (auto& [k, v] : sy->kvs) copied[s.part].insert(k);
+          next.push_back(ev::SyncReply{s.read, s.part, Status::ok()});
+        }
+      }
+      done = Driver::reply_to(a, 7);
+      if (done) break;
+      if (next.empty()) {  // waiting on a timer
+        d.now += 50;
+        next.push_back(ev::Tick{});
+      }
+      Actions all;
+      for (auto& e : next) {
+        auto x = d.step(std::move(e));
+        all.list.insert(all.list.end(), x.list.begin(), x.list.end());
+      }
+      a = std::move(all);
+    }
+    REQUIRE(done);
+    CHECK(done->kind == ClientReply::ok);
+    const auto& m = d.core.members();
+    CHECK(m.slots[2].state == membership::State::removed);
+    CHECK_FALSE(m.moving());
+    CHECK(m.epoch == 3);  // leaving, then removed
+    // Each key of the removed slot was copied to the slot that gained it, and nothing else.
+    for (int i = 0; i < 60; ++i) {
+      std::string k = "k" + std::to_string(i);
+      auto before = m0.owners(k), after = m.owners(k);
+      CHECK(std::count(after.begin(), after.end(), 2u) == 0);
+      for (auto p : after) {
+        bool gained = !std::count(before.begin(), before.end(), p);
+        CHECK(copied[p].count(k) == static_cast<size_t>(gained));
+      }
+    }
+    // A removed participant is not removed again.
+    auto again = Driver::reply_to(d.step(ev::Remove{8, 2}), 8);
+    REQUIRE(again);
+    CHECK(again->code == "STATE");
   }
 }

@@ -202,7 +202,7 @@ TEST_SUITE("membership changes") {
     auto r = Membership::initial({"a:1", "b:1", "c:1"}, 2);
     r.slots[0].state = State::leaving;
     r.slots[1].state = State::out;
-    CHECK_FALSE(r.may_exclude(0));  // leaving, but still the only in-sync copy of some keys
+    CHECK_FALSE(r.may_exclude(0));  // leaving: it stays until the removal ends
     CHECK_FALSE(r.may_exclude(2));
     auto gone = Membership::initial({"a:1", "b:1"}, 0);
     gone.slots[1].state = State::removed;
