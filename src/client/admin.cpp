@@ -4,6 +4,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -169,6 +170,41 @@ int run_member_list(const Options& o, bool json, std::ostream& out, std::ostream
                        members[i].state, keys[i].empty() ? "-" : keys[i]);
   out << fmt::format("epoch {}\n", epoch);
   return k_ok;
+}
+
+int run_member_change(const Options& o, const std::string& request, std::ostream& out,
+                      std::ostream& err) {
+  constexpr int64_t k_wait_ms = 30 * 60 * 1000;
+  int64_t deadline = now_ms() + std::max<int64_t>(k_wait_ms, o.timeout_ms);
+  auto leaders = split_list(o.leader, ',');
+  std::string last_error = "no leader answered";
+  for (size_t attempt = 0; now_ms() < deadline; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(500));  // backoff
+    const std::string& addr = leaders[attempt % leaders.size()];
+    auto c = Connection::open(addr, 2000, "admin");
+    if (!c) {
+      last_error = fmt::format("leader {}: {}", addr, c.status().message());
+      continue;
+    }
+    auto r = c->call(request, static_cast<int>(std::max<int64_t>(1, deadline - now_ms())));
+    if (!r) {  // the leader went away (restarted?): the change goes on; ask again
+      last_error = fmt::format("leader {}: {}", addr, r.status().message());
+      continue;
+    }
+    auto t = protocol::split(*r);
+    if (!t.empty() && t[0] == "OK") {
+      out << (r->size() > 3 ? protocol::unescape_text(r->substr(3)) : std::string("done")) << "\n";
+      return k_ok;
+    }
+    err << "member: " << protocol::escape_display(*r) << "\n";
+    if (t.size() >= 2 && t[1] == "NOTFOUND") return k_not_found;
+    if (t.size() >= 2 && (t[1] == "DENIED" || t[1] == "PROTO")) return k_usage;
+    if (t.size() >= 2 && t[1] == "STATE") return k_aborted;
+    return k_unknown;
+  }
+  err << "member: " << last_error
+      << "; the change may still finish (tpc client member list shows it)\n";
+  return k_unknown;
 }
 
 namespace {

@@ -76,6 +76,14 @@ int run_resolve(const Options& o, const std::string& txid, bool commit, bool for
 int run_heuristics(const Options& o, bool json, std::ostream& out, std::ostream& err);
 // `member list`: each participant's id, address, state in the membership and key count.
 int run_member_list(const Options& o, bool json, std::ostream& out, std::ostream& err);
+// `member remove ID` (and the other changes of the members): the leader's MEMBER request,
+// answered once the change is done (keys copied, the cutover made), with what moved. Asked
+// again of a leader that restarted (the change goes on by itself; asking again waits for it),
+// up to 30 minutes or --timeout if longer. Exit 1: no such participant; 2: not an admin; 3:
+// refused (nothing changed); 4: no leader answered in time (the change may still finish:
+// member list shows it).
+int run_member_change(const Options& o, const std::string& request, std::ostream& out,
+                      std::ostream& err);
 // Acknowledges (and removes from the listing) the mismatches of `txid`. Exit 1: none; 2: not
 // an admin; 4: leader unreachable.
 int run_forget(const Options& o, const std::string& txid, std::ostream& out, std::ostream& err);

@@ -38,6 +38,7 @@ const char* const k_help =
     "                                       leader's decision (an operator's resolve)\n"
     "  forget TXID                        acknowledge a heuristic mismatch (admin)\n"
     "  member list [--json]               participants: id, address, state, keys\n"
+    "  member remove ID                   move ID's keys to the others, then remove it\n"
     "  backup DIR                         consistent copy of every participant into DIR\n"
     "  bench [options]                    load generator (tpc client bench --help)\n"
     "  help, quit\n"
@@ -189,8 +190,14 @@ int cmd_heuristics(Call& c) {
   return c.args(0) ? run_heuristics(c.o, c.has("--json"), c.out, c.err) : c.usage();
 }
 int cmd_member(Call& c) {
-  if (c.rest.size() != 1 || c.rest[0] != "list") return c.usage();
-  return run_member_list(c.o, c.has("--json"), c.out, c.err);
+  if (c.rest.size() == 1 && c.rest[0] == "list")
+    return run_member_list(c.o, c.has("--json"), c.out, c.err);
+  if (c.rest.size() == 2 && c.rest[0] == "remove" && !c.rest[1].empty() && !c.has("--json")) {
+    if (c.rest[1].find_first_of(" \t\r\n") != std::string::npos)
+      return c.usage("member remove ID: ID has no spaces");
+    return run_member_change(c.o, "MEMBER REMOVE " + c.rest[1], c.out, c.err);
+  }
+  return c.usage();
 }
 int cmd_forget(Call& c) {
   return c.args(1) ? run_forget(c.o, c.rest[0], c.out, c.err) : c.usage();
@@ -281,7 +288,7 @@ const std::vector<Command>& commands() {
       {"result", "result REQUEST-ID", {}, cmd_result},
       {"heuristics", "heuristics [--json]", {"--json"}, cmd_heuristics},
       {"forget", "forget TXID", {}, cmd_forget},
-      {"member", "member list [--json]", {"--json"}, cmd_member},
+      {"member", "member list [--json] | member remove ID", {"--json"}, cmd_member},
       {"backup", "backup DIR", {}, cmd_backup},
       {"bench", "bench [options]", {}, cmd_bench, true},
       {"help", "help", {}, cmd_help},

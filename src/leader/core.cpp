@@ -247,6 +247,8 @@ void Core::remember(const std::string& rid, Decision d, const std::string& txid,
 
 constexpr size_t k_max_held = 100000;  // new transactions held by a pause; more are refused
 constexpr size_t k_max_parked = 10000;  // requests waiting for connecting participants
+// A copy about to begin a pass holds new transactions back at most this long (park()).
+constexpr int64_t k_drain_park_ms = 2000;
 
 void Core::on(int64_t now, ev::Pause& e, Actions& out) {
   if (m_paused) {
@@ -284,7 +286,17 @@ void Core::on(int64_t now, ev::Remove& e, Actions& out) {
   };
   if (e.slot >= m_members.size()) return refuse("no such participant");
   const auto& slot = m_members.slots[e.slot];
-  if (slot.state == membership::State::removed) return refuse(slot.addr + " is removed already");
+  // Asked again (the operator's command after a leader restart): the same answer.
+  if (slot.state == membership::State::removed)
+    return out.list.push_back(act::Reply{
+        e.client, reply(ClientReply::ok, "",
+                        fmt::format("{} removed (epoch {})", slot.addr, m_members.epoch))});
+  if (slot.state == membership::State::leaving ||
+      (m_changing && e.slot < m_changing->size() &&
+       m_changing->slots[e.slot].state == membership::State::leaving)) {  // under way
+    if (m_move_waiting.empty()) m_move_started_ms = now, m_move_from = m_catchup_totals;
+    return m_move_waiting.push_back(e.client);
+  }
   if (m_changing || m_members.moving())
     return refuse("the members are changing already: try again when that change is done");
   if (slot.state != membership::State::in_sync)
@@ -300,9 +312,10 @@ void Core::on(int64_t now, ev::Remove& e, Actions& out) {
   auto next = m_members;
   next.slots[e.slot].state = membership::State::leaving;
   m_move_waiting.push_back(e.client);
+  m_move_started_ms = now;
+  m_move_from = m_catchup_totals;
   m_gained.clear();
   change_members(std::move(next), out);
-  (void)now;
 }
 
 void Core::move_keys(int64_t now, Actions& out) {
@@ -399,7 +412,11 @@ template <typename E>
 bool Core::park(int64_t now, const std::vector<size_t>& parts, E& e, Actions& out, bool wait) {
   // A membership change being forced: every request waits for it (each is run under one
   // membership). Else only those for a connecting participant's keys, or told to `wait`.
-  if (!wait && !m_changing &&
+  // A copy waiting for the transactions in flight to end before its pass begins: new ones
+  // wait too (a moment: up to k_drain_park_ms), or under steady load it would never begin.
+  bool drain = m_catchup && m_catchup->step == CatchUp::begin && m_catchup->id == 0 &&
+               m_catchup->drain_since >= 0 && now - m_catchup->drain_since < k_drain_park_ms;
+  if (!wait && !m_changing && !drain &&
       std::none_of(parts.begin(), parts.end(), [&](size_t p) { return connecting(p, now); }))
     return false;
   if (m_parked.size() >= k_max_parked) {
@@ -414,7 +431,7 @@ bool Core::park(int64_t now, const std::vector<size_t>& parts, E& e, Actions& ou
     if (!e.rid.empty()) remember(e.rid, Decision::pending, "", digest);
   }
   m_parked.push_back(Parked{std::move(e), digest});
-  m_unpark_at = std::min(m_unpark_at, connecting_until(now));
+  m_unpark_at = std::min(m_unpark_at, drain ? m_catchup->retry_at : connecting_until(now));
   return true;
 }
 
@@ -1071,7 +1088,19 @@ void Core::apply_change(int64_t now, Actions& out) {
   });
   if (!m_members.moving()) {
     m_gained.clear();
-    for (auto c : m_move_waiting) out.list.push_back(act::Reply{c, reply(ClientReply::ok)});
+    if (!m_move_waiting.empty()) {
+      // What moved: the keys copied to the slots that gained them, since the change began here
+      // (a leader restarted in between counts from its restart).
+      std::string gone;
+      for (auto& s : m_members.slots)
+        if (s.state == membership::State::removed) gone += (gone.empty() ? "" : ",") + s.addr;
+      std::string detail = fmt::format(
+          "epoch {}: {} keys ({} bytes) copied in {} ms; removed: {}", m_members.epoch,
+          m_catchup_totals.keys - m_move_from.keys, m_catchup_totals.bytes - m_move_from.bytes,
+          std::max<int64_t>(0, now - m_move_started_ms), gone.empty() ? "none" : gone);
+      for (auto c : m_move_waiting)
+        out.list.push_back(act::Reply{c, reply(ClientReply::ok, "", detail)});
+    }
     m_move_waiting.clear();
   }
   if (m_catchup && m_catchup->gain) {
@@ -1235,30 +1264,43 @@ void Core::catchup_send(int64_t now, Actions& out) {
   auto& c = *m_catchup;
   switch (c.step) {
     case CatchUp::begin:
-      // A transaction still collecting votes that may write its keys without it (begun while
-      // it was out, or that dropped it) could reach a source after that source's page is
-      // read: the pass starts once there is none (they end within the prepare timeout).
-      // A copy of gained keys waits for every transaction still collecting votes that
-      // includes its slot: one prepared there before the pass, not as a learner, and committed
-      // during it, would not be left alone by an older page.
-      // And for every decided transaction whose COMMIT the slot has not acknowledged: applied
-      // there during the pass, it would count as newer than the page, yet a later transaction
-      // (that the slot, a learner, missed) may have overwritten its keys at the source.
+      // The pass begins once no transaction in flight touches what it copies (new ones on
+      // the slot wait meanwhile: park()). The sources' pages are read without waiting for
+      // prepared writes (SCAN ... committed), and the slot keeps what commits write during the
+      // pass; so, at SYNCBEGIN:
+      // - none may still write its keys without it (begun while it was out, or that dropped
+      //   it): it could reach a source after that source's page is read;
+      // - none that includes it may be undecided, or decided and not yet applied by it or a
+      //   source: applied at the slot during the pass it would count as newer than the page,
+      //   yet a later transaction (that the slot, a learner, missed) may have overwritten its
+      //   keys; applied at the slot before the pass but at a source after its page is read,
+      //   the older page would overwrite it.
+      // With several leaders this one does not see the others' transactions: the pages then
+      // wait for prepared writes at the sources (a plain SCAN), as a read does.
       for (auto& [txid, t] : m_txns) {
         bool in = std::find(t.parts.begin(), t.parts.end(), c.slot) != t.parts.end();
-        if ((t.phase == Phase::preparing &&
-             (t.dropped.count(c.slot) ||
-              std::find(t.skipped.begin(), t.skipped.end(), c.slot) != t.skipped.end() ||
-              (c.gain && in))) ||
-            (t.phase == Phase::deciding && in) ||
-            (t.phase == Phase::committed && t.unacked.count(c.slot))) {
+        bool without = t.dropped.count(c.slot) ||
+                       std::find(t.skipped.begin(), t.skipped.end(), c.slot) != t.skipped.end();
+        bool wait = (in || without) && t.phase != Phase::committed;
+        if (t.phase == Phase::committed) {
+          // (Whether it skipped the slot is not recovered after a restart: any decided
+          // transaction a source has not applied yet.)
+          wait = t.unacked.count(c.slot) > 0;
+          for (auto q : c.sources) wait |= t.unacked.count(q) > 0;
+        }
+        if (wait) {
           c.id = 0;
           c.retry_at = now + 20;
+          if (c.drain_since < 0) c.drain_since = now;
           return;
         }
       }
+      c.drain_since = -1;
       c.id = m_next_read++;
-      out.list.push_back(act::Send{c.slot, protocol::SyncBegin{c.pass, c.sources, c.gain}, c.id});
+      out.list.push_back(act::Send{
+          c.slot, protocol::SyncBegin{c.pass, c.sources, c.gain, !m_cfg.shared_store}, c.id});
+      // What waited for the pass to begin runs now, after the SYNCBEGIN on the slot's link.
+      if (!m_parked.empty()) unpark(now, out);
       return;
     case CatchUp::scan:
     case CatchUp::sync: {
@@ -1274,8 +1316,9 @@ void Core::catchup_send(int64_t now, Actions& out) {
       // (its reply) and the learner (the SYNC): escaped (at most three bytes a byte) they fit.
       size_t line = std::min(m_peer_max_line[q], m_peer_max_line[c.slot]);
       uint64_t bytes = std::max<size_t>(1, line / 4 > 1024 ? line / 4 - 1024 : 1);
-      out.list.push_back(
-          act::Send{q, protocol::Scan{"", c.after, 1000, bytes, "", m_members.epoch}, c.id});
+      out.list.push_back(act::Send{
+          q, protocol::Scan{"", c.after, 1000, bytes, "", m_members.epoch, !m_cfg.shared_store},
+          c.id});
       return;
     }
     case CatchUp::done: {

@@ -615,6 +615,7 @@ class Core {
     std::string after;            // its next page starts after this key
     uint64_t id = 0;              // the outstanding request (0: none; sent at retry_at)
     int64_t retry_at = 0;
+    int64_t drain_since = -1;  // when its pass first waited for transactions to end (-1: not)
     protocol::Sync page;  // the page being applied
     int64_t started_ms = 0;
     uint64_t keys = 0, bytes = 0, passes = 0;
@@ -625,6 +626,8 @@ class Core {
   // have stayed in-sync since), and the operators waiting for the change to end.
   std::set<size_t> m_gained;
   std::vector<ClientId> m_move_waiting;
+  int64_t m_move_started_ms = 0;  // when the change began here, and the copy totals then
+  CatchUpTotals m_move_from;
   uint64_t m_exclusions = 0, m_rejoins = 0, m_adopted = 0, m_redecided = 0;
   CatchUpTotals m_catchup_totals;
   membership::Membership m_members;                  // in effect

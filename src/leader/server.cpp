@@ -605,6 +605,20 @@ std::vector<node::Verb> Server::verbs() {
          step(ev::Pause{client(reply), *ms});
          if (!was && m_core->paused()) watch_pause(reply);
        }},
+      {"MEMBER", "admin", false,
+       [this](const Tokens& t, Reply reply) {
+         // MEMBER REMOVE ID|ADDRESS (docs/membership.md): answered once the change is done.
+         if (t.size() != 3 || t[1] != "REMOVE")
+           return fail(reply, Status::error("PROTO", "usage: MEMBER REMOVE ID|ADDRESS"));
+         auto slot = slot_of(t[2]);
+         if (!slot)
+           return fail(
+               reply,
+               Status::error("NOTFOUND", fmt::format("no participant has id or "
+                                                     "address {}",
+                                                     protocol::escape_display(std::string(t[2])))));
+         step(ev::Remove{client(reply), *slot});
+       }},
       {"RESUME", "admin", false,
        [this](const Tokens&, Reply reply) { step(ev::Resume{client(reply)}); }},
       {"FORGET", "admin", false,
@@ -614,6 +628,16 @@ std::vector<node::Verb> Server::verbs() {
          step(ev::Forget{client(reply), std::move(*txid)});
        }},
   };
+}
+
+std::optional<size_t> Server::slot_of(std::string_view who) const {
+  // An id names the participant admitted at a slot; an address names the slot itself.
+  const auto& mem = m_core->members();
+  for (size_t p = 0; p < m_pins.size(); ++p)
+    if (!m_pins[p].id.empty() && m_pins[p].id == who) return p;
+  for (size_t p = 0; p < mem.size(); ++p)
+    if (mem.slots[p].addr == who) return p;
+  return std::nullopt;
 }
 
 void Server::on_peers(Reply reply) {

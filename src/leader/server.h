@@ -144,6 +144,8 @@ class Server : private Io {
     std::string node;  // its node id; empty: not yet seen
   };
   std::vector<Pin> m_pins;
+  // The slot of the participant named by its --id or its address (MEMBER's argument).
+  std::optional<size_t> slot_of(std::string_view who) const;
   uint64_t m_pins_gen = 0;           // bumped at every change of m_pins, and of the epoch
   uint64_t m_join_epoch = 0;         // the membership epoch the last JOINs carried
   std::vector<uint64_t> m_join_gen;  // the m_pins_gen each participant's last JOIN carried

@@ -332,7 +332,8 @@ void Core::on(int64_t, int64_t, ev::SyncBegin& e, Actions& out) {
                                  "no members changing in this participant's membership "
                                  "(a newer JOIN has not come yet)"});
   if (!m_sync || m_sync->pass != e.msg.pass)
-    m_sync = SyncPass{++m_sync_passes, e.msg.pass, std::move(e.msg.sources), {}, 0, e.msg.gain};
+    m_sync = SyncPass{++m_sync_passes, e.msg.pass,   std::move(e.msg.sources), {}, 0,
+                      e.msg.gain,      e.msg.drained};
   reply(out, e.client, protocol::Ack{});
 }
 
@@ -347,10 +348,13 @@ void Core::on(int64_t, int64_t, ev::Sync& e, Actions& out) {
                  protocol::Error{"STATE", "no membership here, or no such source slot"});
   auto in_range = [&](const std::string& k) { return k > m.after && (!m.more || k <= m.upto); };
   // A prepared write in the range is older or newer than the page: wait for its outcome.
-  if (auto l = m_locks.upper_bound(m.after); l != m_locks.end() && in_range(l->first))
-    return reply(out, e.client,
-                 protocol::Error{"BUSY", fmt::format("key {} of the page is locked by {}",
-                                                     protocol::escape(l->first), l->second)});
+  // (Not in a drained pass: every transaction prepared here since it began is newer than its
+  // pages, and one that commits after a page is queued is applied after it.)
+  if (!m_sync->drained)
+    if (auto l = m_locks.upper_bound(m.after); l != m_locks.end() && in_range(l->first))
+      return reply(out, e.client,
+                   protocol::Error{"BUSY", fmt::format("key {} of the page is locked by {}",
+                                                       protocol::escape(l->first), l->second)});
   const auto& mem = m_members->members;
   // The keys this page answers for: owned here (gained, in a pass of gained keys), and copied
   // from this source (the lowest numbered source among the key's owners).
@@ -466,17 +470,19 @@ void Core::on(int64_t, int64_t, ev::Flush&, Actions& out) {
   if (!m_applying.empty() || !m_sync_applying.empty()) return;  // next flush after Applied
   if (m_commit_queue.empty() && m_sync_queue.empty()) return;
   act::Apply a;
-  for (auto& txid : m_commit_queue) a.batch.emplace_back(txid, &m_prepared.at(txid).ops);
-  m_applying = std::move(m_commit_queue);
-  m_commit_queue.clear();
-  // Copied pages after the commits queued before them (a commit queued later goes in a later
-  // batch, or after them in this one: it wins, as it is newer).
+  // Copied pages before the commits of this batch: a page leaves out the keys of the commits
+  // queued before it (dirty), so only a commit queued after the page was read can share a key
+  // with it, and that commit is newer (its key was locked here, or it was prepared since the
+  // copy began): it wins.
   m_sync_applying = std::move(m_sync_queue);
   m_sync_queue.clear();
   for (auto& page : m_sync_applying) {
     a.batch.emplace_back(page.mark, &page.ops);
     a.durable |= page.last;
   }
+  for (auto& txid : m_commit_queue) a.batch.emplace_back(txid, &m_prepared.at(txid).ops);
+  m_applying = std::move(m_commit_queue);
+  m_commit_queue.clear();
   out.list.push_back(std::move(a));
 }
 
@@ -722,8 +728,11 @@ void Core::list(Lister l, int64_t now, Actions& out) {
     if (!done) cursor = page.kvs.back().first;
   }
   l.range = ScanRange{m.prefix, m.after, page.more ? page.kvs.back().first : "", page.more};
-  // A prepared write in the range may commit: wait for its outcome, as a read does.
-  auto lk = m.after < m.prefix ? m_locks.lower_bound(m.prefix) : m_locks.upper_bound(m.after);
+  // A prepared write in the range may commit: wait for its outcome, as a read does (not for
+  // a copy's page: committed values are what it copies).
+  auto lk = m.committed          ? m_locks.end()
+            : m.after < m.prefix ? m_locks.lower_bound(m.prefix)
+                                 : m_locks.upper_bound(m.after);
   for (; lk != m_locks.end() && l.range.holds(lk->first); ++lk) {
     auto& p = m_prepared.at(lk->second);
     bool writes = false;

@@ -383,6 +383,7 @@ class Core {
     std::set<std::string> dirty;  // keys commits queued since SYNCBEGIN wrote
     uint64_t pages = 0;
     bool gain = false;  // the keys this participant gains (members changing), not owns
+    bool drained = false;  // its pages need not wait for keys locked here (SyncBegin)
   };
   std::optional<SyncPass> m_sync;  // a copy under way (catching up)
   struct SyncPage {

@@ -109,13 +109,17 @@ std::string encode(const Scan& m) {
   LineBuilder b("SCAN");
   b.arg(m.prefix).arg(m.after).num(static_cast<long long>(m.limit));
   b.num(static_cast<long long>(m.max_bytes));
-  if (!m.watch.empty()) b.raw(m.watch);
+  if (!m.watch.empty())
+    b.raw(m.watch);
+  else if (m.committed)
+    b.raw("committed");
   append_epoch(b, m.epoch);
   return b.str();
 }
 std::string encode(const ScanCheck& m) { return "SCANCHECK " + m.watch; }
 std::string encode(const SyncBegin& m) {
-  return fmt::format("SYNCBEGIN {} {}{}", m.pass, fmt::join(m.sources, ","), m.gain ? " gain" : "");
+  return fmt::format("SYNCBEGIN {} {}{}{}", m.pass, fmt::join(m.sources, ","),
+                     m.gain ? " gain" : "", m.drained ? " drained" : "");
 }
 std::string encode(const Sync& m) {
   LineBuilder b("SYNC");
@@ -276,7 +280,8 @@ Result<Scan> decode_scan(std::vector<std::string_view> t) {
     t.pop_back();
   }
   if (t.size() != 5 && t.size() != 6)
-    return Status::error("PROTO", "usage: SCAN PREFIX AFTER LIMIT MAX-BYTES [WATCH] [epoch=N]");
+    return Status::error("PROTO",
+                         "usage: SCAN PREFIX AFTER LIMIT MAX-BYTES [WATCH|committed] [epoch=N]");
   auto prefix = unescape(t[1]);
   if (!prefix) return prefix.status();
   auto after = unescape(t[2]);
@@ -292,7 +297,9 @@ Result<Scan> decode_scan(std::vector<std::string_view> t) {
          static_cast<uint64_t>(*bytes),
          "",
          epoch};
-  if (t.size() == 6) {
+  if (t.size() == 6 && t[5] == "committed") {
+    m.committed = true;
+  } else if (t.size() == 6) {
     if (!is_id(t[5])) return Status::error("PROTO", "SCAN: WATCH must be an id");
     m.watch = t[5];
   }
@@ -301,10 +308,18 @@ Result<Scan> decode_scan(std::vector<std::string_view> t) {
 
 Result<SyncBegin> decode_sync_begin(const std::vector<std::string_view>& t) {
   auto usage = [] {
-    return Status::error("PROTO", "usage: SYNCBEGIN PASS SOURCE[,SOURCE...] [gain]");
+    return Status::error("PROTO", "usage: SYNCBEGIN PASS SOURCE[,SOURCE...] [gain] [drained]");
   };
-  if ((t.size() != 3 && !(t.size() == 4 && t[3] == "gain")) || !is_id(t[1])) return usage();
-  SyncBegin m{std::string(t[1]), {}, t.size() == 4};
+  if (t.size() < 3 || t.size() > 5 || !is_id(t[1])) return usage();
+  SyncBegin m{std::string(t[1]), {}};
+  for (size_t i = 3; i < t.size(); ++i) {
+    if (t[i] == "gain" && !m.gain && !m.drained)
+      m.gain = true;
+    else if (t[i] == "drained" && !m.drained)
+      m.drained = true;
+    else
+      return usage();
+  }
   for (auto& x : split_list(std::string(t[2]), ',')) {
     auto n = parse_int(x);
     if (!n || *n < 0 || *n > 1 << 20) return usage();

@@ -42,12 +42,15 @@ struct Read {  // READ KEY [epoch=N]
 // SCAN PREFIX AFTER LIMIT MAX-BYTES [WATCH]: keys starting with PREFIX, after AFTER, in key
 // order. With WATCH (an id), the participant then watches the range it answered for, until
 // SCANCHECK WATCH says whether a transaction prepared a write in it since (docs/protocol.md).
-struct Scan {  // ... [epoch=N] last
+struct Scan {  // SCAN PREFIX AFTER LIMIT MAX-BYTES [WATCH|committed] [epoch=N]
   std::string prefix, after;
   uint64_t limit = 1;
   uint64_t max_bytes = 1;
   std::string watch;   // "": none
   uint64_t epoch = 0;  // as Prepare's
+  // Committed values only, without waiting for prepared writes (a copy's page: its learner
+  // keeps what commits write during the pass). Never with a watch.
+  bool committed = false;
 };
 struct ScanCheck {  // SCANCHECK WATCH
   std::string watch;
@@ -56,10 +59,13 @@ struct ScanCheck {  // SCANCHECK WATCH
 // id) from those in-sync slots: each key comes from the lowest-numbered source among its
 // owners. From now on it remembers which keys its commits wrote, and a page of the copy
 // leaves those alone.
-struct SyncBegin {  // ... [gain]
+struct SyncBegin {  // ... [gain] [drained]
   std::string pass;
   std::vector<size_t> sources;
   bool gain = false;  // a copy of the keys it gains while members change, not of those it owns
+  // The leader began the pass with no transaction in flight that touches the copy, and reads
+  // committed pages (the only leader): a page need not wait for keys locked here.
+  bool drained = false;
 };
 // SYNC PASS SOURCE AFTER MORE|END|LAST UPTO COUNT {KEY VALUE} (UPTO "-" unless MORE): a page of
 // pass PASS read from in-sync slot SOURCE: of the keys both own, those after AFTER (up to UPTO with

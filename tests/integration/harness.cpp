@@ -557,4 +557,29 @@ InDoubtPut put_until_leader_dies(Cluster& c, const std::string& rid, const std::
   return r;
 }
 
+bool Writer::put() {
+  if (!conn) {
+    auto o = client::Connection::open(c.leader_addr(), 1000);
+    if (!o) return false;
+    conn.emplace(std::move(*o));
+  }
+  std::string k = fmt::format("av{}", seq % keys), v = fmt::format("v{}", seq);
+  ++seq;
+  auto r = conn->call(fmt::format("PUT {} {}", k, v), 10000);
+  if (!r) {
+    conn.reset();
+    may_hold[k].insert(v);  // unknown
+    ++failures["(no reply)"];
+    return false;
+  }
+  if (r->rfind("COMMITTED", 0) == 0) {
+    may_hold[k] = {v};
+    return true;
+  }
+  auto words = r->substr(0, r->find(' ', r->find(' ') + 1));
+  ++failures[words];
+  if (r->rfind("ABORTED", 0) != 0) may_hold[k].insert(v);  // an error: not known either
+  return false;
+}
+
 }  // namespace tpc::it

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -209,6 +210,19 @@ class Cluster {
   std::unique_ptr<UseCerts> m_certs;
 };
 
-
+// One client connection writing keys av0..av(N-1) in turn, remembering what each key may hold:
+// its last acknowledged value, and any later value whose outcome it did not learn.
+class Cluster;
+struct Writer {
+  Writer(Cluster& cluster, int key_count) : c(cluster), keys(key_count) {}
+  Cluster& c;
+  int keys;
+  std::optional<client::Connection> conn;
+  std::map<std::string, std::set<std::string>> may_hold;
+  int seq = 0;
+  std::map<std::string, int> failures;  // the first words of each reply that was not COMMITTED
+  // One PUT: true when COMMITTED.
+  bool put();
+};
 
 }  // namespace tpc::it

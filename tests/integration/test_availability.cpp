@@ -15,39 +15,6 @@ using namespace tpc;
 using namespace tpc::it;
 
 namespace {
-// One client connection writing keys av0..av(N-1) in turn, remembering what each key may hold:
-// its last acknowledged value, and any later value whose outcome it did not learn.
-struct Writer {
-  Writer(Cluster& cluster, int key_count) : c(cluster), keys(key_count) {}
-  Cluster& c;
-  int keys;
-  std::optional<client::Connection> conn;
-  std::map<std::string, std::set<std::string>> may_hold;
-  int seq = 0;
-
-  bool put() {
-    if (!conn) {
-      auto o = client::Connection::open(c.leader_addr(), 1000);
-      if (!o) return false;
-      conn.emplace(std::move(*o));
-    }
-    std::string k = fmt::format("av{}", seq % keys), v = fmt::format("v{}", seq);
-    ++seq;
-    auto r = conn->call(fmt::format("PUT {} {}", k, v), 10000);
-    if (!r) {
-      conn.reset();
-      may_hold[k].insert(v);  // unknown
-      return false;
-    }
-    if (r->rfind("COMMITTED", 0) == 0) {
-      may_hold[k] = {v};
-      return true;
-    }
-    if (r->rfind("ABORTED", 0) != 0) may_hold[k].insert(v);  // an error: not known either
-    return false;
-  }
-};
-
 long leader_stat(Cluster& c, const std::string& field) { return c.stat(-1, field); }
 
 void kill_write_rejoin(int replicas) {

@@ -958,8 +958,9 @@ TEST_SUITE("leader membership") {
     a = d.step(ev::Vote{txid, 2, {protocol::Vote::no, "CONFLICT", "locked", 0}});
     CHECK(Driver::all<act::Append>(a).size() == 1);  // the COMMIT record
     // The new pass starts once no transaction that may write without it collects votes, and
-    // once it has acknowledged every decided COMMIT (applied during the pass, an older one
-    // would count as newer than the page).
+    // once it and the source have applied every decided COMMIT (applied at it during the
+    // pass, an older one would count as newer than the page; at the source after its page is
+    // read, the page would miss it).
     CHECK(Driver::all<act::Send>(a).empty());
     d.now += 20;
     CHECK(Driver::all<act::Send>(d.step(ev::Tick{})).empty());  // deciding
@@ -968,6 +969,9 @@ TEST_SUITE("leader membership") {
     d.now += 20;
     CHECK(Driver::all<act::Send>(d.step(ev::Tick{})).empty());  // its COMMIT unacknowledged
     d.step(ev::CommitReply{txid, 2, true});
+    d.now += 20;
+    CHECK(Driver::all<act::Send>(d.step(ev::Tick{})).empty());  // nor applied by the source
+    d.step(ev::CommitReply{txid, 0, true});
     d.now += 20;
     auto again = Driver::all<act::Send>(d.step(ev::Tick{}));
     REQUIRE(again.size() == 1);
@@ -1270,6 +1274,11 @@ TEST_SUITE("leader membership changes") {
       for (auto p : m0.owners(k)) held[p][k] = "v" + std::to_string(i);
     }
     auto a = d.step(ev::Remove{7, 2});
+    // Another removal while one is under way is refused; the same one again waits for it.
+    auto other = Driver::reply_to(d.step(ev::Remove{9, 1}), 9);
+    REQUIRE(other);
+    CHECK(other->code == "STATE");
+    CHECK_FALSE(Driver::reply_to(d.step(ev::Remove{10, 2}), 10));
     std::map<size_t, std::set<std::string>> copied;  // slot -> keys sent to it by SYNC
     std::optional<ClientReply> done;
     for (int round = 0; round < 200 && !done; ++round) {
@@ -1319,9 +1328,18 @@ TEST_SUITE("leader membership changes") {
         CHECK(copied[p].count(k) == static_cast<size_t>(gained));
       }
     }
-    // A removed participant is not removed again.
+    // What moved, in the answer; the same request sent again during the change is answered
+    // with it.
+    CHECK(done->detail.find("epoch 3: ") == 0);
+    CHECK(done->detail.find("removed: " + m.slots[2].addr) != std::string::npos);
+    auto waited = Driver::reply_to(a, 10);
+    REQUIRE(waited);
+    CHECK(waited->detail == done->detail);
+    // Asked again (the operator's command after a leader restart): it is removed, nothing
+    // changes.
     auto again = Driver::reply_to(d.step(ev::Remove{8, 2}), 8);
     REQUIRE(again);
-    CHECK(again->code == "STATE");
+    CHECK(again->kind == ClientReply::ok);
+    CHECK(d.core.members().epoch == 3);
   }
 }
