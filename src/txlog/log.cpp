@@ -100,9 +100,9 @@ Log::Log(std::unique_ptr<File> file, std::string name, Format format)
   m_thread = std::thread([this] { run(); });
 }
 
-void Log::record_synced() {
+void Log::record_synced(uint64_t bytes) {
   if (m_synced_fd < 0) return;
-  std::string n = fmt::format("{:<20}\n", m_file->size());
+  std::string n = fmt::format("{:<20}\n", bytes);
   ssize_t w = ::pwrite(m_synced_fd, n.data(), n.size(), 0);
   (void)w;  // test instrumentation only
 }
@@ -265,6 +265,10 @@ void Log::run() {
         batch.pop_front();
         std::string content = frame(k_header_type, header_payload(m_format.role));
         for (auto& r : it.live) content += frame(r.type, r.payload);
+        // The file is about to be replaced by one synced whole: until the marker says its size,
+        // it must not say less than either file holds (the old one is synced whole, just above;
+        // a smaller marker would cut the new one if the process dies between the two).
+        record_synced(std::max<uint64_t>(m_file->size(), content.size()));
         std::unique_ptr<File> next;
         try {
           next = it.replace(content);

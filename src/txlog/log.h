@@ -113,7 +113,8 @@ class Log {
   std::string m_name;
   Format m_format;
   int m_synced_fd = -1;  // TPC_TEST_RECORD_SYNCED: where the synced length goes
-  void record_synced();
+  void record_synced() { record_synced(m_file->size()); }
+  void record_synced(uint64_t bytes);
   mutable std::mutex m_mutex;
   std::atomic<SyncObserver*> m_observer{nullptr};
   std::condition_variable m_cv;

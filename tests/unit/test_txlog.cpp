@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <thread>
 
@@ -243,6 +244,45 @@ TEST_SUITE("txlog") {
     for (int i = 0; i < 25; ++i) log->append(1, std::string(100, 'a'), false);
     drain();
     CHECK(log->wants_rewrite(4096));
+  }
+
+  // The power-loss test cuts each log back to the length its marker (NAME.synced) records. A
+  // process that dies after its rewrite renamed the new file in, but before the marker says the
+  // new length, must not have the new file cut: the marker never says less than either file.
+  TEST_CASE("the synced-length marker covers the new file while a rewrite replaces it") {
+    auto dir = std::filesystem::temp_directory_path() / ("tpc-txlog-m-" + std::to_string(getpid()));
+    std::filesystem::create_directories(dir);
+    std::string path = (dir / "log").string();
+    ::setenv("TPC_TEST_RECORD_SYNCED", "1", 1);
+    std::vector<Record> rec;
+    auto log = Log::open(open_posix_file(path), path, &rec);
+    ::unsetenv("TPC_TEST_RECORD_SYNCED");
+    log->append(1, std::string(200, 'a'), true);  // the old file: shorter than the new one
+    auto marker = [&] {
+      std::ifstream in(path + ".synced");
+      uint64_t n = 0;
+      in >> n;
+      return n;
+    };
+    std::string big(5000, 'k');  // a live record longer than the whole old file
+    uint64_t at_rename = 0;
+    size_t new_size = 0;
+    std::atomic<bool> done{false};
+    log->rewrite(
+        {Record{1, big}},
+        [&](const std::string& content) {
+          new_size = content.size();
+          auto f = Log::replace_file(path)(content);
+          at_rename = marker();  // what a process that died here would leave
+          return f;
+        },
+        [&] { done = true; });
+    log.reset();
+    CHECK(done.load());
+    CHECK(new_size > 5000);
+    CHECK(at_rename >= new_size);
+    CHECK(marker() == new_size);
+    std::filesystem::remove_all(dir);
   }
 
   TEST_CASE("a real file survives reopen") {
