@@ -206,8 +206,12 @@ int64_t Core::next_wake(int64_t now) const {
     int64_t r = std::max(m_next_resend_ms, now);
     w = w == 0 ? r : std::min(w, r);
   }
-  if (!m_parked.empty() && m_unpark_at != INT64_MAX)
-    w = w == 0 ? m_unpark_at : std::min(w, m_unpark_at);
+  // (While paused, resume() runs the parked requests: waking for them would find nothing to
+  // do, again and again.)
+  if (!m_parked.empty() && m_unpark_at != INT64_MAX && !m_paused) {
+    int64_t u = std::max(m_unpark_at, now);
+    w = w == 0 ? u : std::min(w, u);
+  }
   if (m_catchup && m_catchup->id == 0) {
     int64_t r = std::max(m_catchup->retry_at, now);
     w = w == 0 ? r : std::min(w, r);
@@ -414,8 +418,10 @@ bool Core::park(int64_t now, const std::vector<size_t>& parts, E& e, Actions& ou
   // membership). Else only those for a connecting participant's keys, or told to `wait`.
   // A copy waiting for the transactions in flight to end before its pass begins: new ones
   // wait too (a moment: up to k_drain_park_ms), or under steady load it would never begin.
-  bool drain = m_catchup && m_catchup->step == CatchUp::begin && m_catchup->id == 0 &&
-               m_catchup->drain_since >= 0 && now - m_catchup->drain_since < k_drain_park_ms;
+  // And until the slot has acknowledged SYNCBEGIN: a PREPARE sent before that could reach it
+  // first (were the network to reorder), and commit there before its pass began.
+  bool drain = m_catchup && m_catchup->step == CatchUp::begin && m_catchup->drain_since >= 0 &&
+               (m_catchup->id != 0 || now - m_catchup->drain_since < k_drain_park_ms);
   if (!wait && !m_changing && !drain &&
       std::none_of(parts.begin(), parts.end(), [&](size_t p) { return connecting(p, now); }))
     return false;
@@ -431,7 +437,7 @@ bool Core::park(int64_t now, const std::vector<size_t>& parts, E& e, Actions& ou
     if (!e.rid.empty()) remember(e.rid, Decision::pending, "", digest);
   }
   m_parked.push_back(Parked{std::move(e), digest});
-  m_unpark_at = std::min(m_unpark_at, drain ? m_catchup->retry_at : connecting_until(now));
+  m_unpark_at = std::min(m_unpark_at, drain ? now + 20 : connecting_until(now));
   return true;
 }
 
@@ -520,6 +526,7 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
   t.client = e.client;
   t.trace = e.trace;
   t.deadline_ms = now + m_cfg.prepare_timeout_ms;
+  t.placement_gen = m_placement_gen;
   m_deadlines.insert({t.deadline_ms, txid});
   if (t.trace)
     trace(txid, t,
@@ -1074,6 +1081,12 @@ void Core::apply_change(int64_t now, Actions& out) {
     m_rejoins += was == membership::State::catching_up && is == membership::State::in_sync;
   }
   m_adopted += !mine;
+  for (size_t p = 0; p < m_members.size(); ++p)
+    if (m_members.placed(p) != m_changing->placed(p) ||
+        m_members.placed_next(p) != m_changing->placed_next(p)) {
+      ++m_placement_gen;
+      break;
+    }
   m_members = std::move(*m_changing);
   m_members_text = std::move(m_changing_text);
   m_changing.reset();
@@ -1155,6 +1168,7 @@ void Core::apply_change(int64_t now, Actions& out) {
 }
 
 bool Core::covers(const Txn& t, const membership::Membership& m, bool preparing) const {
+  if (t.placement_gen != m_placement_gen) return false;  // its keys may have new writers
   for (auto p : t.skipped)
     if (m.writes(p)) return false;  // never asked
   for (auto p : t.parts) {
@@ -1295,12 +1309,10 @@ void Core::catchup_send(int64_t now, Actions& out) {
           return;
         }
       }
-      c.drain_since = -1;
+      if (c.drain_since < 0) c.drain_since = now;  // new transactions wait for its ACK
       c.id = m_next_read++;
       out.list.push_back(act::Send{
           c.slot, protocol::SyncBegin{c.pass, c.sources, c.gain, !m_cfg.shared_store}, c.id});
-      // What waited for the pass to begin runs now, after the SYNCBEGIN on the slot's link.
-      if (!m_parked.empty()) unpark(now, out);
       return;
     case CatchUp::scan:
     case CatchUp::sync: {
@@ -1395,7 +1407,10 @@ void Core::on(int64_t now, ev::SyncReply& e, Actions& out) {
     return;
   }
   if (c.step == CatchUp::begin) {
+    // The pass began there: what waited for it runs now.
     c.step = CatchUp::scan;
+    c.drain_since = -1;
+    if (!m_parked.empty()) unpark(now, out);
   } else if (c.step == CatchUp::sync) {
     c.keys += c.page.kvs.size();
     if (c.page.more) {

@@ -459,6 +459,7 @@ class Core {
     // waits for it, and a new membership may need their votes). Usually none.
     std::vector<size_t> skipped;
     std::map<size_t, bool> votes;  // received votes
+    uint64_t placement_gen = 0;    // m_placement_gen when it was prepared
     Phase phase = Phase::preparing;
     int64_t deadline_ms = 0;
     struct Pending {  // committed: a participant yet to acknowledge
@@ -625,6 +626,10 @@ class Core {
   // While members change: the slots whose copy of the keys they gain is complete (and that
   // have stayed in-sync since), and the operators waiting for the change to end.
   std::set<size_t> m_gained;
+  // Bumped by every change that puts a slot in or out of a placement (a member leaving,
+  // joining, the cutover): a transaction prepared before has no vote from the slots that
+  // write its keys now, so no new membership covers it.
+  uint64_t m_placement_gen = 0;
   std::vector<ClientId> m_move_waiting;
   int64_t m_move_started_ms = 0;  // when the change began here, and the copy totals then
   CatchUpTotals m_move_from;

@@ -42,9 +42,12 @@ TEST_SUITE("sim") {
   // the store had not made durable; 9251, a catch-up pass that began while an older COMMIT
   // was still on its way to the learner (applied during the pass, it beat the newer page);
   // 13927, a page read at a source that had not applied a commit recovered by a restarted
-  // leader.
+  // leader; 26938, a PREPARE that overtook SYNCBEGIN and committed at the learner before its
+  // pass began; 36673, a leader that woke at once, forever, for requests parked while paused;
+  // 49125, a decision taken again under a membership whose placement had changed (a removal)
+  // though the slots that write its keys now never voted.
   TEST_CASE("seeds that found bugs hold every invariant") {
-    for (uint64_t seed : {1642, 32484, 9251, 13927}) run_seeds(seed, 1);
+    for (uint64_t seed : {1642, 32484, 9251, 13927, 26938, 36673, 49125}) run_seeds(seed, 1);
   }
 
   TEST_CASE("a seed replays to the identical trace") {

@@ -947,8 +947,11 @@ TEST_SUITE("leader membership") {
     REQUIRE(begin);
     CHECK(sends[0].part == 2);
     CHECK(begin->sources == std::vector<size_t>{0});  // every key is on slot 0
-    // New writes reach it as a learner.
-    auto t = Driver::all<act::Send>(d.step(ev::Txn{1, "", put("w"), false}));
+    // New writes wait until it has begun the pass (the ACK of SYNCBEGIN), then reach it as a
+    // learner.
+    CHECK(Driver::all<act::Send>(d.step(ev::Txn{1, "", put("w"), false})).empty());
+    auto t = Driver::all<act::Send>(d.step(ev::SyncReply{sends[0].read, 2, Status::ok()}));
+    std::erase_if(t, [](auto& s) { return !std::holds_alternative<protocol::Prepare>(s.msg); });
     REQUIRE(t.size() == 3);
     std::string txid = std::get<protocol::Prepare>(t[0].msg).txid;
     for (auto& s : t) CHECK(std::get<protocol::Prepare>(s.msg).learner == (s.part == 2));
@@ -1175,6 +1178,9 @@ TEST_SUITE("leader membership over a shared store") {
     // The lowest id is gone: this leader copies.
     a = d.step(ev::MembersSeen{Status::ok(), d.core.members_text(), d.now, {"L", "M"}, false});
     CHECK(Driver::sent<protocol::SyncBegin>(a) == std::vector<size_t>{2});
+    for (auto& s : Driver::all<act::Send>(a))  // the pass begins there
+      if (std::holds_alternative<protocol::SyncBegin>(s.msg))
+        d.step(ev::SyncReply{s.read, 2, Status::ok()});
     // A learner's NO aborts: another leader's copy cannot know it missed this write.
     std::string t = d.begin(1, "", put("w"));
     d.step(ev::Vote{t, 0, Driver::yes()});
