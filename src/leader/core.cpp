@@ -119,6 +119,22 @@ Core::Core(CoreConfig cfg)
   m_members_text = membership::encode(m_members);
 }
 
+bool is_successor(const membership::Membership& was, const membership::Membership& next) {
+  if (next.slots.size() < was.slots.size() || next.replicas != was.replicas) return false;
+  for (size_t i = 0; i < was.slots.size(); ++i)
+    if (next.slots[i].name != was.slots[i].name) return false;
+  return true;
+}
+
+void Core::grow(int64_t now) {
+  // A slot a member add made: down (its link is made now), connecting from now on.
+  size_t n = m_members.size();
+  if (m_up.size() >= n) return;
+  m_up.resize(n, false);
+  m_lost_at.resize(n, now);
+  m_peer_max_line.resize(n, m_cfg.peer_max_line);
+}
+
 // --- recovery -----------------------------------------------------------------------------
 
 void Core::recover(const txlog::Record& rec) {
@@ -132,7 +148,7 @@ void Core::recover(const txlog::Record& rec) {
     t.parts = std::move(c->parts);
     t.phase = Phase::committed;
     for (auto p : t.parts) {
-      TPC_CHECK(p < m_cfg.peers.size(), "COMMIT record names unknown peer");
+      TPC_CHECK(p < m_members.size(), "COMMIT record names unknown peer");
       t.unacked[p] = {0, m_cfg.resend_ms};
     }
     if (!t.rid.empty()) remember(t.rid, Decision::committed, txid, t.digest);
@@ -158,16 +174,14 @@ void Core::recover(const txlog::Record& rec) {
   } else if (rec.type == k_rec_membership) {
     auto m = membership::decode(rec.payload);
     TPC_CHECK(m.is_ok(), m.status().message());
-    // The participant set and replica count are checked against --peers before recovery
-    // (DIR/participants); the names must then agree.
-    TPC_CHECK(m->slots.size() == m_members.slots.size() && m->replicas == m_members.replicas,
-              "MEMBERSHIP record of another participant set");
-    for (size_t i = 0; i < m->slots.size(); ++i)
-      TPC_CHECK(m->slots[i].name == m_members.slots[i].name,
-                "MEMBERSHIP record of another participant set");
+    // The participant set the cluster was made with is checked before recovery
+    // (DIR/participants); every later membership keeps its slots' names and adds slots after
+    // them (member add).
+    TPC_CHECK(is_successor(m_members, *m), "MEMBERSHIP record of another participant set");
     m->min_insync = m_cfg.min_insync;  // an option of this leader, not of the record's
     m_members = std::move(*m);
     m_members_text = rec.payload;
+    grow(0);
   } else if (rec.type == k_rec_end) {
     txlog::Decoder d(rec.payload);
     std::string txid;
@@ -301,7 +315,7 @@ void Core::on(int64_t now, ev::Remove& e, Actions& out) {
     if (m_move_waiting.empty()) m_move_started_ms = now, m_move_from = m_catchup_totals;
     return m_move_waiting.push_back(e.client);
   }
-  if (m_changing || m_members.moving())
+  if (m_changing || m_members.moving() || m_replacing)
     return refuse("the members are changing already: try again when that change is done");
   if (slot.state != membership::State::in_sync)
     return refuse(
@@ -322,18 +336,105 @@ void Core::on(int64_t now, ev::Remove& e, Actions& out) {
   change_members(std::move(next), out);
 }
 
+void Core::on(int64_t now, ev::Add& e, Actions& out) {
+  using membership::State;
+  auto refuse = [&](const std::string& why) {
+    out.list.push_back(act::Reply{e.client, reply(ClientReply::error, "STATE", why)});
+  };
+  // Asked again (the operator's command after a leader restart): the same answer, or wait
+  // for the add under way.
+  for (const auto* m : {&m_members, m_changing ? &*m_changing : nullptr}) {
+    if (!m) continue;
+    for (size_t p = 0; p < m->size(); ++p) {
+      const auto& slot = m->slots[p];
+      if (slot.addr != e.addr || slot.state == State::removed) continue;
+      if (slot.state == State::joining) {
+        if (m_move_waiting.empty()) m_move_started_ms = now, m_move_from = m_catchup_totals;
+        return m_move_waiting.push_back(e.client);
+      }
+      if (m == &m_members && !m_changing)
+        return out.list.push_back(act::Reply{
+            e.client,
+            reply(ClientReply::ok, "",
+                  fmt::format("{} is participant {} (epoch {})", e.addr, p, m_members.epoch))});
+    }
+  }
+  if (m_changing || m_members.moving() || m_replacing)
+    return refuse("the members are changing already: try again when that change is done");
+  if (m_members.size() >= membership::k_max_slots)
+    return refuse(fmt::format("a cluster has at most {} slots", membership::k_max_slots));
+  // The new slot's placement name: its address, unless another slot (a removed one, or one
+  // replaced since) has that name; then one made unique by the epoch.
+  std::string name = e.addr;
+  auto taken = [&](const std::string& n) {
+    return std::any_of(m_members.slots.begin(), m_members.slots.end(),
+                       [&](const membership::Slot& s) { return s.name == n; });
+  };
+  if (taken(name)) name = fmt::format("{}#{}", e.addr, m_members.epoch + 1);
+  auto next = m_members;
+  next.slots.push_back({name, e.addr, State::joining});
+  m_move_waiting.push_back(e.client);
+  m_move_started_ms = now;
+  m_move_from = m_catchup_totals;
+  m_gained.clear();
+  change_members(std::move(next), out);
+}
+
+void Core::on(int64_t now, ev::Replace& e, Actions& out) {
+  using membership::State;
+  auto refuse = [&](const std::string& why) {
+    out.list.push_back(act::Reply{e.client, reply(ClientReply::error, "STATE", why)});
+  };
+  if (e.slot >= m_members.size()) return refuse("no such participant");
+  const auto& slot = m_members.slots[e.slot];
+  if (m_replacing && m_replacing->slot == e.slot && m_replacing->addr == e.addr)
+    return m_replacing->waiting.push_back(e.client);  // under way
+  bool done = slot.addr == e.addr && !m_changing;
+  if (done && slot.state == State::in_sync)  // asked again: the same answer
+    return out.list.push_back(act::Reply{
+        e.client,
+        reply(ClientReply::ok, "",
+              fmt::format("participant {} is {} (epoch {})", e.slot, e.addr, m_members.epoch))});
+  if (done && slot.state != State::removed) {  // the leader restarted while it caught up
+    m_replacing = Replacing{e.slot, e.addr, {e.client}, now, m_catchup_totals};
+    return;
+  }
+  if (m_changing || m_members.moving() || m_replacing)
+    return refuse("the members are changing already: try again when that change is done");
+  if (slot.state == State::removed || slot.state == State::joining || slot.state == State::leaving)
+    return refuse(fmt::format("participant {} is {}", e.slot, membership::name(slot.state)));
+  for (auto& s : m_members.slots)
+    if (s.addr == e.addr && s.state != State::removed)
+      return refuse(fmt::format("{} is a participant already", e.addr));
+  // Its new node holds nothing: the slot is out until it has copied what it owns. Taking an
+  // in-sync copy out must leave every key an in-sync owner, as marking it out would.
+  if (slot.state == State::in_sync && !m_members.may_exclude(e.slot))
+    return refuse(fmt::format(
+        "participant {} holds the last in-sync copy of some keys: bring another copy in-sync "
+        "first",
+        e.slot));
+  auto next = m_members;
+  next.slots[e.slot].addr = e.addr;
+  next.slots[e.slot].state = State::out;
+  m_replacing = Replacing{e.slot, e.addr, {e.client}, now, m_catchup_totals};
+  change_members(std::move(next), out);
+}
+
 void Core::move_keys(int64_t now, Actions& out) {
   if (!m_members.moving() || m_changing || m_catchup || !drives_catchup()) return;
   // A participant catching up copies what it owns in the placement in effect: it is in-sync
   // (then copies what it gains) before the cutover.
   if (m_members.count(membership::State::catching_up)) return;
+  // With rendezvous placement a slot that stays gains keys only from one that leaves: with
+  // none leaving (a member add) only the joining slots copy.
+  bool leaving = m_members.count(membership::State::leaving) > 0;
   size_t next_slots = 0, next_current = 0;
   for (size_t p = 0; p < m_members.size(); ++p) {
     auto st = m_members.slots[p].state;
     if (!m_members.placed_next(p)) continue;
     ++next_slots;
     if (st != membership::State::in_sync && st != membership::State::joining) continue;
-    if (m_gained.count(p)) {
+    if (m_gained.count(p) || (!leaving && st != membership::State::joining)) {
       ++next_current;
       continue;
     }
@@ -515,7 +616,7 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
           reply(ClientReply::error, "TOOLONG",
                 fmt::format("the transaction is too large: its PREPARE to participant {} would "
                             "be {} bytes, over that participant's line limit of {} (--max-line)",
-                            m_cfg.peers[p], len, m_peer_max_line[p]))});
+                            addr(p), len, m_peer_max_line[p]))});
       return;
     }
   }
@@ -539,7 +640,7 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
     if (learner) t.learners.insert(p);
     if (t.trace)
       trace(txid, t,
-            fmt::format("PREPARE sent to participant {}{}", m_cfg.peers[p],
+            fmt::format("PREPARE sent to participant {}{}", addr(p),
                         learner ? " (a learner: catching up)" : ""),
             out);
     out.list.push_back(act::Send{p,
@@ -559,7 +660,7 @@ void Core::abort_txn(std::map<std::string, Txn>::iterator it, std::string code, 
   for (auto p : t.parts) {
     auto v = t.votes.find(p);
     if (v == t.votes.end() || v->second) {
-      if (t.trace) trace(txid, t, "ABORT sent to participant " + m_cfg.peers[p], out);
+      if (t.trace) trace(txid, t, "ABORT sent to participant " + addr(p), out);
       out.list.push_back(act::Send{p, protocol::Abort{txid}, 0});
     }
   }
@@ -580,7 +681,7 @@ void Core::on(int64_t now, ev::Vote& e, Actions& out) {
   if (std::find(t.parts.begin(), t.parts.end(), e.part) == t.parts.end()) return;
   if (t.votes.count(e.part) || t.dropped.count(e.part)) return;
   const auto& v = e.vote;
-  const std::string& who = m_cfg.peers[e.part];
+  const std::string& who = addr(e.part);
   if (v.kind != protocol::Vote::yes && t.learners.count(e.part) && learner_may_drop(e.part)) {
     if (t.trace)
       trace(e.txid, t,
@@ -712,7 +813,7 @@ void Core::send_commit(const std::string& txid, Txn& t, size_t part, int64_t now
   if (!m_up[part]) return;  // sent when the link comes up
   pend.next_send_ms = now + pend.backoff_ms;
   pend.backoff_ms = std::min(pend.backoff_ms * 2, m_cfg.resend_max_ms);
-  if (t.trace) trace(txid, t, "COMMIT sent to participant " + m_cfg.peers[part], out);
+  if (t.trace) trace(txid, t, "COMMIT sent to participant " + addr(part), out);
   out.list.push_back(act::Send{part, protocol::Commit{txid}, 0});
 }
 
@@ -732,7 +833,7 @@ void Core::mismatch(Mismatch m, ClientId waiter, ClientReply r, Actions& out) {
 }
 
 void Core::on(int64_t, ev::AbortReply& e, Actions& out) {
-  if (e.part >= m_cfg.peers.size()) return;
+  if (e.part >= m_members.size()) return;
   mismatch(Mismatch{e.txid, "", e.part, false, true}, 0, {}, out);
 }
 
@@ -745,11 +846,10 @@ void Core::on(int64_t, ev::CommitReply& e, Actions& out) {
     // Recorded before the END record that may follow: a crash loses both or neither.
     mismatch(Mismatch{e.txid, t.rid, e.part, true, false}, 0, {}, out);
     if (t.trace)
-      trace(e.txid, t, "HEURISTIC MISMATCH: " + m_cfg.peers[e.part] + " aborted it by hand", out);
+      trace(e.txid, t, "HEURISTIC MISMATCH: " + addr(e.part) + " aborted it by hand", out);
   }
   if (!t.unacked.erase(e.part)) return;
-  if (t.trace)
-    trace(e.txid, t, "COMMIT acknowledged by " + m_cfg.peers[e.part] + " (applied)", out);
+  if (t.trace) trace(e.txid, t, "COMMIT acknowledged by " + addr(e.part) + " (applied)", out);
   if (!t.unacked.empty()) return;
   // Every participant's COMMITTED record is durable: nobody will ask about it again. A
   // mismatch being recorded goes first: the END record (with a shared store, the batch's
@@ -806,7 +906,7 @@ void Core::on(int64_t now, ev::Tick&, Actions& out) {
     Txn& t = it->second;
     for (auto p : t.parts)
       if (!t.votes.count(p) && !t.dropped.count(p) && !(t.learners.count(p) && learner_may_drop(p)))
-        missing += (missing.empty() ? "" : ",") + m_cfg.peers[p];
+        missing += (missing.empty() ? "" : ",") + addr(p);
     if (missing.empty()) {  // only learners are late: the transaction goes on without them
       m_deadlines.erase(m_deadlines.begin());
       for (auto p : t.parts)
@@ -840,17 +940,17 @@ void Core::on(int64_t, ev::LogFull&, Actions& out) {
           {k_rec_rid,
            txlog::Encoder().str(rid).str(it->second.txid).u64(it->second.digest).data()});
   }
+  // The membership in effect, and one being forced (its append is queued before the rewrite,
+  // which would drop it): before the COMMIT records, which may name slots it added.
+  if (m_members.epoch > 1 && !m_cfg.shared_store)
+    rw.live.push_back({k_rec_membership, m_members_text});
+  if (m_changing && !m_cfg.shared_store)  // (the shared store holds it, not this log)
+    rw.live.push_back({k_rec_membership, m_changing_text});
   for (auto& [txid, t] : m_txns)
     if (t.phase != Phase::preparing)
       rw.live.push_back({k_rec_commit, encode_commit(txid, t.rid, t.parts, t.digest)});
   // Mismatches stay until an operator forgets them (they are few).
   for (auto& [key, m] : m_mismatches) rw.live.push_back({k_rec_heuristic, encode_mismatch(m)});
-  // The membership in effect, and one being forced (its append is queued before the rewrite,
-  // which would drop it).
-  if (m_members.epoch > 1 && !m_cfg.shared_store)
-    rw.live.push_back({k_rec_membership, m_members_text});
-  if (m_changing && !m_cfg.shared_store)  // (the shared store holds it, not this log)
-    rw.live.push_back({k_rec_membership, m_changing_text});
   out.list.push_back(std::move(rw));
 }
 
@@ -862,7 +962,7 @@ void Core::on(int64_t, ev::Result& e, Actions& out) {
     r.txid = m.txid;
     r.code = m.decided_commit ? "commit" : "abort";
     r.detail = fmt::format("participant {} {} it on an operator's order (tpc client heuristics)",
-                           m_cfg.peers.at(m.part), m.their_commit ? "committed" : "aborted");
+                           addr(m.part), m.their_commit ? "committed" : "aborted");
     out.list.push_back(act::Reply{e.client, std::move(r)});
     return;
   }
@@ -1012,7 +1112,7 @@ void Core::on(int64_t, ev::Outcome& e, Actions& out) {
 void Core::answer_outcome(ClientId client, const std::string& txid, std::optional<bool> heuristic,
                           const std::string& report_rid, size_t part, Decision d, Actions& out) {
   ClientReply r;
-  if (heuristic && d != Decision::pending && part < m_cfg.peers.size() &&
+  if (heuristic && d != Decision::pending && part < m_members.size() &&
       *heuristic != (d == Decision::committed)) {
     r.kind = d == Decision::committed ? ClientReply::committed : ClientReply::aborted;
     std::string rid = report_rid;
@@ -1087,9 +1187,19 @@ void Core::apply_change(int64_t now, Actions& out) {
       ++m_placement_gen;
       break;
     }
+  auto was = std::move(m_members);
   m_members = std::move(*m_changing);
   m_members_text = std::move(m_changing_text);
   m_changing.reset();
+  grow(now);
+  for (size_t p = 0; p < was.size(); ++p)
+    if (was.slots[p].addr != m_members.slots[p].addr) {
+      // A member replace: the slot's node is another now, reached at another address. Its
+      // link is made anew (the executor's); until it is up the slot is down.
+      m_up[p] = false;
+      m_lost_at[p] = now;
+      if (m_catchup && m_catchup->slot == p) m_catchup.reset();
+    }
   m_staged = false;
   m_confirmed_ms = m_staged_confirmed_ms;
   m_staged_confirmed_ms = INT64_MIN;
@@ -1099,23 +1209,7 @@ void Core::apply_change(int64_t now, Actions& out) {
     return m_members.slots[p].state != membership::State::in_sync &&
            m_members.slots[p].state != membership::State::joining;
   });
-  if (!m_members.moving()) {
-    m_gained.clear();
-    if (!m_move_waiting.empty()) {
-      // What moved: the keys copied to the slots that gained them, since the change began here
-      // (a leader restarted in between counts from its restart).
-      std::string gone;
-      for (auto& s : m_members.slots)
-        if (s.state == membership::State::removed) gone += (gone.empty() ? "" : ",") + s.addr;
-      std::string detail = fmt::format(
-          "epoch {}: {} keys ({} bytes) copied in {} ms; removed: {}", m_members.epoch,
-          m_catchup_totals.keys - m_move_from.keys, m_catchup_totals.bytes - m_move_from.bytes,
-          std::max<int64_t>(0, now - m_move_started_ms), gone.empty() ? "none" : gone);
-      for (auto c : m_move_waiting)
-        out.list.push_back(act::Reply{c, reply(ClientReply::ok, "", detail)});
-    }
-    m_move_waiting.clear();
-  }
+  if (!m_members.moving()) m_gained.clear();
   if (m_catchup && m_catchup->gain) {
     // Its sources or its placement may have changed: a new pass, if it still gains keys.
     auto st = m_members.slots[m_catchup->slot].state;
@@ -1162,9 +1256,63 @@ void Core::apply_change(int64_t now, Actions& out) {
       on(now, r, out);
     }
   }
+  answer_moves(was, now, out);
   exclude_down(now, out);  // the next one, if any
   if (!m_changing) rejoin(now, out);
   if (!m_changing && !m_parked.empty()) unpark(now, out);
+}
+
+void Core::answer_moves(const membership::Membership& was, int64_t now, Actions& out) {
+  using membership::State;
+  if (!m_members.moving() && was.moving()) {
+    // What moved: the keys copied to the slots that gained them, since the change began here
+    // (a leader restarted in between counts from its restart).
+    std::string added, gone, rolled_back;
+    auto note = [&](std::string& list, size_t p) {
+      list += (list.empty() ? "" : ",") + m_members.slots[p].addr;
+    };
+    for (size_t p = 0; p < was.size(); ++p) {
+      auto a = was.slots[p].state, b = m_members.slots[p].state;
+      if (a == State::joining) note(b == State::in_sync ? added : rolled_back, p);
+      if (a == State::leaving) note(gone, p);
+    }
+    ClientReply r;
+    if (!rolled_back.empty())
+      r = reply(ClientReply::error, "UNAVAILABLE",
+                fmt::format("{} was unreachable for {} ms while it joined: the add is rolled "
+                            "back (epoch {}); start it and add it again",
+                            rolled_back, m_cfg.exclude_after_ms, m_members.epoch));
+    else
+      r = reply(ClientReply::ok, "",
+                fmt::format("epoch {}: {} keys ({} bytes) copied in {} ms; {}", m_members.epoch,
+                            m_catchup_totals.keys - m_move_from.keys,
+                            m_catchup_totals.bytes - m_move_from.bytes,
+                            std::max<int64_t>(0, now - m_move_started_ms),
+                            added.empty() ? "removed: " + gone : "added: " + added));
+    for (auto c : m_move_waiting) out.list.push_back(act::Reply{c, r});
+    m_move_waiting.clear();
+  }
+  if (m_replacing) {
+    auto& slot = m_members.slots[m_replacing->slot];
+    ClientReply r;
+    if (slot.addr != m_replacing->addr)  // another leader's replace of the slot came first
+      r = reply(ClientReply::error, "STATE",
+                fmt::format("participant {} is at {} (epoch {}), not {}: the replace was not "
+                            "made (another change came first); try again",
+                            m_replacing->slot, slot.addr, m_members.epoch, m_replacing->addr));
+    else if (slot.state == State::in_sync)
+      r = reply(ClientReply::ok, "",
+                fmt::format("epoch {}: {} keys ({} bytes) copied in {} ms; participant {} is "
+                            "{} now",
+                            m_members.epoch, m_catchup_totals.keys - m_replacing->from.keys,
+                            m_catchup_totals.bytes - m_replacing->from.bytes,
+                            std::max<int64_t>(0, now - m_replacing->started_ms), m_replacing->slot,
+                            slot.addr));
+    else
+      return;
+    for (auto c : m_replacing->waiting) out.list.push_back(act::Reply{c, r});
+    m_replacing.reset();
+  }
 }
 
 bool Core::covers(const Txn& t, const membership::Membership& m, bool preparing) const {
@@ -1189,10 +1337,7 @@ void Core::on(int64_t now, ev::MembersSeen& e, Actions& out) {
   };
   if (!e.status) return retry_put(200);
   auto m = membership::decode(e.encoded);
-  bool same_set = m && m->size() == m_members.size();
-  for (size_t i = 0; same_set && i < m->size(); ++i)
-    same_set = m->slots[i].name == m_members.slots[i].name;
-  if (!same_set) return retry_put(1000);  // not this cluster's: never adopted
+  if (!m || !is_successor(m_members, *m)) return retry_put(1000);  // not this cluster's
   auto confirm = [&](int64_t& at) {
     if (e.asked_ms >= 0) at = std::max(at, e.asked_ms);
   };
@@ -1224,7 +1369,10 @@ void Core::exclude_down(int64_t now, Actions& out) {
   for (size_t p = 0; p < m_up.size(); ++p) {
     if (m_up[p] || connecting(p, now) || !m_members.may_exclude(p)) continue;
     auto next = m_members;
-    next.slots[p].state = membership::State::out;
+    // A slot being added that stays unreachable: the add rolls back (it owns nothing yet).
+    next.slots[p].state = m_members.slots[p].state == membership::State::joining
+                              ? membership::State::removed
+                              : membership::State::out;
     return change_members(std::move(next), out);
   }
 }
@@ -1534,8 +1682,9 @@ void Core::on(int64_t now, ev::Scan& e, Actions& out) {
   if (wait_for_members(now, nullptr, &e, out)) return;
   PendingScan s;
   s.req = std::move(e);
-  size_t n = m_cfg.peers.size();
-  if (m_cfg.replicas == 0 || m_cfg.replicas >= n) {
+  size_t n = m_members.size(), placed = 0;
+  for (size_t i = 0; i < n; ++i) placed += m_members.placed(i);
+  if (m_members.copies() >= placed) {  // every key on every placed slot: one of them
     for (size_t i = 0; i < n; ++i) s.order.push_back((m_read_rr + i) % n);
     ++m_read_rr;
   }
@@ -1558,14 +1707,18 @@ void Core::start_scan(uint64_t id, Actions& out) {
     if (s.next >= s.order.size()) return fail("UNAVAILABLE", "no live in-sync participant");
     s.parts.push_back(s.order[s.next]);
   } else {
-    for (size_t p = 0; p < m_up.size(); ++p)
+    size_t placed = 0, down = 0;
+    for (size_t p = 0; p < m_up.size(); ++p) {
       if (serves(p)) s.parts.push_back(p);
-    size_t down = m_up.size() - s.parts.size();
-    if (down >= m_cfg.replicas)
+      if (!m_members.placed(p)) continue;
+      ++placed;
+      down += !serves(p);
+    }
+    if (down >= m_members.copies())
       return fail("UNAVAILABLE",
                   fmt::format("{} of {} participants are down or not in-sync: keys held only by "
                               "them (each key has {} owners) cannot be listed",
-                              down, m_up.size(), m_cfg.replicas));
+                              down, placed, m_members.copies()));
     s.watch = fmt::format("{}-{}-{}-{}", m_cfg.id, m_cfg.incarnation, id, s.attempt);
   }
   const auto& r = s.req;

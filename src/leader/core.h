@@ -283,13 +283,28 @@ struct Remove {
   ClientId client = 0;
   size_t slot = 0;
 };
+// An operator adds a participant at `addr` (member add): a new slot joins, copies the keys it
+// gains as a learner (its vote does not count), then the cutover makes it in-sync. Answered
+// once it is (or once the add rolled back: the new participant was down past exclude_after_ms).
+struct Add {
+  ClientId client = 0;
+  std::string addr;
+};
+// An operator gives participant `slot` a new node at `addr` (member replace): the slot keeps
+// its placement name, so no key moves; it is out until the node at `addr` is reachable, then
+// catches up there. Answered once it is in-sync at `addr`.
+struct Replace {
+  ClientId client = 0;
+  size_t slot = 0;
+  std::string addr;
+};
 }  // namespace ev
 using Event =
     std::variant<ev::Txn, ev::Get, ev::Scan, ev::Result, ev::Outcome, ev::Forget, ev::Vote,
                  ev::CommitReply, ev::AbortReply, ev::ReadReply, ev::ScanReply, ev::ScanChecked,
                  ev::Durable, ev::Refused, ev::Looked, ev::Settled, ev::RidFound, ev::StoreHealth,
                  ev::MembersSeen, ev::SyncReply, ev::LinkUp, ev::LinkDown, ev::Tick, ev::LogFull,
-                 ev::Pause, ev::Resume, ev::Remove>;
+                 ev::Pause, ev::Resume, ev::Remove, ev::Add, ev::Replace>;
 
 // What a client is told.
 struct ClientReply {
@@ -512,6 +527,14 @@ class Core {
   void on(int64_t now, ev::Pause& e, Actions& out);
   void on(int64_t now, ev::Resume& e, Actions& out);
   void on(int64_t now, ev::Remove& e, Actions& out);
+  void on(int64_t now, ev::Add& e, Actions& out);
+  void on(int64_t now, ev::Replace& e, Actions& out);
+  // The address participant p is reached at now.
+  const std::string& addr(size_t p) const { return m_members.slots[p].addr; }
+  // Sizes the per-participant vectors to the membership (a member add made slots).
+  void grow(int64_t now);
+  // Tells the operators waiting for a member add, remove or replace that it ended (apply_change).
+  void answer_moves(const membership::Membership& was, int64_t now, Actions& out);
   // While members change: the next slot that must copy the keys it gains, or the cutover once
   // every one has.
   void move_keys(int64_t now, Actions& out);
@@ -631,6 +654,15 @@ class Core {
   // write its keys now, so no new membership covers it.
   uint64_t m_placement_gen = 0;
   std::vector<ClientId> m_move_waiting;
+  // A member replace under way (one at a time): answered once its slot is in-sync at `addr`.
+  struct Replacing {
+    size_t slot = 0;
+    std::string addr;
+    std::vector<ClientId> waiting;
+    int64_t started_ms = 0;
+    CatchUpTotals from;
+  };
+  std::optional<Replacing> m_replacing;
   int64_t m_move_started_ms = 0;  // when the change began here, and the copy totals then
   CatchUpTotals m_move_from;
   uint64_t m_exclusions = 0, m_rejoins = 0, m_adopted = 0, m_redecided = 0;
@@ -686,6 +718,10 @@ class Core {
   std::map<std::string, int> m_mismatch_forcing;  // txid -> HEURISTIC records being forced
   std::set<std::string> m_end_after_mismatch;     // finished, their END after those records
 };
+
+// Whether membership `next` may follow `was`: the same replica count, and every slot of `was`
+// at the same index with the same placement name (a member add appends slots).
+bool is_successor(const membership::Membership& was, const membership::Membership& next);
 
 // The incarnation of a starting leader, from the content of its incarnation file (nullopt:
 // no file yet, the first start). Bumped at every start, so transaction ids never repeat; a

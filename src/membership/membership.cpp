@@ -18,7 +18,6 @@ uint64_t mix(uint64_t x) {  // splitmix64 finalizer
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   return x ^ (x >> 31);
 }
-constexpr size_t k_max_slots = 1024;
 }  // namespace
 
 namespace {

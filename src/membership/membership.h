@@ -30,6 +30,8 @@
 
 namespace tpc::membership {
 
+inline constexpr size_t k_max_slots = 1024;  // slots of a membership, removed ones included
+
 // Owners of `key` among the slots named `names`: rendezvous hashing of the key over the names.
 // `replicas` 0 or >= names.size(): every slot. Sorted by slot index.
 std::vector<size_t> place(const std::vector<std::string>& names, size_t replicas,

@@ -1207,7 +1207,213 @@ TEST_SUITE("creation claim") {
   }
 }
 
+// Runs a membership change to its end: membership records durable, copies answered from
+// `held` (what each slot holds), a link up for each slot whose link is new (a member add, a
+// replace; not for the slots in `down`), timers run. Returns client `c`'s answer (nullopt: none in
+// 200 rounds); `a` is left holding the last step's actions. SYNC pages are recorded in `copied`.
+std::optional<ClientReply> run_move(Driver& d, Actions& a, ClientId c,
+                                    std::map<size_t, std::map<std::string, std::string>>& held,
+                                    std::map<size_t, std::set<std::string>>& copied,
+                                    std::set<size_t> down = {}) {
+  std::vector<std::string> addrs;
+  for (auto& s : d.core.members().slots) addrs.push_back(s.addr);
+  for (int round = 0; round < 200; ++round) {
+    std::vector<Event> next;
+    for (auto& ap : Driver::all<act::Append>(a))
+      if (ap.type == k_rec_membership) next.push_back(ev::Durable{ap.txid, 0, k_rec_membership});
+    for (auto& s : Driver::all<act::Send>(a)) {
+      if (std::holds_alternative<protocol::SyncBegin>(s.msg)) {
+        next.push_back(ev::SyncReply{s.read, s.part, Status::ok()});
+      } else if (auto* sc = std::get_if<protocol::Scan>(&s.msg)) {
+        protocol::ScanReply r;
+        r.kind = protocol::ScanReply::keys;
+        for (auto& [k, v] : held[s.part])
+          if (k > sc->after) r.kvs.emplace_back(k, v);
+        next.push_back(ev::ScanReply{s.read, s.part, r});
+      } else if (auto* sy = std::get_if<protocol::Sync>(&s.msg)) {
+        for (auto& [k, v] : sy->kvs) {
+          copied[s.part].insert(k);
+          held[s.part][k] = v;
+        }
+        next.push_back(ev::SyncReply{s.read, s.part, Status::ok()});
+      }
+    }
+    if (auto r = Driver::reply_to(a, c)) return r;
+    // The executor makes a link for a new slot, and anew for one at a new address.
+    const auto& m = d.core.members();
+    for (size_t p = 0; p < m.size(); ++p)
+      if (p >= addrs.size() || m.slots[p].addr != addrs[p]) {
+        if (p >= addrs.size()) addrs.push_back(m.slots[p].addr);
+        addrs[p] = m.slots[p].addr;
+        if (!down.count(p)) next.push_back(ev::LinkUp{p});
+      }
+    if (next.empty()) {  // waiting on a timer
+      d.now += 50;
+      next.push_back(ev::Tick{});
+    }
+    Actions all;
+    for (auto& e : next) {
+      auto x = d.step(std::move(e));
+      all.list.insert(all.list.end(), x.list.begin(), x.list.end());
+    }
+    a = std::move(all);
+  }
+  return std::nullopt;
+}
+
 TEST_SUITE("leader membership changes") {
+  TEST_CASE("member add: the new slot copies only the keys it gains, then it is in-sync") {
+    Driver d(config(1, 2));
+    std::map<size_t, std::map<std::string, std::string>> held;
+    auto m0 = d.core.members();
+    for (int i = 0; i < 200; ++i) {
+      std::string k = "k" + std::to_string(i);
+      for (auto p : m0.owners(k)) held[p][k] = "v" + std::to_string(i);
+    }
+    auto a = d.step(ev::Add{7, "127.0.0.1:4"});
+    // Another change while it is under way is refused; the same add again waits for it.
+    auto other = Driver::reply_to(d.step(ev::Remove{9, 1}), 9);
+    REQUIRE(other);
+    CHECK(other->code == "STATE");
+    CHECK_FALSE(Driver::reply_to(d.step(ev::Add{10, "127.0.0.1:4"}), 10));
+    std::map<size_t, std::set<std::string>> copied;
+    auto done = run_move(d, a, 7, held, copied);
+    REQUIRE(done);
+    CHECK(done->kind == ClientReply::ok);
+    const auto& m = d.core.members();
+    REQUIRE(m.size() == 4);
+    CHECK(m.slots[3].state == membership::State::in_sync);
+    CHECK(m.slots[3].name == "127.0.0.1:4");
+    CHECK(m.epoch == 3);  // joining, then in-sync
+    CHECK(done->detail.find("added: 127.0.0.1:4") != std::string::npos);
+    // The new slot got exactly the keys it owns now; no other slot copied anything, and each
+    // old owner lost at most what the new one took.
+    size_t mine = 0;
+    for (int i = 0; i < 200; ++i) {
+      std::string k = "k" + std::to_string(i);
+      auto before = m0.owners(k), after = m.owners(k);
+      bool owns = std::count(after.begin(), after.end(), 3u) > 0;
+      mine += owns;
+      CHECK(copied[3].count(k) == static_cast<size_t>(owns));
+      for (auto p : after) CHECK((p == 3 || std::count(before.begin(), before.end(), p)));
+    }
+    CHECK(copied.size() == 1);
+    // About 2/4 of the keys (replicas 2 of 4 slots).
+    CHECK(mine > 60);
+    CHECK(mine < 140);
+    auto waited = Driver::reply_to(a, 10);
+    REQUIRE(waited);
+    CHECK(waited->detail == done->detail);
+    auto again = Driver::reply_to(d.step(ev::Add{8, "127.0.0.1:4"}), 8);
+    REQUIRE(again);
+    CHECK(again->kind == ClientReply::ok);
+    CHECK(d.core.members().epoch == 3);
+    // Writes of its keys now go to it as a voter.
+    for (int i = 0; i < 200; ++i) {
+      std::string k = "k" + std::to_string(i);
+      auto o = m.owners(k);
+      if (!std::count(o.begin(), o.end(), 3u)) continue;
+      auto s = Driver::all<act::Send>(d.step(ev::Txn{20, "", put(k), false}));
+      REQUIRE(s.size() == 2);
+      CHECK_FALSE(std::get<protocol::Prepare>(s.back().msg).learner);
+      break;
+    }
+    // A leader that restarts recovers the grown membership from its log.
+    Core again_core(config(1, 2));
+    for (auto& r : d.log) again_core.recover(r);
+    CHECK(again_core.members() == d.core.members());
+  }
+
+  TEST_CASE(
+      "member add of a participant that stays unreachable rolls back; it can be added "
+      "again") {
+    auto c = config(1, 2);
+    c.exclude_after_ms = 1000;
+    Driver d(c);
+    std::map<size_t, std::map<std::string, std::string>> held;
+    std::map<size_t, std::set<std::string>> copied;
+    auto a = d.step(ev::Add{7, "127.0.0.1:4"});
+    auto done = run_move(d, a, 7, held, copied, {3});
+    REQUIRE(done);
+    CHECK(done->kind == ClientReply::error);
+    CHECK(done->code == "UNAVAILABLE");
+    CHECK(d.core.members().slots.at(3).state == membership::State::removed);
+    CHECK_FALSE(d.core.members().moving());
+    CHECK(copied.empty());
+    // Added again: a new slot, with a placement name of its own.
+    a = d.step(ev::Add{8, "127.0.0.1:4"});
+    done = run_move(d, a, 8, held, copied);
+    REQUIRE(done);
+    CHECK(done->kind == ClientReply::ok);
+    const auto& m = d.core.members();
+    REQUIRE(m.size() == 5);
+    CHECK(m.slots[4].state == membership::State::in_sync);
+    CHECK(m.slots[4].name != m.slots[3].name);
+  }
+
+  TEST_CASE(
+      "member replace: the slot keeps its keys' placement and is filled at its new "
+      "address") {
+    Driver d(config(1, 2));
+    std::map<size_t, std::map<std::string, std::string>> held;
+    auto m0 = d.core.members();
+    for (int i = 0; i < 100; ++i) {
+      std::string k = "k" + std::to_string(i);
+      for (auto p : m0.owners(k)) held[p][k] = "v" + std::to_string(i);
+    }
+    // The old node is dead; the new one holds nothing.
+    d.step(ev::LinkDown{1});
+    held[1].clear();
+    auto bad = Driver::reply_to(d.step(ev::Replace{9, 1, "127.0.0.1:3"}), 9);
+    REQUIRE(bad);  // another participant's address
+    CHECK(bad->code == "STATE");
+    auto a = d.step(ev::Replace{7, 1, "127.0.0.1:12"});
+    CHECK_FALSE(Driver::reply_to(d.step(ev::Replace{10, 1, "127.0.0.1:12"}), 10));
+    std::map<size_t, std::set<std::string>> copied;
+    auto done = run_move(d, a, 7, held, copied);
+    REQUIRE(done);
+    CHECK(done->kind == ClientReply::ok);
+    CHECK(done->detail.find("participant 1 is 127.0.0.1:12") != std::string::npos);
+    const auto& m = d.core.members();
+    CHECK(m.slots[1].addr == "127.0.0.1:12");
+    CHECK(m.slots[1].name == "127.0.0.1:2");
+    CHECK(m.slots[1].state == membership::State::in_sync);
+    CHECK(copied.size() == 1);
+    for (int i = 0; i < 100; ++i) {
+      std::string k = "k" + std::to_string(i);
+      CHECK(m.owners(k) == m0.owners(k));  // no key moved
+      auto o = m.owners(k);
+      CHECK(copied[1].count(k) == static_cast<size_t>(std::count(o.begin(), o.end(), 1u)));
+    }
+    auto waited = Driver::reply_to(a, 10);
+    REQUIRE(waited);
+    CHECK(waited->kind == ClientReply::ok);
+    // Its messages go to the slot (the executor maps it to the new address).
+    auto again = Driver::reply_to(d.step(ev::Replace{8, 1, "127.0.0.1:12"}), 8);
+    REQUIRE(again);
+    CHECK(again->kind == ClientReply::ok);
+  }
+
+  TEST_CASE("member replace of the last in-sync copy is refused") {
+    Driver d(config(1, 0));  // every key on every slot
+    d.step(ev::LinkDown{0});
+    d.step(ev::LinkDown{1});
+    d.now += 10000;
+    std::map<size_t, std::map<std::string, std::string>> held;
+    std::map<size_t, std::set<std::string>> copied;
+    auto a = d.step(ev::Tick{});
+    // Exclusions of 0 and 1 (one at a time): then slot 2 holds the only in-sync copy.
+    for (int i = 0; i < 2; ++i) {
+      for (auto& ap : Driver::all<act::Append>(a))
+        if (ap.type == k_rec_membership) a = d.step(ev::Durable{ap.txid, 0, k_rec_membership});
+    }
+    REQUIRE(d.core.members().count(membership::State::out) == 2);
+    auto r = Driver::reply_to(d.step(ev::Replace{7, 2, "127.0.0.1:13"}), 7);
+    REQUIRE(r);
+    CHECK(r->code == "STATE");
+    CHECK(r->detail.find("last in-sync copy") != std::string::npos);
+  }
+
   TEST_CASE("while a slot leaves, a write of its keys reaches their gainer as a learner of them") {
     Driver d(config(1, 2));
     auto m = d.core.members();
@@ -1286,38 +1492,7 @@ TEST_SUITE("leader membership changes") {
     CHECK(other->code == "STATE");
     CHECK_FALSE(Driver::reply_to(d.step(ev::Remove{10, 2}), 10));
     std::map<size_t, std::set<std::string>> copied;  // slot -> keys sent to it by SYNC
-    std::optional<ClientReply> done;
-    for (int round = 0; round < 200 && !done; ++round) {
-      std::vector<Event> next;
-      for (auto& ap : Driver::all<act::Append>(a))
-        if (ap.type == k_rec_membership) next.push_back(ev::Durable{ap.txid, 0, k_rec_membership});
-      for (auto& s : Driver::all<act::Send>(a)) {
-        if (std::holds_alternative<protocol::SyncBegin>(s.msg)) {
-          next.push_back(ev::SyncReply{s.read, s.part, Status::ok()});
-        } else if (auto* sc = std::get_if<protocol::Scan>(&s.msg)) {
-          protocol::ScanReply r;
-          r.kind = protocol::ScanReply::keys;
-          for (auto& [k, v] : held[s.part])
-            if (k > sc->after) r.kvs.emplace_back(k, v);
-          next.push_back(ev::ScanReply{s.read, s.part, r});
-        } else if (auto* sy = std::get_if<protocol::Sync>(&s.msg)) {
-          for (auto& [k, v] : sy->kvs) copied[s.part].insert(k);
-          next.push_back(ev::SyncReply{s.read, s.part, Status::ok()});
-        }
-      }
-      done = Driver::reply_to(a, 7);
-      if (done) break;
-      if (next.empty()) {  // waiting on a timer
-        d.now += 50;
-        next.push_back(ev::Tick{});
-      }
-      Actions all;
-      for (auto& e : next) {
-        auto x = d.step(std::move(e));
-        all.list.insert(all.list.end(), x.list.begin(), x.list.end());
-      }
-      a = std::move(all);
-    }
+    auto done = run_move(d, a, 7, held, copied);
     REQUIRE(done);
     CHECK(done->kind == ClientReply::ok);
     const auto& m = d.core.members();
