@@ -38,7 +38,9 @@ const char* const k_help =
     "                                       leader's decision (an operator's resolve)\n"
     "  forget TXID                        acknowledge a heuristic mismatch (admin)\n"
     "  member list [--json]               participants: id, address, state, keys\n"
+    "  member add HOST:PORT               add a started participant: it takes its share\n"
     "  member remove ID                   move ID's keys to the others, then remove it\n"
+    "  member replace ID HOST:PORT        a new node at HOST:PORT takes ID's place\n"
     "  backup DIR                         consistent copy of every participant into DIR\n"
     "  bench [options]                    load generator (tpc client bench --help)\n"
     "  help, quit\n"
@@ -192,10 +194,24 @@ int cmd_heuristics(Call& c) {
 int cmd_member(Call& c) {
   if (c.rest.size() == 1 && c.rest[0] == "list")
     return run_member_list(c.o, c.has("--json"), c.out, c.err);
-  if (c.rest.size() == 2 && c.rest[0] == "remove" && !c.rest[1].empty() && !c.has("--json")) {
-    if (c.rest[1].find_first_of(" \t\r\n") != std::string::npos)
-      return c.usage("member remove ID: ID has no spaces");
+  if (c.has("--json") || c.rest.empty()) return c.usage();
+  auto spaced = [&](size_t from) {
+    for (size_t i = from; i < c.rest.size(); ++i)
+      if (c.rest[i].empty() || c.rest[i].find_first_of(" \t\r\n") != std::string::npos) return true;
+    return false;
+  };
+  const std::string& verb = c.rest[0];
+  if (c.rest.size() == 2 && verb == "add") {
+    if (spaced(1)) return c.usage("member add HOST:PORT: an address without spaces");
+    return run_member_change(c.o, "MEMBER ADD " + c.rest[1], c.out, c.err);
+  }
+  if (c.rest.size() == 2 && verb == "remove") {
+    if (spaced(1)) return c.usage("member remove ID: ID has no spaces");
     return run_member_change(c.o, "MEMBER REMOVE " + c.rest[1], c.out, c.err);
+  }
+  if (c.rest.size() == 3 && verb == "replace") {
+    if (spaced(1)) return c.usage("member replace ID HOST:PORT: no spaces");
+    return run_member_change(c.o, "MEMBER REPLACE " + c.rest[1] + " " + c.rest[2], c.out, c.err);
   }
   return c.usage();
 }
@@ -288,7 +304,11 @@ const std::vector<Command>& commands() {
       {"result", "result REQUEST-ID", {}, cmd_result},
       {"heuristics", "heuristics [--json]", {"--json"}, cmd_heuristics},
       {"forget", "forget TXID", {}, cmd_forget},
-      {"member", "member list [--json] | member remove ID", {"--json"}, cmd_member},
+      {"member",
+       "member list [--json] | member add HOST:PORT | member remove ID | member replace ID "
+       "HOST:PORT",
+       {"--json"},
+       cmd_member},
       {"backup", "backup DIR", {}, cmd_backup},
       {"bench", "bench [options]", {}, cmd_bench, true},
       {"help", "help", {}, cmd_help},

@@ -62,6 +62,13 @@ void Server::after_step() {
   if (m_core->members().epoch == m_join_epoch) return;
   m_join_epoch = m_core->members().epoch;
   ++m_pins_gen;
+  // Links follow the membership (a slot added, replaced, removed): changed after this step
+  // (stopping a link fails its requests, which steps the core).
+  m_host->post([this] {
+    if (m_host->stopped()) return;
+    sync_links();
+    resend_joins();
+  });
   resend_joins();
 }
 

@@ -202,25 +202,11 @@ Server::Server(asio::io_context& io, Config cfg) : m_io(io), m_cfg(std::move(cfg
   log::info("incarnation {}; recovered {} log records; {} committed transactions to finish",
             m_incarnation, recovered.size(), m_core->active());
 
-  std::string hello = fmt::format("HELLO {} leader {} {} advertise={}", protocol::k_version,
-                                  m_cfg.id, node::hello_tokens(m_ident), m_cfg.advertise);
-  for (size_t p = 0; p < m_cfg.peers.size(); ++p) {
-    std::string host;
-    uint16_t port;
-    TPC_CHECK(parse_host_port(m_cfg.peers[p], &host, &port), "peer address checked by validate");
-    auto link = std::make_shared<protocol::Link>(io, host, port, hello, m_cfg.max_line);
-    link->set_tls(m_cfg.tls, "participant");
-    link->on_up([this, p] {
-      resend_joins();  // the membership may have changed while it joined
-      step(ev::LinkUp{p, m_links[p]->peer_max_line()});
-    });
-    link->on_down([this, p] { step(ev::LinkDown{p}); });
-    link->on_hello([this, p](const std::string& reply) { return admit(p, reply); });
-    link->start();
-    m_links.push_back(link);
-  }
+  check_given_peers();
+  sync_links();
+  m_join_epoch = m_core->members().epoch;
   log::info("leader {} of cluster {} listening on {}:{}, {} participants, replicas {}, data in {}",
-            m_cfg.id, m_ident.cluster, m_cfg.bind, port(), m_cfg.peers.size(),
+            m_cfg.id, m_ident.cluster, m_cfg.bind, port(), m_links.size(),
             m_cfg.replicas ? std::to_string(m_cfg.replicas) : std::string("all"), m_cfg.data_dir);
   if (m_host->metrics()) start_metrics(io);
   auto a = m_core->start(now_ms());
@@ -229,6 +215,72 @@ Server::Server(asio::io_context& io, Config cfg) : m_io(io), m_cfg(std::move(cfg
   // for a confirmation younger than the lease).
   if (m_decisions)
     m_exec->poll_members(std::max<int64_t>(1, m_core->config().members_lease_ms / 4));
+}
+
+void Server::make_link(size_t p) {
+  const std::string& addr = m_core->members().slots[p].addr;
+  std::string host;
+  uint16_t port = 0;
+  if (!parse_host_port(addr, &host, &port))  // (checked by MEMBER ADD and REPLACE)
+    log::error("participant {} has an unusable address '{}'", p, addr);
+  std::string hello = fmt::format("HELLO {} leader {} {} advertise={}", protocol::k_version,
+                                  m_cfg.id, node::hello_tokens(m_ident), m_cfg.advertise);
+  auto link = std::make_shared<protocol::Link>(m_io, host, port, hello, m_cfg.max_line);
+  link->set_tls(m_cfg.tls, "participant");
+  // A link made anew for the slot (member replace) leaves the old one's callbacks unheard.
+  std::weak_ptr<protocol::Link> weak = link;
+  auto mine = [this, p, weak] { return p < m_links.size() && m_links[p] == weak.lock(); };
+  link->on_up([this, p, mine] {
+    if (!mine()) return;
+    resend_joins();  // the membership may have changed while it joined
+    step(ev::LinkUp{p, m_links[p]->peer_max_line()});
+  });
+  link->on_down([this, p, mine] {
+    if (mine()) step(ev::LinkDown{p});
+  });
+  link->on_hello([this, p](const std::string& reply) { return admit(p, reply); });
+  if (p < m_links.size()) {
+    m_links[p] = link;
+    m_link_addr[p] = addr;
+  } else {
+    m_links.push_back(link);
+    m_link_addr.push_back(addr);
+  }
+  if (port) link->start();
+}
+
+void Server::sync_links() {
+  const auto& mem = m_core->members();
+  if (m_pins.size() < mem.size()) m_pins.resize(mem.size());
+  if (m_join_gen.size() < mem.size()) m_join_gen.resize(mem.size(), 0);
+  for (size_t p = 0; p < mem.size(); ++p) {
+    const auto& slot = mem.slots[p];
+    if (p >= m_links.size()) {
+      if (slot.state == membership::State::removed) {  // a placeholder, never started
+        make_link(p);
+        m_links[p]->stop();
+      } else {
+        make_link(p);
+      }
+      continue;
+    }
+    if (slot.state == membership::State::removed) {
+      // A removed participant is never contacted again.
+      if (!m_links[p]->stopped()) m_links[p]->stop();
+      continue;
+    }
+    if (m_link_addr[p] == slot.addr) continue;
+    // Member replace: the slot's node is another one, at another address. The old node's
+    // pin goes (the new one is admitted at its first contact).
+    log::info("participant {}: its node is at {} now (was {})", p, slot.addr, m_link_addr[p]);
+    auto old = m_links[p];
+    make_link(p);
+    old->stop();
+    if (!m_pins[p].node.empty()) {
+      m_pins[p] = Pin{};
+      save_pins();
+    }
+  }
 }
 
 Server::~Server() { stop(); }
@@ -303,24 +355,60 @@ std::string Server::peers_file_text() const {
 }
 
 bool Server::check_peers_file() {
-  // The participant set decides where keys live: refuse to start on data made with another.
+  // The set the cluster was made with decides the first placement: never another --peers.
   std::string want = peers_file_text();
   bool exists;
   std::string have = read_small_file(m_cfg.data_dir + "/participants", &exists);
   if (!exists) return true;
-  if (have != want)
-    throw Error(fmt::format(
-        "{}/participants records a different participant set or replica count than "
-        "--peers/--replicas:\n--- recorded\n{}--- given\n{}keys would be looked up in the wrong "
-        "place; start with the recorded set or a new --data-dir",
-        m_cfg.data_dir, have, want));
+  if (have == want) return false;
+  std::vector<std::string> peers;
+  std::optional<int64_t> replicas;
+  for (auto& line : split_list(have, '\n')) {
+    if (line.rfind("replicas ", 0) == 0)
+      replicas = parse_int(line.substr(9));
+    else
+      peers.push_back(line);
+  }
+  if (peers.empty() || !replicas || *replicas < 0)
+    throw Error(fmt::format("{}/participants is damaged; refusing to start", m_cfg.data_dir));
+  m_given_peers = std::move(m_cfg.peers);
+  m_given_replicas = m_cfg.replicas;
+  m_cfg.peers = std::move(peers);
+  m_cfg.replicas = *replicas;
   return false;
 }
 
-// DIR/members: one line per participant admitted so far, "SLOT ID NODE-ID", in --peers order.
+void Server::check_given_peers() {
+  const auto& mem = m_core->members();
+  std::vector<std::string> now;
+  for (auto& s : mem.slots)
+    if (s.state != membership::State::removed) now.push_back(s.addr);
+  bool changed = now != m_cfg.peers;
+  if (!m_given_peers.empty()) {
+    // Another --peers than the cluster was made with: fine if it names the membership in
+    // effect (an operator who followed the changes), else a mistake.
+    bool same_replicas = m_given_replicas == 0
+                             ? mem.replicas >= now.size()
+                             : static_cast<size_t>(m_given_replicas) == mem.replicas;
+    if (m_given_peers != now || !same_replicas)
+      throw Error(fmt::format(
+          "--peers {} --replicas {} are neither the set this cluster was made with ({}, "
+          "replicas {}; {}/participants) nor its membership in effect (epoch {}: {}): keys "
+          "would be looked up in the wrong place; start with either, or a new --data-dir",
+          fmt::join(m_given_peers, ","), m_given_replicas, fmt::join(m_cfg.peers, ","),
+          m_cfg.replicas, m_cfg.data_dir, mem.epoch, fmt::join(now, ",")));
+    return;
+  }
+  if (changed)
+    log::warn(
+        "--peers is outdated: the membership in effect (epoch {}) is {}. --peers only "
+        "makes a cluster; the membership is used (tpc client members)",
+        mem.epoch, fmt::join(now, ","));
+}
+
+// DIR/members: one line per participant admitted so far, "SLOT ID NODE-ID", in slot order.
 void Server::load_pins() {
   m_pins.assign(m_cfg.peers.size(), Pin{});
-  m_join_gen.assign(m_cfg.peers.size(), 0);
   bool exists;
   std::string text = read_small_file(m_cfg.data_dir + "/members", &exists);
   if (!exists) return;
@@ -328,17 +416,19 @@ void Server::load_pins() {
     if (line[0] == '#') continue;
     auto t = protocol::split(line);
     auto slot = t.size() == 3 ? parse_int(t[0]) : std::nullopt;
-    if (!slot || *slot < 0 || static_cast<size_t>(*slot) >= m_pins.size() ||
+    if (!slot || *slot < 0 || static_cast<size_t>(*slot) >= membership::k_max_slots ||
         !node::is_uuid(std::string(t[2])))
       throw Error(
           fmt::format("{}/members is damaged at '{}'; refusing to start", m_cfg.data_dir, line));
+    // (Slots past --peers: participants added since the cluster was made.)
+    if (static_cast<size_t>(*slot) >= m_pins.size()) m_pins.resize(static_cast<size_t>(*slot) + 1);
     m_pins[static_cast<size_t>(*slot)] = Pin{std::string(t[1]), std::string(t[2])};
   }
 }
 
 void Server::save_pins() {
   ++m_pins_gen;
-  std::string text = "# participants admitted by this leader: slot in --peers, --id, node id\n";
+  std::string text = "# participants admitted by this leader: slot, --id, node id\n";
   for (size_t p = 0; p < m_pins.size(); ++p)
     if (!m_pins[p].node.empty()) text += fmt::format("{} {} {}\n", p, m_pins[p].id, m_pins[p].node);
   txlog::write_file_atomic(m_cfg.data_dir + "/members", text);
@@ -348,11 +438,11 @@ std::string Server::join_line(size_t p) const {
   node::Membership m;
   m.cluster = m_ident.cluster;
   m.slot = p;
-  m.replicas = m_cfg.replicas;
-  for (size_t i = 0; i < m_pins.size(); ++i)
-    m.members.push_back({m_cfg.peers[i], m_pins[i].id, m_pins[i].node});
-  if (m_cfg.decision_store != "local") m.store = "etcd/" + m_cfg.cluster_name;
   const auto& members = m_core->members();
+  m.replicas = members.replicas;
+  for (size_t i = 0; i < members.size(); ++i)
+    m.members.push_back({members.slots[i].addr, m_pins[i].id, m_pins[i].node});
+  if (m_cfg.decision_store != "local") m.store = "etcd/" + m_cfg.cluster_name;
   m.epoch = members.epoch;
   if (!members.placed_by_address()) m.placement = membership::encode(members);
   return node::encode_join(m);
@@ -371,7 +461,7 @@ void Server::resend_joins() {
 Result<std::string> Server::admit(size_t p, const std::string& reply) {
   auto t = protocol::split(reply);
   auto f = protocol::parse_fields(reply);
-  const std::string& addr = m_cfg.peers[p];
+  const std::string addr = m_core->members().slots[p].addr;
   std::string role(t[2]), pid(t[3]), node = f["node"], cluster = f["cluster"];
   if (role != "participant")
     return Status::error("IDENTITY",
@@ -607,9 +697,27 @@ std::vector<node::Verb> Server::verbs() {
        }},
       {"MEMBER", "admin", false,
        [this](const Tokens& t, Reply reply) {
-         // MEMBER REMOVE ID|ADDRESS (docs/membership.md): answered once the change is done.
-         if (t.size() != 3 || t[1] != "REMOVE")
-           return fail(reply, Status::error("PROTO", "usage: MEMBER REMOVE ID|ADDRESS"));
+         // MEMBER ADD ADDRESS | MEMBER REMOVE ID|ADDRESS | MEMBER REPLACE ID|ADDRESS ADDRESS
+         // (docs/membership.md): answered once the change is done.
+         const Status usage =
+             Status::error("PROTO",
+                           "usage: MEMBER ADD ADDRESS | MEMBER REMOVE ID|ADDRESS | MEMBER REPLACE "
+                           "ID|ADDRESS NEW-ADDRESS");
+         bool add = t.size() == 3 && t[1] == "ADD", remove = t.size() == 3 && t[1] == "REMOVE",
+              replace = t.size() == 4 && t[1] == "REPLACE";
+         if (!add && !remove && !replace) return fail(reply, usage);
+         std::string addr(t.back());
+         if (add || replace) {
+           std::string host;
+           uint16_t port;
+           if (!parse_host_port(addr, &host, &port) || port == 0 || host == "0.0.0.0" ||
+               host == "::" || host.empty())
+             return fail(reply,
+                         Status::error("PROTO", fmt::format("'{}' is not the HOST:PORT of a "
+                                                            "participant",
+                                                            protocol::escape_display(addr))));
+         }
+         if (add) return step(ev::Add{client(reply), addr});
          auto slot = slot_of(t[2]);
          if (!slot)
            return fail(
@@ -617,6 +725,7 @@ std::vector<node::Verb> Server::verbs() {
                Status::error("NOTFOUND", fmt::format("no participant has id or "
                                                      "address {}",
                                                      protocol::escape_display(std::string(t[2])))));
+         if (replace) return step(ev::Replace{client(reply), *slot, addr});
          step(ev::Remove{client(reply), *slot});
        }},
       {"RESUME", "admin", false,
@@ -669,7 +778,7 @@ void Server::on_heuristics(Reply reply) {
   for (auto& [key, m] : m_core->mismatches())
     b.raw(m.txid)
         .raw(m.rid.empty() ? "-" : m.rid)
-        .raw(m_cfg.peers.at(m.part))
+        .raw(m_core->members().slots.at(m.part).addr)
         .raw(m.decided_commit ? "commit" : "abort")
         .raw(m.their_commit ? "commit" : "abort");
   reply.send(b.str());
@@ -678,7 +787,7 @@ void Server::on_heuristics(Reply reply) {
 std::string Server::view_refused() const {
   for (size_t p = 0; p < m_links.size(); ++p) {
     const std::string& code = m_links[p]->refused_code();
-    if (code == "VIEW" || code == "CLUSTER") return m_cfg.peers[p] + ": " + m_links[p]->refused();
+    if (code == "VIEW" || code == "CLUSTER") return m_link_addr[p] + ": " + m_links[p]->refused();
   }
   return "";
 }
@@ -704,8 +813,10 @@ node::Stats Server::stats() {
   s.aborted = static_cast<int64_t>(m_core->aborted_count());
   s.active = static_cast<int64_t>(m_core->active());
   s.heuristic = static_cast<int64_t>(m_core->mismatches().size());
-  for (auto& l : m_links) s.peers_up += l->up();
-  s.peers = static_cast<int64_t>(m_links.size());
+  for (auto& l : m_links) {
+    s.peers_up += l->up();
+    s.peers += !l->stopped();
+  }
   const auto& mem = m_core->members();
   s.epoch = static_cast<int64_t>(mem.epoch);
   s.in_sync = static_cast<int64_t>(mem.count(membership::State::in_sync));

@@ -110,9 +110,21 @@ class Server : private Io {
   void on_peers(protocol::Reply reply);
   void on_members(protocol::Reply reply);
   void on_heuristics(protocol::Reply reply);
-  // Whether DIR/participants is still to be written; throws if it records another set.
+  // Whether DIR/participants is still to be written. When it records another set than
+  // --peers/--replicas, the recorded one is used (the set the cluster was made with), and
+  // check_given_peers() judges --peers once the membership is recovered.
   bool check_peers_file();
   std::string peers_file_text() const;
+  // --peers after recovery: the set the cluster was made with, or the membership in effect
+  // (warned about when the membership changed since); anything else throws.
+  void check_given_peers();
+  std::vector<std::string> m_given_peers;  // --peers as given, when DIR/participants differs
+  int64_t m_given_replicas = 0;
+  // The links follow the membership: one per slot, made anew when its address changes (member
+  // replace), a new one for a slot added, stopped for a removed one.
+  void sync_links();
+  void make_link(size_t p);
+  std::vector<std::string> m_link_addr;  // the address each link dials
   // The cluster's view as this leader's flags give it: "peers A,B,...\nreplicas R|all\n".
   std::string view_text() const;
   // With an etcd decision store: takes the cluster's id and view from the store (creating

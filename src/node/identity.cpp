@@ -263,8 +263,21 @@ Status judge_join(const Identity& me, const Membership* admitted, uint64_t epoch
   // Only a leader whose view of the cluster is the one this participant was admitted with:
   // a stray leader (another --peers or --replicas, a stale configuration) is refused, and
   // serves no write.
-  if (admitted)
-    if (std::string diff = view_difference(*admitted, offered); !diff.empty())
+  // A newer epoch than the admitted view's is a change of this cluster's membership (member
+  // add, remove, replace): its addresses, places and replica count may differ; its cluster
+  // and decision store not. (A view of no epoch is of a leader older than epochs: judged
+  // whole.)
+  std::optional<Membership> was;
+  if (admitted) {
+    was = *admitted;
+    if (admitted->epoch > 0 && offered.epoch > admitted->epoch) {
+      was->members = offered.members;
+      was->slot = offered.slot;
+      was->replicas = offered.replicas;
+    }
+  }
+  if (was)
+    if (std::string diff = view_difference(*was, offered); !diff.empty())
       return Status::error("VIEW", fmt::format("this participant was admitted to another view of "
                                                "the cluster; this leader says {}",
                                                diff));

@@ -302,6 +302,46 @@ void Core::on(int64_t, int64_t, ev::Durable& e, Actions& out) {
 void Core::on(int64_t, int64_t, ev::Members& e, Actions& out) {
   epoch_ok(e.epoch, out);  // (the server refused an older one)
   m_members = std::move(e);
+  prune(out);
+}
+
+void Core::prune(Actions& out) {
+  // Only under a placement that is not changing, in a slot that holds keys in it: a removed
+  // slot keeps what it had (an operator's last resort), a slot being moved keeps everything.
+  const auto& mem = m_members->members;
+  size_t me = m_members->slot;
+  if (mem.moving() || me >= mem.size() || !mem.placed(me)) return;
+  std::string view = std::to_string(mem.replicas);
+  for (size_t p = 0; p < mem.size(); ++p)
+    if (mem.placed(p)) view += " " + mem.slots[p].name;
+  if (view == m_pruned_view) return;
+  m_pruned_view = view;
+  // Every key here that another slot owns now went there with the change (copied before its
+  // cutover): deleted. A key a prepared transaction locks is left to it.
+  std::string after;
+  uint64_t pages = 0;
+  for (;;) {
+    auto kvs = m_store.scan(after, 1000, 1 << 20);
+    if (!kvs) {
+      out.list.push_back(act::Note{
+          act::Note::warn,
+          "dropping the keys this participant no longer owns: " + kvs.status().message()});
+      m_pruned_view.clear();  // again at the next JOIN
+      return;
+    }
+    if (kvs->empty()) break;
+    SyncPage page{0, fmt::format("prune.{}.{}", m_members->epoch, ++pages), {}, false};
+    for (auto& [k, v] : *kvs) {
+      auto o = mem.owners(k);
+      if (std::count(o.begin(), o.end(), me) || m_locks.count(k)) continue;
+      page.ops.push_back(Op{OpKind::del, k, ""});
+    }
+    after = kvs->back().first;
+    if (page.ops.empty()) continue;
+    m_pruned_keys += page.ops.size();
+    m_sync_queue.push_back(std::move(page));
+    out.flush = true;
+  }
 }
 
 bool Core::epoch_ok(uint64_t e, Actions& out) {

@@ -296,6 +296,8 @@ class Core {
   uint64_t committed_count() const { return m_committed; }
   uint64_t aborted_count() const { return m_aborted; }
   uint64_t redone() const { return m_redone; }
+  // Keys deleted because the placement no longer gives them to this participant.
+  uint64_t pruned_keys() const { return m_pruned_keys; }
   // Locks match prepared transactions; returns the first violation, empty if none.
   std::string check_invariants() const;
 
@@ -369,6 +371,13 @@ class Core {
   std::map<std::string, Resolver> m_resolvers;  // HEURISTIC being forced
   std::vector<std::string> m_commit_queue;  // decided COMMIT, waiting for the next batch
   std::optional<ev::Members> m_members;     // as admitted (JOIN)
+  // The placement this participant last dropped the keys it does not own under (prune): its
+  // placed slots' names and the replica count ("" : none yet).
+  std::string m_pruned_view;
+  uint64_t m_pruned_keys = 0;
+  // After a membership change that took keys from this slot (member add): deletes the keys it
+  // no longer owns, in pages applied like a copy's.
+  void prune(Actions& out);
   uint64_t m_epoch = 0;
   uint64_t m_epoch_refusals = 0;
   // Whether a request of epoch `e` may run: not older than m_epoch. A newer one is recorded

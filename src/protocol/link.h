@@ -42,6 +42,7 @@ class Link : public std::enable_shared_from_this<Link> {
   // (from the io_context, never inline).
   void request(const std::string& line, Callback cb);
   bool up() const { return m_up; }
+  bool stopped() const { return m_stopped; }
   std::string address() const { return host_port(m_host, m_port); }
   // Called each time the link becomes up (after the handshake).
   void on_up(std::function<void()> f) { m_on_up = std::move(f); }

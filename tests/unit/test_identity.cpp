@@ -99,6 +99,15 @@ TEST_SUITE("identity") {
     CHECK(code(&was, 0, offered) == "VIEW");
     auto same = view({"a:1", "b:2"});
     CHECK(code(&same, 0, offered) == "OK");
+    // Another view at a newer epoch than the admitted one is a change of the membership
+    // (member add, remove, replace); at the same epoch it is another view.
+    was.epoch = 2;
+    CHECK(code(&was, 0, offered) == "OK");
+    was.epoch = 3;
+    CHECK(code(&was, 0, offered) == "VIEW");
+    was.cluster = "another-cluster";
+    was.epoch = 2;
+    CHECK(code(&was, 0, offered) == "VIEW");
     // Over TLS: the certificate must name the host the leader advertises.
     CHECK(code(&same, 0, offered, "leader", {"h2"}) == "DENIED");
     CHECK(code(&same, 0, offered, "leader", {"h1"}) == "OK");
