@@ -85,7 +85,7 @@ void Executor::append(act::Append& ap) {
       m_io.note_error(fmt::format(
           "HEURISTIC MISMATCH: {} was decided {} here, but participant {} {} it on an "
           "operator's order (tpc client heuristics; forget it with tpc client forget {})",
-          m->txid, m->decided_commit ? "commit" : "abort", m_core.config().peers.at(m->part),
+          m->txid, m->decided_commit ? "commit" : "abort", m_core.members().slots.at(m->part).addr,
           m->their_commit ? "committed" : "aborted", m->txid));
   }
   if (type == k_rec_membership) {

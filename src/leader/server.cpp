@@ -253,8 +253,19 @@ void Server::sync_links() {
   const auto& mem = m_core->members();
   if (m_pins.size() < mem.size()) m_pins.resize(mem.size());
   if (m_join_gen.size() < mem.size()) m_join_gen.resize(mem.size(), 0);
+  bool pins_changed = false;
   for (size_t p = 0; p < mem.size(); ++p) {
     const auto& slot = mem.slots[p];
+    // A pin of the node at another address than the slot's: the slot was given a new node
+    // (member replace; perhaps before a restart), admitted at its first contact.
+    if (!m_pins[p].node.empty() && m_pins[p].addr.empty() && slot.addr == slot.name)
+      m_pins[p].addr = slot.addr;  // (a file of an older version: admitted where it was made)
+    if (!m_pins[p].node.empty() && !m_pins[p].addr.empty() && m_pins[p].addr != slot.addr) {
+      log::info("participant {}: node {} at {} is no longer its node", p, m_pins[p].node,
+                m_pins[p].addr);
+      m_pins[p] = Pin{};
+      pins_changed = true;
+    }
     if (p >= m_links.size()) {
       if (slot.state == membership::State::removed) {  // a placeholder, never started
         make_link(p);
@@ -278,9 +289,10 @@ void Server::sync_links() {
     old->stop();
     if (!m_pins[p].node.empty()) {
       m_pins[p] = Pin{};
-      save_pins();
+      pins_changed = true;
     }
   }
+  if (pins_changed) save_pins();
 }
 
 Server::~Server() { stop(); }
@@ -406,7 +418,8 @@ void Server::check_given_peers() {
         mem.epoch, fmt::join(now, ","));
 }
 
-// DIR/members: one line per participant admitted so far, "SLOT ID NODE-ID", in slot order.
+// DIR/members: one line per participant admitted so far, "SLOT ID NODE-ID ADDRESS", in slot
+// order (files of older versions lack ADDRESS).
 void Server::load_pins() {
   m_pins.assign(m_cfg.peers.size(), Pin{});
   bool exists;
@@ -415,22 +428,24 @@ void Server::load_pins() {
   for (auto& line : split_list(text, '\n')) {
     if (line[0] == '#') continue;
     auto t = protocol::split(line);
-    auto slot = t.size() == 3 ? parse_int(t[0]) : std::nullopt;
+    auto slot = t.size() == 3 || t.size() == 4 ? parse_int(t[0]) : std::nullopt;
     if (!slot || *slot < 0 || static_cast<size_t>(*slot) >= membership::k_max_slots ||
         !node::is_uuid(std::string(t[2])))
       throw Error(
           fmt::format("{}/members is damaged at '{}'; refusing to start", m_cfg.data_dir, line));
     // (Slots past --peers: participants added since the cluster was made.)
     if (static_cast<size_t>(*slot) >= m_pins.size()) m_pins.resize(static_cast<size_t>(*slot) + 1);
-    m_pins[static_cast<size_t>(*slot)] = Pin{std::string(t[1]), std::string(t[2])};
+    m_pins[static_cast<size_t>(*slot)] =
+        Pin{std::string(t[1]), std::string(t[2]), t.size() == 4 ? std::string(t[3]) : ""};
   }
 }
 
 void Server::save_pins() {
   ++m_pins_gen;
-  std::string text = "# participants admitted by this leader: slot, --id, node id\n";
+  std::string text = "# participants admitted by this leader: slot, --id, node id, address\n";
   for (size_t p = 0; p < m_pins.size(); ++p)
-    if (!m_pins[p].node.empty()) text += fmt::format("{} {} {}\n", p, m_pins[p].id, m_pins[p].node);
+    if (!m_pins[p].node.empty())
+      text += fmt::format("{} {} {} {}\n", p, m_pins[p].id, m_pins[p].node, m_pins[p].addr);
   txlog::write_file_atomic(m_cfg.data_dir + "/members", text);
 }
 
@@ -440,8 +455,10 @@ std::string Server::join_line(size_t p) const {
   m.slot = p;
   const auto& members = m_core->members();
   m.replicas = members.replicas;
-  for (size_t i = 0; i < members.size(); ++i)
-    m.members.push_back({members.slots[i].addr, m_pins[i].id, m_pins[i].node});
+  for (size_t i = 0; i < members.size(); ++i) {
+    Pin pin = i < m_pins.size() ? m_pins[i] : Pin{};  // (a slot added: its link comes next)
+    m.members.push_back({members.slots[i].addr, pin.id, pin.node});
+  }
   if (m_cfg.decision_store != "local") m.store = "etcd/" + m_cfg.cluster_name;
   m.epoch = members.epoch;
   if (!members.placed_by_address()) m.placement = membership::encode(members);
@@ -495,7 +512,7 @@ Result<std::string> Server::admit(size_t p, const std::string& reply) {
     else
       log::warn("participant {} at {}: node {} (restored from a replica) replaces node {}", pid,
                 addr, node, pin.node);
-    pin = Pin{pid, node};
+    pin = Pin{pid, node, addr};
     save_pins();
     resend_joins();
   } else if (pin.id != pid) {
@@ -719,6 +736,9 @@ std::vector<node::Verb> Server::verbs() {
          }
          if (add) return step(ev::Add{client(reply), addr});
          auto slot = slot_of(t[2]);
+         // Asked again after the replace was made (the leader restarted): the ID's node is
+         // gone, its slot is at the new address.
+         if (!slot && replace) slot = slot_of(addr);
          if (!slot)
            return fail(
                reply,
@@ -765,7 +785,7 @@ void Server::on_members(Reply reply) {
   LineBuilder b("MEMBERS");
   b.num(static_cast<long long>(mem.epoch));
   for (size_t p = 0; p < mem.size(); ++p)
-    b.raw(m_pins[p].id.empty() ? std::string("-") : m_pins[p].id)
+    b.raw(p >= m_pins.size() || m_pins[p].id.empty() ? std::string("-") : m_pins[p].id)
         .raw(mem.slots[p].addr)
         .raw(membership::name(mem.slots[p].state));
   reply.send(b.str());

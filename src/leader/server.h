@@ -154,6 +154,7 @@ class Server : private Io {
   struct Pin {         // the participant admitted at a slot of --peers
     std::string id;    // its --id
     std::string node;  // its node id; empty: not yet seen
+    std::string addr;  // the slot's address it was admitted at ("": not recorded, older file)
   };
   std::vector<Pin> m_pins;
   // The slot of the participant named by its --id or its address (MEMBER's argument).

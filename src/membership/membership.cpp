@@ -246,10 +246,21 @@ Result<Membership> decode(std::string_view line) {
 
 std::string describe_change(const Membership& was, const Membership& next) {
   std::string what;
-  for (size_t p = 0; p < next.size() && p < was.size(); ++p)
-    if (next.slots[p].state != was.slots[p].state)
-      what += fmt::format("{}participant {} is {} (was {})", what.empty() ? "" : "; ",
-                          next.slots[p].addr, name(next.slots[p].state), name(was.slots[p].state));
+  auto sep = [&] { return what.empty() ? "" : "; "; };
+  for (size_t p = 0; p < next.size(); ++p) {
+    const auto& n = next.slots[p];
+    if (p >= was.size()) {
+      what += fmt::format("{}participant {} is {} (added)", sep(), n.addr, name(n.state));
+      continue;
+    }
+    const auto& w = was.slots[p];
+    if (n.addr != w.addr)
+      what += fmt::format("{}participant {} is at {} now (was {}), {}", sep(), p, n.addr, w.addr,
+                          name(n.state));
+    else if (n.state != w.state)
+      what += fmt::format("{}participant {} is {} (was {})", sep(), n.addr, name(n.state),
+                          name(w.state));
+  }
   return what;
 }
 

@@ -315,9 +315,14 @@ void Core::prune(Actions& out) {
   for (size_t p = 0; p < mem.size(); ++p)
     if (mem.placed(p)) view += " " + mem.slots[p].name;
   if (view == m_pruned_view) return;
+  // A batch being applied may write keys this scan would not see: after it (ev::Applied).
+  // (Batches after the prune leave out the keys this participant does not own: Flush.)
+  m_prune_wanted = !m_applying.empty() || !m_sync_applying.empty();
+  if (m_prune_wanted) return;
   m_pruned_view = view;
   // Every key here that another slot owns now went there with the change (copied before its
-  // cutover): deleted. A key a prepared transaction locks is left to it.
+  // cutover): deleted. Also one a prepared transaction locks: if it commits, Flush leaves the
+  // key out (it is not this participant's); this copy is read by nobody.
   std::string after;
   uint64_t pages = 0;
   for (;;) {
@@ -333,7 +338,7 @@ void Core::prune(Actions& out) {
     SyncPage page{0, fmt::format("prune.{}.{}", m_members->epoch, ++pages), {}, false};
     for (auto& [k, v] : *kvs) {
       auto o = mem.owners(k);
-      if (std::count(o.begin(), o.end(), me) || m_locks.count(k)) continue;
+      if (std::count(o.begin(), o.end(), me)) continue;
       page.ops.push_back(Op{OpKind::del, k, ""});
     }
     after = kvs->back().first;
@@ -520,7 +525,29 @@ void Core::on(int64_t, int64_t, ev::Flush&, Actions& out) {
     a.batch.emplace_back(page.mark, &page.ops);
     a.durable |= page.last;
   }
-  for (auto& txid : m_commit_queue) a.batch.emplace_back(txid, &m_prepared.at(txid).ops);
+  // A key this participant no longer owns (a change moved it since the prepare, and the prune
+  // dropped it here) is not written back: its owners have it.
+  bool filter = false;
+  if (m_members && !m_members->members.moving()) {
+    size_t me = m_members->slot;
+    filter = me < m_members->members.size() && m_members->members.placed(me);
+  }
+  m_filtered_ops.clear();
+  for (auto& txid : m_commit_queue) {
+    const auto& ops = m_prepared.at(txid).ops;
+    auto mine = [&](const Op& op) {
+      auto o = m_members->members.owners(op.key);
+      return std::count(o.begin(), o.end(), m_members->slot) > 0;
+    };
+    if (!filter || std::all_of(ops.begin(), ops.end(), mine)) {
+      a.batch.emplace_back(txid, &ops);
+      continue;
+    }
+    // (A copy: the transaction's ops name the keys its locks are released on.)
+    auto& kept = m_filtered_ops.emplace_back();
+    std::copy_if(ops.begin(), ops.end(), std::back_inserter(kept), mine);
+    a.batch.emplace_back(txid, &kept);
+  }
   m_applying = std::move(m_commit_queue);
   m_commit_queue.clear();
   out.list.push_back(std::move(a));
@@ -545,6 +572,7 @@ void Core::on(int64_t, int64_t, ev::Applied&, Actions& out) {
           act::Append{act::Append::lazy, k_rec_committed, txlog::Encoder().str(txid).data(), txid});
     }
   }
+  if (m_prune_wanted) prune(out);
   if (!m_commit_queue.empty() || !m_sync_queue.empty()) out.flush = true;
 }
 

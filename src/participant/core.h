@@ -375,6 +375,9 @@ class Core {
   // placed slots' names and the replica count ("" : none yet).
   std::string m_pruned_view;
   uint64_t m_pruned_keys = 0;
+  bool m_prune_wanted = false;  // a prune waits for the batch being applied
+  std::deque<std::vector<Op>>
+      m_filtered_ops;  // the outstanding Apply's ops left after Flush's filter
   // After a membership change that took keys from this slot (member add): deletes the keys it
   // no longer owns, in pages applied like a copy's.
   void prune(Actions& out);

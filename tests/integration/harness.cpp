@@ -292,11 +292,20 @@ void Cluster::start_participant(int i, std::map<std::string, std::string> env,
   m_parts[i] = std::make_unique<Process>(args, dir() + "/p" + std::to_string(i + 1) + ".log", env);
 }
 
+int Cluster::add_participant() {
+  int i = size();
+  m_part_ports.push_back(free_port());
+  m_parts.emplace_back();
+  m_part_starts.push_back(0);
+  start_participant(i);
+  return i;
+}
+
 void Cluster::start_leader(std::map<std::string, std::string> env) {
   if (env.empty() && m_leader_starts == 0) env = m_opt.leader_env;
   ++m_leader_starts;
-  std::string peers;
-  for (int i = 0; i < size(); ++i) peers += (i ? "," : "") + participant_addr(i);
+  std::string peers;  // the set the cluster was made with
+  for (int i = 0; i < m_opt.participants; ++i) peers += (i ? "," : "") + participant_addr(i);
   std::vector<std::string> args = {
       TPC_BINARY,    "leader", "--port",     std::to_string(m_leader_port),
       "--peers",     peers,    "--data-dir", dir() + "/leader",

@@ -169,6 +169,9 @@ class Cluster {
   void start_participant(int i, std::map<std::string, std::string> env = {},
                          std::vector<std::string> extra_args = {});
   void start_leader(std::map<std::string, std::string> env = {});
+  // Starts one more participant (id size()+1, a free port, an empty data directory), outside
+  // the --peers the cluster was made with: for member add and replace. Returns its index.
+  int add_participant();
   void kill_participant(int i) { m_parts[i].reset(); }
   void kill_leader() { m_leader.reset(); }
   Process* participant(int i) { return m_parts[i].get(); }
