@@ -175,7 +175,7 @@ Server::Server(asio::io_context& io, Config cfg) : m_io(io), m_cfg(std::move(cfg
   for (auto& r : recovered) m_core->recover(r);
   if (etcd_start) {
     // The store's membership, not this log's (it is kept there, by compare-and-swap).
-    if (auto m = membership::decode(store_members); !m || m->size() != m_cfg.peers.size())
+    if (auto m = membership::decode(store_members); !m || !is_successor(m_core->members(), *m))
       throw Error(fmt::format("decision store: the membership {}members is damaged or of "
                               "another participant set; refusing to start",
                               dso.prefix),

@@ -231,6 +231,22 @@ class Cluster {
   Rng m_member_rng;
   bool removals() const { return m_opt.seed % 6 == 3; }
   void remove_member(int slot, int tries);
+  // In those seeds, one change of three kinds by (seed / 6) % 3: remove (0, the seeds that
+  // removed before there were others), add (1: a fourth participant, started empty, joins),
+  // replace (2: a participant's node is lost with its disk, and a new one at a new address
+  // takes its slot).
+  int member_change() const { return static_cast<int>((m_opt.seed / 6) % 3); }
+  void add_member(int tries);
+  void replace_member(int slot, int tries);
+  // Where each participant node is reached: "pJ:1", and "pJb:1" for a node that replaced one.
+  // A leader links to node j only while its membership has slot j at that address (the
+  // server's links follow the membership).
+  std::vector<std::string> m_part_addr;
+  bool linked(int i, size_t j) const {
+    auto& l = m_leaders[i];
+    if (!l.core || j >= l.core->members().size()) return false;
+    return l.core->members().slots[j].addr == m_part_addr[j];
+  }
   // Leaders down for 31 to 40 s, in one seed of eleven (seed % 11 == 10), from a generator
   // of their own.
   Rng m_long_rng;
@@ -568,6 +584,8 @@ class Cluster::LeaderIo : public leader::Io {
                   [c = &m_c, j, m = n.core->members()] {
                     auto& p = c->m_parts[j];
                     if (!p.alive || m.epoch < p.core->epoch()) return;  // refused (EPOCH)
+                    // Not its node (the slot has another address, or none yet): no JOIN.
+                    if (j >= m.size() || m.slots[j].addr != c->m_part_addr[j]) return;
                     c->step_part(static_cast<int>(j), participant::ev::Members{j, m, m.epoch});
                   });
   }
@@ -749,8 +767,11 @@ void Cluster::setup() {
       m_replicas ? std::to_string(m_replicas) : "all", nc, ops, m_keys);
   trace("--", "cluster: " + m_result.shape);
   for (int j = 0; j < np; ++j) m_peers.push_back(fmt::format("p{}:1", j));
+  bool changes = removals() && np == 3 && (nl == 1 || shared());
+  int nodes = np + (changes && member_change() == 1);  // a node to add, started empty
+  for (int j = 0; j < nodes; ++j) m_part_addr.push_back(fmt::format("p{}:1", j));
   m_leaders.resize(nl);
-  m_parts.resize(np);
+  m_parts.resize(nodes);
   m_clients.resize(nc);
   auto add = [&](Kind fk, int f, Kind tk, int t) {
     m_chan_index[{fk, f, tk, t}] = static_cast<int>(m_chans.size());
@@ -762,7 +783,7 @@ void Cluster::setup() {
     m_chans.push_back(std::move(ch));
   };
   for (int i = 0; i < nl; ++i)
-    for (int j = 0; j < np; ++j) {
+    for (int j = 0; j < nodes; ++j) {
       add(K_LEADER, i, K_PART, j);
       add(K_PART, j, K_LEADER, i);
     }
@@ -771,15 +792,18 @@ void Cluster::setup() {
     m_clients[c].leader = c % nl;
     m_clients[c].ops_left = ops;
   }
-  for (int j = 0; j < np; ++j) start_part(j);
+  for (int j = 0; j < nodes; ++j) start_part(j);
   for (int i = 0; i < nl; ++i) start_leader(i);
   for (size_t c = 0; c < m_chans.size(); ++c) reconnect(static_cast<int>(c));
   for (int c = 0; c < nc; ++c) m_s.after(m_rng.range(1, 20) * k_ms, [this, c] { client_next(c); });
   m_s.after(m_rng.range(10, 300) * k_ms, [this] { chaos(); });
   if (operators()) m_s.after(m_op_rng.range(200, 2000) * k_ms, [this] { operate(); });
-  if (removals() && np == 3 && (nl == 1 || shared())) {
+  if (changes) {
     int slot = static_cast<int>(m_member_rng.below(3));
-    m_s.after(m_member_rng.range(100, 4000) * k_ms, [this, slot] { remove_member(slot, 0); });
+    int64_t at = m_member_rng.range(100, 4000) * k_ms;
+    if (member_change() == 0) m_s.after(at, [this, slot] { remove_member(slot, 0); });
+    if (member_change() == 1) m_s.after(at, [this] { add_member(0); });
+    if (member_change() == 2) m_s.after(at, [this, slot] { replace_member(slot, 0); });
   }
   if (shared()) m_s.after(m_store_rng.range(500, 4000) * k_ms, [this] { store_chaos(); });
 }
@@ -903,7 +927,8 @@ void Cluster::reconnect(int c) {
   Chan& ch = m_chans[c];
   ch.reconnecting = false;
   if (ch.up) return;
-  if (!alive(ch.from_kind, ch.from) || !alive(ch.to_kind, ch.to) || partitioned(ch)) {
+  if (!alive(ch.from_kind, ch.from) || !alive(ch.to_kind, ch.to) || partitioned(ch) ||
+      (ch.from_kind == K_LEADER && !linked(ch.from, static_cast<size_t>(ch.to)))) {
     ch.reconnecting = true;
     m_s.after(m_rng.range(50, 500) * k_ms, [this, c] { reconnect(c); });
     return;
@@ -1151,11 +1176,12 @@ void Cluster::start_leader(int i, bool claimed) {
   n.exec = std::make_unique<leader::Executor>(*n.core, *n.io, n.decisions.get());
   for (auto& r : rec.records) n.core->recover(r);
   if (shared()) {
-    // Its decisions not ended, from the store (the real leader's EtcdDecisions::open).
+    // The membership is the store's (the real leader's claim_members); then its decisions
+    // not ended, from the store (the real leader's EtcdDecisions::open), which may name slots
+    // it added.
+    n.core->recover(txlog::Record{leader::k_rec_membership, m_store.members});
     for (auto& [txid, b] : m_store.batches)
       if (b.first == i) n.core->recover(txlog::Record{leader::k_rec_commit, b.second});
-    // The membership is the store's (the real leader's claim_members).
-    n.core->recover(txlog::Record{leader::k_rec_membership, m_store.members});
     int64_t first = m_store_rng.range(0, 1000);
     at_node(K_LEADER, i, m_s.now_us() + first * k_ms, [this, i] { store_keepalive(i); });
   }
@@ -1563,6 +1589,75 @@ void Cluster::remove_member(int slot, int tries) {
             [this, slot, tries] { remove_member(slot, tries + 1); });
 }
 
+void Cluster::add_member(int tries) {
+  // As remove_member: asked of a live leader until one takes it; then watched until done.
+  const size_t slot = 3;
+  bool asked = false;
+  for (size_t i = 0; i < m_leaders.size(); ++i) {
+    auto& l = m_leaders[i];
+    if (!l.alive || !l.core || l.core->members().size() <= slot) continue;
+    auto st = l.core->members().slots[slot].state;
+    if (st == membership::State::in_sync) m_result.features.set(f_adds);
+    if (st != membership::State::joining) return;  // in-sync, or rolled back
+    asked = true;
+  }
+  if (tries > 400) return;
+  int i = static_cast<int>(m_member_rng.below(m_leaders.size()));
+  if (!asked && m_leaders[i].alive && m_leaders[i].core) {
+    trace("--", fmt::format("operator: member add {} at L{}", m_part_addr[slot], i));
+    step_leader(i, leader::ev::Add{0, m_part_addr[slot]});
+  }
+  m_s.after(m_member_rng.range(200, 800) * k_ms, [this, tries] { add_member(tries + 1); });
+}
+
+void Cluster::replace_member(int slot, int tries) {
+  // Asked of a live leader until one takes it. Once a leader's membership has the slot at its
+  // new address, the old node is never reached again: it is lost with its disk, and a new,
+  // empty node at the new address stands in its place (the same index here).
+  auto j = static_cast<size_t>(slot);
+  std::string to = fmt::format("p{}b:1", slot);
+  bool taken = false, done = true;
+  for (size_t i = 0; i < m_leaders.size(); ++i) {
+    auto& l = m_leaders[i];
+    if (!l.alive || !l.core) continue;
+    const auto& s = l.core->members().slots[j];
+    taken |= s.addr == to;
+    done &= s.addr == to && s.state == membership::State::in_sync;
+  }
+  if (taken && m_part_addr[j] != to) {
+    trace("--", fmt::format("P{}'s node is lost with its disk; a new one starts at {}", slot, to));
+    if (m_parts[j].alive) crash(K_PART, slot);
+    auto& n = m_parts[j];
+    n.log = SimLog{};
+    n.store = SimStore{};
+    n.voted_yes.clear();
+    n.durable_prepared.clear();
+    n.durable_committed.clear();
+    n.cluster.clear();
+    for (auto& [txid, t] : m_txns) {
+      t.voted_yes.erase(j);
+      t.committed_to.erase(j);
+    }
+    // An operator's forced outcome there went with the disk (never reported).
+    std::erase_if(m_heur, [&](auto& kv) { return kv.first.second == slot; });
+    std::erase_if(m_op_intent, [&](auto& kv) { return kv.first.second == slot; });
+    m_part_addr[j] = to;
+    start_part(slot);
+  }
+  if (done && taken) {
+    m_result.features.set(f_replaces);
+    return;
+  }
+  if (tries > 400) return;
+  int i = static_cast<int>(m_member_rng.below(m_leaders.size()));
+  if (!taken && m_leaders[i].alive && m_leaders[i].core) {
+    trace("--", fmt::format("operator: member replace P{} {} at L{}", slot, to, i));
+    step_leader(i, leader::ev::Replace{0, j, to});
+  }
+  m_s.after(m_member_rng.range(200, 800) * k_ms,
+            [this, slot, tries] { replace_member(slot, tries + 1); });
+}
+
 void Cluster::heal() {
   m_chaos = false;
   m_partitions.clear();
@@ -1945,7 +2040,10 @@ void Cluster::final_checks() {
     const auto& final_members = m_leaders[0].core->members();
     auto owners = final_members.owners(key);
     for (size_t j = 0; j < m_parts.size(); ++j) {
-      if (final_members.slots[j].state == membership::State::removed) continue;
+      // (A node never added, or whose add rolled back: in no placement.)
+      if (j >= final_members.size() || final_members.slots[j].addr != m_part_addr[j] ||
+          final_members.slots[j].state == membership::State::removed)
+        continue;
       auto it = m_parts[j].store.current().data.find(key);
       std::optional<std::string> have;
       if (it != m_parts[j].store.current().data.end()) have = it->second;

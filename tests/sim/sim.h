@@ -46,6 +46,8 @@ enum Feature {
   f_epoch_refused,  // a participant refused a request of an older membership epoch
   f_claim_race,     // leaders claimed the creation of the cluster at once, from an empty store
   f_removals,       // a participant removed (member remove) under load
+  f_adds,           // a participant added (member add) under load
+  f_replaces,       // a participant's node replaced by a new one (member replace) under load
   k_feature_count
 };
 inline constexpr const char* k_feature_names[k_feature_count] = {"two leaders",
@@ -70,7 +72,9 @@ inline constexpr const char* k_feature_names[k_feature_count] = {"two leaders",
                                                                  "decisions taken again",
                                                                  "older epochs refused",
                                                                  "creations raced",
-                                                                 "members removed"};
+                                                                 "members removed",
+                                                                 "members added",
+                                                                 "members replaced"};
 
 struct Report {
   std::bitset<k_feature_count> features;
