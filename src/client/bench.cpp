@@ -15,6 +15,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "client/client.h"
 #include "common/util.h"
@@ -63,6 +64,7 @@ struct Stats {
   uint64_t committed = 0, reads = 0, errors = 0;
   std::map<std::string, uint64_t> aborts;
   std::vector<uint32_t> lat_us;  // committed writes and reads
+  std::vector<uint64_t> per_second;  // committed writes and reads in each second of the run
 };
 
 class Worker : public std::enable_shared_from_this<Worker> {
@@ -321,6 +323,7 @@ double run_load(asio::io_context& io, const std::vector<Target>& targets, BenchC
                        }(),
                        st.errors)
                 << std::flush;
+    if (!cfg.fill) st.per_second.push_back(done - last);
     last = done;
     bool filled = cfg.fill && cfg.next_fill >= cfg.keys && cfg.in_flight == 0;
     if (el >= duration_ms || filled) {
@@ -370,11 +373,12 @@ void print_summary(const BenchConfig& cfg, Stats& st, double secs) {
         "{{\"clients\":{},\"seconds\":{:.2f},\"ops\":{},\"keys\":{},\"value_size\":{},"
         "\"read_ratio\":{},\"committed\":{},\"committed_per_s\":{:.1f},\"reads\":{},"
         "\"reads_per_s\":{:.1f},\"aborts\":{{{}}},\"errors\":{},\"p50_ms\":{:.3f},"
-        "\"p90_ms\":{:.3f},\"p99_ms\":{:.3f},\"p999_ms\":{:.3f},\"max_ms\":{:.3f}}}\n",
+        "\"p90_ms\":{:.3f},\"p99_ms\":{:.3f},\"p999_ms\":{:.3f},\"max_ms\":{:.3f},"
+        "\"per_second\":[{}]}}\n",
         cfg.clients, secs, cfg.ops, cfg.keys, cfg.value_size, cfg.read_ratio, st.committed, tps,
         st.reads, rps, abort_json, st.errors, ms(pct(st.lat_us, 50)), ms(pct(st.lat_us, 90)),
         ms(pct(st.lat_us, 99)), ms(pct(st.lat_us, 99.9)),
-        ms(st.lat_us.empty() ? 0 : st.lat_us.back()));
+        ms(st.lat_us.empty() ? 0 : st.lat_us.back()), fmt::join(st.per_second, ","));
   } else {
     std::cout << fmt::format(
         "clients {}  duration {:.1f}s  ops/txn {}  keys {}  value {} B  read ratio {}\n"

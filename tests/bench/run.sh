@@ -7,72 +7,12 @@
 # 1,000,000 keys stored, all in plaintext (tpc cluster --insecure); then W2 at 64 clients over
 # TLS and in plaintext, alternated, printed side by side; then W2 at 64 clients with the etcd
 # decision store and two leaders over a three-member etcd, beside the local log and beside
-# etcd's own two-key transaction rate on the same etcd (etcd_bench). Prints one table and
-# writes it as JSON (BENCH_OUT).
+# etcd's own two-key transaction rate on the same etcd (etcd_bench); then a member add under
+# load at 10,000 and 100,000 keys (member.sh). Prints one table and writes it as JSON
+# (BENCH_OUT).
 # Env: BENCH_SECONDS (10) per run, BENCH_MEMORY_SECONDS (60) for the W2 64-client run, which
 # also samples resident memory and log size.
-set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TPC=$ROOT/build/tpc
-FLOOR=$ROOT/build/floor_bench
-ETCD_BENCH=$ROOT/build/etcd_bench
-SECS=${BENCH_SECONDS:-10}
-MEM_SECS=${BENCH_MEMORY_SECONDS:-60}
-OUT=${BENCH_OUT:-$ROOT/build/bench-results.json}
-DATA=$ROOT/build/bench-data
-CLUSTER_PID=""
-CERTS=""  # the running cluster's certificates directory; empty: plaintext
-
-cleanup() {
-  if [ -n "$CLUSTER_PID" ]; then kill -TERM "$CLUSTER_PID" 2>/dev/null || true; wait "$CLUSTER_PID" 2>/dev/null || true; fi
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
-
-jget() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" | head -1; }
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-start_cluster() {  # participants replicas [tls|etcd|nometrics]
-  stop_cluster
-  # Ports: the leader, the participants, then every node's metrics.
-  local n=$1 r=$2 attempt mode=--insecure extra=() span=$((2 * $1 + 1))
-  CERTS=""
-  if [ "${3:-}" = tls ]; then mode=""; CERTS=$DATA/c/certs; fi
-  if [ "${3:-}" = nometrics ]; then extra=(--no-metrics); span=$1; fi
-  # Two leaders over a three-member etcd: one more leader port, etcd's client and peer ports,
-  # then the metrics.
-  if [ "${3:-}" = etcd ]; then extra=(--leaders 2 --decision-store etcd --etcd-members 3); span=$((2 * n + 9)); fi
-  for attempt in 1 2 3 4 5 6 7 8; do
-    rm -rf "$DATA/c"; mkdir -p "$DATA"
-    BASE=$((20000 + RANDOM % 12000))  # below the kernel's ephemeral ports
-    local busy=0
-    for i in $(seq 0 "$span"); do
-      if port_busy $((BASE + i)) || ss -Htan 2>/dev/null | grep -q ":$((BASE + i)) "; then busy=1; fi
-    done
-    [ $busy = 1 ] && continue
-    "$TPC" cluster --participants "$n" --replicas "$r" --port "$BASE" --data-dir "$DATA/c" \
-      --log-level warn $mode "${extra[@]}" >"$DATA/cluster.out" 2>"$DATA/cluster.err" &
-    CLUSTER_PID=$!
-    for _ in $(seq 1 300); do
-      grep -q "tpc cluster is up" "$DATA/cluster.out" 2>/dev/null && return 0
-      kill -0 "$CLUSTER_PID" 2>/dev/null || break   # a port was taken meanwhile: try others
-      sleep 0.05
-    done
-    stop_cluster
-  done
-  echo "cluster did not start:" >&2; cat "$DATA/cluster.err" >&2; exit 1
-}
-stop_cluster() {
-  if [ -n "$CLUSTER_PID" ]; then kill -TERM "$CLUSTER_PID" 2>/dev/null || true; wait "$CLUSTER_PID" 2>/dev/null || true; fi
-  CLUSTER_PID=""
-}
-LEADERS=""  # empty: the one leader at BASE
-client() { "$TPC" client --leader "${LEADERS:-127.0.0.1:$BASE}" ${CERTS:+--certs-dir "$CERTS"} "$@"; }
-bench() {  # clients ops seconds [extra...]
-  local c=$1 o=$2 s=$3; shift 3
-  client bench --clients "$c" --ops "$o" --duration "${s}s" --keys 100000 --value-size 100 --keep \
-    --json "$@"
-}
+source "$(dirname "$0")/lib.sh"
 
 echo "building..." >&2
 make -s -C "$ROOT" build >/dev/null
@@ -267,6 +207,9 @@ C_KEYS=$(leader_stat caught_up_keys); C_BYTES=$(leader_stat caught_up_bytes); C_
 wait "$BP" || true
 kill -TERM "$P3" 2>/dev/null || true; wait "$P3" 2>/dev/null || true
 echo "  in-sync again ${C_MS:-never} ms after its restart (the copy itself ${C_CORE_MS} ms): $C_KEYS keys, $C_BYTES bytes copied" >&2
+# Member add under load: member.sh (also run alone by make bench-member).
+source "$ROOT/tests/bench/member.sh"
+
 ETCD_X=$(awk -v e="$ETCD_BEST" -v o="$ETCD_OWN_BEST" 'BEGIN { printf "%.1f", (o > 0 ? e / o : 0) }')
 stop_cluster
 
@@ -286,6 +229,7 @@ stop_cluster
   echo "  runs: local $LOCAL_RUNS; etcd decisions $ETCD_RUNS; etcd own $ETCD_OWN_RUNS (three etcd members on this machine)"
   echo "availability (W1, 64 clients, 3 participants, --replicas 2): in the 30 s after a participant is killed, $A_RATE% of writes committed ($A_OK committed, $A_ABORTS aborted, $A_ERR errors), p50 $A_P50 ms, p99 $A_P99 ms"
   echo "catch-up after 10 s out under that load: in-sync ${C_MS:-never} ms after the restart (copy ${C_CORE_MS} ms), $C_KEYS keys, $C_BYTES bytes"
+  for l in "${MEMBER_LINES[@]}"; do echo "$l"; done
   echo "memory (W2, 64 clients, ${MEM_SECS}s, $W2_TXNS txns): max RSS of any node $((RSS_MAX / 1024)) MiB; at half time $((${RSS_HALF:-0} / 1024)) MiB, at the end $((${RSS_END:-0} / 1024)) MiB; largest log $((LOG_MAX / 1024)) KiB"
 }
 {
@@ -294,6 +238,7 @@ stop_cluster
   echo "\"metrics\":{\"off_txn_per_s\":$MET_OFF_BEST,\"on_txn_per_s\":$MET_ON_BEST,\"percent\":$MET_PCT},"
   echo "\"etcd\":{\"local_txn_per_s\":$LOCAL_BEST,\"etcd_txn_per_s\":$ETCD_BEST,\"percent_of_local\":$ETCD_PCT,\"etcd_own_txn_per_s\":$ETCD_OWN_BEST,\"times_etcd_own\":$ETCD_X},"
   echo "\"availability\":{\"committed_percent\":$A_RATE,\"committed\":$A_OK,\"aborted\":$A_ABORTS,\"errors\":$A_ERR,\"p50_ms\":$A_P50,\"p99_ms\":$A_P99,\"catchup_ms\":${C_MS:-null},\"copy_ms\":${C_CORE_MS:-null},\"catchup_keys\":${C_KEYS:-0},\"catchup_bytes\":${C_BYTES:-0}},"
+  ( IFS=,; echo "\"member_add\":[${MEMBER_JSON[*]}]," )
   echo "\"memory\":{\"seconds\":$MEM_SECS,\"max_rss_kib\":$RSS_MAX,\"half_rss_kib\":${RSS_HALF:-0},\"end_rss_kib\":${RSS_END:-0},\"max_log_bytes\":$LOG_MAX},"
   echo "\"runs\":["
   ( IFS=,; echo "${JSON_ROWS[*]}" )
