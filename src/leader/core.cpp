@@ -1256,6 +1256,20 @@ void Core::apply_change(int64_t now, Actions& out) {
       on(now, r, out);
     }
   }
+  if (!m_cfg.shared_store) {
+    // A transaction still collecting votes under the placement before this change may lack
+    // the slots that write its keys now (a slot joining, leaving, gaining): it ends now, or it
+    // could commit after their copy was read, without them. (With a shared store: covers()
+    // above.)
+    std::vector<std::string> gone;
+    for (auto& [txid, t] : m_txns)
+      if (t.phase == Phase::preparing && t.placement_gen != m_placement_gen) gone.push_back(txid);
+    for (auto& txid : gone)
+      abort_txn(m_txns.find(txid), "MEMBERSHIP",
+                fmt::format("the placement changed (epoch {}) while it was prepared: try again",
+                            m_members.epoch),
+                out);
+  }
   answer_moves(was, now, out);
   exclude_down(now, out);  // the next one, if any
   if (!m_changing) rejoin(now, out);
