@@ -199,7 +199,8 @@ int run_member_change(const Options& o, const std::string& request, std::ostream
     err << "member: " << protocol::escape_display(*r) << "\n";
     if (t.size() >= 2 && t[1] == "NOTFOUND") return k_not_found;
     if (t.size() >= 2 && (t[1] == "DENIED" || t[1] == "PROTO")) return k_usage;
-    if (t.size() >= 2 && t[1] == "STATE") return k_aborted;
+    // Refused, or an add rolled back (the new participant unreachable): nothing changed.
+    if (t.size() >= 2 && (t[1] == "STATE" || t[1] == "UNAVAILABLE")) return k_aborted;
     return k_unknown;
   }
   err << "member: " << last_error
