@@ -276,7 +276,7 @@ void Core::on(int64_t now, ev::Pause& e, Actions& out) {
   }
   // A copy of a participant that is not in-sync lacks writes: a backup needs every one.
   for (auto& slot : m_members.slots)
-    if (slot.state != membership::State::in_sync)
+    if (slot.state != membership::State::in_sync && slot.state != membership::State::removed)
       return out.list.push_back(act::Reply{
           e.client,
           reply(ClientReply::error, "UNAVAILABLE",

@@ -773,6 +773,7 @@ void Server::on_peers(Reply reply) {
   // PEERS {ADDR up|down|refused[ REASON]}
   LineBuilder b("PEERS");
   for (auto& l : m_links) {
+    if (l->stopped()) continue;  // a removed participant's
     b.raw(l->address()).raw(l->up() ? "up" : l->refused().empty() ? "down" : "refused");
     if (!l->up() && !l->refused().empty()) b.arg(l->refused());
   }

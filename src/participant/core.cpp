@@ -529,8 +529,11 @@ void Core::on(int64_t, int64_t, ev::Flush&, Actions& out) {
   // dropped it here) is not written back: its owners have it.
   bool filter = false;
   if (m_members && !m_members->members.moving()) {
-    size_t me = m_members->slot;
-    filter = me < m_members->members.size() && m_members->members.placed(me);
+    const auto& mem = m_members->members;
+    size_t me = m_members->slot, placed = 0;
+    for (size_t p = 0; p < mem.size(); ++p) placed += mem.placed(p);
+    // (With every key on every placed slot, it owns them all.)
+    filter = me < mem.size() && mem.placed(me) && mem.copies() < placed;
   }
   m_filtered_ops.clear();
   for (auto& txid : m_commit_queue) {

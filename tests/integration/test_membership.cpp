@@ -152,6 +152,13 @@ TEST_SUITE("membership") {
     CHECK(after_ok == after);
     CHECK(check_reads(c, w) == 0);
     CHECK(c.stat(-1, "out") == 0);
+    // A backup takes the two left (the removed one is in no placement, and dead).
+    auto b = c.client({"backup", c.dir() + "/backup"});
+    CHECK(b.code == 0);
+    std::string manifest = read_file(c.dir() + "/backup/manifest");
+    CHECK(contains(manifest, c.participant_addr(0)));
+    CHECK_FALSE(contains(manifest, c.participant_addr(1)));
+    CHECK(contains(manifest, c.participant_addr(2)));
   }
 
   TEST_CASE("a leader killed at each step of member remove recovers one membership") {
