@@ -736,6 +736,64 @@ TEST_SUITE("participant catch-up") {
   }
 }
 
+TEST_SUITE("participant membership changes") {
+  TEST_CASE(
+      "after a member add a participant drops the keys it lost, also from a later commit, "
+      "and releases their locks") {
+    store::MemStore s;
+    Driver d(s);
+    // Slot 0 of three, two copies of each key: it holds every key it owns.
+    auto was = membership::Membership::initial({"a:1", "b:2", "c:3"}, 2);
+    d.step(ev::Members{0, was, 1});
+    std::vector<std::string> mine;
+    for (int i = 0; i < 200; ++i) {
+      std::string k = "k" + std::to_string(i);
+      auto o = was.owners(k);
+      if (std::count(o.begin(), o.end(), 0u)) mine.push_back(k);
+    }
+    for (size_t i = 0; i < mine.size(); ++i) {
+      std::string txid = "L.1." + std::to_string(i + 1);
+      d.prepare(1, txid, put(mine[i], "v"));
+      d.durable(k_rec_prepared, txid);
+      d.commit(2, txid);
+    }
+    REQUIRE(s.m_data.size() == mine.size());
+    // A fourth slot joins; a write of a key it takes is prepared here before the cutover.
+    auto next = was;
+    next.slots.push_back({"d:4", "d:4", membership::State::joining});
+    next.epoch = 2;
+    d.step(ev::Members{0, next, 2});
+    std::string lost;
+    for (auto& k : mine) {
+      auto o = next.next_owners(k);
+      if (!std::count(o.begin(), o.end(), 0u)) lost = k;
+    }
+    REQUIRE(!lost.empty());
+    d.prepare(3, "L.1.900", put(lost, "late"));
+    d.durable(k_rec_prepared, "L.1.900");
+    auto after = next.cutover();
+    d.step(ev::Members{0, after, 3});
+    // Every key it no longer owns is gone; the rest stays.
+    size_t kept = 0;
+    for (auto& k : mine) {
+      auto o = after.owners(k);
+      bool owns = std::count(o.begin(), o.end(), 0u) > 0;
+      CHECK(s.m_data.count(k) == static_cast<size_t>(owns));
+      kept += owns;
+    }
+    CHECK(kept < mine.size());
+    CHECK(d.core.pruned_keys() == mine.size() - kept);
+    // The late commit leaves the lost key out, and releases its lock: a new write of it
+    // prepares.
+    d.commit(4, "L.1.900");
+    CHECK_FALSE(s.m_data.count(lost));
+    d.prepare(5, "L.1.901", put(lost, "again"));
+    d.durable(k_rec_prepared, "L.1.901");
+    CHECK(d.reply(5) == "YES 7");
+    CHECK(d.core.check_invariants().empty());
+  }
+}
+
 TEST_SUITE("participant epochs") {
   TEST_CASE("requests of an older membership epoch are refused, and a newer one is recorded once") {
     store::MemStore s;
