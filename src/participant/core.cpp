@@ -718,6 +718,19 @@ void Core::read(ClientId client, const std::string& key, int64_t now, int64_t de
       return;
     }
   }
+  // A key a change moved away since the read was sent (it waited for a lock meanwhile): this
+  // copy may be pruned; the leader asks another.
+  if (m_members && !m_members->members.moving()) {
+    const auto& mem = m_members->members;
+    size_t me = m_members->slot;
+    auto o = me < mem.size() && mem.placed(me) ? mem.owners(key) : std::vector<size_t>{me};
+    if (!std::count(o.begin(), o.end(), me))
+      return reply(out, client,
+                   read_reply(protocol::ReadReply::error, "", "EPOCH",
+                              fmt::format("key {} is no longer this participant's (membership "
+                                          "epoch {})",
+                                          protocol::escape(key), m_members->epoch)));
+  }
   auto v = m_store.get(key);
   if (!v)
     return reply(out, client,

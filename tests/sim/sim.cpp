@@ -318,6 +318,9 @@ class Cluster {
   void operate();
   std::map<std::pair<std::string, int>, bool> m_op_intent;  // (txid, P) -> commit: being forced
   std::map<std::pair<std::string, int>, bool> m_heur;       // (txid, P) -> commit: durable
+  // Forced outcomes at a participant whose node was then lost with its disk (member replace):
+  // its report may or may not have reached the leader.
+  std::set<std::pair<std::string, int>> m_heur_lost;
   bool heuristic_at(const std::string& txid, int j) const { return m_heur.count({txid, j}) > 0; }
   bool heuristic_txn(const std::string& txid) const {
     auto it = m_heur.lower_bound({txid, INT_MIN});
@@ -1638,8 +1641,9 @@ void Cluster::replace_member(int slot, int tries) {
       t.voted_yes.erase(j);
       t.committed_to.erase(j);
     }
-    // An operator's forced outcome there went with the disk (never reported).
-    std::erase_if(m_heur, [&](auto& kv) { return kv.first.second == slot; });
+    // An operator's forced outcome there went with the disk: reported or not (both may be).
+    for (auto& [key, commit] : m_heur)
+      if (key.second == slot) m_heur_lost.insert(key);
     std::erase_if(m_op_intent, [&](auto& kv) { return kv.first.second == slot; });
     m_part_addr[j] = to;
     start_part(slot);
@@ -1966,7 +1970,7 @@ void Cluster::final_checks() {
     for (auto& op : t.ops) tainted.insert(op.key);
     bool decided = t.decided_at != 0;
     ++m_result.heuristics;
-    if (commit == decided) continue;
+    if (commit == decided || m_heur_lost.count(key)) continue;
     ++m_result.mismatches;
     const auto& ms = m_leaders.at(static_cast<size_t>(t.leader)).core->mismatches();
     auto it = ms.find({txid, static_cast<size_t>(j)});
