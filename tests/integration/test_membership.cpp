@@ -210,6 +210,13 @@ TEST_SUITE("membership") {
     CHECK(after_ok == 200);
     CHECK(check_reads(c, w) == 0);
     CHECK(c.stat(-1, "in_sync") == 4);
+    // A leader restarted with the --peers the cluster was made with says they are outdated,
+    // and uses the membership: the fourth participant stays, every key reads.
+    c.leader()->terminate();
+    c.start_leader();
+    REQUIRE(wait_for([&] { return c.stat(-1, "in_sync") == 4; }, 10000));
+    CHECK(contains(c.log_of_leader(), "--peers is outdated"));
+    CHECK(check_reads(c, w) == 0);
   }
 
   TEST_CASE(
