@@ -45,9 +45,14 @@ TEST_SUITE("sim") {
   // leader; 26938, a PREPARE that overtook SYNCBEGIN and committed at the learner before its
   // pass began; 36673, a leader that woke at once, forever, for requests parked while paused;
   // 49125, a decision taken again under a membership whose placement had changed (a removal)
-  // though the slots that write its keys now never voted.
+  // though the slots that write its keys now never voted; 6039, a transaction prepared before
+  // a member add that committed after the new slot's copy, without it; 59139, a read that
+  // waited for a lock at a participant that a member add then pruned the key from; 1377, a
+  // leader over a shared store recovering decisions that name an added slot before the
+  // membership that has it.
   TEST_CASE("seeds that found bugs hold every invariant") {
-    for (uint64_t seed : {1642, 32484, 9251, 13927, 26938, 36673, 49125}) run_seeds(seed, 1);
+    for (uint64_t seed : {1642, 32484, 9251, 13927, 26938, 36673, 49125, 6039, 59139, 1377})
+      run_seeds(seed, 1);
   }
 
   TEST_CASE("a seed replays to the identical trace") {
