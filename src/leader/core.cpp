@@ -352,7 +352,7 @@ void Core::on(int64_t now, ev::Add& e, Actions& out) {
         if (m_move_waiting.empty()) m_move_started_ms = now, m_move_from = m_catchup_totals;
         return m_move_waiting.push_back(e.client);
       }
-      if (m == &m_members && !m_changing)
+      if (m == &m_members)  // added already (whatever change runs now)
         return out.list.push_back(act::Reply{
             e.client,
             reply(ClientReply::ok, "",

@@ -404,9 +404,10 @@ void Server::check_given_peers() {
                              : static_cast<size_t>(m_given_replicas) == mem.replicas;
     if (m_given_peers != now || !same_replicas)
       throw Error(fmt::format(
-          "--peers {} --replicas {} are neither the set this cluster was made with ({}, "
-          "replicas {}; {}/participants) nor its membership in effect (epoch {}: {}): keys "
-          "would be looked up in the wrong place; start with either, or a new --data-dir",
+          "--peers {} --replicas {} name a different participant set than this cluster was "
+          "made with ({}, replicas {}; {}/participants) and than its membership in effect "
+          "(epoch {}: {}): keys would be looked up in the wrong place; start with either, or a "
+          "new --data-dir",
           fmt::join(m_given_peers, ","), m_given_replicas, fmt::join(m_cfg.peers, ","),
           m_cfg.replicas, m_cfg.data_dir, mem.epoch, fmt::join(now, ",")));
     return;

@@ -695,11 +695,11 @@ void Core::on(int64_t now, int64_t, ev::Read& e, Actions& out) {
     return reply(
         out, e.client,
         protocol::ReadReply{protocol::ReadReply::error, "", "EPOCH", epoch_refusal(e.epoch)});
-  read(e.client, e.key, now, now + m_cfg.read_timeout_ms, out);
+  read(e.client, e.key, now, now + m_cfg.read_timeout_ms, out, e.epoch != 0);
 }
 
 void Core::read(ClientId client, const std::string& key, int64_t now, int64_t deadline,
-                Actions& out) {
+                Actions& out, bool leaders) {
   auto lk = m_locks.find(key);
   if (lk != m_locks.end()) {
     auto& p = m_prepared.at(lk->second);
@@ -713,14 +713,14 @@ void Core::read(ClientId client, const std::string& key, int64_t now, int64_t de
                                 fmt::format("key {} has a prepared write of {} whose outcome "
                                             "is not known yet",
                                             protocol::escape(key), p.txid)));
-      m_readers.emplace(key, Reader{client, deadline});
+      m_readers.emplace(key, Reader{client, deadline, leaders});
       m_read_deadlines.insert({deadline, key});
       return;
     }
   }
   // A key a change moved away since the read was sent (it waited for a lock meanwhile): this
   // copy may be pruned; the leader asks another.
-  if (m_members && !m_members->members.moving()) {
+  if (leaders && m_members && !m_members->members.moving()) {
     const auto& mem = m_members->members;
     size_t me = m_members->slot;
     auto o = me < mem.size() && mem.placed(me) ? mem.owners(key) : std::vector<size_t>{me};
@@ -749,7 +749,7 @@ void Core::wake_readers(const std::vector<std::string>& keys, Actions& out) {
       m_read_deadlines.erase({it->second.deadline_ms, key});
     }
     m_readers.erase(range.first, range.second);
-    for (auto& r : ready) read(r.client, key, m_now, r.deadline_ms, out);
+    for (auto& r : ready) read(r.client, key, m_now, r.deadline_ms, out, r.leaders);
   }
 }
 

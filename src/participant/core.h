@@ -328,7 +328,10 @@ class Core {
   bool resolving(const std::string& txid, ClientId client, Actions& out);
   void abort(const std::string& txid, ClientId client, Actions& out);
   void finish(std::map<std::string, Prepared>::iterator it, Actions& out);
-  void read(ClientId client, const std::string& key, int64_t now, int64_t deadline, Actions& out);
+  // `leaders`: a leader's READ (with its epoch), refused for a key this participant no longer
+  // owns; an operator's reads any key held here.
+  void read(ClientId client, const std::string& key, int64_t now, int64_t deadline, Actions& out,
+            bool leaders = false);
   // Re-runs the blocked reads of `keys` at the current step's time.
   void wake_readers(const std::vector<std::string>& keys, Actions& out);
   // The range a scan answered for (or would): under `prefix`, after `after`, and up to `upto`
@@ -411,6 +414,7 @@ class Core {
   struct Reader {
     ClientId client;
     int64_t deadline_ms;
+    bool leaders = false;  // read()'s
   };
   std::multimap<std::string, Reader> m_readers;                // blocked reads by key
   std::set<std::pair<int64_t, std::string>> m_read_deadlines;  // (deadline, key)

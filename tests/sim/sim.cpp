@@ -1406,7 +1406,7 @@ void Cluster::part_line(int j, const std::string& line, Incoming in) {
     auto r = protocol::decode_read(t);
     n.waiting[id] = in;
     in.txid.clear();
-    step_part(j, participant::ev::Read{id, r->key});
+    step_part(j, participant::ev::Read{id, r->key, r->epoch});
   } else if (t[0] == "SCAN" || t[0] == "SCANCHECK") {
     n.waiting[id] = in;
     in.txid.clear();
