@@ -1,5 +1,6 @@
 // tpc client backup DIR (docs/operations.md):
-//   DIR/manifest              cluster id, time, replicas, participants in --peers order
+//   DIR/manifest              cluster id, time, replicas, participants in slot order, and the
+//                             membership (MEMBERS: epoch, each slot's id, address, state)
 //   DIR/participant-ID/data.db  that participant's store at the backup point
 #include <fcntl.h>
 #include <unistd.h>
@@ -176,6 +177,13 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
     return k_unknown;
   }
   auto lf = protocol::parse_fields(*stats);
+  // The membership at the backup (MEMBERS: epoch, then each slot's id, address and state),
+  // kept in the manifest: which place each copy held.
+  auto members = leader->call("MEMBERS", 5000);
+  if (!members || members->rfind("MEMBERS ", 0) != 0) {
+    err << "backup: the leader did not describe its membership\n";
+    return k_unknown;
+  }
   std::vector<Part> parts;
   if (auto rc = open_parts(*leader, parts, err)) return *rc;
   int64_t pause_ms = 0;
@@ -195,6 +203,7 @@ int run_backup(const Options& o, const std::string& dir, std::ostream& out, std:
       fmt::format("# tpc backup\ncluster {}\ntaken_at_ms {}\nreplicas {}\n", lf["cluster"],
                   wall_ms(), lf["replicas"].empty() ? "0" : lf["replicas"]);
   for (auto& p : parts) manifest += fmt::format("participant {} {}\n", p.id, p.addr);
+  manifest += "members " + members->substr(8) + "\n";
   txlog::write_file_atomic(dir + "/manifest", manifest);
   if (int e = txlog::sync_dir(dir); e != 0) {
     err << "backup: cannot sync " << dir << "\n";

@@ -157,8 +157,10 @@ TEST_SUITE("membership") {
     CHECK(b.code == 0);
     std::string manifest = read_file(c.dir() + "/backup/manifest");
     CHECK(contains(manifest, c.participant_addr(0)));
-    CHECK_FALSE(contains(manifest, c.participant_addr(1)));
+    CHECK_FALSE(contains(manifest, "participant 2 " + c.participant_addr(1)));
     CHECK(contains(manifest, c.participant_addr(2)));
+    // It records the membership: the removed participant is there, as removed.
+    CHECK(contains(manifest, c.participant_addr(1) + " removed"));
   }
 
   TEST_CASE("a leader killed at each step of member remove recovers one membership") {
