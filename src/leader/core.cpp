@@ -286,7 +286,14 @@ void Core::on(int64_t now, ev::Pause& e, Actions& out) {
 }
 
 void Core::check_paused(Actions& out) {
-  if (m_paused->client == 0 || !m_txns.empty()) return;
+  if (m_paused->client == 0) return;
+  // In flight: any transaction but a decided one that waits only for removed participants
+  // (never contacted again, and in no backup: every other store holds it).
+  for (auto& [txid, t] : m_txns) {
+    if (t.phase != Phase::committed) return;
+    for (auto& [p, pend] : t.unacked)
+      if (p >= m_members.size() || m_members.slots[p].state != membership::State::removed) return;
+  }
   out.list.push_back(act::Reply{m_paused->client, reply(ClientReply::ok)});
   m_paused->client = 0;
 }
@@ -427,7 +434,10 @@ void Core::move_keys(int64_t now, Actions& out) {
   if (m_members.count(membership::State::catching_up)) return;
   // With rendezvous placement a slot that stays gains keys only from one that leaves: with
   // none leaving (a member add) only the joining slots copy.
-  bool leaving = m_members.count(membership::State::leaving) > 0;
+  // Nor with every key on every slot already (full replication): a leaving slot gives none.
+  size_t placed = 0;
+  for (size_t p = 0; p < m_members.size(); ++p) placed += m_members.placed(p);
+  bool leaving = m_members.count(membership::State::leaving) > 0 && m_members.copies() < placed;
   size_t next_slots = 0, next_current = 0;
   for (size_t p = 0; p < m_members.size(); ++p) {
     auto st = m_members.slots[p].state;

@@ -1695,9 +1695,13 @@ void Cluster::client_pause(int c) {
         if (info.leader != l || !info.decided_at) continue;
         // Those that prepared it (an owner out, or a learner that dropped out of it, did not:
         // its copy brings the write, and a backup takes in-sync participants only).
+        // (A removed participant is in no backup.)
+        const auto* lc = m_leaders[static_cast<size_t>(l)].core.get();
         for (auto p : info.voted_yes)
           if (m_parts[p].alive && !m_parts[p].store.current().history.count(txid) &&
-              !heuristic_at(txid, static_cast<int>(p)))
+              !heuristic_at(txid, static_cast<int>(p)) &&
+              !(lc && p < lc->members().size() &&
+                lc->members().slots[p].state == membership::State::removed))
             violation(fmt::format("L{} paused (OK) while its commit {} is not applied on P{}", l,
                                   txid, p));
       }
@@ -2065,8 +2069,11 @@ void Cluster::final_checks() {
       if (!info.decided_at) violation("acknowledged " + t.rid + " has no durable decision");
       // On every participant it was committed to (an owner out at the time, or a learner
       // that dropped out of it, got it by its copy: checked above, by the values).
+      // (A participant removed since is never contacted again: it may not have applied it.)
+      const auto& fm = m_leaders[0].core->members();
       for (auto p : info.committed_to)
-        if (info.voted_yes.count(p) && !m_parts[p].store.current().history.count(t.txid))
+        if (info.voted_yes.count(p) && !m_parts[p].store.current().history.count(t.txid) &&
+            !(p < fm.size() && fm.slots[p].state == membership::State::removed))
           violation(fmt::format("acknowledged {} ({}) was never applied on P{}", t.rid, t.txid, p));
     } else if (t.outcome == ClientTxn::aborted) {
       for (auto& [txid, info] : m_txns)
