@@ -305,6 +305,13 @@ void Core::on(int64_t now, ev::Resume& e, Actions& out) {
       e.client, was ? reply(ClientReply::ok) : reply(ClientReply::error, "STATE", "not paused")});
 }
 
+void Core::wait_for_move(int64_t now, ClientId client) {
+  // What moved is counted from the first operator's request here (a leader restarted in
+  // between counts from its restart).
+  if (m_move_waiting.empty()) m_move_started_ms = now, m_move_from = m_catchup_totals;
+  m_move_waiting.push_back(client);
+}
+
 void Core::on(int64_t now, ev::Remove& e, Actions& out) {
   auto refuse = [&](const std::string& why) {
     out.list.push_back(act::Reply{e.client, reply(ClientReply::error, "STATE", why)});
@@ -319,8 +326,7 @@ void Core::on(int64_t now, ev::Remove& e, Actions& out) {
   if (slot.state == membership::State::leaving ||
       (m_changing && e.slot < m_changing->size() &&
        m_changing->slots[e.slot].state == membership::State::leaving)) {  // under way
-    if (m_move_waiting.empty()) m_move_started_ms = now, m_move_from = m_catchup_totals;
-    return m_move_waiting.push_back(e.client);
+    return wait_for_move(now, e.client);
   }
   if (m_changing || m_members.moving() || m_replacing)
     return refuse("the members are changing already: try again when that change is done");
@@ -336,10 +342,8 @@ void Core::on(int64_t now, ev::Remove& e, Actions& out) {
   if (left == 0) return refuse("it is the last in-sync participant");
   auto next = m_members;
   next.slots[e.slot].state = membership::State::leaving;
-  m_move_waiting.push_back(e.client);
-  m_move_started_ms = now;
-  m_move_from = m_catchup_totals;
   m_gained.clear();
+  wait_for_move(now, e.client);
   change_members(std::move(next), out);
 }
 
@@ -356,8 +360,7 @@ void Core::on(int64_t now, ev::Add& e, Actions& out) {
       const auto& slot = m->slots[p];
       if (slot.addr != e.addr || slot.state == State::removed) continue;
       if (slot.state == State::joining) {
-        if (m_move_waiting.empty()) m_move_started_ms = now, m_move_from = m_catchup_totals;
-        return m_move_waiting.push_back(e.client);
+        return wait_for_move(now, e.client);
       }
       if (m == &m_members)  // added already (whatever change runs now)
         return out.list.push_back(act::Reply{
@@ -380,10 +383,8 @@ void Core::on(int64_t now, ev::Add& e, Actions& out) {
   if (taken(name)) name = fmt::format("{}#{}", e.addr, m_members.epoch + 1);
   auto next = m_members;
   next.slots.push_back({name, e.addr, State::joining});
-  m_move_waiting.push_back(e.client);
-  m_move_started_ms = now;
-  m_move_from = m_catchup_totals;
   m_gained.clear();
+  wait_for_move(now, e.client);
   change_members(std::move(next), out);
 }
 

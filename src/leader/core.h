@@ -527,6 +527,8 @@ class Core {
   void on(int64_t now, ev::Pause& e, Actions& out);
   void on(int64_t now, ev::Resume& e, Actions& out);
   void on(int64_t now, ev::Remove& e, Actions& out);
+  // `client` is answered once the members stop moving (answer_moves).
+  void wait_for_move(int64_t now, ClientId client);
   void on(int64_t now, ev::Add& e, Actions& out);
   void on(int64_t now, ev::Replace& e, Actions& out);
   // The address participant p is reached at now.

@@ -267,12 +267,8 @@ void Server::sync_links() {
       pins_changed = true;
     }
     if (p >= m_links.size()) {
-      if (slot.state == membership::State::removed) {  // a placeholder, never started
-        make_link(p);
-        m_links[p]->stop();
-      } else {
-        make_link(p);
-      }
+      make_link(p);
+      if (slot.state == membership::State::removed) m_links[p]->stop();  // a placeholder
       continue;
     }
     if (slot.state == membership::State::removed) {

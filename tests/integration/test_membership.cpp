@@ -79,6 +79,15 @@ long wait_total_keys(Cluster& c, const std::vector<int>& parts, long want) {
   return total;
 }
 
+// The steps of a member add or remove: the first change (joining or leaving) before and
+// after its fsync, the copy of the keys a slot gains (a SYNC page), the cutover before and
+// after its fsync.
+const std::vector<std::pair<std::string, int>> k_move_steps = {{"leader/beforeMembershipFsync", 1},
+                                                               {"leader/afterMembershipFsync", 1},
+                                                               {"leader/sendSyncPage", 1},
+                                                               {"leader/beforeMembershipFsync", 2},
+                                                               {"leader/afterMembershipFsync", 2}};
+
 // A leader killed with kill -9 at each of `steps` (failpoint, nth hit) while `args` runs under
 // writes: restarted without the failpoint, it recovers, the command returns done, and `check`
 // then holds. `prepare` runs on the fresh cluster before the command.
@@ -167,11 +176,7 @@ TEST_SUITE("membership") {
     // The removal's steps: leaving (a membership change), the copy of the keys each slot
     // gains (SYNC pages), the cutover (a membership change).
     leader_killed_at_steps(
-        {{"leader/beforeMembershipFsync", 1},
-         {"leader/afterMembershipFsync", 1},
-         {"leader/sendSyncPage", 1},
-         {"leader/beforeMembershipFsync", 2},
-         {"leader/afterMembershipFsync", 2}},
+        k_move_steps,
         [](Cluster&) {
           return std::vector<std::string>{"remove", "3"};
         },
@@ -252,11 +257,7 @@ TEST_SUITE("membership") {
   TEST_CASE("a leader killed at each step of member add and replace recovers one membership") {
     // Add: joining (a change), the copy of the keys it gains, the cutover (a change).
     leader_killed_at_steps(
-        {{"leader/beforeMembershipFsync", 1},
-         {"leader/afterMembershipFsync", 1},
-         {"leader/sendSyncPage", 1},
-         {"leader/beforeMembershipFsync", 2},
-         {"leader/afterMembershipFsync", 2}},
+        k_move_steps,
         [](Cluster& c) {
           int n = c.add_participant();
           return std::vector<std::string>{"add", c.participant_addr(n)};

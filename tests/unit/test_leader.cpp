@@ -1207,6 +1207,18 @@ TEST_SUITE("creation claim") {
   }
 }
 
+// What each participant holds when keys k0..k(N-1) are on their owners in `m`, valued
+// v0..v(N-1): slot -> key -> value.
+std::map<size_t, std::map<std::string, std::string>> held_by_owners(const membership::Membership& m,
+                                                                    int n) {
+  std::map<size_t, std::map<std::string, std::string>> held;
+  for (int i = 0; i < n; ++i) {
+    std::string k = "k" + std::to_string(i);
+    for (auto p : m.owners(k)) held[p][k] = "v" + std::to_string(i);
+  }
+  return held;
+}
+
 // Runs a membership change to its end: membership records durable, copies answered from
 // `held` (what each slot holds), a link up for each slot whose link is new (a member add, a
 // replace; not for the slots in `down`), timers run. Returns client `c`'s answer (nullopt: none in
@@ -1287,12 +1299,8 @@ TEST_SUITE("leader membership changes") {
 
   TEST_CASE("member add: the new slot copies only the keys it gains, then it is in-sync") {
     Driver d(config(1, 2));
-    std::map<size_t, std::map<std::string, std::string>> held;
     auto m0 = d.core.members();
-    for (int i = 0; i < 200; ++i) {
-      std::string k = "k" + std::to_string(i);
-      for (auto p : m0.owners(k)) held[p][k] = "v" + std::to_string(i);
-    }
+    auto held = held_by_owners(m0, 200);
     auto a = d.step(ev::Add{7, "127.0.0.1:4"});
     // Another change while it is under way is refused; the same add again waits for it.
     auto other = Driver::reply_to(d.step(ev::Remove{9, 1}), 9);
@@ -1378,12 +1386,8 @@ TEST_SUITE("leader membership changes") {
       "member replace: the slot keeps its keys' placement and is filled at its new "
       "address") {
     Driver d(config(1, 2));
-    std::map<size_t, std::map<std::string, std::string>> held;
     auto m0 = d.core.members();
-    for (int i = 0; i < 100; ++i) {
-      std::string k = "k" + std::to_string(i);
-      for (auto p : m0.owners(k)) held[p][k] = "v" + std::to_string(i);
-    }
+    auto held = held_by_owners(m0, 100);
     // The old node is dead; the new one holds nothing.
     d.step(ev::LinkDown{1});
     held[1].clear();
@@ -1502,12 +1506,8 @@ TEST_SUITE("leader membership changes") {
       "removed") {
     Driver d(config(1, 2));
     // What each participant holds: every key on its owners.
-    std::map<size_t, std::map<std::string, std::string>> held;
     auto m0 = d.core.members();
-    for (int i = 0; i < 60; ++i) {
-      std::string k = "k" + std::to_string(i);
-      for (auto p : m0.owners(k)) held[p][k] = "v" + std::to_string(i);
-    }
+    auto held = held_by_owners(m0, 60);
     auto a = d.step(ev::Remove{7, 2});
     // Another removal while one is under way is refused; the same one again waits for it.
     auto other = Driver::reply_to(d.step(ev::Remove{9, 1}), 9);
