@@ -323,25 +323,33 @@ void Core::on(int64_t now, ev::Remove& e, Actions& out) {
     return out.list.push_back(act::Reply{
         e.client, reply(ClientReply::ok, "",
                         fmt::format("{} removed (epoch {})", slot.addr, m_members.epoch))});
-  if (slot.state == membership::State::leaving ||
-      (m_changing && e.slot < m_changing->size() &&
-       m_changing->slots[e.slot].state == membership::State::leaving)) {  // under way
-    return wait_for_move(now, e.client);
+  auto leaves = [](membership::State st) {
+    return st == membership::State::leaving || st == membership::State::leaving_out;
+  };
+  if (leaves(slot.state) ||
+      (m_changing && e.slot < m_changing->size() && leaves(m_changing->slots[e.slot].state))) {
+    return wait_for_move(now, e.client);  // under way
   }
   if (m_changing || m_members.moving() || m_replacing)
     return refuse("the members are changing already: try again when that change is done");
-  if (slot.state != membership::State::in_sync)
-    return refuse(
-        fmt::format("{} is {}: only an in-sync participant is removed (its keys are "
-                    "copied from it)",
-                    slot.addr, membership::name(slot.state)));
+  // An in-sync slot leaves serving its keys until the cutover; one that is out (or unreachable,
+  // and may be marked out) leaves as leaving-out: its keys are copied from the other owners.
+  bool dead = slot.state == membership::State::in_sync && !m_up[e.slot] &&
+              !connecting(e.slot, now) && m_members.may_exclude(e.slot);
+  if (slot.state != membership::State::in_sync && slot.state != membership::State::out)
+    return refuse(fmt::format(
+        "{} is {}: a participant is removed when in-sync or out (wait until its catch-up ends, "
+        "or until it is marked out)",
+        slot.addr, membership::name(slot.state)));
   size_t left = 0;
   for (size_t p = 0; p < m_members.size(); ++p)
     left += p != e.slot && m_members.placed(p) &&
             m_members.slots[p].state == membership::State::in_sync;
   if (left == 0) return refuse("it is the last in-sync participant");
   auto next = m_members;
-  next.slots[e.slot].state = membership::State::leaving;
+  next.slots[e.slot].state = slot.state == membership::State::out || dead
+                                 ? membership::State::leaving_out
+                                 : membership::State::leaving;
   m_gained.clear();
   wait_for_move(now, e.client);
   change_members(std::move(next), out);
@@ -409,7 +417,8 @@ void Core::on(int64_t now, ev::Replace& e, Actions& out) {
   }
   if (m_changing || m_members.moving() || m_replacing)
     return refuse("the members are changing already: try again when that change is done");
-  if (slot.state == State::removed || slot.state == State::joining || slot.state == State::leaving)
+  if (slot.state == State::removed || slot.state == State::joining ||
+      slot.state == State::leaving || slot.state == State::leaving_out)
     return refuse(fmt::format("participant {} is {}", e.slot, membership::name(slot.state)));
   for (auto& s : m_members.slots)
     if (s.addr == e.addr && s.state != State::removed)
@@ -438,7 +447,10 @@ void Core::move_keys(int64_t now, Actions& out) {
   // Nor with every key on every slot already (full replication): a leaving slot gives none.
   size_t placed = 0;
   for (size_t p = 0; p < m_members.size(); ++p) placed += m_members.placed(p);
-  bool leaving = m_members.count(membership::State::leaving) > 0 && m_members.copies() < placed;
+  bool leaving = m_members.count(membership::State::leaving) +
+                         m_members.count(membership::State::leaving_out) >
+                     0 &&
+                 m_members.copies() < placed;
   size_t next_slots = 0, next_current = 0;
   for (size_t p = 0; p < m_members.size(); ++p) {
     auto st = m_members.slots[p].state;
@@ -1299,7 +1311,7 @@ void Core::answer_moves(const membership::Membership& was, int64_t now, Actions&
     for (size_t p = 0; p < was.size(); ++p) {
       auto a = was.slots[p].state, b = m_members.slots[p].state;
       if (a == State::joining) note(b == State::in_sync ? added : rolled_back, p);
-      if (a == State::leaving) note(gone, p);
+      if (a == State::leaving || a == State::leaving_out) note(gone, p);
     }
     ClientReply r;
     if (!rolled_back.empty())
@@ -1395,9 +1407,11 @@ void Core::exclude_down(int64_t now, Actions& out) {
     if (m_up[p] || connecting(p, now) || !m_members.may_exclude(p)) continue;
     auto next = m_members;
     // A slot being added that stays unreachable: the add rolls back (it owns nothing yet).
-    next.slots[p].state = m_members.slots[p].state == membership::State::joining
-                              ? membership::State::removed
-                              : membership::State::out;
+    // One being removed: the removal goes on without it (its keys copied from the others).
+    auto st = m_members.slots[p].state;
+    next.slots[p].state = st == membership::State::joining   ? membership::State::removed
+                          : st == membership::State::leaving ? membership::State::leaving_out
+                                                             : membership::State::out;
     return change_members(std::move(next), out);
   }
 }
@@ -1437,6 +1451,7 @@ void Core::start_catchup(size_t slot, int64_t now, Actions& out, bool gain) {
     if (p != slot && (m_members.slots[p].state == membership::State::in_sync ||
                       m_members.slots[p].state == membership::State::leaving))
       c.sources.push_back(p);
+  c.sources = live_sources(c, now);
   // Every key on every slot: the first source has them all.
   if (!gain && m_members.copies() == m_members.size() && !c.sources.empty()) c.sources.resize(1);
   if (c.sources.empty()) {  // nothing to copy from now: again at a later tick
@@ -1445,6 +1460,21 @@ void Core::start_catchup(size_t slot, int64_t now, Actions& out, bool gain) {
   }
   m_catchup = std::move(c);
   catchup_send(now, out);
+}
+
+std::vector<size_t> Core::live_sources(const CatchUp& c, int64_t now) const {
+  // Every key it copies keeps a source among its owners while fewer than copies() placed
+  // slots are no source. (The slot that copies is one of them when it catches up: it owns
+  // what it copies; not when it gains keys: it owns none of them yet.)
+  std::vector<size_t> live;
+  for (auto q : c.sources)
+    if (m_up[q] || connecting(q, now)) live.push_back(q);
+  if (live.size() == c.sources.size() || live.empty()) return c.sources;
+  size_t not_source = 0;
+  for (size_t p = 0; p < m_members.size(); ++p)
+    not_source +=
+        m_members.placed(p) && !(c.gain && p == c.slot) && !std::count(live.begin(), live.end(), p);
+  return not_source < m_members.copies() ? live : c.sources;
 }
 
 void Core::catchup_send(int64_t now, Actions& out) {
@@ -1491,6 +1521,8 @@ void Core::catchup_send(int64_t now, Actions& out) {
     case CatchUp::sync: {
       c.step = CatchUp::scan;
       size_t q = c.sources[c.src];
+      if (!m_up[q] && !connecting(q, now) && live_sources(c, now).size() < c.sources.size())
+        return start_catchup(c.slot, now, out, c.gain);  // a new pass, without it
       if (!m_up[q]) {  // back soon, or marked out (a new pass then)
         c.id = 0;
         c.retry_at = now + 200;

@@ -646,6 +646,10 @@ class Core {
     int64_t started_ms = 0;
     uint64_t keys = 0, bytes = 0, passes = 0;
   };
+  // `c`'s sources without those down past connecting, if every key it copies still has a
+  // source among its owners then (a dead node holds no copy up); otherwise all of them (the
+  // copy waits).
+  std::vector<size_t> live_sources(const CatchUp& c, int64_t now) const;
   std::optional<CatchUp> m_catchup;
   uint64_t m_next_pass = 1;
   // While members change: the slots whose copy of the keys they gain is complete (and that

@@ -67,6 +67,8 @@ const char* name(State s) {
       return "joining";
     case State::leaving:
       return "leaving";
+    case State::leaving_out:
+      return "leaving-out";
     case State::removed:
       return "removed";
   }
@@ -75,7 +77,7 @@ const char* name(State s) {
 
 std::optional<State> parse_state(std::string_view s) {
   for (State x : {State::in_sync, State::catching_up, State::out, State::joining, State::leaving,
-                  State::removed})
+                  State::leaving_out, State::removed})
     if (s == name(x)) return x;
   return std::nullopt;
 }
@@ -94,12 +96,13 @@ bool Membership::placed(size_t s) const {
 }
 
 bool Membership::placed_next(size_t s) const {
-  return slots[s].state != State::leaving && slots[s].state != State::removed;
+  return slots[s].state != State::leaving && slots[s].state != State::leaving_out &&
+         slots[s].state != State::removed;
 }
 
 bool Membership::moving() const {
   return std::any_of(slots.begin(), slots.end(), [](const Slot& s) {
-    return s.state == State::joining || s.state == State::leaving;
+    return s.state == State::joining || s.state == State::leaving || s.state == State::leaving_out;
   });
 }
 
@@ -169,9 +172,8 @@ size_t Membership::count(State st) const {
 bool Membership::may_exclude(size_t s) const {
   if (s >= slots.size()) return false;
   State st = slots[s].state;
-  // A leaving slot stays until the removal ends: marked out, it would come back as a plain
-  // member and the removal would be lost.
-  if (st == State::out || st == State::removed || st == State::leaving) return false;
+  // (A leaving slot is marked leaving-out, not out: the removal goes on.)
+  if (st == State::out || st == State::removed || st == State::leaving_out) return false;
   if (st == State::joining) return true;
   auto current = [](State x) { return x == State::in_sync || x == State::leaving; };
   size_t not_current = 0;
@@ -191,7 +193,8 @@ Membership Membership::cutover() const {
   ++next.epoch;
   for (auto& slot : next.slots) {
     if (slot.state == State::joining) slot.state = State::in_sync;
-    if (slot.state == State::leaving) slot.state = State::removed;
+    if (slot.state == State::leaving || slot.state == State::leaving_out)
+      slot.state = State::removed;
   }
   return next;
 }

@@ -16,6 +16,9 @@
 //                gains as a learner; serves no read; in-sync at the cutover;
 //   leaving      being removed: in the placement in effect only; votes and serves reads of
 //                its keys until the cutover, then removed;
+//   leaving-out  being removed while out (its node dead, or unreachable): in the placement in
+//                effect only, like leaving, but takes no write and serves no read (its keys
+//                are copied from their in-sync owners); removed at the cutover;
 //   removed      no longer in the cluster: in no placement, never contacted; kept so that
 //                slot indices stay stable.
 #pragma once
@@ -37,8 +40,9 @@ inline constexpr size_t k_max_slots = 1024;  // slots of a membership, removed o
 std::vector<size_t> place(const std::vector<std::string>& names, size_t replicas,
                           const std::string& key);
 
-enum class State : uint8_t { in_sync, catching_up, out, joining, leaving, removed };
-const char* name(State s);  // "in-sync", "catching-up", "out", "joining", "leaving", "removed"
+enum class State : uint8_t { in_sync, catching_up, out, joining, leaving, leaving_out, removed };
+// "in-sync", "catching-up", "out", "joining", "leaving", "leaving-out", "removed"
+const char* name(State s);
 std::optional<State> parse_state(std::string_view s);
 
 struct Slot {
@@ -61,7 +65,8 @@ struct Membership {
 
   size_t size() const { return slots.size(); }
   // Whether slot `s` is in the placement in effect (not joining, not removed), and in the next
-  // one (not leaving, not removed). The two differ only while a slot is joining or leaving.
+  // one (not leaving, not removed). The two differ only while a slot is joining or leaving
+  // (leaving-out included).
   bool placed(size_t s) const;
   bool placed_next(size_t s) const;
   bool moving() const;
@@ -71,9 +76,10 @@ struct Membership {
   // The slots that gain `key` at the cutover: next owners that are no owners now.
   std::vector<size_t> gains(const std::string& key) const;
   // Whether slot `s` takes writes (a write of a key it owns, or gains, is prepared there):
-  // every slot but out and removed ones.
+  // every slot but out, leaving-out and removed ones.
   bool writes(size_t s) const {
-    return slots[s].state != State::out && slots[s].state != State::removed;
+    return slots[s].state != State::out && slots[s].state != State::leaving_out &&
+           slots[s].state != State::removed;
   }
   // The slots a write of `key` is prepared on: its owners and gainers that take writes.
   std::vector<size_t> writers(const std::string& key) const;
@@ -87,14 +93,16 @@ struct Membership {
   size_t count(State s) const;
   // Whether slot `s` may be marked out: every key keeps an in-sync owner. With rendezvous
   // placement every set of `copies()` slots owns some key, so: fewer than copies() placed
-  // slots would be not in-sync (a leaving slot still counts as one). A leaving slot is never
-  // marked out (the removal would be lost); a joining slot owns nothing yet: marking it out
+  // slots would be not in-sync (a leaving slot still counts as one). A leaving slot is marked
+  // leaving-out instead (marked out, it would come back as a plain member and the removal would
+  // be lost); a joining slot owns nothing yet: marking it out
   // costs no copy (the add then rolls back).
   bool may_exclude(size_t s) const;
   // Whether placement is the one of initial(addresses): every slot named by its address, none
   // joining, leaving or removed (then a participant can derive it from the addresses alone).
   bool placed_by_address() const;
-  // The membership after the move: joining slots in-sync, leaving ones removed, the next
+  // The membership after the move: joining slots in-sync, leaving (and leaving-out) ones
+  // removed, the next
   // placement in effect; the epoch one higher.
   Membership cutover() const;
   // "owners 127.0.0.1:5001 (in-sync), 127.0.0.1:5002 (out)": for error messages.

@@ -172,6 +172,26 @@ TEST_SUITE("membership") {
     CHECK(contains(manifest, c.participant_addr(1) + " removed"));
   }
 
+  TEST_CASE("member remove of a participant killed just before: its keys come from the others") {
+    Cluster c(two_copies_of_three());
+    REQUIRE(c.wait_ready());
+    Writer w(c, 300);
+    for (int i = 0; i < 300; ++i) REQUIRE(w.put());
+    c.participant(1)->kill9();
+    // It leaves serving nothing: marked leaving-out once down past --exclude-after, its keys
+    // are copied from their other owners.
+    auto [code, said] = change_under_writes(c, w, {"remove", "2"});
+    REQUIRE(code == 0);
+    CHECK(contains(said, "removed: " + c.participant_addr(1)));
+    CHECK(c.stat(0, "keys") == 300);
+    CHECK(c.stat(2, "keys") == 300);
+    CHECK(check_reads(c, w) == 0);
+    int after_ok = 0;
+    for (int i = 0; i < 200; ++i) after_ok += w.put();
+    CHECK(after_ok == 200);
+    CHECK(c.stat(-1, "out") == 0);
+  }
+
   TEST_CASE("a leader killed at each step of member remove recovers one membership") {
     // The removal's steps: leaving (a membership change), the copy of the keys each slot
     // gains (SYNC pages), the cutover (a membership change).

@@ -236,6 +236,10 @@ class Cluster {
   // replace (2: a participant's node is lost with its disk, and a new one at a new address
   // takes its slot).
   int member_change() const { return static_cast<int>((m_opt.seed / 6) % 3); }
+  // Half the removals (by (seed / 18) % 2) remove a node that died just before: it stays down
+  // until the healing (m_gone), so that it leaves as leaving-out.
+  bool removes_dead() const { return (m_opt.seed / 18) % 2 == 1; }
+  std::set<int> m_gone;
   void add_member(int tries);
   void replace_member(int slot, int tries);
   // Where each participant node is reached: "pJ:1", and "pJb:1" for a node that replaced one.
@@ -1315,6 +1319,7 @@ void Cluster::leader_line(int i, const std::string& line, Incoming in) {
 
 void Cluster::start_part(int j) {
   auto& n = m_parts[j];
+  if (m_chaos && m_gone.count(j)) return;
   if (refuses_damaged(K_PART, j)) return;
   n.alive = true;
   auto rec = txlog::recover_image(n.log.durable);
@@ -1573,16 +1578,30 @@ void Cluster::operate() {
 void Cluster::remove_member(int slot, int tries) {
   // Asked of a live leader until one takes it (refused while another change runs, or while
   // the slot is not in-sync); the change then finishes by itself, through any crash.
+  bool taken = false;
   for (size_t i = 0; i < m_leaders.size(); ++i) {
     auto& l = m_leaders[i];
     if (!l.alive || !l.core) continue;
     auto st = l.core->members().slots[static_cast<size_t>(slot)].state;
-    if (st == membership::State::leaving || st == membership::State::removed) {
+    if (st == membership::State::leaving_out) m_result.features.set(f_removed_out);
+    if (st == membership::State::leaving || st == membership::State::leaving_out ||
+        st == membership::State::removed)
+      taken = true;
+    if (st == membership::State::removed) {
       m_result.features.set(f_removals);
       return;
     }
   }
+  if (taken) {  // watched until done
+    if (tries < 400) m_s.after(100 * k_ms, [this, slot, tries] { remove_member(slot, tries + 1); });
+    return;
+  }
   if (tries > 60) return;
+  if (tries == 0 && removes_dead()) {
+    trace("--", fmt::format("P{}'s node dies; it stays down until the healing", slot));
+    m_gone.insert(slot);
+    if (m_parts[static_cast<size_t>(slot)].alive) crash(K_PART, slot);
+  }
   int i = static_cast<int>(m_member_rng.below(m_leaders.size()));
   if (m_leaders[i].alive && m_leaders[i].core) {
     trace("--", fmt::format("operator: member remove P{} at L{}", slot, i));

@@ -48,6 +48,7 @@ enum Feature {
   f_removals,       // a participant removed (member remove) under load
   f_adds,           // a participant added (member add) under load
   f_replaces,       // a participant's node replaced by a new one (member replace) under load
+  f_removed_out,    // a participant removed while out or unreachable (leaving-out)
   k_feature_count
 };
 inline constexpr const char* k_feature_names[k_feature_count] = {"two leaders",
@@ -74,7 +75,8 @@ inline constexpr const char* k_feature_names[k_feature_count] = {"two leaders",
                                                                  "creations raced",
                                                                  "members removed",
                                                                  "members added",
-                                                                 "members replaced"};
+                                                                 "members replaced",
+                                                                 "members removed while out"};
 
 struct Report {
   std::bitset<k_feature_count> features;

@@ -1546,4 +1546,82 @@ TEST_SUITE("leader membership changes") {
     CHECK(again->kind == ClientReply::ok);
     CHECK(d.core.members().epoch == 3);
   }
+
+  // Member remove of a slot whose node is dead, with the removal's copy checked: each key it
+  // owned is copied from its other owner to the slot that gains it; nothing is read from it.
+  void remove_dead(Driver & d, size_t slot, membership::State first) {
+    auto m0 = d.core.members();
+    auto held = held_by_owners(m0, 60);
+    held[slot].clear();  // (never read: a SCAN of it would find nothing and the check fail)
+    auto a = d.step(ev::Remove{7, slot});
+    CHECK(d.core.members().epoch == m0.epoch);
+    // The change record is durable: the slot leaves as `first`.
+    for (auto& ap : Driver::all<act::Append>(a))
+      if (ap.type == k_rec_membership) a = d.step(ev::Durable{ap.txid, 0, k_rec_membership});
+    REQUIRE(d.core.members().slots[slot].state == first);
+    std::map<size_t, std::set<std::string>> copied;
+    auto done = run_move(d, a, 7, held, copied, {slot});
+    REQUIRE(done);
+    CHECK(done->kind == ClientReply::ok);
+    const auto& m = d.core.members();
+    CHECK(m.slots[slot].state == membership::State::removed);
+    CHECK(done->detail.find("removed: " + m.slots[slot].addr) != std::string::npos);
+    for (int i = 0; i < 60; ++i) {
+      std::string k = "k" + std::to_string(i);
+      auto before = m0.owners(k);
+      for (auto p : m.owners(k)) {
+        bool gained = !std::count(before.begin(), before.end(), p);
+        CHECK(copied[p].count(k) == static_cast<size_t>(gained));
+        CHECK(held[p].count(k) == 1);
+      }
+    }
+    // Writes of its keys go to the others only, and commit.
+    for (int i = 0; i < 60; ++i) {
+      std::string k = "k" + std::to_string(i);
+      auto s =
+          Driver::all<act::Send>(d.step(ev::Txn{20 + static_cast<uint64_t>(i), "", put(k), false}));
+      for (auto& x : s) CHECK(x.part != slot);
+    }
+  }
+
+  TEST_CASE("member remove of a participant marked out copies its keys from the other owners") {
+    auto c = config(1, 2);
+    c.exclude_after_ms = 1000;
+    Driver d(c);
+    d.step(ev::LinkDown{2});
+    d.now += 2000;
+    auto a = d.step(ev::Tick{});
+    for (auto& ap : Driver::all<act::Append>(a))
+      if (ap.type == k_rec_membership) d.step(ev::Durable{ap.txid, 0, k_rec_membership});
+    REQUIRE(d.core.members().slots[2].state == membership::State::out);
+    remove_dead(d, 2, membership::State::leaving_out);
+  }
+
+  TEST_CASE("member remove of a participant that died just before leaves without it") {
+    auto c = config(1, 2);
+    c.exclude_after_ms = 1000;
+    Driver d(c);
+    d.step(ev::LinkDown{2});  // (it may come back: it leaves serving its keys, then is
+                              // marked leaving-out once down past --exclude-after)
+    remove_dead(d, 2, membership::State::leaving);
+  }
+
+  TEST_CASE("member remove of an unreachable participant, exclusion off, leaves without it") {
+    auto c = config(1, 2);
+    c.exclude = false;
+    c.exclude_after_ms = 1000;
+    Driver d(c);
+    d.step(ev::LinkDown{2});
+    d.now += 2000;
+    remove_dead(d, 2, membership::State::leaving_out);
+  }
+
+  TEST_CASE("a removal's copy leaves out a source that died, while the keys have another") {
+    auto c = config(1, 2);
+    c.exclude = false;  // (it stays leaving: the copy itself must go on without it)
+    c.exclude_after_ms = 1000;
+    Driver d(c);
+    d.step(ev::LinkDown{2});
+    remove_dead(d, 2, membership::State::leaving);
+  }
 }
