@@ -93,6 +93,12 @@ int run_forget(const Options& o, const std::string& txid, std::ostream& out, std
 // store, the leader resumes; then the copies are fetched. Prints a line per participant and
 // a summary. Exit 2: `dir` not empty; 4: the leader or a participant unavailable.
 int run_backup(const Options& o, const std::string& dir, std::ostream& out, std::ostream& err);
+// Writes every key of the backup in DIR into the cluster (docs/operations.md), any number of
+// participants at any addresses, in batches of transactions; refused (exit 2) when the cluster
+// holds keys, unless `force`. Exit 2: not a backup, or a copy unreadable; 4: the leader
+// unavailable (run it again with force: a key written twice gets the same value).
+int run_restore(const Options& o, const std::string& dir, bool force, std::ostream& out,
+                std::ostream& err);
 
 // tpc client bench ARGS...: load generator; prints throughput and latency percentiles.
 int run_bench_cli(const Options& o, const std::vector<std::string>& args);

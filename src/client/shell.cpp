@@ -42,6 +42,7 @@ const char* const k_help =
     "  member remove ID                   move ID's keys to the others, then remove it\n"
     "  member replace ID HOST:PORT        a new node at HOST:PORT takes ID's place\n"
     "  backup DIR                         consistent copy of every participant into DIR\n"
+    "  restore [--force] DIR              write a backup's keys into a new, empty cluster\n"
     "  bench [options]                    load generator (tpc client bench --help)\n"
     "  help, quit\n"
     "exit codes: 0 done, 1 not found, 2 usage, 3 aborted (nothing applied), 4 unavailable or "
@@ -221,6 +222,9 @@ int cmd_forget(Call& c) {
 int cmd_backup(Call& c) {
   return c.args(1) ? run_backup(c.o, c.rest[0], c.out, c.err) : c.usage();
 }
+int cmd_restore(Call& c) {
+  return c.args(1) ? run_restore(c.o, c.rest[0], c.has("--force"), c.out, c.err) : c.usage();
+}
 int cmd_bench(Call& c) {
   if (c.o.shell) {
     c.err << "bench runs from the command line: tpc client bench --help\n";
@@ -310,6 +314,7 @@ const std::vector<Command>& commands() {
        {"--json"},
        cmd_member},
       {"backup", "backup DIR", {}, cmd_backup},
+      {"restore", "restore [--force] DIR", {"--force"}, cmd_restore},
       {"bench", "bench [options]", {}, cmd_bench, true},
       {"help", "help", {}, cmd_help},
   };

@@ -260,7 +260,7 @@ TEST_SUITE("client") {
                           "; _tpc; echo \"${COMPREPLY[*]}\""});
     };
     CHECK(complete("tpc parti", 1) == "participant\n");
-    CHECK(complete("tpc client res", 2) == "resolve result\n");
+    CHECK(complete("tpc client res", 2) == "resolve result restore\n");
     CHECK(complete("tpc leader --takeo", 2) == "--takeover-after\n");
     CHECK(complete("tpc cert create-client --ro", 3) == "--role\n");
     auto zsh = run_tpc({"completion", "zsh"});

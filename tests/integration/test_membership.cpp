@@ -2,6 +2,8 @@
 // with real processes and kill -9.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+
 #include <fmt/format.h>
 
 #include "common/util.h"
@@ -170,6 +172,56 @@ TEST_SUITE("membership") {
     CHECK(contains(manifest, c.participant_addr(2)));
     // It records the membership: the removed participant is there, as removed.
     CHECK(contains(manifest, c.participant_addr(1) + " removed"));
+  }
+
+  TEST_CASE("a backup of a grown and shrunk cluster restores into a new cluster of another shape") {
+    Cluster c(two_copies_of_three());
+    REQUIRE(c.wait_ready());
+    Writer w(c, 200);
+    for (int i = 0; i < 400; ++i) REQUIRE(w.put());
+    // The members change: one added, one removed (placement names are no addresses of
+    // --peers now).
+    int n = c.add_participant();
+    REQUIRE(c.client({"member", "add", c.participant_addr(n)}).code == 0);
+    REQUIRE(c.client({"member", "remove", "1"}).code == 0);
+    for (int i = 0; i < 100; ++i) REQUIRE(w.put());
+    std::string backup = c.dir() + "/backup";
+    REQUIRE(c.client({"backup", backup}).code == 0);
+    // What each key holds at the backup, read through the leader.
+    std::map<std::string, std::string> want;
+    for (auto& [k, values] : w.may_hold) {
+      auto r = c.client({"get", k});
+      REQUIRE(r.code == 0);
+      want[k] = r.out.substr(0, r.out.size() - 1);
+    }
+    REQUIRE(want.size() == 200);
+
+    // A new cluster: two participants, each key on one of them.
+    Cluster::Options o;
+    o.participants = 2;
+    o.replicas = 1;
+    Cluster fresh(o);
+    REQUIRE(fresh.wait_ready());
+    auto r = fresh.client({"restore", backup});
+    MESSAGE(r.out << r.err);
+    REQUIRE(r.code == 0);
+    CHECK(contains(r.out, "restored 200 keys"));
+    // The copies were read, never changed.
+    CHECK_FALSE(std::filesystem::exists(backup + "/participant-2/data.db-wal"));
+    for (auto& [k, v] : want) {
+      auto g = fresh.client({"get", k});
+      CHECK(g.code == 0);
+      CHECK(g.out == v + "\n");
+    }
+    CHECK(fresh.stat(0, "keys") + fresh.stat(1, "keys") == 200);
+    // Again: refused, the cluster holds keys; with --force, the same values once more.
+    auto again = fresh.client({"restore", backup});
+    CHECK(again.code == 2);
+    CHECK(contains(again.err, "holds keys"));
+    CHECK(fresh.client({"restore", "--force", backup}).code == 0);
+    CHECK(fresh.stat(0, "keys") + fresh.stat(1, "keys") == 200);
+    // Not a backup: a usage error.
+    CHECK(fresh.client({"restore", c.dir()}).code == 2);
   }
 
   TEST_CASE("member remove of a participant killed just before: its keys come from the others") {

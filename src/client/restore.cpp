@@ -1,0 +1,217 @@
+// tpc client restore DIR: a backup (tpc client backup) written into a new cluster through its
+// leader, whatever that cluster's participants, their addresses, their order and its replica
+// count (docs/operations.md). The copies are read as they are (never changed); each key is
+// written once, the first copy that holds it giving its value: every copy holds the same
+// transactions (the backup point), so the copies of a key agree.
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <unordered_set>
+
+#include <fmt/format.h>
+
+#include "client/client.h"
+#include "client/connection.h"
+#include "common/util.h"
+#include "protocol/codec.h"
+#include "protocol/messages.h"
+#include "protocol/ops.h"
+
+namespace fs = std::filesystem;
+
+namespace tpc::client {
+
+namespace {
+// A batch: at most this many keys, and this many raw bytes of keys and values (escaped, at
+// most three bytes a byte: well under the default 1 MiB line).
+constexpr size_t k_batch_keys = 500;
+constexpr size_t k_batch_bytes = 192 * 1024;
+
+// One participant's copy (DIR/participant-N/data.db), read in key order without touching it.
+class Copy {
+ public:
+  explicit Copy(const std::string& path) : m_path(path) {
+    std::string uri = "file:" + path + "?immutable=1";
+    if (sqlite3_open_v2(uri.c_str(), &m_db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, nullptr) !=
+            SQLITE_OK ||
+        sqlite3_prepare_v2(m_db, "SELECT key, value FROM kv ORDER BY key", -1, &m_rows, nullptr) !=
+            SQLITE_OK)
+      m_error = m_db ? sqlite3_errmsg(m_db) : "out of memory";
+  }
+  ~Copy() {
+    sqlite3_finalize(m_rows);
+    sqlite3_close(m_db);
+  }
+  Copy(const Copy&) = delete;
+  const std::string& error() const { return m_error; }
+  // The next key and value; false at the end, or on an error (then error() says it).
+  bool next(std::string& key, std::string& value) {
+    int rc = sqlite3_step(m_rows);
+    if (rc == SQLITE_DONE) return false;
+    if (rc != SQLITE_ROW) {
+      m_error = sqlite3_errmsg(m_db);
+      return false;
+    }
+    auto blob = [&](int col) {
+      const char* p = static_cast<const char*>(sqlite3_column_blob(m_rows, col));
+      return std::string(p ? p : "", static_cast<size_t>(sqlite3_column_bytes(m_rows, col)));
+    };
+    key = blob(0);
+    value = blob(1);
+    return true;
+  }
+
+ private:
+  std::string m_path, m_error;
+  sqlite3* m_db = nullptr;
+  sqlite3_stmt* m_rows = nullptr;
+};
+
+// The lines of DIR/manifest that start with `word`, without it.
+std::vector<std::string> manifest_lines(const std::string& text, const std::string& word) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t end = text.find('\n', at);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(at, end - at);
+    if (line.rfind(word + " ", 0) == 0) out.push_back(line.substr(word.size() + 1));
+    at = end + 1;
+  }
+  return out;
+}
+}  // namespace
+
+int run_restore(const Options& o, const std::string& dir, bool force, std::ostream& out,
+                std::ostream& err) {
+  int64_t t0 = now_ms();
+  std::string manifest;
+  {
+    std::ifstream in(dir + "/manifest", std::ios::binary);
+    manifest.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  if (manifest.rfind("# tpc backup\n", 0) != 0) {
+    err << "restore: " << dir << " is not a backup (no DIR/manifest that tpc client backup "
+        << "wrote)\n";
+    return k_usage;
+  }
+  // The copies: one per participant at the backup, as its manifest lists them.
+  std::vector<std::string> copies;
+  for (auto& line : manifest_lines(manifest, "participant")) {
+    auto t = protocol::split(line);
+    if (t.empty()) continue;
+    std::string path = fmt::format("{}/participant-{}/data.db", dir, t[0]);
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec)) {
+      err << "restore: " << path << " is missing: the backup is incomplete\n";
+      return k_usage;
+    }
+    copies.push_back(path);
+  }
+  if (copies.empty()) {
+    err << "restore: the manifest of " << dir << " lists no participant\n";
+    return k_usage;
+  }
+  auto cluster = manifest_lines(manifest, "cluster");
+  std::string from = cluster.empty() ? "?" : cluster[0];
+
+  int64_t deadline = now_ms() + std::max(o.timeout_ms, 60000);
+  auto leader = Connection::open(o.leader, 3000, "admin");
+  if (!leader) {
+    err << "restore: leader " << o.leader << ": " << leader.status().message() << "\n";
+    return leader.status().code() == "CLUSTER" ? k_usage : k_unknown;
+  }
+  // A backup restores into a new cluster: one that holds keys would get old values back.
+  auto first = leader->call(protocol::LineBuilder("SCAN").arg("").arg("").num(1).str(), 10000);
+  auto page = protocol::parse_scan_reply(first);
+  if (page.kind == protocol::ScanReply::error) {
+    err << "restore: cannot read the cluster: " << protocol::display_text(page.detail) << "\n";
+    return k_unknown;
+  }
+  if (!page.kvs.empty() && !force) {
+    err << "restore: the cluster at " << o.leader
+        << " holds keys (the first: " << protocol::escape_display(page.kvs[0].first)
+        << "): a backup restores into a new, empty cluster (--force: into this one, e.g. to "
+           "finish a restore that stopped part way)\n";
+    return k_usage;
+  }
+
+  uint64_t keys = 0, bytes = 0, txns = 0;
+  std::vector<Op> batch;
+  size_t batch_bytes = 0;
+  // Writes the batch as one transaction (asked again, under its request id, if the answer is
+  // lost: never applied twice).
+  auto flush = [&]() -> int {
+    if (batch.empty()) return k_ok;
+    std::string rid = new_request_id();
+    protocol::LineBuilder line("TXN");
+    line.raw(rid);
+    protocol::append_ops(line, batch);
+    for (int attempt = 0;; ++attempt) {
+      if (now_ms() > deadline) {
+        err << "restore: the leader did not take the keys in time; " << keys
+            << " keys written so far: run it again with --force\n";
+        return k_unknown;
+      }
+      if (!leader->is_open()) {
+        auto c = Connection::open(o.leader, 3000, "admin");
+        if (!c) continue;
+        *leader = std::move(*c);
+      }
+      auto r = leader->call(line.str(), static_cast<int>(std::max<int64_t>(1, deadline - now_ms())),
+                            rid);
+      if (!r) continue;  // lost: the same request again (its id makes it run once)
+      auto res = protocol::parse_txn_reply(r);
+      if (res.kind == protocol::TxnReply::committed) break;
+      if (res.kind == protocol::TxnReply::aborted && res.code == "CONFLICT" && attempt < 20) {
+        // (A write by someone else meanwhile: a new request id, since this one is decided.)
+        rid = new_request_id();
+        line = protocol::LineBuilder("TXN");
+        line.raw(rid);
+        protocol::append_ops(line, batch);
+        continue;
+      }
+      err << "restore: a batch of " << batch.size() << " keys (from "
+          << protocol::escape_display(batch.front().key) << ") was not written: " << *r << "; "
+          << keys << " keys written so far\n";
+      return res.kind == protocol::TxnReply::error && res.code == "TOOLONG" ? k_usage : k_unknown;
+    }
+    keys += batch.size();
+    ++txns;
+    batch.clear();
+    batch_bytes = 0;
+    return k_ok;
+  };
+  std::unordered_set<std::string> done;
+  for (auto& path : copies) {
+    Copy copy(path);
+    std::string k, v;
+    uint64_t here = 0;
+    while (copy.error().empty() && copy.next(k, v)) {
+      if (!done.insert(k).second) continue;  // another copy had it
+      ++here;
+      if (!batch.empty() &&
+          (batch.size() >= k_batch_keys || batch_bytes + k.size() + v.size() > k_batch_bytes))
+        if (int rc = flush()) return rc;
+      bytes += k.size() + v.size();
+      batch_bytes += k.size() + v.size();
+      batch.push_back(Op{OpKind::put, std::move(k), std::move(v)});
+    }
+    if (!copy.error().empty()) {
+      err << "restore: cannot read " << path << ": " << copy.error() << "\n";
+      return k_usage;
+    }
+    out << fmt::format("{}: {} keys (the others were in a copy read before)\n", path, here)
+        << std::flush;
+  }
+  if (int rc = flush()) return rc;
+  out << fmt::format(
+      "restored {} keys ({} bytes) of cluster {} from {} copies in {} transactions, {} ms\n", keys,
+      bytes, from, copies.size(), txns, now_ms() - t0);
+  return k_ok;
+}
+
+}  // namespace tpc::client
