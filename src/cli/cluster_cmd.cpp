@@ -3,6 +3,8 @@
 // A child that exits is reported, never restarted silently.
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,13 +12,18 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
 #include <thread>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "client/client.h"
 #include "client/connection.h"
 #include "common/logging.h"
 #include "common/status.h"
@@ -25,6 +32,7 @@
 #include "node/stats.h"
 #include "protocol/messages.h"
 #include "tls/context.h"
+#include "txlog/file.h"
 
 namespace tpc::cli {
 
@@ -89,6 +97,73 @@ pid_t start_child(const std::vector<std::string>& args) {
   }
   return pid;
 }
+
+// The control socket of a running `tpc cluster` (DATA_DIR/cluster.sock), through which
+// `tpc cluster add` and `tpc cluster remove ID` ask it to change its participants.
+std::string control_path(const std::string& data_dir) {
+  return std::filesystem::absolute(data_dir).lexically_normal().string() + "/cluster.sock";
+}
+
+bool fill_addr(const std::string& path, sockaddr_un& a) {
+  a = {};
+  a.sun_family = AF_UNIX;
+  if (path.size() >= sizeof a.sun_path) return false;
+  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  return true;
+}
+
+// Writes all of `text` to `fd` (false: the peer went away).
+bool write_all(int fd, const std::string& text) {
+  size_t at = 0;
+  while (at < text.size()) {
+    ssize_t n = ::send(fd, text.data() + at, text.size() - at, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    at += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// `tpc cluster add|remove ID`: the request to the running cluster, its answer's lines echoed;
+// the exit code its last line ("EXIT N") gives.
+int ask_cluster(const std::string& data_dir, const std::string& request) {
+  std::string path = control_path(data_dir);
+  sockaddr_un a;
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || !fill_addr(path, a) ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    if (fd >= 0) ::close(fd);
+    std::cerr << fmt::format(
+        "no tpc cluster runs with --data-dir {} (it listens on {} while it runs)\n", data_dir,
+        path);
+    return 4;
+  }
+  if (!write_all(fd, request + "\n")) {
+    ::close(fd);
+    std::cerr << "the cluster closed the connection\n";
+    return 4;
+  }
+  std::string got;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  int code = 4;
+  std::istringstream in(got);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("EXIT ", 0) == 0)
+      code = std::atoi(line.c_str() + 5);
+    else if (line.rfind("ERR ", 0) == 0)
+      std::cerr << line.substr(4) << "\n";
+    else
+      std::cout << line << "\n";
+  }
+  return code;
+}
 }  // namespace
 
 namespace {
@@ -104,6 +179,14 @@ struct ClusterOpts {
   std::string decision_store = "local";
   int etcd_members = 1;
   bool no_metrics = false;
+};
+
+// The participants a running cluster added or removed (tpc cluster add, remove), kept in
+// DATA_DIR/cluster-members so that a restart starts the ones it has and not the removed ones:
+// "added ID PORT" and "removed ID" lines.
+struct Changes {
+  std::map<int, uint16_t> added;  // id -> port
+  std::set<int> removed;
 };
 
 // One run of `tpc cluster`: its children and ports, and the steps of its life in order:
@@ -125,6 +208,21 @@ class LocalCluster {
   void print_ready(const std::string& leaders, const std::string& cluster_id) const;
   void supervise();
   void stop_all();
+  // The control socket (DATA_DIR/cluster.sock): opened once ready; each request served in
+  // turn by supervise().
+  void open_control();
+  void serve_control();
+  void add_participant(std::ostream& out, std::ostream& err, int& code);
+  void remove_participant(int id, std::ostream& out, std::ostream& err, int& code);
+  void load_changes();
+  void save_changes() const;
+  void start_participant(int id, uint16_t port, int metrics_index);
+  bool wait_listening(const std::string& addr);
+  // Participants that run: those of --participants that are not removed, and the added ones.
+  int live_participants() const {
+    return o.participants - static_cast<int>(changes.removed.size()) +
+           static_cast<int>(changes.added.size());
+  }
   // A child that died during startup (a port in use, say) fails the whole cluster at once.
   bool child_died();
   // Every node gets the same certificates directory: each loads its role's certificate.
@@ -137,10 +235,13 @@ class LocalCluster {
   }
 
   const ClusterOpts& o;
-  std::string exe, certs, peers, store = "local";
+  std::string exe, certs, peers, store = "local", leaders;
   std::vector<Child> children;
+  std::map<int, size_t> part_child;  // participant id -> its entry in children
   int etcd_base = 0, metrics_base = 0, last_port = 0;
   bool failed = false;
+  Changes changes;
+  int control_fd = -1;
 };
 
 void LocalCluster::prepare() {
@@ -200,19 +301,51 @@ void LocalCluster::start_etcd() {
   }
 }
 
+void LocalCluster::start_participant(int id, uint16_t port, int metrics_index) {
+  std::vector<std::string> a = {exe,           "participant",
+                                "--port",      std::to_string(port),
+                                "--id",        std::to_string(id),
+                                "--data-dir",  fmt::format("{}/participant-{}", o.data_dir, id),
+                                "--log-level", o.log_level};
+  if (metrics_index >= 0) {
+    auto m = metrics_args(metrics_index);
+    a.insert(a.end(), m.begin(), m.end());
+  } else if (!o.no_metrics) {  // an added participant: its metrics on the port after its own
+    a.insert(a.end(), {"--metrics-addr", fmt::format("127.0.0.1:{}", port + 1)});
+  }
+  part_child[id] = children.size();
+  children.push_back({fmt::format("participant {}", id), start_child(with_certs(a)), true});
+}
+
 void LocalCluster::start_participants() {
+  // --peers names the participants the cluster was made with, removed ones too (the leader
+  // checks it against its creation set; the membership says who is in the cluster now).
   for (int i = 1; i <= o.participants; ++i) {
     uint16_t port = static_cast<uint16_t>(o.port + i);
     peers += (i > 1 ? "," : "") + fmt::format("127.0.0.1:{}", port);
-    std::vector<std::string> a = {exe,           "participant",
-                                  "--port",      std::to_string(port),
-                                  "--id",        std::to_string(i),
-                                  "--data-dir",  fmt::format("{}/participant-{}", o.data_dir, i),
-                                  "--log-level", o.log_level};
-    auto m = metrics_args(i - 1);
-    a.insert(a.end(), m.begin(), m.end());
-    children.push_back({fmt::format("participant {}", i), start_child(with_certs(a)), true});
+    if (!changes.removed.count(i)) start_participant(i, port, i - 1);
   }
+  for (auto [id, port] : changes.added)
+    if (!changes.removed.count(id)) start_participant(id, port, -1);
+}
+
+void LocalCluster::load_changes() {
+  std::ifstream in(o.data_dir + "/cluster-members");
+  for (std::string line; std::getline(in, line);) {
+    auto t = split_list(line, ' ');
+    if (t.size() == 3 && t[0] == "added")
+      changes.added[std::atoi(t[1].c_str())] = static_cast<uint16_t>(std::atoi(t[2].c_str()));
+    else if (t.size() == 2 && t[0] == "removed")
+      changes.removed.insert(std::atoi(t[1].c_str()));
+  }
+  for (int id : changes.removed) changes.added.erase(id);
+}
+
+void LocalCluster::save_changes() const {
+  std::string text = "# tpc cluster: participants added and removed since the cluster was made\n";
+  for (auto [id, port] : changes.added) text += fmt::format("added {} {}\n", id, port);
+  for (int id : changes.removed) text += fmt::format("removed {}\n", id);
+  txlog::write_file_atomic(o.data_dir + "/cluster-members", text);
 }
 
 bool LocalCluster::child_died() {
@@ -229,15 +362,23 @@ bool LocalCluster::child_died() {
 
 // The leader starts once the participants listen, so it finds them at once.
 bool LocalCluster::wait_participants() {
-  for (int i = 1; i <= o.participants && !g_stop && !failed; ++i) {
-    std::string addr = fmt::format("127.0.0.1:{}", o.port + i);
-    int64_t until = now_ms() + 10000;
-    while (!g_stop && now_ms() < until && !client::Connection::open(addr, 200)) {
-      if ((failed = child_died())) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  }
+  std::vector<std::string> addrs;
+  for (int i = 1; i <= o.participants; ++i)
+    if (!changes.removed.count(i)) addrs.push_back(fmt::format("127.0.0.1:{}", o.port + i));
+  for (auto [id, port] : changes.added) addrs.push_back(fmt::format("127.0.0.1:{}", port));
+  for (auto& addr : addrs)
+    if (g_stop || failed || !wait_listening(addr)) break;
   return !failed;
+}
+
+bool LocalCluster::wait_listening(const std::string& addr) {
+  int64_t until = now_ms() + 10000;
+  while (!g_stop && now_ms() < until) {
+    if (client::Connection::open(addr, 200)) return true;
+    if ((failed = child_died())) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
 }
 
 // With etcd: it answers before any leader starts (a leader refuses to start without it).
@@ -289,7 +430,8 @@ std::string LocalCluster::wait_leader(const std::string& addr) {
     if (auto c = client::Connection::open(addr, 300)) {
       auto r = c->call("STATS", 1000);
       auto s = r ? node::decode_stats(*r) : Result<node::Stats>(r.status());
-      if (s && s->peers_up == o.participants && s->peers == o.participants) return s->cluster;
+      if (s && s->peers_up == live_participants() && s->peers == live_participants())
+        return s->cluster;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -298,10 +440,14 @@ std::string LocalCluster::wait_leader(const std::string& addr) {
 
 void LocalCluster::print_ready(const std::string& leaders, const std::string& cluster_id) const {
   std::cout << fmt::format("tpc cluster is up: leader on 127.0.0.1:{}, {} participants\n", o.port,
-                           o.participants);
+                           live_participants());
   for (int i = 1; i <= o.participants; ++i)
-    std::cout << fmt::format("  participant {} on 127.0.0.1:{}  data {}/participant-{}\n", i,
-                             o.port + i, o.data_dir, i);
+    if (!changes.removed.count(i))
+      std::cout << fmt::format("  participant {} on 127.0.0.1:{}  data {}/participant-{}\n", i,
+                               o.port + i, o.data_dir, i);
+  for (auto [id, port] : changes.added)
+    std::cout << fmt::format("  participant {} on 127.0.0.1:{}  data {}/participant-{} (added)\n",
+                             id, port, o.data_dir, id);
   for (int k = 1; k <= o.leaders; ++k)
     std::cout << fmt::format("  leader {}      on 127.0.0.1:{}  data {}/leader-{}\n", k,
                              leader_port(k), o.data_dir, k);
@@ -327,14 +473,162 @@ void LocalCluster::print_ready(const std::string& leaders, const std::string& cl
             : "for clients: ",
         abs.string());
   }
-  std::cout << fmt::format("try:  {} client --leader {} put hello world\n", invoked_as(), leaders)
-            << "Ctrl-C stops the cluster.\n"
-            << std::flush;
+  std::cout << fmt::format("try:  {} client --leader {} put hello world\n", invoked_as(), leaders);
+  if (control_fd >= 0)
+    std::cout << fmt::format(
+        "      {} cluster add --data-dir {}  (or remove ID): participants join and leave\n",
+        invoked_as(), o.data_dir);
+  std::cout << "Ctrl-C stops the cluster.\n" << std::flush;
+}
+
+void LocalCluster::open_control() {
+  std::string path = control_path(o.data_dir);
+  sockaddr_un a;
+  if (!fill_addr(path, a)) {
+    std::cerr << fmt::format(
+        "{}: too long a path for a socket; tpc cluster add and remove "
+        "cannot reach this cluster\n",
+        path);
+    return;
+  }
+  ::unlink(path.c_str());  // one left by a cluster that was killed
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::listen(fd, 4) != 0) {
+    std::cerr << fmt::format("{}: {}; tpc cluster add and remove cannot reach this cluster\n", path,
+                             std::strerror(errno));
+    if (fd >= 0) ::close(fd);
+    return;
+  }
+  control_fd = fd;
+}
+
+// One request of `tpc cluster add|remove` at a time; the participants' exits are reported
+// once it is answered.
+void LocalCluster::serve_control() {
+  if (control_fd < 0) return;
+  int fd = ::accept4(control_fd, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd < 0) return;
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string line;
+  char c;
+  while (line.size() < 256 && ::recv(fd, &c, 1, 0) == 1 && c != '\n') line += c;
+  std::ostringstream out, err;
+  int code = 2;
+  auto t = split_list(line, ' ');
+  if (t.size() == 1 && t[0] == "ADD") {
+    add_participant(out, err, code);
+  } else if (t.size() == 2 && t[0] == "REMOVE") {
+    int id = std::atoi(t[1].c_str());
+    if (id <= 0 || std::to_string(id) != t[1])
+      err << "remove ID: ID is a participant's number (tpc client member list)\n";
+    else
+      remove_participant(id, out, err, code);
+  } else {
+    err << "unknown request: " << line << "\n";
+  }
+  std::string reply = out.str();
+  std::istringstream e(err.str());
+  for (std::string l; std::getline(e, l);) reply += "ERR " + l + "\n";
+  write_all(fd, reply + fmt::format("EXIT {}\n", code));
+  ::close(fd);
+}
+
+void LocalCluster::add_participant(std::ostream& out, std::ostream& err, int& code) {
+  int id = o.participants;
+  for (auto [i, port] : changes.added) id = std::max(id, i);
+  for (int i : changes.removed) id = std::max(id, i);
+  ++id;
+  // Its port, and its metrics' port, after every other port of the cluster.
+  int port = last_port + 1;
+  for (auto [i, p] : changes.added) port = std::max(port, p + 2);
+  if (port + 1 > 65535) {
+    err << "no port left for another participant\n";
+    return;
+  }
+  std::string dir = fmt::format("{}/participant-{}", o.data_dir, id);
+  std::error_code ec;
+  if (std::filesystem::exists(dir, ec) && !std::filesystem::is_empty(dir, ec)) {
+    err << dir << " is not empty: a participant that is added starts empty\n";
+    return;
+  }
+  std::string addr = fmt::format("127.0.0.1:{}", port);
+  start_participant(id, static_cast<uint16_t>(port), -1);
+  auto& ch = children[part_child[id]];
+  // It listens, then the leader adds it (its keys copied while writes go on).
+  int64_t until = now_ms() + 10000;
+  bool up = false;
+  while (!up && now_ms() < until) {
+    int st;
+    if (::waitpid(ch.pid, &st, WNOHANG) == ch.pid) {
+      ch.running = false;
+      break;
+    }
+    up = static_cast<bool>(client::Connection::open(addr, 200));
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  auto stop_it = [&] {
+    if (ch.running) {
+      ::kill(ch.pid, SIGTERM);
+      ::waitpid(ch.pid, nullptr, 0);
+      ch.running = false;
+    }
+  };
+  if (!up) {
+    err << fmt::format("participant {} did not start on {}; see the log lines above\n", id, addr);
+    stop_it();
+    code = 4;
+    return;
+  }
+  client::Options co;
+  co.leader = leaders;
+  code = client::run_member_change(co, "MEMBER ADD " + addr, out, err);
+  if (code != 0) {
+    stop_it();
+    return;
+  }
+  changes.added[id] = static_cast<uint16_t>(port);
+  save_changes();
+  out << fmt::format("participant {} on {}  data {}\n", id, addr, dir);
+}
+
+void LocalCluster::remove_participant(int id, std::ostream& out, std::ostream& err, int& code) {
+  if (changes.removed.count(id)) {
+    out << fmt::format("participant {} is removed already\n", id);
+    code = 0;
+    return;
+  }
+  if (id > o.participants && !changes.added.count(id)) {
+    err << fmt::format("participant {} is not one of this cluster's (tpc client member list)\n",
+                       id);
+    code = 1;
+    return;
+  }
+  client::Options co;
+  co.leader = leaders;
+  code = client::run_member_change(co, fmt::format("MEMBER REMOVE {}", id), out, err);
+  if (code != 0) return;
+  // Removed: nothing depends on it any more. Its data directory stays.
+  changes.removed.insert(id);
+  changes.added.erase(id);
+  save_changes();
+  if (auto it = part_child.find(id); it != part_child.end()) {
+    auto& ch = children[it->second];
+    if (ch.running) {
+      ::kill(ch.pid, SIGTERM);
+      ::waitpid(ch.pid, nullptr, 0);
+      ch.running = false;
+    }
+  }
+  out << fmt::format("participant {} stopped; its data stays in {}/participant-{}\n", id,
+                     o.data_dir, id);
 }
 
 // Until a signal: a child that exits is reported, never restarted silently.
 void LocalCluster::supervise() {
   while (!g_stop) {
+    serve_control();
     int st;
     pid_t pid = ::waitpid(-1, &st, WNOHANG);
     if (pid > 0) {
@@ -374,6 +668,10 @@ void LocalCluster::stop_all() {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
+  if (control_fd >= 0) {
+    ::close(control_fd);
+    ::unlink(control_path(o.data_dir).c_str());
+  }
   std::cerr << "cluster stopped\n";
 }
 
@@ -383,10 +681,11 @@ int LocalCluster::run() {
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  load_changes();
   start_etcd();
   start_participants();
   bool ready = wait_participants() && wait_etcd();
-  std::string leaders = fmt::format("127.0.0.1:{}", o.port);
+  leaders = fmt::format("127.0.0.1:{}", o.port);
   std::string cluster_id;
   if (ready) {
     start_leader(1, "");
@@ -400,6 +699,7 @@ int LocalCluster::run() {
     ready = !wait_leader(addr).empty();
   }
   if (ready) {
+    open_control();
     print_ready(leaders, cluster_id);
     supervise();
   } else if (!g_stop && !failed) {
@@ -448,8 +748,25 @@ std::function<int()> setup_cluster(CLI::App& app) {
   sub->add_flag("--no-metrics", o->no_metrics,
                 "serve no metrics (default: every node serves /metrics and /healthz on a port of "
                 "its own, after the cluster's other ports)");
-  return [sub, o]() -> int {
+  // Requests to the cluster that runs with that --data-dir (through its control socket).
+  auto dir = std::make_shared<std::string>("./tpc-data");
+  auto id = std::make_shared<std::string>();
+  auto* add = sub->add_subcommand(
+      "add",
+      "add a participant to the running cluster: started on the next free port, then "
+      "`tpc client member add` (its share of the keys copied under load)");
+  add->add_option("--data-dir", *dir, "the running cluster's --data-dir")->capture_default_str();
+  auto* remove = sub->add_subcommand(
+      "remove",
+      "remove participant ID from the running cluster (`tpc client member remove`), then stop "
+      "it");
+  remove->add_option("ID", *id, "the participant's number")->required();
+  remove->add_option("--data-dir", *dir, "the running cluster's --data-dir")->capture_default_str();
+  sub->require_subcommand(0, 1);
+  return [sub, o, add, remove, dir, id]() -> int {
     if (!sub->parsed()) return -1;
+    if (add->parsed()) return ask_cluster(*dir, "ADD");
+    if (remove->parsed()) return ask_cluster(*dir, "REMOVE " + *id);
     log::set_role("cluster");
     return LocalCluster(*o).run();
   };

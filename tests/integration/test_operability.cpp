@@ -131,6 +131,56 @@ TEST_SUITE("operability") {
     CHECK(wait_for([&] { return processes_with(data).empty(); }, 10000));
   }
 
+  TEST_CASE("tpc cluster add and remove: participants join and leave, a restart keeps them") {
+    Scratch s;
+    uint16_t base = free_port_run(4 + 4 + 2);  // and one added participant, with its metrics
+    std::string data = s.path() + "/data";
+    std::vector<std::string> args = {
+        TPC_BINARY,    "cluster", "--participants",     "3",          "--replicas",
+        "2",           "--port",  std::to_string(base), "--data-dir", data,
+        "--log-level", "warn",    "--insecure"};
+    std::string leader = fmt::format("127.0.0.1:{}", base);
+    {
+      Process cluster(args, s.path() + "/cluster.log");
+      REQUIRE(wait_for_text(s.path() + "/cluster.log", "tpc cluster is up", 20000));
+      for (int i = 0; i < 60; ++i)
+        REQUIRE(run_tpc({"client", "--leader", leader, "put", fmt::format("k{}", i), "v"}).code ==
+                0);
+      auto add = run_tpc({"cluster", "add", "--data-dir", data});
+      CHECK(add.code == 0);
+      std::string added = fmt::format("127.0.0.1:{}", base + 8);  // after the metrics ports
+      CHECK(add.out.find("added: " + added) != std::string::npos);
+      CHECK(processes_with(data + "/participant-4").size() == 1);
+      auto rm = run_tpc({"cluster", "remove", "2", "--data-dir", data});
+      CHECK(rm.code == 0);
+      CHECK(rm.out.find("removed: ") != std::string::npos);
+      CHECK(processes_with(data + "/participant-2 ").empty());  // stopped
+      auto list = run_tpc({"client", "--leader", leader, "member", "list"});
+      CHECK(std::regex_search(list.out, std::regex("4 +" + added + " +in-sync")));
+      CHECK(std::regex_search(list.out, std::regex("2 +127\\.0\\.0\\.1:\\d+ +removed")));
+      for (int i = 0; i < 60; ++i)
+        CHECK(run_tpc({"client", "--leader", leader, "get", fmt::format("k{}", i)}).code == 0);
+      // Asked again: removed already; an unknown one is not this cluster's.
+      CHECK(run_tpc({"cluster", "remove", "2", "--data-dir", data}).code == 0);
+      CHECK(run_tpc({"cluster", "remove", "9", "--data-dir", data}).code == 1);
+      CHECK(cluster.terminate(10000) == 0);
+    }
+    // No cluster runs there now.
+    CHECK(run_tpc({"cluster", "add", "--data-dir", data}).code == 4);
+    // Started again: the added participant runs, the removed one does not.
+    std::string log2 = s.path() + "/cluster2.log";
+    Process cluster(args, log2);
+    REQUIRE(wait_for_text(log2, "tpc cluster is up", 20000));
+    std::string banner = read_file(log2);
+    CHECK(banner.find("participant 4 on") != std::string::npos);
+    CHECK(banner.find("participant 2 on") == std::string::npos);
+    CHECK(processes_with(data).size() == 5);  // the cluster, three participants, the leader
+    for (int i = 0; i < 60; ++i)
+      CHECK(run_tpc({"client", "--leader", leader, "get", fmt::format("k{}", i)}).code == 0);
+    CHECK(cluster.terminate(10000) == 0);
+    CHECK(wait_for([&] { return processes_with(data).empty(); }, 5000));
+  }
+
   TEST_CASE("tpc cluster --insecure leaves no orphans even when killed -9") {
     Scratch s;
     uint16_t base = free_port_run(2 + 3);  // and every node's metrics
