@@ -328,6 +328,33 @@ void Server::adopt_cluster(const DecisionStoreOptions& dso) {
   auto [cluster, view] = EtcdDecisions::claim_cluster(dso, mine, view_text());
   std::string where = fmt::format("the decision store ({}, {})", m_cfg.decision_store, dso.prefix);
   auto adopted = adopt_claim(local, m_cfg.cluster_id, view_text(), cluster, view);
+  if (!adopted && adopted.status().code() == "VIEW" && m_given_peers.empty()) {
+    // Another --peers than the cluster was made with: fine if it names the membership in
+    // effect there (a leader added after member changes), as with a local log. The creation
+    // set stays this leader's first placement.
+    std::vector<std::string> made;
+    std::optional<int64_t> replicas;
+    for (auto& line : split_list(view, '\n')) {
+      if (line.rfind("peers ", 0) == 0) made = split_list(line.substr(6), ',');
+      if (line.rfind("replicas ", 0) == 0)
+        replicas = line.substr(9) == "all" ? std::optional<int64_t>(0) : parse_int(line.substr(9));
+    }
+    if (!made.empty() && replicas && *replicas >= 0) {
+      size_t copies = *replicas == 0 || static_cast<size_t>(*replicas) > made.size()
+                          ? made.size()
+                          : static_cast<size_t>(*replicas);
+      auto m = membership::decode(EtcdDecisions::claim_members(
+          dso, membership::encode(membership::Membership::initial(
+                   made, copies, static_cast<size_t>(m_cfg.min_insync)))));
+      if (m && names_membership(*m, m_cfg.peers, m_cfg.replicas)) {
+        m_given_peers = std::move(m_cfg.peers);
+        m_given_replicas = m_cfg.replicas;
+        m_cfg.peers = std::move(made);
+        m_cfg.replicas = *replicas;
+        adopted = adopt_claim(local, m_cfg.cluster_id, view_text(), cluster, view);
+      }
+    }
+  }
   if (!adopted && adopted.status().code() == "DIR")
     throw Error(fmt::format("this leader's data directory {} belongs to cluster {}, but {} holds "
                             "cluster {}: use the data directory of a leader of that cluster, "
@@ -386,19 +413,32 @@ bool Server::check_peers_file() {
   return false;
 }
 
-void Server::check_given_peers() {
-  const auto& mem = m_core->members();
+namespace {
+// The addresses of the participants in `mem` (removed ones left out), in slot order.
+std::vector<std::string> member_addrs(const membership::Membership& mem) {
   std::vector<std::string> now;
   for (auto& s : mem.slots)
     if (s.state != membership::State::removed) now.push_back(s.addr);
+  return now;
+}
+}  // namespace
+
+bool Server::names_membership(const membership::Membership& mem,
+                              const std::vector<std::string>& peers, int64_t replicas) {
+  auto now = member_addrs(mem);
+  bool same_replicas = replicas == 0 ? mem.replicas == 0 || mem.replicas >= now.size()
+                                     : static_cast<size_t>(replicas) == mem.replicas;
+  return peers == now && same_replicas;
+}
+
+void Server::check_given_peers() {
+  const auto& mem = m_core->members();
+  auto now = member_addrs(mem);
   bool changed = now != m_cfg.peers;
   if (!m_given_peers.empty()) {
     // Another --peers than the cluster was made with: fine if it names the membership in
     // effect (an operator who followed the changes), else a mistake.
-    bool same_replicas = m_given_replicas == 0
-                             ? mem.replicas >= now.size()
-                             : static_cast<size_t>(m_given_replicas) == mem.replicas;
-    if (m_given_peers != now || !same_replicas)
+    if (!names_membership(mem, m_given_peers, m_given_replicas))
       throw Error(fmt::format(
           "--peers {} --replicas {} name a different participant set than this cluster was "
           "made with ({}, replicas {}; {}/participants) and than its membership in effect "

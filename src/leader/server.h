@@ -118,6 +118,9 @@ class Server : private Io {
   // --peers after recovery: the set the cluster was made with, or the membership in effect
   // (warned about when the membership changed since); anything else throws.
   void check_given_peers();
+  // Whether `peers` and `replicas` (0: all) name `mem`'s participants in effect.
+  static bool names_membership(const membership::Membership& mem,
+                               const std::vector<std::string>& peers, int64_t replicas);
   std::vector<std::string> m_given_peers;  // --peers as given, when DIR/participants differs
   int64_t m_given_replicas = 0;
   // The links follow the membership: one per slot, made anew when its address changes (member

@@ -424,6 +424,30 @@ TEST_SUITE("etcd") {
 }
 
 TEST_SUITE("etcd") {
+  TEST_CASE("a leader started after a member add takes the membership's addresses as --peers") {
+    Etcd e;
+    REQUIRE(e.wait_healthy());
+    Cluster::Options o;
+    o.leader_args = {"--decision-store", e.url(), "--cluster-name", "grow", "--lease-ttl", "2"};
+    Cluster c(o);
+    REQUIRE(c.wait_ready());
+    REQUIRE(c.client({"put", "a", "1"}).code == 0);
+    int n = c.add_participant();
+    REQUIRE(c.client({"member", "add", c.participant_addr(n)}).code == 0);
+    // A new leader given the three participants in effect (not the two the cluster was made
+    // with) joins it, and sees all three.
+    auto l2 = second_leader(c, e, "grow");
+    CHECK(run_tpc({"client", "--leader", l2.addr, "put", "b", "2"}).code == 0);
+    CHECK(run_tpc({"client", "--leader", l2.addr, "get", "a"}).out == "1\n");
+    CHECK(c.read_at(n, "b") == "2");
+    // Another set is refused, saying what the cluster has.
+    auto bad = run_tpc({"leader", "--id", "3", "--port", std::to_string(free_port()), "--peers",
+                        c.participant_addr(0), "--data-dir", c.dir() + "/leader3",
+                        "--decision-store", e.url(), "--cluster-name", "grow"});
+    CHECK(bad.code == 2);
+    CHECK(bad.err.find("start it with the cluster's --peers") != std::string::npos);
+  }
+
   TEST_CASE(
       "two leaders over etcd agree on the membership: one's change is the other's next write's") {
     Etcd e;
