@@ -312,6 +312,21 @@ void Core::wait_for_move(int64_t now, ClientId client) {
   m_move_waiting.push_back(client);
 }
 
+std::string Core::busy() const {
+  if (m_replacing && !m_changing && !m_members.moving())
+    return fmt::format(
+        "participant {} is being replaced at {} (until it is reachable and has caught up): "
+        "try again then, or replace it again at another address, or remove it",
+        m_replacing->slot, m_replacing->addr);
+  return "the members are changing already: try again when that change is done";
+}
+
+void Core::end_replace(const std::string& why, Actions& out) {
+  for (auto c : m_replacing->waiting)
+    out.list.push_back(act::Reply{c, reply(ClientReply::error, "STATE", why)});
+  m_replacing.reset();
+}
+
 void Core::on(int64_t now, ev::Remove& e, Actions& out) {
   auto refuse = [&](const std::string& why) {
     out.list.push_back(act::Reply{e.client, reply(ClientReply::error, "STATE", why)});
@@ -330,8 +345,12 @@ void Core::on(int64_t now, ev::Remove& e, Actions& out) {
       (m_changing && e.slot < m_changing->size() && leaves(m_changing->slots[e.slot].state))) {
     return wait_for_move(now, e.client);  // under way
   }
-  if (m_changing || m_members.moving() || m_replacing)
-    return refuse("the members are changing already: try again when that change is done");
+  // (Its new node not reachable yet: once it catches up, the replace ends first.)
+  if (m_replacing && m_replacing->slot == e.slot && !m_changing && !m_members.moving() &&
+      slot.state == membership::State::out)
+    end_replace(fmt::format("participant {} is being removed instead (member remove)", e.slot),
+                out);
+  if (m_changing || m_members.moving() || m_replacing) return refuse(busy());
   // An in-sync slot leaves serving its keys until the cutover; one that is out (or unreachable,
   // and may be marked out) leaves as leaving-out: its keys are copied from the other owners.
   bool dead = slot.state == membership::State::in_sync && !m_up[e.slot] &&
@@ -377,8 +396,7 @@ void Core::on(int64_t now, ev::Add& e, Actions& out) {
                   fmt::format("{} is participant {} (epoch {})", e.addr, p, m_members.epoch))});
     }
   }
-  if (m_changing || m_members.moving() || m_replacing)
-    return refuse("the members are changing already: try again when that change is done");
+  if (m_changing || m_members.moving() || m_replacing) return refuse(busy());
   if (m_members.size() >= membership::k_max_slots)
     return refuse(fmt::format("a cluster has at most {} slots", membership::k_max_slots));
   // The new slot's placement name: its address, unless another slot (a removed one, or one
@@ -415,8 +433,10 @@ void Core::on(int64_t now, ev::Replace& e, Actions& out) {
     m_replacing = Replacing{e.slot, e.addr, {e.client}, now, m_catchup_totals};
     return;
   }
-  if (m_changing || m_members.moving() || m_replacing)
-    return refuse("the members are changing already: try again when that change is done");
+  // A replace whose new node never came up gives way to another replace of the same slot.
+  if (m_replacing && m_replacing->slot == e.slot && !m_changing && !m_members.moving())
+    end_replace(fmt::format("participant {} is to be replaced at {} instead", e.slot, e.addr), out);
+  if (m_changing || m_members.moving() || m_replacing) return refuse(busy());
   if (slot.state == State::removed || slot.state == State::joining ||
       slot.state == State::leaving || slot.state == State::leaving_out)
     return refuse(fmt::format("participant {} is {}", e.slot, membership::name(slot.state)));
@@ -1337,6 +1357,11 @@ void Core::answer_moves(const membership::Membership& was, int64_t now, Actions&
                 fmt::format("participant {} is at {} (epoch {}), not {}: the replace was not "
                             "made (another change came first); try again",
                             m_replacing->slot, slot.addr, m_members.epoch, m_replacing->addr));
+    else if (slot.state == State::leaving || slot.state == State::leaving_out ||
+             slot.state == State::removed)
+      r = reply(ClientReply::error, "STATE",
+                fmt::format("participant {} is {} (epoch {}): the replace ends", m_replacing->slot,
+                            membership::name(slot.state), m_members.epoch));
     else if (slot.state == State::in_sync)
       r = reply(ClientReply::ok, "",
                 fmt::format("epoch {}: {} keys ({} bytes) copied in {} ms; participant {} is "

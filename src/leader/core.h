@@ -540,6 +540,11 @@ class Core {
   // While members change: the next slot that must copy the keys it gains, or the cutover once
   // every one has.
   void move_keys(int64_t now, Actions& out);
+  // Why a member change is refused while another runs (or a replace waits for its node).
+  std::string busy() const;
+  // The replace under way gives way to another change of its slot: its waiters answered
+  // ERR STATE `why`.
+  void end_replace(const std::string& why, Actions& out);
   void resume(int64_t now, Actions& out);
   // Runs a transaction admitted by on(ev::Txn) (its request id checked), or parks it while a
   // participant owning one of its keys is connecting.

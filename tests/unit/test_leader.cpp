@@ -1421,6 +1421,43 @@ TEST_SUITE("leader membership changes") {
     CHECK(again->kind == ClientReply::ok);
   }
 
+  TEST_CASE("a replace whose node never comes up gives way to another replace, or a removal") {
+    for (bool remove : {false, true}) {
+      CAPTURE(remove);
+      auto c = config(1, 2);
+      c.exclude_after_ms = 1000;
+      Driver d(c);
+      auto held = held_by_owners(d.core.members(), 60);
+      d.step(ev::LinkDown{1});
+      held[1].clear();
+      auto a = d.step(ev::Replace{7, 1, "127.0.0.1:12"});
+      for (auto& ap : Driver::all<act::Append>(a))
+        if (ap.type == k_rec_membership) a = d.step(ev::Durable{ap.txid, 0, k_rec_membership});
+      REQUIRE(d.core.members().slots[1].addr == "127.0.0.1:12");
+      // (Its node never comes up.) Another change is refused, saying what it waits for.
+      auto busy = Driver::reply_to(d.step(ev::Add{9, "127.0.0.1:20"}), 9);
+      REQUIRE(busy);
+      CHECK(busy->code == "STATE");
+      CHECK(busy->detail.find("being replaced at 127.0.0.1:12") != std::string::npos);
+      a = remove ? d.step(ev::Remove{8, 1}) : d.step(ev::Replace{8, 1, "127.0.0.1:13"});
+      auto first = Driver::reply_to(a, 7);
+      REQUIRE(first);
+      CHECK(first->code == "STATE");
+      std::map<size_t, std::set<std::string>> copied;
+      auto done =
+          run_move(d, a, 8, held, copied, remove ? std::set<size_t>{1} : std::set<size_t>{});
+      REQUIRE(done);
+      CHECK(done->kind == ClientReply::ok);
+      const auto& s1 = d.core.members().slots[1];
+      if (remove) {
+        CHECK(s1.state == membership::State::removed);
+      } else {
+        CHECK(s1.addr == "127.0.0.1:13");
+        CHECK(s1.state == membership::State::in_sync);
+      }
+    }
+  }
+
   TEST_CASE("member replace of the last in-sync copy is refused") {
     Driver d(config(1, 0));  // every key on every slot
     d.step(ev::LinkDown{0});
