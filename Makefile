@@ -7,7 +7,7 @@ JOBS    ?= $(shell nproc)
 DEB_BUILD    := g++ cmake make pkg-config libcli11-dev libboost-dev libsqlite3-dev libfmt-dev doctest-dev libedit-dev libssl-dev nlohmann-json3-dev
 DEB_PACKAGES := $(DEB_BUILD) etcd-server groff-base clang libclang-rt-14-dev systemd
 
-.PHONY: all deps deps-build install-packages build check test run clean install uninstall format bench bench-member crash-test sim fuzz fuzz-build sanitize
+.PHONY: all deps deps-build install-packages build check test run clean install uninstall format bench bench-member bench-cost crash-test sim fuzz fuzz-build sanitize
 
 all: build
 
@@ -55,6 +55,10 @@ bench: deps build
 # The member add rows of make bench alone (a few minutes).
 bench-member: deps build
 	bash tests/bench/member.sh
+
+# The server CPU per transaction rows of make bench alone (about a minute).
+bench-cost: deps build
+	bash tests/bench/cost.sh
 
 # A longer randomized crash test than the one in `make test`.
 crash-test: deps build

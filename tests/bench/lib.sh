@@ -21,16 +21,16 @@ trap cleanup EXIT
 jget() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" | head -1; }
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-start_cluster() {  # participants replicas [tls|etcd|nometrics]
+start_cluster() {  # participants replicas [tls|etcd|nometrics|"tls nometrics"]
   stop_cluster
   # Ports: the leader, the participants, then every node's metrics.
-  local n=$1 r=$2 attempt mode=--insecure extra=() span=$((2 * $1 + 1))
+  local n=$1 r=$2 attempt mode=--insecure extra=() span=$((2 * $1 + 1)) how=" ${3:-} "
   CERTS=""
-  if [ "${3:-}" = tls ]; then mode=""; CERTS=$DATA/c/certs; fi
-  if [ "${3:-}" = nometrics ]; then extra=(--no-metrics); span=$1; fi
+  if [[ $how == *" tls "* ]]; then mode=""; CERTS=$DATA/c/certs; fi
+  if [[ $how == *" nometrics "* ]]; then extra=(--no-metrics); span=$1; fi
   # Two leaders over a three-member etcd: one more leader port, etcd's client and peer ports,
   # then the metrics.
-  if [ "${3:-}" = etcd ]; then extra=(--leaders 2 --decision-store etcd --etcd-members 3); span=$((2 * n + 9)); fi
+  if [[ $how == *" etcd "* ]]; then extra=(--leaders 2 --decision-store etcd --etcd-members 3); span=$((2 * n + 9)); fi
   for attempt in 1 2 3 4 5 6 7 8; do
     rm -rf "$DATA/c"; mkdir -p "$DATA"
     BASE=$((20000 + RANDOM % 12000))  # below the kernel's ephemeral ports
@@ -63,3 +63,16 @@ bench() {  # clients ops seconds [extra...]
     --json "$@"
 }
 
+
+# A part of make bench run alone (bash tests/bench/member.sh): `source lib.sh standalone` builds
+# and makes the data directory; standalone_print NAME prints the lines of array NAME then.
+STANDALONE=""
+if [ "${1:-}" = standalone ]; then
+  make -s -C "$ROOT" build >/dev/null
+  mkdir -p "$DATA"
+  STANDALONE=1
+fi
+standalone_print() {
+  local -n lines=$1
+  if [ -n "$STANDALONE" ]; then for l in "${lines[@]}"; do echo "$l"; done; fi
+}

@@ -5,12 +5,7 @@
 # in the seconds the move overlaps as a share of the other seconds of the run (steady state).
 # Part of make bench (run.sh sources it); alone: bash tests/bench/member.sh (make bench-member).
 # Sets MEMBER_LINES (text) and MEMBER_JSON (JSON objects).
-if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
-  source "$(dirname "$0")/lib.sh"
-  make -s -C "$ROOT" build >/dev/null
-  mkdir -p "$DATA"
-  MEMBER_STANDALONE=1
-fi
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then source "$(dirname "$0")/lib.sh" standalone; fi
 
 MEMBER_LINES=()
 MEMBER_JSON=()
@@ -60,6 +55,4 @@ for K in 10000 100000; do
   echo "  ${ADD_MS} ms; throughput while it ran ${SHARE}% of steady state; per second: $PER_S" >&2
 done
 
-if [ -n "${MEMBER_STANDALONE:-}" ]; then
-  for l in "${MEMBER_LINES[@]}"; do echo "$l"; done
-fi
+standalone_print MEMBER_LINES

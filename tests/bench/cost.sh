@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Server CPU per committed transaction: W1 (2 participants, full replication, one-key puts) and
+# W2 (3 participants, --replicas 1, two-key transactions), each at 64 clients, in plaintext and
+# over TLS. The CPU is every tpc server process's user and system time (/proc/PID/stat, the
+# leader and the participants; not the bench client), read before and after the run, divided by
+# the transactions it committed. docs/design.md's cost model is built on these rows.
+# Part of make bench (run.sh sources it); alone: bash tests/bench/cost.sh (make bench-cost).
+# Sets COST_LINES (text) and COST_JSON (JSON objects).
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then source "$(dirname "$0")/lib.sh" standalone; fi
+
+COST_LINES=()
+COST_JSON=()
+TICK=$(getconf CLK_TCK)
+# cpu_ticks: "USER SYS" clock ticks of the running cluster's server processes, summed.
+cpu_ticks() {
+  local u=0 s=0 p f
+  for p in $(pgrep -f -- "--data-dir $DATA/c/(leader|participant)-"); do
+    # Fields 14 and 15 of /proc/PID/stat (after the command name, which may hold spaces).
+    f=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+    u=$((u + $(echo "$f" | cut -d' ' -f12)))
+    s=$((s + $(echo "$f" | cut -d' ' -f13)))
+  done
+  echo "$u $s"
+}
+
+for mode in plain tls; do
+  for w in W1 W2; do
+    if [ $w = W1 ]; then n=2; r=0; ops=1; else n=3; r=1; ops=2; fi
+    if [ $mode = tls ]; then start_cluster "$n" "$r" "tls nometrics"; else start_cluster "$n" "$r" nometrics; fi
+    # A short warm-up (connections made, caches filled), then the measured run.
+    bench 64 "$ops" 2 >/dev/null
+    read -r u0 s0 <<<"$(cpu_ticks)"
+    j=$(bench 64 "$ops" "$SECS")
+    read -r u1 s1 <<<"$(cpu_ticks)"
+    stop_cluster
+    txns=$(echo "$j" | jget committed)
+    tps=$(echo "$j" | jget committed_per_s)
+    read -r us_user us_sys us_all <<<"$(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v t="$TICK" -v n="$txns" \
+      'BEGIN { if (n <= 0) { print "null null null"; exit }
+               printf "%.1f %.1f %.1f", u * 1e6 / t / n, s * 1e6 / t / n, (u + s) * 1e6 / t / n }')"
+    COST_LINES+=("$(printf 'server CPU per committed txn, %s at 64 clients, %-9s %7s us (user %s, system %s) at %s txn/s' \
+      "$w" "$mode:" "$us_all" "$us_user" "$us_sys" "$tps")")
+    COST_JSON+=("{\"workload\":\"$w\",\"mode\":\"$mode\",\"clients\":64,\"committed\":$txns,\"txn_per_s\":$tps,\"cpu_us_per_txn\":$us_all,\"user_us_per_txn\":$us_user,\"system_us_per_txn\":$us_sys}")
+    echo "  $w $mode: $us_all us of server CPU per txn (user $us_user, system $us_sys), $tps txn/s" >&2
+  done
+done
+
+standalone_print COST_LINES
