@@ -209,7 +209,17 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
     if (!c) {
       return open_failed(c.status(), err);
     }
-    auto r = c->call(line.str(), left(deadline), rid);
+    // A request the leader would refuse for its length is a usage error, and is not sent
+    // ("@TAG " and the newline count too).
+    std::string request = line.str();
+    size_t len = request.size() + rid.size() + 3;
+    if (c->server_max_line() > 0 && len > c->server_max_line()) {
+      err << "too large: the request is " << len << " bytes as sent (values escaped), over the "
+          << "leader's line limit of " << c->server_max_line()
+          << " bytes; --max-line on the leader and the participants raises it\n";
+      return k_usage;
+    }
+    auto r = c->call(request, left(deadline), rid);
     if (!r) return resolve_lost(o, rid, r.status().message(), deadline, out, err);
     auto res = protocol::parse_txn_reply(r);
     using K = protocol::TxnReply;

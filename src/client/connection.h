@@ -55,6 +55,9 @@ class Connection {
   bool is_open() const;
   // Over TLS (false: plaintext, also after the implicit certificates gave way).
   bool secure() const;
+  // The longest request line the server takes (its HELLO's max_line=, its --max-line); 0 when
+  // it did not say.
+  size_t server_max_line() const { return m_server_max_line; }
   // Accept reply lines up to `n` bytes (default 2 MiB), for bulk replies (snapshots).
   void set_max_line(size_t n) { m_in = protocol::LineBuffer(n); }
   void close();
@@ -65,6 +68,7 @@ class Connection {
   bool run(int64_t deadline_ms, const bool& done);
   std::unique_ptr<Impl> m;
   protocol::LineBuffer m_in{protocol::k_default_max_line * 2};
+  size_t m_server_max_line = 0;
 };
 
 }  // namespace tpc::client

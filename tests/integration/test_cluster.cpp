@@ -143,6 +143,21 @@ TEST_SUITE("cluster") {
     CHECK(conn->read_line(5000).value() == "VALUE 1");
   }
 
+  TEST_CASE("a value over the line limit is a usage error naming the limit, and is not sent") {
+    Cluster c;
+    REQUIRE(c.wait_ready());
+    std::string big(5 << 20, '\0');  // 5 MiB of binary bytes
+    uint32_t x = 12345;
+    for (auto& ch : big) ch = static_cast<char>((x = x * 1103515245 + 12345) >> 16);
+    auto r = run_tpc({"client", "--leader", c.leader_addr(), "put", "big", "-"}, 30000, big);
+    CHECK(r.code == 2);
+    CHECK(r.err.find("line limit of 1048576 bytes") != std::string::npos);
+    CHECK(r.err.find("--max-line") != std::string::npos);
+    CHECK(c.client({"get", "big"}).code == 1);  // nothing written
+    // The leader served nobody a broken connection: the next write goes through.
+    CHECK(c.client({"put", "small", "v"}).code == 0);
+  }
+
   TEST_CASE("an oversize line is refused and closes only that connection") {
     Cluster::Options o;
     o.leader_args = {"--max-line", "4096"};
