@@ -230,7 +230,7 @@ std::optional<int> parse_bench(const std::vector<std::string>& args, BenchConfig
       ->check(CLI::Range(1, 64));
   app.add_option("--value-size", cfg.value_size, "bytes per value")
       ->capture_default_str()
-      ->check(CLI::Range(0, 1 << 19));
+      ->check(CLI::Range(0, 1 << 20));
   app.add_option("--read-ratio", cfg.read_ratio, "share of requests that are reads")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));

@@ -8,7 +8,8 @@
 # TLS and in plaintext, alternated, printed side by side; then W2 at 64 clients with the etcd
 # decision store and two leaders over a three-member etcd, beside the local log and beside
 # etcd's own two-key transaction rate on the same etcd (etcd_bench); then a member add under
-# load at 10,000 and 100,000 keys (member.sh); then the server CPU per committed transaction,
+# load at 10,000 and 100,000 keys (member.sh); W1 with 100-byte, 10 KiB and 1 MiB values
+# (values.sh); then the server CPU per committed transaction,
 # W1 and W2 in plaintext and over TLS (cost.sh). Prints one table and writes it as JSON
 # (BENCH_OUT).
 # Env: BENCH_SECONDS (10) per run, BENCH_MEMORY_SECONDS (60) for the W2 64-client run, which
@@ -210,6 +211,9 @@ kill -TERM "$P3" 2>/dev/null || true; wait "$P3" 2>/dev/null || true
 echo "  in-sync again ${C_MS:-never} ms after its restart (the copy itself ${C_CORE_MS} ms): $C_KEYS keys, $C_BYTES bytes copied" >&2
 # Member add under load: member.sh (also run alone by make bench-member).
 source "$ROOT/tests/bench/member.sh"
+# Value size: values.sh (also run alone).
+echo "values: W1 with 100-byte, 10 KiB and 1 MiB values" >&2
+source "$ROOT/tests/bench/values.sh"
 # Server CPU per committed transaction: cost.sh (also run alone by make bench-cost).
 echo "cost: server CPU per committed transaction, W1 and W2 at 64 clients, plaintext and TLS" >&2
 source "$ROOT/tests/bench/cost.sh"
@@ -234,6 +238,7 @@ stop_cluster
   echo "availability (W1, 64 clients, 3 participants, --replicas 2): in the 30 s after a participant is killed, $A_RATE% of writes committed ($A_OK committed, $A_ABORTS aborted, $A_ERR errors), p50 $A_P50 ms, p99 $A_P99 ms"
   echo "catch-up after 10 s out under that load: in-sync ${C_MS:-never} ms after the restart (copy ${C_CORE_MS} ms), $C_KEYS keys, $C_BYTES bytes"
   for l in "${MEMBER_LINES[@]}"; do echo "$l"; done
+  for l in "${VALUE_LINES[@]}"; do echo "$l"; done
   for l in "${COST_LINES[@]}"; do echo "$l"; done
   echo "memory (W2, 64 clients, ${MEM_SECS}s, $W2_TXNS txns): max RSS of any node $((RSS_MAX / 1024)) MiB; at half time $((${RSS_HALF:-0} / 1024)) MiB, at the end $((${RSS_END:-0} / 1024)) MiB; largest log $((LOG_MAX / 1024)) KiB"
 }
@@ -245,6 +250,7 @@ stop_cluster
   echo "\"availability\":{\"committed_percent\":$A_RATE,\"committed\":$A_OK,\"aborted\":$A_ABORTS,\"errors\":$A_ERR,\"p50_ms\":$A_P50,\"p99_ms\":$A_P99,\"catchup_ms\":${C_MS:-null},\"copy_ms\":${C_CORE_MS:-null},\"catchup_keys\":${C_KEYS:-0},\"catchup_bytes\":${C_BYTES:-0}},"
   ( IFS=,; echo "\"member_add\":[${MEMBER_JSON[*]}]," )
   ( IFS=,; echo "\"cpu_per_txn\":[${COST_JSON[*]}]," )
+  ( IFS=,; echo "\"value_size\":[${VALUE_JSON[*]}]," )
   echo "\"memory\":{\"seconds\":$MEM_SECS,\"max_rss_kib\":$RSS_MAX,\"half_rss_kib\":${RSS_HALF:-0},\"end_rss_kib\":${RSS_END:-0},\"max_log_bytes\":$LOG_MAX},"
   echo "\"runs\":["
   ( IFS=,; echo "${JSON_ROWS[*]}" )
