@@ -2,14 +2,15 @@
 // leader, whatever that cluster's participants, their addresses, their order and its replica
 // count (docs/operations.md). The copies are read as they are (never changed); each key is
 // written once, the first copy that holds it giving its value: every copy holds the same
-// transactions (the backup point), so the copies of a key agree.
+// transactions (the backup point), so the copies of a key agree. The copies are merged in key
+// order, so memory does not grow with the number of keys.
 #include <sqlite3.h>
 
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
-#include <unordered_set>
+#include <memory>
 
 #include <fmt/format.h>
 
@@ -185,28 +186,47 @@ int run_restore(const Options& o, const std::string& dir, bool force, std::ostre
     batch_bytes = 0;
     return k_ok;
   };
-  std::unordered_set<std::string> done;
-  for (auto& path : copies) {
-    Copy copy(path);
-    std::string k, v;
-    uint64_t here = 0;
-    while (copy.error().empty() && copy.next(k, v)) {
-      if (!done.insert(k).second) continue;  // another copy had it
-      ++here;
-      if (!batch.empty() &&
-          (batch.size() >= k_batch_keys || batch_bytes + k.size() + v.size() > k_batch_bytes))
-        if (int rc = flush()) return rc;
-      bytes += k.size() + v.size();
-      batch_bytes += k.size() + v.size();
-      batch.push_back(Op{OpKind::put, std::move(k), std::move(v)});
+  // The copies merged in key order (SQLite orders BLOB keys bytewise, as std::string does):
+  // each key once, from the first copy (in the manifest's order) that holds it. Memory: one
+  // row per copy, whatever the number of keys.
+  struct Cursor {
+    std::unique_ptr<Copy> copy;
+    std::string key, value;
+    bool live = false;
+    uint64_t taken = 0;
+  };
+  std::vector<Cursor> cur(copies.size());
+  auto advance = [&](size_t i) -> bool {
+    cur[i].live = cur[i].copy->next(cur[i].key, cur[i].value);
+    if (!cur[i].copy->error().empty()) {
+      err << "restore: cannot read " << copies[i] << ": " << cur[i].copy->error() << "\n";
+      return false;
     }
-    if (!copy.error().empty()) {
-      err << "restore: cannot read " << path << ": " << copy.error() << "\n";
-      return k_usage;
-    }
-    out << fmt::format("{}: {} keys (the others were in a copy read before)\n", path, here)
-        << std::flush;
+    return true;
+  };
+  for (size_t i = 0; i < copies.size(); ++i) {
+    cur[i].copy = std::make_unique<Copy>(copies[i]);
+    if (!advance(i)) return k_usage;
   }
+  for (;;) {
+    size_t first = SIZE_MAX;
+    for (size_t i = 0; i < cur.size(); ++i)
+      if (cur[i].live && (first == SIZE_MAX || cur[i].key < cur[first].key)) first = i;
+    if (first == SIZE_MAX) break;
+    std::string k = cur[first].key, v = std::move(cur[first].value);
+    ++cur[first].taken;
+    for (size_t i = 0; i < cur.size(); ++i)
+      if (cur[i].live && cur[i].key == k && !advance(i)) return k_usage;
+    if (!batch.empty() &&
+        (batch.size() >= k_batch_keys || batch_bytes + k.size() + v.size() > k_batch_bytes))
+      if (int rc = flush()) return rc;
+    bytes += k.size() + v.size();
+    batch_bytes += k.size() + v.size();
+    batch.push_back(Op{OpKind::put, std::move(k), std::move(v)});
+  }
+  for (size_t i = 0; i < cur.size(); ++i)
+    out << fmt::format("{}: {} keys (the others were in a copy listed before)\n", copies[i],
+                       cur[i].taken);
   if (int rc = flush()) return rc;
   out << fmt::format(
       "restored {} keys ({} bytes) of cluster {} from {} copies in {} transactions, {} ms\n", keys,
