@@ -217,12 +217,20 @@ class LocalCluster {
   void load_changes();
   void save_changes() const;
   void start_participant(int id, uint16_t port, int metrics_index);
-  bool wait_listening(const std::string& addr);
-  // Participants that run: those of --participants that are not removed, and the added ones.
-  int live_participants() const {
-    return o.participants - static_cast<int>(changes.removed.size()) +
-           static_cast<int>(changes.added.size());
+  // True once `addr` takes connections, within 10 s; false when `child` exits first (null:
+  // any child, which fails the cluster's startup).
+  bool wait_listening(const std::string& addr, Child* child = nullptr);
+  void stop_child(Child& ch);
+  // The participants that run, by id: those of --participants not removed, then the added
+  // ones; each with its port.
+  std::vector<std::pair<int, uint16_t>> live() const {
+    std::vector<std::pair<int, uint16_t>> out;
+    for (int i = 1; i <= o.participants; ++i)
+      if (!changes.removed.count(i)) out.emplace_back(i, static_cast<uint16_t>(o.port + i));
+    out.insert(out.end(), changes.added.begin(), changes.added.end());
+    return out;
   }
+  int live_participants() const { return static_cast<int>(live().size()); }
   // A child that died during startup (a port in use, say) fails the whole cluster at once.
   bool child_died();
   // Every node gets the same certificates directory: each loads its role's certificate.
@@ -320,13 +328,9 @@ void LocalCluster::start_participant(int id, uint16_t port, int metrics_index) {
 void LocalCluster::start_participants() {
   // --peers names the participants the cluster was made with, removed ones too (the leader
   // checks it against its creation set; the membership says who is in the cluster now).
-  for (int i = 1; i <= o.participants; ++i) {
-    uint16_t port = static_cast<uint16_t>(o.port + i);
-    peers += (i > 1 ? "," : "") + fmt::format("127.0.0.1:{}", port);
-    if (!changes.removed.count(i)) start_participant(i, port, i - 1);
-  }
-  for (auto [id, port] : changes.added)
-    if (!changes.removed.count(id)) start_participant(id, port, -1);
+  for (int i = 1; i <= o.participants; ++i)
+    peers += (i > 1 ? "," : "") + fmt::format("127.0.0.1:{}", o.port + i);
+  for (auto [id, port] : live()) start_participant(id, port, id <= o.participants ? id - 1 : -1);
 }
 
 void LocalCluster::load_changes() {
@@ -362,23 +366,33 @@ bool LocalCluster::child_died() {
 
 // The leader starts once the participants listen, so it finds them at once.
 bool LocalCluster::wait_participants() {
-  std::vector<std::string> addrs;
-  for (int i = 1; i <= o.participants; ++i)
-    if (!changes.removed.count(i)) addrs.push_back(fmt::format("127.0.0.1:{}", o.port + i));
-  for (auto [id, port] : changes.added) addrs.push_back(fmt::format("127.0.0.1:{}", port));
-  for (auto& addr : addrs)
-    if (g_stop || failed || !wait_listening(addr)) break;
+  for (auto [id, port] : live())
+    if (g_stop || failed || !wait_listening(fmt::format("127.0.0.1:{}", port))) break;
   return !failed;
 }
 
-bool LocalCluster::wait_listening(const std::string& addr) {
+bool LocalCluster::wait_listening(const std::string& addr, Child* child) {
   int64_t until = now_ms() + 10000;
   while (!g_stop && now_ms() < until) {
     if (client::Connection::open(addr, 200)) return true;
-    if ((failed = child_died())) return false;
+    if (child) {
+      if (::waitpid(child->pid, nullptr, WNOHANG) == child->pid) {
+        child->running = false;
+        return false;
+      }
+    } else if ((failed = child_died())) {
+      return false;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return false;
+}
+
+void LocalCluster::stop_child(Child& ch) {
+  if (!ch.running) return;
+  ::kill(ch.pid, SIGTERM);
+  ::waitpid(ch.pid, nullptr, 0);
+  ch.running = false;
 }
 
 // With etcd: it answers before any leader starts (a leader refuses to start without it).
@@ -441,13 +455,9 @@ std::string LocalCluster::wait_leader(const std::string& addr) {
 void LocalCluster::print_ready(const std::string& leaders, const std::string& cluster_id) const {
   std::cout << fmt::format("tpc cluster is up: leader on 127.0.0.1:{}, {} participants\n", o.port,
                            live_participants());
-  for (int i = 1; i <= o.participants; ++i)
-    if (!changes.removed.count(i))
-      std::cout << fmt::format("  participant {} on 127.0.0.1:{}  data {}/participant-{}\n", i,
-                               o.port + i, o.data_dir, i);
-  for (auto [id, port] : changes.added)
-    std::cout << fmt::format("  participant {} on 127.0.0.1:{}  data {}/participant-{} (added)\n",
-                             id, port, o.data_dir, id);
+  for (auto [id, port] : live())
+    std::cout << fmt::format("  participant {} on 127.0.0.1:{}  data {}/participant-{}{}\n", id,
+                             port, o.data_dir, id, id > o.participants ? " (added)" : "");
   for (int k = 1; k <= o.leaders; ++k)
     std::cout << fmt::format("  leader {}      on 127.0.0.1:{}  data {}/leader-{}\n", k,
                              leader_port(k), o.data_dir, k);
@@ -557,27 +567,9 @@ void LocalCluster::add_participant(std::ostream& out, std::ostream& err, int& co
   start_participant(id, static_cast<uint16_t>(port), -1);
   auto& ch = children[part_child[id]];
   // It listens, then the leader adds it (its keys copied while writes go on).
-  int64_t until = now_ms() + 10000;
-  bool up = false;
-  while (!up && now_ms() < until) {
-    int st;
-    if (::waitpid(ch.pid, &st, WNOHANG) == ch.pid) {
-      ch.running = false;
-      break;
-    }
-    up = static_cast<bool>(client::Connection::open(addr, 200));
-    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  auto stop_it = [&] {
-    if (ch.running) {
-      ::kill(ch.pid, SIGTERM);
-      ::waitpid(ch.pid, nullptr, 0);
-      ch.running = false;
-    }
-  };
-  if (!up) {
+  if (!wait_listening(addr, &ch)) {
     err << fmt::format("participant {} did not start on {}; see the log lines above\n", id, addr);
-    stop_it();
+    stop_child(ch);
     code = 4;
     return;
   }
@@ -585,7 +577,7 @@ void LocalCluster::add_participant(std::ostream& out, std::ostream& err, int& co
   co.leader = leaders;
   code = client::run_member_change(co, "MEMBER ADD " + addr, out, err);
   if (code != 0) {
-    stop_it();
+    stop_child(ch);
     return;
   }
   changes.added[id] = static_cast<uint16_t>(port);
@@ -613,14 +605,7 @@ void LocalCluster::remove_participant(int id, std::ostream& out, std::ostream& e
   changes.removed.insert(id);
   changes.added.erase(id);
   save_changes();
-  if (auto it = part_child.find(id); it != part_child.end()) {
-    auto& ch = children[it->second];
-    if (ch.running) {
-      ::kill(ch.pid, SIGTERM);
-      ::waitpid(ch.pid, nullptr, 0);
-      ch.running = false;
-    }
-  }
+  if (auto it = part_child.find(id); it != part_child.end()) stop_child(children[it->second]);
   out << fmt::format("participant {} stopped; its data stays in {}/participant-{}\n", id,
                      o.data_dir, id);
 }

@@ -147,10 +147,15 @@ int run_restore(const Options& o, const std::string& dir, bool force, std::ostre
   // lost: never applied twice).
   auto flush = [&]() -> int {
     if (batch.empty()) return k_ok;
-    std::string rid = new_request_id();
-    protocol::LineBuilder line("TXN");
-    line.raw(rid);
-    protocol::append_ops(line, batch);
+    std::string rid, line;
+    auto fresh = [&] {  // the batch's request under a new id
+      rid = new_request_id();
+      protocol::LineBuilder b("TXN");
+      b.raw(rid);
+      protocol::append_ops(b, batch);
+      line = b.str();
+    };
+    fresh();
     for (int attempt = 0;; ++attempt) {
       if (now_ms() > deadline) {
         err << "restore: the leader did not take the keys in time; " << keys
@@ -162,17 +167,12 @@ int run_restore(const Options& o, const std::string& dir, bool force, std::ostre
         if (!c) continue;
         *leader = std::move(*c);
       }
-      auto r = leader->call(line.str(), static_cast<int>(std::max<int64_t>(1, deadline - now_ms())),
-                            rid);
+      auto r = leader->call(line, static_cast<int>(std::max<int64_t>(1, deadline - now_ms())), rid);
       if (!r) continue;  // lost: the same request again (its id makes it run once)
       auto res = protocol::parse_txn_reply(r);
       if (res.kind == protocol::TxnReply::committed) break;
       if (res.kind == protocol::TxnReply::aborted && res.code == "CONFLICT" && attempt < 20) {
-        // (A write by someone else meanwhile: a new request id, since this one is decided.)
-        rid = new_request_id();
-        line = protocol::LineBuilder("TXN");
-        line.raw(rid);
-        protocol::append_ops(line, batch);
+        fresh();  // (a write by someone else meanwhile: this id is decided)
         continue;
       }
       err << "restore: a batch of " << batch.size() << " keys (from "

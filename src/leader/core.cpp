@@ -338,9 +338,7 @@ void Core::on(int64_t now, ev::Remove& e, Actions& out) {
     return out.list.push_back(act::Reply{
         e.client, reply(ClientReply::ok, "",
                         fmt::format("{} removed (epoch {})", slot.addr, m_members.epoch))});
-  auto leaves = [](membership::State st) {
-    return st == membership::State::leaving || st == membership::State::leaving_out;
-  };
+  using membership::leaves;
   if (leaves(slot.state) ||
       (m_changing && e.slot < m_changing->size() && leaves(m_changing->slots[e.slot].state))) {
     return wait_for_move(now, e.client);  // under way
@@ -438,7 +436,7 @@ void Core::on(int64_t now, ev::Replace& e, Actions& out) {
     end_replace(fmt::format("participant {} is to be replaced at {} instead", e.slot, e.addr), out);
   if (m_changing || m_members.moving() || m_replacing) return refuse(busy());
   if (slot.state == State::removed || slot.state == State::joining ||
-      slot.state == State::leaving || slot.state == State::leaving_out)
+      membership::leaves(slot.state))
     return refuse(fmt::format("participant {} is {}", e.slot, membership::name(slot.state)));
   for (auto& s : m_members.slots)
     if (s.addr == e.addr && s.state != State::removed)
@@ -465,12 +463,9 @@ void Core::move_keys(int64_t now, Actions& out) {
   // With rendezvous placement a slot that stays gains keys only from one that leaves: with
   // none leaving (a member add) only the joining slots copy.
   // Nor with every key on every slot already (full replication): a leaving slot gives none.
-  size_t placed = 0;
-  for (size_t p = 0; p < m_members.size(); ++p) placed += m_members.placed(p);
-  bool leaving = m_members.count(membership::State::leaving) +
-                         m_members.count(membership::State::leaving_out) >
-                     0 &&
-                 m_members.copies() < placed;
+  bool leaving = m_members.spread() &&
+                 std::any_of(m_members.slots.begin(), m_members.slots.end(),
+                             [](const membership::Slot& s) { return membership::leaves(s.state); });
   size_t next_slots = 0, next_current = 0;
   for (size_t p = 0; p < m_members.size(); ++p) {
     auto st = m_members.slots[p].state;
@@ -1331,7 +1326,7 @@ void Core::answer_moves(const membership::Membership& was, int64_t now, Actions&
     for (size_t p = 0; p < was.size(); ++p) {
       auto a = was.slots[p].state, b = m_members.slots[p].state;
       if (a == State::joining) note(b == State::in_sync ? added : rolled_back, p);
-      if (a == State::leaving || a == State::leaving_out) note(gone, p);
+      if (membership::leaves(a)) note(gone, p);
     }
     ClientReply r;
     if (!rolled_back.empty())
@@ -1357,8 +1352,7 @@ void Core::answer_moves(const membership::Membership& was, int64_t now, Actions&
                 fmt::format("participant {} is at {} (epoch {}), not {}: the replace was not "
                             "made (another change came first); try again",
                             m_replacing->slot, slot.addr, m_members.epoch, m_replacing->addr));
-    else if (slot.state == State::leaving || slot.state == State::leaving_out ||
-             slot.state == State::removed)
+    else if (membership::leaves(slot.state) || slot.state == State::removed)
       r = reply(ClientReply::error, "STATE",
                 fmt::format("participant {} is {} (epoch {}): the replace ends", m_replacing->slot,
                             membership::name(slot.state), m_members.epoch));

@@ -136,11 +136,7 @@ Server::Server(asio::io_context& io, Config cfg) : m_io(io), m_cfg(std::move(cfg
     dso.batch_wait_us = m_cfg.batch_wait_ms * 1000;
     adopt_cluster(dso);
     // The membership every leader works under: its first epoch comes with the cluster.
-    size_t copies = m_cfg.replicas == 0 || m_cfg.replicas > m_cfg.peers.size() ? m_cfg.peers.size()
-                                                                               : m_cfg.replicas;
-    store_members = EtcdDecisions::claim_members(
-        dso, membership::encode(membership::Membership::initial(
-                 m_cfg.peers, copies, static_cast<size_t>(m_cfg.min_insync))));
+    store_members = claim_members(dso, m_cfg.peers, m_cfg.replicas);
     etcd_start = EtcdDecisions::open(dso);
     m_incarnation = etcd_start->incarnation;
   } else {
@@ -316,6 +312,13 @@ std::string Server::view_text() const {
   return view + "\n";
 }
 
+std::string Server::claim_members(const DecisionStoreOptions& dso,
+                                  const std::vector<std::string>& peers, size_t replicas) const {
+  return EtcdDecisions::claim_members(dso,
+                                      membership::encode(membership::Membership::initial(
+                                          peers, replicas, static_cast<size_t>(m_cfg.min_insync))));
+}
+
 void Server::adopt_cluster(const DecisionStoreOptions& dso) {
   // This directory's cluster (if it has one), else --cluster-id, else a new one: proposed to
   // the store, which keeps the first proposal it got. Every leader then runs under that.
@@ -340,13 +343,8 @@ void Server::adopt_cluster(const DecisionStoreOptions& dso) {
         replicas = line.substr(9) == "all" ? std::optional<int64_t>(0) : parse_int(line.substr(9));
     }
     if (!made.empty() && replicas && *replicas >= 0) {
-      size_t copies = *replicas == 0 || static_cast<size_t>(*replicas) > made.size()
-                          ? made.size()
-                          : static_cast<size_t>(*replicas);
-      auto m = membership::decode(EtcdDecisions::claim_members(
-          dso, membership::encode(membership::Membership::initial(
-                   made, copies, static_cast<size_t>(m_cfg.min_insync)))));
-      if (m && names_membership(*m, m_cfg.peers, m_cfg.replicas)) {
+      auto m = membership::decode(claim_members(dso, made, static_cast<size_t>(*replicas)));
+      if (m && names_membership(*m, m_cfg.peers, static_cast<int64_t>(m_cfg.replicas))) {
         m_given_peers = std::move(m_cfg.peers);
         m_given_replicas = m_cfg.replicas;
         m_cfg.peers = std::move(made);

@@ -118,6 +118,10 @@ class Server : private Io {
   // --peers after recovery: the set the cluster was made with, or the membership in effect
   // (warned about when the membership changed since); anything else throws.
   void check_given_peers();
+  // The membership in the decision store; proposed first (every one of `peers` in-sync, each
+  // key on `replicas` of them, 0: all) if the store has none yet.
+  std::string claim_members(const DecisionStoreOptions& dso, const std::vector<std::string>& peers,
+                            size_t replicas) const;
   // Whether `peers` and `replicas` (0: all) name `mem`'s participants in effect.
   static bool names_membership(const membership::Membership& mem,
                                const std::vector<std::string>& peers, int64_t replicas);

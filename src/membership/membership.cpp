@@ -96,14 +96,12 @@ bool Membership::placed(size_t s) const {
 }
 
 bool Membership::placed_next(size_t s) const {
-  return slots[s].state != State::leaving && slots[s].state != State::leaving_out &&
-         slots[s].state != State::removed;
+  return !leaves(slots[s].state) && slots[s].state != State::removed;
 }
 
 bool Membership::moving() const {
-  return std::any_of(slots.begin(), slots.end(), [](const Slot& s) {
-    return s.state == State::joining || s.state == State::leaving || s.state == State::leaving_out;
-  });
+  return std::any_of(slots.begin(), slots.end(),
+                     [](const Slot& s) { return s.state == State::joining || leaves(s.state); });
 }
 
 std::vector<size_t> Membership::owners(const std::string& key) const {
@@ -164,6 +162,12 @@ size_t Membership::copies() const {
   return replicas == 0 || replicas >= n ? n : replicas;
 }
 
+bool Membership::spread() const {
+  size_t n = 0;
+  for (size_t i = 0; i < slots.size(); ++i) n += placed(i);
+  return copies() < n;
+}
+
 size_t Membership::count(State st) const {
   return static_cast<size_t>(
       std::count_if(slots.begin(), slots.end(), [&](const Slot& s) { return s.state == st; }));
@@ -193,8 +197,7 @@ Membership Membership::cutover() const {
   ++next.epoch;
   for (auto& slot : next.slots) {
     if (slot.state == State::joining) slot.state = State::in_sync;
-    if (slot.state == State::leaving || slot.state == State::leaving_out)
-      slot.state = State::removed;
+    if (leaves(slot.state)) slot.state = State::removed;
   }
   return next;
 }

@@ -44,6 +44,8 @@ enum class State : uint8_t { in_sync, catching_up, out, joining, leaving, leavin
 // "in-sync", "catching-up", "out", "joining", "leaving", "leaving-out", "removed"
 const char* name(State s);
 std::optional<State> parse_state(std::string_view s);
+// Being removed: leaving or leaving-out (in the placement in effect, not in the next one).
+inline bool leaves(State s) { return s == State::leaving || s == State::leaving_out; }
 
 struct Slot {
   std::string name;  // placement name: the address the slot was created with
@@ -90,6 +92,9 @@ struct Membership {
   std::vector<size_t> readers(const std::string& key) const;
   // Effective replica count of the placement in effect (replicas 0 or too many: every slot).
   size_t copies() const;
+  // Whether keys are spread: fewer copies of each than slots in the placement in effect (not
+  // every key on every placed slot).
+  bool spread() const;
   size_t count(State s) const;
   // Whether slot `s` may be marked out: every key keeps an in-sync owner. With rendezvous
   // placement every set of `copies()` slots owns some key, so: fewer than copies() placed

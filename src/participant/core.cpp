@@ -530,10 +530,9 @@ void Core::on(int64_t, int64_t, ev::Flush&, Actions& out) {
   bool filter = false;
   if (m_members && !m_members->members.moving()) {
     const auto& mem = m_members->members;
-    size_t me = m_members->slot, placed = 0;
-    for (size_t p = 0; p < mem.size(); ++p) placed += mem.placed(p);
+    size_t me = m_members->slot;
     // (With every key on every placed slot, it owns them all.)
-    filter = me < mem.size() && mem.placed(me) && mem.copies() < placed;
+    filter = me < mem.size() && mem.placed(me) && mem.spread();
   }
   m_filtered_ops.clear();
   for (auto& txid : m_commit_queue) {

@@ -227,6 +227,11 @@ int Process::terminate(int timeout_ms) {
   return rc;
 }
 
+std::map<std::string, std::string> crash_at(const std::string& fp, int nth) {
+  return {{"TPC_FAILPOINTS",
+           fmt::format("{}={}1*crash", fp, nth > 1 ? fmt::format("{}*off->", nth - 1) : "")}};
+}
+
 RunResult run_tpc(const std::vector<std::string>& args, int timeout_ms,
                   const std::string& stdin_data, std::map<std::string, std::string> env) {
   Scratch s;

@@ -67,6 +67,9 @@ struct RunResult {
   std::string err;
 };
 // Runs the tpc binary with `args` to completion (bounded by timeout_ms, then killed).
+// TPC_FAILPOINTS for a process that crashes at the `nth` hit of failpoint `fp`.
+std::map<std::string, std::string> crash_at(const std::string& fp, int nth);
+
 RunResult run_tpc(const std::vector<std::string>& args, int timeout_ms = 30000,
                   const std::string& stdin_data = "", std::map<std::string, std::string> env = {});
 

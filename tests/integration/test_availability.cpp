@@ -122,9 +122,7 @@ TEST_SUITE("availability") {
       Cluster::Options o;
       o.participants = 3;
       o.leader_args = {"--exclude-after", "1000"};
-      o.leader_env = {{"TPC_FAILPOINTS",
-                       fmt::format("{}={}1*crash", fp,
-                                   nth > 1 ? fmt::format("{}*off->", nth - 1) : std::string())}};
+      o.leader_env = crash_at(fp, nth);
       Cluster c(o);
       REQUIRE(c.wait_ready());
       Writer w(c, 40);

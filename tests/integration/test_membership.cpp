@@ -100,9 +100,7 @@ void leader_killed_at_steps(const std::vector<std::pair<std::string, int>>& step
     CAPTURE(fp);
     CAPTURE(nth);
     auto o = two_copies_of_three();
-    o.leader_env = {{"TPC_FAILPOINTS",
-                     fmt::format("{}={}1*crash", fp,
-                                 nth > 1 ? fmt::format("{}*off->", nth - 1) : std::string())}};
+    o.leader_env = crash_at(fp, nth);
     Cluster c(o);
     REQUIRE(c.wait_ready());
     Writer w(c, 60);

@@ -1584,9 +1584,7 @@ void Cluster::remove_member(int slot, int tries) {
     if (!l.alive || !l.core) continue;
     auto st = l.core->members().slots[static_cast<size_t>(slot)].state;
     if (st == membership::State::leaving_out) m_result.features.set(f_removed_out);
-    if (st == membership::State::leaving || st == membership::State::leaving_out ||
-        st == membership::State::removed)
-      taken = true;
+    if (membership::leaves(st) || st == membership::State::removed) taken = true;
     if (st == membership::State::removed) {
       m_result.features.set(f_removals);
       return;
