@@ -257,6 +257,7 @@ void Core::on(int64_t, int64_t wall, ev::Prepare& e, Actions& out) {
   p.prepared_at_ms = wall;
   if (m_sync) p.sync_pass = m_sync->seq;
   p.learner = m.learner;
+  p.placement_gen = m_placement_gen;
   std::string record = encode_prepared(p);
   // A vote is a promise to remember: never vote YES on what the log cannot hold.
   if (record.size() > txlog::k_max_payload)
@@ -302,7 +303,18 @@ void Core::on(int64_t, int64_t, ev::Durable& e, Actions& out) {
 void Core::on(int64_t, int64_t, ev::Members& e, Actions& out) {
   epoch_ok(e.epoch, out);  // (the server refused an older one)
   m_members = std::move(e);
+  if (auto view = placement_view(m_members->members); view != m_placement_view) {
+    m_placement_view = std::move(view);
+    ++m_placement_gen;
+  }
   prune(out);
+}
+
+std::string Core::placement_view(const membership::Membership& mem) {
+  std::string view = std::to_string(mem.replicas);
+  for (size_t p = 0; p < mem.size(); ++p)
+    if (mem.placed(p)) view += " " + mem.slots[p].name;
+  return view;
 }
 
 void Core::prune(Actions& out) {
@@ -311,9 +323,7 @@ void Core::prune(Actions& out) {
   const auto& mem = m_members->members;
   size_t me = m_members->slot;
   if (mem.moving() || me >= mem.size() || !mem.placed(me)) return;
-  std::string view = std::to_string(mem.replicas);
-  for (size_t p = 0; p < mem.size(); ++p)
-    if (mem.placed(p)) view += " " + mem.slots[p].name;
+  const std::string& view = m_placement_view;
   if (view == m_pruned_view) return;
   // A batch being applied may write keys this scan would not see: after it (ev::Applied).
   // (Batches after the prune leave out the keys this participant does not own: Flush.)
@@ -526,7 +536,8 @@ void Core::on(int64_t, int64_t, ev::Flush&, Actions& out) {
     a.durable |= page.last;
   }
   // A key this participant no longer owns (a change moved it since the prepare, and the prune
-  // dropped it here) is not written back: its owners have it.
+  // dropped it here) is not written back: its owners have it. Only a transaction prepared
+  // under another placement can hold one (the leader sends each participant its own keys).
   bool filter = false;
   if (m_members && !m_members->members.moving()) {
     const auto& mem = m_members->members;
@@ -536,12 +547,14 @@ void Core::on(int64_t, int64_t, ev::Flush&, Actions& out) {
   }
   m_filtered_ops.clear();
   for (auto& txid : m_commit_queue) {
-    const auto& ops = m_prepared.at(txid).ops;
+    const auto& p = m_prepared.at(txid);
+    const auto& ops = p.ops;
     auto mine = [&](const Op& op) {
       auto o = m_members->members.owners(op.key);
       return std::count(o.begin(), o.end(), m_members->slot) > 0;
     };
-    if (!filter || std::all_of(ops.begin(), ops.end(), mine)) {
+    if (!filter || p.placement_gen == m_placement_gen ||
+        std::all_of(ops.begin(), ops.end(), mine)) {
       a.batch.emplace_back(txid, &ops);
       continue;
     }

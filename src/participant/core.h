@@ -98,6 +98,8 @@ struct Prepared {
   bool applied = false;        // in the store; COMMITTED record being forced
   uint64_t sync_pass = 0;      // the copy pass under way when it was prepared (0: none)
   bool learner = false;        // prepared as a learner (PREPARE learner=1; not logged)
+  // The core's placement generation when it was prepared (not logged: 0 after a restart).
+  uint64_t placement_gen = 0;
 };
 
 std::string encode_prepared(const Prepared& p);
@@ -377,6 +379,12 @@ class Core {
   // The placement this participant last dropped the keys it does not own under (prune): its
   // placed slots' names and the replica count ("" : none yet).
   std::string m_pruned_view;
+  // The placement in effect as placement_view() gives it, and a count of its changes (from 1:
+  // a transaction recovered from the log counts as prepared under another).
+  std::string m_placement_view;
+  uint64_t m_placement_gen = 1;
+  // The placement in effect of `mem`, as text: the replica count and the placed slots' names.
+  static std::string placement_view(const membership::Membership& mem);
   uint64_t m_pruned_keys = 0;
   bool m_prune_wanted = false;  // a prune waits for the batch being applied
   std::deque<std::vector<Op>>
