@@ -6,11 +6,13 @@
 // order, so memory does not grow with the number of keys.
 #include <sqlite3.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
 #include <memory>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -119,7 +121,6 @@ int run_restore(const Options& o, const std::string& dir, bool force, std::ostre
   auto cluster = manifest_lines(manifest, "cluster");
   std::string from = cluster.empty() ? "?" : cluster[0];
 
-  int64_t deadline = now_ms() + std::max(o.timeout_ms, 60000);
   auto leader = Connection::open(o.leader, 3000, "admin");
   if (!leader) {
     err << "restore: leader " << o.leader << ": " << leader.status().message() << "\n";
@@ -156,6 +157,8 @@ int run_restore(const Options& o, const std::string& dir, bool force, std::ostre
       line = b.str();
     };
     fresh();
+    // Each batch has its own time (a restore of many keys takes as long as it takes).
+    int64_t deadline = now_ms() + std::max(o.timeout_ms, 60000);
     for (int attempt = 0;; ++attempt) {
       if (now_ms() > deadline) {
         err << "restore: the leader did not take the keys in time; " << keys
@@ -164,7 +167,10 @@ int run_restore(const Options& o, const std::string& dir, bool force, std::ostre
       }
       if (!leader->is_open()) {
         auto c = Connection::open(o.leader, 3000, "admin");
-        if (!c) continue;
+        if (!c) {  // (a leader restarting refuses connections at once: not a busy loop)
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+          continue;
+        }
         *leader = std::move(*c);
       }
       auto r = leader->call(line, static_cast<int>(std::max<int64_t>(1, deadline - now_ms())), rid);
