@@ -51,11 +51,12 @@ void add_common(CLI::App* sub, Config& cfg, std::string& log_level) {
   sub->add_option("--log-file", cfg.log_file,
                   "write the log here (appended) instead of stderr; reopened on SIGHUP, for "
                   "rotation");
-  static_assert(protocol::k_max_line_limit + (1 << 20) < txlog::k_max_payload);
-  sub->add_option("--max-line", cfg.max_line,
-                  "longest accepted request line, in bytes (at most 32 MiB)")
+  static_assert(protocol::k_max_message_limit + (1 << 20) < txlog::k_max_payload);
+  // --max-line: its name before values travelled as data blocks, when a request was one line.
+  sub->add_option("--max-message,--max-line", cfg.max_message,
+                  "longest accepted request, its line and its values, in bytes (at most 32 MiB)")
       ->capture_default_str()
-      ->check(CLI::Range(size_t{64}, protocol::k_max_line_limit));
+      ->check(CLI::Range(size_t{64}, protocol::k_max_message_limit));
   sub->add_option("--idle-timeout", cfg.idle_timeout_ms,
                   "ms after which a connection with nothing in flight is closed")
       ->capture_default_str()

@@ -62,7 +62,7 @@ std::optional<int> open_parts(Connection& leader, std::vector<Part>& parts, std:
     }
     p.id = st->id;
     p.conn = std::move(*c);
-    p.conn.set_max_line(8 << 20);
+    p.conn.set_max_message(8 << 20);
   }
   return std::nullopt;
 }

@@ -125,7 +125,7 @@ class Worker : public std::enable_shared_from_this<Worker> {
     std::string value(static_cast<size_t>(m_cfg.value_size), 'v');
     for (auto& c : value) c = static_cast<char>('a' + m_rng() % 26);
     for (int k : ks) {
-      b.raw("put").raw(m_cfg.key_prefix + std::to_string(k)).raw(value);
+      b.raw("put").raw(m_cfg.key_prefix + std::to_string(k)).value(value);
       if (!m_cfg.keep) m_cfg.written[static_cast<size_t>(k)] = true;
     }
     ++m_cfg.in_flight;

@@ -213,10 +213,13 @@ int run_txn(const Options& o, const std::vector<protocol::Op>& ops, std::ostream
     // ("@TAG " and the newline count too).
     std::string request = line.str();
     size_t len = request.size() + rid.size() + 3;
-    if (c->server_max_line() > 0 && len > c->server_max_line()) {
-      err << "too large: the request is " << len << " bytes as sent (values escaped), over the "
-          << "leader's line limit of " << c->server_max_line()
-          << " bytes; --max-line on the leader and the participants raises it\n";
+    if (c->server_max_message() > 0 && len > c->server_max_message()) {
+      size_t largest = 0;
+      for (auto& op : ops) largest = std::max(largest, op.value.size());
+      err << "too large: the request is " << len << " bytes (its largest value " << largest
+          << " bytes), over the leader's limit of " << c->server_max_message()
+          << " bytes; --max-message on the leader and the participants raises it (at most "
+          << protocol::k_max_message_limit << ")\n";
       return k_usage;
     }
     auto r = c->call(request, left(deadline), rid);
@@ -271,7 +274,7 @@ int run_get(const Options& o, const std::string& key, std::ostream& out, std::os
   if (!c) {
     return open_failed(c.status(), err);
   }
-  c->set_max_line(protocol::k_max_line_limit + 1024);  // a value as large as any node takes
+  c->set_max_message(protocol::k_max_message_limit + 1024);  // a value as large as any node takes
   auto r = c->call(protocol::LineBuilder("GET").arg(key).str(), left(deadline));
   if (!r) {
     err << "unavailable: " << r.status().message() << "\n";
@@ -297,7 +300,7 @@ int run_scan(const Options& o, const std::string& prefix, uint64_t limit, bool k
   int64_t deadline = now_ms() + o.timeout_ms;
   auto c = Connection::open(o.leader, std::min(o.timeout_ms, 3000));
   if (!c) return open_failed(c.status(), err);
-  c->set_max_line(protocol::k_max_line_limit + 1024);
+  c->set_max_message(protocol::k_max_message_limit + 1024);
   constexpr uint64_t k_page = 1000;  // keys per request (the leader also bounds its bytes)
   std::string after;
   uint64_t shown = 0;

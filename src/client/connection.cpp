@@ -23,13 +23,13 @@ struct Connection::Impl {
 Connection::Connection() = default;
 Connection::~Connection() { close(); }
 Connection::Connection(Connection&& o) noexcept
-    : m(std::move(o.m)), m_in(std::move(o.m_in)), m_server_max_line(o.m_server_max_line) {}
+    : m(std::move(o.m)), m_in(std::move(o.m_in)), m_server_max_message(o.m_server_max_message) {}
 Connection& Connection::operator=(Connection&& o) noexcept {
   if (this != &o) {
     close();
     m = std::move(o.m);
     m_in = std::move(o.m_in);
-    m_server_max_line = o.m_server_max_line;
+    m_server_max_message = o.m_server_max_message;
   }
   return *this;
 }
@@ -163,9 +163,9 @@ Result<Connection> Connection::open(const std::string& host_port, int timeout_ms
       return Status::error("VERSION",
                            "server at " + host_port + " refused the handshake: " + *hello);
     for (auto& t : protocol::split(*hello))
-      if (t.rfind("max_line=", 0) == 0)
-        if (auto n = parse_int(t.substr(9)); n && *n > 0)
-          c.m_server_max_line = static_cast<size_t>(*n);
+      if (t.rfind("max_message=", 0) == 0)
+        if (auto n = parse_int(t.substr(12)); n && *n > 0)
+          c.m_server_max_message = static_cast<size_t>(*n);
     return c;
   }
   return Status::error("UNAVAILABLE", "cannot connect to " + host_port);

@@ -55,11 +55,11 @@ class Connection {
   bool is_open() const;
   // Over TLS (false: plaintext, also after the implicit certificates gave way).
   bool secure() const;
-  // The longest request line the server takes (its HELLO's max_line=, its --max-line); 0 when
-  // it did not say.
-  size_t server_max_line() const { return m_server_max_line; }
-  // Accept reply lines up to `n` bytes (default 2 MiB), for bulk replies (snapshots).
-  void set_max_line(size_t n) { m_in = protocol::LineBuffer(n); }
+  // The longest request the server takes, its line and its values (its HELLO's max_message=,
+  // its --max-message); 0 when it did not say.
+  size_t server_max_message() const { return m_server_max_message; }
+  // Accept replies up to `n` bytes (default 4 MiB), for bulk replies (snapshots).
+  void set_max_message(size_t n) { m_in = protocol::LineBuffer(n); }
   void close();
 
  private:
@@ -67,8 +67,8 @@ class Connection {
   // Runs the io until `done` or the deadline; false (and the connection closed) on timeout.
   bool run(int64_t deadline_ms, const bool& done);
   std::unique_ptr<Impl> m;
-  protocol::LineBuffer m_in{protocol::k_default_max_line * 2};
-  size_t m_server_max_line = 0;
+  protocol::LineBuffer m_in{protocol::k_default_max_message * 2};
+  size_t m_server_max_message = 0;
 };
 
 }  // namespace tpc::client

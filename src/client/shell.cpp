@@ -238,10 +238,19 @@ int cmd_resolve(Call& c) {
 }
 // put, del and txn: their ops as one transaction.
 int submit(Call& c, const std::vector<Op>& ops) {
+  size_t bytes = 0;
   for (const auto& op : ops) {
     if (op.key.empty()) return c.usage(std::string(c.command.name) + ": KEY must not be empty");
     if (op.key.size() > protocol::k_max_key)
       return c.usage(std::string(c.command.name) + ": KEY longer than 4096 bytes");
+    bytes += op.key.size() + op.value.size();
+  }
+  // Over what any node takes: refused without asking the leader for its limit.
+  if (bytes > protocol::k_max_message_limit) {
+    c.err << "too large: the transaction's keys and values are " << bytes
+          << " bytes, over the largest request any node takes (--max-message at most "
+          << protocol::k_max_message_limit << ")\n";
+    return k_usage;
   }
   c.o.trace |= c.has("--trace");
   return run_txn(c.o, ops, c.out, c.err);
@@ -252,8 +261,13 @@ int cmd_put(Call& c) {
     // The value from standard input, every byte of it (like etcdctl put with no value).
     // A literal "-" is written with: txn put KEY -
     if (c.o.shell) return c.usage("put KEY -: reads standard input, which is the shell's own");
-    std::string value((std::istreambuf_iterator<char>(std::cin)),
-                      std::istreambuf_iterator<char>());
+    // At most one byte more than any node takes: a larger input is refused without reading
+    // all of it.
+    std::string value;
+    char buf[1 << 16];
+    while (value.size() <= protocol::k_max_message_limit &&
+           std::cin.read(buf, sizeof buf).gcount() > 0)
+      value.append(buf, static_cast<size_t>(std::cin.gcount()));
     if (std::cin.bad()) {
       c.err << "put: cannot read standard input\n";
       return k_usage;

@@ -31,7 +31,7 @@ std::string encode(const ClientReply& r) {
     case ClientReply::pending:
       return r.txid.empty() ? "PENDING" : "PENDING " + r.txid;
     case ClientReply::found:
-      return LineBuilder("VALUE").arg(r.value).str();
+      return LineBuilder("VALUE").value(r.value).str();
     case ClientReply::not_found:
       return "NOTFOUND";
     case ClientReply::ok:
@@ -112,7 +112,7 @@ Core::Core(CoreConfig cfg)
     : m_cfg(std::move(cfg)),
       m_up(m_cfg.peers.size(), false),
       m_lost_at(m_cfg.peers.size(), 0),
-      m_peer_max_line(m_cfg.peers.size(), m_cfg.peer_max_line) {
+      m_peer_max_message(m_cfg.peers.size(), m_cfg.peer_max_message) {
   if (m_cfg.replicas == 0 || m_cfg.replicas > m_cfg.peers.size())
     m_cfg.replicas = m_cfg.peers.size();
   m_members = membership::Membership::initial(m_cfg.peers, m_cfg.replicas, m_cfg.min_insync);
@@ -132,7 +132,7 @@ void Core::grow(int64_t now) {
   if (m_up.size() >= n) return;
   m_up.resize(n, false);
   m_lost_at.resize(n, now);
-  m_peer_max_line.resize(n, m_cfg.peer_max_line);
+  m_peer_max_message.resize(n, m_cfg.peer_max_message);
 }
 
 // --- recovery -----------------------------------------------------------------------------
@@ -642,19 +642,19 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
   // link, failing every other transaction on it): refuse the request instead.
   for (auto& [p, mine] : by_part) {
     size_t bound = 128 + txid.size() + m_cfg.id.size() + m_cfg.advertise.size() + e.rid.size();
-    for (auto& op : mine) bound += 16 + 3 * (op.key.size() + op.value.size());
-    if (bound <= m_peer_max_line[p]) continue;  // cannot be too long, whatever the escaping
+    for (auto& op : mine) bound += 32 + 3 * op.key.size() + op.value.size();
+    if (bound <= m_peer_max_message[p]) continue;  // cannot be too long, whatever the escaping
     size_t len = protocol::encode(protocol::Prepare{txid, m_cfg.id, m_cfg.advertise, mine, e.rid,
                                                     true, m_members.epoch})
                      .size() +
                  24;  // "@TAG " and the newline
-    if (len > m_peer_max_line[p]) {
+    if (len > m_peer_max_message[p]) {
       out.list.push_back(act::Reply{
           e.client,
           reply(ClientReply::error, "TOOLONG",
                 fmt::format("the transaction is too large: its PREPARE to participant {} would "
-                            "be {} bytes, over that participant's line limit of {} (--max-line)",
-                            addr(p), len, m_peer_max_line[p]))});
+                            "be {} bytes, over that participant's limit of {} (--max-message)",
+                            addr(p), len, m_peer_max_message[p]))});
       return;
     }
   }
@@ -904,7 +904,7 @@ void Core::on(int64_t, ev::CommitReply& e, Actions& out) {
 void Core::on(int64_t now, ev::LinkUp& e, Actions& out) {
   if (e.part >= m_up.size()) return;
   m_up[e.part] = true;
-  if (e.max_line) m_peer_max_line[e.part] = e.max_line;
+  if (e.max_message) m_peer_max_message[e.part] = e.max_message;
   rejoin(now, out);
   if (!m_parked.empty()) unpark(now, out);
   for (auto& txid : m_decided) {
@@ -1550,7 +1550,7 @@ void Core::catchup_send(int64_t now, Actions& out) {
       c.id = m_next_read++;
       // A page's keys and values, raw, in a quarter of the shorter line limit of the source
       // (its reply) and the learner (the SYNC): escaped (at most three bytes a byte) they fit.
-      size_t line = std::min(m_peer_max_line[q], m_peer_max_line[c.slot]);
+      size_t line = std::min(m_peer_max_message[q], m_peer_max_message[c.slot]);
       uint64_t bytes = std::max<size_t>(1, line / 4 > 1024 ? line / 4 - 1024 : 1);
       out.list.push_back(act::Send{
           q, protocol::Scan{"", c.after, 1000, bytes, "", m_members.epoch, !m_cfg.shared_store},

@@ -221,7 +221,7 @@ void Server::make_link(size_t p) {
     log::error("participant {} has an unusable address '{}'", p, addr);
   std::string hello = fmt::format("HELLO {} leader {} {} advertise={}", protocol::k_version,
                                   m_cfg.id, node::hello_tokens(m_ident), m_cfg.advertise);
-  auto link = std::make_shared<protocol::Link>(m_io, host, port, hello, m_cfg.max_line);
+  auto link = std::make_shared<protocol::Link>(m_io, host, port, hello, m_cfg.max_message);
   link->set_tls(m_cfg.tls, "participant");
   // A link made anew for the slot (member replace) leaves the old one's callbacks unheard.
   std::weak_ptr<protocol::Link> weak = link;
@@ -229,7 +229,7 @@ void Server::make_link(size_t p) {
   link->on_up([this, p, mine] {
     if (!mine()) return;
     resend_joins();  // the membership may have changed while it joined
-    step(ev::LinkUp{p, m_links[p]->peer_max_line()});
+    step(ev::LinkUp{p, m_links[p]->peer_max_message()});
   });
   link->on_down([this, p, mine] {
     if (mine()) step(ev::LinkDown{p});
@@ -694,7 +694,7 @@ std::vector<node::Verb> Server::verbs() {
                   // a quarter of a line, so that escaped (at most three bytes per byte) it fits
                   // a participant's reply and the reply to the client.
                   std::vector<std::string_view> args(t);
-                  std::string bytes = std::to_string(std::max<size_t>(1, m_cfg.max_line / 4));
+                  std::string bytes = std::to_string(std::max<size_t>(1, m_cfg.max_message / 4));
                   if (t.size() == 4) args.push_back(bytes);
                   auto m = protocol::decode_scan(args);
                   if (t.size() != 4 || !m)

@@ -35,7 +35,7 @@ struct Config {
   std::vector<std::string> peers;
   size_t replicas = 0;  // 0: every participant
   std::string data_dir;
-  size_t max_line = protocol::k_default_max_line;
+  size_t max_message = protocol::k_default_max_message;
   size_t max_connections = 4096;
   int64_t idle_timeout_ms = 300000;  // connections with nothing in flight this long are closed
   std::string certs_dir;  // --certs-dir: TLS with ROLE.crt from here; empty: plaintext

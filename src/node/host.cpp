@@ -43,7 +43,7 @@ Host::Host(asio::io_context& io, HostConfig cfg, const Identity& ident, std::fun
       m_wake(io, std::move(tick)) {
   protocol::SessionConfig sc{m_cfg.role,
                              m_cfg.id,
-                             m_cfg.max_line,
+                             m_cfg.max_message,
                              m_cfg.max_connections,
                              [&ident](const std::string& l) { return answer_hello(ident, l); },
                              m_cfg.idle_timeout_ms,

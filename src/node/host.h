@@ -46,7 +46,7 @@ struct HostConfig {
   std::string id;
   std::string bind = "127.0.0.1";
   uint16_t port = 0;
-  size_t max_line = protocol::k_default_max_line;
+  size_t max_message = protocol::k_default_max_message;
   size_t max_connections = 4096;
   int64_t idle_timeout_ms = 300000;
   std::shared_ptr<const tls::Context> tls;
@@ -57,8 +57,9 @@ struct HostConfig {
 // field names).
 template <class RoleConfig>
 HostConfig host_config(std::string role, const RoleConfig& c) {
-  return HostConfig{std::move(role),   c.id,  c.bind,        c.port, c.max_line, c.max_connections,
-                    c.idle_timeout_ms, c.tls, c.metrics_addr};
+  return HostConfig{
+      std::move(role),   c.id,  c.bind,        c.port, c.max_message, c.max_connections,
+      c.idle_timeout_ms, c.tls, c.metrics_addr};
 }
 
 class Host {

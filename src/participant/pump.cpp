@@ -83,7 +83,7 @@ std::shared_ptr<protocol::Link> Server::leader_link(const std::string& addr) {
       m_io, host, port,
       fmt::format("HELLO {} participant {} {}", protocol::k_version, m_cfg.id,
                   node::hello_tokens(m_ident)),
-      m_cfg.max_line);
+      m_cfg.max_message);
   link->set_tls(m_cfg.tls, "leader");
   // A leader of another cluster would answer ABORTED (presumed abort) for a transaction it
   // never saw: never ask it.

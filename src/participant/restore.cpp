@@ -145,7 +145,7 @@ Sources open_sources(const Config& cfg, const std::string& source) {
                   4);
     src.conns.push_back(std::move(*c));
   }
-  for (auto& c : src.conns) c.set_max_line(2 * cfg.max_line + 1024);
+  for (auto& c : src.conns) c.set_max_message(2 * cfg.max_message + 1024);
   src.membership = std::move(*membership);
   src.slot = slot;
   return src;

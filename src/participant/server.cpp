@@ -274,14 +274,14 @@ void Server::on_snapshot(const std::vector<std::string_view>& t, Reply reply) {
     }
     LineBuilder b("PREPARED");
     b.num(static_cast<long long>(lines.size()));
-    for (auto& l : lines) b.arg(l);
+    for (auto& l : lines) b.value(l);
     return reply.send(b.str());
   }
   auto after = protocol::unescape(t[3]);
   if (!after) return fail("PROTO", after.status().message());
   std::string cursor = *after;
   store::Store::KeyValues mine;
-  size_t bytes = 0, budget = m_cfg.max_line / 4;
+  size_t bytes = 0, budget = m_cfg.max_message / 4;
   bool more = true;
   // Scan until the page of owned keys is full or the store ends (bounded work per request).
   for (int pages = 0; pages < 64 && bytes < budget; ++pages) {
@@ -303,12 +303,12 @@ void Server::on_snapshot(const std::vector<std::string_view>& t, Reply reply) {
   }
   LineBuilder b("KEYS");
   b.arg(cursor).raw(more ? "MORE" : "END").num(static_cast<long long>(mine.size()));
-  for (auto& [k, v] : mine) b.arg(k).arg(v);
+  for (auto& [k, v] : mine) b.arg(k).value(v);
   reply.send(b.str());
 }
 
 // BACKUP             -> BACKUP BYTES KEYS   a consistent copy of the store, DIR/backup.db
-// FETCH OFFSET LEN   -> DATA MORE|END BYTES  (bytes escaped; LEN at most 1 MiB)
+// FETCH OFFSET LEN   -> DATA MORE|END BYTES  (a data block; LEN at most 1 MiB)
 // DROP               -> ACK                  removes the copy
 // The copy is made at once (SQLite's online backup, on this thread: no commit lands during
 // it); the backup client pauses the leader first, so every participant's copy holds the same
@@ -344,7 +344,7 @@ void Server::on_backup(const std::vector<std::string_view>& t, Reply reply) {
   in.read(buf.data(), *len);
   buf.resize(static_cast<size_t>(in.gcount()));
   bool end = in.eof() || in.peek() == std::ifstream::traits_type::eof();
-  reply.send(LineBuilder("DATA").raw(end ? "END" : "MORE").arg(buf).str());
+  reply.send(LineBuilder("DATA").raw(end ? "END" : "MORE").value(buf).str());
 }
 
 node::Stats Server::stats() {

@@ -38,7 +38,7 @@ struct Config {
   std::string bind = "127.0.0.1";
   uint16_t port = 5001;
   std::string data_dir;
-  size_t max_line = protocol::k_default_max_line;
+  size_t max_message = protocol::k_default_max_message;
   size_t max_connections = 4096;
   int64_t idle_timeout_ms = 300000;  // connections with nothing in flight this long are closed
   std::string certs_dir;  // --certs-dir: TLS with ROLE.crt from here; empty: plaintext

@@ -7,7 +7,9 @@
 namespace tpc::protocol {
 namespace {
 constexpr char k_hex[] = "0123456789ABCDEF";
-bool needs_escape(unsigned char c) { return c <= 0x20 || c == 0x7f || c == '%' || c == '"'; }
+bool needs_escape(unsigned char c) {
+  return c <= 0x20 || c == 0x7f || c == '%' || c == '"' || c == '#';
+}
 int hexval(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
@@ -59,8 +61,21 @@ std::string escape_display(std::string_view bytes) {
   return out;
 }
 
+std::optional<size_t> block_length(std::string_view token) {
+  if (token.size() < 2 || token[0] != '#' || token.size() > 12) return std::nullopt;
+  size_t n = 0;
+  for (char c : token.substr(1)) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + static_cast<size_t>(c - '0');
+  }
+  return n;
+}
+
 Result<std::string> unescape(std::string_view token) {
   if (token == "\"\"") return std::string();
+  if (!token.empty() && token[0] == '\n') return std::string(token.substr(1));  // a data block
+  if (!token.empty() && token[0] == '#')
+    return Status::error("PROTO", "a value #N needs its N bytes after the line");
   std::string out;
   out.reserve(token.size());
   for (size_t i = 0; i < token.size(); ++i) {
@@ -78,7 +93,9 @@ Result<std::string> unescape(std::string_view token) {
   return out;
 }
 
-std::vector<std::string_view> split(std::string_view line) {
+std::vector<std::string_view> split(std::string_view frame) {
+  std::string_view line = head(frame);
+  size_t block = line.size();  // the LF before the next data block
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   std::vector<std::string_view> out;
   size_t i = 0;
@@ -86,7 +103,16 @@ std::vector<std::string_view> split(std::string_view line) {
     while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
     size_t start = i;
     while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
-    if (i > start) out.push_back(line.substr(start, i - start));
+    if (i == start) continue;
+    std::string_view t = line.substr(start, i - start);
+    if (line[start] == '#' && block < frame.size()) {
+      auto n = block_length(t);
+      if (n && frame.size() - block > *n) {
+        t = frame.substr(block, *n + 1);
+        block += *n + 1;
+      }
+    }
+    out.push_back(t);
   }
   return out;
 }
@@ -99,6 +125,13 @@ LineBuilder& LineBuilder::raw(std::string_view token) {
 LineBuilder& LineBuilder::arg(std::string_view bytes) {
   m_line += ' ';
   escape_to(m_line, bytes);
+  return *this;
+}
+LineBuilder& LineBuilder::value(std::string_view bytes) {
+  m_line += " #";
+  m_line += std::to_string(bytes.size());
+  m_blocks += '\n';
+  m_blocks.append(bytes);
   return *this;
 }
 LineBuilder& LineBuilder::num(long long v) { return raw(fmt::format("{}", v)); }
@@ -138,7 +171,7 @@ std::string display_text(std::string_view s) {
 LineBuilder& LineBuilder::text(std::string_view text) {
   m_line += ' ';
   for (unsigned char c : text) {
-    if (c < 0x20 || c == 0x7f || c == '%') {
+    if (c < 0x20 || c == 0x7f || c == '%' || c == '#') {
       m_line += '%';
       m_line += k_hex[c >> 4];
       m_line += k_hex[c & 15];
@@ -156,25 +189,66 @@ LineBuffer::Next LineBuffer::next(std::string* out) {
   if (!nl) {
     m_scanned = avail;
     if (avail > m_max) return Next::too_long;
-    // Compact once the consumed prefix dominates, so the buffer does not grow forever.
-    if (m_pos > 0 && m_pos >= m_buf.size() / 2) {
-      m_buf.erase(0, m_pos);
-      m_pos = 0;
-    }
+    compact();
     return Next::need_more;
   }
   size_t len = static_cast<const char*>(nl) - base;
   if (len > m_max) return Next::too_long;
   size_t take = len;
   if (take > 0 && base[take - 1] == '\r') --take;
+  size_t end = len + 1;  // past the message's last LF
+  bool blocks = std::memchr(base, '#', take) != nullptr;
+  if (blocks) {
+    m_scanned = len;  // the line is known, when its blocks are not all there yet
+    // The data blocks: N bytes after the line's LF for each #N token, each followed by LF (or
+    // CR LF). Their sizes are known from the line: too long is known before they arrive.
+    size_t total = len;
+    for (auto t : split(std::string_view(base, take))) {
+      auto n = block_length(t);
+      if (!n) continue;
+      total += *n + 1;
+      if (total > m_max) return Next::too_long;
+      if (avail < end + *n + 1) return (compact(), Next::need_more);
+      size_t after = end + *n;
+      if (base[after] == '\r') {
+        if (avail < after + 2) return (compact(), Next::need_more);
+        if (base[after + 1] != '\n') return Next::broken;
+        end = after + 2;
+      } else if (base[after] == '\n') {
+        end = after + 1;
+      } else {
+        return Next::broken;
+      }
+    }
+  }
   out->assign(base, take);
-  m_pos += len + 1;
+  if (blocks) {
+    // The frame: each data block after an LF, without the CR some peers send after it.
+    size_t p = len + 1;
+    for (auto t : split(std::string_view(base, take))) {
+      auto n = block_length(t);
+      if (!n) continue;
+      out->push_back('\n');
+      out->append(base + p, *n);
+      p += *n + 1;
+      if (base[p - 1] == '\r') ++p;
+    }
+  }
+  m_pos += end;
   m_scanned = 0;
   if (m_pos == m_buf.size()) {
     m_buf.clear();
     m_pos = 0;
   }
   return Next::line;
+}
+
+void LineBuffer::compact() {
+  // Once the consumed prefix dominates, so the buffer does not grow forever.
+  if (m_pos > 0 && m_pos >= m_buf.size() / 2) {
+    m_buf.erase(0, m_pos);
+    m_pos = 0;
+  }
 }
 
 }  // namespace tpc::protocol

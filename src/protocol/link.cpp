@@ -12,14 +12,14 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 
 Link::Link(asio::io_context& io, std::string host, uint16_t port, std::string hello,
-           size_t max_line)
+           size_t max_message)
     : m_io(io),
       m_host(std::move(host)),
       m_port(port),
       m_hello(std::move(hello)),
       m_timer(io),
-      m_max_line(max_line),
-      m_in(max_line),
+      m_max_message(max_message),
+      m_in(max_message),
       m_keepalive(io) {}
 
 void Link::start() { connect(); }
@@ -80,7 +80,7 @@ void Link::connect() {
 }
 
 void Link::on_connected(uint64_t) {
-  m_in = LineBuffer(m_max_line);
+  m_in = LineBuffer(m_max_message);
   m_handshaken = false;
   m_out = m_hello + "\n";
   m_write_in_flight = false;
@@ -145,8 +145,8 @@ void Link::on_line(const std::string& line) {
       auto f = parse_fields(line);
       auto idle = parse_int(f["idle_ms"]);
       m_keepalive_ms = idle && *idle > 0 ? std::max<int64_t>(*idle / 3, 20) : 0;
-      auto ml = parse_int(f["max_line"]);
-      m_peer_max_line = ml && *ml > 0 ? static_cast<size_t>(*ml) : 0;
+      auto ml = parse_int(f["max_message"]);
+      m_peer_max_message = ml && *ml > 0 ? static_cast<size_t>(*ml) : 0;
       Result<std::string> first = std::string();
       if (m_on_hello) first = m_on_hello(line);
       if (!first) return refuse(first.status().code(), first.status().message());

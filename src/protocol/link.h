@@ -28,7 +28,7 @@ class Link : public std::enable_shared_from_this<Link> {
   using Callback = std::function<void(Result<std::string>)>;
 
   Link(boost::asio::io_context& io, std::string host, uint16_t port, std::string hello,
-       size_t max_line = k_default_max_line);
+       size_t max_message = k_default_max_message);
   // Over TLS (call before start): the peer must present a certificate of this CA naming the
   // link's host and granting `role`; otherwise it is refused like a wrong HELLO. A reload
   // (SIGHUP) sets new certificates for the next connection.
@@ -59,7 +59,7 @@ class Link : public std::enable_shared_from_this<Link> {
   // first request), the HelloCheck's status code, or TLS; empty when not refused.
   const std::string& refused_code() const { return m_refused_code; }
   // The longest line the peer accepts, from its HELLO (0: not said).
-  size_t peer_max_line() const { return m_peer_max_line; }
+  size_t peer_max_message() const { return m_peer_max_message; }
   // Number of socket writes so far (each carries every line queued since the last one).
   uint64_t writes() const { return m_writes; }
 
@@ -88,7 +88,7 @@ class Link : public std::enable_shared_from_this<Link> {
   std::shared_ptr<const tls::Context> m_tls;
   std::string m_tls_role;
   boost::asio::steady_timer m_timer;
-  size_t m_max_line;
+  size_t m_max_message;
   LineBuffer m_in;
   char m_read_buf[16384];
   std::map<uint64_t, Callback> m_pending;
@@ -110,7 +110,7 @@ class Link : public std::enable_shared_from_this<Link> {
   boost::asio::steady_timer m_keepalive;
   int64_t m_keepalive_ms = 0;
   int64_t m_last_write_ms = 0;
-  size_t m_peer_max_line = 0;
+  size_t m_peer_max_message = 0;
   bool m_warned = false;
   uint64_t m_writes = 0;
 };

@@ -66,7 +66,8 @@ std::map<std::string, std::string> parse_fields(std::string_view line) {
   return f;
 }
 
-std::string rest_after(std::string_view line, size_t n) {
+std::string rest_after(std::string_view frame, size_t n) {
+  std::string_view line = head(frame);
   size_t i = 0;
   for (size_t k = 0; k < n; ++k) {
     while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
@@ -129,14 +130,14 @@ std::string encode(const Sync& m) {
   else
     b.raw(m.last ? "LAST" : "END").raw("-");
   b.num(static_cast<long long>(m.kvs.size()));
-  for (auto& [k, v] : m.kvs) b.arg(k).arg(v);
+  for (auto& [k, v] : m.kvs) b.arg(k).value(v);
   return b.str();
 }
 std::string encode(const ScanReply& r) {
   if (r.kind == ScanReply::error) return LineBuilder("ERR").raw(r.code).text(r.detail).str();
   LineBuilder b("KEYS");
   b.raw(r.more ? "MORE" : "END").num(static_cast<long long>(r.kvs.size()));
-  for (auto& [k, v] : r.kvs) b.arg(k).arg(v);
+  for (auto& [k, v] : r.kvs) b.arg(k).value(v);
   return b.str();
 }
 std::string encode(const ScanChecked& r) { return r.clean ? "CLEAN" : "CHANGED"; }
@@ -171,7 +172,7 @@ std::string encode(Decision d) {
 std::string encode(const ReadReply& r) {
   switch (r.kind) {
     case ReadReply::found:
-      return LineBuilder("VALUE").arg(r.value).str();
+      return LineBuilder("VALUE").value(r.value).str();
     case ReadReply::absent:
       return "NOTFOUND";
     case ReadReply::error:

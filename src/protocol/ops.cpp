@@ -63,7 +63,7 @@ Result<std::vector<Op>> parse_ops(const std::vector<std::string_view>& t, size_t
 void append_ops(LineBuilder& line, const std::vector<Op>& ops) {
   for (auto& op : ops) {
     line.raw(op_name(op.kind)).arg(op.key);
-    if (op.kind == OpKind::put || op.kind == OpKind::check) line.arg(op.value);
+    if (op.kind == OpKind::put || op.kind == OpKind::check) line.value(op.value);
   }
 }
 

@@ -32,7 +32,7 @@ Session::Session(tcp::socket socket, const SessionConfig& cfg, Handler handler)
     : m_stream(std::move(socket), cfg.tls),
       m_cfg(cfg),
       m_handler(std::move(handler)),
-      m_in(cfg.max_line) {
+      m_in(cfg.max_message) {
   boost::system::error_code ec;
   m_stream.socket().set_option(tcp::no_delay(true), ec);
   auto ep = m_stream.socket().remote_endpoint(ec);
@@ -121,11 +121,13 @@ void Session::read_more() {
     while (m_open && !m_close_after_write) {
       auto r = m_in.next(&line);
       if (r == LineBuffer::Next::need_more) break;
-      if (r == LineBuffer::Next::too_long) {
-        log::warn("connection {}: line longer than {} bytes; closing it", describe(),
-                  m_cfg.max_line);
-        write(fmt::format("ERR TOOLONG line longer than {} bytes; closing connection",
-                          m_cfg.max_line));
+      if (r == LineBuffer::Next::too_long || r == LineBuffer::Next::broken) {
+        std::string why = r == LineBuffer::Next::broken
+                              ? "PROTO a value's data block was not followed by LF"
+                              : fmt::format("TOOLONG request longer than {} bytes (--max-message)",
+                                            m_cfg.max_message);
+        log::warn("connection {}: {}; closing it", describe(), why);
+        write(fmt::format("ERR {}; closing connection", why));
         m_close_after_write = true;
         flush();
         return;
@@ -202,8 +204,8 @@ void Session::on_line(std::string line) {
     info->advertise = f["advertise"];
     info->joined = false;
     m_peer_info = std::move(info);
-    reply.send(fmt::format("HELLO {} {} {}{} idle_ms={} max_line={}", k_version, m_cfg.role,
-                           m_cfg.id, extra, m_cfg.idle_timeout_ms, m_cfg.max_line));
+    reply.send(fmt::format("HELLO {} {} {}{} idle_ms={} max_message={}", k_version, m_cfg.role,
+                           m_cfg.id, extra, m_cfg.idle_timeout_ms, m_cfg.max_message));
     return;
   }
   if (tokens[0] == "PING") {

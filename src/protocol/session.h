@@ -70,7 +70,7 @@ using HelloCheck = std::function<Result<std::string>(const std::string& hello_li
 struct SessionConfig {
   std::string role;  // "leader" or "participant": sent in the HELLO reply
   std::string id;
-  size_t max_line = k_default_max_line;
+  size_t max_message = k_default_max_message;
   size_t max_connections = 4096;  // past this, the oldest idle one is closed, else ERR BUSY
   HelloCheck hello;               // unset: any peer, no identity in the reply
   int64_t idle_timeout_ms = 300000;  // a connection with nothing in flight this long is closed

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Throughput and latency against value size: W1 (2 participants, full replication, one-key
-# puts) with 100-byte and 10 KiB values at 64 clients, and 1 MiB values at 8 clients. Values
-# travel escaped in a request line (docs/protocol.md), so the 1 MiB run gives every node a
-# 4 MiB --max-line (TPC_MAX_LINE, inherited from tpc cluster).
+# puts) with 100-byte and 10 KiB values at 64 clients, and 1 MiB values at 8 clients, every
+# node with its default settings (a value travels as a data block: 1 MiB fits the default
+# --max-message, docs/protocol.md).
 # Part of make bench (run.sh sources it); alone: bash tests/bench/values.sh.
 # Sets VALUE_LINES (text) and VALUE_JSON (JSON objects).
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then source "$(dirname "$0")/lib.sh" standalone; fi
@@ -11,9 +11,7 @@ VALUE_LINES=()
 VALUE_JSON=()
 for case in "100 64" "10240 64" "1048576 8"; do
   read -r size clients <<<"$case"
-  if [ "$size" -gt 65536 ]; then export TPC_MAX_LINE=4194304; fi
   start_cluster 2 0 nometrics
-  unset TPC_MAX_LINE
   j=$(client bench --clients "$clients" --ops 1 --duration "${SECS}s" --keys 1000 \
     --value-size "$size" --json)
   stop_cluster

@@ -355,7 +355,7 @@ RunResult Cluster::client(const std::vector<std::string>& args, int timeout_ms) 
 std::optional<std::string> Cluster::read_at(int i, const std::string& key) {
   auto c = client::Connection::open(participant_addr(i), 2000);
   if (!c) throw std::runtime_error("participant down: " + c.status().message());
-  c->set_max_line(protocol::k_max_line_limit + 1024);
+  c->set_max_message(protocol::k_max_message_limit + 1024);
   auto r = c->call(protocol::LineBuilder("READ").arg(key).str(), 5000);
   if (!r) throw std::runtime_error("read failed: " + r.status().message());
   if (*r == "NOTFOUND") return std::nullopt;

@@ -79,7 +79,7 @@ void idle_flood(bool secure) {
 void oversize_prepare(bool secure) {
   Cluster::Options o;
   o.secure = secure;
-  o.participant_args = {"--max-line", "65536"};
+  o.participant_args = {"--max-message", "65536"};
   Cluster c(o);
   REQUIRE(c.wait_ready());
   // Legal at the leader (1 MiB lines), too long for the participants.
@@ -93,7 +93,7 @@ void oversize_prepare(bool secure) {
   // A line over the leader's own limit: refused as well, exit 2.
   Cluster::Options o2;
   o2.secure = secure;
-  o2.leader_args = {"--max-line", "65536"};
+  o2.leader_args = {"--max-message", "65536"};
   Cluster c2(o2);
   REQUIRE(c2.wait_ready());
   r = c2.client({"put", "big", std::string(70000, 'x')});

@@ -53,7 +53,7 @@ TEST_SUITE("tour") {
     for (auto addr : {c.leader_addr(), c.participant_addr(0)}) {
       int fd = connect_loopback(static_cast<uint16_t>(std::stoi(addr.substr(addr.find(':') + 1))));
       REQUIRE(fd >= 0);
-      std::string hello = "HELLO tpc/1 wizard 1\n";
+      std::string hello = "HELLO tpc/2 wizard 1\n";
       REQUIRE(::write(fd, hello.data(), hello.size()) == static_cast<ssize_t>(hello.size()));
       std::string got;
       char buf[512];

@@ -64,7 +64,7 @@ TEST_SUITE("node host") {
     });
     // A client: HELLO as role client.
     auto link =
-        std::make_shared<protocol::Link>(io, "127.0.0.1", host.port(), "HELLO tpc/1 client c1");
+        std::make_shared<protocol::Link>(io, "127.0.0.1", host.port(), "HELLO tpc/2 client c1");
     std::vector<std::string> got(3);
     link->on_up([&] {
       link->request("ECHO hi", [&](Result<std::string> r) {
@@ -91,7 +91,7 @@ TEST_SUITE("node host") {
     // A request that waits on the core: answered when its handle is taken, once.
     io.restart();
     auto leader =
-        std::make_shared<protocol::Link>(io, "127.0.0.1", host.port(), "HELLO tpc/1 leader 1");
+        std::make_shared<protocol::Link>(io, "127.0.0.1", host.port(), "HELLO tpc/2 leader 1");
     std::string later;
     leader->on_up([&] {
       leader->request("LATER", [&](Result<std::string> r) {

@@ -296,11 +296,15 @@ TEST_SUITE("leader") {
     auto a = d.step(ev::Txn{1, "r1", {Op{OpKind::put, "k", std::string(250, 'v')}}, false});
     CHECK(Driver::all<act::Send>(a).empty());
     CHECK(Driver::reply_to(a, 1)->code == "TOOLONG");
-    // Escaping counts: 100 bytes that are each written %XX are 300 on the wire.
-    a = d.step(ev::Txn{2, "", {Op{OpKind::put, "k", std::string(100, '\n')}}, false});
+    // A key's escaping counts (100 bytes each written %XX are 300 on the wire); a value is
+    // sent as its raw bytes, however many of them would need escaping in a token.
+    a = d.step(ev::Txn{2, "", {Op{OpKind::put, std::string(100, '\n'), "v"}}, false});
     CHECK(Driver::reply_to(a, 2)->code == "TOOLONG");
-    // Nothing was started: the next transaction takes the first sequence number.
-    CHECK(d.begin(3, "", put("k")) == "L.1.1");
+    a = d.step(ev::Txn{3, "", {Op{OpKind::put, "k", std::string(120, '\n')}}, false});
+    CHECK(!Driver::all<act::Send>(a).empty());
+    CHECK(!Driver::reply_to(a, 3));
+    // The refused ones started nothing: the one sent took the first sequence number.
+    CHECK(d.begin(4, "", put("k")) == "L.1.2");
   }
 
   TEST_CASE("a pause holds new transactions and answers once nothing is in flight") {
@@ -517,13 +521,14 @@ TEST_SUITE("leader scan") {
     auto m = merge_scan({page(true, {{"a", "1"}, {"c", "3"}}),
                          page(false, {{"b", "2"}, {"d", "4"}}), page(false, {{"a", "1"}})},
                         10, 1000);
-    CHECK(protocol::encode(m) == "KEYS MORE 3 a 1 b 2 c 3");  // d is after c: not yet known
+    CHECK(protocol::encode(m) ==
+          "KEYS MORE 3 a #1 b #1 c #1\n1\n2\n3");  // d is after c: not yet known
     m = merge_scan({page(false, {{"a", "1"}, {"c", "3"}}), page(false, {{"b", "2"}})}, 10, 1000);
-    CHECK(protocol::encode(m) == "KEYS END 3 a 1 b 2 c 3");
+    CHECK(protocol::encode(m) == "KEYS END 3 a #1 b #1 c #1\n1\n2\n3");
     m = merge_scan({page(false, {{"a", "1"}, {"c", "3"}}), page(false, {{"b", "2"}})}, 2, 1000);
-    CHECK(protocol::encode(m) == "KEYS MORE 2 a 1 b 2");
+    CHECK(protocol::encode(m) == "KEYS MORE 2 a #1 b #1\n1\n2");
     m = merge_scan({page(false, {{"a", "1"}, {"c", "3"}}), page(false, {{"b", "2"}})}, 10, 3);
-    CHECK(protocol::encode(m) == "KEYS MORE 1 a 1");
+    CHECK(protocol::encode(m) == "KEYS MORE 1 a #1\n1");
     m = merge_scan({page(false, {}), page(false, {})}, 10, 3);
     CHECK(protocol::encode(m) == "KEYS END 0");
   }
@@ -540,10 +545,10 @@ TEST_SUITE("leader scan") {
     REQUIRE(s2.size() == 1);
     CHECK(s2[0].part != s[0].part);
     a = d.step(ev::ScanReply{s2[0].read, s2[0].part,
-                             protocol::parse_scan_reply(std::string("KEYS END 1 p/a 1"))});
+                             protocol::parse_scan_reply(std::string("KEYS END 1 p/a #1\n1"))});
     auto r = Driver::reply_to(a, 1);
     REQUIRE(r);
-    CHECK(encode(*r) == "KEYS END 1 p/a 1");
+    CHECK(encode(*r) == "KEYS END 1 p/a #1\n1");
   }
 
   TEST_CASE("spread keys: every participant is read, and the pages hold only if no range changed") {
@@ -553,7 +558,8 @@ TEST_SUITE("leader scan") {
     REQUIRE(s.size() == 3);
     std::string watch = std::get<protocol::Scan>(s[0].msg).watch;
     CHECK_FALSE(watch.empty());
-    std::vector<std::string> pages = {"KEYS END 1 p/a 1", "KEYS END 1 p/c 3", "KEYS END 1 p/b 2"};
+    std::vector<std::string> pages = {"KEYS END 1 p/a #1\n1", "KEYS END 1 p/c #1\n3",
+                                      "KEYS END 1 p/b #1\n2"};
     auto answer = [&](const std::vector<act::Send>& sends) {
       Actions last;
       for (auto& x : sends)
@@ -578,7 +584,7 @@ TEST_SUITE("leader scan") {
     for (size_t p = 0; p < 3; ++p) a = d.step(ev::ScanChecked{again[0].read, p, watch2, true});
     auto r = Driver::reply_to(a, 1);
     REQUIRE(r);
-    CHECK(encode(*r) == "KEYS END 3 p/a 1 p/b 2 p/c 3");
+    CHECK(encode(*r) == "KEYS END 3 p/a #1 p/b #1 p/c #1\n1\n2\n3");
   }
 
   TEST_CASE("a range that keeps changing is ERR CONFLICT, a participant down UNAVAILABLE") {
@@ -987,7 +993,7 @@ TEST_SUITE("leader membership") {
     REQUIRE(scan.size() == 1);
     CHECK(scan[0].part == 0);
     // Its page, escaped, fits the source's reply line and the learner's SYNC line.
-    CHECK(std::get<protocol::Scan>(scan[0].msg).max_bytes * 3 < protocol::k_default_max_line);
+    CHECK(std::get<protocol::Scan>(scan[0].msg).max_bytes * 3 < protocol::k_default_max_message);
     protocol::ScanReply page;
     page.kind = protocol::ScanReply::keys;
     page.kvs = {{"w", "v"}, {"x", "1"}};

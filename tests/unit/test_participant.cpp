@@ -89,7 +89,7 @@ TEST_SUITE("participant") {
     CHECK(d.reply(4).empty());  // the keys stay locked until then
     d.durable(k_rec_committed, "L.1.1");
     CHECK(d.reply(5) == "ACK");
-    CHECK(d.reply(4) == "VALUE v");
+    CHECK(d.reply(4) == "VALUE #1\nv");
     d.commit(6, "L.1.1");  // re-delivered COMMIT: acknowledged, not applied twice
     CHECK(d.reply(6) == "ACK");
     CHECK(s.m_apply_calls == 1);
@@ -376,17 +376,18 @@ TEST_SUITE("participant scan") {
     s.m_data = {{"a", "0"}, {"b", "1"}, {"b/x", "2"}, {"b/y", "3"}, {"b/z", "4"}, {"c", "5"}};
     Driver d(s);
     d.step(ev::Scan{1, scan("b", "", 10), "L-node"});
-    CHECK(d.reply(1) == "KEYS END 4 b 1 b/x 2 b/y 3 b/z 4");  // the prefix itself is under it
+    CHECK(d.reply(1) ==
+          "KEYS END 4 b #1 b/x #1 b/y #1 b/z #1\n1\n2\n3\n4");  // the prefix itself is under it
     d.step(ev::Scan{2, scan("b/", "", 2), "L-node"});
-    CHECK(d.reply(2) == "KEYS MORE 2 b/x 2 b/y 3");
+    CHECK(d.reply(2) == "KEYS MORE 2 b/x #1 b/y #1\n2\n3");
     d.step(ev::Scan{3, scan("b/", "b/y", 2), "L-node"});
-    CHECK(d.reply(3) == "KEYS END 1 b/z 4");
+    CHECK(d.reply(3) == "KEYS END 1 b/z #1\n4");
     d.step(ev::Scan{4, scan("b/", "", 100, 6), "L-node"});  // "b/x"+"2" = 4 bytes, two are 8
-    CHECK(d.reply(4) == "KEYS MORE 1 b/x 2");
+    CHECK(d.reply(4) == "KEYS MORE 1 b/x #1\n2");
     d.step(ev::Scan{5, scan("b/", "", 100, 1), "L-node"});  // at least one key, however large
-    CHECK(d.reply(5) == "KEYS MORE 1 b/x 2");
+    CHECK(d.reply(5) == "KEYS MORE 1 b/x #1\n2");
     d.step(ev::Scan{6, scan("", "", 100), "L-node"});
-    CHECK(d.reply(6) == "KEYS END 6 a 0 b 1 b/x 2 b/y 3 b/z 4 c 5");
+    CHECK(d.reply(6) == "KEYS END 6 a #1 b #1 b/x #1 b/y #1 b/z #1 c #1\n0\n1\n2\n3\n4\n5");
     d.step(ev::Scan{7, scan("d", "", 100), "L-node"});
     CHECK(d.reply(7) == "KEYS END 0");
     d.step(ev::Scan{8, scan("b/", "b/z", 5), "L-node"});  // exactly at the end
@@ -402,14 +403,14 @@ TEST_SUITE("participant scan") {
     d.prepare(2, "L.1.2", put("q", "x"));  // outside the prefix
     d.durable(k_rec_prepared, "L.1.2");
     d.step(ev::Scan{3, scan("p/", "", 2), "L-node"});
-    CHECK(d.reply(3) == "KEYS MORE 2 p/1 a p/2 b");  // its range ends at p/2: no wait
+    CHECK(d.reply(3) == "KEYS MORE 2 p/1 #1 p/2 #1\na\nb");  // its range ends at p/2: no wait
     d.step(ev::Scan{4, scan("p/", "", 10), "L-node"});
     CHECK(d.reply(4).empty());  // p/9 may commit: waits
     // Meanwhile a new write into its range waits for it: refused, so the scan cannot starve.
     d.prepare(40, "L.1.9", put("p/5", "late"));
     CHECK(d.reply(40) == "NO CONFLICT key p/5 is in a range being scanned");
     d.commit(5, "L.1.1");
-    CHECK(d.reply(4) == "KEYS END 4 p/1 a p/2 b p/3 c p/9 new");
+    CHECK(d.reply(4) == "KEYS END 4 p/1 #1 p/2 #1 p/3 #1 p/9 #3\na\nb\nc\nnew");
     // A wait has a deadline, as a read's: then ERR INDOUBT.
     d.prepare(6, "L.1.3", put("p/2", "changed"));
     d.durable(k_rec_prepared, "L.1.3");
@@ -423,7 +424,7 @@ TEST_SUITE("participant scan") {
     d.prepare(9, "L.1.4", {Op{OpKind::check, "p/1", "a"}});
     d.durable(k_rec_prepared, "L.1.4");
     d.step(ev::Scan{10, scan("p/", "", 10), "L-node"});
-    CHECK(d.reply(10) == "KEYS END 4 p/1 a p/2 b p/3 c p/9 new");
+    CHECK(d.reply(10) == "KEYS END 4 p/1 #1 p/2 #1 p/3 #1 p/9 #3\na\nb\nc\nnew");
   }
 
   TEST_CASE("a watch holds its range: writes there are refused until SCANCHECK says CLEAN") {
@@ -431,12 +432,12 @@ TEST_SUITE("participant scan") {
     s.m_data = {{"p/1", "a"}, {"p/2", "b"}, {"p/3", "c"}};
     Driver d(s);
     d.step(ev::Scan{1, scan("p/", "", 2, 1 << 20, "w1"), "L-node"});
-    CHECK(d.reply(1) == "KEYS MORE 2 p/1 a p/2 b");  // its range: up to p/2
+    CHECK(d.reply(1) == "KEYS MORE 2 p/1 #1 p/2 #1\na\nb");  // its range: up to p/2
     d.prepare(2, "L.1.1", put("p/25", "x"));         // after w1's range: prepared
     CHECK(d.log.size() == 1);
     d.step(ev::Abort{3, "L.1.1", "L-node"});
     d.step(ev::Scan{4, scan("p/", "", 10, 1 << 20, "w2"), "L-node"});
-    CHECK(d.reply(4) == "KEYS END 3 p/1 a p/2 b p/3 c");  // its range: all of p/
+    CHECK(d.reply(4) == "KEYS END 3 p/1 #1 p/2 #1 p/3 #1\na\nb\nc");  // its range: all of p/
     d.prepare(5, "L.1.2", put("p/25", "x"));
     CHECK(d.reply(5) == "NO CONFLICT key p/25 is in a range being scanned");
     d.prepare(6, "L.1.3", put("q", "x"));  // outside every range
@@ -822,9 +823,9 @@ TEST_SUITE("participant epochs") {
     CHECK(d.reply(5).rfind("ERR EPOCH", 0) == 0);
     // Unsaid (a client's READ) or current: served.
     d.step(ev::Read{6, "k", 0});
-    CHECK(d.reply(6) == "VALUE v");
+    CHECK(d.reply(6) == "VALUE #1\nv");
     d.step(ev::Read{7, "k", 3});
-    CHECK(d.reply(7) == "VALUE v");
+    CHECK(d.reply(7) == "VALUE #1\nv");
     // A newer one through a JOIN's membership; kept by a rewrite and by recovery.
     d.step(ev::Members{0, membership::Membership::initial({"a:1"}, 0), 5});
     CHECK(d.core.epoch() == 5);

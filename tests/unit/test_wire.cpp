@@ -25,7 +25,7 @@ TEST_SUITE("protocol") {
                               r.send("ECHO " + line);
                             });
     auto link =
-        std::make_shared<protocol::Link>(io, "127.0.0.1", server.port(), "HELLO tpc/1 leader 1");
+        std::make_shared<protocol::Link>(io, "127.0.0.1", server.port(), "HELLO tpc/2 leader 1");
     constexpr int k_n = 200;
     int replies = 0;
     bool in_order_tags = true;
