@@ -7,7 +7,7 @@ JOBS    ?= $(shell nproc)
 DEB_BUILD    := g++ cmake make pkg-config libcli11-dev libboost-dev libsqlite3-dev libfmt-dev doctest-dev libedit-dev libssl-dev nlohmann-json3-dev
 DEB_PACKAGES := $(DEB_BUILD) etcd-server groff-base clang libclang-rt-14-dev systemd
 
-.PHONY: all deps deps-build install-packages build check test run clean install uninstall format bench bench-member bench-cost crash-test sim fuzz fuzz-build sanitize
+.PHONY: all deps deps-build install-packages build check test run clean install uninstall format bench bench-member bench-cost bench-keys crash-test sim fuzz fuzz-build sanitize
 
 all: build
 
@@ -59,6 +59,10 @@ bench-member: deps build
 # The server CPU per transaction rows of make bench alone (about a minute).
 bench-cost: deps build
 	bash tests/bench/cost.sh
+
+# The keys stored rows of make bench alone (1M and 10M keys: about three minutes).
+bench-keys: deps build
+	bash tests/bench/keys.sh
 
 # A longer randomized crash test than the one in `make test`.
 crash-test: deps build

@@ -4,7 +4,7 @@
 #   W2 (cross-shard):  leader + 3 participants, --replicas 1, two-key transactions over 100,000 keys
 # each at 1 and 64 clients; W1 on 3 participants with --replicas 2 while one is killed, and the
 # catch-up of one out for 10 s; then throughput with 1, 2, 4 and 8 participants, and with
-# 1,000,000 keys stored, all in plaintext (tpc cluster --insecure); then W2 at 64 clients over
+# 1,000,000 and 10,000,000 keys stored (keys.sh), all in plaintext (tpc cluster --insecure); then W2 at 64 clients over
 # TLS and in plaintext, alternated, printed side by side; then W2 at 64 clients with the etcd
 # decision store and two leaders over a three-member etcd, beside the local log and beside
 # etcd's own two-key transaction rate on the same etcd (etcd_bench); then a member add under
@@ -87,11 +87,10 @@ for n in 1 2 4 8; do
   JSON_ROWS+=("{\"workload\":\"scaling\",\"participants\":$n,\"replicas\":\"1\",\"clients\":64,\"result\":$j}")
 done
 
-echo "1,000,000 keys stored (W2 at 64 clients)" >&2
-start_cluster 3 1
-client bench --clients 16 --ops 64 --keys 1000000 --fill --json >/dev/null
-j=$(client bench --clients 64 --ops 2 --duration "${SECS}s" --keys 1000000 --json)
-row "W2 with 1,000,000 keys" 3 1 64 "$j"
+# Keys stored: keys.sh (also run alone by make bench-keys): 1,000,000 and 10,000,000 keys, with
+# each process's memory and each log's and store's size.
+echo "keys stored: W2 at 64 clients over 1,000,000 and 10,000,000 keys" >&2
+source "$ROOT/tests/bench/keys.sh"
 
 # TLS against plaintext: W2 at 64 clients, alternated twice on fresh clusters so that both
 # see the same machine; the better run of each is compared.
@@ -219,6 +218,10 @@ echo "cost: server CPU per committed transaction, W1 and W2 at 64 clients, plain
 source "$ROOT/tests/bench/cost.sh"
 
 ETCD_X=$(awk -v e="$ETCD_BEST" -v o="$ETCD_OWN_BEST" 'BEGIN { printf "%.1f", (o > 0 ? e / o : 0) }')
+# The issue's yardstick: W2 at 64 clients over TLS (the default of make run) against etcd's own
+# two-key transaction, both from this run.
+TLS_X=$(awk -v t="$TLS_BEST" -v o="$ETCD_OWN_BEST" 'BEGIN { printf "%.1f", (o > 0 ? t / o : 0) }')
+PLAIN_X=$(awk -v t="$PLAIN_BEST" -v o="$ETCD_OWN_BEST" 'BEGIN { printf "%.1f", (o > 0 ? t / o : 0) }')
 stop_cluster
 
 {
@@ -235,9 +238,12 @@ stop_cluster
   printf 'W2, 64 clients:  local log %10s txn/s   etcd decisions, 2 leaders %10s txn/s (%s%% of local)   etcd own 2-key txn %10s txn/s (tpc = %sx)\n' \
     "$LOCAL_BEST" "$ETCD_BEST" "$ETCD_PCT" "$ETCD_OWN_BEST" "$ETCD_X"
   echo "  runs: local $LOCAL_RUNS; etcd decisions $ETCD_RUNS; etcd own $ETCD_OWN_RUNS (three etcd members on this machine)"
+  printf 'W2, 64 clients, against etcd own 2-key txn (%s txn/s):  TLS %s txn/s = %sx   plaintext %s txn/s = %sx\n' \
+    "$ETCD_OWN_BEST" "$TLS_BEST" "$TLS_X" "$PLAIN_BEST" "$PLAIN_X"
   echo "availability (W1, 64 clients, 3 participants, --replicas 2): in the 30 s after a participant is killed, $A_RATE% of writes committed ($A_OK committed, $A_ABORTS aborted, $A_ERR errors), p50 $A_P50 ms, p99 $A_P99 ms"
   echo "catch-up after 10 s out under that load: in-sync ${C_MS:-never} ms after the restart (copy ${C_CORE_MS} ms), $C_KEYS keys, $C_BYTES bytes"
   for l in "${MEMBER_LINES[@]}"; do echo "$l"; done
+  for l in "${KEYS_LINES[@]}"; do echo "$l"; done
   for l in "${VALUE_LINES[@]}"; do echo "$l"; done
   for l in "${COST_LINES[@]}"; do echo "$l"; done
   echo "memory (W2, 64 clients, ${MEM_SECS}s, $W2_TXNS txns): max RSS of any node $((RSS_MAX / 1024)) MiB; at half time $((${RSS_HALF:-0} / 1024)) MiB, at the end $((${RSS_END:-0} / 1024)) MiB; largest log $((LOG_MAX / 1024)) KiB"
@@ -246,11 +252,12 @@ stop_cluster
   echo "{\"machine\":{\"cores\":$(nproc),\"kernel\":\"$(uname -r)\"},\"floor\":$FLOORJ,"
   echo "\"tls\":{\"plaintext_txn_per_s\":$PLAIN_BEST,\"tls_txn_per_s\":$TLS_BEST,\"percent\":$TLS_PCT},"
   echo "\"metrics\":{\"off_txn_per_s\":$MET_OFF_BEST,\"on_txn_per_s\":$MET_ON_BEST,\"percent\":$MET_PCT},"
-  echo "\"etcd\":{\"local_txn_per_s\":$LOCAL_BEST,\"etcd_txn_per_s\":$ETCD_BEST,\"percent_of_local\":$ETCD_PCT,\"etcd_own_txn_per_s\":$ETCD_OWN_BEST,\"times_etcd_own\":$ETCD_X},"
+  echo "\"etcd\":{\"local_txn_per_s\":$LOCAL_BEST,\"etcd_txn_per_s\":$ETCD_BEST,\"percent_of_local\":$ETCD_PCT,\"etcd_own_txn_per_s\":$ETCD_OWN_BEST,\"times_etcd_own\":$ETCD_X,\"tls_times_etcd_own\":$TLS_X,\"plaintext_times_etcd_own\":$PLAIN_X},"
   echo "\"availability\":{\"committed_percent\":$A_RATE,\"committed\":$A_OK,\"aborted\":$A_ABORTS,\"errors\":$A_ERR,\"p50_ms\":$A_P50,\"p99_ms\":$A_P99,\"catchup_ms\":${C_MS:-null},\"copy_ms\":${C_CORE_MS:-null},\"catchup_keys\":${C_KEYS:-0},\"catchup_bytes\":${C_BYTES:-0}},"
   ( IFS=,; echo "\"member_add\":[${MEMBER_JSON[*]}]," )
   ( IFS=,; echo "\"cpu_per_txn\":[${COST_JSON[*]}]," )
   ( IFS=,; echo "\"value_size\":[${VALUE_JSON[*]}]," )
+  ( IFS=,; echo "\"keys_stored\":[${KEYS_JSON[*]}]," )
   echo "\"memory\":{\"seconds\":$MEM_SECS,\"max_rss_kib\":$RSS_MAX,\"half_rss_kib\":${RSS_HALF:-0},\"end_rss_kib\":${RSS_END:-0},\"max_log_bytes\":$LOG_MAX},"
   echo "\"runs\":["
   ( IFS=,; echo "${JSON_ROWS[*]}" )
