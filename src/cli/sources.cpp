@@ -44,10 +44,16 @@ void options_from_env_and_file(const CLI::App& sub, std::vector<std::string>& ar
   std::vector<std::string> names;
   for (const auto* opt : sub.get_options())
     for (const auto& n : opt->get_lnames()) names.push_back(n);
-  // The environment.
+  // The environment. An option of several names (--max-message, --max-line) is taken once:
+  // from the first of its names that is set.
+  auto given = [&](const CLI::Option* opt) {
+    for (const auto& n : opt->get_lnames())
+      if (is_set(n)) return true;
+    return false;
+  };
   for (const auto* opt : sub.get_options())
     for (const auto& n : opt->get_lnames()) {
-      if (n == "help" || n == "config" || is_set(n)) continue;
+      if (n == "help" || n == "config" || given(opt)) continue;
       std::string var = "TPC_" + n;
       for (auto& c : var)
         c = c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -76,7 +82,7 @@ void options_from_env_and_file(const CLI::App& sub, std::vector<std::string>& ar
                         sub.get_name() + (near.empty() ? "" : "; did you mean '" + near + "'?"),
                     2);
       }
-      if (is_set(it.name)) continue;
+      if (given(opt)) continue;
       std::string value;
       for (size_t i = 0; i < it.inputs.size(); ++i) value += (i ? "," : "") + it.inputs[i];
       add(opt, it.name, value);

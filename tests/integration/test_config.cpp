@@ -50,6 +50,29 @@ TEST_SUITE("config") {
             std::string::npos);
       CHECK(p->terminate() == 0);
     }
+    // An option of two names (--max-message, and --max-line, its older one) is taken once:
+    // the command line's under either name, else the environment's first name that is set.
+    struct Alias {
+      std::string name;
+      std::vector<std::string> flags;
+      size_t limit;
+    };
+    const std::map<std::string, std::string> both{{"TPC_MAX_MESSAGE", "100000"},
+                                                  {"TPC_MAX_LINE", "200000"}};
+    for (const auto& c :
+         {Alias{"alias-flag", {"--max-line", "65536"}, 65536}, Alias{"alias-env", {}, 100000}}) {
+      INFO(c.name);
+      uint16_t port = free_port();
+      auto flags = c.flags;
+      flags.insert(flags.end(), {"--port", std::to_string(port)});
+      auto p = start(c.name, flags, both);
+      REQUIRE(wait_for_text(s.path() + "/" + c.name + ".log",
+                            fmt::format("listening on 127.0.0.1:{}", port), 10000));
+      auto conn = client::Connection::open(fmt::format("127.0.0.1:{}", port), 2000);
+      REQUIRE(conn.is_ok());
+      CHECK(conn->server_max_message() == c.limit);  // the limit its HELLO says
+      CHECK(p->terminate() == 0);
+    }
     // An unknown name in the file is refused, with the nearest option.
     {
       std::ofstream f(s.path() + "/bad.toml");
