@@ -162,10 +162,8 @@ Result<Connection> Connection::open(const std::string& host_port, int timeout_ms
     if (hello->rfind("HELLO ", 0) != 0)
       return Status::error("VERSION",
                            "server at " + host_port + " refused the handshake: " + *hello);
-    for (auto& t : protocol::split(*hello))
-      if (t.rfind("max_message=", 0) == 0)
-        if (auto n = parse_int(t.substr(12)); n && *n > 0)
-          c.m_server_max_message = static_cast<size_t>(*n);
+    if (auto n = parse_int(protocol::parse_fields(*hello)["max_message"]); n && *n > 0)
+      c.m_server_max_message = static_cast<size_t>(*n);
     return c;
   }
   return Status::error("UNAVAILABLE", "cannot connect to " + host_port);

@@ -638,7 +638,7 @@ void Core::begin(int64_t now, ev::Txn& e, uint64_t digest, Actions& out) {
   for (auto& [p, mine] : by_part) parts.push_back(p);
   if (park(now, parts, e, out)) return;
   std::string txid = fmt::format("{}.{}.{}", m_cfg.id, m_cfg.incarnation, m_next_seq);
-  // Never send a line a participant would refuse (it would answer TOOLONG and reset the
+  // Never send a message a participant would refuse (it would answer TOOLONG and reset the
   // link, failing every other transaction on it): refuse the request instead.
   for (auto& [p, mine] : by_part) {
     size_t bound = 128 + txid.size() + m_cfg.id.size() + m_cfg.advertise.size() + e.rid.size();
@@ -1548,8 +1548,9 @@ void Core::catchup_send(int64_t now, Actions& out) {
         return;
       }
       c.id = m_next_read++;
-      // A page's keys and values, raw, in a quarter of the shorter line limit of the source
-      // (its reply) and the learner (the SYNC): escaped (at most three bytes a byte) they fit.
+      // A page's keys and values, raw, in a quarter of the shorter message limit of the source
+      // (its reply) and the learner (the SYNC): with the keys escaped (at most three bytes a
+      // byte; values travel raw) they fit.
       size_t line = std::min(m_peer_max_message[q], m_peer_max_message[c.slot]);
       uint64_t bytes = std::max<size_t>(1, line / 4 > 1024 ? line / 4 - 1024 : 1);
       out.list.push_back(act::Send{

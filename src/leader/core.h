@@ -84,7 +84,7 @@ struct CoreConfig {
   int64_t prepare_timeout_ms = 2000;
   int64_t resend_ms = 200;       // first re-send of an unacknowledged COMMIT
   int64_t resend_max_ms = 3200;  // backoff cap
-  // A participant's line limit until its link says otherwise (the participants' default).
+  // A participant's message limit until its link says otherwise (the participants' default).
   size_t peer_max_message = protocol::k_default_max_message;
   // A decision store shared with other leaders (etcd): another leader's transactions are
   // looked up there and settled by this leader when their own is gone, and a request id
@@ -259,7 +259,7 @@ struct SyncReply {
 };
 struct LinkUp {
   size_t part = 0;
-  size_t max_message = 0;  // the longest line the participant accepts (its HELLO); 0: not said
+  size_t max_message = 0;  // the longest message the participant accepts (its HELLO); 0: not said
 };
 struct LinkDown {
   size_t part = 0;
@@ -691,7 +691,7 @@ class Core {
   int64_t m_confirmed_ms = INT64_MIN, m_staged_confirmed_ms = INT64_MIN;
   std::vector<std::string> m_leaders;       // live leaders, from the store
   std::set<std::string> m_stale_decisions;  // refused as stale while a change was staged
-  std::vector<size_t> m_peer_max_message;   // each participant's line limit
+  std::vector<size_t> m_peer_max_message;   // each participant's message limit
   struct RidOutcome {
     protocol::Decision decision;
     std::string txid;

@@ -691,8 +691,8 @@ std::vector<node::Verb> Server::verbs() {
       data_verb("SCAN",
                 [this](const Tokens& t, Reply reply) {
                   // The participants' SCAN without MAX-BYTES: a page's keys and values, raw, in
-                  // a quarter of a line, so that escaped (at most three bytes per byte) it fits
-                  // a participant's reply and the reply to the client.
+                  // a quarter of a message, so that with the keys escaped (at most three bytes per
+                  // byte) it fits a participant's reply and the reply to the client.
                   std::vector<std::string_view> args(t);
                   std::string bytes = std::to_string(std::max<size_t>(1, m_cfg.max_message / 4));
                   if (t.size() == 4) args.push_back(bytes);

@@ -1,5 +1,6 @@
 #include "protocol/codec.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -70,6 +71,22 @@ std::optional<size_t> block_length(std::string_view token) {
   }
   return n;
 }
+
+namespace {
+// The length of the next `#N` token of `line` from *pos on (and *pos moved past it); nullopt
+// when no other follows.
+std::optional<size_t> next_block(std::string_view line, size_t* pos) {
+  while (*pos < line.size()) {
+    size_t start = line.find_first_not_of(" \t", *pos);
+    if (start == std::string_view::npos) break;
+    size_t stop = std::min(line.find_first_of(" \t", start), line.size());
+    *pos = stop;
+    if (auto n = block_length(line.substr(start, stop - start))) return n;
+  }
+  *pos = line.size();
+  return std::nullopt;
+}
+}  // namespace
 
 Result<std::string> unescape(std::string_view token) {
   if (token == "\"\"") return std::string();
@@ -197,15 +214,14 @@ LineBuffer::Next LineBuffer::next(std::string* out) {
   size_t take = len;
   if (take > 0 && base[take - 1] == '\r') --take;
   size_t end = len + 1;  // past the message's last LF
-  bool blocks = std::memchr(base, '#', take) != nullptr;
+  std::string_view line(base, take);
+  bool blocks = line.find('#') != std::string_view::npos;
   if (blocks) {
     m_scanned = len;  // the line is known, when its blocks are not all there yet
     // The data blocks: N bytes after the line's LF for each #N token, each followed by LF (or
     // CR LF). Their sizes are known from the line: too long is known before they arrive.
     size_t total = len;
-    for (auto t : split(std::string_view(base, take))) {
-      auto n = block_length(t);
-      if (!n) continue;
+    for (size_t pos = 0; auto n = next_block(line, &pos);) {
       total += *n + 1;
       if (total > m_max) return Next::too_long;
       if (avail < end + *n + 1) return (compact(), Next::need_more);
@@ -221,13 +237,11 @@ LineBuffer::Next LineBuffer::next(std::string* out) {
       }
     }
   }
-  out->assign(base, take);
+  out->assign(line);
   if (blocks) {
     // The frame: each data block after an LF, without the CR some peers send after it.
     size_t p = len + 1;
-    for (auto t : split(std::string_view(base, take))) {
-      auto n = block_length(t);
-      if (!n) continue;
+    for (size_t pos = 0; auto n = next_block(line, &pos);) {
       out->push_back('\n');
       out->append(base + p, *n);
       p += *n + 1;

@@ -58,7 +58,7 @@ class Link : public std::enable_shared_from_this<Link> {
   // The refusal's error code: the peer's own ("ERR CODE ..." in reply to HELLO or to the
   // first request), the HelloCheck's status code, or TLS; empty when not refused.
   const std::string& refused_code() const { return m_refused_code; }
-  // The longest line the peer accepts, from its HELLO (0: not said).
+  // The longest message the peer accepts, from its HELLO (0: not said).
   size_t peer_max_message() const { return m_peer_max_message; }
   // Number of socket writes so far (each carries every line queued since the last one).
   uint64_t writes() const { return m_writes; }

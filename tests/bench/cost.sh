@@ -14,24 +14,15 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then source "$(dirname "$0")/lib.sh" stand
 COST_LINES=()
 COST_JSON=()
 TICK=$(getconf CLK_TCK)
-# cpu_ticks: "USER SYS" clock ticks of the running cluster's server processes, summed.
-cpu_ticks() {
-  local u=0 s=0 p f
-  for p in $(pgrep -f -- "--data-dir $DATA/c/(leader|participant)-"); do
+# role_counters ROLE: "USER SYS WCHAR DISK CALLS" of the running cluster's ROLE processes
+# (leader or participant), summed: user and system clock ticks, then /proc/PID/io's counters.
+role_counters() {
+  local u=0 s=0 w=0 d=0 c=0 p f
+  for p in $(server_pids "$1"); do
     # Fields 14 and 15 of /proc/PID/stat (after the command name, which may hold spaces).
     f=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
     u=$((u + $(echo "$f" | cut -d' ' -f12)))
     s=$((s + $(echo "$f" | cut -d' ' -f13)))
-  done
-  echo "$u $s"
-}
-# role_counters ROLE: "TICKS WCHAR DISK SYSCALLS" of the running cluster's ROLE processes
-# (leader or participant), summed.
-role_counters() {
-  local t=0 w=0 d=0 c=0 p f
-  for p in $(pgrep -f -- "--data-dir $DATA/c/$1-"); do
-    f=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
-    t=$((t + $(echo "$f" | cut -d' ' -f12) + $(echo "$f" | cut -d' ' -f13)))
     while read -r k v; do
       case $k in
         wchar:) w=$((w + v)) ;;
@@ -40,7 +31,7 @@ role_counters() {
       esac
     done <"/proc/$p/io"
   done
-  echo "$t $w $d $c"
+  echo "$u $s $w $d $c"
 }
 ROLE_LINES=()
 
@@ -50,17 +41,17 @@ for mode in plain tls; do
     if [ $mode = tls ]; then start_cluster "$n" "$r" "tls nometrics"; else start_cluster "$n" "$r" nometrics; fi
     # A short warm-up (connections made, caches filled), then the measured run.
     bench 64 "$ops" 2 >/dev/null
-    read -r u0 s0 <<<"$(cpu_ticks)"
-    read -r lt0 lw0 ld0 lc0 <<<"$(role_counters leader)"
-    read -r pt0 pw0 pd0 pc0 <<<"$(role_counters participant)"
+    read -r lu0 ls0 lw0 ld0 lc0 <<<"$(role_counters leader)"
+    read -r pu0 ps0 pw0 pd0 pc0 <<<"$(role_counters participant)"
     j=$(bench 64 "$ops" "$SECS")
-    read -r u1 s1 <<<"$(cpu_ticks)"
-    read -r lt1 lw1 ld1 lc1 <<<"$(role_counters leader)"
-    read -r pt1 pw1 pd1 pc1 <<<"$(role_counters participant)"
+    read -r lu1 ls1 lw1 ld1 lc1 <<<"$(role_counters leader)"
+    read -r pu1 ps1 pw1 pd1 pc1 <<<"$(role_counters participant)"
     stop_cluster
+    lt=$((lu1 - lu0 + ls1 - ls0)); pt=$((pu1 - pu0 + ps1 - ps0))  # each role's ticks
+    u=$((lu1 - lu0 + pu1 - pu0)); s=$((ls1 - ls0 + ps1 - ps0))  # every server's
     txns=$(echo "$j" | jget committed)
     tps=$(echo "$j" | jget committed_per_s)
-    read -r us_user us_sys us_all <<<"$(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v t="$TICK" -v n="$txns" \
+    read -r us_user us_sys us_all <<<"$(awk -v u="$u" -v s="$s" -v t="$TICK" -v n="$txns" \
       'BEGIN { if (n <= 0) { print "null null null"; exit }
                printf "%.1f %.1f %.1f", u * 1e6 / t / n, s * 1e6 / t / n, (u + s) * 1e6 / t / n }')"
     COST_LINES+=("$(printf 'server CPU per committed txn, %s at 64 clients, %-9s %7s us (user %s, system %s) at %s txn/s' \
@@ -68,8 +59,8 @@ for mode in plain tls; do
     COST_JSON+=("{\"workload\":\"$w\",\"mode\":\"$mode\",\"clients\":64,\"committed\":$txns,\"txn_per_s\":$tps,\"cpu_us_per_txn\":$us_all,\"user_us_per_txn\":$us_user,\"system_us_per_txn\":$us_sys}")
     echo "  $w $mode: $us_all us of server CPU per txn (user $us_user, system $us_sys), $tps txn/s" >&2
     roles=$(awk -v n="$txns" -v t="$TICK" \
-      -v lt=$((lt1 - lt0)) -v lw=$((lw1 - lw0)) -v ld=$((ld1 - ld0)) -v lc=$((lc1 - lc0)) \
-      -v pt=$((pt1 - pt0)) -v pw=$((pw1 - pw0)) -v pd=$((pd1 - pd0)) -v pc=$((pc1 - pc0)) \
+      -v lt="$lt" -v lw=$((lw1 - lw0)) -v ld=$((ld1 - ld0)) -v lc=$((lc1 - lc0)) \
+      -v pt="$pt" -v pw=$((pw1 - pw0)) -v pd=$((pd1 - pd0)) -v pc=$((pc1 - pc0)) \
       'BEGIN { if (n <= 0) exit
                printf "%.1f %.0f %.0f %.1f %.1f %.0f %.0f %.1f", lt * 1e6 / t / n, lw / n, ld / n, lc / n,
                       pt * 1e6 / t / n, pw / n, pd / n, pc / n }')

@@ -20,7 +20,7 @@ for nkeys in ${BENCH_KEYS:-1000000 10000000}; do
   # Every server process: the leader and the participants (not tpc cluster, not the client).
   declare -A RSS=()
   NAMES=()
-  for p in $(pgrep -f -- "--data-dir $DATA/c/(leader|participant)-"); do
+  for p in $(server_pids); do
     name=$(tr '\0' ' ' <"/proc/$p/cmdline" | grep -o -- "--data-dir [^ ]*" | sed 's|.*/||')
     NAMES+=("$p:$name"); RSS[$p]=0
   done
@@ -29,7 +29,7 @@ for nkeys in ${BENCH_KEYS:-1000000 10000000}; do
   BP=$!
   while kill -0 "$BP" 2>/dev/null; do
     for p in "${!RSS[@]}"; do
-      kb=$(awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+      kb=$(rss_kib "$p")
       [ "${kb:-0}" -gt "${RSS[$p]}" ] && RSS[$p]=$kb
     done
     sleep 1

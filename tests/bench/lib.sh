@@ -55,6 +55,11 @@ stop_cluster() {
   if [ -n "$CLUSTER_PID" ]; then kill -TERM "$CLUSTER_PID" 2>/dev/null || true; wait "$CLUSTER_PID" 2>/dev/null || true; fi
   CLUSTER_PID=""
 }
+# server_pids [ROLE]: the running cluster's leader and participant processes (not tpc cluster,
+# not the client), or those of ROLE (leader, participant) only.
+server_pids() { pgrep -f -- "--data-dir $DATA/c/${1:-(leader|participant)}-" || true; }
+# rss_kib PID: its resident memory in KiB (0 once it is gone).
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 LEADERS=""  # empty: the one leader at BASE
 client() { "$TPC" client --leader "${LEADERS:-127.0.0.1:$BASE}" ${CERTS:+--certs-dir "$CERTS"} "$@"; }
 bench() {  # clients ops seconds [extra...]

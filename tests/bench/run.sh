@@ -55,7 +55,7 @@ echo "W2: 3 participants, --replicas 1, two-key transactions" >&2
 start_cluster 3 1
 row "W2 2-key txn, replicas 1" 3 1 1 "$(bench 1 2 "$SECS")"
 # The long run also samples resident memory and log size.
-PIDS=$(pgrep -f -- "--data-dir $DATA/c/" | tr '\n' ' ')
+PIDS=$(server_pids | tr '\n' ' ')
 bench 64 2 "$MEM_SECS" >"$DATA/w2.json" &
 BP=$!
 RSS_MAX=0; RSS_HALF=""; RSS_END=""; LOG_MAX=0
@@ -64,7 +64,7 @@ while kill -0 "$BP" 2>/dev/null; do
   sleep 1; t=$((t + 1))
   tot=0; mx=0
   for p in $PIDS; do
-    kb=$(awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    kb=$(rss_kib "$p")
     [ "${kb:-0}" -gt "$mx" ] && mx=$kb
   done
   [ "$mx" -gt "$RSS_MAX" ] && RSS_MAX=$mx

@@ -82,7 +82,7 @@ void oversize_prepare(bool secure) {
   o.participant_args = {"--max-message", "65536"};
   Cluster c(o);
   REQUIRE(c.wait_ready());
-  // Legal at the leader (1 MiB lines), too long for the participants.
+  // Legal at the leader (2 MiB messages), too long for the participants.
   auto r = c.client({"put", "big", std::string(70000, 'x')});
   CHECK(r.code == 2);
   CHECK(r.err.find("too large") != std::string::npos);
