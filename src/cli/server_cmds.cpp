@@ -185,6 +185,11 @@ std::function<int()> setup_participant(CLI::App& app) {
                   "ms after which a prepared transaction asks its leader for the outcome")
       ->capture_default_str()
       ->check(CLI::Range(1, 86400000));
+  sub->add_option("--store-hold", cfg->store_hold_ms,
+                  "ms the store keeps one SQLite transaction open across commits (0: commit "
+                  "each batch); a crash makes recovery redo at most this much from the log")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 60000));
   auto* rf = sub->add_option("--restore-from", cfg->restore_from,
                              "rebuild an empty --data-dir from the live participant HOST:PORT, "
                              "then join in participant --id's place");

@@ -41,7 +41,7 @@ Server::Server(asio::io_context& io, Config cfg) : m_io(io), m_cfg(std::move(cfg
     std::ifstream in(m_cfg.data_dir + "/membership");
     std::getline(in, m_membership);
   }
-  m_store = std::make_unique<store::SqliteStore>(m_cfg.data_dir + "/data.db");
+  m_store = std::make_unique<store::SqliteStore>(m_cfg.data_dir + "/data.db", m_cfg.store_hold_ms);
   CoreConfig cc;
   cc.id = m_cfg.id;
   cc.read_timeout_ms = m_cfg.read_timeout_ms;
@@ -61,6 +61,7 @@ Server::Server(asio::io_context& io, Config cfg) : m_io(io), m_cfg(std::move(cfg
   m_exec->execute(a);  // the redo is applied here, before anyone is served
   log::info("recovered {} log records; {} commits redone; {} transactions in doubt",
             recovered.size(), m_core->redone(), m_core->prepared().size());
+  commit_store_when_due();
   if (m_host->metrics()) start_metrics(io);
   log::info("participant {} (node {}, cluster {}) listening on {}:{}, data in {}", m_cfg.id,
             m_ident.node, m_ident.cluster.empty() ? "not joined yet" : m_ident.cluster, m_cfg.bind,
@@ -68,6 +69,14 @@ Server::Server(asio::io_context& io, Config cfg) : m_io(io), m_cfg(std::move(cfg
 }
 
 Server::~Server() { stop(); }
+
+void Server::commit_store_when_due() {
+  if (m_cfg.store_hold_ms <= 0) return;
+  m_host->after(std::max(1, m_cfg.store_hold_ms / 2), [this] {
+    if (Status st = m_store->commit_due(); !st) fatal("cannot commit the store: " + st.to_string());
+    commit_store_when_due();
+  });
+}
 
 void Server::stop() {
   if (m_host->stopped()) return;

@@ -51,6 +51,9 @@ struct Config {
   int resolve_after_ms = 1000;  // a prepared txn older than this asks its leader
   int resolve_max_backoff_ms = 5000;
   uint64_t log_compact_bytes = 16ull << 20;  // rewrite the log past this size
+  // The store keeps one SQLite transaction open across the commits of this many ms (store.h):
+  // a page many commits change is written once per hold. 0: committed every batch.
+  int store_hold_ms = 500;
   std::string cluster_id;      // for a new data directory: belong to this cluster from the start
   std::string restore_from;    // HOST:PORT: first rebuild the (empty) data dir from replicas
   std::string restore_backup;  // DIR: first fill the (empty) data dir from a backup
@@ -91,6 +94,9 @@ class Server : private Io {
   void on_snapshot(const std::vector<std::string_view>& t, protocol::Reply reply);
   void on_backup(const std::vector<std::string_view>& t, protocol::Reply reply);
   std::shared_ptr<protocol::Link> leader_link(const std::string& addr);
+  // Every half --store-hold, commits the store's held transaction once it is due (store.h),
+  // so an idle participant does not keep one open.
+  void commit_store_when_due();
 
   boost::asio::io_context& m_io;
   Config m_cfg;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 
@@ -61,7 +62,21 @@ Status MemStore::apply(const std::string& txid, const std::vector<Op>& ops) {
   return Status::ok();
 }
 
-SqliteStore::SqliteStore(const std::string& path) : m_path(path) {
+namespace {
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+bool step_reset(sqlite3_stmt* s) {
+  int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  return rc == SQLITE_DONE || rc == SQLITE_ROW;
+}
+}  // namespace
+
+SqliteStore::SqliteStore(const std::string& path, int64_t hold_ms)
+    : m_path(path), m_hold_ms(hold_ms) {
   if (sqlite3_open_v2(path.c_str(), &m_db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       nullptr) != SQLITE_OK) {
@@ -148,6 +163,8 @@ Status SqliteStore::backup_to(const std::string& path) {
     std::remove(path.c_str());
     return Status::error("STORAGE", "backup to " + path + ": " + why);
   };
+  // The copy reads committed pages: what a held transaction applied is committed first.
+  if (Status st = commit_open(); !st) return st;
   sqlite3* dst = nullptr;
   if (sqlite3_open_v2(path.c_str(), &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
       SQLITE_OK) {
@@ -214,6 +231,12 @@ void SqliteStore::checkpointer(sqlite3* db) {
 }
 
 SqliteStore::~SqliteStore() {
+  // A held transaction is kept (a close would roll it back; the log would redo it anyway).
+  if (m_in_batch) {
+    step_reset(m_rollback);
+    m_open = m_in_batch = false;
+  }
+  if (Status st = commit_open(); !st) log::warn("closing the store: {}", st.message());
   {
     std::lock_guard<std::mutex> g(m_ckpt_mutex);
     m_ckpt_stop = true;
@@ -280,17 +303,13 @@ std::set<std::string> SqliteStore::applied_txids() {
   return out;
 }
 
-namespace {
-bool step_reset(sqlite3_stmt* s) {
-  int rc = sqlite3_step(s);
-  sqlite3_reset(s);
-  return rc == SQLITE_DONE || rc == SQLITE_ROW;
-}
-}  // namespace
-
 Status SqliteStore::begin_batch() {
   if (m_in_batch) return Status::ok();
-  if (!step_reset(m_begin)) return fail("begin");
+  if (!m_open) {
+    if (!step_reset(m_begin)) return fail("begin");
+    m_open = true;
+    m_opened_ms = steady_ms();
+  }
   m_in_batch = true;
   return Status::ok();
 }
@@ -298,6 +317,13 @@ Status SqliteStore::begin_batch() {
 Status SqliteStore::end_batch() {
   if (!m_in_batch) return Status::ok();
   m_in_batch = false;
+  if (m_hold_ms > 0 && steady_ms() - m_opened_ms < m_hold_ms) return Status::ok();  // held
+  return commit_open();
+}
+
+Status SqliteStore::commit_open() {
+  if (!m_open || m_in_batch) return Status::ok();
+  m_open = false;
   if (!step_reset(m_commit)) {
     Status st = fail("commit");
     step_reset(m_rollback);
@@ -306,11 +332,13 @@ Status SqliteStore::end_batch() {
   return Status::ok();
 }
 
-namespace {
-bool step_reset(sqlite3_stmt* s);
-}  // namespace
+Status SqliteStore::commit_due() {
+  if (!holding() || steady_ms() - m_opened_ms < m_hold_ms) return Status::ok();
+  return commit_open();
+}
 
 Status SqliteStore::make_durable() {
+  if (Status st = commit_open(); !st) return st;
   // In WAL mode every commit is in the WAL; with synchronous=NORMAL it is not fsynced at
   // commit. One commit with synchronous=FULL fsyncs the WAL, and with it every earlier commit.
   // (Much cheaper than a checkpoint, which copies the WAL into the database file.)
