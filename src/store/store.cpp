@@ -75,8 +75,8 @@ bool step_reset(sqlite3_stmt* s) {
 }
 }  // namespace
 
-SqliteStore::SqliteStore(const std::string& path, int64_t hold_ms)
-    : m_path(path), m_hold_ms(hold_ms) {
+SqliteStore::SqliteStore(const std::string& path, int64_t hold_ms, uint64_t hold_max_writes)
+    : m_path(path), m_hold_ms(hold_ms), m_hold_max_writes(hold_max_writes) {
   if (sqlite3_open_v2(path.c_str(), &m_db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       nullptr) != SQLITE_OK) {
@@ -317,13 +317,15 @@ Status SqliteStore::begin_batch() {
 Status SqliteStore::end_batch() {
   if (!m_in_batch) return Status::ok();
   m_in_batch = false;
-  if (m_hold_ms > 0 && steady_ms() - m_opened_ms < m_hold_ms) return Status::ok();  // held
+  if (m_hold_ms > 0 && steady_ms() - m_opened_ms < m_hold_ms && m_held_writes < m_hold_max_writes)
+    return Status::ok();  // held
   return commit_open();
 }
 
 Status SqliteStore::commit_open() {
   if (!m_open || m_in_batch) return Status::ok();
   m_open = false;
+  m_held_writes = 0;
   if (!step_reset(m_commit)) {
     Status st = fail("commit");
     step_reset(m_rollback);
@@ -380,6 +382,7 @@ Status SqliteStore::apply(const std::string& txid, const std::vector<Op>& ops) {
   }
   // Inside a batch, a failure leaves the batch to fail at end_batch; the caller stops anyway.
   for (auto& op : ops) {
+    m_held_writes += op.is_write();
     if (op.kind == OpKind::put) {
       sqlite3_bind_blob(m_put, 1, op.key.data(), static_cast<int>(op.key.size()), SQLITE_STATIC);
       sqlite3_bind_blob(m_put, 2, op.value.data(), static_cast<int>(op.value.size()),

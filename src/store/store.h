@@ -75,17 +75,21 @@ class MemStore : public Store {
 // commits (see docs/recovery.md), so the store is not forced on every commit, and with
 // `hold_ms` > 0 not even committed on every batch: end_batch() leaves the SQLite transaction
 // open, and the batches of the next `hold_ms` milliseconds join it, until an end_batch() past
-// that age, commit_due(), make_durable() or backup_to() commits it. A B-tree page that many
-// commits change is then written to the WAL once per hold instead of once per batch (a 4 KiB
-// page for every key of every batch). What a held transaction applied is read back by this
-// object at once (get, scan, key_count see it), but is lost by a process crash: recovery
-// redoes it from the log, as it redoes what a power loss took from the WAL. With hold_ms 0,
-// end_batch() commits, and a returned batch survives a process crash (not a power loss).
-// Not thread-safe: one thread uses it.
+// that age or past `hold_max_writes` key writes, commit_due(), make_durable() or backup_to()
+// commits it. A B-tree page that many commits change is then written to the WAL once per hold
+// instead of once per batch (a 4 KiB page for every key of every batch). The bound on writes
+// bounds the commit, which runs on the event loop: at most about that many pages written. What a
+// held transaction applied is read back by this object at once (get, scan, key_count see it), but
+// is lost by a process crash: recovery redoes it from the log, as it redoes what a power loss took
+// from the WAL. With hold_ms 0, end_batch() commits, and a returned batch survives a process crash
+// (not a power loss). Not thread-safe: one thread uses it.
 class SqliteStore : public Store {
  public:
   // Opens or creates `path`; throws tpc::Error when the database cannot be opened.
-  explicit SqliteStore(const std::string& path, int64_t hold_ms = 0);
+  explicit SqliteStore(const std::string& path, int64_t hold_ms = 0,
+                       uint64_t hold_max_writes = k_hold_max_writes);
+  // The default bound of a held transaction's key writes (docs/design.md has the A/B).
+  static constexpr uint64_t k_hold_max_writes = 2000;
   ~SqliteStore() override;
   Result<std::optional<std::string>> get(const std::string& key) override;
   std::set<std::string> applied_txids() override;
@@ -126,7 +130,9 @@ class SqliteStore : public Store {
   bool m_in_batch = false;  // between begin_batch() and end_batch()
   bool m_open = false;      // a SQLite transaction is open (in a batch, or held)
   int64_t m_hold_ms = 0;
+  uint64_t m_hold_max_writes = 0;
   int64_t m_opened_ms = 0;  // when the open transaction began (steady clock)
+  uint64_t m_held_writes = 0;  // key writes in the open transaction
   uint64_t m_seq = 0;
   // Checkpoints run on a thread of their own, with a connection of their own, so copying
   // the WAL into the database never stalls the event loop (SQLite's checkpoints run

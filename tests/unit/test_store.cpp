@@ -114,7 +114,9 @@ TEST_SUITE("store") {
     std::filesystem::remove_all(std::filesystem::path(path).parent_path());
   }
 
-  TEST_CASE("a short hold commits once due; no hold commits every batch") {
+  TEST_CASE(
+      "a short hold commits once due, a hold ends at its bound of writes, no hold commits every "
+      "batch") {
     std::string path = scratch_db("due");
     store::SqliteStore held(path, 20);
     REQUIRE(held.apply("t1", {Op{OpKind::put, "a", "1"}}));
@@ -126,6 +128,19 @@ TEST_SUITE("store") {
     REQUIRE(st);
     CHECK_FALSE(held.holding());
     CHECK(committed_keys(path) == 1);
+
+    // A hold also ends at its bound of key writes, however young.
+    std::string pathw = scratch_db("writes");
+    store::SqliteStore bounded(pathw, 60000, 3);
+    REQUIRE(bounded.apply("t1", {Op{OpKind::put, "a", "1"}, Op{OpKind::check, "b", ""}}));
+    REQUIRE(bounded.apply("t2", {Op{OpKind::del, "c", ""}}));
+    CHECK(bounded.holding());
+    REQUIRE(bounded.apply("t3", {Op{OpKind::put, "d", "4"}}));
+    CHECK_FALSE(bounded.holding());
+    CHECK(committed_keys(pathw) == 2);
+    REQUIRE(bounded.apply("t4", {Op{OpKind::put, "e", "5"}}));
+    CHECK(bounded.holding());
+    std::filesystem::remove_all(std::filesystem::path(pathw).parent_path());
 
     std::string path0 = scratch_db("nohold");
     store::SqliteStore each(path0);
