@@ -4,7 +4,7 @@ BUILD   ?= build
 PREFIX  ?= /usr/local
 JOBS    ?= $(shell nproc)
 # What building tpc needs; then what its tests need (a real etcd, groff, clang's fuzzer).
-DEB_BUILD    := g++ cmake make pkg-config libcli11-dev libboost-dev libsqlite3-dev libfmt-dev doctest-dev libedit-dev libssl-dev nlohmann-json3-dev
+DEB_BUILD    := g++ cmake make pkg-config libcli11-dev libboost-dev libsqlite3-dev libfmt-dev doctest-dev libedit-dev libssl-dev nlohmann-json3-dev libtcmalloc-minimal4
 DEB_PACKAGES := $(DEB_BUILD) etcd-server groff-base clang libclang-rt-14-dev systemd
 
 .PHONY: all deps deps-build install-packages build check test run clean install uninstall format bench bench-member bench-cost bench-keys crash-test sim fuzz fuzz-build sanitize
