@@ -32,6 +32,13 @@ struct AsyncClient {
 
 bool no_doubt(Cluster& c, int i) { return c.stat(i, "in_doubt") == 0; }
 
+// Participants whose store holds its transaction open for `ms` (--store-hold).
+Cluster::Options store_hold(const std::string& ms) {
+  Cluster::Options o;
+  o.participant_args = {"--store-hold", ms};
+  return o;
+}
+
 // How many keys participant i's SQLite file holds committed, as a crash would leave it (read
 // by a connection of this process; -1 when it cannot be read).
 int committed_keys(Cluster& c, int i) {
@@ -266,9 +273,7 @@ TEST_SUITE("recovery") {
   }
 
   TEST_CASE("commits a killed participant's store still held are redone from its log") {
-    Cluster::Options o;
-    o.participant_args = {"--store-hold", "60000"};
-    Cluster c(o);
+    Cluster c(store_hold("60000"));
     REQUIRE(c.wait_ready());
     REQUIRE(c.client({"put", "k", "v"}).code == 0);
     REQUIRE(c.client({"put", "k2", "v2"}).code == 0);
@@ -283,9 +288,7 @@ TEST_SUITE("recovery") {
   }
 
   TEST_CASE("an idle participant commits its store's held transaction within the hold") {
-    Cluster::Options o;
-    o.participant_args = {"--store-hold", "200"};
-    Cluster c(o);
+    Cluster c(store_hold("200"));
     REQUIRE(c.wait_ready());
     REQUIRE(c.client({"put", "k", "v"}).code == 0);
     // Nothing else is written: only the timer can commit it.
