@@ -14,6 +14,7 @@
 #include "participant/restore.h"
 #include "participant/server.h"
 #include "protocol/messages.h"
+#include "store/store.h"
 #include "tls/context.h"
 #include "txlog/record.h"
 
@@ -186,9 +187,10 @@ std::function<int()> setup_participant(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1, 86400000));
   sub->add_option("--store-hold", cfg->store_hold_ms,
-                  "ms the store keeps one SQLite transaction open across commits (at most 2000 "
-                  "key writes; 0: commit each batch); a crash makes recovery redo at most this "
-                  "much from the log")
+                  fmt::format("ms the store keeps one SQLite transaction open across commits (at "
+                              "most {} key writes; 0: commit each batch); a crash makes recovery "
+                              "redo at most this much from the log",
+                              store::SqliteStore::k_hold_max_writes))
       ->capture_default_str()
       ->check(CLI::Range(0, 60000));
   auto* rf = sub->add_option("--restore-from", cfg->restore_from,

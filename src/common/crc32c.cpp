@@ -57,7 +57,7 @@ uint32_t crc32c(uint32_t crc, const void* data, size_t n) {
 #if defined(__x86_64__)
   if (has_sse42()) return ~crc32c_sse42(~crc, p, n);
 #endif
-  return ~crc32c_table(~crc, p, n);
+  return crc32c_portable(crc, p, n);
 }
 
 uint32_t crc32c_portable(uint32_t crc, const void* data, size_t n) {

@@ -231,7 +231,8 @@ void SqliteStore::checkpointer(sqlite3* db) {
 }
 
 SqliteStore::~SqliteStore() {
-  // A held transaction is kept (a close would roll it back; the log would redo it anyway).
+  // A held transaction is committed (a close would roll it back; the log would redo it anyway),
+  // unless a batch was left open by a failure: then it all goes, and recovery redoes it.
   if (m_in_batch) {
     step_reset(m_rollback);
     m_open = m_in_batch = false;
@@ -317,9 +318,12 @@ Status SqliteStore::begin_batch() {
 Status SqliteStore::end_batch() {
   if (!m_in_batch) return Status::ok();
   m_in_batch = false;
-  if (m_hold_ms > 0 && steady_ms() - m_opened_ms < m_hold_ms && m_held_writes < m_hold_max_writes)
-    return Status::ok();  // held
-  return commit_open();
+  return due() ? commit_open() : Status::ok();  // else held
+}
+
+bool SqliteStore::due() const {
+  return m_hold_ms <= 0 || steady_ms() - m_opened_ms >= m_hold_ms ||
+         m_held_writes >= m_hold_max_writes;
 }
 
 Status SqliteStore::commit_open() {
@@ -334,10 +338,7 @@ Status SqliteStore::commit_open() {
   return Status::ok();
 }
 
-Status SqliteStore::commit_due() {
-  if (!holding() || steady_ms() - m_opened_ms < m_hold_ms) return Status::ok();
-  return commit_open();
-}
+Status SqliteStore::commit_due() { return holding() && due() ? commit_open() : Status::ok(); }
 
 Status SqliteStore::make_durable() {
   if (Status st = commit_open(); !st) return st;
@@ -380,7 +381,7 @@ Status SqliteStore::apply(const std::string& txid, const std::vector<Op>& ops) {
   if (own) {
     if (Status st = begin_batch(); !st) return st;
   }
-  // Inside a batch, a failure leaves the batch to fail at end_batch; the caller stops anyway.
+  // A failure is returned at once, the batch left open: the caller stops.
   for (auto& op : ops) {
     m_held_writes += op.is_write();
     if (op.kind == OpKind::put) {

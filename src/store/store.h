@@ -100,8 +100,9 @@ class SqliteStore : public Store {
   uint64_t applied_seq() override { return m_seq; }
   Status prune_applied(uint64_t upto) override;
   Status make_durable() override;
-  // Commits a held transaction once it is `hold_ms` old (the server calls it from a timer, so
-  // an idle store does not keep one open). Error STORAGE when the commit fails.
+  // Commits a held transaction once it is due (`hold_ms` old, or its bound of writes reached;
+  // the server calls it from a timer, so an idle store does not keep one open). Error STORAGE when
+  // the commit fails.
   Status commit_due();
   // Whether a transaction is held open (applied batches not yet committed to SQLite).
   bool holding() const { return m_open && !m_in_batch; }
@@ -127,6 +128,8 @@ class SqliteStore : public Store {
   sqlite3_stmt* m_prune = nullptr;
   sqlite3_stmt* m_scan = nullptr;
   Status commit_open();     // commits the open SQLite transaction, if any
+  // Whether the open transaction is to be committed: no hold, or past its age or its writes.
+  bool due() const;
   bool m_in_batch = false;  // between begin_batch() and end_batch()
   bool m_open = false;      // a SQLite transaction is open (in a batch, or held)
   int64_t m_hold_ms = 0;

@@ -6,7 +6,8 @@
 # the transactions it committed; then the same per role (the leader, the participants together),
 # with the bytes each role wrote per transaction (/proc/PID/io: wchar, what its write calls to
 # files carried; write_bytes, what it dirtied for the disk: whole pages) and its file read and
-# write calls (syscr + syscw; socket sends and receives are not counted there). docs/design.md's cost model is built on these rows.
+# write calls (syscr + syscw; socket sends and receives are not counted there).
+# docs/design.md's cost model is built on these rows.
 # Part of make bench (run.sh sources it); alone: bash tests/bench/cost.sh (make bench-cost).
 # Sets COST_LINES (text) and COST_JSON (JSON objects).
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then source "$(dirname "$0")/lib.sh" standalone; fi

@@ -117,37 +117,45 @@ TEST_SUITE("store") {
   TEST_CASE(
       "a short hold commits once due, a hold ends at its bound of writes, no hold commits every "
       "batch") {
+    // Each store is closed before its directory goes.
     std::string path = scratch_db("due");
-    store::SqliteStore held(path, 20);
-    REQUIRE(held.apply("t1", {Op{OpKind::put, "a", "1"}}));
-    CHECK(held.holding());
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    Status st = Status::ok();
-    while (st && held.holding() && std::chrono::steady_clock::now() < deadline)
-      st = held.commit_due();
-    REQUIRE(st);
-    CHECK_FALSE(held.holding());
-    CHECK(committed_keys(path) == 1);
+    {
+      store::SqliteStore held(path, 20);
+      REQUIRE(held.apply("t1", {Op{OpKind::put, "a", "1"}}));
+      CHECK(held.holding());
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      Status st = Status::ok();
+      while (st && held.holding() && std::chrono::steady_clock::now() < deadline)
+        st = held.commit_due();
+      REQUIRE(st);
+      CHECK_FALSE(held.holding());
+      CHECK(committed_keys(path) == 1);
+    }
 
     // A hold also ends at its bound of key writes, however young.
     std::string pathw = scratch_db("writes");
-    store::SqliteStore bounded(pathw, 60000, 3);
-    REQUIRE(bounded.apply("t1", {Op{OpKind::put, "a", "1"}, Op{OpKind::check, "b", ""}}));
-    REQUIRE(bounded.apply("t2", {Op{OpKind::del, "c", ""}}));
-    CHECK(bounded.holding());
-    REQUIRE(bounded.apply("t3", {Op{OpKind::put, "d", "4"}}));
-    CHECK_FALSE(bounded.holding());
-    CHECK(committed_keys(pathw) == 2);
-    REQUIRE(bounded.apply("t4", {Op{OpKind::put, "e", "5"}}));
-    CHECK(bounded.holding());
-    std::filesystem::remove_all(std::filesystem::path(pathw).parent_path());
+    {
+      store::SqliteStore bounded(pathw, 60000, 3);
+      REQUIRE(bounded.apply("t1", {Op{OpKind::put, "a", "1"}, Op{OpKind::check, "b", ""}}));
+      REQUIRE(bounded.apply("t2", {Op{OpKind::del, "c", ""}}));
+      CHECK(bounded.holding());
+      REQUIRE(bounded.commit_due());  // neither old nor full yet: still held
+      CHECK(bounded.holding());
+      REQUIRE(bounded.apply("t3", {Op{OpKind::put, "d", "4"}}));
+      CHECK_FALSE(bounded.holding());
+      CHECK(committed_keys(pathw) == 2);
+      REQUIRE(bounded.apply("t4", {Op{OpKind::put, "e", "5"}}));
+      CHECK(bounded.holding());
+    }
 
     std::string path0 = scratch_db("nohold");
-    store::SqliteStore each(path0);
-    REQUIRE(each.apply("t1", {Op{OpKind::put, "a", "1"}}));
-    CHECK_FALSE(each.holding());
-    CHECK(committed_keys(path0) == 1);
-    std::filesystem::remove_all(std::filesystem::path(path).parent_path());
-    std::filesystem::remove_all(std::filesystem::path(path0).parent_path());
+    {
+      store::SqliteStore each(path0);
+      REQUIRE(each.apply("t1", {Op{OpKind::put, "a", "1"}}));
+      CHECK_FALSE(each.holding());
+      CHECK(committed_keys(path0) == 1);
+    }
+    for (const auto& p : {path, pathw, path0})
+      std::filesystem::remove_all(std::filesystem::path(p).parent_path());
   }
 }
