@@ -105,6 +105,7 @@ void leader_killed_at_steps(const std::vector<std::pair<std::string, int>>& step
     REQUIRE(c.wait_ready());
     Writer w(c, 60);
     for (int i = 0; i < 120; ++i) REQUIRE(w.put());
+    REQUIRE(c.wait_settled());  // `prepare` may count the keys a participant holds
     auto cmd = member_command(c, prepare(c), "member");
     bool crashed = false;
     int64_t start = now_ms();
@@ -134,6 +135,8 @@ TEST_SUITE("membership") {
     REQUIRE(c.wait_ready());
     Writer w(c, 300);
     for (int i = 0; i < 300; ++i) REQUIRE(w.put());
+    // A put is answered once its decision is durable; its COMMIT may still be on the way.
+    REQUIRE(c.wait_settled());
     long before[3];
     for (int i = 0; i < 3; ++i) before[i] = c.stat(i, "keys");
     CHECK(before[0] + before[1] + before[2] == 600);
@@ -303,6 +306,8 @@ TEST_SUITE("membership") {
     REQUIRE(c.wait_ready());
     Writer w(c, 300);
     for (int i = 0; i < 300; ++i) REQUIRE(w.put());
+    // A put is answered once its decision is durable; its COMMIT may still be on the way.
+    REQUIRE(c.wait_settled());
     long before[3];
     for (int i = 0; i < 3; ++i) before[i] = c.stat(i, "keys");
     c.participant(1)->kill9();
