@@ -5,13 +5,13 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 
 #include <fmt/format.h>
 
 #include "common/logging.h"
+#include "common/util.h"
 
 namespace tpc::store {
 
@@ -63,11 +63,6 @@ Status MemStore::apply(const std::string& txid, const std::vector<Op>& ops) {
 }
 
 namespace {
-int64_t steady_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 bool step_reset(sqlite3_stmt* s) {
   int rc = sqlite3_step(s);
   sqlite3_reset(s);
@@ -309,7 +304,7 @@ Status SqliteStore::begin_batch() {
   if (!m_open) {
     if (!step_reset(m_begin)) return fail("begin");
     m_open = true;
-    m_opened_ms = steady_ms();
+    m_opened_ms = now_ms();
   }
   m_in_batch = true;
   return Status::ok();
@@ -322,7 +317,7 @@ Status SqliteStore::end_batch() {
 }
 
 bool SqliteStore::due() const {
-  return m_hold_ms <= 0 || steady_ms() - m_opened_ms >= m_hold_ms ||
+  return m_hold_ms <= 0 || now_ms() - m_opened_ms >= m_hold_ms ||
          m_held_writes >= m_hold_max_writes;
 }
 

@@ -2,9 +2,9 @@
 
 #include <sqlite3.h>
 #include <unistd.h>
-#include <chrono>
 #include <filesystem>
 
+#include "common/util.h"
 #include "store/store.h"
 
 using namespace tpc;
@@ -37,9 +37,7 @@ std::string scratch_db(const char* name) {
 
 TEST_SUITE("store") {
   TEST_CASE("sqlite store keeps arbitrary bytes and applied marks across reopen") {
-    auto dir = std::filesystem::temp_directory_path() / ("tpc-store-" + std::to_string(getpid()));
-    std::filesystem::create_directories(dir);
-    std::string path = (dir / "data.db").string();
+    std::string path = scratch_db("reopen");
     std::string nul_key("k\0ey", 4), value("v\0\n\xff", 4);
     {
       store::SqliteStore s(path);
@@ -71,7 +69,7 @@ TEST_SUITE("store") {
       REQUIRE(again.apply("t4", {Op{OpKind::put, "z", "1"}}));
       CHECK(again.applied_seq() == 4);
     }
-    std::filesystem::remove_all(dir);
+    std::filesystem::remove_all(std::filesystem::path(path).parent_path());
   }
 
   TEST_CASE("a held store transaction is read back at once and committed when due or forced") {
@@ -123,10 +121,9 @@ TEST_SUITE("store") {
       store::SqliteStore held(path, 20);
       REQUIRE(held.apply("t1", {Op{OpKind::put, "a", "1"}}));
       CHECK(held.holding());
-      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      int64_t deadline = now_ms() + 5000;
       Status st = Status::ok();
-      while (st && held.holding() && std::chrono::steady_clock::now() < deadline)
-        st = held.commit_due();
+      while (st && held.holding() && now_ms() < deadline) st = held.commit_due();
       REQUIRE(st);
       CHECK_FALSE(held.holding());
       CHECK(committed_keys(path) == 1);
